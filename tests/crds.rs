@@ -1,0 +1,259 @@
+//! The CRDs: what `crds/` holds is what the types generate, and the generated schemas carry
+//! every field fact of Flux's own CRDs (the oracle files in `tests/fixtures/flux-crd-schema/`).
+
+use std::collections::BTreeMap;
+
+use driftless::api::crds::{self, FieldFacts};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::Value;
+
+fn oracle_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux-crd-schema")
+}
+
+/// One oracle file: header facts and field lines.
+struct Oracle {
+    file: String,
+    header: BTreeMap<String, String>,
+    fields: Vec<FieldFacts>,
+}
+
+fn load_oracles() -> Vec<Oracle> {
+    let mut files: Vec<_> = std::fs::read_dir(oracle_dir())
+        .expect("oracle dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "expected the three Flux oracle files");
+    files.iter().map(|p| parse_oracle(p)).collect()
+}
+
+fn parse_oracle(path: &std::path::Path) -> Oracle {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut header = BTreeMap::new();
+    let mut fields = Vec::new();
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("# ") {
+            header.extend(parse_header_line(h));
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 4, "malformed oracle line {line:?}");
+        let facts = if cols[3].is_empty() {
+            serde_json::Map::new()
+        } else {
+            serde_json::from_str(cols[3]).unwrap_or_else(|e| panic!("facts of {line:?}: {e}"))
+        };
+        fields.push(FieldFacts {
+            path: cols[0].into(),
+            type_: cols[1].into(),
+            required: cols[2] == "required",
+            facts,
+        });
+    }
+    Oracle { file: path.file_name().unwrap().to_string_lossy().into(), header, fields }
+}
+
+/// Header lines hold `key=value` pairs; values are bare words or Python-style lists.
+fn parse_header_line(line: &str) -> Vec<(String, String)> {
+    if let Some(columns) = line.strip_prefix("printerColumns=") {
+        return vec![("printerColumns".into(), columns.into())];
+    }
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some((key, after)) = rest.split_once('=') {
+        let (value, next) = if after.starts_with('[') {
+            let end = after.find(']').expect("closing bracket") + 1;
+            (&after[..end], &after[end..])
+        } else {
+            after.split_once(' ').map_or((after, ""), |(v, n)| (v, n))
+        };
+        out.push((key.trim().to_string(), value.to_string()));
+        rest = next.trim_start();
+    }
+    out
+}
+
+fn python_list(value: &str) -> Vec<String> {
+    serde_json::from_str(&value.replace('\'', "\"")).unwrap_or_else(|e| panic!("list {value}: {e}"))
+}
+
+fn crd_for(oracle: &Oracle) -> CustomResourceDefinition {
+    let plural = &oracle.header["plural"];
+    crds::all()
+        .into_iter()
+        .find(|c| &c.spec.names.plural == plural)
+        .unwrap_or_else(|| panic!("no driftless CRD for {plural} ({})", oracle.file))
+}
+
+#[test]
+fn committed_crds_are_what_the_types_generate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for crd in crds::all() {
+        let path = dir.join(crds::file_name(&crd));
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `make crds`)", path.display()));
+        assert!(
+            committed == crds::to_yaml(&crd).unwrap(),
+            "{} differs from the generated CRD: run `make crds` and commit the result",
+            path.display()
+        );
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(files, crds::all().len(), "crds/ holds files that no type generates");
+}
+
+#[test]
+fn committed_crds_parse_back_into_the_same_objects() {
+    for crd in crds::all() {
+        let yaml = crds::to_yaml(&crd).unwrap();
+        let parsed: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(parsed, crd, "{} does not round-trip through YAML", crds::file_name(&crd));
+    }
+}
+
+#[test]
+fn names_scope_versions_and_subresources_match_flux() {
+    for oracle in load_oracles() {
+        let crd = crd_for(&oracle);
+        let h = &oracle.header;
+        assert_eq!(crd.spec.group, h["group"], "{}", oracle.file);
+        assert_eq!(crd.spec.names.kind, h["kind"], "{}", oracle.file);
+        assert_eq!(crd.spec.scope, h["scope"], "{}", oracle.file);
+        let short: Vec<String> = crd.spec.names.short_names.clone().unwrap_or_default();
+        assert_eq!(short, python_list(&h["shortNames"]), "{} short names", oracle.file);
+        let categories = crd.spec.names.categories.clone().unwrap_or_default();
+        assert_eq!(categories, python_list(&h["categories"]), "{} categories", oracle.file);
+
+        assert_eq!(crd.spec.versions.len(), 1, "{}: only v1 is served", oracle.file);
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, h["version"]);
+        assert_eq!(v.served, h["served"] == "True");
+        assert_eq!(v.storage, h["storage"] == "True");
+        assert_eq!(v.deprecated.unwrap_or(false), h["deprecated"] == "True");
+        let subresources = v.subresources.as_ref().expect("subresources");
+        assert_eq!(python_list(&h["subresources"]), vec!["status".to_string()]);
+        assert!(subresources.status.is_some(), "{}: status subresource", oracle.file);
+        assert!(subresources.scale.is_none(), "{}: no scale subresource", oracle.file);
+    }
+}
+
+#[test]
+fn printer_columns_match_flux() {
+    for oracle in load_oracles() {
+        let crd = crd_for(&oracle);
+        let expected: Vec<Vec<String>> = serde_json::from_str(&oracle.header["printerColumns"]).unwrap();
+        let ours: Vec<Vec<String>> = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| vec![c.name, c.json_path, c.type_])
+            .collect();
+        assert_eq!(ours, expected, "{} printer columns", oracle.file);
+    }
+}
+
+#[test]
+fn every_flux_schema_field_is_present_with_the_same_facts() {
+    let mut mismatches = Vec::new();
+    for oracle in load_oracles() {
+        let crd = crd_for(&oracle);
+        let ours: BTreeMap<String, FieldFacts> = crds::schema_fields(&crd, &oracle.header["version"])
+            .into_iter()
+            .map(|f| (f.path.clone(), f))
+            .collect();
+        for want in &oracle.fields {
+            match ours.get(&want.path) {
+                None => mismatches.push(format!("{}: {} is missing", oracle.file, want.path)),
+                Some(got) => {
+                    let same_facts = numbers_as_written(&got.facts) == numbers_as_written(&want.facts);
+                    if got.type_ != want.type_ || got.required != want.required || !same_facts {
+                        mismatches.push(format!(
+                            "{}: {}\n   flux: {} required={} {}\n   ours: {} required={} {}",
+                            oracle.file,
+                            want.path,
+                            want.type_,
+                            want.required,
+                            Value::Object(want.facts.clone()),
+                            got.type_,
+                            got.required,
+                            Value::Object(got.facts.clone())
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "schema differs from Flux's:\n{}", mismatches.join("\n"));
+}
+
+/// `JSONSchemaProps` holds `minimum`/`maximum` as floats, so `0` comes back as `0.0`; the API
+/// server treats both alike, and so does this comparison.
+fn numbers_as_written(facts: &serde_json::Map<String, Value>) -> Value {
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => Value::from(f as i64),
+                _ => v.clone(),
+            },
+            Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+            _ => v.clone(),
+        }
+    }
+    canonical(&Value::Object(facts.clone()))
+}
+
+#[test]
+fn fields_beyond_flux_are_optional() {
+    for oracle in load_oracles() {
+        let crd = crd_for(&oracle);
+        let flux: std::collections::BTreeSet<&str> = oracle.fields.iter().map(|f| f.path.as_str()).collect();
+        for field in crds::schema_fields(&crd, "v1") {
+            if !flux.contains(field.path.as_str()) {
+                assert!(!field.required, "{}: {} is ours and must be optional", oracle.file, field.path);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_field_accepts_null_and_spec_is_not_required() {
+    for crd in crds::all() {
+        let yaml = crds::to_yaml(&crd).unwrap();
+        assert!(!yaml.contains("nullable"), "{} has nullable fields", crds::file_name(&crd));
+        let root = crds::schema_fields(&crd, "v1").into_iter().find(|f| f.path == ".spec").unwrap();
+        assert!(!root.required, "{}: Flux does not require .spec", crds::file_name(&crd));
+    }
+}
+
+#[test]
+fn every_field_is_described_for_kubectl_explain() {
+    for crd in crds::all() {
+        let schema = serde_json::to_value(
+            crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap(),
+        )
+        .unwrap();
+        let mut undocumented = Vec::new();
+        find_undocumented(&schema["properties"]["spec"], ".spec", &mut undocumented);
+        find_undocumented(&schema["properties"]["status"], ".status", &mut undocumented);
+        assert!(undocumented.is_empty(), "{}: fields without a description: {undocumented:?}", crd.spec.names.kind);
+    }
+}
+
+fn find_undocumented(node: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            let p = format!("{path}.{name}");
+            if child.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+                out.push(p.clone());
+            }
+            find_undocumented(child, &p, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        find_undocumented(items, &format!("{path}[]"), out);
+    }
+}

@@ -1,0 +1,152 @@
+//! Test support for integration tests on the real platform (`hack/platform`).
+//!
+//! The first test that needs the platform starts it (or finds it running through
+//! `.platform/env`); every test gets its own `kube::Client` and a fresh namespace that is
+//! deleted when the test ends.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What `hack/platform up` exported in `.platform/env`.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub env: HashMap<String, String>,
+}
+
+impl Platform {
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(&self.env["KUBECONFIG"])
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.env["DRIFTLESS_REGISTRY"]
+    }
+
+    /// The platform's own kubectl (built from the pinned Kubernetes release), aimed at it.
+    pub fn kubectl(&self) -> Command {
+        let bin = Path::new(&self.env["DRIFTLESS_TESTBIN"]).join("bin/kubectl");
+        let mut cmd = Command::new(bin);
+        cmd.env("KUBECONFIG", self.kubeconfig());
+        cmd
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("platform kubeconfig readable");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("platform kubeconfig valid");
+        Client::try_from(config).expect("client from platform kubeconfig")
+    }
+}
+
+/// The running platform, started on first use. Concurrent tests in one binary share one start.
+pub fn platform() -> Platform {
+    static PLATFORM: OnceLock<Platform> = OnceLock::new();
+    PLATFORM.get_or_init(|| {
+        let status = Command::new(repo_root().join("hack/platform"))
+            .arg("up")
+            .status()
+            .expect("run hack/platform up");
+        assert!(status.success(), "hack/platform up failed: {status}");
+        let env_file = std::env::var("DRIFTLESS_PLATFORM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join(".platform"))
+            .join("env");
+        Platform { env: parse_env_file(&env_file) }
+    })
+    .clone()
+}
+
+fn parse_env_file(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Install driftless's CRDs (server-side apply, as `kubectl apply --server-side` would) and
+/// wait until the API server serves them. Runs once per test binary.
+pub async fn install_crds(client: &Client) {
+    static INSTALLED: Mutex<bool> = Mutex::new(false);
+    if *INSTALLED.lock().unwrap() {
+        return;
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftless::api::crds::all() {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        api.patch(&name, &PatchParams::apply("driftless-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(Duration::from_secs(60), await_condition(api.clone(), &name, conditions::is_crd_established()))
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not established within 60s"))
+            .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
+    }
+    *INSTALLED.lock().unwrap() = true;
+}
+
+/// A namespace of its own for one test; deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    platform: Platform,
+}
+
+impl TestNamespace {
+    pub async fn new(platform: &Platform, client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"driftless.test/owner": prefix}},
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        TestNamespace { name, platform: platform.clone() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's own runtime is blocked while it runs (a client made
+        // there would deadlock); a fresh client on a short-lived runtime issues the delete.
+        let (name, platform) = (self.name.clone(), self.platform.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = platform.client().await;
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await;
+            });
+        })
+        .join();
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", nanos ^ std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
