@@ -76,5 +76,7 @@ fn print_or_write_crds(dir: Option<PathBuf>) -> Result<()> {
 /// The roles are wired into the CLI from the start so that scripts and charts can name them;
 /// each one's behaviour lands with its own issue.
 fn arrives_with(role: &str, issue: u32) -> Result<()> {
-    bail!("`driftless {role}` is not part of this build yet (it lands with issue #{issue}); this build provides `driftless crds`")
+    bail!(
+        "`driftless {role}` is not part of this build yet (it lands with issue #{issue}); this build provides `driftless crds`"
+    )
 }

@@ -52,7 +52,11 @@ fn parse_oracle(path: &std::path::Path) -> Oracle {
             facts,
         });
     }
-    Oracle { file: path.file_name().unwrap().to_string_lossy().into(), header, fields }
+    Oracle {
+        file: path.file_name().unwrap().to_string_lossy().into(),
+        header,
+        fields,
+    }
 }
 
 /// Header lines hold `key=value` pairs; values are bare words or Python-style lists.
@@ -101,7 +105,11 @@ fn committed_crds_are_what_the_types_generate() {
         );
     }
     let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(files, crds::all().len(), "crds/ holds files that no type generates");
+    assert_eq!(
+        files,
+        crds::all().len(),
+        "crds/ holds files that no type generates"
+    );
 }
 
 #[test]
@@ -109,7 +117,12 @@ fn committed_crds_parse_back_into_the_same_objects() {
     for crd in crds::all() {
         let yaml = crds::to_yaml(&crd).unwrap();
         let parsed: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
-        assert_eq!(parsed, crd, "{} does not round-trip through YAML", crds::file_name(&crd));
+        assert_eq!(
+            parsed,
+            crd,
+            "{} does not round-trip through YAML",
+            crds::file_name(&crd)
+        );
     }
 }
 
@@ -122,11 +135,26 @@ fn names_scope_versions_and_subresources_match_flux() {
         assert_eq!(crd.spec.names.kind, h["kind"], "{}", oracle.file);
         assert_eq!(crd.spec.scope, h["scope"], "{}", oracle.file);
         let short: Vec<String> = crd.spec.names.short_names.clone().unwrap_or_default();
-        assert_eq!(short, python_list(&h["shortNames"]), "{} short names", oracle.file);
+        assert_eq!(
+            short,
+            python_list(&h["shortNames"]),
+            "{} short names",
+            oracle.file
+        );
         let categories = crd.spec.names.categories.clone().unwrap_or_default();
-        assert_eq!(categories, python_list(&h["categories"]), "{} categories", oracle.file);
+        assert_eq!(
+            categories,
+            python_list(&h["categories"]),
+            "{} categories",
+            oracle.file
+        );
 
-        assert_eq!(crd.spec.versions.len(), 1, "{}: only v1 is served", oracle.file);
+        assert_eq!(
+            crd.spec.versions.len(),
+            1,
+            "{}: only v1 is served",
+            oracle.file
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, h["version"]);
         assert_eq!(v.served, h["served"] == "True");
@@ -134,8 +162,16 @@ fn names_scope_versions_and_subresources_match_flux() {
         assert_eq!(v.deprecated.unwrap_or(false), h["deprecated"] == "True");
         let subresources = v.subresources.as_ref().expect("subresources");
         assert_eq!(python_list(&h["subresources"]), vec!["status".to_string()]);
-        assert!(subresources.status.is_some(), "{}: status subresource", oracle.file);
-        assert!(subresources.scale.is_none(), "{}: no scale subresource", oracle.file);
+        assert!(
+            subresources.status.is_some(),
+            "{}: status subresource",
+            oracle.file
+        );
+        assert!(
+            subresources.scale.is_none(),
+            "{}: no scale subresource",
+            oracle.file
+        );
     }
 }
 
@@ -143,7 +179,8 @@ fn names_scope_versions_and_subresources_match_flux() {
 fn printer_columns_match_flux() {
     for oracle in load_oracles() {
         let crd = crd_for(&oracle);
-        let expected: Vec<Vec<String>> = serde_json::from_str(&oracle.header["printerColumns"]).unwrap();
+        let expected: Vec<Vec<String>> =
+            serde_json::from_str(&oracle.header["printerColumns"]).unwrap();
         let ours: Vec<Vec<String>> = crd.spec.versions[0]
             .additional_printer_columns
             .clone()
@@ -160,15 +197,17 @@ fn every_flux_schema_field_is_present_with_the_same_facts() {
     let mut mismatches = Vec::new();
     for oracle in load_oracles() {
         let crd = crd_for(&oracle);
-        let ours: BTreeMap<String, FieldFacts> = crds::schema_fields(&crd, &oracle.header["version"])
-            .into_iter()
-            .map(|f| (f.path.clone(), f))
-            .collect();
+        let ours: BTreeMap<String, FieldFacts> =
+            crds::schema_fields(&crd, &oracle.header["version"])
+                .into_iter()
+                .map(|f| (f.path.clone(), f))
+                .collect();
         for want in &oracle.fields {
             match ours.get(&want.path) {
                 None => mismatches.push(format!("{}: {} is missing", oracle.file, want.path)),
                 Some(got) => {
-                    let same_facts = numbers_as_written(&got.facts) == numbers_as_written(&want.facts);
+                    let same_facts =
+                        numbers_as_written(&got.facts) == numbers_as_written(&want.facts);
                     if got.type_ != want.type_ || got.required != want.required || !same_facts {
                         mismatches.push(format!(
                             "{}: {}\n   flux: {} required={} {}\n   ours: {} required={} {}",
@@ -186,7 +225,11 @@ fn every_flux_schema_field_is_present_with_the_same_facts() {
             }
         }
     }
-    assert!(mismatches.is_empty(), "schema differs from Flux's:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "schema differs from Flux's:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 /// `JSONSchemaProps` holds `minimum`/`maximum` as floats, so `0` comes back as `0.0`; the API
@@ -199,7 +242,9 @@ fn numbers_as_written(facts: &serde_json::Map<String, Value>) -> Value {
                 _ => v.clone(),
             },
             Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+            }
             _ => v.clone(),
         }
     }
@@ -210,10 +255,15 @@ fn numbers_as_written(facts: &serde_json::Map<String, Value>) -> Value {
 fn fields_beyond_flux_are_optional() {
     for oracle in load_oracles() {
         let crd = crd_for(&oracle);
-        let flux: std::collections::BTreeSet<&str> = oracle.fields.iter().map(|f| f.path.as_str()).collect();
+        let flux: std::collections::BTreeSet<&str> =
+            oracle.fields.iter().map(|f| f.path.as_str()).collect();
         for field in crds::schema_fields(&crd, "v1") {
             if !flux.contains(field.path.as_str()) {
-                assert!(!field.required, "{}: {} is ours and must be optional", oracle.file, field.path);
+                assert!(
+                    !field.required,
+                    "{}: {} is ours and must be optional",
+                    oracle.file, field.path
+                );
             }
         }
     }
@@ -223,9 +273,20 @@ fn fields_beyond_flux_are_optional() {
 fn no_field_accepts_null_and_spec_is_not_required() {
     for crd in crds::all() {
         let yaml = crds::to_yaml(&crd).unwrap();
-        assert!(!yaml.contains("nullable"), "{} has nullable fields", crds::file_name(&crd));
-        let root = crds::schema_fields(&crd, "v1").into_iter().find(|f| f.path == ".spec").unwrap();
-        assert!(!root.required, "{}: Flux does not require .spec", crds::file_name(&crd));
+        assert!(
+            !yaml.contains("nullable"),
+            "{} has nullable fields",
+            crds::file_name(&crd)
+        );
+        let root = crds::schema_fields(&crd, "v1")
+            .into_iter()
+            .find(|f| f.path == ".spec")
+            .unwrap();
+        assert!(
+            !root.required,
+            "{}: Flux does not require .spec",
+            crds::file_name(&crd)
+        );
     }
 }
 
@@ -233,13 +294,27 @@ fn no_field_accepts_null_and_spec_is_not_required() {
 fn every_field_is_described_for_kubectl_explain() {
     for crd in crds::all() {
         let schema = serde_json::to_value(
-            crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap(),
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
         )
         .unwrap();
         let mut undocumented = Vec::new();
         find_undocumented(&schema["properties"]["spec"], ".spec", &mut undocumented);
-        find_undocumented(&schema["properties"]["status"], ".status", &mut undocumented);
-        assert!(undocumented.is_empty(), "{}: fields without a description: {undocumented:?}", crd.spec.names.kind);
+        find_undocumented(
+            &schema["properties"]["status"],
+            ".status",
+            &mut undocumented,
+        );
+        assert!(
+            undocumented.is_empty(),
+            "{}: fields without a description: {undocumented:?}",
+            crd.spec.names.kind
+        );
     }
 }
 
@@ -247,7 +322,11 @@ fn find_undocumented(node: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for (name, child) in props {
             let p = format!("{path}.{name}");
-            if child.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if child
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 out.push(p.clone());
             }
             find_undocumented(child, &p, out);

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::{Bucket, Kustomization, OCIRepository};
 
-const HEADER: &str = "# Generated from the Rust types in src/api by `driftless crds --dir crds`; do not edit.\n";
+const HEADER: &str =
+    "# Generated from the Rust types in src/api by `driftless crds --dir crds`; do not edit.\n";
 
 /// Every CRD driftless serves or reads, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -34,14 +35,23 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::s
 
 fn flux_shaped(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.take()) else {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.take())
+        else {
             continue;
         };
         let mut value = serde_json::to_value(schema).expect("a JSONSchemaProps serializes");
         strip_null(&mut value);
         shape_root(&mut value, &crd.spec.names.kind);
-        version.schema.as_mut().expect("checked above").open_api_v3_schema =
-            Some(serde_json::from_value(value).expect("the reshaped schema is still a JSONSchemaProps"));
+        version
+            .schema
+            .as_mut()
+            .expect("checked above")
+            .open_api_v3_schema = Some(
+            serde_json::from_value(value).expect("the reshaped schema is still a JSONSchemaProps"),
+        );
     }
     crd
 }
@@ -61,7 +71,9 @@ fn strip_null(value: &mut Value) {
 }
 
 fn shape_root(schema: &mut Value, kind: &str) {
-    let Some(root) = schema.as_object_mut() else { return };
+    let Some(root) = schema.as_object_mut() else {
+        return;
+    };
     root.remove("required");
     root.remove("title");
     let properties = root
@@ -114,8 +126,14 @@ pub fn schema_fields(crd: &CustomResourceDefinition, version: &str) -> Vec<Field
     out
 }
 
-const STRUCTURE_KEYS: &[&str] =
-    &["type", "description", "properties", "items", "additionalProperties", "required"];
+const STRUCTURE_KEYS: &[&str] = &[
+    "type",
+    "description",
+    "properties",
+    "items",
+    "additionalProperties",
+    "required",
+];
 
 fn walk(node: &Value, path: String, required: bool, out: &mut Vec<FieldFacts>) {
     let Some(map) = node.as_object() else { return };
@@ -124,16 +142,30 @@ fn walk(node: &Value, path: String, required: bool, out: &mut Vec<FieldFacts>) {
         if STRUCTURE_KEYS.contains(&key.as_str()) {
             continue;
         }
-        let value = if key == "x-kubernetes-validations" { cel_rules(value) } else { value.clone() };
+        let value = if key == "x-kubernetes-validations" {
+            cel_rules(value)
+        } else {
+            value.clone()
+        };
         facts.insert(key.clone(), value);
     }
     out.push(FieldFacts {
         path: path.clone(),
-        type_: map.get("type").and_then(Value::as_str).unwrap_or_default().to_string(),
+        type_: map
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         required,
         facts,
     });
-    let child = |name: &str| if path == "." { format!(".{name}") } else { format!("{path}.{name}") };
+    let child = |name: &str| {
+        if path == "." {
+            format!(".{name}")
+        } else {
+            format!("{path}.{name}")
+        }
+    };
     let required_names: Vec<&str> = map
         .get("required")
         .and_then(Value::as_array)
@@ -143,7 +175,12 @@ fn walk(node: &Value, path: String, required: bool, out: &mut Vec<FieldFacts>) {
         let mut names: Vec<&String> = props.keys().collect();
         names.sort();
         for name in names {
-            walk(&props[name], child(name), required_names.contains(&name.as_str()), out);
+            walk(
+                &props[name],
+                child(name),
+                required_names.contains(&name.as_str()),
+                out,
+            );
         }
     }
     if let Some(items) = map.get("items") {
@@ -159,7 +196,12 @@ fn cel_rules(validations: &Value) -> Value {
     Value::Array(
         validations
             .as_array()
-            .map(|rules| rules.iter().filter_map(|r| r.get("rule").cloned()).collect())
+            .map(|rules| {
+                rules
+                    .iter()
+                    .filter_map(|r| r.get("rule").cloned())
+                    .collect()
+            })
             .unwrap_or_default(),
     )
 }

@@ -27,9 +27,21 @@ use super::meta::{
     category = "fluxcd",
     category = "fluxcd-appliers",
     annotation("kustomize.toolkit.fluxcd.io/substitute", "disabled"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].message"#),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#
+    ),
     doc = "Kustomization builds the manifests found in a source's artifact and applies them to the cluster with server-side apply, pruning what was removed and checking the health of what was applied."
 )]
 #[serde(rename_all = "camelCase")]

@@ -103,7 +103,10 @@ pub struct Condition {
     #[schemars(extend("minimum" = 0))]
     pub observed_generation: Option<i64>,
     /// A CamelCase, machine-readable cause of the last transition.
-    #[schemars(length(min = 1, max = 1024), pattern(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"))]
+    #[schemars(
+        length(min = 1, max = 1024),
+        pattern(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    )]
     pub reason: String,
     /// `True`, `False` or `Unknown`.
     pub status: ConditionStatus,

@@ -1,5 +1,9 @@
 //! The custom resources driftless serves and reads, with Flux's exact schemas.
 
+// `#[kube(printcolumn(...))]` repeats `type_ = "string"` by design; clippy reads that as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod bucket;
 pub mod crds;
 pub mod kustomization;

@@ -25,9 +25,21 @@ use super::meta::{
     category = "fluxcd-sources",
     annotation("kustomize.toolkit.fluxcd.io/substitute", "disabled"),
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].message"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "OCIRepository follows an artifact in an OCI registry, verifies it and serves its content as a tarball for Kustomizations and other consumers."
 )]
 #[serde(rename_all = "camelCase")]
@@ -167,7 +179,11 @@ pub struct OCIRepositoryVerification {
     pub secret_ref: Option<LocalObjectReference>,
     /// Keyless only: the OIDC identities allowed to have signed. A signature is accepted when
     /// any entry matches; with no entries any identity of the trusted root is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchOIDCIdentity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchOIDCIdentity"
+    )]
     pub match_oidc_identity: Option<Vec<OIDCIdentityMatch>>,
     /// Keyless only: Secret with a `trusted_root.json` to trust instead of the public Sigstore
     /// instance, for self-hosted Fulcio and Rekor.

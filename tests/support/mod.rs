@@ -46,7 +46,8 @@ impl Platform {
     }
 
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("platform kubeconfig readable");
+        let kubeconfig =
+            Kubeconfig::read_from(self.kubeconfig()).expect("platform kubeconfig readable");
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .expect("platform kubeconfig valid");
@@ -57,23 +58,27 @@ impl Platform {
 /// The running platform, started on first use. Concurrent tests in one binary share one start.
 pub fn platform() -> Platform {
     static PLATFORM: OnceLock<Platform> = OnceLock::new();
-    PLATFORM.get_or_init(|| {
-        let status = Command::new(repo_root().join("hack/platform"))
-            .arg("up")
-            .status()
-            .expect("run hack/platform up");
-        assert!(status.success(), "hack/platform up failed: {status}");
-        let env_file = std::env::var("DRIFTLESS_PLATFORM_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo_root().join(".platform"))
-            .join("env");
-        Platform { env: parse_env_file(&env_file) }
-    })
-    .clone()
+    PLATFORM
+        .get_or_init(|| {
+            let status = Command::new(repo_root().join("hack/platform"))
+                .arg("up")
+                .status()
+                .expect("run hack/platform up");
+            assert!(status.success(), "hack/platform up failed: {status}");
+            let env_file = std::env::var("DRIFTLESS_PLATFORM_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join(".platform"))
+                .join("env");
+            Platform {
+                env: parse_env_file(&env_file),
+            }
+        })
+        .clone()
 }
 
 fn parse_env_file(path: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .filter_map(|line| line.strip_prefix("export "))
         .filter_map(|kv| kv.split_once('='))
@@ -91,13 +96,20 @@ pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in driftless::api::crds::all() {
         let name = crd.metadata.name.clone().expect("CRDs are named");
-        api.patch(&name, &PatchParams::apply("driftless-tests").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        tokio::time::timeout(Duration::from_secs(60), await_condition(api.clone(), &name, conditions::is_crd_established()))
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not established within 60s"))
-            .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
+        api.patch(
+            &name,
+            &PatchParams::apply("driftless-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 60s"))
+        .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
     }
     *INSTALLED.lock().unwrap() = true;
 }
@@ -121,7 +133,10 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
-        TestNamespace { name, platform: platform.clone() }
+        TestNamespace {
+            name,
+            platform: platform.clone(),
+        }
     }
 }
 
@@ -131,10 +146,15 @@ impl Drop for TestNamespace {
         // there would deadlock); a fresh client on a short-lived runtime issues the delete.
         let (name, platform) = (self.name.clone(), self.platform.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let client = platform.client().await;
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await;
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
             });
         })
         .join();
@@ -148,5 +168,9 @@ fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{:x}{:x}", nanos ^ std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:x}{:x}",
+        nanos ^ std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -1,0 +1,44 @@
+# driftless — the two commands that matter: `make demo` and `make test`.
+SHELL := /usr/bin/env bash
+CARGO ?= cargo
+
+.PHONY: all build test demo crds lint up down platform-status testbin clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+## test: build and install whatever is missing, start the platform, run every test.
+test:
+	hack/test
+
+## demo: a local platform with driftless's CRDs and an example OCIRepository.
+demo:
+	hack/demo
+
+## crds: regenerate crds/ from the Rust types (commit the result).
+crds:
+	$(CARGO) run --quiet -- crds --dir crds
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## up / down: start or stop the test platform by hand (state in .platform/).
+up:
+	hack/platform up
+
+down:
+	hack/platform down
+
+platform-status:
+	hack/platform status
+
+## testbin: build kube-apiserver, kubectl and etcd into the cache outside the clone.
+testbin:
+	hack/testbin.sh all
+
+clean:
+	hack/platform down
+	$(CARGO) clean
