@@ -1,1 +1,10 @@
+//! driftless: Gitless GitOps source and apply controllers, wire-compatible with Flux.
+//!
+//! The module tree follows the data: `api` (the CRDs), `source` (resolving and fetching
+//! upstream content), `artifact` (archiving, storing and serving tarballs) and `controller`
+//! (what every reconciler shares).
+
 pub mod api;
+pub mod artifact;
+pub mod controller;
+pub mod source;

@@ -1,0 +1,1 @@
+//! Artifacts: deterministic archives, safe extraction, ignore rules, storage and the HTTP server.

@@ -1,0 +1,1 @@
+//! What every reconciler shares: conditions, events, requeue and metrics.

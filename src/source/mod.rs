@@ -1,0 +1,3 @@
+//! Upstream sources: resolving references and fetching content.
+
+pub mod oci;

@@ -1,0 +1,1 @@
+//! OCI registries: the distribution API client, credentials and reference resolution.
