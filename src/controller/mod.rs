@@ -1,1 +1,6 @@
-//! What every reconciler shares: conditions, events, requeue and metrics.
+//! What every reconciler shares: conditions, events, requeue timing and metrics.
+
+pub mod conditions;
+pub mod events;
+pub mod metrics;
+pub mod requeue;

@@ -1,0 +1,261 @@
+//! Flux's condition bookkeeping: condition types and reasons, `Set` semantics, ordering, and
+//! the `Ready` summary computed from the other conditions (fluxcd/pkg `conditions.SetSummary`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{Condition, ConditionStatus};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const ARTIFACT_IN_STORAGE: &str = "ArtifactInStorage";
+pub const ARTIFACT_OUTDATED: &str = "ArtifactOutdated";
+pub const FETCH_FAILED: &str = "FetchFailed";
+pub const STORAGE_OPERATION_FAILED: &str = "StorageOperationFailed";
+pub const SOURCE_VERIFIED: &str = "SourceVerified";
+
+pub mod reason {
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
+    pub const NEW_REVISION: &str = "NewRevision";
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    pub const URL_INVALID: &str = "URLInvalid";
+    pub const READ_OPERATION_FAILED: &str = "ReadOperationFailed";
+    pub const OCI_PULL_FAILED: &str = "OCIArtifactPullFailed";
+    pub const OCI_LAYER_OPERATION_FAILED: &str = "OCIArtifactLayerOperationFailed";
+    pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
+    pub const ARCHIVE_OPERATION_FAILED: &str = "ArchiveOperationFailed";
+    pub const STAT_OPERATION_FAILED: &str = "StatOperationFailed";
+    pub const VERIFICATION_ERROR: &str = "VerificationError";
+    pub const UNSUPPORTED_PROVIDER: &str = "UnsupportedProvider";
+    pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
+    pub const GARBAGE_COLLECTION_FAILED: &str = "GarbageCollectionFailed";
+    pub const NEW_ARTIFACT: &str = "NewArtifact";
+    pub const ARTIFACT_UP_TO_DATE: &str = "ArtifactUpToDate";
+    pub const GARBAGE_COLLECTION_SUCCEEDED: &str = "GarbageCollectionSucceeded";
+}
+
+/// Conditions that are abnormal when True.
+const NEGATIVE: &[&str] = &[STORAGE_OPERATION_FAILED, FETCH_FAILED, ARTIFACT_OUTDATED, STALLED, RECONCILING];
+/// Conditions whose False is as abnormal as a negative condition's True.
+const BIPOLAR: &[&str] = &[SOURCE_VERIFIED];
+
+/// Kubernetes caps condition messages; longer ones are cut and marked.
+pub const MAX_MESSAGE: usize = 32768;
+
+fn now() -> Time {
+    // Conditions carry whole seconds, as the API server stores them.
+    let ts = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+}
+
+fn clamp_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+/// A list of conditions with Flux's `Set` and `Delete` semantics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conditions {
+    pub list: Vec<Condition>,
+    generation: i64,
+}
+
+impl Conditions {
+    pub fn new(list: Vec<Condition>, generation: i64) -> Self {
+        Conditions { list, generation }
+    }
+
+    pub fn get(&self, type_: &str) -> Option<&Condition> {
+        self.list.iter().find(|c| c.type_ == type_)
+    }
+
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.get(type_).is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    pub fn is_false(&self, type_: &str) -> bool {
+        self.get(type_).is_some_and(|c| c.status == ConditionStatus::False)
+    }
+
+    /// Set a condition, stamping the generation; the transition time moves only when status,
+    /// reason or message change.
+    pub fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
+        let message = clamp_message(message);
+        let generation = Some(self.generation);
+        match self.list.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status || c.reason != reason || c.message != message {
+                    c.last_transition_time = now();
+                }
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.list.push(Condition {
+                last_transition_time: now(),
+                message,
+                observed_generation: generation,
+                reason: reason.to_string(),
+                status,
+                type_: type_.to_string(),
+            }),
+        }
+    }
+
+    pub fn mark_true(&mut self, type_: &str, reason: &str, message: &str) {
+        self.set(type_, ConditionStatus::True, reason, message);
+    }
+
+    pub fn mark_false(&mut self, type_: &str, reason: &str, message: &str) {
+        self.set(type_, ConditionStatus::False, reason, message);
+    }
+
+    pub fn delete(&mut self, type_: &str) {
+        self.list.retain(|c| c.type_ != type_);
+    }
+
+    /// Mark work in progress: `Reconciling=True` and, unless `Ready` already says True,
+    /// `Ready=Unknown` with the same reason and message.
+    pub fn mark_reconciling(&mut self, reason: &str, message: &str) {
+        self.mark_true(RECONCILING, reason, message);
+        if !self.is_true(READY) {
+            self.set(READY, ConditionStatus::Unknown, reason, message);
+        }
+    }
+
+    /// Compute `Ready` from the other conditions in the given priority order, then sort.
+    pub fn summarize(&mut self, priority: &[&str]) {
+        let mut best: Option<(u8, usize, &Condition)> = None;
+        for (rank, type_) in priority.iter().enumerate() {
+            let Some(c) = self.get(type_) else { continue };
+            let group = group_of(c);
+            if best.is_none_or(|(g, r, _)| (group, rank) < (g, r)) {
+                best = Some((group, rank, c));
+            }
+        }
+        if let Some((group, _, c)) = best {
+            let status = match group {
+                0 | 1 => ConditionStatus::False,
+                4 => ConditionStatus::Unknown,
+                _ => ConditionStatus::True,
+            };
+            let (reason, message) = (c.reason.clone(), c.message.clone());
+            self.set(READY, status, &reason, &message);
+        }
+        self.sort();
+    }
+
+    /// `Stalled`, `Reconciling`, `Ready` first, then newest generation first, then by type.
+    pub fn sort(&mut self) {
+        fn head(t: &str) -> usize {
+            [STALLED, RECONCILING, READY].iter().position(|x| *x == t).unwrap_or(3)
+        }
+        self.list.sort_by(|a, b| {
+            head(&a.type_)
+                .cmp(&head(&b.type_))
+                .then(b.observed_generation.cmp(&a.observed_generation))
+                .then(a.type_.cmp(&b.type_))
+        });
+    }
+}
+
+/// Cluster-API merge groups, most urgent first: abnormal True (negative True or bipolar False),
+/// positive False, positive True, negative False, Unknown.
+fn group_of(c: &Condition) -> u8 {
+    let negative = NEGATIVE.contains(&c.type_.as_str());
+    let bipolar = BIPOLAR.contains(&c.type_.as_str());
+    match (c.status, negative, bipolar) {
+        (ConditionStatus::True, true, _) => 0,
+        (ConditionStatus::False, false, true) => 0,
+        (ConditionStatus::False, false, false) => 1,
+        (ConditionStatus::True, false, _) => 2,
+        (ConditionStatus::False, true, _) => 3,
+        (ConditionStatus::Unknown, ..) => 4,
+    }
+}
+
+/// The `Ready` priority of OCIRepository (Bucket is the same without `SourceVerified`).
+pub const OCI_READY_PRIORITY: &[&str] = &[
+    STORAGE_OPERATION_FAILED,
+    FETCH_FAILED,
+    ARTIFACT_OUTDATED,
+    ARTIFACT_IN_STORAGE,
+    SOURCE_VERIFIED,
+    STALLED,
+    RECONCILING,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(c: &Conditions) -> (ConditionStatus, String, String) {
+        let r = c.get(READY).expect("Ready set");
+        (r.status, r.reason.clone(), r.message.clone())
+    }
+
+    #[test]
+    fn success_summarizes_from_artifact_in_storage() {
+        let mut c = Conditions::new(vec![], 3);
+        c.mark_true(ARTIFACT_IN_STORAGE, reason::SUCCEEDED, "stored artifact for digest 'x'");
+        c.mark_true(SOURCE_VERIFIED, reason::SUCCEEDED, "verified signature of revision x");
+        c.summarize(OCI_READY_PRIORITY);
+        assert_eq!(ready(&c), (ConditionStatus::True, "Succeeded".into(), "stored artifact for digest 'x'".into()));
+        assert_eq!(c.get(READY).unwrap().observed_generation, Some(3));
+    }
+
+    #[test]
+    fn failures_win_over_progress_and_success() {
+        let mut c = Conditions::new(vec![], 1);
+        c.mark_true(ARTIFACT_IN_STORAGE, reason::SUCCEEDED, "stored");
+        c.mark_reconciling(reason::PROGRESSING_WITH_RETRY, "retrying");
+        c.mark_true(FETCH_FAILED, reason::OCI_PULL_FAILED, "failed to pull");
+        c.summarize(OCI_READY_PRIORITY);
+        assert_eq!(ready(&c), (ConditionStatus::False, "OCIArtifactPullFailed".into(), "failed to pull".into()));
+    }
+
+    #[test]
+    fn failed_verification_makes_ready_false() {
+        let mut c = Conditions::new(vec![], 1);
+        c.mark_true(ARTIFACT_IN_STORAGE, reason::SUCCEEDED, "stored");
+        c.mark_false(SOURCE_VERIFIED, reason::VERIFICATION_ERROR, "no matching signatures");
+        c.summarize(OCI_READY_PRIORITY);
+        assert_eq!(ready(&c).0, ConditionStatus::False);
+        assert_eq!(ready(&c).1, "VerificationError");
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_change() {
+        let mut c = Conditions::new(vec![], 1);
+        c.mark_true(FETCH_FAILED, "A", "m");
+        let first = c.get(FETCH_FAILED).unwrap().last_transition_time.clone();
+        c.list[0].last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        c.mark_true(FETCH_FAILED, "A", "m");
+        assert_eq!(c.get(FETCH_FAILED).unwrap().last_transition_time.0, jiff::Timestamp::UNIX_EPOCH);
+        c.mark_true(FETCH_FAILED, "A", "other");
+        assert!(c.get(FETCH_FAILED).unwrap().last_transition_time.0 >= first.0);
+    }
+
+    #[test]
+    fn ordering_and_message_cap() {
+        let mut c = Conditions::new(vec![], 2);
+        c.mark_true(ARTIFACT_IN_STORAGE, "S", "m");
+        c.mark_true(STALLED, "X", &"y".repeat(MAX_MESSAGE + 10));
+        c.mark_true(RECONCILING, "P", "m");
+        c.summarize(OCI_READY_PRIORITY);
+        let types: Vec<&str> = c.list.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [STALLED, RECONCILING, READY, ARTIFACT_IN_STORAGE]);
+        let stalled = c.get(STALLED).unwrap();
+        assert_eq!(stalled.message.len(), MAX_MESSAGE);
+        assert!(stalled.message.ends_with("..."));
+    }
+}

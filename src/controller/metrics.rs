@@ -1,0 +1,186 @@
+//! Prometheus metrics with Flux's names, so Flux's dashboards and alerts work unchanged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub r#type: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+/// The controller's metrics and the registry that renders them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub reconcile_duration: Family<ObjectLabels, Histogram>,
+    pub condition: Family<ConditionLabels, Gauge>,
+    pub suspend: Family<ObjectLabels, Gauge>,
+    pub reconcile_total: Family<ResultLabels, Counter>,
+    pub reconcile_errors: Family<ControllerLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        // Flux: prometheus.ExponentialBucketsRange(10ms, 1800s, 10).
+        let reconcile_duration = Family::<ObjectLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_range(0.01, 1800.0, 10))
+        });
+        let condition = Family::<ConditionLabels, Gauge>::default();
+        let suspend = Family::<ObjectLabels, Gauge>::default();
+        let reconcile_total = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "gotk_reconcile_duration_seconds",
+            "The duration in seconds of a GitOps Toolkit resource reconciliation.",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "gotk_reconcile_condition",
+            "The current condition status of a GitOps Toolkit resource reconciliation.",
+            condition.clone(),
+        );
+        registry.register("gotk_suspend_status", "The current suspend status of a GitOps Toolkit resource.", suspend.clone());
+        registry.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            reconcile_errors.clone(),
+        );
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            reconcile_duration,
+            condition,
+            suspend,
+            reconcile_total,
+            reconcile_errors,
+        }
+    }
+
+    pub fn observe_duration(&self, object: &ObjectLabels, took: Duration) {
+        self.reconcile_duration.get_or_create(object).observe(took.as_secs_f64());
+    }
+
+    /// Record a condition's status as Flux 2.4 did: one series per status, 1 for the current.
+    pub fn record_condition(&self, object: &ObjectLabels, type_: &str, status: &str) {
+        for s in ["True", "False", "Unknown", "Deleted"] {
+            let labels = ConditionLabels {
+                kind: object.kind.clone(),
+                name: object.name.clone(),
+                namespace: object.namespace.clone(),
+                r#type: type_.into(),
+                status: s.into(),
+            };
+            self.condition.get_or_create(&labels).set(i64::from(s == status));
+        }
+    }
+
+    pub fn record_suspend(&self, object: &ObjectLabels, suspended: bool) {
+        self.suspend.get_or_create(object).set(i64::from(suspended));
+    }
+
+    pub fn record_result(&self, controller: &str, result: &str) {
+        self.reconcile_total
+            .get_or_create(&ResultLabels { controller: controller.into(), result: result.into() })
+            .inc();
+        if result == "error" {
+            self.reconcile_errors.get_or_create(&ControllerLabels { controller: controller.into() }).inc();
+        }
+    }
+
+    /// Drop the series of a deleted object.
+    pub fn forget(&self, object: &ObjectLabels) {
+        self.reconcile_duration.remove(object);
+        self.suspend.remove(object);
+        for s in ["True", "False", "Unknown", "Deleted"] {
+            for t in ["Ready", "Reconciling", "Stalled"] {
+                self.condition.remove(&ConditionLabels {
+                    kind: object.kind.clone(),
+                    name: object.name.clone(),
+                    namespace: object.namespace.clone(),
+                    r#type: t.into(),
+                    status: s.into(),
+                });
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn exponential_range(min: f64, max: f64, count: u16) -> impl Iterator<Item = f64> {
+    let factor = (max / min).powf(1.0 / f64::from(count - 1));
+    (0..count).map(move |i| min * factor.powi(i32::from(i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_flux_metric_names() {
+        let m = Metrics::new();
+        let o = ObjectLabels { kind: "OCIRepository".into(), name: "a".into(), namespace: "ns".into() };
+        m.observe_duration(&o, Duration::from_millis(20));
+        m.record_condition(&o, "Ready", "True");
+        m.record_result("ocirepository", "success");
+        let text = m.render();
+        assert!(text.contains("gotk_reconcile_duration_seconds_bucket{"), "{text}");
+        assert!(text.contains(r#"gotk_reconcile_condition{kind="OCIRepository",name="a",namespace="ns",type="Ready",status="True"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="ocirepository",result="success"} 1"#), "{text}");
+        m.forget(&o);
+        assert!(!m.render().contains(r#"name="a""#));
+    }
+
+    #[test]
+    fn buckets_span_ten_ms_to_thirty_minutes() {
+        let b: Vec<f64> = exponential_range(0.01, 1800.0, 10).collect();
+        assert_eq!(b.len(), 10);
+        assert!((b[0] - 0.01).abs() < 1e-9 && (b[9] - 1800.0).abs() < 1e-6);
+    }
+}
