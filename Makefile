@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test demo crds lint up down platform-status testbin clean
+.PHONY: all build test demo bench crds lint up down platform-status testbin clean
 
 all: build
 
@@ -16,6 +16,12 @@ test:
 ## demo: a local platform with driftless's CRDs and an example OCIRepository.
 demo:
 	hack/demo
+
+## bench: N = 100 and 1000 OCIRepositories against the local platform (release build).
+bench:
+	hack/platform up
+	BENCH_N=100 $(CARGO) bench --bench oci_scale
+	BENCH_N=1000 $(CARGO) bench --bench oci_scale
 
 ## crds: regenerate crds/ from the Rust types (commit the result).
 crds:

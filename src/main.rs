@@ -9,12 +9,18 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log verbosity: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format: json or console.
+    #[arg(long, global = true, default_value = "json")]
+    log_encoding: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile OCIRepository and Bucket objects and serve their artifacts over HTTP.
-    SourceController,
+    SourceController(driftless::source::controller::SourceControllerArgs),
     /// Reconcile Kustomization objects: fetch, build, apply, prune, check health.
     ApplyController,
     /// The CI side: push, pull, tag, list and diff OCI artifacts.
@@ -45,12 +51,41 @@ enum ArtifactCommand {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, &cli.log_encoding)?;
+    match cli.command {
         Command::Crds { dir } => print_or_write_crds(dir),
-        Command::SourceController => arrives_with("source-controller", 3),
+        Command::SourceController(args) => {
+            runtime()?.block_on(driftless::source::controller::run(args))
+        }
         Command::ApplyController => arrives_with("apply-controller", 6),
         Command::Artifact { .. } => arrives_with("artifact", 7),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(level: &str, encoding: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{level},kube=warn,hyper=warn,tower=warn"
+            ))
+        })
+        .with_context(|| format!("invalid --log-level '{level}'"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match encoding {
+        "json" => builder.json().init(),
+        "console" => builder.init(),
+        other => bail!("invalid --log-encoding '{other}': use json or console"),
+    }
+    Ok(())
 }
 
 fn print_or_write_crds(dir: Option<PathBuf>) -> Result<()> {

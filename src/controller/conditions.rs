@@ -37,7 +37,13 @@ pub mod reason {
 }
 
 /// Conditions that are abnormal when True.
-const NEGATIVE: &[&str] = &[STORAGE_OPERATION_FAILED, FETCH_FAILED, ARTIFACT_OUTDATED, STALLED, RECONCILING];
+const NEGATIVE: &[&str] = &[
+    STORAGE_OPERATION_FAILED,
+    FETCH_FAILED,
+    ARTIFACT_OUTDATED,
+    STALLED,
+    RECONCILING,
+];
 /// Conditions whose False is as abnormal as a negative condition's True.
 const BIPOLAR: &[&str] = &[SOURCE_VERIFIED];
 
@@ -78,11 +84,13 @@ impl Conditions {
     }
 
     pub fn is_true(&self, type_: &str) -> bool {
-        self.get(type_).is_some_and(|c| c.status == ConditionStatus::True)
+        self.get(type_)
+            .is_some_and(|c| c.status == ConditionStatus::True)
     }
 
     pub fn is_false(&self, type_: &str) -> bool {
-        self.get(type_).is_some_and(|c| c.status == ConditionStatus::False)
+        self.get(type_)
+            .is_some_and(|c| c.status == ConditionStatus::False)
     }
 
     /// Set a condition, stamping the generation; the transition time moves only when status,
@@ -157,7 +165,10 @@ impl Conditions {
     /// `Stalled`, `Reconciling`, `Ready` first, then newest generation first, then by type.
     pub fn sort(&mut self) {
         fn head(t: &str) -> usize {
-            [STALLED, RECONCILING, READY].iter().position(|x| *x == t).unwrap_or(3)
+            [STALLED, RECONCILING, READY]
+                .iter()
+                .position(|x| *x == t)
+                .unwrap_or(3)
         }
         self.list.sort_by(|a, b| {
             head(&a.type_)
@@ -206,10 +217,25 @@ mod tests {
     #[test]
     fn success_summarizes_from_artifact_in_storage() {
         let mut c = Conditions::new(vec![], 3);
-        c.mark_true(ARTIFACT_IN_STORAGE, reason::SUCCEEDED, "stored artifact for digest 'x'");
-        c.mark_true(SOURCE_VERIFIED, reason::SUCCEEDED, "verified signature of revision x");
+        c.mark_true(
+            ARTIFACT_IN_STORAGE,
+            reason::SUCCEEDED,
+            "stored artifact for digest 'x'",
+        );
+        c.mark_true(
+            SOURCE_VERIFIED,
+            reason::SUCCEEDED,
+            "verified signature of revision x",
+        );
         c.summarize(OCI_READY_PRIORITY);
-        assert_eq!(ready(&c), (ConditionStatus::True, "Succeeded".into(), "stored artifact for digest 'x'".into()));
+        assert_eq!(
+            ready(&c),
+            (
+                ConditionStatus::True,
+                "Succeeded".into(),
+                "stored artifact for digest 'x'".into()
+            )
+        );
         assert_eq!(c.get(READY).unwrap().observed_generation, Some(3));
     }
 
@@ -220,14 +246,25 @@ mod tests {
         c.mark_reconciling(reason::PROGRESSING_WITH_RETRY, "retrying");
         c.mark_true(FETCH_FAILED, reason::OCI_PULL_FAILED, "failed to pull");
         c.summarize(OCI_READY_PRIORITY);
-        assert_eq!(ready(&c), (ConditionStatus::False, "OCIArtifactPullFailed".into(), "failed to pull".into()));
+        assert_eq!(
+            ready(&c),
+            (
+                ConditionStatus::False,
+                "OCIArtifactPullFailed".into(),
+                "failed to pull".into()
+            )
+        );
     }
 
     #[test]
     fn failed_verification_makes_ready_false() {
         let mut c = Conditions::new(vec![], 1);
         c.mark_true(ARTIFACT_IN_STORAGE, reason::SUCCEEDED, "stored");
-        c.mark_false(SOURCE_VERIFIED, reason::VERIFICATION_ERROR, "no matching signatures");
+        c.mark_false(
+            SOURCE_VERIFIED,
+            reason::VERIFICATION_ERROR,
+            "no matching signatures",
+        );
         c.summarize(OCI_READY_PRIORITY);
         assert_eq!(ready(&c).0, ConditionStatus::False);
         assert_eq!(ready(&c).1, "VerificationError");
@@ -240,7 +277,10 @@ mod tests {
         let first = c.get(FETCH_FAILED).unwrap().last_transition_time.clone();
         c.list[0].last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
         c.mark_true(FETCH_FAILED, "A", "m");
-        assert_eq!(c.get(FETCH_FAILED).unwrap().last_transition_time.0, jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            c.get(FETCH_FAILED).unwrap().last_transition_time.0,
+            jiff::Timestamp::UNIX_EPOCH
+        );
         c.mark_true(FETCH_FAILED, "A", "other");
         assert!(c.get(FETCH_FAILED).unwrap().last_transition_time.0 >= first.0);
     }

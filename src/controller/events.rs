@@ -1,43 +1,166 @@
 //! Kubernetes Events with Flux's reasons, reported as the controller Flux users know.
+//!
+//! kube-runtime's `Recorder` folds every event with the same reason into one series and keeps
+//! the first note, so a second `NewArtifact` would still show the first revision. Flux (through
+//! client-go) keeps events apart when their messages differ and only counts exact repeats; this
+//! recorder does the same.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 
 /// The API server refuses longer event notes.
 const MAX_NOTE: usize = 1024;
+/// Repeats within this window count up one event instead of creating another.
+const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+/// Past this many remembered series the cache starts over.
+const MAX_SERIES: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
 
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: Client,
+    controller: String,
+    instance: String,
+    series: Arc<Mutex<HashMap<SeriesKey, Series>>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    object: String,
+    type_: EventType,
+    reason: String,
+    note: String,
+}
+
+struct Series {
+    namespace: String,
+    name: String,
+    count: i32,
+    last: Instant,
 }
 
 impl Events {
     pub fn new(client: Client, controller: &str) -> Self {
-        let instance = std::env::var("HOSTNAME").ok();
-        Events { recorder: Recorder::new(client, Reporter { controller: controller.into(), instance }) }
+        let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| controller.to_string());
+        Events {
+            client,
+            controller: controller.into(),
+            instance,
+            series: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub async fn normal(&self, object: &ObjectReference, reason: &str, message: &str) {
-        self.publish(object, EventType::Normal, reason, message).await;
+        self.publish(object, EventType::Normal, reason, message)
+            .await;
     }
 
     pub async fn warning(&self, object: &ObjectReference, reason: &str, message: &str) {
-        self.publish(object, EventType::Warning, reason, message).await;
+        self.publish(object, EventType::Warning, reason, message)
+            .await;
     }
 
-    async fn publish(&self, object: &ObjectReference, type_: EventType, reason: &str, message: &str) {
-        let event = Event {
+    async fn publish(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let note = truncate(message, MAX_NOTE);
+        let key = SeriesKey {
+            object: object.uid.clone().unwrap_or_default(),
             type_,
             reason: reason.into(),
-            note: Some(truncate(message, MAX_NOTE)),
-            action: "Reconcile".into(),
-            secondary: None,
+            note: note.clone(),
         };
         // An event that cannot be written must not fail the reconcile that caused it.
-        if let Err(e) = self.recorder.publish(&event, object).await {
+        let result = match self.repeat_of(&key) {
+            Some((namespace, name, count)) => self.bump(&namespace, &name, count).await,
+            None => self.create(object, &key).await,
+        };
+        if let Err(e) = result {
             tracing::warn!(reason, error = %e, "failed to publish event");
         }
+    }
+
+    /// The event this one repeats, with its new count, if it was seen recently.
+    fn repeat_of(&self, key: &SeriesKey) -> Option<(String, String, i32)> {
+        let mut series = self.series.lock().expect("event series lock");
+        let s = series
+            .get_mut(key)
+            .filter(|s| s.last.elapsed() < SERIES_WINDOW)?;
+        s.count += 1;
+        s.last = Instant::now();
+        Some((s.namespace.clone(), s.name.clone(), s.count))
+    }
+
+    async fn bump(&self, namespace: &str, name: &str, count: i32) -> Result<(), kube::Error> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let series = EventSeries {
+            count,
+            last_observed_time: MicroTime(jiff::Timestamp::now()),
+        };
+        let patch = serde_json::json!({"series": series});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn create(&self, object: &ObjectReference, key: &SeriesKey) -> Result<(), kube::Error> {
+        let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}",
+            object.name.clone().unwrap_or_default(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(jiff::Timestamp::now())),
+            action: Some("Reconcile".into()),
+            reason: Some(key.reason.clone()),
+            note: Some(key.note.clone()),
+            type_: Some(format!("{:?}", key.type_)),
+            regarding: Some(object.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        let mut series = self.series.lock().expect("event series lock");
+        if series.len() >= MAX_SERIES {
+            series.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
+        }
+        series.insert(
+            key.clone(),
+            Series {
+                namespace,
+                name,
+                count: 1,
+                last: Instant::now(),
+            },
+        );
+        Ok(())
     }
 }
 

@@ -75,7 +75,11 @@ impl Metrics {
             "The current condition status of a GitOps Toolkit resource reconciliation.",
             condition.clone(),
         );
-        registry.register("gotk_suspend_status", "The current suspend status of a GitOps Toolkit resource.", suspend.clone());
+        registry.register(
+            "gotk_suspend_status",
+            "The current suspend status of a GitOps Toolkit resource.",
+            suspend.clone(),
+        );
         registry.register(
             "controller_runtime_reconcile",
             "Total number of reconciliations per controller",
@@ -97,7 +101,9 @@ impl Metrics {
     }
 
     pub fn observe_duration(&self, object: &ObjectLabels, took: Duration) {
-        self.reconcile_duration.get_or_create(object).observe(took.as_secs_f64());
+        self.reconcile_duration
+            .get_or_create(object)
+            .observe(took.as_secs_f64());
     }
 
     /// Record a condition's status as Flux 2.4 did: one series per status, 1 for the current.
@@ -110,7 +116,9 @@ impl Metrics {
                 r#type: type_.into(),
                 status: s.into(),
             };
-            self.condition.get_or_create(&labels).set(i64::from(s == status));
+            self.condition
+                .get_or_create(&labels)
+                .set(i64::from(s == status));
         }
     }
 
@@ -120,10 +128,17 @@ impl Metrics {
 
     pub fn record_result(&self, controller: &str, result: &str) {
         self.reconcile_total
-            .get_or_create(&ResultLabels { controller: controller.into(), result: result.into() })
+            .get_or_create(&ResultLabels {
+                controller: controller.into(),
+                result: result.into(),
+            })
             .inc();
         if result == "error" {
-            self.reconcile_errors.get_or_create(&ControllerLabels { controller: controller.into() }).inc();
+            self.reconcile_errors
+                .get_or_create(&ControllerLabels {
+                    controller: controller.into(),
+                })
+                .inc();
         }
     }
 
@@ -148,7 +163,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -165,12 +181,19 @@ mod tests {
     #[test]
     fn renders_flux_metric_names() {
         let m = Metrics::new();
-        let o = ObjectLabels { kind: "OCIRepository".into(), name: "a".into(), namespace: "ns".into() };
+        let o = ObjectLabels {
+            kind: "OCIRepository".into(),
+            name: "a".into(),
+            namespace: "ns".into(),
+        };
         m.observe_duration(&o, Duration::from_millis(20));
         m.record_condition(&o, "Ready", "True");
         m.record_result("ocirepository", "success");
         let text = m.render();
-        assert!(text.contains("gotk_reconcile_duration_seconds_bucket{"), "{text}");
+        assert!(
+            text.contains("gotk_reconcile_duration_seconds_bucket{"),
+            "{text}"
+        );
         assert!(text.contains(r#"gotk_reconcile_condition{kind="OCIRepository",name="a",namespace="ns",type="Ready",status="True"} 1"#), "{text}");
         assert!(text.contains(r#"controller_runtime_reconcile_total{controller="ocirepository",result="success"} 1"#), "{text}");
         m.forget(&o);

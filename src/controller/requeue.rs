@@ -24,10 +24,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("missing unit in duration '{s}'"))?;
-        let value: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration '{s}'"))?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration '{s}'"))?;
+        let value: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration '{s}'"))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -53,14 +59,21 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, failures: Mutex::new(HashMap::new()) }
+        Backoff {
+            min,
+            max,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Record a failure and return how long to wait before the next attempt.
     pub fn next_delay(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("backoff lock");
         let n = failures.entry(key.to_string()).or_insert(0);
-        let delay = self.min.saturating_mul(2u32.saturating_pow(*n)).min(self.max);
+        let delay = self
+            .min
+            .saturating_mul(2u32.saturating_pow(*n))
+            .min(self.max);
         *n = n.saturating_add(1);
         delay
     }
@@ -90,7 +103,10 @@ mod tests {
         let base = Duration::from_secs(100);
         for _ in 0..200 {
             let d = jittered(base, 5);
-            assert!(d >= Duration::from_secs(95) && d <= Duration::from_secs(105), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(95) && d <= Duration::from_secs(105),
+                "{d:?}"
+            );
         }
         assert_eq!(jittered(base, 0), base);
     }
@@ -102,7 +118,11 @@ mod tests {
         assert_eq!(delays[0], Duration::from_millis(750));
         assert_eq!(delays[1], Duration::from_millis(1500));
         assert_eq!(delays[3], Duration::from_secs(5));
-        assert_eq!(b.next_delay("ns/b"), Duration::from_millis(750), "per object");
+        assert_eq!(
+            b.next_delay("ns/b"),
+            Duration::from_millis(750),
+            "per object"
+        );
         b.reset("ns/a");
         assert_eq!(b.next_delay("ns/a"), Duration::from_millis(750));
     }

@@ -1,3 +1,6 @@
-//! Upstream sources: resolving references and fetching content.
+//! Upstream sources: resolving references, fetching content and turning it into artifacts.
 
+pub mod context;
+pub mod controller;
 pub mod oci;
+pub mod store;

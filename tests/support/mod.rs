@@ -5,6 +5,9 @@
 //! deleted when the test ends.
 #![allow(dead_code)]
 
+pub mod controller;
+pub mod oci;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -40,8 +40,8 @@ impl DockerConfig {
     /// `.dockercfg` (the map itself).
     pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
         if let Some(json) = data.get(".dockerconfigjson") {
-            let cfg: ConfigJson =
-                serde_json::from_slice(json).map_err(|e| format!("invalid .dockerconfigjson: {e}"))?;
+            let cfg: ConfigJson = serde_json::from_slice(json)
+                .map_err(|e| format!("invalid .dockerconfigjson: {e}"))?;
             return Self::from_entries(cfg.auths);
         }
         if let Some(json) = data.get(".dockercfg") {
@@ -65,7 +65,9 @@ impl DockerConfig {
         // The most specific matching key wins, as in the kubelet keyring.
         self.entries
             .iter()
-            .filter_map(|(key, creds)| key_matches(key, registry, repository).map(|specificity| (specificity, creds)))
+            .filter_map(|(key, creds)| {
+                key_matches(key, registry, repository).map(|specificity| (specificity, creds))
+            })
             .max_by_key(|(specificity, _)| *specificity)
             .map(|(_, creds)| creds.clone())
     }
@@ -82,16 +84,24 @@ impl AuthEntry {
         if let (Some(username), Some(password)) = (&self.username, &self.password)
             && !username.is_empty()
         {
-            return Ok(Credentials::Basic { username: username.clone(), password: password.clone() });
+            return Ok(Credentials::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            });
         }
         if let Some(auth) = self.auth.filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|e| format!("invalid auth for '{key}': {e}"))?;
-            let decoded = String::from_utf8(decoded).map_err(|_| format!("invalid auth for '{key}': not UTF-8"))?;
-            let (username, password) =
-                decoded.split_once(':').ok_or_else(|| format!("invalid auth for '{key}': expected user:password"))?;
-            return Ok(Credentials::Basic { username: username.into(), password: password.into() });
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| format!("invalid auth for '{key}': not UTF-8"))?;
+            let (username, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| format!("invalid auth for '{key}': expected user:password"))?;
+            return Ok(Credentials::Basic {
+                username: username.into(),
+                password: password.into(),
+            });
         }
         Ok(Credentials::Anonymous)
     }
@@ -107,11 +117,18 @@ fn canonical_host(host: &str) -> &str {
 
 /// Whether a docker config key matches, and how specifically (longer path prefix wins).
 fn key_matches(key: &str, registry: &str, repository: &str) -> Option<usize> {
-    let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
     let (host, path) = key.split_once('/').unwrap_or((key, ""));
     // `/v1/` and `/v2/` are API paths in old docker configs, not repository prefixes.
     let path = path.trim_end_matches('/');
-    let path = if path == "v1" || path == "v2" { "" } else { path };
+    let path = if path == "v1" || path == "v2" {
+        ""
+    } else {
+        path
+    };
     if !host_matches(canonical_host(host), canonical_host(registry)) {
         return None;
     }
@@ -123,15 +140,22 @@ fn key_matches(key: &str, registry: &str, repository: &str) -> Option<usize> {
 
 /// Host patterns may use `*` for a whole DNS label (`*.example.com`); ports must agree.
 fn host_matches(pattern: &str, host: &str) -> bool {
-    let (p_name, p_port) = pattern.split_once(':').map_or((pattern, None), |(n, p)| (n, Some(p)));
-    let (h_name, h_port) = host.split_once(':').map_or((host, None), |(n, p)| (n, Some(p)));
+    let (p_name, p_port) = pattern
+        .split_once(':')
+        .map_or((pattern, None), |(n, p)| (n, Some(p)));
+    let (h_name, h_port) = host
+        .split_once(':')
+        .map_or((host, None), |(n, p)| (n, Some(p)));
     if p_port != h_port {
         return false;
     }
     let p_labels: Vec<&str> = p_name.split('.').collect();
     let h_labels: Vec<&str> = h_name.split('.').collect();
     p_labels.len() == h_labels.len()
-        && p_labels.iter().zip(&h_labels).all(|(p, h)| *p == "*" || p.eq_ignore_ascii_case(h))
+        && p_labels
+            .iter()
+            .zip(&h_labels)
+            .all(|(p, h)| *p == "*" || p.eq_ignore_ascii_case(h))
 }
 
 /// Pull secrets in order of precedence (`secretRef` first, then the service account's).
@@ -150,14 +174,29 @@ impl Keychain {
     }
 
     pub fn resolve(&self, registry: &str, repository: &str) -> Credentials {
-        self.configs.iter().find_map(|c| c.lookup(registry, repository)).unwrap_or_default()
+        self.configs
+            .iter()
+            .find_map(|c| c.lookup(registry, repository))
+            .unwrap_or_default()
     }
+}
+
+/// PEM material for TLS: extra CA certificates and a client certificate with its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    pub ca_pem: Option<Vec<u8>>,
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 /// TLS material from a `certSecretRef` Secret: `ca.crt` and/or `tls.crt` + `tls.key`
 /// (with Flux's legacy `caFile`/`certFile`/`keyFile` keys as fallbacks).
-pub fn tls_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
-    let get = |k: &str, legacy: &str| data.get(k).or_else(|| data.get(legacy)).filter(|v| !v.is_empty()).cloned();
+pub fn tls_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<TlsMaterial, String> {
+    let get = |k: &str, legacy: &str| {
+        data.get(k)
+            .or_else(|| data.get(legacy))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
     let ca = get("ca.crt", "caFile");
     let identity = match (get("tls.crt", "certFile"), get("tls.key", "keyFile")) {
         (Some(mut cert), Some(key)) => {
@@ -171,24 +210,48 @@ pub fn tls_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<(Option<Vec<u
     if ca.is_none() && identity.is_none() {
         return Err("secret holds neither 'ca.crt' nor 'tls.crt' and 'tls.key'".into());
     }
-    Ok((ca, identity))
+    Ok(TlsMaterial {
+        ca_pem: ca,
+        identity_pem: identity,
+    })
 }
 
 /// A proxy from a `proxySecretRef` Secret: `address` (required), `username`, `password`.
 pub fn proxy_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<ProxyConfig, String> {
-    let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).trim().to_string()).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
     let address = text("address").ok_or("secret has no 'address' key")?;
-    let scheme_ok = ["http://", "https://", "socks5://"].iter().any(|s| address.starts_with(s));
+    let scheme_ok = ["http://", "https://", "socks5://"]
+        .iter()
+        .any(|s| address.starts_with(s));
     if !scheme_ok {
-        return Err(format!("proxy address '{address}' must start with http://, https:// or socks5://"));
+        return Err(format!(
+            "proxy address '{address}' must start with http://, https:// or socks5://"
+        ));
     }
-    Ok(ProxyConfig { address, username: text("username"), password: text("password") })
+    Ok(ProxyConfig {
+        address,
+        username: text("username"),
+        password: text("password"),
+    })
 }
 
 /// Everything that decides the HTTP connection, from the spec and its Secrets.
-pub fn transport(insecure: bool, tls: Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, proxy: Option<ProxyConfig>) -> Transport {
-    let (ca_pem, client_identity_pem) = tls.unwrap_or_default();
-    Transport { insecure, ca_pem, client_identity_pem, proxy }
+pub fn transport(
+    insecure: bool,
+    tls: Option<TlsMaterial>,
+    proxy: Option<ProxyConfig>,
+) -> Transport {
+    let tls = tls.unwrap_or_default();
+    Transport {
+        insecure,
+        ca_pem: tls.ca_pem,
+        client_identity_pem: tls.identity_pem,
+        proxy,
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +263,10 @@ mod tests {
     }
 
     fn basic(u: &str, p: &str) -> Credentials {
-        Credentials::Basic { username: u.into(), password: p.into() }
+        Credentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        }
     }
 
     #[test]
@@ -210,8 +276,14 @@ mod tests {
             r#"{{"auths":{{"registry.example.com":{{"auth":"{auth}"}},"https://other.example.com/v1/":{{"username":"bob","password":"pw"}}}}}}"#
         );
         let cfg = DockerConfig::from_secret_data(&secret(".dockerconfigjson", &json)).unwrap();
-        assert_eq!(cfg.lookup("registry.example.com", "app"), Some(basic("alice", "s3cret")));
-        assert_eq!(cfg.lookup("other.example.com", "team/app"), Some(basic("bob", "pw")));
+        assert_eq!(
+            cfg.lookup("registry.example.com", "app"),
+            Some(basic("alice", "s3cret"))
+        );
+        assert_eq!(
+            cfg.lookup("other.example.com", "team/app"),
+            Some(basic("bob", "pw"))
+        );
         assert_eq!(cfg.lookup("third.example.com", "app"), None);
     }
 
@@ -225,17 +297,34 @@ mod tests {
         let cfg = DockerConfig::from_secret_data(&secret(".dockerconfigjson", json)).unwrap();
         assert_eq!(cfg.lookup("127.0.0.1:5000", "x"), Some(basic("a", "1")));
         assert_eq!(cfg.lookup("127.0.0.1:5001", "x"), None, "ports must agree");
-        assert_eq!(cfg.lookup("registry.example.com", "other/app"), Some(basic("b", "2")));
-        assert_eq!(cfg.lookup("registry.example.com", "team/app"), Some(basic("c", "3")), "longest path wins");
-        assert_eq!(cfg.lookup("a.b.example.com", "x"), None, "a wildcard covers one label");
-        assert_eq!(cfg.lookup("index.docker.io", "library/nginx"), Some(basic("d", "4")));
+        assert_eq!(
+            cfg.lookup("registry.example.com", "other/app"),
+            Some(basic("b", "2"))
+        );
+        assert_eq!(
+            cfg.lookup("registry.example.com", "team/app"),
+            Some(basic("c", "3")),
+            "longest path wins"
+        );
+        assert_eq!(
+            cfg.lookup("a.b.example.com", "x"),
+            None,
+            "a wildcard covers one label"
+        );
+        assert_eq!(
+            cfg.lookup("index.docker.io", "library/nginx"),
+            Some(basic("d", "4"))
+        );
     }
 
     #[test]
     fn tokens_and_legacy_dockercfg() {
         let json = r#"{"auths":{"r.example.com":{"identitytoken":"refresh"}}}"#;
         let cfg = DockerConfig::from_secret_data(&secret(".dockerconfigjson", json)).unwrap();
-        assert_eq!(cfg.lookup("r.example.com", "x"), Some(Credentials::IdentityToken("refresh".into())));
+        assert_eq!(
+            cfg.lookup("r.example.com", "x"),
+            Some(Credentials::IdentityToken("refresh".into()))
+        );
         let legacy = r#"{"r.example.com":{"username":"u","password":"p"}}"#;
         let cfg = DockerConfig::from_secret_data(&secret(".dockercfg", legacy)).unwrap();
         assert_eq!(cfg.lookup("r.example.com", "x"), Some(basic("u", "p")));
@@ -266,10 +355,10 @@ mod tests {
         let mut data = secret("tls.crt", "CERT");
         assert!(tls_from_secret(&data).unwrap_err().contains("together"));
         data.insert("tls.key".into(), b"KEY".to_vec());
-        let (ca, id) = tls_from_secret(&data).unwrap();
-        assert!(ca.is_none() && id.unwrap().starts_with(b"CERT"));
-        let (ca, _) = tls_from_secret(&secret("caFile", "CA")).unwrap();
-        assert_eq!(ca.unwrap(), b"CA");
+        let tls = tls_from_secret(&data).unwrap();
+        assert!(tls.ca_pem.is_none() && tls.identity_pem.unwrap().starts_with(b"CERT"));
+        let tls = tls_from_secret(&secret("caFile", "CA")).unwrap();
+        assert_eq!(tls.ca_pem.unwrap(), b"CA");
         assert!(tls_from_secret(&secret("other", "x")).is_err());
 
         assert!(proxy_from_secret(&secret("username", "u")).is_err());

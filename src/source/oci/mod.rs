@@ -1,5 +1,7 @@
 //! OCI registries: the distribution API client, credentials and reference resolution.
-pub mod registry;
-pub mod reference;
-pub mod semver;
 pub mod credentials;
+pub mod pull;
+pub mod reconcile;
+pub mod reference;
+pub mod registry;
+pub mod semver;

@@ -37,16 +37,27 @@ impl RepositoryUrl {
         if let Some((_, tag)) = path.rsplit_once(':') {
             return Err(UrlError::HasTag(tag.to_string()));
         }
-        let repository = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_string()
+        };
         if !valid_repository(&repository) {
             return Err(UrlError::InvalidRepository(repository));
         }
-        Ok(RepositoryUrl { registry, repository })
+        Ok(RepositoryUrl {
+            registry,
+            repository,
+        })
     }
 
     /// `host/repo:tag` or `host/repo@digest`, as Flux writes references in messages.
     pub fn reference(&self, tag_or_digest: &str) -> String {
-        let sep = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
+        let sep = if tag_or_digest.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
         format!("{self}{sep}{tag_or_digest}")
     }
 }
@@ -61,8 +72,14 @@ impl fmt::Display for RepositoryUrl {
 /// `localhost`), as Docker decides.
 fn split_registry(s: &str) -> (String, &str) {
     match s.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            let registry = if first == "docker.io" { DOCKER_HUB.to_string() } else { first.to_string() };
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            let registry = if first == "docker.io" {
+                DOCKER_HUB.to_string()
+            } else {
+                first.to_string()
+            };
             (registry, rest)
         }
         _ => (DOCKER_HUB.to_string(), s),
@@ -74,7 +91,8 @@ fn valid_repository(repo: &str) -> bool {
     !repo.is_empty()
         && repo.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
         })
@@ -90,7 +108,10 @@ mod tests {
         assert_eq!(u.registry, "ghcr.io");
         assert_eq!(u.repository, "stefanprodan/manifests/podinfo");
         let u = RepositoryUrl::parse("oci://127.0.0.1:5000/app").unwrap();
-        assert_eq!((u.registry.as_str(), u.repository.as_str()), ("127.0.0.1:5000", "app"));
+        assert_eq!(
+            (u.registry.as_str(), u.repository.as_str()),
+            ("127.0.0.1:5000", "app")
+        );
         let u = RepositoryUrl::parse("oci://localhost/app").unwrap();
         assert_eq!(u.registry, "localhost");
     }
@@ -98,17 +119,35 @@ mod tests {
     #[test]
     fn docker_hub_rules() {
         let u = RepositoryUrl::parse("oci://nginx").unwrap();
-        assert_eq!((u.registry.as_str(), u.repository.as_str()), (DOCKER_HUB, "library/nginx"));
+        assert_eq!(
+            (u.registry.as_str(), u.repository.as_str()),
+            (DOCKER_HUB, "library/nginx")
+        );
         let u = RepositoryUrl::parse("oci://docker.io/org/app").unwrap();
-        assert_eq!((u.registry.as_str(), u.repository.as_str()), (DOCKER_HUB, "org/app"));
+        assert_eq!(
+            (u.registry.as_str(), u.repository.as_str()),
+            (DOCKER_HUB, "org/app")
+        );
     }
 
     #[test]
     fn rejects_tags_digests_and_missing_scheme() {
-        assert_eq!(RepositoryUrl::parse("oci://ghcr.io/org/app:v1"), Err(UrlError::HasTag("v1".into())));
-        assert!(matches!(RepositoryUrl::parse("oci://ghcr.io/org/app@sha256:abc"), Err(UrlError::HasDigest(_))));
-        assert_eq!(RepositoryUrl::parse("https://ghcr.io/org/app"), Err(UrlError::MissingScheme));
-        assert!(matches!(RepositoryUrl::parse("oci://ghcr.io/Org/App"), Err(UrlError::InvalidRepository(_))));
+        assert_eq!(
+            RepositoryUrl::parse("oci://ghcr.io/org/app:v1"),
+            Err(UrlError::HasTag("v1".into()))
+        );
+        assert!(matches!(
+            RepositoryUrl::parse("oci://ghcr.io/org/app@sha256:abc"),
+            Err(UrlError::HasDigest(_))
+        ));
+        assert_eq!(
+            RepositoryUrl::parse("https://ghcr.io/org/app"),
+            Err(UrlError::MissingScheme)
+        );
+        assert!(matches!(
+            RepositoryUrl::parse("oci://ghcr.io/Org/App"),
+            Err(UrlError::InvalidRepository(_))
+        ));
         assert_eq!(
             UrlError::HasTag("v1".into()).to_string(),
             "URL must not contain a tag; remove ':v1'"

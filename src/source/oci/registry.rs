@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LINK, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LINK, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -39,17 +41,31 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     #[error("{method} {url}: unauthorized ({status}){detail}")]
-    Unauthorized { method: Method, url: String, status: StatusCode, detail: String },
+    Unauthorized {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        detail: String,
+    },
     #[error("{method} {url}: not found")]
     NotFound { method: Method, url: String },
     #[error("{method} {url}: unexpected status {status}{detail}")]
-    Status { method: Method, url: String, status: StatusCode, detail: String },
+    Status {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        detail: String,
+    },
     #[error("token exchange with {realm} failed: {reason}")]
     Token { realm: String, reason: String },
     #[error("manifest from {url} is larger than {MAX_MANIFEST_BYTES} bytes")]
     ManifestTooLarge { url: String },
     #[error("content from {url} has digest {actual}, expected {expected}")]
-    DigestMismatch { url: String, expected: String, actual: String },
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("invalid registry response from {url}: {reason}")]
     Invalid { url: String, reason: String },
 }
@@ -59,7 +75,10 @@ pub enum RegistryError {
 pub enum Credentials {
     #[default]
     Anonymous,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (docker config `identitytoken`), exchanged at the token endpoint.
     IdentityToken(String),
     /// A ready bearer token (docker config `registrytoken`), sent as it is.
@@ -185,7 +204,10 @@ pub struct RegistryClient {
 #[derive(Clone, Debug, PartialEq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 struct CachedToken {
@@ -195,7 +217,12 @@ struct CachedToken {
 
 impl RegistryClient {
     /// `registry` is `host[:port]`. Plain HTTP is used when `transport.insecure` is set.
-    pub fn new(registry: &str, credentials: Credentials, transport: &Transport, user_agent: &str) -> Result<Self, String> {
+    pub fn new(
+        registry: &str,
+        credentials: Credentials,
+        transport: &Transport,
+        user_agent: &str,
+    ) -> Result<Self, String> {
         let scheme = if transport.insecure { "http" } else { "https" };
         Ok(RegistryClient {
             http: build_http_client(transport, user_agent)?,
@@ -208,11 +235,17 @@ impl RegistryClient {
 
     /// The digest a tag (or digest) points at, without downloading the manifest when the
     /// registry answers HEAD with `Docker-Content-Digest`; falls back to GET otherwise.
-    pub async fn resolve_digest(&self, repo: &str, reference: &str) -> Result<String, RegistryError> {
+    pub async fn resolve_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let scope = pull_scope(repo);
         let head = self
-            .send(Method::HEAD, &url, &scope, |r| r.header(ACCEPT, MANIFEST_ACCEPT))
+            .send(Method::HEAD, &url, &scope, |r| {
+                r.header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await;
         if let Ok(resp) = head
             && resp.status().is_success()
@@ -226,20 +259,40 @@ impl RegistryClient {
 
     /// GET a manifest (or index) by tag or digest; its digest is computed from the bytes and,
     /// for a digest reference, checked against it.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, RegistryError> {
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self
-            .send(Method::GET, &url, &pull_scope(repo), |r| r.header(ACCEPT, MANIFEST_ACCEPT))
+            .send(Method::GET, &url, &pull_scope(repo), |r| {
+                r.header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await?;
         let resp = expect_success(Method::GET, &url, resp).await?;
-        let media_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).unwrap_or_default().to_string();
+        let media_type = header_str(resp.headers(), CONTENT_TYPE.as_str())
+            .unwrap_or_default()
+            .to_string();
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
         let digest = sha256_digest(&bytes);
         if reference.starts_with("sha256:") && reference != digest {
-            return Err(RegistryError::DigestMismatch { url, expected: reference.into(), actual: digest });
+            return Err(RegistryError::DigestMismatch {
+                url,
+                expected: reference.into(),
+                actual: digest,
+            });
         }
-        let media_type = if media_type.is_empty() { sniff_media_type(&bytes) } else { media_type };
-        Ok(FetchedManifest { bytes, media_type, digest })
+        let media_type = if media_type.is_empty() {
+            sniff_media_type(&bytes)
+        } else {
+            media_type
+        };
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
     }
 
     /// Every tag of a repository, following `Link` pagination.
@@ -255,14 +308,22 @@ impl RegistryClient {
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_TAG_PAGES {
-                return Err(RegistryError::Invalid { url, reason: format!("more than {MAX_TAG_PAGES} pages of tags") });
+                return Err(RegistryError::Invalid {
+                    url,
+                    reason: format!("more than {MAX_TAG_PAGES} pages of tags"),
+                });
             }
-            let resp = self.send(Method::GET, &url, &pull_scope(repo), |r| r).await?;
+            let resp = self
+                .send(Method::GET, &url, &pull_scope(repo), |r| r)
+                .await?;
             let resp = expect_success(Method::GET, &url, resp).await?;
             next = next_page(resp.headers(), &self.base);
             let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
-            let page: TagList = serde_json::from_slice(&body)
-                .map_err(|e| RegistryError::Invalid { url: url.clone(), reason: e.to_string() })?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
             tags.extend(page.tags.unwrap_or_default());
         }
         Ok(tags)
@@ -273,9 +334,17 @@ impl RegistryClient {
         &self,
         repo: &str,
         digest: &str,
-    ) -> Result<(Option<u64>, impl Stream<Item = reqwest::Result<bytes::Bytes>> + use<>), RegistryError> {
+    ) -> Result<
+        (
+            Option<u64>,
+            impl Stream<Item = reqwest::Result<bytes::Bytes>> + use<>,
+        ),
+        RegistryError,
+    > {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let resp = self.send(Method::GET, &url, &pull_scope(repo), |r| r).await?;
+        let resp = self
+            .send(Method::GET, &url, &pull_scope(repo), |r| r)
+            .await?;
         let resp = expect_success(Method::GET, &url, resp).await?;
         Ok((resp.content_length(), resp.bytes_stream()))
     }
@@ -283,7 +352,9 @@ impl RegistryClient {
     /// Whether the repository already has a blob (so a push can skip it).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let resp = self.send(Method::HEAD, &url, &push_scope(repo), |r| r).await?;
+        let resp = self
+            .send(Method::HEAD, &url, &push_scope(repo), |r| r)
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -298,17 +369,26 @@ impl RegistryClient {
             return Ok(digest);
         }
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let resp = self.send(Method::POST, &url, &push_scope(repo), |r| r.header("content-length", "0")).await?;
+        let resp = self
+            .send(Method::POST, &url, &push_scope(repo), |r| {
+                r.header("content-length", "0")
+            })
+            .await?;
         let resp = expect_success(Method::POST, &url, resp).await?;
-        let location = header_str(resp.headers(), LOCATION.as_str())
-            .ok_or_else(|| RegistryError::Invalid { url: url.clone(), reason: "upload response without Location".into() })?;
+        let location = header_str(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
+            RegistryError::Invalid {
+                url: url.clone(),
+                reason: "upload response without Location".into(),
+            }
+        })?;
         let mut put_url = absolute_url(&self.base, location);
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str("digest=");
         put_url.push_str(&digest);
         let resp = self
             .send(Method::PUT, &put_url, &push_scope(repo), |r| {
-                r.header(CONTENT_TYPE, "application/octet-stream").body(data.clone())
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .body(data.clone())
             })
             .await?;
         expect_success(Method::PUT, &put_url, resp).await?;
@@ -326,7 +406,9 @@ impl RegistryClient {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let digest = sha256_digest(&body);
         let resp = self
-            .send(Method::PUT, &url, &push_scope(repo), |r| r.header(CONTENT_TYPE, media_type).body(body.clone()))
+            .send(Method::PUT, &url, &push_scope(repo), |r| {
+                r.header(CONTENT_TYPE, media_type).body(body.clone())
+            })
             .await?;
         expect_success(Method::PUT, &url, resp).await?;
         Ok(digest)
@@ -356,7 +438,9 @@ impl RegistryClient {
             changed
         };
         // A 401 with a cached token means the token expired or was revoked: fetch a new one.
-        let auth = self.authorization(scope, !changed || auth.is_some()).await?;
+        let auth = self
+            .authorization(scope, !changed || auth.is_some())
+            .await?;
         if auth.is_none() {
             return Ok(resp);
         }
@@ -374,13 +458,19 @@ impl RegistryClient {
         if let Some(auth) = auth {
             req = req.header(AUTHORIZATION, auth);
         }
-        req.send()
-            .await
-            .map_err(|source| RegistryError::Transport { method: method.clone(), url: url.into(), source })
+        req.send().await.map_err(|source| RegistryError::Transport {
+            method: method.clone(),
+            url: url.into(),
+            source,
+        })
     }
 
     /// The Authorization header for a scope under the known challenge, if any.
-    async fn authorization(&self, scope: &str, refresh: bool) -> Result<Option<String>, RegistryError> {
+    async fn authorization(
+        &self,
+        scope: &str,
+        refresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
         let challenge = self.challenge.lock().expect("challenge lock").clone();
         match (challenge, &self.credentials) {
             (_, Credentials::RegistryToken(token)) => Ok(Some(format!("Bearer {token}"))),
@@ -391,7 +481,9 @@ impl RegistryClient {
             (Some(Challenge::Basic), _) => Ok(None),
             // Anonymous clients fetch anonymous tokens: registries like Docker Hub require them.
             (Some(Challenge::Bearer { realm, service }), _) => {
-                let token = self.bearer_token(&realm, service.as_deref(), scope, refresh).await?;
+                let token = self
+                    .bearer_token(&realm, service.as_deref(), scope, refresh)
+                    .await?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
@@ -412,22 +504,35 @@ impl RegistryClient {
         }
         let (token, ttl) = self.exchange_token(realm, service, scope).await?;
         // Renew a little early so a token never expires mid-request.
-        let ttl = ttl.saturating_sub(Duration::from_secs(10)).max(Duration::from_secs(1));
-        self.tokens
-            .lock()
-            .expect("token lock")
-            .insert(scope.to_string(), CachedToken { token: token.clone(), expires: Instant::now() + ttl });
+        let ttl = ttl
+            .saturating_sub(Duration::from_secs(10))
+            .max(Duration::from_secs(1));
+        self.tokens.lock().expect("token lock").insert(
+            scope.to_string(),
+            CachedToken {
+                token: token.clone(),
+                expires: Instant::now() + ttl,
+            },
+        );
         Ok(token)
     }
 
-    async fn exchange_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<(String, Duration), RegistryError> {
+    async fn exchange_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, Duration), RegistryError> {
         #[derive(Deserialize)]
         struct TokenResponse {
             token: Option<String>,
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let fail = |reason: String| RegistryError::Token { realm: realm.to_string(), reason };
+        let fail = |reason: String| RegistryError::Token {
+            realm: realm.to_string(),
+            reason,
+        };
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(service) = service {
             query.push(("service", service));
@@ -435,12 +540,18 @@ impl RegistryClient {
         let req = match &self.credentials {
             Credentials::IdentityToken(refresh) => {
                 let mut form = query.clone();
-                form.extend([("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", "driftless")]);
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "driftless"),
+                ]);
                 self.http.post(realm).form(&form)
             }
-            Credentials::Basic { username, password } => {
-                self.http.get(realm).query(&query).header(AUTHORIZATION, basic_header(username, password))
-            }
+            Credentials::Basic { username, password } => self
+                .http
+                .get(realm)
+                .query(&query)
+                .header(AUTHORIZATION, basic_header(username, password)),
             _ => self.http.get(realm).query(&query),
         };
         let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
@@ -449,8 +560,14 @@ impl RegistryClient {
             let detail = resp.text().await.unwrap_or_default();
             return Err(fail(format!("status {status}: {}", truncate(&detail, 200))));
         }
-        let body: TokenResponse = resp.json().await.map_err(|e| fail(format!("invalid token response: {e}")))?;
-        let token = body.token.or(body.access_token).ok_or_else(|| fail("response carries no token".into()))?;
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("invalid token response: {e}")))?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .ok_or_else(|| fail("response carries no token".into()))?;
         Ok((token, Duration::from_secs(body.expires_in.unwrap_or(60))))
     }
 }
@@ -462,24 +579,28 @@ fn build_http_client(transport: &Transport, user_agent: &str) -> Result<reqwest:
         .read_timeout(Duration::from_secs(300))
         .pool_idle_timeout(Duration::from_secs(90));
     if let Some(ca) = &transport.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| format!("invalid CA certificate: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(ca)
+            .map_err(|e| format!("invalid CA certificate: {e}"))?;
         builder = builder.tls_certs_merge(certs);
     } else if transport.insecure {
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(identity) = &transport.client_identity_pem {
-        let identity =
-            reqwest::Identity::from_pem(identity).map_err(|e| format!("invalid client certificate or key: {e}"))?;
+        let identity = reqwest::Identity::from_pem(identity)
+            .map_err(|e| format!("invalid client certificate or key: {e}"))?;
         builder = builder.identity(identity);
     }
     if let Some(proxy) = &transport.proxy {
-        let mut p = reqwest::Proxy::all(&proxy.address).map_err(|e| format!("invalid proxy address: {e}"))?;
+        let mut p = reqwest::Proxy::all(&proxy.address)
+            .map_err(|e| format!("invalid proxy address: {e}"))?;
         if let Some(user) = &proxy.username {
             p = p.basic_auth(user, proxy.password.as_deref().unwrap_or_default());
         }
         builder = builder.proxy(p);
     }
-    builder.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -487,7 +608,11 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 pub fn is_sha256_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
 }
 
 fn pull_scope(repo: &str) -> String {
@@ -500,7 +625,10 @@ fn push_scope(repo: &str) -> String {
 
 fn basic_header(username: &str, password: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+    )
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -515,7 +643,10 @@ fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
         "basic" => Some(Challenge::Basic),
         "bearer" => {
             let params = parse_auth_params(params);
-            Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
+            Some(Challenge::Bearer {
+                realm: params.get("realm")?.clone(),
+                service: params.get("service").cloned(),
+            })
         }
         _ => None,
     }
@@ -525,8 +656,14 @@ fn parse_auth_params(s: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut rest = s.trim();
     while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else { break };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"').unwrap_or(quoted.len());
             (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
@@ -556,26 +693,59 @@ fn absolute_url(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_string()
     } else {
-        format!("{base}{}", if location.starts_with('/') { location.to_string() } else { format!("/{location}") })
+        format!(
+            "{base}{}",
+            if location.starts_with('/') {
+                location.to_string()
+            } else {
+                format!("/{location}")
+            }
+        )
     }
 }
 
-async fn expect_success(method: Method, url: &str, resp: Response) -> Result<Response, RegistryError> {
+async fn expect_success(
+    method: Method,
+    url: &str,
+    resp: Response,
+) -> Result<Response, RegistryError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
-    let detail = resp.text().await.map(|t| format!(": {}", truncate(t.trim(), 300))).unwrap_or_default();
-    let detail = if detail == ": " { String::new() } else { detail };
+    let detail = resp
+        .text()
+        .await
+        .map(|t| format!(": {}", truncate(t.trim(), 300)))
+        .unwrap_or_default();
+    let detail = if detail == ": " {
+        String::new()
+    } else {
+        detail
+    };
     let url = url.to_string();
     Err(match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized { method, url, status, detail },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+            method,
+            url,
+            status,
+            detail,
+        },
         StatusCode::NOT_FOUND => RegistryError::NotFound { method, url },
-        _ => RegistryError::Status { method, url, status, detail },
+        _ => RegistryError::Status {
+            method,
+            url,
+            status,
+            detail,
+        },
     })
 }
 
-async fn read_limited(resp: Response, limit: usize, url: &str) -> Result<bytes::Bytes, RegistryError> {
+async fn read_limited(
+    resp: Response,
+    limit: usize,
+    url: &str,
+) -> Result<bytes::Bytes, RegistryError> {
     use futures::StreamExt;
     if resp.content_length().is_some_and(|l| l as usize > limit) {
         return Err(RegistryError::ManifestTooLarge { url: url.into() });
@@ -583,7 +753,11 @@ async fn read_limited(resp: Response, limit: usize, url: &str) -> Result<bytes::
     let mut body = bytes::BytesMut::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| RegistryError::Transport { method: Method::GET, url: url.into(), source })?;
+        let chunk = chunk.map_err(|source| RegistryError::Transport {
+            method: Method::GET,
+            url: url.into(),
+            source,
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(RegistryError::ManifestTooLarge { url: url.into() });
         }
@@ -600,8 +774,13 @@ fn sniff_media_type(bytes: &[u8]) -> String {
         manifests: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe { media_type: Some(m), .. }) => m,
-        Ok(Probe { manifests: Some(_), .. }) => OCI_INDEX.into(),
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.into(),
         _ => OCI_MANIFEST.into(),
     }
 }
@@ -636,15 +815,24 @@ mod tests {
                 service: Some("registry.example.com".into())
             })
         );
-        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="Registry Realm""#));
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="Registry Realm""#),
+        );
         assert_eq!(parse_challenge(&h), Some(Challenge::Basic));
     }
 
     #[test]
     fn link_header_gives_the_next_page() {
         let mut h = HeaderMap::new();
-        h.insert(LINK, HeaderValue::from_static(r#"</v2/app/tags/list?last=v2&n=2>; rel="next""#));
-        assert_eq!(next_page(&h, "http://r:5000").as_deref(), Some("http://r:5000/v2/app/tags/list?last=v2&n=2"));
+        h.insert(
+            LINK,
+            HeaderValue::from_static(r#"</v2/app/tags/list?last=v2&n=2>; rel="next""#),
+        );
+        assert_eq!(
+            next_page(&h, "http://r:5000").as_deref(),
+            Some("http://r:5000/v2/app/tags/list?last=v2&n=2")
+        );
         assert_eq!(next_page(&HeaderMap::new(), "http://r:5000"), None);
     }
 
@@ -657,7 +845,10 @@ mod tests {
 
     #[test]
     fn credentials_never_print_secrets() {
-        let c = Credentials::Basic { username: "u".into(), password: "hunter2".into() };
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

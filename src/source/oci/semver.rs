@@ -34,23 +34,38 @@ pub fn select_tag(
     let constraint_set = Constraint::parse(constraint)?;
     let filter = filter
         .filter(|f| !f.is_empty())
-        .map(|f| Regex::new(f).map_err(|e| SemverError::Filter { pattern: f.into(), reason: e.to_string() }))
+        .map(|f| {
+            Regex::new(f).map_err(|e| SemverError::Filter {
+                pattern: f.into(),
+                reason: e.to_string(),
+            })
+        })
         .transpose()?;
     let mut best: Option<(Version, &String)> = None;
     for tag in tags {
         if filter.as_ref().is_some_and(|re| !re.is_match(tag)) {
             continue;
         }
-        let candidate = if helm_tags { tag.replace('_', "+") } else { tag.clone() };
-        let Some(version) = parse_version(&candidate) else { continue };
+        let candidate = if helm_tags {
+            tag.replace('_', "+")
+        } else {
+            tag.clone()
+        };
+        let Some(version) = parse_version(&candidate) else {
+            continue;
+        };
         if !constraint_set.matches(&version) {
             continue;
         }
-        if best.as_ref().is_none_or(|(b, _)| precedence(&version, b) == Ordering::Greater) {
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| precedence(&version, b) == Ordering::Greater)
+        {
             best = Some((version, tag));
         }
     }
-    best.map(|(_, t)| t.clone()).ok_or_else(|| SemverError::NoMatch(constraint.to_string()))
+    best.map(|(_, t)| t.clone())
+        .ok_or_else(|| SemverError::NoMatch(constraint.to_string()))
 }
 
 /// A tag as a version: an optional `v`, `major.minor.patch` (leading zeros allowed), then an
@@ -73,7 +88,9 @@ pub fn parse_version(tag: &str) -> Option<Version> {
 
 /// Semver precedence: build metadata does not count.
 fn precedence(a: &Version, b: &Version) -> Ordering {
-    (a.major, a.minor, a.patch).cmp(&(b.major, b.minor, b.patch)).then_with(|| a.pre.cmp(&b.pre))
+    (a.major, a.minor, a.patch)
+        .cmp(&(b.major, b.minor, b.patch))
+        .then_with(|| a.pre.cmp(&b.pre))
 }
 
 /// `||`-separated groups of comparators that must all hold.
@@ -111,7 +128,10 @@ struct Comparator {
 
 impl Constraint {
     pub fn parse(s: &str) -> Result<Self, SemverError> {
-        let err = |reason: String| SemverError::Constraint { constraint: s.to_string(), reason };
+        let err = |reason: String| SemverError::Constraint {
+            constraint: s.to_string(),
+            reason,
+        };
         let mut any_of = Vec::new();
         for group in s.split("||") {
             let group = group.trim();
@@ -124,7 +144,9 @@ impl Constraint {
     }
 
     pub fn matches(&self, v: &Version) -> bool {
-        self.any_of.iter().any(|all| all.iter().all(|c| c.matches(v)))
+        self.any_of
+            .iter()
+            .any(|all| all.iter().all(|c| c.matches(v)))
     }
 }
 
@@ -136,14 +158,26 @@ fn parse_group(group: &str) -> Result<Vec<Comparator>, String> {
     let mut out = Vec::new();
     let mut rest = group.to_string();
     while let Some(c) = HYPHEN.captures(&rest) {
-        let (whole, low, high) = (c.get(0).unwrap().range(), c[1].to_string(), c[2].to_string());
-        out.push(Comparator { op: Op::Ge, v: parse_partial(&low)? });
-        out.push(Comparator { op: Op::Le, v: parse_partial(&high)? });
+        let (whole, low, high) = (
+            c.get(0).unwrap().range(),
+            c[1].to_string(),
+            c[2].to_string(),
+        );
+        out.push(Comparator {
+            op: Op::Ge,
+            v: parse_partial(&low)?,
+        });
+        out.push(Comparator {
+            op: Op::Le,
+            v: parse_partial(&high)?,
+        });
         rest.replace_range(whole, " ");
     }
     let mut input = rest.trim().trim_matches(',').trim();
     while !input.is_empty() {
-        let c = TERM.captures(input).ok_or_else(|| format!("improper constraint: {input}"))?;
+        let c = TERM
+            .captures(input)
+            .ok_or_else(|| format!("improper constraint: {input}"))?;
         let op = match c.get(1).map(|m| m.as_str()) {
             None | Some("=") => Op::Eq,
             Some("!=") => Op::Ne,
@@ -155,7 +189,10 @@ fn parse_group(group: &str) -> Result<Vec<Comparator>, String> {
             Some("^") => Op::Caret,
             Some(other) => return Err(format!("unknown operator {other}")),
         };
-        out.push(Comparator { op, v: parse_partial(&c[2])? });
+        out.push(Comparator {
+            op,
+            v: parse_partial(&c[2])?,
+        });
         input = &input[c.get(0).unwrap().end()..];
     }
     if out.is_empty() {
@@ -172,10 +209,17 @@ fn parse_partial(s: &str) -> Result<Partial, String> {
     let mut component = |name: &str| -> Result<Option<u64>, String> {
         match parts.next() {
             None | Some("x" | "X" | "*") => Ok(None),
-            Some(n) => n.parse().map(Some).map_err(|_| format!("invalid {name} version '{n}' in '{s}'")),
+            Some(n) => n
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("invalid {name} version '{n}' in '{s}'")),
         }
     };
-    let (major, minor, patch) = (component("major")?, component("minor")?, component("patch")?);
+    let (major, minor, patch) = (
+        component("major")?,
+        component("minor")?,
+        component("patch")?,
+    );
     if parts.next().is_some() {
         return Err(format!("invalid version '{s}'"));
     }
@@ -183,7 +227,12 @@ fn parse_partial(s: &str) -> Result<Partial, String> {
     // Once a component is a wildcard, the ones after it are too (`1.x.3` means `1.x`).
     let minor = major.and(minor);
     let patch = minor.and(patch);
-    Ok(Partial { major, minor, patch, pre })
+    Ok(Partial {
+        major,
+        minor,
+        patch,
+        pre,
+    })
 }
 
 impl Partial {
@@ -192,7 +241,11 @@ impl Partial {
     }
 
     fn floor(&self) -> Version {
-        let mut v = Version::new(self.major.unwrap_or(0), self.minor.unwrap_or(0), self.patch.unwrap_or(0));
+        let mut v = Version::new(
+            self.major.unwrap_or(0),
+            self.minor.unwrap_or(0),
+            self.patch.unwrap_or(0),
+        );
         v.pre = self.pre.clone();
         v
     }
@@ -248,7 +301,9 @@ mod tests {
     use super::*;
 
     fn ok(c: &str, v: &str) -> bool {
-        Constraint::parse(c).unwrap().matches(&parse_version(v).unwrap())
+        Constraint::parse(c)
+            .unwrap()
+            .matches(&parse_version(v).unwrap())
     }
 
     fn tags(list: &[&str]) -> Vec<String> {
@@ -261,7 +316,10 @@ mod tests {
         assert_eq!(parse_version("01.02.003").unwrap(), Version::new(1, 2, 3));
         assert!(parse_version("1.2").is_none());
         assert!(parse_version("latest").is_none());
-        assert_eq!(parse_version("6.1.0-rc.1+build.5").unwrap().pre.as_str(), "rc.1");
+        assert_eq!(
+            parse_version("6.1.0-rc.1+build.5").unwrap().pre.as_str(),
+            "rc.1"
+        );
     }
 
     #[test]
@@ -303,7 +361,11 @@ mod tests {
     fn ranges_and_alternatives() {
         assert!(ok(">=1.0.0 <2.0.0", "1.5.0") && !ok(">=1.0.0 <2.0.0", "2.0.0"));
         assert!(ok(">=1.0.0, <2.0.0", "1.5.0"));
-        assert!(ok("1.2 - 1.4.5", "1.4.5") && !ok("1.2 - 1.4.5", "1.4.6") && !ok("1.2 - 1.4.5", "1.1.9"));
+        assert!(
+            ok("1.2 - 1.4.5", "1.4.5")
+                && !ok("1.2 - 1.4.5", "1.4.6")
+                && !ok("1.2 - 1.4.5", "1.1.9")
+        );
         assert!(ok("<1.0.0 || >=3.0.0", "3.1.0") && !ok("<1.0.0 || >=3.0.0", "2.0.0"));
         assert!(ok("1.2 - 1.4.x", "1.4.9"));
     }
@@ -320,8 +382,14 @@ mod tests {
 
     #[test]
     fn bad_constraints_are_errors() {
-        assert!(matches!(Constraint::parse("not a version"), Err(SemverError::Constraint { .. })));
-        assert!(matches!(Constraint::parse(">=1.0.0 ||"), Err(SemverError::Constraint { .. })));
+        assert!(matches!(
+            Constraint::parse("not a version"),
+            Err(SemverError::Constraint { .. })
+        ));
+        assert!(matches!(
+            Constraint::parse(">=1.0.0 ||"),
+            Err(SemverError::Constraint { .. })
+        ));
         assert_eq!(
             Constraint::parse("abc").unwrap_err().to_string(),
             "semver 'abc' parse error: improper constraint: abc"
@@ -330,28 +398,57 @@ mod tests {
 
     #[test]
     fn selects_the_highest_matching_tag() {
-        let t = tags(&["latest", "6.0.0", "6.1.0", "v6.2.0", "6.3.0-rc.1", "7.0.0", "junk"]);
+        let t = tags(&[
+            "latest",
+            "6.0.0",
+            "6.1.0",
+            "v6.2.0",
+            "6.3.0-rc.1",
+            "7.0.0",
+            "junk",
+        ]);
         assert_eq!(select_tag(&t, "6.x", None, false).unwrap(), "v6.2.0");
         // Each comparator gates prereleases on its own, as Masterminds does: `<7.0.0` refuses
         // `6.3.0-rc.1`, `<7.0.0-0` admits it.
-        assert_eq!(select_tag(&t, ">= 6.1.x-0 <7.0.0", None, false).unwrap(), "v6.2.0");
-        assert_eq!(select_tag(&t, ">= 6.1.x-0 <7.0.0-0", None, false).unwrap(), "6.3.0-rc.1");
+        assert_eq!(
+            select_tag(&t, ">= 6.1.x-0 <7.0.0", None, false).unwrap(),
+            "v6.2.0"
+        );
+        assert_eq!(
+            select_tag(&t, ">= 6.1.x-0 <7.0.0-0", None, false).unwrap(),
+            "6.3.0-rc.1"
+        );
         assert_eq!(select_tag(&t, "*", None, false).unwrap(), "7.0.0");
-        assert_eq!(select_tag(&t, ">=9.0.0", None, false), Err(SemverError::NoMatch(">=9.0.0".into())));
+        assert_eq!(
+            select_tag(&t, ">=9.0.0", None, false),
+            Err(SemverError::NoMatch(">=9.0.0".into()))
+        );
     }
 
     #[test]
     fn filter_limits_the_candidates() {
         let t = tags(&["6.1.0", "6.2.0-rc.1", "6.2.0-alpha.1", "6.3.0"]);
-        assert_eq!(select_tag(&t, ">= 6.1.x-0", Some(".*-rc.*"), false).unwrap(), "6.2.0-rc.1");
-        assert!(matches!(select_tag(&t, "*", Some("("), false), Err(SemverError::Filter { .. })));
+        assert_eq!(
+            select_tag(&t, ">= 6.1.x-0", Some(".*-rc.*"), false).unwrap(),
+            "6.2.0-rc.1"
+        );
+        assert!(matches!(
+            select_tag(&t, "*", Some("("), false),
+            Err(SemverError::Filter { .. })
+        ));
     }
 
     #[test]
     fn helm_tags_encode_build_metadata_with_underscores() {
         let t = tags(&["1.0.0_build.1", "1.0.0_build.2", "0.9.0"]);
         let picked = select_tag(&t, ">=1.0.0", None, true).unwrap();
-        assert!(picked.starts_with("1.0.0_"), "the original tag string is returned: {picked}");
-        assert_eq!(select_tag(&t, ">=1.0.0", None, false).unwrap_err(), SemverError::NoMatch(">=1.0.0".into()));
+        assert!(
+            picked.starts_with("1.0.0_"),
+            "the original tag string is returned: {picked}"
+        );
+        assert_eq!(
+            select_tag(&t, ">=1.0.0", None, false).unwrap_err(),
+            SemverError::NoMatch(">=1.0.0".into())
+        );
     }
 }

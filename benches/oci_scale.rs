@@ -1,0 +1,179 @@
+//! Scale benchmark (a command, not a test): N OCIRepositories against the local platform.
+//!
+//!   make bench                      # N = 100 and N = 1000
+//!   BENCH_N=500 cargo bench --bench oci_scale
+//!
+//! Reports the time from creating N objects until all are Ready, the controller's peak RSS,
+//! and the registry requests per steady-state (unchanged) reconcile.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftless::api::OCIRepository;
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use support::controller::SourceController;
+use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact, registry_requests};
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --all-targets` runs harness-less benches too; only `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "oci_scale: a benchmark; run it with `make bench` or `cargo bench --bench oci_scale`"
+        );
+        return;
+    }
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let concurrent = std::env::var("BENCH_CONCURRENT").unwrap_or_else(|_| "10".into());
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "bench").await;
+    let repo = format!("{}/app", ns.name);
+    let registry = platform.registry().to_string();
+    push_flux_artifact(
+        &client(&registry),
+        &repo,
+        "latest",
+        flux_layer(&[("deploy/app.yaml", "kind: ConfigMap\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+
+    let controller = SourceController::start(
+        &platform,
+        &ns.name,
+        &[&format!("--concurrent={concurrent}"), "--log-level=info"],
+    );
+    let pid = controller.pid();
+    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
+
+    let started = Instant::now();
+    let url = format!("oci://{registry}/{repo}");
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let url = url.clone();
+            async move {
+                let obj: OCIRepository = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+                    "metadata": {"name": format!("app-{i}")},
+                    "spec": {"url": url, "interval": "60m", "insecure": true},
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .expect("create");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let created = started.elapsed();
+    wait_all(&api, n, ready).await;
+    let all_ready = started.elapsed();
+    let rss_after_ready = peak_rss_kib(pid);
+
+    // Steady state: ask every object to reconcile again and count what reached the registry.
+    let log = std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let before = registry_requests(&log, &repo).len();
+    let stamp = "bench-steady-state";
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i}")).collect();
+    let names = Arc::new(names);
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let steady_started = Instant::now();
+    wait_all(&api, n, |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(stamp)
+            && ready(o)
+    })
+    .await;
+    let steady = steady_started.elapsed();
+    let after = registry_requests(&log, &repo);
+    let steady_requests = &after[before..];
+    let heads = steady_requests
+        .iter()
+        .filter(|(m, p)| m == "HEAD" && p.contains("/manifests/"))
+        .count();
+
+    println!("driftless source-controller benchmark: N = {n}, --concurrent={concurrent}");
+    println!(
+        "  created {n} objects in            {:>8.2} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  all Ready after                   {:>8.2} s",
+        all_ready.as_secs_f64()
+    );
+    println!(
+        "  steady-state pass over all in     {:>8.2} s",
+        steady.as_secs_f64()
+    );
+    println!(
+        "  controller peak RSS               {:>8.1} MiB",
+        rss_after_ready.max(peak_rss_kib(pid)) as f64 / 1024.0
+    );
+    println!(
+        "  registry requests per unchanged reconcile {:.2} ({} requests, {} manifest HEADs, for {n} reconciles)",
+        steady_requests.len() as f64 / n as f64,
+        steady_requests.len(),
+        heads
+    );
+    drop(controller);
+}
+
+fn ready(o: &OCIRepository) -> bool {
+    o.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == driftless::api::ConditionStatus::True)
+    })
+}
+
+/// Poll the list until `n` objects satisfy `done` (a benchmark may poll; a test may not).
+async fn wait_all(api: &Api<OCIRepository>, n: usize, done: impl Fn(&OCIRepository) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = api.list(&ListParams::default()).await.expect("list");
+        if list.items.iter().filter(|o| done(o)).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all objects got there within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

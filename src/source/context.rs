@@ -1,0 +1,195 @@
+//! What the source reconcilers share: the Kubernetes client, storage, events, metrics, the
+//! registry client cache and the bookkeeping that keeps steady-state passes cheap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
+
+use super::oci::registry::{Credentials, RegistryClient, Transport};
+use crate::api::ConditionStatus;
+use crate::artifact::extract::ExtractLimits;
+use crate::artifact::storage::Storage;
+use crate::controller::conditions::{self as cond, Conditions};
+use crate::controller::events::Events;
+use crate::controller::metrics::{Metrics, ObjectLabels};
+use crate::controller::requeue::Backoff;
+
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+
+/// Errors that escape a pass (step failures are reported as conditions instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<SourceError>>),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub jitter_percentage: u8,
+    pub limits: ExtractLimits,
+    pub field_manager: String,
+    pub user_agent: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RegistryKey {
+    registry: String,
+    credentials: Credentials,
+    transport: Transport,
+}
+
+/// The last pass, remembered so the watch events its own status writes cause do not trigger
+/// another pass before its requeue is due.
+struct Recent {
+    generation: Option<i64>,
+    requested_at: Option<String>,
+    until: Instant,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub storage: Arc<Storage>,
+    pub events: Events,
+    pub metrics: Metrics,
+    pub config: SourceConfig,
+    pub backoff: Backoff,
+    registries: Mutex<HashMap<RegistryKey, Arc<RegistryClient>>>,
+    recent: Mutex<HashMap<String, Recent>>,
+}
+
+/// Registry clients are kept per (registry, credentials, transport); past this many the cache
+/// starts over, so rotated credentials cannot grow it without bound.
+const MAX_REGISTRY_CLIENTS: usize = 4096;
+
+impl Context {
+    pub fn new(
+        client: Client,
+        storage: Arc<Storage>,
+        events: Events,
+        metrics: Metrics,
+        config: SourceConfig,
+        backoff: Backoff,
+    ) -> Self {
+        Context {
+            client,
+            storage,
+            events,
+            metrics,
+            config,
+            backoff,
+            registries: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn key<K: Resource>(&self, obj: &K) -> String {
+        format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    }
+
+    /// One client per credential set, so no token is ever shared between credentials.
+    pub fn registry_client(
+        &self,
+        registry: &str,
+        credentials: Credentials,
+        transport: Transport,
+    ) -> Result<Arc<RegistryClient>, String> {
+        let key = RegistryKey {
+            registry: registry.to_string(),
+            credentials,
+            transport,
+        };
+        let mut clients = self.registries.lock().expect("registry cache lock");
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_REGISTRY_CLIENTS {
+            clients.clear();
+        }
+        let client = Arc::new(RegistryClient::new(
+            registry,
+            key.credentials.clone(),
+            &key.transport,
+            &self.config.user_agent,
+        )?);
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    pub fn skip_if_recently_reconciled<K: Resource>(&self, obj: &K, key: &str) -> Option<Action> {
+        let recent = self.recent.lock().expect("recent lock");
+        let r = recent.get(key)?;
+        let now = Instant::now();
+        let same = r.generation == obj.meta().generation
+            && r.requested_at == obj.annotations().get(REQUESTED_AT).cloned();
+        (same && now < r.until).then(|| Action::requeue(r.until - now))
+    }
+
+    pub fn remember_pass<K: Resource>(&self, obj: &K, key: &str, requeue_after: Duration) {
+        self.recent.lock().expect("recent lock").insert(
+            key.to_string(),
+            Recent {
+                generation: obj.meta().generation,
+                requested_at: obj.annotations().get(REQUESTED_AT).cloned(),
+                until: Instant::now() + requeue_after,
+            },
+        );
+    }
+
+    pub fn forget(&self, kind: &str, ns: &str, name: &str) {
+        self.recent
+            .lock()
+            .expect("recent lock")
+            .remove(&format!("{ns}/{name}"));
+        self.backoff.reset(&format!("{ns}/{name}"));
+        self.metrics.forget(&labels(kind, ns, name));
+    }
+
+    pub fn record_suspend<K: Resource>(&self, kind: &str, obj: &K, suspended: bool) {
+        self.metrics.record_suspend(
+            &labels(kind, &obj.namespace().unwrap_or_default(), &obj.name_any()),
+            suspended,
+        );
+    }
+
+    pub fn observe<K: Resource>(
+        &self,
+        kind: &str,
+        obj: &K,
+        took: Duration,
+        conditions: &Conditions,
+    ) {
+        let l = labels(kind, &obj.namespace().unwrap_or_default(), &obj.name_any());
+        self.metrics.observe_duration(&l, took);
+        for type_ in [cond::READY, cond::RECONCILING, cond::STALLED] {
+            let status = match conditions.get(type_).map(|c| c.status) {
+                Some(ConditionStatus::True) => "True",
+                Some(ConditionStatus::False) => "False",
+                Some(ConditionStatus::Unknown) => "Unknown",
+                None => "Deleted",
+            };
+            self.metrics.record_condition(&l, type_, status);
+        }
+        let result = if conditions.is_true(cond::READY) {
+            "success"
+        } else {
+            "error"
+        };
+        self.metrics.record_result(&kind.to_lowercase(), result);
+    }
+}
+
+fn labels(kind: &str, ns: &str, name: &str) -> ObjectLabels {
+    ObjectLabels {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: ns.into(),
+    }
+}

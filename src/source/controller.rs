@@ -1,0 +1,252 @@
+//! `driftless source-controller`: flags with Flux's names, the servers (artifacts, metrics,
+//! health) and the OCIRepository controller.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use clap::{ArgAction, Args};
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use super::context::{Context, SourceConfig, SourceError};
+use super::oci::reconcile;
+use crate::api::OCIRepository;
+use crate::artifact::extract::ExtractLimits;
+use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
+use crate::controller::events::Events;
+use crate::controller::metrics::Metrics;
+use crate::controller::requeue::{Backoff, parse_duration};
+
+#[derive(Args, Debug, Clone)]
+pub struct SourceControllerArgs {
+    /// Directory the artifacts are stored in.
+    #[arg(long, env = "STORAGE_PATH", default_value = "/data")]
+    pub storage_path: PathBuf,
+    /// Address the artifact server listens on.
+    #[arg(long, env = "STORAGE_ADDRESS", default_value = ":9090")]
+    pub storage_addr: String,
+    /// Host (or URL prefix) advertised in artifact URLs, e.g. the Service's DNS name.
+    #[arg(long, env = "STORAGE_ADV_ADDR", default_value = "")]
+    pub storage_adv_addr: String,
+    /// Age after which superseded artifacts are garbage collected.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub artifact_retention_ttl: Duration,
+    /// Artifacts kept per object, current one included.
+    #[arg(long, default_value_t = 2)]
+    pub artifact_retention_records: usize,
+    /// Most bytes an artifact may unpack to (and a layer may weigh).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub artifact_max_bytes: u64,
+    /// Most files an artifact may unpack to.
+    #[arg(long, default_value_t = 100_000)]
+    pub artifact_max_files: u64,
+    /// Concurrent reconciles per kind.
+    #[arg(long, default_value_t = 2)]
+    pub concurrent: u16,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = ":8080")]
+    pub metrics_addr: String,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, default_value = ":9440")]
+    pub health_addr: String,
+    /// Watch every namespace; with false, only RUNTIME_NAMESPACE.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_all_namespaces: bool,
+    /// Only reconcile objects matching this label selector (sharding).
+    #[arg(long, default_value = "")]
+    pub watch_label_selector: String,
+    /// Spread requeues over interval ± this percentage.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..100))]
+    pub interval_jitter_percentage: u8,
+    /// Backoff after the first failure.
+    #[arg(long, default_value = "750ms", value_parser = parse_duration)]
+    pub min_retry_delay: Duration,
+    /// Backoff ceiling after repeated failures.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub max_retry_delay: Duration,
+}
+
+const CONTROLLER_NAME: &str = "source-controller";
+
+pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let storage = Arc::new(open_storage(&args)?);
+    let metrics = Metrics::new();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        storage.clone(),
+        Events::new(client.clone(), CONTROLLER_NAME),
+        metrics.clone(),
+        SourceConfig {
+            jitter_percentage: args.interval_jitter_percentage,
+            limits: ExtractLimits {
+                max_bytes: args.artifact_max_bytes,
+                max_files: args.artifact_max_files,
+            },
+            field_manager: CONTROLLER_NAME.into(),
+            user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),
+        },
+        Backoff::new(args.min_retry_delay, args.max_retry_delay),
+    ));
+    let api = watched_api(&client, &args)?;
+    remove_orphaned_storage(&api, &storage, &args).await?;
+
+    serve(
+        &args.storage_addr,
+        crate::artifact::server::router(storage.clone()),
+        "artifact server",
+    )
+    .await?;
+    let render = metrics.clone();
+    serve(
+        &args.metrics_addr,
+        Router::new().route("/metrics", get(move || async move { render.render() })),
+        "metrics",
+    )
+    .await?;
+    serve(
+        &args.health_addr,
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" })),
+        "health",
+    )
+    .await?;
+
+    let mut watch = watcher::Config::default().any_semantic();
+    if !args.watch_label_selector.is_empty() {
+        watch = watch.labels(&args.watch_label_selector);
+    }
+    tracing::info!(
+        concurrent = args.concurrent,
+        "starting OCIRepository controller"
+    );
+    Controller::new(api, watch)
+        .with_config(ControllerConfig::default().concurrency(args.concurrent))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(object = %obj, "object gone")
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    tracing::info!("source-controller stopped");
+    Ok(())
+}
+
+fn error_policy(obj: Arc<OCIRepository>, error: &SourceError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(object = %ctx.key(obj.as_ref()), %error, "reconcile error");
+    Action::requeue(ctx.backoff.next_delay(&ctx.key(obj.as_ref())))
+}
+
+fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {
+    std::fs::create_dir_all(&args.storage_path)
+        .with_context(|| format!("creating storage path {}", args.storage_path.display()))?;
+    let storage = Storage::new(StorageConfig {
+        root: args.storage_path.clone(),
+        advertised_host: advertised_host_from_addr(&args.storage_addr, &args.storage_adv_addr)?,
+        retention_ttl: args.artifact_retention_ttl,
+        retention_records: args.artifact_retention_records,
+    })?;
+    let removed = storage
+        .sweep_on_startup()
+        .context("removing half-written files from storage")?;
+    if !removed.is_empty() {
+        tracing::info!(
+            count = removed.len(),
+            "removed half-written files left by a previous run"
+        );
+    }
+    Ok(storage)
+}
+
+fn watched_api(client: &Client, args: &SourceControllerArgs) -> anyhow::Result<Api<OCIRepository>> {
+    if args.watch_all_namespaces {
+        return Ok(Api::all(client.clone()));
+    }
+    let ns = std::env::var("RUNTIME_NAMESPACE")
+        .context("--watch-all-namespaces=false needs RUNTIME_NAMESPACE")?;
+    Ok(Api::namespaced(client.clone(), &ns))
+}
+
+/// Artifacts of objects deleted while the controller was down are removed at start-up.
+async fn remove_orphaned_storage(
+    api: &Api<OCIRepository>,
+    storage: &Storage,
+    args: &SourceControllerArgs,
+) -> anyhow::Result<()> {
+    let mut params = kube::api::ListParams::default();
+    if !args.watch_label_selector.is_empty() {
+        // With sharding other controllers own the other objects' storage.
+        return Ok(());
+    }
+    params = params.match_any();
+    let live: std::collections::HashSet<(String, String)> = api
+        .list_metadata(&params)
+        .await
+        .context("listing OCIRepositories")?
+        .items
+        .iter()
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+        .collect();
+    let kind_dir = args.storage_path.join("ocirepository");
+    let Ok(namespaces) = std::fs::read_dir(&kind_dir) else {
+        return Ok(());
+    };
+    let only_ns = (!args.watch_all_namespaces)
+        .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
+    for ns in namespaces.flatten() {
+        let ns_name = ns.file_name().to_string_lossy().to_string();
+        if only_ns.as_ref().is_some_and(|only| *only != ns_name) {
+            continue;
+        }
+        for obj in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let name = obj.file_name().to_string_lossy().to_string();
+            if !live.contains(&(ns_name.clone(), name.clone())) {
+                tracing::info!(namespace = %ns_name, %name, "removing storage of a deleted OCIRepository");
+                storage.remove_object("ocirepository", &ns_name, &name).ok();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Start an HTTP server in the background; a bind failure stops start-up.
+async fn serve(addr: &str, router: Router, what: &'static str) -> anyhow::Result<()> {
+    let addr = listen_addr(addr)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: binding {addr}"))?;
+    tracing::info!(%addr, "{what} listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "{what} stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Go-style listen addresses: `:9090` means every interface.
+pub fn listen_addr(addr: &str) -> anyhow::Result<SocketAddr> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("invalid listen address '{addr}'"))
+}

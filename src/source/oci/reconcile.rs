@@ -1,0 +1,732 @@
+//! The OCIRepository reconciler: a short orchestration of named steps, each returning what it
+//! learnt or a `Failure` that names the condition, reason and message Flux would report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::credentials::{DockerConfig, Keychain, proxy_from_secret, tls_from_secret, transport};
+use super::pull::{self, PullError};
+use super::reference::RepositoryUrl;
+use super::registry::{RegistryClient, Transport};
+use super::semver::{HELM_CHART_LAYER, select_tag};
+use crate::api::oci_repository::{LayerOperation, OCILayerSelector, OCIProvider};
+use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
+use crate::artifact::storage::StoredArtifactRecord;
+use crate::controller::conditions::{self as cond, Conditions, reason};
+use crate::controller::requeue::{jittered, parse_duration};
+use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
+
+const KIND: &str = "OCIRepository";
+const STORAGE_KIND: &str = "ocirepository";
+/// A stalled object waits for a spec change or a reconcile request; this is only the bound
+/// of how long its own status writes are ignored.
+const STALLED_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A step's failure, as Flux reports it.
+#[derive(Debug)]
+struct Failure {
+    condition: &'static str,
+    reason: &'static str,
+    message: String,
+    stalled: bool,
+}
+
+impl Failure {
+    fn fetch(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            condition: cond::FETCH_FAILED,
+            reason,
+            message: message.into(),
+            stalled: false,
+        }
+    }
+    fn storage(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            condition: cond::STORAGE_OPERATION_FAILED,
+            reason,
+            message: message.into(),
+            stalled: false,
+        }
+    }
+    fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            condition: cond::FETCH_FAILED,
+            reason,
+            message: message.into(),
+            stalled: true,
+        }
+    }
+    fn verification(message: impl Into<String>) -> Self {
+        Failure {
+            condition: cond::SOURCE_VERIFIED,
+            reason: reason::VERIFICATION_ERROR,
+            message: message.into(),
+            stalled: false,
+        }
+    }
+}
+
+/// Entry point for the kube-runtime controller.
+pub async fn reconcile(obj: Arc<OCIRepository>, ctx: Arc<Context>) -> Result<Action, SourceError> {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<OCIRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| SourceError::Finalizer(Box::new(e)))
+}
+
+async fn cleanup(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.storage
+        .remove_object(STORAGE_KIND, &ns, &name)
+        .map_err(|e| {
+            SourceError::Storage(format!(
+                "garbage collecting artifacts of deleted {ns}/{name}: {e}"
+            ))
+        })?;
+    ctx.forget(KIND, &ns, &name);
+    Ok(Action::await_change())
+}
+
+/// What one pass starts from and writes back.
+struct Pass<'a> {
+    obj: &'a OCIRepository,
+    ctx: &'a Context,
+    status: OCIRepositoryStatus,
+    conditions: Conditions,
+    generation: i64,
+}
+
+async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
+    let started = Instant::now();
+    let key = ctx.key(obj);
+    if let Some(action) = ctx.skip_if_recently_reconciled(obj, &key) {
+        tracing::trace!(object = %key, "skipping: nothing changed since the last pass");
+        return Ok(action);
+    }
+    tracing::debug!(object = %key, generation = ?obj.metadata.generation, requested_at = ?requested_at(obj), "reconciling");
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let status = obj.status.clone().unwrap_or_default();
+    let mut pass = Pass {
+        obj,
+        ctx,
+        conditions: Conditions::new(status.conditions.clone(), generation),
+        status,
+        generation,
+    };
+    if obj.spec.suspend {
+        pass.status.last_handled_reconcile_at = requested_at(obj);
+        pass.patch_status().await?;
+        ctx.record_suspend(KIND, obj, true);
+        return Ok(Action::await_change());
+    }
+    ctx.record_suspend(KIND, obj, false);
+
+    let outcome = pass.run().await;
+    tracing::debug!(object = %key, failure = ?outcome.as_ref().err().map(|f| &f.message), "pass finished");
+    let action = pass.finish(outcome, &key).await;
+    ctx.observe(KIND, obj, started.elapsed(), &pass.conditions);
+    action
+}
+
+impl Pass<'_> {
+    async fn run(&mut self) -> Result<(), Failure> {
+        self.announce_generation().await;
+        self.check_storage().await;
+        let url = RepositoryUrl::parse(&self.obj.spec.url).map_err(|e| {
+            Failure::stalled(
+                reason::URL_INVALID,
+                format!("URL validation failed for '{}': {e}", self.obj.spec.url),
+            )
+        })?;
+        let client = self.registry_client(&url).await?;
+        let (revision, digest) = self.resolve(&client, &url).await?;
+        self.verify(&revision)?;
+        if self.artifact_is_current(&revision) {
+            self.conditions.delete(cond::FETCH_FAILED);
+            self.conditions.delete(cond::ARTIFACT_OUTDATED);
+            self.mark_stored(&revision);
+            tracing::debug!(object = %self.ctx.key(self.obj), %revision, "artifact up-to-date with remote revision");
+            return Ok(());
+        }
+        self.announce_new_revision(&revision, &url, &digest).await;
+        let previous_digest = self.status.artifact.as_ref().map(|a| a.digest.clone());
+        let artifact = self
+            .pull_and_store(&client, &url, &revision, &digest)
+            .await?;
+        self.record_artifact(artifact.clone());
+        self.mark_stored(&revision);
+        if previous_digest.as_deref() != Some(artifact.digest.as_str()) {
+            self.emit_new_artifact(&artifact).await;
+        }
+        Ok(())
+    }
+
+    /// A new generation is made visible at once, as Flux does, so `kubectl get` shows work.
+    async fn announce_generation(&mut self) {
+        let observed = self.status.observed_generation.unwrap_or(-1);
+        if observed != self.generation {
+            let message = format!(
+                "processing object: new generation {observed} -> {}",
+                self.generation
+            );
+            self.conditions
+                .mark_reconciling(reason::PROGRESSING, &message);
+            let _ = self.patch_status().await;
+        } else if requested_at(self.obj) != self.status.last_handled_reconcile_at {
+            self.conditions
+                .mark_reconciling(reason::PROGRESSING, "reconciliation in progress");
+            let _ = self.patch_status().await;
+        }
+    }
+
+    /// Garbage-collect old files and make sure the recorded artifact is still on disk.
+    async fn check_storage(&mut self) {
+        let (ns, name) = (
+            self.obj.namespace().unwrap_or_default(),
+            self.obj.name_any(),
+        );
+        let current = self
+            .status
+            .artifact
+            .as_ref()
+            .and_then(|a| a.path.rsplit('/').next().map(String::from));
+        if let Err(e) = self
+            .ctx
+            .storage
+            .gc(STORAGE_KIND, &ns, &name, current.as_deref())
+        {
+            tracing::debug!(error = %e, "garbage collection failed");
+        }
+        let Some(artifact) = self.status.artifact.clone() else {
+            self.conditions
+                .mark_reconciling(reason::PROGRESSING, "building artifact");
+            return;
+        };
+        let record = StoredArtifactRecord {
+            path: &artifact.path,
+            size: artifact.size.and_then(|s| u64::try_from(s).ok()),
+            digest: &artifact.digest,
+        };
+        if !self.ctx.storage.is_intact(&record) {
+            self.status.artifact = None;
+            self.status.url = None;
+            self.conditions.delete(cond::ARTIFACT_IN_STORAGE);
+            self.conditions.mark_reconciling(
+                reason::PROGRESSING,
+                "building artifact: disappeared from storage",
+            );
+            let _ = self.patch_status().await;
+            return;
+        }
+        // A changed --storage-adv-addr reaches every object on its next pass.
+        let url = self.ctx.storage.url_for(&artifact.path);
+        if let Some(a) = self.status.artifact.as_mut() {
+            a.url = url;
+        }
+        if self.status.url.is_some() {
+            self.status.url = Some(self.ctx.storage.url_for(&latest_path(&artifact.path)));
+        }
+    }
+
+    async fn registry_client(&self, url: &RepositoryUrl) -> Result<Arc<RegistryClient>, Failure> {
+        let keychain = self.keychain().await?;
+        if keychain.is_empty() && self.obj.spec.provider != OCIProvider::Generic {
+            let provider = serde_json::to_value(self.obj.spec.provider).unwrap_or_default();
+            return Err(Failure::stalled(
+                reason::UNSUPPORTED_PROVIDER,
+                format!(
+                    "provider {provider} is not yet supported by driftless: use spec.secretRef with registry credentials, or provider 'generic'"
+                ),
+            ));
+        }
+        let credentials = keychain.resolve(&url.registry, &url.repository);
+        let transport = self.transport().await?;
+        self.ctx
+            .registry_client(&url.registry, credentials, transport)
+            .map_err(|e| {
+                Failure::fetch(
+                    reason::AUTHENTICATION_FAILED,
+                    format!(
+                        "failed to generate transport for '{}': {e}",
+                        self.obj.spec.url
+                    ),
+                )
+            })
+    }
+
+    async fn keychain(&self) -> Result<Keychain, Failure> {
+        let ns = self.obj.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let auth_failed = |e: String| {
+            Failure::fetch(
+                reason::AUTHENTICATION_FAILED,
+                format!("failed to get credential: {e}"),
+            )
+        };
+        let mut keychain = Keychain::default();
+        let mut names = Vec::new();
+        if let Some(r) = &self.obj.spec.secret_ref {
+            names.push(r.name.clone());
+        }
+        if let Some(sa) = &self.obj.spec.service_account_name {
+            let accounts: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &ns);
+            let account = accounts
+                .get(sa)
+                .await
+                .map_err(|e| auth_failed(kube_message(&e)))?;
+            names.extend(
+                account
+                    .image_pull_secrets
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.name),
+            );
+        }
+        for name in names {
+            let secret = secrets
+                .get(&name)
+                .await
+                .map_err(|e| auth_failed(kube_message(&e)))?;
+            let config = DockerConfig::from_secret_data(&secret_data(&secret))
+                .map_err(|e| auth_failed(format!("secret '{name}': {e}")))?;
+            keychain.push(config);
+        }
+        Ok(keychain)
+    }
+
+    async fn transport(&self) -> Result<Transport, Failure> {
+        let ns = self.obj.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let url = &self.obj.spec.url;
+        let tls = match &self.obj.spec.cert_secret_ref {
+            None => None,
+            Some(r) => {
+                let fail = |e: String| {
+                    Failure::fetch(
+                        reason::AUTHENTICATION_FAILED,
+                        format!("failed to generate transport for '{url}': {e}"),
+                    )
+                };
+                let secret = secrets
+                    .get(&r.name)
+                    .await
+                    .map_err(|e| fail(kube_message(&e)))?;
+                Some(
+                    tls_from_secret(&secret_data(&secret))
+                        .map_err(|e| fail(format!("secret '{}': {e}", r.name)))?,
+                )
+            }
+        };
+        let proxy = match &self.obj.spec.proxy_secret_ref {
+            None => None,
+            Some(r) => {
+                let fail = |e: String| {
+                    Failure::fetch(
+                        reason::AUTHENTICATION_FAILED,
+                        format!("failed to get proxy address: {e}"),
+                    )
+                };
+                let secret = secrets
+                    .get(&r.name)
+                    .await
+                    .map_err(|e| fail(kube_message(&e)))?;
+                Some(
+                    proxy_from_secret(&secret_data(&secret))
+                        .map_err(|e| fail(format!("secret '{}': {e}", r.name)))?,
+                )
+            }
+        };
+        Ok(transport(self.obj.spec.insecure, tls, proxy))
+    }
+
+    /// The revision and manifest digest the spec's reference points at now.
+    async fn resolve(
+        &self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+    ) -> Result<(String, String), Failure> {
+        let reference = self.obj.spec.reference.clone().unwrap_or_default();
+        if let Some(digest) = reference.digest.filter(|d| !d.is_empty()) {
+            return Ok((digest.clone(), digest));
+        }
+        let tag = match reference.semver.filter(|s| !s.is_empty()) {
+            Some(constraint) => {
+                let fail = |e: String| {
+                    Failure::fetch(
+                        reason::READ_OPERATION_FAILED,
+                        format!(
+                            "failed to determine the artifact tag for '{}': {e}",
+                            self.obj.spec.url
+                        ),
+                    )
+                };
+                let tags = client
+                    .list_tags(&url.repository)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                let helm = self.layer_selector().media_type.as_deref() == Some(HELM_CHART_LAYER);
+                select_tag(&tags, &constraint, reference.semver_filter.as_deref(), helm)
+                    .map_err(|e| fail(e.to_string()))?
+            }
+            None => reference
+                .tag
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "latest".into()),
+        };
+        let digest = client
+            .resolve_digest(&url.repository, &tag)
+            .await
+            .map_err(|e| {
+                Failure::fetch(
+                    reason::OCI_PULL_FAILED,
+                    format!("failed to determine artifact digest: {e}"),
+                )
+            })?;
+        Ok((format!("{tag}@{digest}"), digest))
+    }
+
+    /// Signature verification is its own issue; until it lands, an object that asks for it is
+    /// refused rather than served unverified.
+    fn verify(&mut self, revision: &str) -> Result<(), Failure> {
+        let Some(verify) = &self.obj.spec.verify else {
+            self.conditions.delete(cond::SOURCE_VERIFIED);
+            return Ok(());
+        };
+        let provider = serde_json::to_value(verify.provider).unwrap_or_default();
+        Err(Failure::verification(format!(
+            "failed to verify the signature using provider {provider}: this driftless build cannot verify signatures yet, so revision {revision} is not pulled"
+        )))
+    }
+
+    fn layer_selector(&self) -> OCILayerSelector {
+        self.obj.spec.layer_selector.clone().unwrap_or_default()
+    }
+
+    /// Flux skips the pull when the revision, ignore rules and layer selector all match what
+    /// the stored artifact was built from (and the file is still there).
+    fn artifact_is_current(&self, revision: &str) -> bool {
+        self.status
+            .artifact
+            .as_ref()
+            .is_some_and(|a| a.revision == revision)
+            && self.status.observed_ignore == self.obj.spec.ignore
+            && self.status.observed_layer_selector == self.obj.spec.layer_selector
+    }
+
+    async fn announce_new_revision(&mut self, revision: &str, url: &RepositoryUrl, digest: &str) {
+        let reference = url.reference(
+            self.obj
+                .spec
+                .reference
+                .as_ref()
+                .and_then(|r| r.tag.clone())
+                .as_deref()
+                .unwrap_or(digest),
+        );
+        let message = format!("new revision '{revision}' for '{reference}'");
+        if self.status.artifact.is_some() {
+            self.conditions
+                .mark_true(cond::ARTIFACT_OUTDATED, reason::NEW_REVISION, &message);
+        }
+        self.conditions.mark_reconciling(
+            reason::PROGRESSING,
+            &format!("building artifact: {message}"),
+        );
+        let _ = self.patch_status().await;
+    }
+
+    async fn pull_and_store(
+        &self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+        revision: &str,
+        digest: &str,
+    ) -> Result<Artifact, Failure> {
+        let layer_failed = |e: String| Failure::fetch(reason::OCI_LAYER_OPERATION_FAILED, e);
+        let pull_failed = |e: PullError| {
+            Failure::fetch(
+                reason::OCI_PULL_FAILED,
+                format!("failed to pull artifact from '{}': {e}", self.obj.spec.url),
+            )
+        };
+        let manifest = pull::image_manifest(client, &url.repository, digest)
+            .await
+            .map_err(|e| match e {
+                PullError::Manifest(_) => layer_failed(e.to_string()),
+                e => pull_failed(e),
+            })?;
+        let selector = self.layer_selector();
+        let layer = pull::select_layer(&manifest, selector.media_type.as_deref())
+            .map_err(|e| layer_failed(e.to_string()))?;
+        let work = tempfile::Builder::new()
+            .prefix(&format!(
+                "ocirepository-{}-{}-",
+                self.obj.namespace().unwrap_or_default(),
+                self.obj.name_any()
+            ))
+            .tempdir()
+            .map_err(|e| {
+                Failure::storage(
+                    reason::DIRECTORY_CREATION_FAILED,
+                    format!("failed to create temporary working directory: {e}"),
+                )
+            })?;
+        let blob = work.path().join("layer.blob");
+        pull::download_blob(
+            client,
+            &url.repository,
+            layer,
+            &blob,
+            self.ctx.config.limits.max_bytes,
+        )
+        .await
+        .map_err(pull_failed)?;
+        let file_name = format!("{}.tar.gz", digest_of_revision(revision));
+        let (ns, name) = (
+            self.obj.namespace().unwrap_or_default(),
+            self.obj.name_any(),
+        );
+        let storage = self.ctx.storage.clone();
+        let limits = self.ctx.config.limits;
+        let ignore = self.obj.spec.ignore.clone();
+        let operation = selector.operation.unwrap_or(LayerOperation::Extract);
+        let stored = tokio::task::spawn_blocking(move || {
+            crate::source::store::store_layer(
+                &storage,
+                STORAGE_KIND,
+                &ns,
+                &name,
+                &file_name,
+                &blob,
+                work.path(),
+                operation,
+                ignore.as_deref(),
+                limits,
+            )
+        })
+        .await
+        .map_err(|e| {
+            Failure::storage(
+                reason::ARCHIVE_OPERATION_FAILED,
+                format!("unable to archive artifact to storage: {e}"),
+            )
+        })?
+        .map_err(|e| match e {
+            crate::source::store::StoreError::Extract(e) => layer_failed(format!(
+                "failed to extract layer contents from artifact: {e}"
+            )),
+            e => Failure::storage(
+                reason::ARCHIVE_OPERATION_FAILED,
+                format!("unable to archive artifact to storage: {e}"),
+            ),
+        })?;
+        Ok(Artifact {
+            url: self.ctx.storage.url_for(&stored.path),
+            path: stored.path,
+            revision: revision.to_string(),
+            digest: stored.digest,
+            last_update_time: Time(stored.last_update),
+            size: i64::try_from(stored.size).ok(),
+            metadata: pull::metadata(&manifest),
+        })
+    }
+
+    fn record_artifact(&mut self, artifact: Artifact) {
+        let (ns, name) = (
+            self.obj.namespace().unwrap_or_default(),
+            self.obj.name_any(),
+        );
+        match self
+            .ctx
+            .storage
+            .set_latest(STORAGE_KIND, &ns, &name, &artifact.path)
+        {
+            Ok(url) => self.status.url = Some(url),
+            Err(e) => tracing::debug!(error = %e, "failed to update status URL symlink"),
+        }
+        self.status.artifact = Some(artifact);
+        self.status.observed_ignore = self.obj.spec.ignore.clone();
+        self.status.observed_layer_selector = self.obj.spec.layer_selector.clone();
+        self.conditions.delete(cond::STORAGE_OPERATION_FAILED);
+        self.conditions.delete(cond::FETCH_FAILED);
+        self.conditions.delete(cond::ARTIFACT_OUTDATED);
+    }
+
+    fn mark_stored(&mut self, revision: &str) {
+        self.conditions.mark_true(
+            cond::ARTIFACT_IN_STORAGE,
+            reason::SUCCEEDED,
+            &format!("stored artifact for digest '{revision}'"),
+        );
+    }
+
+    async fn emit_new_artifact(&self, artifact: &Artifact) {
+        let mut message = format!(
+            "stored artifact with revision '{}' from '{}'",
+            artifact.revision, self.obj.spec.url
+        );
+        let meta = artifact.metadata.clone().unwrap_or_default();
+        if let (Some(src), Some(rev)) = (
+            meta.get("org.opencontainers.image.source"),
+            meta.get("org.opencontainers.image.revision"),
+        ) {
+            message.push_str(&format!(", origin source '{src}', origin revision '{rev}'"));
+        }
+        self.ctx
+            .events
+            .normal(&self.obj.object_ref(&()), reason::NEW_ARTIFACT, &message)
+            .await;
+    }
+
+    /// Write conditions and status back, and decide when to come back.
+    async fn finish(
+        &mut self,
+        outcome: Result<(), Failure>,
+        key: &str,
+    ) -> Result<Action, SourceError> {
+        self.status.last_handled_reconcile_at = requested_at(self.obj);
+        let interval = parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
+        let next = match outcome {
+            Ok(()) => {
+                self.conditions.delete(cond::RECONCILING);
+                self.conditions.delete(cond::STALLED);
+                self.status.observed_generation = Some(self.generation);
+                self.ctx.backoff.reset(key);
+                Some(jittered(interval, self.ctx.config.jitter_percentage))
+            }
+            Err(failure) => self.record_failure(failure, key).await,
+        };
+        self.conditions.summarize(cond::OCI_READY_PRIORITY);
+        self.status.conditions = self.conditions.list.clone();
+        self.patch_status().await?;
+        // Our own status writes come back as watch events; like Flux's predicates, only a new
+        // generation or reconcile request may cut the wait short.
+        self.ctx
+            .remember_pass(self.obj, key, next.unwrap_or(STALLED_WAIT));
+        Ok(next.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// Record a failed step; `None` means stalled (wait for a spec change), else the backoff.
+    async fn record_failure(&mut self, failure: Failure, key: &str) -> Option<Duration> {
+        let status = if failure.condition == cond::SOURCE_VERIFIED {
+            ConditionStatus::False
+        } else {
+            ConditionStatus::True
+        };
+        self.conditions
+            .set(failure.condition, status, failure.reason, &failure.message);
+        self.ctx
+            .events
+            .warning(&self.obj.object_ref(&()), failure.reason, &failure.message)
+            .await;
+        if failure.stalled {
+            self.conditions
+                .mark_true(cond::STALLED, failure.reason, &failure.message);
+            self.conditions.delete(cond::RECONCILING);
+            self.status.observed_generation = Some(self.generation);
+            return None;
+        }
+        self.conditions.delete(cond::STALLED);
+        let message = self
+            .conditions
+            .get(cond::RECONCILING)
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "reconciliation in progress".into());
+        self.conditions
+            .mark_reconciling(reason::PROGRESSING_WITH_RETRY, &message);
+        Some(self.ctx.backoff.next_delay(key))
+    }
+
+    async fn patch_status(&mut self) -> Result<(), SourceError> {
+        self.status.conditions = self.conditions.list.clone();
+        let api: Api<OCIRepository> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
+        let patch = json!({
+            "apiVersion": OCIRepository::api_version(&()),
+            "kind": KIND,
+            "status": self.status,
+        });
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams::apply(&self.ctx.config.field_manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(SourceError::Kube)?;
+        Ok(())
+    }
+}
+
+fn requested_at(obj: &OCIRepository) -> Option<String> {
+    obj.annotations().get(REQUESTED_AT).cloned().or_else(|| {
+        obj.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.clone())
+    })
+}
+
+/// The file name part of a revision: everything after the last `@` (`sha256:<hex>`).
+fn digest_of_revision(revision: &str) -> &str {
+    revision.rsplit('@').next().unwrap_or(revision)
+}
+
+fn latest_path(artifact_path: &str) -> String {
+    match artifact_path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/latest.tar.gz"),
+        None => "latest.tar.gz".into(),
+    }
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.clone().unwrap_or_default() {
+        data.entry(k).or_insert_with(|| v.into_bytes());
+    }
+    data
+}
+
+/// Kubernetes errors as Flux prints them (`secrets "x" not found`).
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_come_from_the_digest_part_of_the_revision() {
+        assert_eq!(digest_of_revision("latest@sha256:abc"), "sha256:abc");
+        assert_eq!(digest_of_revision("sha256:abc"), "sha256:abc");
+        assert_eq!(
+            latest_path("ocirepository/ns/n/sha256:abc.tar.gz"),
+            "ocirepository/ns/n/latest.tar.gz"
+        );
+    }
+}

@@ -1,0 +1,1179 @@
+//! OCIRepository end to end: a real registry, a real API server, the real controller binary.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+use sha2::{Digest, Sha256};
+
+use driftless::api::{ConditionStatus, OCIRepository};
+use support::controller::{SourceController, http_get, http_get_bytes};
+use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    platform: support::Platform,
+    client: Client,
+    ns: support::TestNamespace,
+    api: Api<OCIRepository>,
+    controller: SourceController,
+}
+
+async fn env(prefix: &str) -> Env {
+    env_with(prefix, &[]).await
+}
+
+async fn env_with(prefix: &str, controller_args: &[&str]) -> Env {
+    let platform = support::platform();
+    let client = platform.client().await;
+    support::install_crds(&client).await;
+    let ns = support::TestNamespace::new(&platform, &client, prefix).await;
+    let controller = SourceController::start(&platform, &ns.name, controller_args);
+    let api = Api::namespaced(client.clone(), &ns.name);
+    Env {
+        platform,
+        client,
+        ns,
+        api,
+        controller,
+    }
+}
+
+impl Env {
+    fn registry(&self) -> String {
+        self.platform.registry().to_string()
+    }
+
+    fn repo(&self, name: &str) -> String {
+        format!("{}/{name}", self.ns.name)
+    }
+
+    async fn create(&self, name: &str, spec: serde_json::Value) -> OCIRepository {
+        let obj: OCIRepository = serde_json::from_value(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "OCIRepository",
+            "metadata": {"name": name, "namespace": self.ns.name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create OCIRepository")
+    }
+
+    /// Wait until the object satisfies `check`, or fail with its status and the controller log.
+    /// Polls the API server: the condition is checked, never a fixed delay assumed.
+    async fn wait_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&OCIRepository) -> bool,
+    ) -> OCIRepository {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let obj = self.api.get_opt(name).await.expect("get OCIRepository");
+            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
+                return obj.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{name}: not {what} within {WAIT:?}; status: {}\ncontroller log (tail):\n{}",
+                    serde_json::to_string_pretty(&obj.and_then(|o| o.status)).unwrap(),
+                    tail(&self.controller.log_text(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_ready(&self, name: &str) -> OCIRepository {
+        self.wait_until(name, "Ready", |o| {
+            ready_status(o) == Some(ConditionStatus::True) && is_current(o)
+        })
+        .await
+    }
+
+    /// Ask for a reconcile as `flux reconcile source oci` does, and wait until it was handled.
+    async fn request_reconcile(&self, name: &str) -> OCIRepository {
+        let stamp = format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        // lastHandledReconcileAt is written when the pass ends, whatever its outcome.
+        self.wait_until(name, "handled the reconcile request", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some(stamp.as_str())
+        })
+        .await
+    }
+
+    async fn events(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// GET the artifact the status points at from the controller's artifact server.
+    fn download(&self, obj: &OCIRepository) -> Vec<u8> {
+        let artifact = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.artifact.as_ref())
+            .expect("artifact");
+        let path = artifact
+            .url
+            .split_once(&format!("127.0.0.1:{}", self.controller.storage_port))
+            .expect("url on the storage port")
+            .1;
+        let (status, body) = http_get_bytes(self.controller.storage_port, path);
+        assert_eq!(status, 200, "GET {path}");
+        body
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn ready_status(o: &OCIRepository) -> Option<ConditionStatus> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status)
+}
+
+fn condition<'a>(o: &'a OCIRepository, type_: &str) -> Option<&'a driftless::api::Condition> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn has_condition(o: &OCIRepository, type_: &str) -> bool {
+    condition(o, type_).is_some()
+}
+
+fn is_current(o: &OCIRepository) -> bool {
+    o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation
+}
+
+fn revision(o: &OCIRepository) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.artifact.as_ref())
+        .map(|a| a.revision.clone())
+        .unwrap_or_default()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The files of a tar.gz, path → content, directories left out.
+fn untar(bytes: &[u8]) -> BTreeMap<String, String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            let mut content = String::new();
+            entry.read_to_string(&mut content).unwrap();
+            out.insert(path, content);
+        }
+    }
+    out
+}
+
+fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn tag_is_resolved_pulled_stored_and_served() {
+    let e = env("oci-tag").await;
+    let repo = e.repo("app");
+    let content = [
+        ("deploy/app.yaml", "kind: ConfigMap\n"),
+        ("README.md", "hello\n"),
+    ];
+    let digest = push_flux_artifact(
+        &client(&e.registry()),
+        &repo,
+        "v1",
+        flux_layer(&content),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("app", serde_json::json!({
+        "url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true, "ref": {"tag": "v1"},
+    }))
+    .await;
+
+    let obj = e.wait_ready("app").await;
+    let status = obj.status.clone().unwrap();
+    let artifact = status.artifact.clone().unwrap();
+    assert_eq!(artifact.revision, format!("v1@{digest}"));
+    assert_eq!(
+        artifact.path,
+        format!("ocirepository/{}/app/{digest}.tar.gz", e.ns.name)
+    );
+    assert_eq!(
+        artifact.url,
+        format!(
+            "http://127.0.0.1:{}/{}",
+            e.controller.storage_port, artifact.path
+        )
+    );
+    assert_eq!(
+        status.url.as_deref(),
+        Some(
+            format!(
+                "http://127.0.0.1:{}/ocirepository/{}/app/latest.tar.gz",
+                e.controller.storage_port, e.ns.name
+            )
+            .as_str()
+        )
+    );
+    let meta = artifact.metadata.clone().unwrap();
+    assert_eq!(
+        meta["org.opencontainers.image.source"],
+        "https://github.com/example/manifests"
+    );
+    let stored = condition(&obj, "ArtifactInStorage").unwrap();
+    assert_eq!(
+        stored.message,
+        format!("stored artifact for digest 'v1@{digest}'")
+    );
+    let ready = condition(&obj, "Ready").unwrap();
+    assert_eq!(
+        (ready.reason.as_str(), ready.message.as_str()),
+        ("Succeeded", stored.message.as_str())
+    );
+
+    // A consumer downloads exactly the bytes the status promises.
+    let bytes = e.download(&obj);
+    assert_eq!(sha256(&bytes), artifact.digest);
+    assert_eq!(artifact.size, Some(bytes.len() as i64));
+    assert_eq!(untar(&bytes), files(&content));
+    let (code, _) = http_get(
+        e.controller.storage_port,
+        &format!("/ocirepository/{}/app/latest.tar.gz", e.ns.name),
+    );
+    assert_eq!(code, 200);
+
+    let events = e.events("app").await;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.reason.as_deref() == Some("NewArtifact")
+                && ev
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(&format!(
+                        "stored artifact with revision 'v1@{digest}' from 'oci://"
+                    )))),
+        "NewArtifact event: {:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.message))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn unchanged_tag_costs_one_manifest_head_per_reconcile() {
+    let e = env("oci-steady").await;
+    let repo = e.repo("steady");
+    push_flux_artifact(
+        &client(&e.registry()),
+        &repo,
+        "latest",
+        flux_layer(&[("a.yaml", "a: 1\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("steady", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    let first = e.wait_ready("steady").await;
+
+    let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let before = registry_requests(&log, &repo).len();
+    let again = e.request_reconcile("steady").await;
+    let after = registry_requests(&log, &repo);
+    assert_eq!(
+        after[before..].to_vec(),
+        vec![("HEAD".to_string(), format!("/v2/{repo}/manifests/latest"))],
+        "an unchanged tag costs exactly one manifest HEAD"
+    );
+    assert_eq!(revision(&again), revision(&first));
+    assert_eq!(
+        again.status.unwrap().artifact.unwrap().digest,
+        first.status.unwrap().artifact.unwrap().digest
+    );
+}
+
+#[tokio::test]
+async fn a_moved_tag_gives_a_new_artifact_and_event() {
+    let e = env("oci-move").await;
+    let repo = e.repo("moving");
+    let registry = client(&e.registry());
+    let d1 = push_flux_artifact(
+        &registry,
+        &repo,
+        "stable",
+        flux_layer(&[("a.yaml", "v: 1\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("moving", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true, "ref": {"tag": "stable"}})).await;
+    let first = e.wait_ready("moving").await;
+    assert_eq!(revision(&first), format!("stable@{d1}"));
+
+    let d2 = push_flux_artifact(
+        &registry,
+        &repo,
+        "stable",
+        flux_layer(&[("a.yaml", "v: 2\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    assert_ne!(d1, d2);
+    e.request_reconcile("moving").await;
+    let second = e
+        .wait_until("moving", "at the new revision", |o| {
+            revision(o) == format!("stable@{d2}")
+        })
+        .await;
+    assert_eq!(untar(&e.download(&second)), files(&[("a.yaml", "v: 2\n")]));
+    let new_artifacts = e
+        .events("moving")
+        .await
+        .iter()
+        .filter(|ev| ev.reason.as_deref() == Some("NewArtifact"))
+        .count();
+    assert!(
+        new_artifacts >= 2,
+        "one NewArtifact event per new artifact, got {new_artifacts}"
+    );
+}
+
+#[tokio::test]
+async fn semver_with_filter_and_prereleases() {
+    let e = env("oci-semver").await;
+    let repo = e.repo("versions");
+    let registry = client(&e.registry());
+    let mut digests = BTreeMap::new();
+    for tag in [
+        "6.0.0",
+        "6.1.0",
+        "6.2.0-rc.1",
+        "6.2.0-alpha.1",
+        "v6.1.5",
+        "7.0.0",
+        "latest",
+    ] {
+        let d = push_flux_artifact(
+            &registry,
+            &repo,
+            tag,
+            flux_layer(&[("v.txt", tag)]),
+            FLUX_LAYER,
+            &[],
+        )
+        .await;
+        digests.insert(tag, d);
+    }
+    let url = format!("oci://{}/{repo}", e.registry());
+    e.create("stable", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": "6.x"}})).await;
+    e.create("pre", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 6.1.x-0 <7.0.0-0"}})).await;
+    e.create("filtered", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 6.1.x-0", "semverFilter": ".*-alpha.*"}})).await;
+    e.create("none", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 9.0.0"}})).await;
+
+    assert_eq!(
+        revision(&e.wait_ready("stable").await),
+        format!("v6.1.5@{}", digests["v6.1.5"])
+    );
+    assert_eq!(
+        revision(&e.wait_ready("pre").await),
+        format!("6.2.0-rc.1@{}", digests["6.2.0-rc.1"])
+    );
+    assert_eq!(
+        revision(&e.wait_ready("filtered").await),
+        format!("6.2.0-alpha.1@{}", digests["6.2.0-alpha.1"])
+    );
+    let none = e
+        .wait_until("none", "failed", |o| has_condition(o, "FetchFailed"))
+        .await;
+    let failed = condition(&none, "FetchFailed").unwrap();
+    assert_eq!(failed.reason, "ReadOperationFailed");
+    assert!(
+        failed
+            .message
+            .ends_with("no match found for semver: >= 9.0.0"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(ready_status(&none), Some(ConditionStatus::False));
+}
+
+#[tokio::test]
+async fn digest_reference_pins_the_revision() {
+    let e = env("oci-digest").await;
+    let repo = e.repo("pinned");
+    let registry = client(&e.registry());
+    let d1 = push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "1")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "2")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("pinned", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true, "ref": {"digest": d1, "tag": "latest"}})).await;
+    let obj = e.wait_ready("pinned").await;
+    assert_eq!(
+        revision(&obj),
+        d1,
+        "a digest reference's revision is the bare digest"
+    );
+    assert_eq!(untar(&e.download(&obj)), files(&[("a", "1")]));
+}
+
+#[tokio::test]
+async fn layer_selector_copy_and_extract_and_ignore() {
+    let e = env("oci-layers").await;
+    let repo = e.repo("chart");
+    let chart_type = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+    let chart = flux_layer(&[("podinfo/Chart.yaml", "name: podinfo\n")]);
+    push_flux_artifact(
+        &client(&e.registry()),
+        &repo,
+        "6.0.0",
+        chart.clone(),
+        chart_type,
+        &[],
+    )
+    .await;
+    let url = format!("oci://{}/{repo}", e.registry());
+    e.create(
+        "copy",
+        serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"tag": "6.0.0"},
+        "layerSelector": {"mediaType": chart_type, "operation": "copy"}}),
+    )
+    .await;
+    e.create(
+        "wrong-type",
+        serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"tag": "6.0.0"},
+        "layerSelector": {"mediaType": "application/x-other"}}),
+    )
+    .await;
+    let copied = e.wait_ready("copy").await;
+    assert_eq!(
+        e.download(&copied),
+        chart,
+        "copy stores the layer's bytes unchanged"
+    );
+    assert_eq!(
+        copied
+            .status
+            .as_ref()
+            .unwrap()
+            .observed_layer_selector
+            .as_ref()
+            .unwrap()
+            .media_type
+            .as_deref(),
+        Some(chart_type)
+    );
+    let wrong = e
+        .wait_until("wrong-type", "failed", |o| has_condition(o, "FetchFailed"))
+        .await;
+    let failed = condition(&wrong, "FetchFailed").unwrap();
+    assert_eq!(failed.reason, "OCIArtifactLayerOperationFailed");
+    assert_eq!(
+        failed.message,
+        "failed to find layer with media type 'application/x-other' in artifact"
+    );
+
+    let repo = e.repo("site");
+    let content = [
+        ("deploy/app.yaml", "a\n"),
+        ("deploy/notes.md", "n\n"),
+        ("logo.png", "png"),
+        (".sourceignore", "*.md\n"),
+    ];
+    push_flux_artifact(
+        &client(&e.registry()),
+        &repo,
+        "latest",
+        flux_layer(&content),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let url = format!("oci://{}/{repo}", e.registry());
+    e.create("ignored", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ignore": "/deploy/app.yaml\n"})).await;
+    let obj = e.wait_ready("ignored").await;
+    // User patterns (the .sourceignore and spec.ignore) replace the default extension list, so
+    // logo.png stays; both sources of patterns apply.
+    assert_eq!(
+        untar(&e.download(&obj)),
+        files(&[("logo.png", "png"), (".sourceignore", "*.md\n")])
+    );
+    assert_eq!(
+        obj.status.unwrap().observed_ignore.as_deref(),
+        Some("/deploy/app.yaml\n")
+    );
+}
+
+/// Raw tar entries, for archives no honest tool writes.
+fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, kind, data, link) in entries {
+        let mut h = tar::Header::new_old();
+        {
+            let bytes = h.as_mut_bytes();
+            bytes[..path.len()].copy_from_slice(path.as_bytes());
+        }
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
+    let e = env_with(
+        "oci-hostile",
+        &["--artifact-max-bytes=8388608", "--artifact-max-files=100"],
+    )
+    .await;
+    let repo = e.repo("hostile");
+    let registry = client(&e.registry());
+    push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("good.yaml", "ok\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("hostile", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    let good = e.wait_ready("hostile").await;
+    let good_bytes = e.download(&good);
+
+    let many: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("f{i}.yaml"), "x".to_string()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "traversal",
+            gzip(&raw_tar(&[(
+                "../../escaped",
+                tar::EntryType::Regular,
+                b"x",
+                None,
+            )])),
+        ),
+        (
+            "absolute",
+            gzip(&raw_tar(&[(
+                "/tmp/driftless-escaped",
+                tar::EntryType::Regular,
+                b"x",
+                None,
+            )])),
+        ),
+        (
+            "device",
+            gzip(&raw_tar(&[("dev", tar::EntryType::Char, b"", None)])),
+        ),
+        (
+            "gzip-bomb",
+            gzip(&raw_tar(&[(
+                "bomb",
+                tar::EntryType::Regular,
+                &vec![0u8; 32 << 20],
+                None,
+            )])),
+        ),
+        ("too-many-files", flux_layer(&many)),
+        ("not-gzip", b"plain bytes, not a tarball".to_vec()),
+    ];
+    for (name, layer) in &cases {
+        push_flux_artifact(
+            &registry,
+            &repo,
+            "latest",
+            layer.clone(),
+            FLUX_LAYER,
+            &[("case", name)],
+        )
+        .await;
+        e.request_reconcile("hostile").await;
+        let obj = e.api.get("hostile").await.unwrap();
+        let failed = condition(&obj, "FetchFailed")
+            .unwrap_or_else(|| panic!("{name}: no FetchFailed condition"));
+        assert!(
+            failed
+                .message
+                .starts_with("failed to extract layer contents from artifact: "),
+            "{name}: {}",
+            failed.message
+        );
+        assert_eq!(failed.reason, "OCIArtifactLayerOperationFailed", "{name}");
+        // The previous artifact stays in the status and is still served, byte for byte.
+        assert_eq!(
+            revision(&obj),
+            revision(&good),
+            "{name}: status still points at the good artifact"
+        );
+        assert_eq!(
+            e.download(&obj),
+            good_bytes,
+            "{name}: the good artifact is still served"
+        );
+        assert_eq!(
+            ready_status(&obj),
+            Some(ConditionStatus::False),
+            "{name}: Ready=False"
+        );
+        let warned = e.events("hostile").await.iter().any(|ev| {
+            ev.type_.as_deref() == Some("Warning")
+                && ev.reason.as_deref() == Some("OCIArtifactLayerOperationFailed")
+        });
+        assert!(warned, "{name}: a Warning event names the cause");
+    }
+    assert!(
+        !e.controller
+            .storage
+            .parent()
+            .unwrap()
+            .join("escaped")
+            .exists(),
+        "nothing was written outside storage"
+    );
+    assert!(!std::path::Path::new("/tmp/driftless-escaped").exists());
+
+    // A symlink is skipped, as Flux skips it: a file "under" it lands inside the artifact.
+    let layer = gzip(&raw_tar(&[
+        ("link", tar::EntryType::Symlink, b"", Some("/tmp")),
+        (
+            "link/driftless-through-link",
+            tar::EntryType::Regular,
+            b"x",
+            None,
+        ),
+    ]));
+    push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        layer,
+        FLUX_LAYER,
+        &[("case", "symlink")],
+    )
+    .await;
+    let obj = e.request_reconcile("hostile").await;
+    assert_eq!(ready_status(&obj), Some(ConditionStatus::True));
+    assert_eq!(
+        untar(&e.download(&obj)),
+        files(&[("link/driftless-through-link", "x")])
+    );
+    assert!(
+        !std::path::Path::new("/tmp/driftless-through-link").exists(),
+        "nothing written through the symlink"
+    );
+}
+
+#[tokio::test]
+async fn suspend_and_deletion() {
+    let e = env("oci-suspend").await;
+    let repo = e.repo("s");
+    let registry = client(&e.registry());
+    push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "1")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("s", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    let first = e.wait_ready("s").await;
+    let patch = serde_json::json!({"spec": {"suspend": true}});
+    e.api
+        .patch("s", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let d2 = push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "2")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let suspended = e.request_reconcile("s").await;
+    assert_eq!(
+        revision(&suspended),
+        revision(&first),
+        "a suspended object is not pulled"
+    );
+
+    let patch = serde_json::json!({"spec": {"suspend": false}});
+    e.api
+        .patch("s", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    e.wait_until("s", "resumed", |o| revision(o) == format!("latest@{d2}"))
+        .await;
+
+    let dir = e
+        .controller
+        .storage
+        .join("ocirepository")
+        .join(&e.ns.name)
+        .join("s");
+    assert!(dir.exists());
+    e.api.delete("s", &Default::default()).await.unwrap();
+    let gone = tokio::time::timeout(
+        WAIT,
+        await_condition(e.api.clone(), "s", |o: Option<&OCIRepository>| o.is_none()),
+    )
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the finalizer was removed and the object deleted"
+    );
+    assert!(!dir.exists(), "deleting the object removes its storage");
+}
+
+#[tokio::test]
+async fn a_restarted_controller_serves_without_pulling_again() {
+    let mut e = env("oci-restart").await;
+    let repo = e.repo("r");
+    push_flux_artifact(
+        &client(&e.registry()),
+        &repo,
+        "latest",
+        flux_layer(&[("a", "1")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    e.create("r", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    let before = e.wait_ready("r").await;
+    let bytes = e.download(&before);
+    let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let requests_before = registry_requests(&log, &repo).len();
+
+    e.controller = e.controller.restart();
+    let after = e.request_reconcile("r").await;
+    assert_eq!(e.download(&after), bytes);
+    let (old, new) = (
+        before.status.unwrap().artifact.unwrap(),
+        after.status.clone().unwrap().artifact.unwrap(),
+    );
+    assert_eq!(
+        (&old.path, &old.digest, &old.revision, old.size),
+        (&new.path, &new.digest, &new.revision, new.size)
+    );
+    // The restarted controller advertises a new address; every URL follows it.
+    assert!(
+        new.url
+            .starts_with(&format!("http://127.0.0.1:{}/", e.controller.storage_port)),
+        "{}",
+        new.url
+    );
+    let new: Vec<_> = registry_requests(&log, &repo)[requests_before..].to_vec();
+    assert!(
+        new.iter()
+            .all(|(m, p)| m == "HEAD" && p.contains("/manifests/")),
+        "no pull after a restart: {new:?}"
+    );
+}
+
+/// What a test needs to reach one of the platform's registries in a given auth mode.
+struct Mode {
+    registry: String,
+    insecure: bool,
+    credentials: driftless::source::oci::registry::Credentials,
+    transport: driftless::source::oci::registry::Transport,
+}
+
+fn mode(e: &Env, var: &str) -> Mode {
+    use driftless::source::oci::registry::{Credentials, Transport};
+    let env = &e.platform.env;
+    let read = |k: &str| std::fs::read(&env[k]).unwrap();
+    let basic = Credentials::Basic {
+        username: env["DRIFTLESS_REGISTRY_USER"].clone(),
+        password: env["DRIFTLESS_REGISTRY_PASSWORD"].clone(),
+    };
+    let mut identity = read("DRIFTLESS_REGISTRY_CLIENT_CERT");
+    identity.extend(read("DRIFTLESS_REGISTRY_CLIENT_KEY"));
+    let (insecure, credentials, transport) = match var {
+        "DRIFTLESS_REGISTRY_BASIC" | "DRIFTLESS_REGISTRY_TOKEN" => (
+            true,
+            basic,
+            Transport {
+                insecure: true,
+                ..Default::default()
+            },
+        ),
+        "DRIFTLESS_REGISTRY_TLS" => (
+            false,
+            Credentials::Anonymous,
+            Transport {
+                ca_pem: Some(read("DRIFTLESS_REGISTRY_CA")),
+                ..Default::default()
+            },
+        ),
+        "DRIFTLESS_REGISTRY_MTLS" => (
+            false,
+            Credentials::Anonymous,
+            Transport {
+                ca_pem: Some(read("DRIFTLESS_REGISTRY_CA")),
+                client_identity_pem: Some(identity),
+                ..Default::default()
+            },
+        ),
+        other => panic!("unknown registry mode {other}"),
+    };
+    Mode {
+        registry: env[var].clone(),
+        insecure,
+        credentials,
+        transport,
+    }
+}
+
+impl Env {
+    async fn secret(&self, name: &str, type_: &str, data: &[(&str, Vec<u8>)]) {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            type_: Some(type_.into()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.clone())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    async fn docker_secret(&self, name: &str, registry: &str, user: &str, password: &str) {
+        let json =
+            serde_json::json!({"auths": {registry: {"username": user, "password": password}}});
+        self.secret(
+            name,
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", serde_json::to_vec(&json).unwrap())],
+        )
+        .await;
+    }
+
+    async fn wait_failed(&self, name: &str) -> driftless::api::Condition {
+        let obj = self
+            .wait_until(name, "failed", |o| has_condition(o, "FetchFailed"))
+            .await;
+        assert_eq!(
+            ready_status(&obj),
+            Some(ConditionStatus::False),
+            "{name}: Ready=False"
+        );
+        condition(&obj, "FetchFailed").cloned().unwrap()
+    }
+}
+
+async fn push_to(m: &Mode, repo: &str) -> String {
+    let registry =
+        support::oci::client_with(&m.registry, m.credentials.clone(), m.transport.clone());
+    push_flux_artifact(
+        &registry,
+        repo,
+        "latest",
+        flux_layer(&[("a.yaml", "a: 1\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn basic_and_token_auth_succeed_with_credentials_and_fail_clearly_without() {
+    let e = env("oci-auth").await;
+    for (label, var) in [
+        ("basic", "DRIFTLESS_REGISTRY_BASIC"),
+        ("token", "DRIFTLESS_REGISTRY_TOKEN"),
+    ] {
+        let m = mode(&e, var);
+        let repo = e.repo(label);
+        let digest = push_to(&m, &repo).await;
+        let url = format!("oci://{}/{repo}", m.registry);
+        let user = e.platform.env["DRIFTLESS_REGISTRY_USER"].clone();
+        let password = e.platform.env["DRIFTLESS_REGISTRY_PASSWORD"].clone();
+        e.docker_secret(&format!("{label}-creds"), &m.registry, &user, &password)
+            .await;
+        e.docker_secret(&format!("{label}-wrong"), &m.registry, &user, "wrong")
+            .await;
+
+        e.create(&format!("{label}-ok"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": format!("{label}-creds")}})).await;
+        e.create(
+            &format!("{label}-anon"),
+            serde_json::json!({"url": url, "interval": "10m", "insecure": true}),
+        )
+        .await;
+        e.create(&format!("{label}-wrong"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": format!("{label}-wrong")}})).await;
+        e.create(&format!("{label}-missing"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": "absent"}})).await;
+
+        assert_eq!(
+            revision(&e.wait_ready(&format!("{label}-ok")).await),
+            format!("latest@{digest}"),
+            "{label}"
+        );
+        for case in ["anon", "wrong"] {
+            let failed = e.wait_failed(&format!("{label}-{case}")).await;
+            assert_eq!(failed.reason, "OCIArtifactPullFailed", "{label}-{case}");
+            assert!(
+                failed
+                    .message
+                    .starts_with("failed to determine artifact digest: "),
+                "{label}-{case}: {}",
+                failed.message
+            );
+            assert!(
+                failed.message.contains("unauthorized")
+                    || failed.message.contains("token exchange"),
+                "{label}-{case}: {}",
+                failed.message
+            );
+        }
+        let missing = e.wait_failed(&format!("{label}-missing")).await;
+        assert_eq!(missing.reason, "AuthenticationFailed");
+        assert_eq!(
+            missing.message,
+            r#"failed to get credential: secrets "absent" not found"#
+        );
+    }
+}
+
+#[tokio::test]
+async fn service_account_pull_secrets_are_used() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let e = env("oci-sa").await;
+    let m = mode(&e, "DRIFTLESS_REGISTRY_BASIC");
+    let repo = e.repo("sa");
+    let digest = push_to(&m, &repo).await;
+    let (user, password) = (
+        e.platform.env["DRIFTLESS_REGISTRY_USER"].clone(),
+        e.platform.env["DRIFTLESS_REGISTRY_PASSWORD"].clone(),
+    );
+    e.docker_secret("pull", &m.registry, &user, &password).await;
+    let sa: ServiceAccount = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "puller"}, "imagePullSecrets": [{"name": "pull"}]}),
+    )
+    .unwrap();
+    Api::<ServiceAccount>::namespaced(e.client.clone(), &e.ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    e.create("sa", serde_json::json!({"url": format!("oci://{}/{repo}", m.registry), "interval": "10m", "insecure": true, "serviceAccountName": "puller"})).await;
+    assert_eq!(
+        revision(&e.wait_ready("sa").await),
+        format!("latest@{digest}")
+    );
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls_with_cert_secret_ref() {
+    let e = env("oci-tls").await;
+    let ca = std::fs::read(&e.platform.env["DRIFTLESS_REGISTRY_CA"]).unwrap();
+    let cert = std::fs::read(&e.platform.env["DRIFTLESS_REGISTRY_CLIENT_CERT"]).unwrap();
+    let key = std::fs::read(&e.platform.env["DRIFTLESS_REGISTRY_CLIENT_KEY"]).unwrap();
+    e.secret("ca-only", "Opaque", &[("ca.crt", ca.clone())])
+        .await;
+    e.secret(
+        "client",
+        "kubernetes.io/tls",
+        &[
+            ("ca.crt", ca.clone()),
+            ("tls.crt", cert.clone()),
+            ("tls.key", key.clone()),
+        ],
+    )
+    .await;
+    e.secret(
+        "half",
+        "Opaque",
+        &[("ca.crt", ca.clone()), ("tls.crt", cert.clone())],
+    )
+    .await;
+
+    let tls = mode(&e, "DRIFTLESS_REGISTRY_TLS");
+    let repo = e.repo("tls");
+    let digest = push_to(&tls, &repo).await;
+    let url = format!("oci://{}/{repo}", tls.registry);
+    e.create(
+        "tls-ok",
+        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "ca-only"}}),
+    )
+    .await;
+    e.create(
+        "tls-untrusted",
+        serde_json::json!({"url": url, "interval": "10m"}),
+    )
+    .await;
+    assert_eq!(
+        revision(&e.wait_ready("tls-ok").await),
+        format!("latest@{digest}")
+    );
+    let untrusted = e.wait_failed("tls-untrusted").await;
+    assert_eq!(untrusted.reason, "OCIArtifactPullFailed");
+
+    let mtls = mode(&e, "DRIFTLESS_REGISTRY_MTLS");
+    let repo = e.repo("mtls");
+    let digest = push_to(&mtls, &repo).await;
+    let url = format!("oci://{}/{repo}", mtls.registry);
+    e.create(
+        "mtls-ok",
+        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "client"}}),
+    )
+    .await;
+    e.create(
+        "mtls-no-client-cert",
+        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "ca-only"}}),
+    )
+    .await;
+    e.create(
+        "mtls-half",
+        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "half"}}),
+    )
+    .await;
+    assert_eq!(
+        revision(&e.wait_ready("mtls-ok").await),
+        format!("latest@{digest}")
+    );
+    assert_eq!(
+        e.wait_failed("mtls-no-client-cert").await.reason,
+        "OCIArtifactPullFailed"
+    );
+    let half = e.wait_failed("mtls-half").await;
+    assert_eq!(half.reason, "AuthenticationFailed");
+    assert!(
+        half.message
+            .contains("'tls.crt' and 'tls.key' must be set together"),
+        "{}",
+        half.message
+    );
+    let _ = (tls.insecure, mtls.insecure);
+}
+
+#[tokio::test]
+async fn invalid_urls_and_cloud_providers_stall() {
+    let e = env("oci-stall").await;
+    e.create(
+        "tagged",
+        serde_json::json!({"url": format!("oci://{}/app:v1", e.registry()), "interval": "10m"}),
+    )
+    .await;
+    e.create("aws", serde_json::json!({"url": "oci://123456789000.dkr.ecr.us-east-2.amazonaws.com/app", "interval": "10m", "provider": "aws"})).await;
+    let tagged = e
+        .wait_until("tagged", "stalled", |o| has_condition(o, "Stalled"))
+        .await;
+    let stalled = condition(&tagged, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "URLInvalid");
+    assert_eq!(
+        stalled.message,
+        format!(
+            "URL validation failed for 'oci://{}/app:v1': URL must not contain a tag; remove ':v1'",
+            e.registry()
+        )
+    );
+    assert_eq!(
+        tagged.status.as_ref().unwrap().observed_generation,
+        tagged.metadata.generation,
+        "stalled objects are observed"
+    );
+    let aws = e
+        .wait_until("aws", "stalled", |o| has_condition(o, "Stalled"))
+        .await;
+    let stalled = condition(&aws, "Stalled").unwrap();
+    assert!(
+        stalled
+            .message
+            .contains("provider \"aws\" is not yet supported"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(ready_status(&aws), Some(ConditionStatus::False));
+}

@@ -1,0 +1,182 @@
+//! A real `driftless source-controller` process for one test: watching only the test's
+//! namespace, storing into a directory of its own, on free ports, stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Platform;
+
+pub struct SourceController {
+    child: Option<Child>,
+    pub storage: PathBuf,
+    pub storage_port: u16,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    namespace: String,
+    platform: Platform,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Debug logs unless the caller chose a level (clap refuses a flag given twice).
+fn default_log_level(extra_args: &[&str]) -> Option<&'static str> {
+    let chosen = extra_args.iter().any(|a| a.starts_with("--log-level"));
+    (!chosen).then_some("--log-level=debug")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl SourceController {
+    /// Start a controller for `namespace` with a fresh storage directory.
+    pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let mut c = Self::start_with_storage(platform, namespace, &storage, extra_args);
+        c._dir = Some(dir);
+        c
+    }
+
+    /// Start a controller over an existing storage directory (a restart).
+    pub fn start_with_storage(
+        platform: &Platform,
+        namespace: &str,
+        storage: &Path,
+        extra_args: &[&str],
+    ) -> Self {
+        let (storage_port, metrics_port, health_port) = (free_port(), free_port(), free_port());
+        let log = storage.with_extension(format!("controller-{storage_port}.log"));
+        std::fs::create_dir_all(storage).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .arg("source-controller")
+            .arg(format!("--storage-path={}", storage.display()))
+            .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
+            .arg(format!("--storage-adv-addr=127.0.0.1:{storage_port}"))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
+            .arg("--watch-all-namespaces=false")
+            .args(default_log_level(extra_args))
+            .args(extra_args)
+            .env("KUBECONFIG", platform.kubeconfig())
+            .env("RUNTIME_NAMESPACE", namespace)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start driftless source-controller");
+        let mut controller = SourceController {
+            child: Some(child),
+            storage: storage.to_path_buf(),
+            storage_port,
+            metrics_port,
+            log,
+            namespace: namespace.to_string(),
+            platform: platform.clone(),
+            _dir: None,
+        };
+        controller.wait_healthy(health_port);
+        controller
+    }
+
+    fn wait_healthy(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "source-controller exited with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "source-controller not healthy; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop the process (SIGTERM, then SIGKILL) and keep its storage.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(child.id());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The same storage, a new process: what a pod restart with a persistent volume does.
+    pub fn restart(&mut self) -> SourceController {
+        self.stop();
+        let mut next = SourceController::start_with_storage(
+            &self.platform.clone(),
+            &self.namespace.clone(),
+            &self.storage.clone(),
+            &[],
+        );
+        next._dir = self._dir.take();
+        next
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").1
+    }
+}
+
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for SourceController {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A plain HTTP/1.0 GET over loopback: status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let (status, body) = http_get_bytes(port, path);
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, raw[split + 4..].to_vec())
+}
