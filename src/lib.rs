@@ -6,5 +6,6 @@
 
 pub mod api;
 pub mod artifact;
+pub mod cli;
 pub mod controller;
 pub mod source;

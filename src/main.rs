@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use driftless::cli::ArtifactCommand;
 
 /// driftless: Gitless GitOps for Kubernetes, wire-compatible with Flux.
 #[derive(Parser)]
@@ -36,20 +37,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ArtifactCommand {
-    /// Package a directory or file and push it as a Flux OCI artifact.
-    Push,
-    /// Pull an artifact and extract its content.
-    Pull,
-    /// Add a tag to an artifact.
-    Tag,
-    /// List the tags of a repository with their source and revision.
-    List,
-    /// Compare a directory or artifact with another artifact.
-    Diff,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_encoding)?;
@@ -59,7 +46,10 @@ fn main() -> Result<()> {
             runtime()?.block_on(driftless::source::controller::run(args))
         }
         Command::ApplyController => arrives_with("apply-controller", 6),
-        Command::Artifact { .. } => arrives_with("artifact", 7),
+        Command::Artifact {
+            command: ArtifactCommand::Push(args),
+        } => runtime()?.block_on(driftless::cli::push::run(*args)),
+        Command::Artifact { .. } => arrives_with("artifact pull, tag, list and diff", 7),
     }
 }
 

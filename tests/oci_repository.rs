@@ -296,6 +296,21 @@ async fn tag_is_resolved_pulled_stored_and_served() {
     );
     assert_eq!(code, 200);
 
+    let metrics = e.controller.metrics();
+    let series = format!(
+        r#"gotk_reconcile_duration_seconds_count{{kind="OCIRepository",name="app",namespace="{}"}}"#,
+        e.ns.name
+    );
+    assert!(
+        metrics.contains(&series),
+        "Flux's reconcile histogram is exported:\n{metrics}"
+    );
+    let ready_gauge = format!(
+        r#"gotk_reconcile_condition{{kind="OCIRepository",name="app",namespace="{}",type="Ready",status="True"}} 1"#,
+        e.ns.name
+    );
+    assert!(metrics.contains(&ready_gauge), "Ready gauge:\n{metrics}");
+
     let events = e.events("app").await;
     assert!(
         events

@@ -78,18 +78,53 @@ pub fn archive_dir<W: Write>(
     Ok(writer.finish().1)
 }
 
+/// How entry permission bits are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modes {
+    /// source-controller's normalisation: 0750 directories, 0700 executables, 0600 files.
+    Normalized,
+    /// `flux push artifact`'s layers: permission bits as on disk (no setuid/setgid/sticky).
+    Preserved,
+}
+
+impl Modes {
+    fn dir(self, metadata: Option<&Metadata>) -> u32 {
+        match (self, metadata) {
+            (Modes::Preserved, Some(m)) => m.permissions().mode() & 0o777,
+            _ => DIR_MODE,
+        }
+    }
+
+    fn file(self, on_disk: u32) -> u32 {
+        match self {
+            Modes::Preserved => on_disk & 0o777,
+            Modes::Normalized => file_mode(on_disk),
+        }
+    }
+}
+
 /// Archives `root` into `out` without hashing, for callers that already hash the sink.
 pub fn write_archive<W: Write>(
     root: &Path,
     filter: &dyn ArchiveFilter,
     out: W,
 ) -> Result<W, ArchiveError> {
+    write_archive_with_modes(root, filter, out, Modes::Normalized)
+}
+
+/// [`write_archive`] with a choice of how permission bits are recorded.
+pub fn write_archive_with_modes<W: Write>(
+    root: &Path,
+    filter: &dyn ArchiveFilter,
+    out: W,
+    modes: Modes,
+) -> Result<W, ArchiveError> {
     ensure_directory(root)?;
     // Go's compress/gzip default level and an empty header (no name, mtime 0) keep it stable.
     let gzip = GzEncoder::new(out, Compression::default());
     let mut tar = tar::Builder::new(gzip);
-    append_root(&mut tar)?;
-    walk_tree(root, filter, &mut tar)?;
+    append_root(&mut tar, root, modes)?;
+    walk_tree(root, filter, &mut tar, modes)?;
     let gzip = tar.into_inner().map_err(ArchiveError::Write)?;
     let mut out = gzip.finish().map_err(ArchiveError::Write)?;
     out.flush().map_err(ArchiveError::Write)?;
@@ -108,8 +143,13 @@ fn ensure_directory(root: &Path) -> Result<(), ArchiveError> {
     }
 }
 
-fn append_root<W: Write>(tar: &mut tar::Builder<W>) -> Result<(), ArchiveError> {
-    let mut header = sanitized_header(tar::EntryType::Directory, DIR_MODE, 0);
+fn append_root<W: Write>(
+    tar: &mut tar::Builder<W>,
+    root: &Path,
+    modes: Modes,
+) -> Result<(), ArchiveError> {
+    let metadata = fs::metadata(root).ok();
+    let mut header = sanitized_header(tar::EntryType::Directory, modes.dir(metadata.as_ref()), 0);
     tar.append_data(&mut header, ROOT_ENTRY, io::empty())
         .map_err(ArchiveError::Write)
 }
@@ -120,6 +160,7 @@ fn walk_tree<W: Write>(
     root: &Path,
     filter: &dyn ArchiveFilter,
     tar: &mut tar::Builder<W>,
+    modes: Modes,
 ) -> Result<(), ArchiveError> {
     let mut stack = children_in_reverse_order(root, Path::new(""))?;
     while let Some(rel) = stack.pop() {
@@ -133,7 +174,7 @@ fn walk_tree<W: Write>(
             continue; // symlinks, sockets, devices: Flux archives only files and directories
         }
         if !filter.skip(&rel, is_dir) {
-            append_entry(tar, &abs, &rel, &metadata)?;
+            append_entry(tar, &abs, &rel, &metadata, modes)?;
         }
         if is_dir {
             stack.extend(children_in_reverse_order(root, &rel)?);
@@ -163,14 +204,15 @@ fn append_entry<W: Write>(
     abs: &Path,
     rel: &Path,
     metadata: &Metadata,
+    modes: Modes,
 ) -> Result<(), ArchiveError> {
     if metadata.is_dir() {
-        let mut header = sanitized_header(tar::EntryType::Directory, DIR_MODE, 0);
+        let mut header = sanitized_header(tar::EntryType::Directory, modes.dir(Some(metadata)), 0);
         return tar
             .append_data(&mut header, rel, io::empty())
             .map_err(ArchiveError::Write);
     }
-    append_file(tar, abs, rel, metadata)
+    append_file(tar, abs, rel, metadata, modes)
 }
 
 fn append_file<W: Write>(
@@ -178,12 +220,13 @@ fn append_file<W: Write>(
     abs: &Path,
     rel: &Path,
     metadata: &Metadata,
+    modes: Modes,
 ) -> Result<(), ArchiveError> {
     let file = open_same_file(abs, metadata)?;
     let size = metadata.len();
     let mut header = sanitized_header(
         tar::EntryType::Regular,
-        file_mode(metadata.permissions().mode()),
+        modes.file(metadata.permissions().mode()),
         size,
     );
     let mut content = CountingReader::new(file.take(size));

@@ -1,0 +1,308 @@
+//! `driftless artifact push`: a directory or file as a Flux OCI artifact, exactly in the format
+//! `flux push artifact` writes (config and layer media types, annotations, tarball layout).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::artifact::archive::{Modes, write_archive_with_modes};
+use crate::artifact::ignore::{EXTENSION_PATTERNS, IgnoreRules, VCS_PATTERNS};
+use crate::source::oci::credentials::DockerConfig;
+use crate::source::oci::reference::RepositoryUrl;
+use crate::source::oci::registry::{
+    Credentials, Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient, Transport,
+};
+
+pub const FLUX_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
+pub const FLUX_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
+const REPRODUCIBLE_CREATED: &str = "1970-01-01T00:00:00Z";
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Where to push: `oci://<host>/<repository>:<tag>`.
+    pub url: String,
+    /// The directory or file to package.
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Where the content comes from, e.g. the Git repository URL (`org.opencontainers.image.source`).
+    #[arg(long)]
+    pub source: String,
+    /// The source revision, e.g. `main@sha1:<commit>` (`org.opencontainers.image.revision`).
+    #[arg(long)]
+    pub revision: String,
+    /// Extra manifest annotations, `key=value`; repeatable.
+    #[arg(long = "annotations", short = 'a')]
+    pub annotations: Vec<String>,
+    /// Paths to leave out, in .gitignore syntax (comma separated); replaces the default
+    /// VCS and binary-file list.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_paths: Option<Vec<String>>,
+    /// Fix the created timestamp so identical input always gives an identical digest.
+    #[arg(long)]
+    pub reproducible: bool,
+    /// Use plain HTTP.
+    #[arg(long)]
+    pub insecure_registry: bool,
+    /// Registry credentials as `user:password` (else the Docker config is used).
+    #[arg(long, env = "DRIFTLESS_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// PEM CA certificate(s) to trust in addition to the system roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// `json` prints the result for scripts.
+    #[arg(long, short = 'o', default_value = "text")]
+    pub output: String,
+}
+
+pub async fn run(args: PushArgs) -> anyhow::Result<()> {
+    let (url, tag) = parse_target(&args.url)?;
+    let layer = build_layer(&args.path, args.ignore_paths.as_deref())
+        .with_context(|| format!("packaging {}", args.path.display()))?;
+    let created = if args.reproducible {
+        REPRODUCIBLE_CREATED.to_string()
+    } else {
+        now_rfc3339()
+    };
+    let annotations = annotations(&args, &created)?;
+    let client = RegistryClient::new(
+        &url.registry,
+        credentials(&args, &url)?,
+        &transport(&args)?,
+        "driftless-cli",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let digest = push(&client, &url.repository, &tag, layer, &created, annotations)
+        .await
+        .with_context(|| format!("pushing to {}", args.url))?;
+    let pushed = format!("oci://{url}@{digest}");
+    if args.output == "json" {
+        let out = serde_json::json!({"url": pushed, "repository": url.to_string(), "tag": tag, "digest": digest});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{pushed}");
+    }
+    Ok(())
+}
+
+/// `oci://host/repo:tag` → the repository and the tag.
+pub fn parse_target(target: &str) -> anyhow::Result<(RepositoryUrl, String)> {
+    let Some(rest) = target.strip_prefix("oci://") else {
+        bail!("'{target}' is not an OCI URL: use oci://<host>/<repository>:<tag>");
+    };
+    let (repo, tag) = match rest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => bail!("'{target}' has no tag: use oci://<host>/<repository>:<tag>"),
+    };
+    let url = RepositoryUrl::parse(&format!("oci://{repo}"))
+        .map_err(|e| anyhow::anyhow!("'{target}': {e}"))?;
+    Ok((url, tag.to_string()))
+}
+
+/// The layer `flux push artifact` builds: a gzip tarball of the directory (or of the single
+/// file), root entry `.`, uid/gid 0, zero times, permission bits preserved.
+pub fn build_layer(path: &Path, ignore_paths: Option<&[String]>) -> anyhow::Result<Vec<u8>> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if metadata.is_file() {
+        return single_file_layer(path, &metadata);
+    }
+    let patterns = match ignore_paths {
+        Some(paths) => paths.join("\n"),
+        None => VCS_PATTERNS
+            .iter()
+            .chain(EXTENSION_PATTERNS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    let rules = IgnoreRules::load(path, Some(&patterns))?;
+    Ok(write_archive_with_modes(
+        path,
+        &rules,
+        Vec::new(),
+        Modes::Preserved,
+    )?)
+}
+
+fn single_file_layer(path: &Path, metadata: &std::fs::Metadata) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().context("the path has no file name")?;
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(metadata.len());
+    header.set_mode(metadata.permissions().mode() & 0o777);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    tar.append_data(&mut header, name, std::fs::File::open(path)?)?;
+    Ok(tar.into_inner()?.finish()?)
+}
+
+fn annotations(args: &PushArgs, created: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut all = BTreeMap::from([
+        (
+            "org.opencontainers.image.created".to_string(),
+            created.to_string(),
+        ),
+        (
+            "org.opencontainers.image.source".to_string(),
+            args.source.clone(),
+        ),
+        (
+            "org.opencontainers.image.revision".to_string(),
+            args.revision.clone(),
+        ),
+    ]);
+    for kv in &args.annotations {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("annotation '{kv}' is not key=value"))?;
+        all.insert(k.to_string(), v.to_string());
+    }
+    Ok(all)
+}
+
+fn credentials(args: &PushArgs, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
+    if let Some(creds) = &args.creds {
+        let (username, password) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
+        return Ok(Credentials::Basic {
+            username: username.into(),
+            password: password.into(),
+        });
+    }
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    let Some(bytes) = config.and_then(|p| std::fs::read(p).ok()) else {
+        return Ok(Credentials::Anonymous);
+    };
+    let data = BTreeMap::from([(".dockerconfigjson".to_string(), bytes)]);
+    let docker = DockerConfig::from_secret_data(&data)
+        .map_err(|e| anyhow::anyhow!("reading the Docker config: {e}"))?;
+    Ok(docker
+        .lookup(&url.registry, &url.repository)
+        .unwrap_or_default())
+}
+
+fn transport(args: &PushArgs) -> anyhow::Result<Transport> {
+    let ca_pem = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    Ok(Transport {
+        insecure: args.insecure_registry,
+        ca_pem,
+        ..Default::default()
+    })
+}
+
+async fn push(
+    client: &RegistryClient,
+    repo: &str,
+    tag: &str,
+    layer: Vec<u8>,
+    created: &str,
+    annotations: BTreeMap<String, String>,
+) -> anyhow::Result<String> {
+    let config = serde_json::to_vec(&serde_json::json!({"created": created}))?;
+    let config_size = config.len() as i64;
+    let layer_size = layer.len() as i64;
+    let config_digest = client.push_blob(repo, config.into()).await?;
+    let layer_digest = client.push_blob(repo, layer.into()).await?;
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        artifact_type: None,
+        config: Descriptor {
+            media_type: FLUX_CONFIG_MEDIA_TYPE.into(),
+            digest: config_digest,
+            size: config_size,
+            ..Default::default()
+        },
+        layers: vec![Descriptor {
+            media_type: FLUX_LAYER_MEDIA_TYPE.into(),
+            digest: layer_digest,
+            size: layer_size,
+            ..Default::default()
+        }],
+        subject: None,
+        annotations: Some(annotations),
+    };
+    let mut body = Vec::new();
+    body.write_all(&serde_json::to_vec(&manifest)?)?;
+    Ok(client
+        .put_manifest(repo, tag, OCI_MANIFEST, body.into())
+        .await?)
+}
+
+fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_need_a_tag() {
+        let (url, tag) = parse_target("oci://127.0.0.1:5000/team/app:v1.2.3").unwrap();
+        assert_eq!(
+            (url.registry.as_str(), url.repository.as_str(), tag.as_str()),
+            ("127.0.0.1:5000", "team/app", "v1.2.3")
+        );
+        assert!(parse_target("oci://127.0.0.1:5000/team/app").is_err());
+        assert!(parse_target("https://r/app:v1").is_err());
+    }
+
+    #[test]
+    fn layers_are_reproducible_and_keep_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+        std::fs::write(dir.path().join("deploy/app.yaml"), "kind: ConfigMap\n").unwrap();
+        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/HEAD"), "ref").unwrap();
+        std::fs::write(dir.path().join("logo.png"), "png").unwrap();
+        let a = build_layer(dir.path(), None).unwrap();
+        let b = build_layer(dir.path(), None).unwrap();
+        assert_eq!(a, b, "same input, same bytes");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&a[..]));
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [".", "deploy", "deploy/app.yaml", "run.sh"],
+            "VCS and binary files are left out"
+        );
+        assert_eq!(
+            entries.iter().find(|(n, _)| n == "run.sh").unwrap().1,
+            0o755
+        );
+    }
+}
