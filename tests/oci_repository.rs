@@ -1114,6 +1114,11 @@ async fn tls_and_mutual_tls_with_cert_secret_ref() {
     );
     let untrusted = e.wait_failed("tls-untrusted").await;
     assert_eq!(untrusted.reason, "OCIArtifactPullFailed");
+    assert!(
+        untrusted.message.contains("UnknownIssuer"),
+        "the cause is named: {}",
+        untrusted.message
+    );
 
     let mtls = mode(&e, "DRIFTLESS_REGISTRY_MTLS");
     let repo = e.repo("mtls");

@@ -96,7 +96,8 @@ pub async fn download_blob(
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| PullError::Io(std::io::Error::other(e)))?;
+        let chunk = chunk
+            .map_err(|e| PullError::Io(std::io::Error::other(super::registry::error_chain(&e))))?;
         written += chunk.len() as u64;
         if written > limit {
             return Err(PullError::TooLarge { limit });

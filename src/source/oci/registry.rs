@@ -33,12 +33,11 @@ const MAX_TAG_PAGES: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {cause}")]
     Transport {
         method: Method,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        cause: String,
     },
     #[error("{method} {url}: unauthorized ({status}){detail}")]
     Unauthorized {
@@ -458,10 +457,10 @@ impl RegistryClient {
         if let Some(auth) = auth {
             req = req.header(AUTHORIZATION, auth);
         }
-        req.send().await.map_err(|source| RegistryError::Transport {
+        req.send().await.map_err(|e| RegistryError::Transport {
             method: method.clone(),
             url: url.into(),
-            source,
+            cause: error_chain(&e),
         })
     }
 
@@ -601,6 +600,22 @@ fn build_http_client(transport: &Transport, user_agent: &str) -> Result<reqwest:
     builder
         .build()
         .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") hides the one
+/// that matters (an unknown certificate issuer, a refused connection).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -753,10 +768,10 @@ async fn read_limited(
     let mut body = bytes::BytesMut::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| RegistryError::Transport {
+        let chunk = chunk.map_err(|e| RegistryError::Transport {
             method: Method::GET,
             url: url.into(),
-            source,
+            cause: error_chain(&e),
         })?;
         if body.len() + chunk.len() > limit {
             return Err(RegistryError::ManifestTooLarge { url: url.into() });
