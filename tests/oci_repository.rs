@@ -47,6 +47,22 @@ async fn env_with(prefix: &str, controller_args: &[&str]) -> Env {
 }
 
 impl Env {
+    /// Push a layer to `repo:tag` the way `flux push artifact` does; returns the manifest digest.
+    async fn push(&self, repo: &str, tag: &str, layer: Vec<u8>) -> String {
+        push_flux_artifact(&client(&self.registry()), repo, tag, layer, FLUX_LAYER, &[]).await
+    }
+
+    /// A spec for `repo` on the plain registry, with `extra` fields merged in.
+    fn spec(&self, repo: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "url": format!("oci://{}/{repo}", self.registry()), "interval": "10m", "insecure": true,
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        spec
+    }
+
     fn registry(&self) -> String {
         self.platform.registry().to_string()
     }
@@ -334,16 +350,10 @@ async fn tag_is_resolved_pulled_stored_and_served() {
 async fn unchanged_tag_costs_one_manifest_head_per_reconcile() {
     let e = env("oci-steady").await;
     let repo = e.repo("steady");
-    push_flux_artifact(
-        &client(&e.registry()),
-        &repo,
-        "latest",
-        flux_layer(&[("a.yaml", "a: 1\n")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
-    e.create("steady", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    e.push(&repo, "latest", flux_layer(&[("a.yaml", "a: 1\n")]))
+        .await;
+    e.create("steady", e.spec(&repo, serde_json::json!({})))
+        .await;
     let first = e.wait_ready("steady").await;
 
     let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
@@ -366,29 +376,20 @@ async fn unchanged_tag_costs_one_manifest_head_per_reconcile() {
 async fn a_moved_tag_gives_a_new_artifact_and_event() {
     let e = env("oci-move").await;
     let repo = e.repo("moving");
-    let registry = client(&e.registry());
-    let d1 = push_flux_artifact(
-        &registry,
-        &repo,
-        "stable",
-        flux_layer(&[("a.yaml", "v: 1\n")]),
-        FLUX_LAYER,
-        &[],
+    let d1 = e
+        .push(&repo, "stable", flux_layer(&[("a.yaml", "v: 1\n")]))
+        .await;
+    e.create(
+        "moving",
+        e.spec(&repo, serde_json::json!({"ref": {"tag": "stable"}})),
     )
     .await;
-    e.create("moving", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true, "ref": {"tag": "stable"}})).await;
     let first = e.wait_ready("moving").await;
     assert_eq!(revision(&first), format!("stable@{d1}"));
 
-    let d2 = push_flux_artifact(
-        &registry,
-        &repo,
-        "stable",
-        flux_layer(&[("a.yaml", "v: 2\n")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
+    let d2 = e
+        .push(&repo, "stable", flux_layer(&[("a.yaml", "v: 2\n")]))
+        .await;
     assert_ne!(d1, d2);
     e.request_reconcile("moving").await;
     let second = e
@@ -472,26 +473,16 @@ async fn semver_with_filter_and_prereleases() {
 async fn digest_reference_pins_the_revision() {
     let e = env("oci-digest").await;
     let repo = e.repo("pinned");
-    let registry = client(&e.registry());
-    let d1 = push_flux_artifact(
-        &registry,
-        &repo,
-        "latest",
-        flux_layer(&[("a", "1")]),
-        FLUX_LAYER,
-        &[],
+    let d1 = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    e.push(&repo, "latest", flux_layer(&[("a", "2")])).await;
+    e.create(
+        "pinned",
+        e.spec(
+            &repo,
+            serde_json::json!({"ref": {"digest": d1, "tag": "latest"}}),
+        ),
     )
     .await;
-    push_flux_artifact(
-        &registry,
-        &repo,
-        "latest",
-        flux_layer(&[("a", "2")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
-    e.create("pinned", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true, "ref": {"digest": d1, "tag": "latest"}})).await;
     let obj = e.wait_ready("pinned").await;
     assert_eq!(
         revision(&obj),
@@ -621,16 +612,10 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
     .await;
     let repo = e.repo("hostile");
     let registry = client(&e.registry());
-    push_flux_artifact(
-        &registry,
-        &repo,
-        "latest",
-        flux_layer(&[("good.yaml", "ok\n")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
-    e.create("hostile", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    e.push(&repo, "latest", flux_layer(&[("good.yaml", "ok\n")]))
+        .await;
+    e.create("hostile", e.spec(&repo, serde_json::json!({})))
+        .await;
     let good = e.wait_ready("hostile").await;
     let good_bytes = e.download(&good);
 
@@ -763,32 +748,15 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
 async fn suspend_and_deletion() {
     let e = env("oci-suspend").await;
     let repo = e.repo("s");
-    let registry = client(&e.registry());
-    push_flux_artifact(
-        &registry,
-        &repo,
-        "latest",
-        flux_layer(&[("a", "1")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
-    e.create("s", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    e.create("s", e.spec(&repo, serde_json::json!({}))).await;
     let first = e.wait_ready("s").await;
     let patch = serde_json::json!({"spec": {"suspend": true}});
     e.api
         .patch("s", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let d2 = push_flux_artifact(
-        &registry,
-        &repo,
-        "latest",
-        flux_layer(&[("a", "2")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
+    let d2 = e.push(&repo, "latest", flux_layer(&[("a", "2")])).await;
     let suspended = e.request_reconcile("s").await;
     assert_eq!(
         revision(&suspended),
@@ -828,16 +796,8 @@ async fn suspend_and_deletion() {
 async fn a_restarted_controller_serves_without_pulling_again() {
     let mut e = env("oci-restart").await;
     let repo = e.repo("r");
-    push_flux_artifact(
-        &client(&e.registry()),
-        &repo,
-        "latest",
-        flux_layer(&[("a", "1")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
-    e.create("r", serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m", "insecure": true})).await;
+    e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    e.create("r", e.spec(&repo, serde_json::json!({}))).await;
     let before = e.wait_ready("r").await;
     let bytes = e.download(&before);
     let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);

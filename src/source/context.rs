@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 
 use super::oci::registry::{Credentials, RegistryClient, Transport};
@@ -46,14 +45,6 @@ struct RegistryKey {
     transport: Transport,
 }
 
-/// The last pass, remembered so the watch events its own status writes cause do not trigger
-/// another pass before its requeue is due.
-struct Recent {
-    generation: Option<i64>,
-    requested_at: Option<String>,
-    until: Instant,
-}
-
 pub struct Context {
     pub client: Client,
     pub storage: Arc<Storage>,
@@ -62,7 +53,6 @@ pub struct Context {
     pub config: SourceConfig,
     pub backoff: Backoff,
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryClient>>>,
-    recent: Mutex<HashMap<String, Recent>>,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -86,7 +76,6 @@ impl Context {
             config,
             backoff,
             registries: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,31 +112,7 @@ impl Context {
         Ok(client)
     }
 
-    pub fn skip_if_recently_reconciled<K: Resource>(&self, obj: &K, key: &str) -> Option<Action> {
-        let recent = self.recent.lock().expect("recent lock");
-        let r = recent.get(key)?;
-        let now = Instant::now();
-        let same = r.generation == obj.meta().generation
-            && r.requested_at == obj.annotations().get(REQUESTED_AT).cloned();
-        (same && now < r.until).then(|| Action::requeue(r.until - now))
-    }
-
-    pub fn remember_pass<K: Resource>(&self, obj: &K, key: &str, requeue_after: Duration) {
-        self.recent.lock().expect("recent lock").insert(
-            key.to_string(),
-            Recent {
-                generation: obj.meta().generation,
-                requested_at: obj.annotations().get(REQUESTED_AT).cloned(),
-                until: Instant::now() + requeue_after,
-            },
-        );
-    }
-
     pub fn forget(&self, kind: &str, ns: &str, name: &str) {
-        self.recent
-            .lock()
-            .expect("recent lock")
-            .remove(&format!("{ns}/{name}"));
         self.backoff.reset(&format!("{ns}/{name}"));
         self.metrics.forget(&labels(kind, ns, name));
     }

@@ -12,10 +12,10 @@ use axum::routing::get;
 use clap::{ArgAction, Args};
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{Context, SourceConfig, SourceError};
+use super::context::{Context, REQUESTED_AT, SourceConfig, SourceError};
 use super::oci::reconcile;
 use crate::api::OCIRepository;
 use crate::artifact::extract::ExtractLimits;
@@ -126,11 +126,21 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     if !args.watch_label_selector.is_empty() {
         watch = watch.labels(&args.watch_label_selector);
     }
+    let (store, writer) = reflector::store();
+    // managedFields are never read here and are most of an object's size in memory; and like
+    // Flux's predicates, only what asks for work (a new generation, a reconcile request, a
+    // finalizer or deletion change) reaches the queue: our own status writes do not.
+    let objects = watcher(api, watch)
+        .default_backoff()
+        .modify(|o: &mut OCIRepository| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(wants_reconcile, PredicateConfig::default());
     tracing::info!(
         concurrent = args.concurrent,
         "starting OCIRepository controller"
     );
-    Controller::new(api, watch)
+    Controller::for_stream(objects, store)
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
@@ -146,6 +156,21 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         .await;
     tracing::info!("source-controller stopped");
     Ok(())
+}
+
+/// The fields whose change asks for a reconcile.
+fn wants_reconcile(obj: &OCIRepository) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.annotations().get(REQUESTED_AT).hash(&mut h);
+    obj.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    Some(h.finish())
 }
 
 fn error_policy(obj: Arc<OCIRepository>, error: &SourceError, ctx: Arc<Context>) -> Action {

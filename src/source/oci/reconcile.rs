@@ -27,9 +27,6 @@ use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
 
 const KIND: &str = "OCIRepository";
 const STORAGE_KIND: &str = "ocirepository";
-/// A stalled object waits for a spec change or a reconcile request; this is only the bound
-/// of how long its own status writes are ignored.
-const STALLED_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// A step's failure, as Flux reports it.
 #[derive(Debug)]
@@ -114,10 +111,6 @@ struct Pass<'a> {
 async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
     let started = Instant::now();
     let key = ctx.key(obj);
-    if let Some(action) = ctx.skip_if_recently_reconciled(obj, &key) {
-        tracing::trace!(object = %key, "skipping: nothing changed since the last pass");
-        return Ok(action);
-    }
     tracing::debug!(object = %key, generation = ?obj.metadata.generation, requested_at = ?requested_at(obj), "reconciling");
     let generation = obj.metadata.generation.unwrap_or(0);
     let status = obj.status.clone().unwrap_or_default();
@@ -145,7 +138,7 @@ async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, So
 
 impl Pass<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
-        self.announce_generation().await;
+        self.announce_generation();
         self.check_storage().await;
         let url = RepositoryUrl::parse(&self.obj.spec.url).map_err(|e| {
             Failure::stalled(
@@ -176,8 +169,11 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// A new generation is made visible at once, as Flux does, so `kubectl get` shows work.
-    async fn announce_generation(&mut self) {
+    /// Mark a new generation or a reconcile request as work in progress. Flux patches this
+    /// at once; here it rides along with the next status write (the new-revision notice or the
+    /// result), which halves the API writes of a first reconcile without hiding anything that
+    /// lasts longer than a pull.
+    fn announce_generation(&mut self) {
         let observed = self.status.observed_generation.unwrap_or(-1);
         if observed != self.generation {
             let message = format!(
@@ -186,11 +182,9 @@ impl Pass<'_> {
             );
             self.conditions
                 .mark_reconciling(reason::PROGRESSING, &message);
-            let _ = self.patch_status().await;
         } else if requested_at(self.obj) != self.status.last_handled_reconcile_at {
             self.conditions
                 .mark_reconciling(reason::PROGRESSING, "reconciliation in progress");
-            let _ = self.patch_status().await;
         }
     }
 
@@ -270,21 +264,19 @@ impl Pass<'_> {
     }
 
     async fn keychain(&self) -> Result<Keychain, Failure> {
-        let ns = self.obj.namespace().unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
         let auth_failed = |e: String| {
             Failure::fetch(
                 reason::AUTHENTICATION_FAILED,
                 format!("failed to get credential: {e}"),
             )
         };
-        let mut keychain = Keychain::default();
         let mut names = Vec::new();
         if let Some(r) = &self.obj.spec.secret_ref {
             names.push(r.name.clone());
         }
         if let Some(sa) = &self.obj.spec.service_account_name {
-            let accounts: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &ns);
+            let accounts: Api<ServiceAccount> =
+                Api::namespaced(self.ctx.client.clone(), &self.namespace());
             let account = accounts
                 .get(sa)
                 .await
@@ -297,12 +289,10 @@ impl Pass<'_> {
                     .map(|s| s.name),
             );
         }
+        let mut keychain = Keychain::default();
         for name in names {
-            let secret = secrets
-                .get(&name)
-                .await
-                .map_err(|e| auth_failed(kube_message(&e)))?;
-            let config = DockerConfig::from_secret_data(&secret_data(&secret))
+            let data = self.read_secret(&name).await.map_err(auth_failed)?;
+            let config = DockerConfig::from_secret_data(&data)
                 .map_err(|e| auth_failed(format!("secret '{name}': {e}")))?;
             keychain.push(config);
         }
@@ -310,48 +300,52 @@ impl Pass<'_> {
     }
 
     async fn transport(&self) -> Result<Transport, Failure> {
-        let ns = self.obj.namespace().unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
         let url = &self.obj.spec.url;
-        let tls = match &self.obj.spec.cert_secret_ref {
-            None => None,
-            Some(r) => {
-                let fail = |e: String| {
-                    Failure::fetch(
-                        reason::AUTHENTICATION_FAILED,
-                        format!("failed to generate transport for '{url}': {e}"),
-                    )
-                };
-                let secret = secrets
-                    .get(&r.name)
-                    .await
-                    .map_err(|e| fail(kube_message(&e)))?;
-                Some(
-                    tls_from_secret(&secret_data(&secret))
-                        .map_err(|e| fail(format!("secret '{}': {e}", r.name)))?,
-                )
-            }
-        };
+        let tls =
+            match &self.obj.spec.cert_secret_ref {
+                None => None,
+                Some(r) => Some(self.parse_secret(&r.name, tls_from_secret).await.map_err(
+                    |e| {
+                        Failure::fetch(
+                            reason::AUTHENTICATION_FAILED,
+                            format!("failed to generate transport for '{url}': {e}"),
+                        )
+                    },
+                )?),
+            };
         let proxy = match &self.obj.spec.proxy_secret_ref {
             None => None,
-            Some(r) => {
-                let fail = |e: String| {
-                    Failure::fetch(
-                        reason::AUTHENTICATION_FAILED,
-                        format!("failed to get proxy address: {e}"),
-                    )
-                };
-                let secret = secrets
-                    .get(&r.name)
+            Some(r) => Some(
+                self.parse_secret(&r.name, proxy_from_secret)
                     .await
-                    .map_err(|e| fail(kube_message(&e)))?;
-                Some(
-                    proxy_from_secret(&secret_data(&secret))
-                        .map_err(|e| fail(format!("secret '{}': {e}", r.name)))?,
-                )
-            }
+                    .map_err(|e| {
+                        Failure::fetch(
+                            reason::AUTHENTICATION_FAILED,
+                            format!("failed to get proxy address: {e}"),
+                        )
+                    })?,
+            ),
         };
         Ok(transport(self.obj.spec.insecure, tls, proxy))
+    }
+
+    fn namespace(&self) -> String {
+        self.obj.namespace().unwrap_or_default()
+    }
+
+    /// A Secret's data (and stringData), or the API server's message (`secrets "x" not found`).
+    async fn read_secret(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
+        let secret = secrets.get(name).await.map_err(|e| kube_message(&e))?;
+        Ok(secret_data(&secret))
+    }
+
+    async fn parse_secret<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&BTreeMap<String, Vec<u8>>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        parse(&self.read_secret(name).await?).map_err(|e| format!("secret '{name}': {e}"))
     }
 
     /// The revision and manifest digest the spec's reference points at now.
@@ -614,10 +608,6 @@ impl Pass<'_> {
         self.conditions.summarize(cond::OCI_READY_PRIORITY);
         self.status.conditions = self.conditions.list.clone();
         self.patch_status().await?;
-        // Our own status writes come back as watch events; like Flux's predicates, only a new
-        // generation or reconcile request may cut the wait short.
-        self.ctx
-            .remember_pass(self.obj, key, next.unwrap_or(STALLED_WAIT));
         Ok(next.map_or_else(Action::await_change, Action::requeue))
     }
 
