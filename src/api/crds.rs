@@ -3,7 +3,8 @@
 //! kube-derive's output differs from controller-gen's in ways a Flux client can see, so they are
 //! undone here, in one place: it marks every `Option` field `nullable` and lets optional enums
 //! take `null` (Flux's schemas never accept `null`), it makes `spec` required (Flux's do not),
-//! and its root schema lacks the `apiVersion`, `kind` and `metadata` properties.
+//! and its root schema lacks the `apiVersion`, `kind` and `metadata` properties. Descriptions
+//! are reflowed so that `kubectl explain` reads well.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -44,6 +45,7 @@ fn flux_shaped(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
         };
         let mut value = serde_json::to_value(schema).expect("a JSONSchemaProps serializes");
         strip_null(&mut value);
+        reflow_descriptions(&mut value);
         shape_root(&mut value, &crd.spec.names.kind);
         version
             .schema
@@ -66,6 +68,25 @@ fn strip_null(value: &mut Value) {
             map.values_mut().for_each(strip_null);
         }
         Value::Array(items) => items.iter_mut().for_each(strip_null),
+        _ => {}
+    }
+}
+
+/// Doc comments wrap at the source's line width; `kubectl explain` wraps on its own, so lines
+/// inside a paragraph are joined (blank lines still separate paragraphs).
+fn reflow_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(d)) = map.get_mut("description") {
+                *d = d
+                    .split("\n\n")
+                    .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+            }
+            map.values_mut().for_each(reflow_descriptions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(reflow_descriptions),
         _ => {}
     }
 }
