@@ -803,7 +803,29 @@ async fn a_restarted_controller_serves_without_pulling_again() {
     let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
     let requests_before = registry_requests(&log, &repo).len();
 
+    // What a crash and a deletion during downtime leave behind: a half-written file, and the
+    // storage of an object that no longer exists.
+    let object_dir = e.controller.storage.join("ocirepository").join(&e.ns.name);
+    let half_written = object_dir
+        .join("r")
+        .join(".sha256:abc.tar.gz.driftless-tmp-0123456789abcdef");
+    std::fs::write(&half_written, b"partial").unwrap();
+    std::fs::create_dir_all(object_dir.join("ghost")).unwrap();
+    std::fs::write(
+        object_dir.join("ghost").join("sha256:def.tar.gz"),
+        b"orphan",
+    )
+    .unwrap();
+
     e.controller = e.controller.restart();
+    assert!(
+        !half_written.exists(),
+        "half-written files are swept at start-up"
+    );
+    assert!(
+        !object_dir.join("ghost").exists(),
+        "storage of deleted objects is removed at start-up"
+    );
     let after = e.request_reconcile("r").await;
     assert_eq!(e.download(&after), bytes);
     let (old, new) = (
@@ -1127,6 +1149,26 @@ async fn invalid_urls_and_cloud_providers_stall() {
     )
     .await;
     e.create("aws", serde_json::json!({"url": "oci://123456789000.dkr.ecr.us-east-2.amazonaws.com/app", "interval": "10m", "provider": "aws"})).await;
+    let repo = e.repo("signed");
+    e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    e.create(
+        "signed",
+        e.spec(&repo, serde_json::json!({"verify": {"provider": "cosign"}})),
+    )
+    .await;
+    let signed = e
+        .wait_until("signed", "stalled", |o| has_condition(o, "Stalled"))
+        .await;
+    let verified = condition(&signed, "SourceVerified").unwrap();
+    assert_eq!(
+        (verified.status, verified.reason.as_str()),
+        (ConditionStatus::False, "VerificationError")
+    );
+    assert_eq!(ready_status(&signed), Some(ConditionStatus::False));
+    assert!(
+        signed.status.as_ref().unwrap().artifact.is_none(),
+        "unverified content is never stored"
+    );
     let tagged = e
         .wait_until("tagged", "stalled", |o| has_condition(o, "Stalled"))
         .await;

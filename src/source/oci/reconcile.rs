@@ -67,7 +67,7 @@ impl Failure {
             condition: cond::SOURCE_VERIFIED,
             reason: reason::VERIFICATION_ERROR,
             message: message.into(),
-            stalled: false,
+            stalled: true,
         }
     }
 }
@@ -395,7 +395,7 @@ impl Pass<'_> {
     }
 
     /// Signature verification is its own issue; until it lands, an object that asks for it is
-    /// refused rather than served unverified.
+    /// refused (stalled until its spec or the controller changes) rather than served unverified.
     fn verify(&mut self, revision: &str) -> Result<(), Failure> {
         let Some(verify) = &self.obj.spec.verify else {
             self.conditions.delete(cond::SOURCE_VERIFIED);
