@@ -1199,3 +1199,79 @@ async fn invalid_urls_and_cloud_providers_stall() {
     );
     assert_eq!(ready_status(&aws), Some(ConditionStatus::False));
 }
+
+#[tokio::test]
+async fn proxy_secret_ref_routes_registry_traffic_through_the_proxy() {
+    let e = env("oci-proxy").await;
+    let proxy = support::proxy::Proxy::start(Some(("proxy-user", "proxy-pass"))).await;
+    let repo = e.repo("proxied");
+    let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    let address = format!("http://127.0.0.1:{}", proxy.port).into_bytes();
+    e.secret(
+        "proxy",
+        "Opaque",
+        &[
+            ("address", address.clone()),
+            ("username", b"proxy-user".to_vec()),
+            ("password", b"proxy-pass".to_vec()),
+        ],
+    )
+    .await;
+    e.secret("proxy-no-auth", "Opaque", &[("address", address)])
+        .await;
+    e.secret(
+        "proxy-bad",
+        "Opaque",
+        &[("address", b"proxy.example.com:3128".to_vec())],
+    )
+    .await;
+
+    e.create(
+        "via-proxy",
+        e.spec(
+            &repo,
+            serde_json::json!({"proxySecretRef": {"name": "proxy"}}),
+        ),
+    )
+    .await;
+    e.create(
+        "proxy-refuses",
+        e.spec(
+            &repo,
+            serde_json::json!({"proxySecretRef": {"name": "proxy-no-auth"}}),
+        ),
+    )
+    .await;
+    e.create(
+        "proxy-invalid",
+        e.spec(
+            &repo,
+            serde_json::json!({"proxySecretRef": {"name": "proxy-bad"}}),
+        ),
+    )
+    .await;
+
+    assert_eq!(
+        revision(&e.wait_ready("via-proxy").await),
+        format!("latest@{digest}")
+    );
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("/v2/{repo}/manifests/latest"))),
+        "the registry was reached through the proxy: {seen:?}"
+    );
+    let refused = e.wait_failed("proxy-refuses").await;
+    assert_eq!(
+        refused.reason, "OCIArtifactPullFailed",
+        "{}",
+        refused.message
+    );
+    let invalid = e.wait_failed("proxy-invalid").await;
+    assert_eq!(invalid.reason, "AuthenticationFailed");
+    assert!(
+        invalid.message.starts_with("failed to get proxy address: "),
+        "{}",
+        invalid.message
+    );
+}

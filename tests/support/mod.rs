@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod oci;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

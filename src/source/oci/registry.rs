@@ -858,6 +858,61 @@ mod tests {
         assert!(!is_sha256_digest("sha512:00"));
     }
 
+    /// The paging loop against a local HTTP server that pages as distribution v3 does (the
+    /// platform's distribution 2.8 never pages, so this is where the loop is exercised).
+    #[tokio::test]
+    async fn tag_listing_follows_link_pagination() {
+        use axum::extract::Query;
+        use axum::response::IntoResponse;
+        async fn tags(
+            Query(q): Query<std::collections::HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let all = ["a", "b", "c", "d", "e"];
+            let start = q
+                .get("last")
+                .and_then(|l| all.iter().position(|t| t == l))
+                .map_or(0, |i| i + 1);
+            let page: Vec<&str> = all.iter().skip(start).take(2).copied().collect();
+            let body = axum::Json(serde_json::json!({"name": "app", "tags": page}));
+            match page.last() {
+                Some(last) if start + 2 < all.len() => (
+                    [(
+                        LINK,
+                        format!("</v2/app/tags/list?last={last}&n=2>; rel=\"next\""),
+                    )],
+                    body,
+                )
+                    .into_response(),
+                _ => body.into_response(),
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                axum::Router::new().route("/v2/app/tags/list", axum::routing::get(tags)),
+            )
+            .await
+            .unwrap();
+        });
+        let transport = Transport {
+            insecure: true,
+            ..Default::default()
+        };
+        let client = RegistryClient::new(
+            &addr.to_string(),
+            Credentials::Anonymous,
+            &transport,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            client.list_tags("app").await.unwrap(),
+            ["a", "b", "c", "d", "e"]
+        );
+    }
+
     #[test]
     fn credentials_never_print_secrets() {
         let c = Credentials::Basic {
