@@ -28,6 +28,8 @@ enum Command {
     Artifact {
         #[command(subcommand)]
         command: ArtifactCommand,
+        #[command(flatten)]
+        registry: driftless::cli::registry::RegistryArgs,
     },
     /// Print the CustomResourceDefinitions, or write one file per CRD into a directory.
     Crds {
@@ -46,10 +48,14 @@ fn main() -> Result<()> {
             runtime()?.block_on(driftless::source::controller::run(args))
         }
         Command::ApplyController => arrives_with("apply-controller", 6),
-        Command::Artifact {
-            command: ArtifactCommand::Push(args),
-        } => runtime()?.block_on(driftless::cli::push::run(*args)),
-        Command::Artifact { .. } => arrives_with("artifact pull, tag, list and diff", 7),
+        Command::Artifact { command, registry } => {
+            let ok = runtime()?.block_on(driftless::cli::run(command, &registry))?;
+            // `diff` reports a difference with exit code 1, as diff(1) does.
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,6 +1,12 @@
 //! The CI side: `driftless artifact ...`.
 
+pub mod diff;
+pub mod fetch;
+pub mod list;
+pub mod pull;
 pub mod push;
+pub mod registry;
+pub mod tag;
 
 use clap::Subcommand;
 
@@ -9,11 +15,25 @@ pub enum ArtifactCommand {
     /// Package a directory or file and push it as a Flux OCI artifact.
     Push(Box<push::PushArgs>),
     /// Pull an artifact and extract its content.
-    Pull,
-    /// Add a tag to an artifact.
-    Tag,
+    Pull(pull::PullArgs),
+    /// Add tags to an artifact.
+    Tag(tag::TagArgs),
     /// List the tags of a repository with their source and revision.
-    List,
-    /// Compare a directory or artifact with another artifact.
-    Diff,
+    List(list::ListArgs),
+    /// Compare a directory or an artifact with an artifact; exits 1 when they differ.
+    Diff(diff::DiffArgs),
+}
+
+/// Run a verb; `Ok(false)` means "differs" for `diff` (exit code 1).
+pub async fn run(
+    command: ArtifactCommand,
+    registry: &registry::RegistryArgs,
+) -> anyhow::Result<bool> {
+    match command {
+        ArtifactCommand::Push(args) => push::run(*args, registry).await.map(|_| true),
+        ArtifactCommand::Pull(args) => pull::run(args, registry).await.map(|_| true),
+        ArtifactCommand::Tag(args) => tag::run(args, registry).await.map(|_| true),
+        ArtifactCommand::List(args) => list::run(args, registry).await.map(|_| true),
+        ArtifactCommand::Diff(args) => diff::run(args, registry).await.map(|differs| !differs),
+    }
 }

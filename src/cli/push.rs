@@ -5,18 +5,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use super::registry::{RegistryArgs, Target};
 use crate::artifact::archive::{Modes, write_archive_with_modes};
 use crate::artifact::ignore::{EXTENSION_PATTERNS, IgnoreRules, VCS_PATTERNS};
-use crate::source::oci::credentials::DockerConfig;
-use crate::source::oci::reference::RepositoryUrl;
-use crate::source::oci::registry::{
-    Credentials, Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient, Transport,
-};
+use crate::source::oci::registry::{Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient};
 
 pub const FLUX_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
 pub const FLUX_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
@@ -45,22 +42,15 @@ pub struct PushArgs {
     /// Fix the created timestamp so identical input always gives an identical digest.
     #[arg(long)]
     pub reproducible: bool,
-    /// Use plain HTTP.
-    #[arg(long)]
-    pub insecure_registry: bool,
-    /// Registry credentials as `user:password` (else the Docker config is used).
-    #[arg(long, env = "DRIFTLESS_CREDS", hide_env_values = true)]
-    pub creds: Option<String>,
-    /// PEM CA certificate(s) to trust in addition to the system roots.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
     /// `json` prints the result for scripts.
     #[arg(long, short = 'o', default_value = "text")]
     pub output: String,
 }
 
-pub async fn run(args: PushArgs) -> anyhow::Result<()> {
-    let (url, tag) = parse_target(&args.url)?;
+pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&args.url)?;
+    let tag = target.reference()?.to_string();
+    let url = target.url;
     let layer = build_layer(&args.path, args.ignore_paths.as_deref())
         .with_context(|| format!("packaging {}", args.path.display()))?;
     let created = if args.reproducible {
@@ -69,13 +59,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         now_rfc3339()
     };
     let annotations = annotations(&args, &created)?;
-    let client = RegistryClient::new(
-        &url.registry,
-        credentials(&args, &url)?,
-        &transport(&args)?,
-        "driftless-cli",
-    )
-    .map_err(anyhow::Error::msg)?;
+    let client = registry.client(&url)?;
     let digest = push(&client, &url.repository, &tag, layer, &created, annotations)
         .await
         .with_context(|| format!("pushing to {}", args.url))?;
@@ -87,20 +71,6 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         println!("{pushed}");
     }
     Ok(())
-}
-
-/// `oci://host/repo:tag` → the repository and the tag.
-pub fn parse_target(target: &str) -> anyhow::Result<(RepositoryUrl, String)> {
-    let Some(rest) = target.strip_prefix("oci://") else {
-        bail!("'{target}' is not an OCI URL: use oci://<host>/<repository>:<tag>");
-    };
-    let (repo, tag) = match rest.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => bail!("'{target}' has no tag: use oci://<host>/<repository>:<tag>"),
-    };
-    let url = RepositoryUrl::parse(&format!("oci://{repo}"))
-        .map_err(|e| anyhow::anyhow!("'{target}': {e}"))?;
-    Ok((url, tag.to_string()))
 }
 
 /// The layer `flux push artifact` builds: a gzip tarball of the directory (or of the single
@@ -168,41 +138,6 @@ fn annotations(args: &PushArgs, created: &str) -> anyhow::Result<BTreeMap<String
     Ok(all)
 }
 
-fn credentials(args: &PushArgs, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
-    if let Some(creds) = &args.creds {
-        let (username, password) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
-        return Ok(Credentials::Basic {
-            username: username.into(),
-            password: password.into(),
-        });
-    }
-    let config = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-        .map(|d| d.join("config.json"));
-    let Some(bytes) = config.and_then(|p| std::fs::read(p).ok()) else {
-        return Ok(Credentials::Anonymous);
-    };
-    let data = BTreeMap::from([(".dockerconfigjson".to_string(), bytes)]);
-    let docker = DockerConfig::from_secret_data(&data)
-        .map_err(|e| anyhow::anyhow!("reading the Docker config: {e}"))?;
-    Ok(docker
-        .lookup(&url.registry, &url.repository)
-        .unwrap_or_default())
-}
-
-fn transport(args: &PushArgs) -> anyhow::Result<Transport> {
-    let ca_pem = match &args.ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    Ok(Transport {
-        insecure: args.insecure_registry,
-        ca_pem,
-        ..Default::default()
-    })
-}
-
 async fn push(
     client: &RegistryClient,
     repo: &str,
@@ -252,17 +187,6 @@ fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_need_a_tag() {
-        let (url, tag) = parse_target("oci://127.0.0.1:5000/team/app:v1.2.3").unwrap();
-        assert_eq!(
-            (url.registry.as_str(), url.repository.as_str(), tag.as_str()),
-            ("127.0.0.1:5000", "team/app", "v1.2.3")
-        );
-        assert!(parse_target("oci://127.0.0.1:5000/team/app").is_err());
-        assert!(parse_target("https://r/app:v1").is_err());
-    }
 
     #[test]
     fn layers_are_reproducible_and_keep_modes() {

@@ -1,0 +1,128 @@
+//! What every `driftless artifact` verb shares: OCI targets, credentials and TLS flags, and a
+//! registry client built from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::source::oci::credentials::DockerConfig;
+use crate::source::oci::reference::RepositoryUrl;
+use crate::source::oci::registry::{Credentials, RegistryClient, Transport};
+
+/// Flags that say how to reach the registry.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// Use plain HTTP.
+    #[arg(long, global = true)]
+    pub insecure_registry: bool,
+    /// Registry credentials as `user:password` (else the Docker config is used).
+    #[arg(long, global = true, env = "DRIFTLESS_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// PEM CA certificate(s) to trust in addition to the system roots.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `oci://host/repo:tag`, `oci://host/repo@sha256:...` or (for listing) `oci://host/repo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: RepositoryUrl,
+    /// A tag or a digest; `None` when the target names only the repository.
+    pub reference: Option<String>,
+}
+
+impl Target {
+    pub fn parse(target: &str) -> anyhow::Result<Target> {
+        let Some(rest) = target.strip_prefix("oci://") else {
+            bail!("'{target}' is not an OCI URL: use oci://<host>/<repository>[:<tag>|@<digest>]");
+        };
+        let (repo, reference) = if let Some((repo, digest)) = rest.split_once('@') {
+            (repo, Some(digest.to_string()))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_string())),
+                _ => (rest, None),
+            }
+        };
+        let url = RepositoryUrl::parse(&format!("oci://{repo}"))
+            .map_err(|e| anyhow::anyhow!("'{target}': {e}"))?;
+        Ok(Target { url, reference })
+    }
+
+    /// The tag or digest, or an error that says the verb needs one.
+    pub fn reference(&self) -> anyhow::Result<&str> {
+        self.reference
+            .as_deref()
+            .with_context(|| format!("oci://{} needs a tag or a digest", self.url))
+    }
+}
+
+impl RegistryArgs {
+    pub fn client(&self, url: &RepositoryUrl) -> anyhow::Result<RegistryClient> {
+        RegistryClient::new(
+            &url.registry,
+            self.credentials(url)?,
+            &self.transport()?,
+            "driftless-cli",
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    fn credentials(&self, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
+        if let Some(creds) = &self.creds {
+            let (username, password) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
+            return Ok(Credentials::Basic {
+                username: username.into(),
+                password: password.into(),
+            });
+        }
+        let config = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+            .map(|d| d.join("config.json"));
+        let Some(bytes) = config.and_then(|p| std::fs::read(p).ok()) else {
+            return Ok(Credentials::Anonymous);
+        };
+        let data = BTreeMap::from([(".dockerconfigjson".to_string(), bytes)]);
+        let docker = DockerConfig::from_secret_data(&data)
+            .map_err(|e| anyhow::anyhow!("reading the Docker config: {e}"))?;
+        Ok(docker
+            .lookup(&url.registry, &url.repository)
+            .unwrap_or_default())
+    }
+
+    fn transport(&self) -> anyhow::Result<Transport> {
+        let ca_pem = match &self.ca_file {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        Ok(Transport {
+            insecure: self.insecure_registry,
+            ca_pem,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("oci://127.0.0.1:5000/team/app:v1.2.3").unwrap();
+        assert_eq!(
+            (t.url.registry.as_str(), t.url.repository.as_str()),
+            ("127.0.0.1:5000", "team/app")
+        );
+        assert_eq!(t.reference.as_deref(), Some("v1.2.3"));
+        let t = Target::parse("oci://r.example.com/app@sha256:abc").unwrap();
+        assert_eq!(t.reference.as_deref(), Some("sha256:abc"));
+        let t = Target::parse("oci://127.0.0.1:5000/app").unwrap();
+        assert_eq!(t.reference, None);
+        assert!(t.reference().is_err());
+        assert!(Target::parse("https://r/app:v1").is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! `driftless artifact` against the platform's real registries: the binary, as CI runs it.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::oci::{FLUX_LAYER, client, gzip, push_flux_artifact};
+
+fn driftless(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("run driftless")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "driftless failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "driftless should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+fn read_tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                out.push((rel, std::fs::read_to_string(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: prod\nspec:\n  replicas: 2\n";
+const CONFIG: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: prod\ndata:\n  level: info\n";
+
+#[test]
+fn push_pull_tag_list_and_reproducible_digests() {
+    let platform = support::platform();
+    let registry = platform.registry().to_string();
+    let repo = unique("cli/app");
+    let src = tempfile::tempdir().unwrap();
+    write_tree(
+        src.path(),
+        &[
+            ("deploy/web.yaml", DEPLOY),
+            ("deploy/config.yaml", CONFIG),
+            (".git/HEAD", "ref"),
+        ],
+    );
+    let url = format!("oci://{registry}/{repo}:v1.0.0");
+    let push = |extra: &[&str]| {
+        let mut args = vec![
+            "artifact",
+            "push",
+            &url,
+            "--path",
+            src.path().to_str().unwrap(),
+            "--source",
+            "https://github.com/org/app",
+            "--revision",
+            "main@sha1:abc",
+            "--insecure-registry",
+            "-o",
+            "json",
+            "--annotations",
+            "team=platform",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<serde_json::Value>(&ok(&driftless(&args))).unwrap()
+    };
+    let first = push(&["--reproducible"]);
+    let second = push(&["--reproducible"]);
+    assert_eq!(
+        first["digest"], second["digest"],
+        "--reproducible pushes of the same input have the same digest"
+    );
+    let third = push(&[]);
+    assert_ne!(
+        first["digest"], third["digest"],
+        "without --reproducible the created time changes the digest"
+    );
+
+    // The manifest carries Flux's media types and annotations.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (repo_only, digest, reg) = (
+        repo.clone(),
+        first["digest"].as_str().unwrap().to_string(),
+        registry.clone(),
+    );
+    let manifest = rt.block_on(async move {
+        client(&reg)
+            .get_manifest(&repo_only, &digest)
+            .await
+            .unwrap()
+    });
+    let m: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.cncf.flux.config.v1+json"
+    );
+    assert_eq!(m["layers"][0]["mediaType"], FLUX_LAYER);
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.source"],
+        "https://github.com/org/app"
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.revision"],
+        "main@sha1:abc"
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.created"],
+        "1970-01-01T00:00:00Z"
+    );
+    assert_eq!(m["annotations"]["team"], "platform");
+
+    let out = tempfile::tempdir().unwrap();
+    let pulled = ok(&driftless(&[
+        "artifact",
+        "pull",
+        &url,
+        "--output",
+        out.path().to_str().unwrap(),
+        "--insecure-registry",
+    ]));
+    assert!(pulled.contains("revision: main@sha1:abc"), "{pulled}");
+    assert_eq!(
+        read_tree(out.path()),
+        vec![
+            ("deploy/config.yaml".into(), CONFIG.into()),
+            ("deploy/web.yaml".into(), DEPLOY.into())
+        ],
+        ".git is left out"
+    );
+
+    ok(&driftless(&[
+        "artifact",
+        "tag",
+        &url,
+        "--tag",
+        "stable",
+        "--tag",
+        "latest",
+        "--insecure-registry",
+    ]));
+    let list = ok(&driftless(&[
+        "artifact",
+        "list",
+        &format!("oci://{registry}/{repo}"),
+        "--insecure-registry",
+        "-o",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let urls: Vec<&str> = rows.iter().map(|r| r["url"].as_str().unwrap()).collect();
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["digest"] == third["digest"] && r["revision"] == "main@sha1:abc"),
+        "{list}"
+    );
+    let semver = ok(&driftless(&[
+        "artifact",
+        "list",
+        &format!("oci://{registry}/{repo}"),
+        "--insecure-registry",
+        "--semver",
+        ">=1.0.0",
+        "-o",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&semver).unwrap();
+    assert_eq!(rows.len(), 1, "only the version tag: {semver}");
+}
+
+#[test]
+fn diff_directory_and_object_aware_artifact_diff() {
+    let platform = support::platform();
+    let registry = platform.registry().to_string();
+    let repo = unique("cli/diff");
+    let a = tempfile::tempdir().unwrap();
+    write_tree(
+        a.path(),
+        &[(
+            "all.yaml",
+            &format!(
+                "{DEPLOY}---\n{CONFIG}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: old\n  namespace: prod\n"
+            ),
+        )],
+    );
+    let b = tempfile::tempdir().unwrap();
+    let changed_deploy = DEPLOY.replace("replicas: 2", "replicas: 3");
+    write_tree(
+        b.path(),
+        &[
+            ("web.yaml", &changed_deploy),
+            ("config.yaml", CONFIG),
+            (
+                "svc.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: prod\n",
+            ),
+        ],
+    );
+    let push = |dir: &Path, tag: &str| {
+        ok(&driftless(&[
+            "artifact",
+            "push",
+            &format!("oci://{registry}/{repo}:{tag}"),
+            "--path",
+            dir.to_str().unwrap(),
+            "--source",
+            "s",
+            "--revision",
+            tag,
+            "--insecure-registry",
+        ]));
+    };
+    push(a.path(), "a");
+    push(b.path(), "b");
+    let (ua, ub) = (
+        format!("oci://{registry}/{repo}:a"),
+        format!("oci://{registry}/{repo}:b"),
+    );
+
+    let same = driftless(&[
+        "artifact",
+        "diff",
+        &ua,
+        "--path",
+        a.path().to_str().unwrap(),
+        "--insecure-registry",
+    ]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "a directory equal to the artifact: {}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    let differs = driftless(&[
+        "artifact",
+        "diff",
+        &ua,
+        "--path",
+        b.path().to_str().unwrap(),
+        "--insecure-registry",
+    ]);
+    assert_eq!(
+        differs.status.code(),
+        Some(1),
+        "a different directory exits 1"
+    );
+
+    let out = driftless(&[
+        "artifact",
+        "diff",
+        &ua,
+        &ub,
+        "--insecure-registry",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["added"], serde_json::json!(["/Service/prod/web"]));
+    assert_eq!(d["removed"], serde_json::json!(["/Secret/prod/old"]));
+    assert_eq!(d["changed"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["changed"][0]["id"], "apps/Deployment/prod/web");
+    let diff = d["changed"][0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"),
+        "{diff}"
+    );
+    let same = driftless(&["artifact", "diff", &ua, &ua, "--insecure-registry"]);
+    assert_eq!(same.status.code(), Some(0));
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let platform = support::platform();
+    let registry = platform.registry().to_string();
+    let repo = unique("cli/bad");
+    let missing = failed(&driftless(&[
+        "artifact",
+        "push",
+        &format!("oci://{registry}/{repo}:v1"),
+        "--path",
+        "/nonexistent/dir",
+        "--source",
+        "s",
+        "--revision",
+        "r",
+        "--insecure-registry",
+    ]));
+    assert!(missing.contains("/nonexistent/dir"), "{missing}");
+
+    let unreachable = failed(&driftless(&[
+        "artifact",
+        "pull",
+        "oci://127.0.0.1:1/app:v1",
+        "--output",
+        "/tmp/x",
+        "--insecure-registry",
+    ]));
+    assert!(
+        unreachable.contains("127.0.0.1:1") && unreachable.to_lowercase().contains("connect"),
+        "{unreachable}"
+    );
+
+    let basic = &platform.env["DRIFTLESS_REGISTRY_BASIC"];
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path(), &[("a.yaml", CONFIG)]);
+    let user = &platform.env["DRIFTLESS_REGISTRY_USER"];
+    let wrong = failed(&driftless(&[
+        "artifact",
+        "push",
+        &format!("oci://{basic}/{repo}:v1"),
+        "--path",
+        src.path().to_str().unwrap(),
+        "--source",
+        "s",
+        "--revision",
+        "r",
+        "--insecure-registry",
+        "--creds",
+        &format!("{user}:wrong"),
+    ]));
+    assert!(wrong.contains("unauthorized"), "{wrong}");
+    let right = format!("{user}:{}", platform.env["DRIFTLESS_REGISTRY_PASSWORD"]);
+    ok(&driftless(&[
+        "artifact",
+        "push",
+        &format!("oci://{basic}/{repo}:v1"),
+        "--path",
+        src.path().to_str().unwrap(),
+        "--source",
+        "s",
+        "--revision",
+        "r",
+        "--insecure-registry",
+        "--creds",
+        &right,
+    ]));
+
+    // An archive that tries to escape on pull is refused and nothing lands outside the output.
+    let mut raw = Vec::new();
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes()[..12].copy_from_slice(b"../escape.tx");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    raw.extend_from_slice(h.as_bytes());
+    raw.extend_from_slice(b"x");
+    raw.resize(2048, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (reg, r) = (registry.clone(), repo.clone());
+    rt.block_on(async move {
+        push_flux_artifact(&client(&reg), &r, "evil", gzip(&raw), FLUX_LAYER, &[]).await
+    });
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("out");
+    let evil = failed(&driftless(&[
+        "artifact",
+        "pull",
+        &format!("oci://{registry}/{repo}:evil"),
+        "--output",
+        out.to_str().unwrap(),
+        "--insecure-registry",
+    ]));
+    assert!(evil.contains("../escape.tx"), "{evil}");
+    assert!(
+        !parent.path().join("escape.tx").exists(),
+        "nothing written outside the output directory"
+    );
+}
