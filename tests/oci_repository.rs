@@ -759,6 +759,11 @@ async fn suspend_and_deletion() {
     let d2 = e.push(&repo, "latest", flux_layer(&[("a", "2")])).await;
     let suspended = e.request_reconcile("s").await;
     assert_eq!(
+        suspended.status.as_ref().unwrap().observed_generation,
+        suspended.metadata.generation,
+        "a suspended object's new generation is observed (kstatus reads it as current)"
+    );
+    assert_eq!(
         revision(&suspended),
         revision(&first),
         "a suspended object is not pulled"
@@ -848,6 +853,36 @@ async fn a_restarted_controller_serves_without_pulling_again() {
         new.iter()
             .all(|(m, p)| m == "HEAD" && p.contains("/manifests/")),
         "no pull after a restart: {new:?}"
+    );
+
+    // A restart over an empty volume (Flux's emptyDir) pulls again and stores the same bytes:
+    // the tarball is deterministic, so consumers see no new artifact and no event says so.
+    e.controller.stop();
+    e.controller = SourceController::start(&e.platform, &e.ns.name, &[]);
+    let rebuilt = e.request_reconcile("r").await;
+    let rebuilt_artifact = rebuilt.status.clone().unwrap().artifact.unwrap();
+    assert_eq!(
+        rebuilt_artifact.digest, old.digest,
+        "same content, same tarball digest"
+    );
+    assert_eq!(e.download(&rebuilt), bytes);
+    let pulled: Vec<_> = registry_requests(&log, &repo)
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
+        .collect();
+    assert!(
+        !pulled.is_empty(),
+        "the empty volume was filled by pulling again"
+    );
+    let new_artifacts = e
+        .events("r")
+        .await
+        .iter()
+        .filter(|ev| ev.reason.as_deref() == Some("NewArtifact"))
+        .count();
+    assert_eq!(
+        new_artifacts, 1,
+        "an unchanged artifact is not announced again"
     );
 }
 
@@ -1273,5 +1308,22 @@ async fn proxy_secret_ref_routes_registry_traffic_through_the_proxy() {
         invalid.message.starts_with("failed to get proxy address: "),
         "{}",
         invalid.message
+    );
+}
+
+#[tokio::test]
+async fn local_registries_fall_back_to_plain_http_without_insecure() {
+    let e = env("oci-local").await;
+    let repo = e.repo("local");
+    let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    // 127.0.0.1 is a local address: HTTPS is tried first, then plain HTTP, as Flux does.
+    e.create(
+        "local",
+        serde_json::json!({"url": format!("oci://{}/{repo}", e.registry()), "interval": "10m"}),
+    )
+    .await;
+    assert_eq!(
+        revision(&e.wait_ready("local").await),
+        format!("latest@{digest}")
     );
 }

@@ -26,14 +26,9 @@ pub mod reason {
     pub const OCI_LAYER_OPERATION_FAILED: &str = "OCIArtifactLayerOperationFailed";
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const ARCHIVE_OPERATION_FAILED: &str = "ArchiveOperationFailed";
-    pub const STAT_OPERATION_FAILED: &str = "StatOperationFailed";
     pub const VERIFICATION_ERROR: &str = "VerificationError";
     pub const UNSUPPORTED_PROVIDER: &str = "UnsupportedProvider";
-    pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
-    pub const GARBAGE_COLLECTION_FAILED: &str = "GarbageCollectionFailed";
     pub const NEW_ARTIFACT: &str = "NewArtifact";
-    pub const ARTIFACT_UP_TO_DATE: &str = "ArtifactUpToDate";
-    pub const GARBAGE_COLLECTION_SUCCEEDED: &str = "GarbageCollectionSucceeded";
 }
 
 /// Conditions that are abnormal when True.
@@ -131,13 +126,23 @@ impl Conditions {
         self.list.retain(|c| c.type_ != type_);
     }
 
-    /// Mark work in progress: `Reconciling=True` and, unless `Ready` already says True,
-    /// `Ready=Unknown` with the same reason and message.
+    /// Mark work in progress: `Reconciling=True`, and `Ready=Unknown` only while `Ready` is
+    /// missing or already Unknown (a known outcome stays visible until the pass ends).
     pub fn mark_reconciling(&mut self, reason: &str, message: &str) {
         self.mark_true(RECONCILING, reason, message);
-        if !self.is_true(READY) {
+        if self
+            .get(READY)
+            .is_none_or(|c| c.status == ConditionStatus::Unknown)
+        {
             self.set(READY, ConditionStatus::Unknown, reason, message);
         }
+    }
+
+    /// Mark work caused by drift (a new revision, a vanished artifact): what `Ready` said no
+    /// longer holds, so it becomes Unknown whatever it was.
+    pub fn mark_drift(&mut self, reason: &str, message: &str) {
+        self.mark_true(RECONCILING, reason, message);
+        self.set(READY, ConditionStatus::Unknown, reason, message);
     }
 
     /// Compute `Ready` from the other conditions in the given priority order, then sort.
@@ -149,6 +154,15 @@ impl Conditions {
             if best.is_none_or(|(g, r, _)| (group, rank) < (g, r)) {
                 best = Some((group, rank, c));
             }
+        }
+        // A failed verification always wins, whatever else failed (Flux's bipolar override).
+        let failed_bipolar = BIPOLAR
+            .iter()
+            .find_map(|t| self.get(t).filter(|c| c.status == ConditionStatus::False));
+        if let Some(c) = failed_bipolar.cloned() {
+            self.set(READY, ConditionStatus::False, &c.reason, &c.message);
+            self.sort();
+            return;
         }
         if let Some((group, _, c)) = best {
             let status = match group {

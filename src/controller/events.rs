@@ -150,6 +150,10 @@ impl Events {
         let mut series = self.series.lock().expect("event series lock");
         if series.len() >= MAX_SERIES {
             series.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
+            if series.len() >= MAX_SERIES {
+                // Still full of fresh series: forgetting them only costs a new event object.
+                series.clear();
+            }
         }
         series.insert(
             key.clone(),

@@ -229,7 +229,8 @@ pub fn proxy_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<ProxyConfig
         .any(|s| address.starts_with(s));
     if !scheme_ok {
         return Err(format!(
-            "proxy address '{address}' must start with http://, https:// or socks5://"
+            "proxy address '{}' must start with http://, https:// or socks5://",
+            without_userinfo(&address)
         ));
     }
     Ok(ProxyConfig {
@@ -237,6 +238,19 @@ pub fn proxy_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<ProxyConfig
         username: text("username"),
         password: text("password"),
     })
+}
+
+/// An address with any `user:password@` removed, for messages.
+fn without_userinfo(address: &str) -> String {
+    let (scheme, rest) = address
+        .split_once("://")
+        .map_or(("", address), |(s, r)| (s, r));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{scheme}://{rest}")
+    }
 }
 
 /// Everything that decides the HTTP connection, from the spec and its Secrets.
@@ -251,6 +265,7 @@ pub fn transport(
         ca_pem: tls.ca_pem,
         client_identity_pem: tls.identity_pem,
         proxy,
+        request_timeout: None,
     }
 }
 
@@ -363,6 +378,8 @@ mod tests {
 
         assert!(proxy_from_secret(&secret("username", "u")).is_err());
         assert!(proxy_from_secret(&secret("address", "proxy:3128")).is_err());
+        let err = proxy_from_secret(&secret("address", "user:hunter2@proxy:3128")).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
         let p = proxy_from_secret(&secret("address", "http://proxy:3128")).unwrap();
         assert_eq!(p.address, "http://proxy:3128");
     }

@@ -2,8 +2,8 @@
 //! selected layer, and its blob streamed to a file with its digest checked on the way.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
+use tokio::io::AsyncWriteExt;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -30,6 +30,8 @@ pub enum PullError {
     TooLarge { limit: u64 },
     #[error("layer digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
+    #[error("layer download did not finish within {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("writing layer to disk: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -45,14 +47,17 @@ pub async fn image_manifest(
     if fetched.media_type == OCI_INDEX || fetched.media_type == DOCKER_MANIFEST_LIST {
         let index: ImageIndex = serde_json::from_slice(&fetched.bytes)
             .map_err(|e| PullError::Manifest(e.to_string()))?;
+        let linux_amd64 = |m: &&Descriptor| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        };
+        // go-containerregistry treats an entry without a platform as linux/amd64, so do we.
         let child = index
             .manifests
             .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-            })
+            .find(linux_amd64)
+            .or_else(|| index.manifests.iter().find(|m| m.platform.is_none()))
             .ok_or(PullError::NoPlatform)?;
         let fetched = client.get_manifest(repo, &child.digest).await?;
         return serde_json::from_slice(&fetched.bytes)
@@ -92,7 +97,7 @@ pub async fn download_blob(
         return Err(PullError::TooLarge { limit });
     }
     let (_, mut stream) = client.get_blob(repo, &layer.digest).await?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(dest)?);
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(dest).await?);
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -103,9 +108,10 @@ pub async fn download_blob(
             return Err(PullError::TooLarge { limit });
         }
         hasher.update(&chunk);
-        file.write_all(&chunk)?;
+        file.write_all(&chunk).await?;
     }
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    file.flush().await?;
+    file.into_inner().sync_all().await?;
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
     if actual != layer.digest {
         return Err(PullError::DigestMismatch {

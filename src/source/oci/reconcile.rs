@@ -16,7 +16,7 @@ use serde_json::json;
 use super::credentials::{DockerConfig, Keychain, proxy_from_secret, tls_from_secret, transport};
 use super::pull::{self, PullError};
 use super::reference::RepositoryUrl;
-use super::registry::{RegistryClient, Transport};
+use super::registry::{RegistryClient, Transport, is_sha256_digest};
 use super::semver::{HELM_CHART_LAYER, select_tag};
 use crate::api::oci_repository::{LayerOperation, OCILayerSelector, OCIProvider};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
@@ -27,6 +27,8 @@ use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
 
 const KIND: &str = "OCIRepository";
 const STORAGE_KIND: &str = "ocirepository";
+/// The longest a layer download may take.
+const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
 
 /// A step's failure, as Flux reports it.
 #[derive(Debug)]
@@ -88,8 +90,11 @@ pub async fn reconcile(obj: Arc<OCIRepository>, ctx: Arc<Context>) -> Result<Act
 
 async fn cleanup(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    ctx.storage
-        .remove_object(STORAGE_KIND, &ns, &name)
+    let storage = ctx.storage.clone();
+    let (n, m) = (ns.clone(), name.clone());
+    tokio::task::spawn_blocking(move || storage.remove_object(STORAGE_KIND, &n, &m))
+        .await
+        .map_err(|e| SourceError::Storage(e.to_string()))?
         .map_err(|e| {
             SourceError::Storage(format!(
                 "garbage collecting artifacts of deleted {ns}/{name}: {e}"
@@ -106,6 +111,8 @@ struct Pass<'a> {
     status: OCIRepositoryStatus,
     conditions: Conditions,
     generation: i64,
+    /// The status as last written (or read), which the next write is a patch against.
+    written: serde_json::Value,
 }
 
 async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
@@ -118,11 +125,16 @@ async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, So
         obj,
         ctx,
         conditions: Conditions::new(status.conditions.clone(), generation),
+        written: serde_json::to_value(&status).unwrap_or_default(),
         status,
         generation,
     };
     if obj.spec.suspend {
         pass.status.last_handled_reconcile_at = requested_at(obj);
+        // kstatus reads a suspended object as current only once its generation is observed.
+        if !pass.conditions.list.is_empty() {
+            pass.status.observed_generation = Some(pass.generation);
+        }
         pass.patch_status().await?;
         ctx.record_suspend(KIND, obj, true);
         return Ok(Action::await_change());
@@ -138,6 +150,15 @@ async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, So
 
 impl Pass<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
+        // Taken before the storage check may forget a vanished file, so a restart over an
+        // empty volume does not announce the same artifact as new.
+        let previous_digest = self
+            .obj
+            .status
+            .as_ref()
+            .and_then(|s| s.artifact.as_ref())
+            .map(|a| a.digest.clone());
+        self.conditions.delete(cond::STORAGE_OPERATION_FAILED);
         self.announce_generation();
         self.check_storage().await;
         let url = RepositoryUrl::parse(&self.obj.spec.url).map_err(|e| {
@@ -147,7 +168,7 @@ impl Pass<'_> {
             )
         })?;
         let client = self.registry_client(&url).await?;
-        let (revision, digest) = self.resolve(&client, &url).await?;
+        let (revision, digest, reference) = self.resolve(&client, &url).await?;
         self.verify(&revision)?;
         if self.artifact_is_current(&revision) {
             self.conditions.delete(cond::FETCH_FAILED);
@@ -156,12 +177,11 @@ impl Pass<'_> {
             tracing::debug!(object = %self.ctx.key(self.obj), %revision, "artifact up-to-date with remote revision");
             return Ok(());
         }
-        self.announce_new_revision(&revision, &url, &digest).await;
-        let previous_digest = self.status.artifact.as_ref().map(|a| a.digest.clone());
-        let artifact = self
+        self.announce_new_revision(&revision, &reference).await;
+        let (artifact, latest_url) = self
             .pull_and_store(&client, &url, &revision, &digest)
             .await?;
-        self.record_artifact(artifact.clone());
+        self.record_artifact(artifact.clone(), latest_url);
         self.mark_stored(&revision);
         if previous_digest.as_deref() != Some(artifact.digest.as_str()) {
             self.emit_new_artifact(&artifact).await;
@@ -199,28 +219,34 @@ impl Pass<'_> {
             .artifact
             .as_ref()
             .and_then(|a| a.path.rsplit('/').next().map(String::from));
-        if let Err(e) = self
-            .ctx
-            .storage
-            .gc(STORAGE_KIND, &ns, &name, current.as_deref())
-        {
-            tracing::debug!(error = %e, "garbage collection failed");
-        }
-        let Some(artifact) = self.status.artifact.clone() else {
+        let artifact = self.status.artifact.clone();
+        let storage = self.ctx.storage.clone();
+        let checked = artifact.clone();
+        // GC and (after a restart) one re-hash are file-system work: off the async runtime.
+        let intact = tokio::task::spawn_blocking(move || {
+            if let Err(e) = storage.gc(STORAGE_KIND, &ns, &name, current.as_deref()) {
+                tracing::debug!(error = %e, "garbage collection failed");
+            }
+            checked.is_some_and(|a| {
+                storage.is_intact(&StoredArtifactRecord {
+                    path: &a.path,
+                    size: a.size.and_then(|s| u64::try_from(s).ok()),
+                    digest: &a.digest,
+                })
+            })
+        })
+        .await
+        .unwrap_or(false);
+        let Some(artifact) = artifact else {
             self.conditions
-                .mark_reconciling(reason::PROGRESSING, "building artifact");
+                .mark_drift(reason::PROGRESSING, "building artifact");
             return;
         };
-        let record = StoredArtifactRecord {
-            path: &artifact.path,
-            size: artifact.size.and_then(|s| u64::try_from(s).ok()),
-            digest: &artifact.digest,
-        };
-        if !self.ctx.storage.is_intact(&record) {
+        if !intact {
             self.status.artifact = None;
             self.status.url = None;
             self.conditions.delete(cond::ARTIFACT_IN_STORAGE);
-            self.conditions.mark_reconciling(
+            self.conditions.mark_drift(
                 reason::PROGRESSING,
                 "building artifact: disappeared from storage",
             );
@@ -326,7 +352,9 @@ impl Pass<'_> {
                     })?,
             ),
         };
-        Ok(transport(self.obj.spec.insecure, tls, proxy))
+        let mut transport = transport(self.obj.spec.insecure, tls, proxy);
+        transport.request_timeout = parse_duration(&self.obj.spec.timeout).ok();
+        Ok(transport)
     }
 
     fn namespace(&self) -> String {
@@ -353,10 +381,16 @@ impl Pass<'_> {
         &self,
         client: &RegistryClient,
         url: &RepositoryUrl,
-    ) -> Result<(String, String), Failure> {
+    ) -> Result<(String, String, String), Failure> {
         let reference = self.obj.spec.reference.clone().unwrap_or_default();
         if let Some(digest) = reference.digest.filter(|d| !d.is_empty()) {
-            return Ok((digest.clone(), digest));
+            if !is_sha256_digest(&digest) {
+                return Err(Failure::fetch(
+                    reason::OCI_PULL_FAILED,
+                    format!("failed to determine artifact digest: invalid digest '{digest}'"),
+                ));
+            }
+            return Ok((digest.clone(), digest.clone(), url.reference(&digest)));
         }
         let tag = match reference.semver.filter(|s| !s.is_empty()) {
             Some(constraint) => {
@@ -391,7 +425,7 @@ impl Pass<'_> {
                     format!("failed to determine artifact digest: {e}"),
                 )
             })?;
-        Ok((format!("{tag}@{digest}"), digest))
+        Ok((format!("{tag}@{digest}"), digest, url.reference(&tag)))
     }
 
     /// Signature verification is its own issue; until it lands, an object that asks for it is
@@ -422,22 +456,14 @@ impl Pass<'_> {
             && self.status.observed_layer_selector == self.obj.spec.layer_selector
     }
 
-    async fn announce_new_revision(&mut self, revision: &str, url: &RepositoryUrl, digest: &str) {
-        let reference = url.reference(
-            self.obj
-                .spec
-                .reference
-                .as_ref()
-                .and_then(|r| r.tag.clone())
-                .as_deref()
-                .unwrap_or(digest),
-        );
+    /// `reference` is the one the revision was resolved from (`host/repo:tag` or `@digest`).
+    async fn announce_new_revision(&mut self, revision: &str, reference: &str) {
         let message = format!("new revision '{revision}' for '{reference}'");
         if self.status.artifact.is_some() {
             self.conditions
                 .mark_true(cond::ARTIFACT_OUTDATED, reason::NEW_REVISION, &message);
         }
-        self.conditions.mark_reconciling(
+        self.conditions.mark_drift(
             reason::PROGRESSING,
             &format!("building artifact: {message}"),
         );
@@ -450,7 +476,7 @@ impl Pass<'_> {
         url: &RepositoryUrl,
         revision: &str,
         digest: &str,
-    ) -> Result<Artifact, Failure> {
+    ) -> Result<(Artifact, Option<String>), Failure> {
         let layer_failed = |e: String| Failure::fetch(reason::OCI_LAYER_OPERATION_FAILED, e);
         let pull_failed = |e: PullError| {
             Failure::fetch(
@@ -481,14 +507,19 @@ impl Pass<'_> {
                 )
             })?;
         let blob = work.path().join("layer.blob");
-        pull::download_blob(
-            client,
-            &url.repository,
-            layer,
-            &blob,
-            self.ctx.config.limits.max_bytes,
+        // Bounded as a whole, so a registry that trickles bytes cannot hold a worker for ever.
+        tokio::time::timeout(
+            MAX_PULL_TIME,
+            pull::download_blob(
+                client,
+                &url.repository,
+                layer,
+                &blob,
+                self.ctx.config.limits.max_bytes,
+            ),
         )
         .await
+        .map_err(|_| pull_failed(PullError::TimedOut(MAX_PULL_TIME)))?
         .map_err(pull_failed)?;
         let file_name = format!("{}.tar.gz", digest_of_revision(revision));
         let (ns, name) = (
@@ -499,8 +530,8 @@ impl Pass<'_> {
         let limits = self.ctx.config.limits;
         let ignore = self.obj.spec.ignore.clone();
         let operation = selector.operation.unwrap_or(LayerOperation::Extract);
-        let stored = tokio::task::spawn_blocking(move || {
-            crate::source::store::store_layer(
+        let (stored, latest) = tokio::task::spawn_blocking(move || {
+            let stored = crate::source::store::store_layer(
                 &storage,
                 STORAGE_KIND,
                 &ns,
@@ -511,7 +542,13 @@ impl Pass<'_> {
                 operation,
                 ignore.as_deref(),
                 limits,
-            )
+            )?;
+            // The latest.tar.gz link is best effort, as in Flux.
+            let latest = storage
+                .set_latest(STORAGE_KIND, &ns, &name, &stored.path)
+                .inspect_err(|e| tracing::debug!(error = %e, "failed to update status URL symlink"))
+                .ok();
+            Ok::<_, crate::source::store::StoreError>((stored, latest))
         })
         .await
         .map_err(|e| {
@@ -529,29 +566,23 @@ impl Pass<'_> {
                 format!("unable to archive artifact to storage: {e}"),
             ),
         })?;
-        Ok(Artifact {
-            url: self.ctx.storage.url_for(&stored.path),
-            path: stored.path,
-            revision: revision.to_string(),
-            digest: stored.digest,
-            last_update_time: Time(stored.last_update),
-            size: i64::try_from(stored.size).ok(),
-            metadata: pull::metadata(&manifest),
-        })
+        Ok((
+            Artifact {
+                url: self.ctx.storage.url_for(&stored.path),
+                path: stored.path,
+                revision: revision.to_string(),
+                digest: stored.digest,
+                last_update_time: Time(stored.last_update),
+                size: i64::try_from(stored.size).ok(),
+                metadata: pull::metadata(&manifest),
+            },
+            latest,
+        ))
     }
 
-    fn record_artifact(&mut self, artifact: Artifact) {
-        let (ns, name) = (
-            self.obj.namespace().unwrap_or_default(),
-            self.obj.name_any(),
-        );
-        match self
-            .ctx
-            .storage
-            .set_latest(STORAGE_KIND, &ns, &name, &artifact.path)
-        {
-            Ok(url) => self.status.url = Some(url),
-            Err(e) => tracing::debug!(error = %e, "failed to update status URL symlink"),
+    fn record_artifact(&mut self, artifact: Artifact, latest_url: Option<String>) {
+        if latest_url.is_some() {
+            self.status.url = latest_url;
         }
         self.status.artifact = Some(artifact);
         self.status.observed_ignore = self.obj.spec.ignore.clone();
@@ -606,6 +637,16 @@ impl Pass<'_> {
             Err(failure) => self.record_failure(failure, key).await,
         };
         self.conditions.summarize(cond::OCI_READY_PRIORITY);
+        // Flux's rule: a pass without error that still is not Ready is retried with backoff.
+        let next = match next {
+            Some(_)
+                if !self.conditions.is_true(cond::READY)
+                    && !self.conditions.is_true(cond::STALLED) =>
+            {
+                Some(self.ctx.backoff.next_delay(key))
+            }
+            other => other,
+        };
         self.status.conditions = self.conditions.list.clone();
         self.patch_status().await?;
         Ok(next.map_or_else(Action::await_change, Action::requeue))
@@ -648,19 +689,52 @@ impl Pass<'_> {
             self.ctx.client.clone(),
             &self.obj.namespace().unwrap_or_default(),
         );
-        let patch = json!({
-            "apiVersion": OCIRepository::api_version(&()),
-            "kind": KIND,
-            "status": self.status,
-        });
+        let status = serde_json::to_value(&self.status).unwrap_or_default();
+        let Some(diff) = merge_patch(&self.written, &status) else {
+            return Ok(());
+        };
+        let patch = json!({ "status": diff });
         api.patch_status(
             &self.obj.name_any(),
-            &PatchParams::apply(&self.ctx.config.field_manager).force(),
-            &Patch::Apply(&patch),
+            &PatchParams {
+                field_manager: Some(self.ctx.config.field_manager.clone()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
         )
         .await
         .map_err(SourceError::Kube)?;
+        self.written = status;
         Ok(())
+    }
+}
+
+/// A JSON merge patch from `old` to `new`, as Flux's patch helper computes it: changed
+/// fields, and `null` for fields that went away (so they are removed whoever set them, Flux
+/// itself included after a migration). `None` when nothing changed.
+fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) => {
+                        if let Some(p) = merge_patch(ov, nv) {
+                            patch.insert(k.clone(), p);
+                        }
+                    }
+                    None => {
+                        patch.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            (!patch.is_empty()).then_some(Value::Object(patch))
+        }
+        _ => (old != new).then(|| new.clone()),
     }
 }
 

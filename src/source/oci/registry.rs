@@ -107,13 +107,25 @@ pub struct Transport {
     pub client_identity_pem: Option<Vec<u8>>,
     /// Proxy URL, with optional basic credentials.
     pub proxy: Option<ProxyConfig>,
+    /// Upper bound for each request other than blob downloads (`spec.timeout`).
+    pub request_timeout: Option<Duration>,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ProxyConfig {
     pub address: String,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    // The password never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Transport {
@@ -193,7 +205,11 @@ pub struct Platform {
 /// A registry client for one registry host and one credential set.
 pub struct RegistryClient {
     http: reqwest::Client,
-    base: String,
+    registry: String,
+    /// Set once HTTPS failed and plain HTTP is allowed (Flux's rules, see `plain_http_allowed`).
+    plain_http: std::sync::atomic::AtomicBool,
+    http_fallback: bool,
+    request_timeout: Duration,
     credentials: Credentials,
     /// How the registry asked us to authenticate, learnt from the first 401.
     challenge: Mutex<Option<Challenge>>,
@@ -222,14 +238,26 @@ impl RegistryClient {
         transport: &Transport,
         user_agent: &str,
     ) -> Result<Self, String> {
-        let scheme = if transport.insecure { "http" } else { "https" };
         Ok(RegistryClient {
             http: build_http_client(transport, user_agent)?,
-            base: format!("{scheme}://{registry}"),
+            registry: registry.to_string(),
+            plain_http: std::sync::atomic::AtomicBool::new(false),
+            http_fallback: plain_http_allowed(registry, transport.insecure),
+            request_timeout: transport.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             credentials,
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `https://host` until HTTPS has failed where plain HTTP is allowed, then `http://host`.
+    fn base(&self) -> String {
+        let plain = self.plain_http.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{}://{}",
+            if plain { "http" } else { "https" },
+            self.registry
+        )
     }
 
     /// The digest a tag (or digest) points at, without downloading the manifest when the
@@ -239,7 +267,7 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> Result<String, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
         let scope = pull_scope(repo);
         let head = self
             .send(Method::HEAD, &url, &scope, |r| {
@@ -263,7 +291,7 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> Result<FetchedManifest, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
         let resp = self
             .send(Method::GET, &url, &pull_scope(repo), |r| {
                 r.header(ACCEPT, MANIFEST_ACCEPT)
@@ -302,7 +330,7 @@ impl RegistryClient {
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut next = Some(format!("{}/v2/{repo}/tags/list", self.base));
+        let mut next = Some(format!("{}/v2/{repo}/tags/list", self.base()));
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;
@@ -316,7 +344,7 @@ impl RegistryClient {
                 .send(Method::GET, &url, &pull_scope(repo), |r| r)
                 .await?;
             let resp = expect_success(Method::GET, &url, resp).await?;
-            next = next_page(resp.headers(), &self.base);
+            next = next_page(resp.headers(), &self.base());
             let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
@@ -340,7 +368,7 @@ impl RegistryClient {
         ),
         RegistryError,
     > {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base());
         let resp = self
             .send(Method::GET, &url, &pull_scope(repo), |r| r)
             .await?;
@@ -350,7 +378,7 @@ impl RegistryClient {
 
     /// Whether the repository already has a blob (so a push can skip it).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base());
         let resp = self
             .send(Method::HEAD, &url, &push_scope(repo), |r| r)
             .await?;
@@ -367,7 +395,7 @@ impl RegistryClient {
         if self.blob_exists(repo, &digest).await? {
             return Ok(digest);
         }
-        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base());
         let resp = self
             .send(Method::POST, &url, &push_scope(repo), |r| {
                 r.header("content-length", "0")
@@ -380,7 +408,7 @@ impl RegistryClient {
                 reason: "upload response without Location".into(),
             }
         })?;
-        let mut put_url = absolute_url(&self.base, location);
+        let mut put_url = absolute_url(&self.base(), location);
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str("digest=");
         put_url.push_str(&digest);
@@ -402,7 +430,7 @@ impl RegistryClient {
         media_type: &str,
         body: bytes::Bytes,
     ) -> Result<String, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
         let digest = sha256_digest(&body);
         let resp = self
             .send(Method::PUT, &url, &push_scope(repo), |r| {
@@ -453,14 +481,57 @@ impl RegistryClient {
         auth: Option<&str>,
         build: &impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        let e = match self.request(method, url, auth, build).send().await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        let https = format!("https://{}/", self.registry);
+        // A server that rejected our certificate checks speaks TLS: falling back to HTTP would
+        // only hide the real cause behind "HTTP request to an HTTPS server".
+        let tls_speaking = error_chain(&e).contains("certificate");
+        if self.http_fallback
+            && url.starts_with(&https)
+            && (e.is_connect() || e.is_request())
+            && !tls_speaking
+        {
+            // Go's registry client does the same: HTTPS first, HTTP where Flux allows it.
+            self.plain_http
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let url = format!("http://{}/{}", self.registry, &url[https.len()..]);
+            return self
+                .request(method, &url, auth, build)
+                .send()
+                .await
+                .map_err(|e| transport_error(method, &url, e));
+        }
+        Err(transport_error(method, url, e))
+    }
+
+    fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        auth: Option<&str>,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> RequestBuilder {
         let mut req = build(self.http.request(method.clone(), url));
-        if let Some(auth) = auth {
+        if !url.contains("/blobs/sha256:") {
+            // Blob downloads are bounded by their caller; everything else is small and quick.
+            req = req.timeout(self.request_timeout);
+        }
+        // Credentials only ever go to the registry itself (a Link or Location header could
+        // point elsewhere).
+        if let Some(auth) = auth.filter(|_| self.same_origin(url)) {
             req = req.header(AUTHORIZATION, auth);
         }
-        req.send().await.map_err(|e| RegistryError::Transport {
-            method: method.clone(),
-            url: url.into(),
-            cause: error_chain(&e),
+        req
+    }
+
+    fn same_origin(&self, url: &str) -> bool {
+        ["https://", "http://"].iter().any(|scheme| {
+            url.strip_prefix(scheme)
+                .and_then(|rest| rest.strip_prefix(self.registry.as_str()))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
     }
 
@@ -553,15 +624,22 @@ impl RegistryClient {
                 .header(AUTHORIZATION, basic_header(username, password)),
             _ => self.http.get(realm).query(&query),
         };
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let detail = resp.text().await.unwrap_or_default();
-            return Err(fail(format!("status {status}: {}", truncate(&detail, 200))));
-        }
-        let body: TokenResponse = resp
-            .json()
+        let resp = req
+            .timeout(self.request_timeout)
+            .send()
             .await
+            .map_err(|e| fail(error_chain(&e.without_url())))?;
+        let status = resp.status();
+        let body = read_limited(resp, MAX_SMALL_BODY, realm)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!(
+                "status {status}: {}",
+                truncate(&String::from_utf8_lossy(&body), 200)
+            )));
+        }
+        let body: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("invalid token response: {e}")))?;
         let token = body
             .token
@@ -571,17 +649,52 @@ impl RegistryClient {
     }
 }
 
+/// Requests other than blob downloads give up after this long unless the spec says otherwise.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Error bodies and token responses are read up to this size.
+const MAX_SMALL_BODY: usize = 64 * 1024;
+
+fn transport_error(method: &Method, url: &str, e: reqwest::Error) -> RegistryError {
+    // reqwest's message repeats the URL, which after a redirect can carry a signed query.
+    RegistryError::Transport {
+        method: method.clone(),
+        url: url.into(),
+        cause: error_chain(&e.without_url()),
+    }
+}
+
+/// Flux (go-containerregistry) tries HTTPS first and falls back to plain HTTP when `insecure`
+/// is set or the registry is local: `localhost`, loopback, `*.local` or a private address.
+fn plain_http_allowed(registry: &str, insecure: bool) -> bool {
+    if insecure {
+        return true;
+    }
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    if host == "localhost" || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private(),
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+        Err(_) => false,
+    }
+}
+
 fn build_http_client(transport: &Transport, user_agent: &str) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(user_agent)
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
+        .read_timeout(Duration::from_secs(60))
         .pool_idle_timeout(Duration::from_secs(90));
     if let Some(ca) = &transport.ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(ca)
             .map_err(|e| format!("invalid CA certificate: {e}"))?;
         builder = builder.tls_certs_merge(certs);
-    } else if transport.insecure {
+    } else if transport.insecure && transport.client_identity_pem.is_none() {
+        // Flux skips verification only when `insecure` is set and no certSecretRef was given.
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(identity) = &transport.client_identity_pem {
@@ -700,7 +813,9 @@ fn next_page(headers: &HeaderMap, base: &str) -> Option<String> {
             return None;
         }
         let target = target.trim().trim_start_matches('<').trim_end_matches('>');
-        Some(absolute_url(base, target))
+        let next = absolute_url(base, target);
+        // A page on another host is not followed: it would receive our credentials' scope.
+        next.starts_with(&format!("{base}/")).then_some(next)
     })
 }
 
@@ -728,10 +843,9 @@ async fn expect_success(
     if status.is_success() {
         return Ok(resp);
     }
-    let detail = resp
-        .text()
+    let detail = read_limited(resp, MAX_SMALL_BODY, url)
         .await
-        .map(|t| format!(": {}", truncate(t.trim(), 300)))
+        .map(|t| format!(": {}", truncate(String::from_utf8_lossy(&t).trim(), 300)))
         .unwrap_or_default();
     let detail = if detail == ": " {
         String::new()
