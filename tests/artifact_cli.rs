@@ -417,3 +417,52 @@ fn bad_input_fails_clearly() {
         "nothing written outside the output directory"
     );
 }
+
+#[test]
+fn docker_config_credential_helpers_supply_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let platform = support::platform();
+    let basic = platform.env["DRIFTLESS_REGISTRY_BASIC"].clone();
+    let (user, password) = (
+        &platform.env["DRIFTLESS_REGISTRY_USER"],
+        &platform.env["DRIFTLESS_REGISTRY_PASSWORD"],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-driftless-test");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread host || true\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$host\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = home.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{basic}": "driftless-test"}}}}"#),
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path(), &[("a.yaml", CONFIG)]);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "artifact",
+            "push",
+            &format!("oci://{basic}/{}:v1", unique("cli/helper")),
+            "--path",
+            src.path().to_str().unwrap(),
+        ])
+        .args(["--source", "s", "--revision", "r", "--insecure-registry"])
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    ok(&out);
+}

@@ -85,6 +85,9 @@ impl RegistryArgs {
         let Some(bytes) = config.and_then(|p| std::fs::read(p).ok()) else {
             return Ok(Credentials::Anonymous);
         };
+        if let Some(helper) = credential_helper(&bytes, &url.registry)? {
+            return run_credential_helper(&helper, &url.registry);
+        }
         let data = BTreeMap::from([(".dockerconfigjson".to_string(), bytes)]);
         let docker = DockerConfig::from_secret_data(&data)
             .map_err(|e| anyhow::anyhow!("reading the Docker config: {e}"))?;
@@ -106,6 +109,73 @@ impl RegistryArgs {
     }
 }
 
+/// The credential helper the Docker config names for a registry: `credHelpers[registry]`,
+/// else `credsStore`.
+fn credential_helper(config: &[u8], registry: &str) -> anyhow::Result<Option<String>> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct HelperConfig {
+        #[serde(default)]
+        cred_helpers: BTreeMap<String, String>,
+        #[serde(default)]
+        creds_store: Option<String>,
+    }
+    let cfg: HelperConfig = serde_json::from_slice(config).context("reading the Docker config")?;
+    Ok(cfg
+        .cred_helpers
+        .get(registry)
+        .cloned()
+        .or(cfg.creds_store)
+        .filter(|h| !h.is_empty()))
+}
+
+/// The Docker credential-helper protocol: `docker-credential-<name> get`, the registry on
+/// stdin, `{"Username": ..., "Secret": ...}` on stdout (`<token>` as username means a token).
+fn run_credential_helper(helper: &str, registry: &str) -> anyhow::Result<Credentials> {
+    use std::io::Write;
+    let program = format!("docker-credential-{helper}");
+    let mut child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running the Docker credential helper {program}"))?;
+    child
+        .stdin
+        .take()
+        .context("helper stdin")?
+        .write_all(registry.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let message = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // "credentials not found" is how helpers say "anonymous".
+        if message.contains("credentials not found") {
+            return Ok(Credentials::Anonymous);
+        }
+        anyhow::bail!(
+            "{program} get failed: {message} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct HelperCredentials {
+        username: String,
+        secret: String,
+    }
+    let creds: HelperCredentials = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{program} printed no credentials"))?;
+    Ok(if creds.username == "<token>" {
+        Credentials::IdentityToken(creds.secret)
+    } else {
+        Credentials::Basic {
+            username: creds.username,
+            password: creds.secret,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +194,24 @@ mod tests {
         assert_eq!(t.reference, None);
         assert!(t.reference().is_err());
         assert!(Target::parse("https://r/app:v1").is_err());
+    }
+
+    #[test]
+    fn credential_helpers_are_chosen_per_registry() {
+        let cfg = br#"{"credHelpers": {"r.example.com": "ecr-login"}, "credsStore": "desktop"}"#;
+        assert_eq!(
+            credential_helper(cfg, "r.example.com").unwrap().as_deref(),
+            Some("ecr-login")
+        );
+        assert_eq!(
+            credential_helper(cfg, "other.example.com")
+                .unwrap()
+                .as_deref(),
+            Some("desktop")
+        );
+        assert_eq!(
+            credential_helper(br#"{"auths": {}}"#, "r.example.com").unwrap(),
+            None
+        );
     }
 }
