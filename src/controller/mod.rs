@@ -2,5 +2,6 @@
 
 pub mod conditions;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod requeue;

@@ -21,6 +21,7 @@ use crate::api::OCIRepository;
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::events::Events;
+use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
 
@@ -71,6 +72,18 @@ pub struct SourceControllerArgs {
     /// Backoff ceiling after repeated failures.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub max_retry_delay: Duration,
+    /// Reconcile and serve artifacts only while holding the Lease (one active replica).
+    #[arg(long)]
+    pub enable_leader_election: bool,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, default_value = "35s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+    /// Renew the Lease this long before it would expire; must be shorter than the duration.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+    /// Give the Lease up on shutdown so another replica takes over at once.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election_release_on_cancel: bool,
 }
 
 const CONTROLLER_NAME: &str = "source-controller";
@@ -79,8 +92,29 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let storage = Arc::new(open_storage(&args)?);
     let metrics = Metrics::new();
+    let render = metrics.clone();
+    serve(
+        &args.metrics_addr,
+        Router::new().route("/metrics", get(move || async move { render.render() })),
+        "metrics",
+    )
+    .await?;
+    serve(
+        &args.health_addr,
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" })),
+        "health",
+    )
+    .await?;
+    // Like Flux, a replica that is not the leader serves health and metrics only: no storage
+    // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
+    let mut leadership = match args.enable_leader_election {
+        true => Some(leader::acquire(client.clone(), &election_config(&args)?).await?),
+        false => None,
+    };
+    let storage = Arc::new(open_storage(&args)?);
     let ctx = Arc::new(Context::new(
         client.clone(),
         storage.clone(),
@@ -106,21 +140,6 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         "artifact server",
     )
     .await?;
-    let render = metrics.clone();
-    serve(
-        &args.metrics_addr,
-        Router::new().route("/metrics", get(move || async move { render.render() })),
-        "metrics",
-    )
-    .await?;
-    serve(
-        &args.health_addr,
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" })),
-        "health",
-    )
-    .await?;
 
     let mut watch = watcher::Config::default().any_semantic();
     if !args.watch_label_selector.is_empty() {
@@ -140,7 +159,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         concurrent = args.concurrent,
         "starting OCIRepository controller"
     );
-    Controller::for_stream(objects, store)
+    let controller = Controller::for_stream(objects, store)
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
@@ -152,10 +171,38 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controller => {}
+        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
+    }
+    // Shutdown finished the reconciles in flight; hand the Lease over without waiting for expiry.
+    if let Some(l) = leadership.filter(|_| args.leader_election_release_on_cancel) {
+        l.release().await;
+    }
     tracing::info!("source-controller stopped");
     Ok(())
+}
+
+fn election_config(args: &SourceControllerArgs) -> anyhow::Result<leader::ElectionConfig> {
+    let namespace = std::env::var("RUNTIME_NAMESPACE")
+        .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;
+    anyhow::ensure!(
+        args.leader_election_renew_deadline < args.leader_election_lease_duration,
+        "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"
+    );
+    Ok(leader::ElectionConfig {
+        lease_name: leader::lease_name(CONTROLLER_NAME, &args.watch_label_selector),
+        namespace,
+        lease_duration: args.leader_election_lease_duration,
+        renew_deadline: args.leader_election_renew_deadline,
+    })
 }
 
 /// The fields whose change asks for a reconcile.

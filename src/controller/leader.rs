@@ -1,0 +1,104 @@
+//! Leader election with a coordination.k8s.io Lease, with Flux's names and timings, so that
+//! of several replicas only one reconciles and serves artifacts.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::Client;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Flux's flags and defaults: lease 35s, renew deadline 30s.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    pub lease_name: String,
+    pub namespace: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+}
+
+/// The Lease name Flux uses: `<controller>-leader-election`, suffixed with the first eight hex
+/// digits of the selector's sha256 when the controller is sharded by a label selector.
+pub fn lease_name(controller: &str, label_selector: &str) -> String {
+    if label_selector.is_empty() {
+        return format!("{controller}-leader-election");
+    }
+    let hash = hex::encode(Sha256::digest(label_selector.as_bytes()));
+    format!("{controller}-leader-election-{}", &hash[..8])
+}
+
+/// Held leadership: dropping it (or calling [`Leadership::release`]) gives the Lease up.
+pub struct Leadership {
+    state: watch::Receiver<bool>,
+    task: JoinHandle<Result<LeaseManager, kube_lease_manager::LeaseManagerError>>,
+}
+
+/// Wait until this process holds the Lease.
+pub async fn acquire(client: Client, config: &ElectionConfig) -> anyhow::Result<Leadership> {
+    let identity = format!(
+        "{}_{:016x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "driftless".into()),
+        rand::random::<u64>()
+    );
+    let manager = LeaseManagerBuilder::new(client, &config.lease_name)
+        .with_namespace(&config.namespace)
+        .with_identity(&identity)
+        .with_duration(config.lease_duration.as_secs().max(2))
+        .with_grace(
+            config
+                .renew_deadline
+                .as_secs()
+                .clamp(1, config.lease_duration.as_secs().max(2) - 1),
+        )
+        .build()
+        .await
+        .with_context(|| format!("preparing Lease {}/{}", config.namespace, config.lease_name))?;
+    let (mut state, task) = manager.watch().await;
+    tracing::info!(lease = %config.lease_name, %identity, "waiting for leadership");
+    while !*state.borrow_and_update() {
+        state.changed().await.context("leader election stopped")?;
+    }
+    tracing::info!(lease = %config.lease_name, %identity, "became the leader");
+    Ok(Leadership { state, task })
+}
+
+impl Leadership {
+    /// Resolves when leadership is lost (another replica took the Lease or renewal failed).
+    pub async fn lost(&mut self) {
+        while *self.state.borrow_and_update() {
+            if self.state.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Give the Lease up so that another replica takes over at once instead of after expiry.
+    pub async fn release(self) {
+        drop(self.state);
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+            other => tracing::warn!(?other, "could not release the leader Lease cleanly"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_follow_flux() {
+        assert_eq!(
+            lease_name("source-controller", ""),
+            "source-controller-leader-election"
+        );
+        let sharded = lease_name("source-controller", "sharding.fluxcd.io/key=shard1");
+        assert!(sharded.starts_with("source-controller-leader-election-"));
+        assert_eq!(
+            sharded.len(),
+            "source-controller-leader-election-".len() + 8
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Two source-controller replicas on the real API server: only the Lease holder reconciles and
+//! serves artifacts; when it shuts down it hands the Lease over and the other one takes over.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use driftless::api::OCIRepository;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use support::controller::SourceController;
+use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+
+const ELECTION: &[&str] = &[
+    "--enable-leader-election",
+    "--leader-election-lease-duration=6s",
+    "--leader-election-renew-deadline=4s",
+];
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ready_revision(o: &OCIRepository) -> Option<(String, String)> {
+    let s = o.status.as_ref()?;
+    let ready = s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == driftless::api::ConditionStatus::True);
+    let a = s.artifact.as_ref()?;
+    ready.then(|| (a.revision.clone(), a.url.clone()))
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "leader").await;
+    let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
+
+    let mut first = SourceController::start(&platform, &ns.name, ELECTION);
+    let holder = poll("a Lease holder", async || {
+        let lease = leases
+            .get_opt("source-controller-leader-election")
+            .await
+            .ok()??;
+        lease.spec?.holder_identity
+    })
+    .await;
+    poll("the leader's artifact server", async || {
+        listening(first.storage_port).then_some(())
+    })
+    .await;
+    let second = SourceController::start(&platform, &ns.name, ELECTION);
+    assert!(
+        !listening(second.storage_port),
+        "a replica that is not the leader serves no artifacts"
+    );
+
+    let repo = format!("{}/app", ns.name);
+    let registry = client(platform.registry());
+    push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "1")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
+    let obj: OCIRepository = serde_json::from_value(serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": "app"},
+        "spec": {"url": format!("oci://{}/{repo}", platform.registry()), "interval": "10m", "insecure": true},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let (_, url) = poll("Ready from the leader", async || {
+        ready_revision(&api.get("app").await.ok()?)
+    })
+    .await;
+    assert!(
+        url.contains(&format!(":{}/", first.storage_port)),
+        "the leader stored and serves it: {url}"
+    );
+
+    // The leader shuts down, releases the Lease, and the other replica takes over at once
+    // (well before the 6 s lease would have expired on its own).
+    first.stop();
+    let stopped = Instant::now();
+    let new_holder = poll("a new Lease holder", async || {
+        let h = leases
+            .get_opt("source-controller-leader-election")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity?;
+        (h != holder).then_some(h)
+    })
+    .await;
+    assert!(!new_holder.is_empty());
+    poll("the new leader's artifact server", async || {
+        listening(second.storage_port).then_some(())
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(6),
+        "handed over by release, not by expiry: {:?}",
+        stopped.elapsed()
+    );
+
+    let d2 = push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a", "2")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "after-handover"}}});
+    api.patch("app", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let (revision, url) = poll("the new leader's artifact", async || {
+        ready_revision(&api.get("app").await.ok()?).filter(|(r, _)| r.ends_with(&d2))
+    })
+    .await;
+    assert_eq!(revision, format!("latest@{d2}"));
+    assert!(
+        url.contains(&format!(":{}/", second.storage_port)),
+        "the new leader serves it: {url}"
+    );
+}
