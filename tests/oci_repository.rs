@@ -1327,3 +1327,89 @@ async fn local_registries_fall_back_to_plain_http_without_insecure() {
         format!("latest@{digest}")
     );
 }
+
+#[tokio::test]
+async fn events_are_forwarded_to_notification_controller_in_flux_format() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(event): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(event);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let e = env_with(
+        "oci-events",
+        &[&format!("--events-addr=http://127.0.0.1:{port}/")],
+    )
+    .await;
+    let repo = e.repo("events");
+    let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    let mut obj = e.spec(&repo, serde_json::json!({}));
+    obj["ref"] = serde_json::json!({"tag": "latest"});
+    let created: OCIRepository = serde_json::from_value(serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": "events", "namespace": e.ns.name, "annotations": {"event.toolkit.fluxcd.io/team": "platform"}},
+        "spec": obj,
+    }))
+    .unwrap();
+    e.api
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    e.create(
+        "failing",
+        e.spec(&repo, serde_json::json!({"ref": {"semver": ">=99.0.0"}})),
+    )
+    .await;
+    e.wait_ready("events").await;
+    e.wait_failed("failing").await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (info, error) = loop {
+        let events = received.lock().unwrap().clone();
+        let find = |reason: &str| events.iter().find(|ev| ev["reason"] == reason).cloned();
+        if let (Some(i), Some(e)) = (find("NewArtifact"), find("ReadOperationFailed")) {
+            break (i, e);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events not forwarded: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info["severity"], "info");
+    assert_eq!(info["involvedObject"]["kind"], "OCIRepository");
+    assert_eq!(info["involvedObject"]["name"], "events");
+    assert_eq!(info["involvedObject"]["namespace"], e.ns.name.as_str());
+    assert_eq!(
+        info["involvedObject"]["apiVersion"],
+        "source.toolkit.fluxcd.io/v1"
+    );
+    assert_eq!(info["reportingController"], "source-controller");
+    assert_eq!(
+        info["metadata"]["source.toolkit.fluxcd.io/revision"],
+        format!("latest@{digest}")
+    );
+    assert_eq!(
+        info["metadata"]["team"], "platform",
+        "event.toolkit.fluxcd.io/ annotations travel as metadata"
+    );
+    assert!(
+        info["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stored artifact with revision")
+    );
+    assert_eq!(error["severity"], "error");
+    assert_eq!(error["involvedObject"]["name"], "failing");
+}

@@ -5,7 +5,7 @@
 //! client-go) keeps events apart when their messages differ and only counts exact repeats; this
 //! recorder does the same.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,14 @@ pub struct Events {
     controller: String,
     instance: String,
     series: Arc<Mutex<HashMap<SeriesKey, Series>>>,
+    /// Flux's `--events-addr`: notification-controller's event endpoint.
+    forward: Option<Forwarder>,
+}
+
+#[derive(Clone)]
+struct Forwarder {
+    http: reqwest::Client,
+    url: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -59,16 +67,48 @@ impl Events {
             controller: controller.into(),
             instance,
             series: Arc::new(Mutex::new(HashMap::new())),
+            forward: None,
         }
     }
 
-    pub async fn normal(&self, object: &ObjectReference, reason: &str, message: &str) {
-        self.publish(object, EventType::Normal, reason, message)
+    /// Also POST every event, in Flux's event format, to `url` (notification-controller), so
+    /// Flux Alerts and Providers keep working.
+    pub fn forwarding_to(mut self, url: &str) -> Result<Self, String> {
+        if url.is_empty() {
+            return Ok(self);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|e| format!("events client: {e}"))?;
+        self.forward = Some(Forwarder {
+            http,
+            url: url.to_string(),
+        });
+        Ok(self)
+    }
+
+    /// `metadata` is forwarded with the event (Flux puts revisions and the object's
+    /// `event.toolkit.fluxcd.io/*` annotations there).
+    pub async fn normal(
+        &self,
+        object: &ObjectReference,
+        reason: &str,
+        message: &str,
+        metadata: BTreeMap<String, String>,
+    ) {
+        self.publish(object, EventType::Normal, reason, message, metadata)
             .await;
     }
 
-    pub async fn warning(&self, object: &ObjectReference, reason: &str, message: &str) {
-        self.publish(object, EventType::Warning, reason, message)
+    pub async fn warning(
+        &self,
+        object: &ObjectReference,
+        reason: &str,
+        message: &str,
+        metadata: BTreeMap<String, String>,
+    ) {
+        self.publish(object, EventType::Warning, reason, message, metadata)
             .await;
     }
 
@@ -78,7 +118,19 @@ impl Events {
         type_: EventType,
         reason: &str,
         message: &str,
+        metadata: BTreeMap<String, String>,
     ) {
+        if let Some(forward) = &self.forward {
+            forward.send(flux_event(
+                object,
+                type_,
+                reason,
+                message,
+                metadata,
+                &self.controller,
+                &self.instance,
+            ));
+        }
         let note = truncate(message, MAX_NOTE);
         let key = SeriesKey {
             object: object.uid.clone().unwrap_or_default(),
@@ -165,6 +217,60 @@ impl Events {
             },
         );
         Ok(())
+    }
+}
+
+/// fluxcd/pkg `event/v1beta1.Event`, as notification-controller reads it.
+fn flux_event(
+    object: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    metadata: BTreeMap<String, String>,
+    controller: &str,
+    instance: &str,
+) -> serde_json::Value {
+    let ts = jiff::Timestamp::now();
+    let timestamp = jiff::Timestamp::from_second(ts.as_second())
+        .unwrap_or(ts)
+        .to_string();
+    let mut event = serde_json::json!({
+        "involvedObject": object,
+        "severity": if type_ == EventType::Warning { "error" } else { "info" },
+        "timestamp": timestamp,
+        "message": message,
+        "reason": reason,
+        "reportingController": controller,
+        "reportingInstance": instance,
+    });
+    if !metadata.is_empty() {
+        event["metadata"] = serde_json::json!(metadata);
+    }
+    event
+}
+
+impl Forwarder {
+    /// Fire and forget with a few retries, as Flux's recorder does: a slow or absent
+    /// notification-controller never holds up a reconcile.
+    fn send(&self, event: serde_json::Value) {
+        let (http, url) = (self.http.clone(), self.url.clone());
+        tokio::spawn(async move {
+            for attempt in 0..4u32 {
+                match http.post(&url).json(&event).send().await {
+                    Ok(resp) if resp.status().is_success() => return,
+                    Ok(resp) if resp.status().is_client_error() => {
+                        tracing::warn!(status = %resp.status(), %url, "notification-controller refused an event");
+                        return;
+                    }
+                    Ok(resp) => {
+                        tracing::debug!(status = %resp.status(), attempt, "forwarding an event failed")
+                    }
+                    Err(e) => tracing::debug!(error = %e, attempt, "forwarding an event failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500 * 2u64.pow(attempt))).await;
+            }
+            tracing::warn!(%url, "gave up forwarding an event to notification-controller");
+        });
     }
 }
 

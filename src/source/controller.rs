@@ -72,6 +72,9 @@ pub struct SourceControllerArgs {
     /// Backoff ceiling after repeated failures.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub max_retry_delay: Duration,
+    /// notification-controller's address; every event is also POSTed there in Flux's format.
+    #[arg(long, env = "EVENTS_ADDR", default_value = "")]
+    pub events_addr: String,
     /// Reconcile and serve artifacts only while holding the Lease (one active replica).
     #[arg(long)]
     pub enable_leader_election: bool,
@@ -118,7 +121,9 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         storage.clone(),
-        Events::new(client.clone(), CONTROLLER_NAME),
+        Events::new(client.clone(), CONTROLLER_NAME)
+            .forwarding_to(&args.events_addr)
+            .map_err(anyhow::Error::msg)?,
         metrics.clone(),
         SourceConfig {
             jitter_percentage: args.interval_jitter_percentage,

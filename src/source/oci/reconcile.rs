@@ -612,10 +612,45 @@ impl Pass<'_> {
         ) {
             message.push_str(&format!(", origin source '{src}', origin revision '{rev}'"));
         }
+        let metadata = self.event_metadata([
+            (
+                "source.toolkit.fluxcd.io/revision",
+                artifact.revision.as_str(),
+            ),
+            ("source.toolkit.fluxcd.io/digest", artifact.digest.as_str()),
+        ]);
         self.ctx
             .events
-            .normal(&self.obj.object_ref(&()), reason::NEW_ARTIFACT, &message)
+            .normal(
+                &self.obj.object_ref(&()),
+                reason::NEW_ARTIFACT,
+                &message,
+                metadata,
+            )
             .await;
+    }
+
+    /// Event metadata: `extra`, plus the object's `event.toolkit.fluxcd.io/*` annotations with
+    /// the prefix removed, as Flux forwards them.
+    fn event_metadata<'a>(
+        &self,
+        extra: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> BTreeMap<String, String> {
+        let mut metadata: BTreeMap<String, String> = self
+            .obj
+            .annotations()
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("event.toolkit.fluxcd.io/")
+                    .map(|k| (k.to_string(), v.clone()))
+            })
+            .collect();
+        metadata.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        metadata
     }
 
     /// Write conditions and status back, and decide when to come back.
@@ -663,7 +698,12 @@ impl Pass<'_> {
             .set(failure.condition, status, failure.reason, &failure.message);
         self.ctx
             .events
-            .warning(&self.obj.object_ref(&()), failure.reason, &failure.message)
+            .warning(
+                &self.obj.object_ref(&()),
+                failure.reason,
+                &failure.message,
+                self.event_metadata([]),
+            )
             .await;
         if failure.stalled {
             self.conditions
