@@ -103,11 +103,25 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         "metrics",
     )
     .await?;
+    // Ready once storage is reconciled and the artifact server is up (on the leader).
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readiness = ready.clone();
     serve(
         &args.health_addr,
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" })),
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = readiness.load(std::sync::atomic::Ordering::Relaxed);
+                    async move {
+                        match ready {
+                            true => (axum::http::StatusCode::OK, "ok"),
+                            false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+                        }
+                    }
+                }),
+            ),
         "health",
     )
     .await?;
@@ -145,6 +159,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         "artifact server",
     )
     .await?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let mut watch = watcher::Config::default().any_semantic();
     if !args.watch_label_selector.is_empty() {

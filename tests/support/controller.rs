@@ -16,6 +16,7 @@ pub struct SourceController {
     pub log: PathBuf,
     namespace: String,
     platform: Platform,
+    waits_for_lease: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -77,6 +78,7 @@ impl SourceController {
             log,
             namespace: namespace.to_string(),
             platform: platform.clone(),
+            waits_for_lease: extra_args.contains(&"--enable-leader-election"),
             _dir: None,
         };
         controller.wait_healthy(health_port);
@@ -92,7 +94,16 @@ impl SourceController {
                     self.log_text()
                 );
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // A replica waiting for the leader Lease is alive but never ready; others are
+            // waited for until ready (storage swept, artifact server up).
+            let up = match self.waits_for_lease {
+                true => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                false => {
+                    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        && http_get(port, "/readyz").0 == 200
+                }
+            };
+            if up {
                 return;
             }
             assert!(
