@@ -874,15 +874,17 @@ async fn a_restarted_controller_serves_without_pulling_again() {
         !pulled.is_empty(),
         "the empty volume was filled by pulling again"
     );
-    let new_artifacts = e
+    let announced: Vec<_> = e
         .events("r")
         .await
-        .iter()
+        .into_iter()
         .filter(|ev| ev.reason.as_deref() == Some("NewArtifact"))
-        .count();
+        .map(|ev| (ev.event_time, ev.message, ev.reporting_instance))
+        .collect();
     assert_eq!(
-        new_artifacts, 1,
-        "an unchanged artifact is not announced again"
+        announced.len(),
+        1,
+        "an unchanged artifact is not announced again: {announced:?}"
     );
 }
 

@@ -53,6 +53,8 @@ pub struct Context {
     pub config: SourceConfig,
     pub backoff: Backoff,
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryClient>>>,
+    /// The resourceVersion our last status write returned, per object.
+    written: Mutex<HashMap<String, String>>,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -76,6 +78,7 @@ impl Context {
             config,
             backoff,
             registries: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,7 +115,30 @@ impl Context {
         Ok(client)
     }
 
+    /// Remember the resourceVersion a status write of ours produced.
+    pub fn wrote(&self, key: &str, resource_version: Option<String>) {
+        let mut written = self.written.lock().expect("written lock");
+        match resource_version {
+            Some(rv) => written.insert(key.to_string(), rv),
+            None => written.remove(key),
+        };
+    }
+
+    /// Whether the cached object may predate our last status write: it is not the version
+    /// that write returned. (A newer version from someone else also reads as "may lag"; that
+    /// costs one GET.)
+    pub fn cache_may_lag(&self, key: &str, cached_version: Option<&str>) -> bool {
+        let written = self.written.lock().expect("written lock");
+        written
+            .get(key)
+            .is_some_and(|rv| Some(rv.as_str()) != cached_version)
+    }
+
     pub fn forget(&self, kind: &str, ns: &str, name: &str) {
+        self.written
+            .lock()
+            .expect("written lock")
+            .remove(&format!("{ns}/{name}"));
         self.backoff.reset(&format!("{ns}/{name}"));
         self.metrics.forget(&labels(kind, ns, name));
     }

@@ -115,9 +115,24 @@ struct Pass<'a> {
     written: serde_json::Value,
 }
 
-async fn reconcile_live(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
+async fn reconcile_live(cached: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
     let started = Instant::now();
-    let key = ctx.key(obj);
+    let key = ctx.key(cached);
+    // The watch cache can lag behind our own last status write; a pass that started from an
+    // older status would redo (and re-announce) work. Read the object when that may be so.
+    let fresh;
+    let obj = match ctx.cache_may_lag(&key, cached.metadata.resource_version.as_deref()) {
+        false => cached,
+        true => {
+            let api: Api<OCIRepository> =
+                Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+            fresh = api
+                .get(&cached.name_any())
+                .await
+                .map_err(SourceError::Kube)?;
+            &fresh
+        }
+    };
     tracing::debug!(object = %key, generation = ?obj.metadata.generation, requested_at = ?requested_at(obj), "reconciling");
     let generation = obj.metadata.generation.unwrap_or(0);
     let status = obj.status.clone().unwrap_or_default();
@@ -734,16 +749,19 @@ impl Pass<'_> {
             return Ok(());
         };
         let patch = json!({ "status": diff });
-        api.patch_status(
-            &self.obj.name_any(),
-            &PatchParams {
-                field_manager: Some(self.ctx.config.field_manager.clone()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(SourceError::Kube)?;
+        let updated = api
+            .patch_status(
+                &self.obj.name_any(),
+                &PatchParams {
+                    field_manager: Some(self.ctx.config.field_manager.clone()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(SourceError::Kube)?;
+        self.ctx
+            .wrote(&self.ctx.key(self.obj), updated.metadata.resource_version);
         self.written = status;
         Ok(())
     }
