@@ -74,7 +74,7 @@ impl Leadership {
         }
     }
 
-    /// Give the Lease up so that another replica takes over at once instead of after expiry.
+    /// Give the Lease up (cleared holder) instead of holding it until it expires.
     pub async fn release(self) {
         drop(self.state);
         match tokio::time::timeout(Duration::from_secs(5), self.task).await {

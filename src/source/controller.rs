@@ -84,7 +84,7 @@ pub struct SourceControllerArgs {
     /// Renew the Lease this long before it would expire; must be shorter than the duration.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub leader_election_renew_deadline: Duration,
-    /// Give the Lease up on shutdown so another replica takes over at once.
+    /// Give the Lease up on shutdown instead of holding it until it expires.
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_election_release_on_cancel: bool,
 }
