@@ -9,3 +9,4 @@ pub mod artifact;
 pub mod cli;
 pub mod controller;
 pub mod source;
+pub mod util;

@@ -280,9 +280,40 @@ impl Storage {
         fs::rename(temp.path(), &latest).map_err(io_error("rename", &latest))?;
         temp.keep();
         sync_dir(&dir)?;
-        let rel_dir = object_rel_dir(kind, namespace, name)?;
+        self.latest_url(kind, namespace, name)
+    }
+
+    /// The URL of an object's `latest.tar.gz` (`status.url`).
+    pub fn latest_url(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, StorageError> {
         // Flux always writes `http://` here; honouring an `https://` prefix is a superset.
-        Ok(self.url_for(&format!("{rel_dir}/{LATEST_FILE}")))
+        Ok(self.url_for(&artifact_path(kind, namespace, name, LATEST_FILE)?))
+    }
+
+    /// The `(namespace, name)` of every object that has a directory for `kind`.
+    pub fn stored_objects(&self, kind: &str) -> Vec<(String, String)> {
+        let kind_dir = self.root.join(kind.to_lowercase());
+        let names = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        names(&kind_dir)
+            .into_iter()
+            .flat_map(|ns| {
+                names(&kind_dir.join(&ns))
+                    .into_iter()
+                    .map(move |name| (ns.clone(), name))
+            })
+            .collect()
     }
 
     /// Whether the artifact a status points at is still on disk with that size and digest.

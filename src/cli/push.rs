@@ -2,7 +2,6 @@
 //! `flux push artifact` writes (config and layer media types, annotations, tarball layout).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -56,13 +55,21 @@ pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
     let created = if args.reproducible {
         REPRODUCIBLE_CREATED.to_string()
     } else {
-        now_rfc3339()
+        crate::util::now_whole_seconds().to_string()
     };
     let annotations = annotations(&args, &created)?;
     let client = registry.client(&url)?;
-    let digest = push(&client, &url.repository, &tag, layer, &created, annotations)
-        .await
-        .with_context(|| format!("pushing to {}", args.url))?;
+    let digest = push_layer(
+        &client,
+        &url.repository,
+        &tag,
+        layer,
+        FLUX_LAYER_MEDIA_TYPE,
+        &created,
+        annotations,
+    )
+    .await
+    .with_context(|| format!("pushing to {}", args.url))?;
     let pushed = format!("oci://{url}@{digest}");
     if args.output == "json" {
         let out = serde_json::json!({"url": pushed, "repository": url.to_string(), "tag": tag, "digest": digest});
@@ -138,50 +145,53 @@ fn annotations(args: &PushArgs, created: &str) -> anyhow::Result<BTreeMap<String
     Ok(all)
 }
 
-async fn push(
+/// Push one layer as a Flux artifact: Flux's config blob and media types, the given layer
+/// media type (Flux's content type for `push`; others, e.g. a Helm chart layer, for tests and
+/// tools) and manifest annotations. Returns the manifest digest.
+pub async fn push_layer(
     client: &RegistryClient,
     repo: &str,
     tag: &str,
     layer: Vec<u8>,
+    layer_media_type: &str,
     created: &str,
     annotations: BTreeMap<String, String>,
 ) -> anyhow::Result<String> {
     let config = serde_json::to_vec(&serde_json::json!({"created": created}))?;
-    let config_size = config.len() as i64;
-    let layer_size = layer.len() as i64;
-    let config_digest = client.push_blob(repo, config.into()).await?;
-    let layer_digest = client.push_blob(repo, layer.into()).await?;
+    let descriptor = |media_type: &str, digest: String, size: usize| Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size: size as i64,
+        ..Default::default()
+    };
+    let (config_size, layer_size) = (config.len(), layer.len());
+    let config = descriptor(
+        FLUX_CONFIG_MEDIA_TYPE,
+        client.push_blob(repo, config.into()).await?,
+        config_size,
+    );
+    let layer = descriptor(
+        layer_media_type,
+        client.push_blob(repo, layer.into()).await?,
+        layer_size,
+    );
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
         artifact_type: None,
-        config: Descriptor {
-            media_type: FLUX_CONFIG_MEDIA_TYPE.into(),
-            digest: config_digest,
-            size: config_size,
-            ..Default::default()
-        },
-        layers: vec![Descriptor {
-            media_type: FLUX_LAYER_MEDIA_TYPE.into(),
-            digest: layer_digest,
-            size: layer_size,
-            ..Default::default()
-        }],
+        config,
+        layers: vec![layer],
         subject: None,
         annotations: Some(annotations),
     };
-    let mut body = Vec::new();
-    body.write_all(&serde_json::to_vec(&manifest)?)?;
     Ok(client
-        .put_manifest(repo, tag, OCI_MANIFEST, body.into())
+        .put_manifest(
+            repo,
+            tag,
+            OCI_MANIFEST,
+            serde_json::to_vec(&manifest)?.into(),
+        )
         .await?)
-}
-
-fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
 }
 
 #[cfg(test)]

@@ -46,20 +46,7 @@ const BIPOLAR: &[&str] = &[SOURCE_VERIFIED];
 pub const MAX_MESSAGE: usize = 32768;
 
 fn now() -> Time {
-    // Conditions carry whole seconds, as the API server stores them.
-    let ts = jiff::Timestamp::now();
-    Time(jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts))
-}
-
-fn clamp_message(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_string();
-    }
-    let mut end = MAX_MESSAGE - 3;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &message[..end])
+    Time(crate::util::now_whole_seconds())
 }
 
 /// A list of conditions with Flux's `Set` and `Delete` semantics.
@@ -91,7 +78,7 @@ impl Conditions {
     /// Set a condition, stamping the generation; the transition time moves only when status,
     /// reason or message change.
     pub fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
-        let message = clamp_message(message);
+        let message = crate::util::truncate(message, MAX_MESSAGE);
         let generation = Some(self.generation);
         match self.list.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {

@@ -131,7 +131,7 @@ impl Events {
                 &self.instance,
             ));
         }
-        let note = truncate(message, MAX_NOTE);
+        let note = crate::util::truncate(message, MAX_NOTE);
         let key = SeriesKey {
             object: object.uid.clone().unwrap_or_default(),
             type_,
@@ -230,10 +230,7 @@ fn flux_event(
     controller: &str,
     instance: &str,
 ) -> serde_json::Value {
-    let ts = jiff::Timestamp::now();
-    let timestamp = jiff::Timestamp::from_second(ts.as_second())
-        .unwrap_or(ts)
-        .to_string();
+    let timestamp = crate::util::now_whole_seconds().to_string();
     let mut event = serde_json::json!({
         "involvedObject": object,
         "severity": if type_ == EventType::Warning { "error" } else { "info" },
@@ -272,15 +269,4 @@ impl Forwarder {
             tracing::warn!(%url, "gave up forwarding an event to notification-controller");
         });
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max - 3;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }

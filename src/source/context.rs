@@ -134,12 +134,11 @@ impl Context {
             .is_some_and(|rv| Some(rv.as_str()) != cached_version)
     }
 
+    /// Drop what is kept per object once it is deleted.
     pub fn forget(&self, kind: &str, ns: &str, name: &str) {
-        self.written
-            .lock()
-            .expect("written lock")
-            .remove(&format!("{ns}/{name}"));
-        self.backoff.reset(&format!("{ns}/{name}"));
+        let key = format!("{ns}/{name}");
+        self.written.lock().expect("written lock").remove(&key);
+        self.backoff.reset(&key);
         self.metrics.forget(&labels(kind, ns, name));
     }
 

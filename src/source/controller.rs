@@ -90,6 +90,7 @@ pub struct SourceControllerArgs {
 }
 
 const CONTROLLER_NAME: &str = "source-controller";
+const STORAGE_KIND: &str = reconcile::STORAGE_KIND;
 
 pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
@@ -281,37 +282,29 @@ async fn remove_orphaned_storage(
     storage: &Storage,
     args: &SourceControllerArgs,
 ) -> anyhow::Result<()> {
-    let mut params = kube::api::ListParams::default();
     if !args.watch_label_selector.is_empty() {
         // With sharding other controllers own the other objects' storage.
         return Ok(());
     }
-    params = params.match_any();
     let live: std::collections::HashSet<(String, String)> = api
-        .list_metadata(&params)
+        .list_metadata(&kube::api::ListParams::default().match_any())
         .await
         .context("listing OCIRepositories")?
         .items
         .iter()
         .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
         .collect();
-    let kind_dir = args.storage_path.join("ocirepository");
-    let Ok(namespaces) = std::fs::read_dir(&kind_dir) else {
-        return Ok(());
-    };
     let only_ns = (!args.watch_all_namespaces)
         .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
-    for ns in namespaces.flatten() {
-        let ns_name = ns.file_name().to_string_lossy().to_string();
-        if only_ns.as_ref().is_some_and(|only| *only != ns_name) {
+    for (ns, name) in storage.stored_objects(STORAGE_KIND) {
+        if only_ns.as_ref().is_some_and(|only| *only != ns)
+            || live.contains(&(ns.clone(), name.clone()))
+        {
             continue;
         }
-        for obj in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            let name = obj.file_name().to_string_lossy().to_string();
-            if !live.contains(&(ns_name.clone(), name.clone())) {
-                tracing::info!(namespace = %ns_name, %name, "removing storage of a deleted OCIRepository");
-                storage.remove_object("ocirepository", &ns_name, &name).ok();
-            }
+        tracing::info!(namespace = %ns, %name, "removing storage of a deleted OCIRepository");
+        if let Err(e) = storage.remove_object(STORAGE_KIND, &ns, &name) {
+            tracing::warn!(namespace = %ns, %name, error = %e, "could not remove orphaned storage");
         }
     }
     Ok(())

@@ -5,14 +5,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use driftless::source::oci::registry::{
-    Credentials, Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient, Transport,
-};
+pub const FLUX_LAYER: &str = driftless::cli::push::FLUX_LAYER_MEDIA_TYPE;
+use driftless::source::oci::registry::{Credentials, RegistryClient, Transport};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-
-pub const FLUX_CONFIG: &str = "application/vnd.cncf.flux.config.v1+json";
-pub const FLUX_LAYER: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
 
 /// A gzip tarball laid out as `flux push artifact` writes it: the root `.` first, then paths
 /// relative to it, uid/gid 0, zero times, modes from the files.
@@ -92,17 +88,6 @@ pub async fn push_flux_artifact(
     annotations: &[(&str, &str)],
 ) -> String {
     let created = "2026-11-29T00:00:00Z";
-    let config = serde_json::to_vec(&serde_json::json!({"created": created})).unwrap();
-    let config_size = config.len() as i64;
-    let layer_size = layer.len() as i64;
-    let config_digest = client
-        .push_blob(repo, config.into())
-        .await
-        .expect("push config");
-    let layer_digest = client
-        .push_blob(repo, layer.into())
-        .await
-        .expect("push layer");
     let mut all: BTreeMap<String, String> = BTreeMap::from([
         ("org.opencontainers.image.created".into(), created.into()),
         (
@@ -114,37 +99,14 @@ pub async fn push_flux_artifact(
             format!("main@sha1:{}", "0".repeat(40)),
         ),
     ]);
-    for (k, v) in annotations {
-        all.insert((*k).into(), (*v).into());
-    }
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.into()),
-        artifact_type: None,
-        config: Descriptor {
-            media_type: FLUX_CONFIG.into(),
-            digest: config_digest,
-            size: config_size,
-            ..Default::default()
-        },
-        layers: vec![Descriptor {
-            media_type: layer_media_type.into(),
-            digest: layer_digest,
-            size: layer_size,
-            ..Default::default()
-        }],
-        subject: None,
-        annotations: Some(all),
-    };
-    client
-        .put_manifest(
-            repo,
-            tag,
-            OCI_MANIFEST,
-            serde_json::to_vec(&manifest).unwrap().into(),
-        )
+    all.extend(
+        annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    driftless::cli::push::push_layer(client, repo, tag, layer, layer_media_type, created, all)
         .await
-        .expect("push manifest")
+        .expect("push artifact")
 }
 
 /// Requests the registry logged for a repository: `(method, path)` pairs, in order.

@@ -26,7 +26,7 @@ use crate::controller::requeue::{jittered, parse_duration};
 use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
 
 const KIND: &str = "OCIRepository";
-const STORAGE_KIND: &str = "ocirepository";
+pub const STORAGE_KIND: &str = "ocirepository";
 /// The longest a layer download may take.
 const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
 
@@ -40,38 +40,46 @@ struct Failure {
 }
 
 impl Failure {
-    fn fetch(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        condition: &'static str,
+        reason: &'static str,
+        message: impl Into<String>,
+        stalled: bool,
+    ) -> Self {
         Failure {
-            condition: cond::FETCH_FAILED,
+            condition,
             reason,
             message: message.into(),
-            stalled: false,
+            stalled,
         }
+    }
+    fn fetch(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(cond::FETCH_FAILED, reason, message, false)
     }
     fn storage(reason: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            condition: cond::STORAGE_OPERATION_FAILED,
-            reason,
-            message: message.into(),
-            stalled: false,
-        }
+        Self::new(cond::STORAGE_OPERATION_FAILED, reason, message, false)
     }
     fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            condition: cond::FETCH_FAILED,
-            reason,
-            message: message.into(),
-            stalled: true,
-        }
+        Self::new(cond::FETCH_FAILED, reason, message, true)
     }
     fn verification(message: impl Into<String>) -> Self {
-        Failure {
-            condition: cond::SOURCE_VERIFIED,
-            reason: reason::VERIFICATION_ERROR,
-            message: message.into(),
-            stalled: true,
-        }
+        Self::new(
+            cond::SOURCE_VERIFIED,
+            reason::VERIFICATION_ERROR,
+            message,
+            true,
+        )
     }
+}
+
+/// What the spec's reference points at now.
+struct Resolved {
+    /// `<tag>@sha256:<hex>`, or the bare digest for a digest reference.
+    revision: String,
+    /// The manifest digest everything is pulled by.
+    digest: String,
+    /// The reference it was resolved from, for messages (`host/repo:tag` or `host/repo@digest`).
+    reference: String,
 }
 
 /// Entry point for the kube-runtime controller.
@@ -183,7 +191,11 @@ impl Pass<'_> {
             )
         })?;
         let client = self.registry_client(&url).await?;
-        let (revision, digest, reference) = self.resolve(&client, &url).await?;
+        let Resolved {
+            revision,
+            digest,
+            reference,
+        } = self.resolve(&client, &url).await?;
         self.verify(&revision)?;
         if self.artifact_is_current(&revision) {
             self.conditions.delete(cond::FETCH_FAILED);
@@ -225,24 +237,16 @@ impl Pass<'_> {
 
     /// Garbage-collect old files and make sure the recorded artifact is still on disk.
     async fn check_storage(&mut self) {
-        let (ns, name) = (
-            self.obj.namespace().unwrap_or_default(),
-            self.obj.name_any(),
-        );
-        let current = self
-            .status
-            .artifact
-            .as_ref()
-            .and_then(|a| a.path.rsplit('/').next().map(String::from));
-        let artifact = self.status.artifact.clone();
+        let (ns, name) = (self.namespace(), self.obj.name_any());
+        let recorded = self.status.artifact.clone();
         let storage = self.ctx.storage.clone();
-        let checked = artifact.clone();
         // GC and (after a restart) one re-hash are file-system work: off the async runtime.
         let intact = tokio::task::spawn_blocking(move || {
-            if let Err(e) = storage.gc(STORAGE_KIND, &ns, &name, current.as_deref()) {
+            let current = recorded.as_ref().and_then(|a| a.path.rsplit('/').next());
+            if let Err(e) = storage.gc(STORAGE_KIND, &ns, &name, current) {
                 tracing::debug!(error = %e, "garbage collection failed");
             }
-            checked.is_some_and(|a| {
+            recorded.is_some_and(|a| {
                 storage.is_intact(&StoredArtifactRecord {
                     path: &a.path,
                     size: a.size.and_then(|s| u64::try_from(s).ok()),
@@ -252,7 +256,7 @@ impl Pass<'_> {
         })
         .await
         .unwrap_or(false);
-        let Some(artifact) = artifact else {
+        let Some(artifact) = self.status.artifact.as_mut() else {
             self.conditions
                 .mark_drift(reason::PROGRESSING, "building artifact");
             return;
@@ -269,12 +273,13 @@ impl Pass<'_> {
             return;
         }
         // A changed --storage-adv-addr reaches every object on its next pass.
-        let url = self.ctx.storage.url_for(&artifact.path);
-        if let Some(a) = self.status.artifact.as_mut() {
-            a.url = url;
-        }
+        artifact.url = self.ctx.storage.url_for(&artifact.path);
         if self.status.url.is_some() {
-            self.status.url = Some(self.ctx.storage.url_for(&latest_path(&artifact.path)));
+            self.status.url = self
+                .ctx
+                .storage
+                .latest_url(STORAGE_KIND, &self.namespace(), &self.obj.name_any())
+                .ok();
         }
     }
 
@@ -396,7 +401,7 @@ impl Pass<'_> {
         &self,
         client: &RegistryClient,
         url: &RepositoryUrl,
-    ) -> Result<(String, String, String), Failure> {
+    ) -> Result<Resolved, Failure> {
         let reference = self.obj.spec.reference.clone().unwrap_or_default();
         if let Some(digest) = reference.digest.filter(|d| !d.is_empty()) {
             if !is_sha256_digest(&digest) {
@@ -405,7 +410,11 @@ impl Pass<'_> {
                     format!("failed to determine artifact digest: invalid digest '{digest}'"),
                 ));
             }
-            return Ok((digest.clone(), digest.clone(), url.reference(&digest)));
+            return Ok(Resolved {
+                revision: digest.clone(),
+                reference: url.reference(&digest),
+                digest,
+            });
         }
         let tag = match reference.semver.filter(|s| !s.is_empty()) {
             Some(constraint) => {
@@ -440,7 +449,11 @@ impl Pass<'_> {
                     format!("failed to determine artifact digest: {e}"),
                 )
             })?;
-        Ok((format!("{tag}@{digest}"), digest, url.reference(&tag)))
+        Ok(Resolved {
+            revision: format!("{tag}@{digest}"),
+            digest,
+            reference: url.reference(&tag),
+        })
     }
 
     /// Signature verification is its own issue; until it lands, an object that asks for it is
@@ -511,7 +524,7 @@ impl Pass<'_> {
         let work = tempfile::Builder::new()
             .prefix(&format!(
                 "ocirepository-{}-{}-",
-                self.obj.namespace().unwrap_or_default(),
+                self.namespace(),
                 self.obj.name_any()
             ))
             .tempdir()
@@ -537,10 +550,7 @@ impl Pass<'_> {
         .map_err(|_| pull_failed(PullError::TimedOut(MAX_PULL_TIME)))?
         .map_err(pull_failed)?;
         let file_name = format!("{}.tar.gz", digest_of_revision(revision));
-        let (ns, name) = (
-            self.obj.namespace().unwrap_or_default(),
-            self.obj.name_any(),
-        );
+        let (ns, name) = (self.namespace(), self.obj.name_any());
         let storage = self.ctx.storage.clone();
         let limits = self.ctx.config.limits;
         let ignore = self.obj.spec.ignore.clone();
@@ -602,7 +612,6 @@ impl Pass<'_> {
         self.status.artifact = Some(artifact);
         self.status.observed_ignore = self.obj.spec.ignore.clone();
         self.status.observed_layer_selector = self.obj.spec.layer_selector.clone();
-        self.conditions.delete(cond::STORAGE_OPERATION_FAILED);
         self.conditions.delete(cond::FETCH_FAILED);
         self.conditions.delete(cond::ARTIFACT_OUTDATED);
     }
@@ -697,7 +706,6 @@ impl Pass<'_> {
             }
             other => other,
         };
-        self.status.conditions = self.conditions.list.clone();
         self.patch_status().await?;
         Ok(next.map_or_else(Action::await_change, Action::requeue))
     }
@@ -740,10 +748,7 @@ impl Pass<'_> {
 
     async fn patch_status(&mut self) -> Result<(), SourceError> {
         self.status.conditions = self.conditions.list.clone();
-        let api: Api<OCIRepository> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.obj.namespace().unwrap_or_default(),
-        );
+        let api: Api<OCIRepository> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
         let status = serde_json::to_value(&self.status).unwrap_or_default();
         let Some(diff) = merge_patch(&self.written, &status) else {
             return Ok(());
@@ -809,13 +814,6 @@ fn digest_of_revision(revision: &str) -> &str {
     revision.rsplit('@').next().unwrap_or(revision)
 }
 
-fn latest_path(artifact_path: &str) -> String {
-    match artifact_path.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/latest.tar.gz"),
-        None => "latest.tar.gz".into(),
-    }
-}
-
 fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
@@ -846,9 +844,5 @@ mod tests {
     fn file_names_come_from_the_digest_part_of_the_revision() {
         assert_eq!(digest_of_revision("latest@sha256:abc"), "sha256:abc");
         assert_eq!(digest_of_revision("sha256:abc"), "sha256:abc");
-        assert_eq!(
-            latest_path("ocirepository/ns/n/sha256:abc.tar.gz"),
-            "ocirepository/ns/n/latest.tar.gz"
-        );
     }
 }

@@ -1,0 +1,39 @@
+//! Small helpers every layer uses the same way.
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in `...` when it was cut
+/// (Kubernetes caps condition messages and event notes; registries send arbitrary bodies).
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Now, in whole seconds: what the API server stores for condition times, and the precision of
+/// Flux's RFC 3339 timestamps.
+pub fn now_whole_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_the_limit_and_char_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("abcdefghij", 8), "abcde...");
+        let cut = truncate("ééééé", 6);
+        assert!(cut.len() <= 6 && cut.ends_with("..."), "{cut}");
+    }
+
+    #[test]
+    fn whole_seconds() {
+        assert_eq!(now_whole_seconds().subsec_nanosecond(), 0);
+    }
+}
