@@ -460,16 +460,9 @@ impl RegistryClient {
         let Some(challenge) = parse_challenge(resp.headers()) else {
             return Ok(resp);
         };
-        let changed = {
-            let mut known = self.challenge.lock().expect("challenge lock");
-            let changed = known.as_ref() != Some(&challenge);
-            *known = Some(challenge);
-            changed
-        };
-        // A 401 with a cached token means the token expired or was revoked: fetch a new one.
-        let auth = self
-            .authorization(scope, !changed || auth.is_some())
-            .await?;
+        *self.challenge.lock().expect("challenge lock") = Some(challenge);
+        // A 401 despite a token means it expired or was revoked: fetch a new one.
+        let auth = self.authorization(scope, auth.is_some()).await?;
         if auth.is_none() {
             return Ok(resp);
         }
