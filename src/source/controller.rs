@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{ArgAction, Args};
 use futures::StreamExt;
@@ -97,35 +99,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
-    let render = metrics.clone();
-    serve(
-        &args.metrics_addr,
-        Router::new().route("/metrics", get(move || async move { render.render() })),
-        "metrics",
-    )
-    .await?;
-    // Ready once storage is reconciled and the artifact server is up (on the leader).
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readiness = ready.clone();
-    serve(
-        &args.health_addr,
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let ready = readiness.load(std::sync::atomic::Ordering::Relaxed);
-                    async move {
-                        match ready {
-                            true => (axum::http::StatusCode::OK, "ok"),
-                            false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-                        }
-                    }
-                }),
-            ),
-        "health",
-    )
-    .await?;
+    let ready = serve_probes(&args, &metrics).await?;
     // Like Flux, a replica that is not the leader serves health and metrics only: no storage
     // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
     let mut leadership = match args.enable_leader_election {
@@ -160,22 +134,9 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         "artifact server",
     )
     .await?;
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ready.store(true, Ordering::Relaxed);
 
-    let mut watch = watcher::Config::default().any_semantic();
-    if !args.watch_label_selector.is_empty() {
-        watch = watch.labels(&args.watch_label_selector);
-    }
-    let (store, writer) = reflector::store();
-    // managedFields are never read here and are most of an object's size in memory; and like
-    // Flux's predicates, only what asks for work (a new generation, a reconcile request, a
-    // finalizer or deletion change) reaches the queue: our own status writes do not.
-    let objects = watcher(api, watch)
-        .default_backoff()
-        .modify(|o: &mut OCIRepository| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .predicate_filter(wants_reconcile, PredicateConfig::default());
+    let (objects, store) = watched_objects(api, &args);
     tracing::info!(
         concurrent = args.concurrent,
         "starting OCIRepository controller"
@@ -224,6 +185,60 @@ fn election_config(args: &SourceControllerArgs) -> anyhow::Result<leader::Electi
         lease_duration: args.leader_election_lease_duration,
         renew_deadline: args.leader_election_renew_deadline,
     })
+}
+
+/// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
+/// the artifact server is up (on the leader).
+async fn serve_probes(
+    args: &SourceControllerArgs,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<AtomicBool>> {
+    let render = metrics.clone();
+    serve(
+        &args.metrics_addr,
+        Router::new().route("/metrics", get(move || async move { render.render() })),
+        "metrics",
+    )
+    .await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = ready.clone();
+    let readyz = move || {
+        let status = match readiness.load(Ordering::Relaxed) {
+            true => (StatusCode::OK, "ok"),
+            false => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        };
+        async move { status }
+    };
+    let probes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    serve(&args.health_addr, probes, "health").await?;
+    Ok(ready)
+}
+
+/// The OCIRepositories to reconcile, cached in `store`. managedFields are never read here and
+/// are most of an object's size in memory; and like Flux's predicates, only what asks for work
+/// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
+/// our own status writes do not.
+fn watched_objects(
+    api: Api<OCIRepository>,
+    args: &SourceControllerArgs,
+) -> (
+    impl futures::Stream<Item = Result<OCIRepository, watcher::Error>> + Send + 'static,
+    reflector::Store<OCIRepository>,
+) {
+    let mut watch = watcher::Config::default().any_semantic();
+    if !args.watch_label_selector.is_empty() {
+        watch = watch.labels(&args.watch_label_selector);
+    }
+    let (store, writer) = reflector::store();
+    let objects = watcher(api, watch)
+        .default_backoff()
+        .modify(|o: &mut OCIRepository| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(wants_reconcile, PredicateConfig::default());
+    (objects, store)
 }
 
 /// The fields whose change asks for a reconcile.
