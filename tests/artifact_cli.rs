@@ -15,6 +15,14 @@ fn driftless(args: &[&str]) -> Output {
         .expect("run driftless")
 }
 
+/// `driftless artifact ARGS --insecure-registry` (the platform's registries speak plain HTTP).
+fn artifact(args: &[&str]) -> Output {
+    let mut all = vec!["artifact"];
+    all.extend_from_slice(args);
+    all.push("--insecure-registry");
+    driftless(&all)
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -159,13 +167,11 @@ fn push_pull_tag_list_and_reproducible_digests() {
     assert_eq!(m["annotations"]["team"], "platform");
 
     let out = tempfile::tempdir().unwrap();
-    let pulled = ok(&driftless(&[
-        "artifact",
+    let pulled = ok(&artifact(&[
         "pull",
         &url,
         "--output",
         out.path().to_str().unwrap(),
-        "--insecure-registry",
     ]));
     assert!(pulled.contains("revision: main@sha1:abc"), "{pulled}");
     assert_eq!(
@@ -177,21 +183,12 @@ fn push_pull_tag_list_and_reproducible_digests() {
         ".git is left out"
     );
 
-    ok(&driftless(&[
-        "artifact",
-        "tag",
-        &url,
-        "--tag",
-        "stable",
-        "--tag",
-        "latest",
-        "--insecure-registry",
+    ok(&artifact(&[
+        "tag", &url, "--tag", "stable", "--tag", "latest",
     ]));
-    let list = ok(&driftless(&[
-        "artifact",
+    let list = ok(&artifact(&[
         "list",
         &format!("oci://{registry}/{repo}"),
-        "--insecure-registry",
         "-o",
         "json",
     ]));
@@ -203,11 +200,9 @@ fn push_pull_tag_list_and_reproducible_digests() {
             .all(|r| r["digest"] == third["digest"] && r["revision"] == "main@sha1:abc"),
         "{list}"
     );
-    let semver = ok(&driftless(&[
-        "artifact",
+    let semver = ok(&artifact(&[
         "list",
         &format!("oci://{registry}/{repo}"),
-        "--insecure-registry",
         "--semver",
         ">=1.0.0",
         "-o",
@@ -246,8 +241,7 @@ fn diff_directory_and_object_aware_artifact_diff() {
         ],
     );
     let push = |dir: &Path, tag: &str| {
-        ok(&driftless(&[
-            "artifact",
+        ok(&artifact(&[
             "push",
             &format!("oci://{registry}/{repo}:{tag}"),
             "--path",
@@ -256,7 +250,6 @@ fn diff_directory_and_object_aware_artifact_diff() {
             "s",
             "--revision",
             tag,
-            "--insecure-registry",
         ]));
     };
     push(a.path(), "a");
@@ -266,43 +259,21 @@ fn diff_directory_and_object_aware_artifact_diff() {
         format!("oci://{registry}/{repo}:b"),
     );
 
-    let same = driftless(&[
-        "artifact",
-        "diff",
-        &ua,
-        "--path",
-        a.path().to_str().unwrap(),
-        "--insecure-registry",
-    ]);
+    let same = artifact(&["diff", &ua, "--path", a.path().to_str().unwrap()]);
     assert_eq!(
         same.status.code(),
         Some(0),
         "a directory equal to the artifact: {}",
         String::from_utf8_lossy(&same.stdout)
     );
-    let differs = driftless(&[
-        "artifact",
-        "diff",
-        &ua,
-        "--path",
-        b.path().to_str().unwrap(),
-        "--insecure-registry",
-    ]);
+    let differs = artifact(&["diff", &ua, "--path", b.path().to_str().unwrap()]);
     assert_eq!(
         differs.status.code(),
         Some(1),
         "a different directory exits 1"
     );
 
-    let out = driftless(&[
-        "artifact",
-        "diff",
-        &ua,
-        &ub,
-        "--insecure-registry",
-        "-o",
-        "json",
-    ]);
+    let out = artifact(&["diff", &ua, &ub, "-o", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["added"], serde_json::json!(["/Service/prod/web"]));
@@ -314,7 +285,7 @@ fn diff_directory_and_object_aware_artifact_diff() {
         diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"),
         "{diff}"
     );
-    let same = driftless(&["artifact", "diff", &ua, &ua, "--insecure-registry"]);
+    let same = artifact(&["diff", &ua, &ua]);
     assert_eq!(same.status.code(), Some(0));
 }
 
@@ -323,8 +294,7 @@ fn bad_input_fails_clearly() {
     let platform = support::platform();
     let registry = platform.registry().to_string();
     let repo = unique("cli/bad");
-    let missing = failed(&driftless(&[
-        "artifact",
+    let missing = failed(&artifact(&[
         "push",
         &format!("oci://{registry}/{repo}:v1"),
         "--path",
@@ -333,17 +303,14 @@ fn bad_input_fails_clearly() {
         "s",
         "--revision",
         "r",
-        "--insecure-registry",
     ]));
     assert!(missing.contains("/nonexistent/dir"), "{missing}");
 
-    let unreachable = failed(&driftless(&[
-        "artifact",
+    let unreachable = failed(&artifact(&[
         "pull",
         "oci://127.0.0.1:1/app:v1",
         "--output",
         "/tmp/x",
-        "--insecure-registry",
     ]));
     assert!(
         unreachable.contains("127.0.0.1:1") && unreachable.to_lowercase().contains("connect"),
@@ -354,8 +321,7 @@ fn bad_input_fails_clearly() {
     let src = tempfile::tempdir().unwrap();
     write_tree(src.path(), &[("a.yaml", CONFIG)]);
     let user = &platform.env["DRIFTLESS_REGISTRY_USER"];
-    let wrong = failed(&driftless(&[
-        "artifact",
+    let wrong = failed(&artifact(&[
         "push",
         &format!("oci://{basic}/{repo}:v1"),
         "--path",
@@ -364,14 +330,12 @@ fn bad_input_fails_clearly() {
         "s",
         "--revision",
         "r",
-        "--insecure-registry",
         "--creds",
         &format!("{user}:wrong"),
     ]));
     assert!(wrong.contains("unauthorized"), "{wrong}");
     let right = format!("{user}:{}", platform.env["DRIFTLESS_REGISTRY_PASSWORD"]);
-    ok(&driftless(&[
-        "artifact",
+    ok(&artifact(&[
         "push",
         &format!("oci://{basic}/{repo}:v1"),
         "--path",
@@ -380,7 +344,6 @@ fn bad_input_fails_clearly() {
         "s",
         "--revision",
         "r",
-        "--insecure-registry",
         "--creds",
         &right,
     ]));
@@ -403,13 +366,11 @@ fn bad_input_fails_clearly() {
     });
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
-    let evil = failed(&driftless(&[
-        "artifact",
+    let evil = failed(&artifact(&[
         "pull",
         &format!("oci://{registry}/{repo}:evil"),
         "--output",
         out.to_str().unwrap(),
-        "--insecure-registry",
     ]));
     assert!(evil.contains("../escape.tx"), "{evil}");
     assert!(
