@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test demo bench crds lint up down platform-status testbin clean
+.PHONY: all build test demo bench bench-bucket crds lint up down platform-status testbin clean
 
 all: build
 
@@ -22,6 +22,12 @@ bench:
 	hack/platform up
 	BENCH_N=100 $(CARGO) bench --bench oci_scale
 	BENCH_N=1000 $(CARGO) bench --bench oci_scale
+
+## bench-bucket: one Bucket of 100,000 small objects, then one of 2 GiB (release build).
+bench-bucket:
+	hack/platform up
+	BENCH_BUCKET=small $(CARGO) bench --bench bucket_scale
+	BENCH_BUCKET=large $(CARGO) bench --bench bucket_scale
 
 ## crds: regenerate crds/ from the Rust types (commit the result).
 crds:

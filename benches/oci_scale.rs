@@ -54,7 +54,6 @@ async fn main() {
         &ns.name,
         &[&format!("--concurrent={concurrent}"), "--log-level=info"],
     );
-    let pid = controller.pid();
     let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
 
     let started = Instant::now();
@@ -81,7 +80,7 @@ async fn main() {
     let created = started.elapsed();
     wait_all(&api, n, ready).await;
     let all_ready = started.elapsed();
-    let rss_after_ready = peak_rss_kib(pid);
+    let rss_after_ready = controller.peak_rss_kib();
 
     // Steady state: ask every object to reconcile again and count what reached the registry.
     let log = std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]);
@@ -132,7 +131,7 @@ async fn main() {
     );
     println!(
         "  controller peak RSS               {:>8.1} MiB",
-        rss_after_ready.max(peak_rss_kib(pid)) as f64 / 1024.0
+        rss_after_ready.max(controller.peak_rss_kib()) as f64 / 1024.0
     );
     println!(
         "  registry requests per unchanged reconcile {:.2} ({} requests, {} manifest HEADs, for {n} reconciles)",
@@ -165,15 +164,4 @@ async fn wait_all(api: &Api<OCIRepository>, n: usize, done: impl Fn(&OCIReposito
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -3,27 +3,34 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
 use driftless::api::{ConditionStatus, OCIRepository};
-use support::controller::{SourceController, http_get, http_get_bytes};
+use support::controller::{SourceController, http_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
-
-const WAIT: Duration = Duration::from_secs(60);
+use support::source::{
+    Sources, WAIT, condition, files, has_condition, ready_status, revision, untar,
+};
 
 struct Env {
     platform: support::Platform,
     client: Client,
     ns: support::TestNamespace,
-    api: Api<OCIRepository>,
+    sources: Sources<OCIRepository>,
     controller: SourceController,
+}
+
+/// The shared waiting, reconcile-request and download helpers, on this test's objects.
+impl std::ops::Deref for Env {
+    type Target = Sources<OCIRepository>;
+    fn deref(&self) -> &Self::Target {
+        &self.sources
+    }
 }
 
 async fn env(prefix: &str) -> Env {
@@ -36,12 +43,12 @@ async fn env_with(prefix: &str, controller_args: &[&str]) -> Env {
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
     let controller = SourceController::start(&platform, &ns.name, controller_args);
-    let api = Api::namespaced(client.clone(), &ns.name);
+    let sources = Sources::new(&client, &ns.name, &controller);
     Env {
         platform,
         client,
         ns,
-        api,
+        sources,
         controller,
     }
 }
@@ -70,172 +77,10 @@ impl Env {
     fn repo(&self, name: &str) -> String {
         format!("{}/{name}", self.ns.name)
     }
-
-    async fn create(&self, name: &str, spec: serde_json::Value) -> OCIRepository {
-        let obj: OCIRepository = serde_json::from_value(serde_json::json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "OCIRepository",
-            "metadata": {"name": name, "namespace": self.ns.name},
-            "spec": spec,
-        }))
-        .unwrap();
-        self.api
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("create OCIRepository")
-    }
-
-    /// Wait until the object satisfies `check`, or fail with its status and the controller log.
-    /// Polls the API server: the condition is checked, never a fixed delay assumed.
-    async fn wait_until(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&OCIRepository) -> bool,
-    ) -> OCIRepository {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let obj = self.api.get_opt(name).await.expect("get OCIRepository");
-            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
-                return obj.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{name}: not {what} within {WAIT:?}; status: {}\ncontroller log (tail):\n{}",
-                    serde_json::to_string_pretty(&obj.and_then(|o| o.status)).unwrap(),
-                    tail(&self.controller.log_text(), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_ready(&self, name: &str) -> OCIRepository {
-        self.wait_until(name, "Ready", |o| {
-            ready_status(o) == Some(ConditionStatus::True) && is_current(o)
-        })
-        .await
-    }
-
-    /// Ask for a reconcile as `flux reconcile source oci` does, and wait until it was handled.
-    async fn request_reconcile(&self, name: &str) -> OCIRepository {
-        let stamp = format!(
-            "{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-        self.api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
-        // lastHandledReconcileAt is written when the pass ends, whatever its outcome.
-        self.wait_until(name, "handled the reconcile request", |o| {
-            o.status
-                .as_ref()
-                .and_then(|s| s.last_handled_reconcile_at.as_deref())
-                == Some(stamp.as_str())
-        })
-        .await
-    }
-
-    async fn events(&self, name: &str) -> Vec<Event> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
-        events
-            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-            .await
-            .unwrap()
-            .items
-    }
-
-    /// GET the artifact the status points at from the controller's artifact server.
-    fn download(&self, obj: &OCIRepository) -> Vec<u8> {
-        let artifact = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.artifact.as_ref())
-            .expect("artifact");
-        let path = artifact
-            .url
-            .split_once(&format!("127.0.0.1:{}", self.controller.storage_port))
-            .expect("url on the storage port")
-            .1;
-        let (status, body) = http_get_bytes(self.controller.storage_port, path);
-        assert_eq!(status, 200, "GET {path}");
-        body
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn ready_status(o: &OCIRepository) -> Option<ConditionStatus> {
-    o.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status)
-}
-
-fn condition<'a>(o: &'a OCIRepository, type_: &str) -> Option<&'a driftless::api::Condition> {
-    o.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn has_condition(o: &OCIRepository, type_: &str) -> bool {
-    condition(o, type_).is_some()
-}
-
-fn is_current(o: &OCIRepository) -> bool {
-    o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation
-}
-
-fn revision(o: &OCIRepository) -> String {
-    o.status
-        .as_ref()
-        .and_then(|s| s.artifact.as_ref())
-        .map(|a| a.revision.clone())
-        .unwrap_or_default()
 }
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// The files of a tar.gz, path → content, directories left out.
-fn untar(bytes: &[u8]) -> BTreeMap<String, String> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let mut out = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.header().entry_type().is_file() {
-            let path = entry
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let mut content = String::new();
-            entry.read_to_string(&mut content).unwrap();
-            out.insert(path, content);
-        }
-    }
-    out
-}
-
-fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[tokio::test]

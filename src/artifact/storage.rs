@@ -22,7 +22,7 @@ pub const LATEST_FILE: &str = "latest.tar.gz";
 /// Suffix of the advisory lock file kept next to each artifact.
 pub const LOCK_SUFFIX: &str = ".lock";
 /// Marks temp files; with the leading dot it makes leftovers recognisable after a crash.
-const TEMP_MARKER: &str = ".driftless-tmp-";
+pub const TEMP_MARKER: &str = ".driftless-tmp-";
 /// Garbage collection gives up on a directory holding more candidates than this.
 pub const GC_FILE_LIMIT: usize = 1000;
 const DIR_MODE: u32 = 0o700;
@@ -453,7 +453,12 @@ impl Storage {
         Ok(removed)
     }
 
-    fn object_dir(&self, kind: &str, namespace: &str, name: &str) -> Result<PathBuf, StorageError> {
+    pub fn object_dir(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, StorageError> {
         Ok(self.root.join(object_rel_dir(kind, namespace, name)?))
     }
 }

@@ -29,6 +29,12 @@ pub mod reason {
     pub const VERIFICATION_ERROR: &str = "VerificationError";
     pub const UNSUPPORTED_PROVIDER: &str = "UnsupportedProvider";
     pub const NEW_ARTIFACT: &str = "NewArtifact";
+    pub const BUCKET_OPERATION_FAILED: &str = "BucketOperationFailed";
+    pub const INVALID_PATH: &str = "InvalidPath";
+    pub const INVALID_STS_CONFIGURATION: &str = "InvalidSTSConfiguration";
+    pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
+    /// Ours: object keys that cannot be files inside the artifact were left out.
+    pub const UNSAFE_OBJECT_KEYS: &str = "UnsafeObjectKeys";
 }
 
 /// Conditions that are abnormal when True.

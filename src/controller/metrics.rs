@@ -46,6 +46,8 @@ pub struct Metrics {
     pub suspend: Family<ObjectLabels, Gauge>,
     pub reconcile_total: Family<ResultLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub bucket_objects_downloaded: Counter,
+    pub bucket_bytes_downloaded: Counter,
 }
 
 impl Default for Metrics {
@@ -90,8 +92,22 @@ impl Metrics {
             "Total number of reconciliation errors per controller",
             reconcile_errors.clone(),
         );
+        let bucket_objects_downloaded = Counter::default();
+        let bucket_bytes_downloaded = Counter::default();
+        registry.register(
+            "driftless_bucket_objects_downloaded",
+            "Objects downloaded from buckets into the Bucket mirrors.",
+            bucket_objects_downloaded.clone(),
+        );
+        registry.register(
+            "driftless_bucket_downloaded_bytes",
+            "Bytes downloaded from buckets into the Bucket mirrors.",
+            bucket_bytes_downloaded.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
+            bucket_objects_downloaded,
+            bucket_bytes_downloaded,
             reconcile_duration,
             condition,
             suspend,
@@ -120,6 +136,11 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::from(s == status));
         }
+    }
+
+    pub fn record_bucket_sync(&self, objects: u64, bytes: u64) {
+        self.bucket_objects_downloaded.inc_by(objects);
+        self.bucket_bytes_downloaded.inc_by(bytes);
     }
 
     pub fn record_suspend(&self, object: &ObjectLabels, suspended: bool) {

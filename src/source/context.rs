@@ -36,6 +36,10 @@ pub struct SourceConfig {
     pub limits: ExtractLimits,
     pub field_manager: String,
     pub user_agent: String,
+    /// Concurrent object downloads per Bucket.
+    pub bucket_concurrency: usize,
+    /// Largest single Bucket object.
+    pub bucket_max_object_bytes: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -18,8 +18,8 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use super::context::{Context, REQUESTED_AT, SourceConfig, SourceError};
-use super::oci::reconcile;
-use crate::api::OCIRepository;
+use super::pass::{SourceObject, reconcile};
+use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::events::Events;
@@ -50,6 +50,12 @@ pub struct SourceControllerArgs {
     /// Most files an artifact may unpack to.
     #[arg(long, default_value_t = 100_000)]
     pub artifact_max_files: u64,
+    /// Concurrent object downloads per Bucket reconcile.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub bucket_download_concurrency: u16,
+    /// Largest single object a Bucket may hold, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub bucket_max_object_size: u64,
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 2)]
     pub concurrent: u16,
@@ -92,7 +98,6 @@ pub struct SourceControllerArgs {
 }
 
 const CONTROLLER_NAME: &str = "source-controller";
-const STORAGE_KIND: &str = reconcile::STORAGE_KIND;
 
 pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
@@ -122,11 +127,13 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             },
             field_manager: CONTROLLER_NAME.into(),
             user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),
+            bucket_concurrency: usize::from(args.bucket_download_concurrency),
+            bucket_max_object_bytes: args.bucket_max_object_size,
         },
         Backoff::new(args.min_retry_delay, args.max_retry_delay),
     ));
-    let api = watched_api(&client, &args)?;
-    remove_orphaned_storage(&api, &storage, &args).await?;
+    remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
+    remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
 
     serve(
         &args.storage_addr,
@@ -136,24 +143,10 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     .await?;
     ready.store(true, Ordering::Relaxed);
 
-    let (objects, store) = watched_objects(api, &args);
-    tracing::info!(
-        concurrent = args.concurrent,
-        "starting OCIRepository controller"
+    let controllers = futures::future::join(
+        controller::<OCIRepository>(&client, &args, ctx.clone())?,
+        controller::<Bucket>(&client, &args, ctx)?,
     );
-    let controller = Controller::for_stream(objects, store)
-        .with_config(ControllerConfig::default().concurrency(args.concurrent))
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    tracing::debug!(object = %obj, "object gone")
-                }
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
-            }
-        });
     let lost = async {
         match leadership.as_mut() {
             Some(l) => l.lost().await,
@@ -161,7 +154,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        _ = controller => {}
+        _ = controllers => {}
         _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
     }
     // Shutdown finished the reconciles in flight; hand the Lease over without waiting for expiry.
@@ -170,6 +163,33 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("source-controller stopped");
     Ok(())
+}
+
+/// The controller of one source kind; it ends when a shutdown signal has drained it.
+fn controller<K: SourceObject>(
+    client: &Client,
+    args: &SourceControllerArgs,
+    ctx: Arc<Context>,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
+    let (objects, store) = watched_objects(watched_api::<K>(client, args)?, args);
+    tracing::info!(
+        concurrent = args.concurrent,
+        kind = K::KIND,
+        "starting controller"
+    );
+    Ok(Controller::for_stream(objects, store)
+        .with_config(ControllerConfig::default().concurrency(args.concurrent))
+        .shutdown_on_signal()
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(object = %obj, "object gone")
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        }))
 }
 
 fn election_config(args: &SourceControllerArgs) -> anyhow::Result<leader::ElectionConfig> {
@@ -216,16 +236,16 @@ async fn serve_probes(
     Ok(ready)
 }
 
-/// The OCIRepositories to reconcile, cached in `store`. managedFields are never read here and
+/// The objects of one kind to reconcile, cached in `store`. managedFields are never read here and
 /// are most of an object's size in memory; and like Flux's predicates, only what asks for work
 /// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
 /// our own status writes do not.
-fn watched_objects(
-    api: Api<OCIRepository>,
+fn watched_objects<K: SourceObject>(
+    api: Api<K>,
     args: &SourceControllerArgs,
 ) -> (
-    impl futures::Stream<Item = Result<OCIRepository, watcher::Error>> + Send + 'static,
-    reflector::Store<OCIRepository>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reflector::Store<K>,
 ) {
     let mut watch = watcher::Config::default().any_semantic();
     if !args.watch_label_selector.is_empty() {
@@ -234,7 +254,7 @@ fn watched_objects(
     let (store, writer) = reflector::store();
     let objects = watcher(api, watch)
         .default_backoff()
-        .modify(|o: &mut OCIRepository| o.managed_fields_mut().clear())
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
         .touched_objects()
         .predicate_filter(wants_reconcile, PredicateConfig::default());
@@ -242,12 +262,12 @@ fn watched_objects(
 }
 
 /// The fields whose change asks for a reconcile.
-fn wants_reconcile(obj: &OCIRepository) -> Option<u64> {
+fn wants_reconcile<K: SourceObject>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.metadata.generation.hash(&mut h);
+    obj.meta().generation.hash(&mut h);
     obj.annotations().get(REQUESTED_AT).hash(&mut h);
-    obj.metadata
+    obj.meta()
         .deletion_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
@@ -256,7 +276,7 @@ fn wants_reconcile(obj: &OCIRepository) -> Option<u64> {
     Some(h.finish())
 }
 
-fn error_policy(obj: Arc<OCIRepository>, error: &SourceError, ctx: Arc<Context>) -> Action {
+fn error_policy<K: SourceObject>(obj: Arc<K>, error: &SourceError, ctx: Arc<Context>) -> Action {
     tracing::warn!(object = %ctx.key(obj.as_ref()), %error, "reconcile error");
     Action::requeue(ctx.backoff.next_delay(&ctx.key(obj.as_ref())))
 }
@@ -282,7 +302,10 @@ fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {
     Ok(storage)
 }
 
-fn watched_api(client: &Client, args: &SourceControllerArgs) -> anyhow::Result<Api<OCIRepository>> {
+fn watched_api<K: SourceObject>(
+    client: &Client,
+    args: &SourceControllerArgs,
+) -> anyhow::Result<Api<K>> {
     if args.watch_all_namespaces {
         return Ok(Api::all(client.clone()));
     }
@@ -292,8 +315,8 @@ fn watched_api(client: &Client, args: &SourceControllerArgs) -> anyhow::Result<A
 }
 
 /// Artifacts of objects deleted while the controller was down are removed at start-up.
-async fn remove_orphaned_storage(
-    api: &Api<OCIRepository>,
+async fn remove_orphaned_storage<K: SourceObject>(
+    client: &Client,
     storage: &Storage,
     args: &SourceControllerArgs,
 ) -> anyhow::Result<()> {
@@ -301,24 +324,25 @@ async fn remove_orphaned_storage(
         // With sharding other controllers own the other objects' storage.
         return Ok(());
     }
+    let api = watched_api::<K>(client, args)?;
     let live: std::collections::HashSet<(String, String)> = api
         .list_metadata(&kube::api::ListParams::default().match_any())
         .await
-        .context("listing OCIRepositories")?
+        .with_context(|| format!("listing {}s", K::KIND))?
         .items
         .iter()
         .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
         .collect();
     let only_ns = (!args.watch_all_namespaces)
         .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
-    for (ns, name) in storage.stored_objects(STORAGE_KIND) {
+    for (ns, name) in storage.stored_objects(K::STORAGE_KIND) {
         if only_ns.as_ref().is_some_and(|only| *only != ns)
             || live.contains(&(ns.clone(), name.clone()))
         {
             continue;
         }
-        tracing::info!(namespace = %ns, %name, "removing storage of a deleted OCIRepository");
-        if let Err(e) = storage.remove_object(STORAGE_KIND, &ns, &name) {
+        tracing::info!(namespace = %ns, %name, kind = K::KIND, "removing storage of a deleted object");
+        if let Err(e) = storage.remove_object(K::STORAGE_KIND, &ns, &name) {
             tracing::warn!(namespace = %ns, %name, error = %e, "could not remove orphaned storage");
         }
     }

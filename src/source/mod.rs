@@ -1,6 +1,8 @@
 //! Upstream sources: resolving references, fetching content and turning it into artifacts.
 
+pub mod bucket;
 pub mod context;
 pub mod controller;
 pub mod oci;
+pub mod pass;
 pub mod store;

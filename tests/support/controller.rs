@@ -149,6 +149,18 @@ impl SourceController {
         next
     }
 
+    /// The process's peak resident set size (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").1
     }

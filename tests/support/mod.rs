@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod objectstore;
 pub mod oci;
 pub mod proxy;
+pub mod source;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

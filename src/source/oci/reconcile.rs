@@ -1,17 +1,12 @@
 //! The OCIRepository reconciler: a short orchestration of named steps, each returning what it
 //! learnt or a `Failure` that names the condition, reason and message Flux would report.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use super::credentials::{DockerConfig, Keychain, proxy_from_secret, tls_from_secret, transport};
 use super::pull::{self, PullError};
@@ -19,58 +14,13 @@ use super::reference::RepositoryUrl;
 use super::registry::{RegistryClient, Transport, is_sha256_digest};
 use super::semver::{HELM_CHART_LAYER, select_tag};
 use crate::api::oci_repository::{LayerOperation, OCILayerSelector, OCIProvider};
-use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
-use crate::artifact::storage::StoredArtifactRecord;
-use crate::controller::conditions::{self as cond, Conditions, reason};
-use crate::controller::requeue::{jittered, parse_duration};
-use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
+use crate::api::{Artifact, OCIRepository, OCIRepositoryStatus};
+use crate::controller::conditions::{self as cond, reason};
+use crate::controller::requeue::parse_duration;
+use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status, kube_message};
 
-const KIND: &str = "OCIRepository";
-pub const STORAGE_KIND: &str = "ocirepository";
 /// The longest a layer download may take.
 const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
-
-/// A step's failure, as Flux reports it.
-#[derive(Debug)]
-struct Failure {
-    condition: &'static str,
-    reason: &'static str,
-    message: String,
-    stalled: bool,
-}
-
-impl Failure {
-    fn new(
-        condition: &'static str,
-        reason: &'static str,
-        message: impl Into<String>,
-        stalled: bool,
-    ) -> Self {
-        Failure {
-            condition,
-            reason,
-            message: message.into(),
-            stalled,
-        }
-    }
-    fn fetch(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(cond::FETCH_FAILED, reason, message, false)
-    }
-    fn storage(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(cond::STORAGE_OPERATION_FAILED, reason, message, false)
-    }
-    fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(cond::FETCH_FAILED, reason, message, true)
-    }
-    fn verification(message: impl Into<String>) -> Self {
-        Self::new(
-            cond::SOURCE_VERIFIED,
-            reason::VERIFICATION_ERROR,
-            message,
-            true,
-        )
-    }
-}
 
 /// What the spec's reference points at now.
 struct Resolved {
@@ -82,108 +32,31 @@ struct Resolved {
     reference: String,
 }
 
-/// Entry point for the kube-runtime controller.
-pub async fn reconcile(obj: Arc<OCIRepository>, ctx: Arc<Context>) -> Result<Action, SourceError> {
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<OCIRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
-            FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| SourceError::Finalizer(Box::new(e)))
-}
+impl_source_status!(OCIRepositoryStatus);
 
-async fn cleanup(obj: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
-    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let storage = ctx.storage.clone();
-    let (n, m) = (ns.clone(), name.clone());
-    tokio::task::spawn_blocking(move || storage.remove_object(STORAGE_KIND, &n, &m))
-        .await
-        .map_err(|e| SourceError::Storage(e.to_string()))?
-        .map_err(|e| {
-            SourceError::Storage(format!(
-                "garbage collecting artifacts of deleted {ns}/{name}: {e}"
-            ))
-        })?;
-    ctx.forget(KIND, &ns, &name);
-    Ok(Action::await_change())
-}
-
-/// What one pass starts from and writes back.
-struct Pass<'a> {
-    obj: &'a OCIRepository,
-    ctx: &'a Context,
-    status: OCIRepositoryStatus,
-    conditions: Conditions,
-    generation: i64,
-    /// The status as last written (or read), which the next write is a patch against.
-    written: serde_json::Value,
-}
-
-async fn reconcile_live(cached: &OCIRepository, ctx: &Context) -> Result<Action, SourceError> {
-    let started = Instant::now();
-    let key = ctx.key(cached);
-    // The watch cache can lag behind our own last status write; a pass that started from an
-    // older status would redo (and re-announce) work. Read the object when that may be so.
-    let fresh;
-    let obj = match ctx.cache_may_lag(&key, cached.metadata.resource_version.as_deref()) {
-        false => cached,
-        true => {
-            let api: Api<OCIRepository> =
-                Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-            fresh = api
-                .get(&cached.name_any())
-                .await
-                .map_err(SourceError::Kube)?;
-            &fresh
-        }
-    };
-    tracing::debug!(object = %key, generation = ?obj.metadata.generation, requested_at = ?requested_at(obj), "reconciling");
-    let generation = obj.metadata.generation.unwrap_or(0);
-    let status = obj.status.clone().unwrap_or_default();
-    let mut pass = Pass {
-        obj,
-        ctx,
-        conditions: Conditions::new(status.conditions.clone(), generation),
-        written: serde_json::to_value(&status).unwrap_or_default(),
-        status,
-        generation,
-    };
-    if obj.spec.suspend {
-        pass.status.last_handled_reconcile_at = requested_at(obj);
-        // kstatus reads a suspended object as current only once its generation is observed.
-        if !pass.conditions.list.is_empty() {
-            pass.status.observed_generation = Some(pass.generation);
-        }
-        pass.patch_status().await?;
-        ctx.record_suspend(KIND, obj, true);
-        return Ok(Action::await_change());
+impl SourceObject for OCIRepository {
+    type Status = OCIRepositoryStatus;
+    const KIND: &'static str = "OCIRepository";
+    const STORAGE_KIND: &'static str = "ocirepository";
+    fn status(&self) -> Option<&OCIRepositoryStatus> {
+        self.status.as_ref()
     }
-    ctx.record_suspend(KIND, obj, false);
-
-    let outcome = pass.run().await;
-    tracing::debug!(object = %key, failure = ?outcome.as_ref().err().map(|f| &f.message), "pass finished");
-    let action = pass.finish(outcome, &key).await;
-    ctx.observe(KIND, obj, started.elapsed(), &pass.conditions);
-    action
+    fn interval(&self) -> &str {
+        &self.spec.interval
+    }
+    fn suspended(&self) -> bool {
+        self.spec.suspend
+    }
+    fn run(
+        pass: &mut Pass<'_, Self>,
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
+        pass.run_oci()
+    }
 }
 
-impl Pass<'_> {
-    async fn run(&mut self) -> Result<(), Failure> {
-        // Taken before the storage check may forget a vanished file, so a restart over an
-        // empty volume does not announce the same artifact as new.
-        let previous_digest = self
-            .obj
-            .status
-            .as_ref()
-            .and_then(|s| s.artifact.as_ref())
-            .map(|a| a.digest.clone());
-        self.conditions.delete(cond::STORAGE_OPERATION_FAILED);
-        self.announce_generation();
-        self.check_storage().await;
+impl Pass<'_, OCIRepository> {
+    async fn run_oci(&mut self) -> Result<(), Failure> {
+        let previous_digest = self.previous_digest();
         let url = RepositoryUrl::parse(&self.obj.spec.url).map_err(|e| {
             Failure::stalled(
                 reason::URL_INVALID,
@@ -204,83 +77,20 @@ impl Pass<'_> {
             tracing::debug!(object = %self.ctx.key(self.obj), %revision, "artifact up-to-date with remote revision");
             return Ok(());
         }
-        self.announce_new_revision(&revision, &reference).await;
+        // `reference` is the one the revision was resolved from (`host/repo:tag` or `@digest`).
+        self.announce_new_revision(&format!("new revision '{revision}' for '{reference}'"))
+            .await;
         let (artifact, latest_url) = self
             .pull_and_store(&client, &url, &revision, &digest)
             .await?;
         self.record_artifact(artifact.clone(), latest_url);
+        self.status.observed_ignore = self.obj.spec.ignore.clone();
+        self.status.observed_layer_selector = self.obj.spec.layer_selector.clone();
         self.mark_stored(&revision);
         if previous_digest.as_deref() != Some(artifact.digest.as_str()) {
-            self.emit_new_artifact(&artifact).await;
+            self.announce_artifact(&artifact).await;
         }
         Ok(())
-    }
-
-    /// Mark a new generation or a reconcile request as work in progress. Flux patches this
-    /// at once; here it rides along with the next status write (the new-revision notice or the
-    /// result), which halves the API writes of a first reconcile without hiding anything that
-    /// lasts longer than a pull.
-    fn announce_generation(&mut self) {
-        let observed = self.status.observed_generation.unwrap_or(-1);
-        if observed != self.generation {
-            let message = format!(
-                "processing object: new generation {observed} -> {}",
-                self.generation
-            );
-            self.conditions
-                .mark_reconciling(reason::PROGRESSING, &message);
-        } else if requested_at(self.obj) != self.status.last_handled_reconcile_at {
-            self.conditions
-                .mark_reconciling(reason::PROGRESSING, "reconciliation in progress");
-        }
-    }
-
-    /// Garbage-collect old files and make sure the recorded artifact is still on disk.
-    async fn check_storage(&mut self) {
-        let (ns, name) = (self.namespace(), self.obj.name_any());
-        let recorded = self.status.artifact.clone();
-        let storage = self.ctx.storage.clone();
-        // GC and (after a restart) one re-hash are file-system work: off the async runtime.
-        let intact = tokio::task::spawn_blocking(move || {
-            let current = recorded.as_ref().and_then(|a| a.path.rsplit('/').next());
-            if let Err(e) = storage.gc(STORAGE_KIND, &ns, &name, current) {
-                tracing::debug!(error = %e, "garbage collection failed");
-            }
-            recorded.is_some_and(|a| {
-                storage.is_intact(&StoredArtifactRecord {
-                    path: &a.path,
-                    size: a.size.and_then(|s| u64::try_from(s).ok()),
-                    digest: &a.digest,
-                })
-            })
-        })
-        .await
-        .unwrap_or(false);
-        let Some(artifact) = self.status.artifact.as_mut() else {
-            self.conditions
-                .mark_drift(reason::PROGRESSING, "building artifact");
-            return;
-        };
-        if !intact {
-            self.status.artifact = None;
-            self.status.url = None;
-            self.conditions.delete(cond::ARTIFACT_IN_STORAGE);
-            self.conditions.mark_drift(
-                reason::PROGRESSING,
-                "building artifact: disappeared from storage",
-            );
-            let _ = self.patch_status().await;
-            return;
-        }
-        // A changed --storage-adv-addr reaches every object on its next pass.
-        artifact.url = self.ctx.storage.url_for(&artifact.path);
-        if self.status.url.is_some() {
-            self.status.url = self
-                .ctx
-                .storage
-                .latest_url(STORAGE_KIND, &self.namespace(), &self.obj.name_any())
-                .ok();
-        }
     }
 
     async fn registry_client(&self, url: &RepositoryUrl) -> Result<Arc<RegistryClient>, Failure> {
@@ -377,25 +187,6 @@ impl Pass<'_> {
         Ok(transport)
     }
 
-    fn namespace(&self) -> String {
-        self.obj.namespace().unwrap_or_default()
-    }
-
-    /// A Secret's data (and stringData), or the API server's message (`secrets "x" not found`).
-    async fn read_secret(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
-        let secret = secrets.get(name).await.map_err(|e| kube_message(&e))?;
-        Ok(secret_data(&secret))
-    }
-
-    async fn parse_secret<T>(
-        &self,
-        name: &str,
-        parse: impl FnOnce(&BTreeMap<String, Vec<u8>>) -> Result<T, String>,
-    ) -> Result<T, String> {
-        parse(&self.read_secret(name).await?).map_err(|e| format!("secret '{name}': {e}"))
-    }
-
     /// The revision and manifest digest the spec's reference points at now.
     async fn resolve(
         &self,
@@ -484,20 +275,6 @@ impl Pass<'_> {
             && self.status.observed_layer_selector == self.obj.spec.layer_selector
     }
 
-    /// `reference` is the one the revision was resolved from (`host/repo:tag` or `@digest`).
-    async fn announce_new_revision(&mut self, revision: &str, reference: &str) {
-        let message = format!("new revision '{revision}' for '{reference}'");
-        if self.status.artifact.is_some() {
-            self.conditions
-                .mark_true(cond::ARTIFACT_OUTDATED, reason::NEW_REVISION, &message);
-        }
-        self.conditions.mark_drift(
-            reason::PROGRESSING,
-            &format!("building artifact: {message}"),
-        );
-        let _ = self.patch_status().await;
-    }
-
     async fn pull_and_store(
         &self,
         client: &RegistryClient,
@@ -558,7 +335,7 @@ impl Pass<'_> {
         let (stored, latest) = tokio::task::spawn_blocking(move || {
             let stored = crate::source::store::store_layer(
                 &storage,
-                STORAGE_KIND,
+                OCIRepository::STORAGE_KIND,
                 &ns,
                 &name,
                 &file_name,
@@ -570,7 +347,7 @@ impl Pass<'_> {
             )?;
             // The latest.tar.gz link is best effort, as in Flux.
             let latest = storage
-                .set_latest(STORAGE_KIND, &ns, &name, &stored.path)
+                .set_latest(OCIRepository::STORAGE_KIND, &ns, &name, &stored.path)
                 .inspect_err(|e| tracing::debug!(error = %e, "failed to update status URL symlink"))
                 .ok();
             Ok::<_, crate::source::store::StoreError>((stored, latest))
@@ -605,17 +382,6 @@ impl Pass<'_> {
         ))
     }
 
-    fn record_artifact(&mut self, artifact: Artifact, latest_url: Option<String>) {
-        if latest_url.is_some() {
-            self.status.url = latest_url;
-        }
-        self.status.artifact = Some(artifact);
-        self.status.observed_ignore = self.obj.spec.ignore.clone();
-        self.status.observed_layer_selector = self.obj.spec.layer_selector.clone();
-        self.conditions.delete(cond::FETCH_FAILED);
-        self.conditions.delete(cond::ARTIFACT_OUTDATED);
-    }
-
     fn mark_stored(&mut self, revision: &str) {
         self.conditions.mark_true(
             cond::ARTIFACT_IN_STORAGE,
@@ -624,7 +390,7 @@ impl Pass<'_> {
         );
     }
 
-    async fn emit_new_artifact(&self, artifact: &Artifact) {
+    async fn announce_artifact(&self, artifact: &Artifact) {
         let mut message = format!(
             "stored artifact with revision '{}' from '{}'",
             artifact.revision, self.obj.spec.url
@@ -636,204 +402,13 @@ impl Pass<'_> {
         ) {
             message.push_str(&format!(", origin source '{src}', origin revision '{rev}'"));
         }
-        let metadata = self.event_metadata([
-            (
-                "source.toolkit.fluxcd.io/revision",
-                artifact.revision.as_str(),
-            ),
-            ("source.toolkit.fluxcd.io/digest", artifact.digest.as_str()),
-        ]);
-        self.ctx
-            .events
-            .normal(
-                &self.obj.object_ref(&()),
-                reason::NEW_ARTIFACT,
-                &message,
-                metadata,
-            )
-            .await;
+        self.emit_new_artifact(artifact, &message, &[]).await;
     }
-
-    /// Event metadata: `extra`, plus the object's `event.toolkit.fluxcd.io/*` annotations with
-    /// the prefix removed, as Flux forwards them.
-    fn event_metadata<'a>(
-        &self,
-        extra: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> BTreeMap<String, String> {
-        let mut metadata: BTreeMap<String, String> = self
-            .obj
-            .annotations()
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("event.toolkit.fluxcd.io/")
-                    .map(|k| (k.to_string(), v.clone()))
-            })
-            .collect();
-        metadata.extend(
-            extra
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        metadata
-    }
-
-    /// Write conditions and status back, and decide when to come back.
-    async fn finish(
-        &mut self,
-        outcome: Result<(), Failure>,
-        key: &str,
-    ) -> Result<Action, SourceError> {
-        self.status.last_handled_reconcile_at = requested_at(self.obj);
-        let interval = parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
-        let next = match outcome {
-            Ok(()) => {
-                self.conditions.delete(cond::RECONCILING);
-                self.conditions.delete(cond::STALLED);
-                self.status.observed_generation = Some(self.generation);
-                self.ctx.backoff.reset(key);
-                Some(jittered(interval, self.ctx.config.jitter_percentage))
-            }
-            Err(failure) => self.record_failure(failure, key).await,
-        };
-        self.conditions.summarize(cond::OCI_READY_PRIORITY);
-        // Flux's rule: a pass without error that still is not Ready is retried with backoff.
-        let next = match next {
-            Some(_)
-                if !self.conditions.is_true(cond::READY)
-                    && !self.conditions.is_true(cond::STALLED) =>
-            {
-                Some(self.ctx.backoff.next_delay(key))
-            }
-            other => other,
-        };
-        self.patch_status().await?;
-        Ok(next.map_or_else(Action::await_change, Action::requeue))
-    }
-
-    /// Record a failed step; `None` means stalled (wait for a spec change), else the backoff.
-    async fn record_failure(&mut self, failure: Failure, key: &str) -> Option<Duration> {
-        let status = if failure.condition == cond::SOURCE_VERIFIED {
-            ConditionStatus::False
-        } else {
-            ConditionStatus::True
-        };
-        self.conditions
-            .set(failure.condition, status, failure.reason, &failure.message);
-        self.ctx
-            .events
-            .warning(
-                &self.obj.object_ref(&()),
-                failure.reason,
-                &failure.message,
-                self.event_metadata([]),
-            )
-            .await;
-        if failure.stalled {
-            self.conditions
-                .mark_true(cond::STALLED, failure.reason, &failure.message);
-            self.conditions.delete(cond::RECONCILING);
-            self.status.observed_generation = Some(self.generation);
-            return None;
-        }
-        self.conditions.delete(cond::STALLED);
-        let message = self
-            .conditions
-            .get(cond::RECONCILING)
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| "reconciliation in progress".into());
-        self.conditions
-            .mark_reconciling(reason::PROGRESSING_WITH_RETRY, &message);
-        Some(self.ctx.backoff.next_delay(key))
-    }
-
-    async fn patch_status(&mut self) -> Result<(), SourceError> {
-        self.status.conditions = self.conditions.list.clone();
-        let api: Api<OCIRepository> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
-        let status = serde_json::to_value(&self.status).unwrap_or_default();
-        let Some(diff) = merge_patch(&self.written, &status) else {
-            return Ok(());
-        };
-        let patch = json!({ "status": diff });
-        let updated = api
-            .patch_status(
-                &self.obj.name_any(),
-                &PatchParams {
-                    field_manager: Some(self.ctx.config.field_manager.clone()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(SourceError::Kube)?;
-        self.ctx
-            .wrote(&self.ctx.key(self.obj), updated.metadata.resource_version);
-        self.written = status;
-        Ok(())
-    }
-}
-
-/// A JSON merge patch from `old` to `new`, as Flux's patch helper computes it: changed
-/// fields, and `null` for fields that went away (so they are removed whoever set them, Flux
-/// itself included after a migration). `None` when nothing changed.
-fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> Option<serde_json::Value> {
-    use serde_json::Value;
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => {
-            let mut patch = serde_json::Map::new();
-            for (k, nv) in n {
-                match o.get(k) {
-                    Some(ov) => {
-                        if let Some(p) = merge_patch(ov, nv) {
-                            patch.insert(k.clone(), p);
-                        }
-                    }
-                    None => {
-                        patch.insert(k.clone(), nv.clone());
-                    }
-                }
-            }
-            for k in o.keys().filter(|k| !n.contains_key(*k)) {
-                patch.insert(k.clone(), Value::Null);
-            }
-            (!patch.is_empty()).then_some(Value::Object(patch))
-        }
-        _ => (old != new).then(|| new.clone()),
-    }
-}
-
-fn requested_at(obj: &OCIRepository) -> Option<String> {
-    obj.annotations().get(REQUESTED_AT).cloned().or_else(|| {
-        obj.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.clone())
-    })
 }
 
 /// The file name part of a revision: everything after the last `@` (`sha256:<hex>`).
 fn digest_of_revision(revision: &str) -> &str {
     revision.rsplit('@').next().unwrap_or(revision)
-}
-
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.clone().unwrap_or_default() {
-        data.entry(k).or_insert_with(|| v.into_bytes());
-    }
-    data
-}
-
-/// Kubernetes errors as Flux prints them (`secrets "x" not found`).
-fn kube_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -678,7 +678,10 @@ fn plain_http_allowed(registry: &str, insecure: bool) -> bool {
     }
 }
 
-fn build_http_client(transport: &Transport, user_agent: &str) -> Result<reqwest::Client, String> {
+pub(crate) fn build_http_client(
+    transport: &Transport,
+    user_agent: &str,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(user_agent)
         .connect_timeout(Duration::from_secs(30))

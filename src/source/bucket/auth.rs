@@ -1,0 +1,241 @@
+//! What the cloud clients share for authentication: a process-wide cache of short-lived
+//! tokens, RS256 JWTs (GCP service accounts, Azure client certificates), PEM decoding and
+//! HMAC-SHA256 (SigV4, Azure shared key).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::{hmac, rand::SystemRandom, signature};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+/// A bearer token (or a session credential serialised into one string) and when it lapses.
+#[derive(Clone)]
+pub struct Token {
+    pub value: String,
+    pub expires: Instant,
+}
+
+/// Tokens are refreshed this long before they lapse, so none expires mid-pass.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Past this many cached tokens the cache starts over (rotated credentials cannot grow it).
+const MAX_TOKENS: usize = 4096;
+
+static TOKENS: LazyLock<Mutex<HashMap<String, Token>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The cached token for `key` (a hash of the credential material), else a fresh one.
+pub async fn cached_token<F, Fut>(key: &str, fetch: F) -> Result<String, String>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Token, String>>,
+{
+    if let Some(token) = TOKENS.lock().expect("token cache").get(key)
+        && token.expires > Instant::now() + REFRESH_MARGIN
+    {
+        return Ok(token.value.clone());
+    }
+    let token = fetch().await?;
+    let mut tokens = TOKENS.lock().expect("token cache");
+    if tokens.len() >= MAX_TOKENS {
+        tokens.clear();
+    }
+    tokens.insert(key.to_string(), token.clone());
+    Ok(token.value)
+}
+
+/// A cache key that names the credential without holding it.
+pub fn cache_key(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Lifetime of a token from an OAuth `expires_in` (seconds), defaulting to an hour.
+pub fn expiry(expires_in: Option<u64>) -> Instant {
+    Instant::now() + Duration::from_secs(expires_in.unwrap_or(3600))
+}
+
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// The DER blocks of a PEM text with the given label (`PRIVATE KEY`, `CERTIFICATE`, ...).
+pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
+    let (begin, end) = (
+        format!("-----BEGIN {label}-----"),
+        format!("-----END {label}-----"),
+    );
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(&begin) {
+        let body = &rest[start + begin.len()..];
+        let Some(stop) = body.find(&end) else { break };
+        let b64: String = body[..stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Ok(der) = STANDARD.decode(b64) {
+            blocks.push(der);
+        }
+        rest = &body[stop + end.len()..];
+    }
+    blocks
+}
+
+/// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+pub fn rsa_key(pem: &str) -> Result<signature::RsaKeyPair, String> {
+    if let Some(der) = pem_blocks(pem, "PRIVATE KEY").first() {
+        return signature::RsaKeyPair::from_pkcs8(der)
+            .map_err(|e| format!("invalid PKCS#8 RSA private key: {e}"));
+    }
+    if let Some(der) = pem_blocks(pem, "RSA PRIVATE KEY").first() {
+        return signature::RsaKeyPair::from_der(der)
+            .map_err(|e| format!("invalid PKCS#1 RSA private key: {e}"));
+    }
+    Err("no RSA private key in PEM data".into())
+}
+
+/// A compact JWS signed with RS256 over the given header and claims.
+pub fn rs256_jwt(
+    key: &signature::RsaKeyPair,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> Result<String, String> {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|e| format!("signing the token request failed: {e}"))?;
+    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The text of the first `<tag>...</tag>` element in an XML document (STS answers are small
+/// and flat enough that this is all that is read from them).
+pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&close)?;
+    Some(unescape_xml(&xml[start..start + len]))
+}
+
+fn unescape_xml(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Removes the query string from every URL in an error message: pre-signed URLs and SAS
+/// tokens must not reach conditions or events (Flux does the same).
+pub fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_query = false;
+    let mut in_url = false;
+    for (i, c) in message.char_indices() {
+        if !in_url && (message[i..].starts_with("http://") || message[i..].starts_with("https://"))
+        {
+            in_url = true;
+        }
+        if in_url && (c.is_whitespace() || c == '"' || c == '\'' || c == ')') {
+            in_url = false;
+            in_query = false;
+        }
+        if in_url && c == '?' {
+            in_query = true;
+        }
+        if !in_query {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_strips_queries_from_urls_only() {
+        assert_eq!(
+            sanitize("GET https://a.blob.core.windows.net/c?sv=1&sig=SECRET failed? yes"),
+            "GET https://a.blob.core.windows.net/c failed? yes"
+        );
+    }
+
+    #[test]
+    fn xml_text_reads_and_unescapes_elements() {
+        let xml = "<R><Credentials><AccessKeyId>AK</AccessKeyId><SessionToken>a&amp;b</SessionToken></Credentials></R>";
+        assert_eq!(xml_text(xml, "AccessKeyId").as_deref(), Some("AK"));
+        assert_eq!(xml_text(xml, "SessionToken").as_deref(), Some("a&b"));
+        assert_eq!(xml_text(xml, "Missing"), None);
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_reused_until_near_expiry() {
+        let key = cache_key(&[b"test-token-reuse"]);
+        let first = cached_token(&key, || async {
+            Ok(Token {
+                value: "one".into(),
+                expires: expiry(Some(3600)),
+            })
+        })
+        .await
+        .unwrap();
+        let second = cached_token(&key, || async { Err("must not fetch".to_string()) })
+            .await
+            .unwrap();
+        assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+        let stale = cache_key(&[b"test-token-stale"]);
+        cached_token(&stale, || async {
+            Ok(Token {
+                value: "old".into(),
+                expires: expiry(Some(10)),
+            })
+        })
+        .await
+        .unwrap();
+        let refreshed = cached_token(&stale, || async {
+            Ok(Token {
+                value: "new".into(),
+                expires: expiry(Some(3600)),
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(refreshed, "new");
+    }
+}

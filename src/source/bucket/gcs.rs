@@ -1,0 +1,380 @@
+//! Google Cloud Storage through its JSON API (provider `gcp`): bucket metadata, object
+//! listing with the `etag` attribute Flux indexes, and media downloads bound to the listed
+//! generation. Credentials: a service-account key, else Google's default chain
+//! (`GOOGLE_APPLICATION_CREDENTIALS`, then the GKE/GCE metadata server).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
+use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::s3::error_chain;
+
+pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
+const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+const LIST_PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub enum GcsAuth {
+    /// Emulators and public buckets.
+    Anonymous,
+    ServiceAccount(ServiceAccountKey),
+    /// The metadata server of the node (GKE workload identity, GCE service account).
+    Metadata,
+}
+
+/// The fields of a service-account JSON key that a token needs.
+#[derive(Clone, Deserialize)]
+pub struct ServiceAccountKey {
+    client_email: String,
+    private_key: String,
+    #[serde(default = "default_token_uri")]
+    token_uri: String,
+}
+
+fn default_token_uri() -> String {
+    "https://oauth2.googleapis.com/token".into()
+}
+
+impl ServiceAccountKey {
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
+        let key: ServiceAccountKey = serde_json::from_slice(json)
+            .map_err(|e| format!("invalid service account JSON: {e}"))?;
+        rsa_key(&key.private_key).map_err(|e| format!("service account private_key: {e}"))?;
+        Ok(key)
+    }
+}
+
+pub struct GcsClient {
+    http: reqwest::Client,
+    base: String,
+    bucket: String,
+    auth: GcsAuth,
+}
+
+/// The base URL: Flux ignores `spec.endpoint` for GCP and always talks to Google; driftless
+/// honours any other endpoint (an emulator, a private gateway) and `STORAGE_EMULATOR_HOST`.
+pub fn base_url(endpoint: &str, insecure: bool) -> String {
+    if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST")
+        && !host.is_empty()
+    {
+        return with_scheme(&host, true);
+    }
+    let trimmed = endpoint.trim_end_matches('/');
+    let is_google = matches!(
+        trimmed.split_once("://").map_or(trimmed, |(_, h)| h),
+        "" | "storage.googleapis.com" | "www.googleapis.com"
+    );
+    if is_google {
+        GOOGLE_ENDPOINT.into()
+    } else {
+        with_scheme(trimmed, insecure)
+    }
+}
+
+fn with_scheme(host: &str, insecure: bool) -> String {
+    if host.contains("://") {
+        host.trim_end_matches('/').to_string()
+    } else if insecure {
+        format!("http://{host}")
+    } else {
+        format!("https://{host}")
+    }
+}
+
+impl GcsClient {
+    pub fn new(http: reqwest::Client, base: String, bucket: &str, auth: GcsAuth) -> Self {
+        GcsClient {
+            http,
+            base,
+            bucket: bucket.to_string(),
+            auth,
+        }
+    }
+
+    async fn get(&self, url: &str) -> Result<reqwest::Response, BucketError> {
+        let mut request = self.http.get(url);
+        if let Some(token) = self.token().await? {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| BucketError::request(format!("GET {url}: {}", error_chain(&e))))
+    }
+
+    async fn token(&self) -> Result<Option<String>, BucketError> {
+        let token = match &self.auth {
+            GcsAuth::Anonymous => return Ok(None),
+            GcsAuth::ServiceAccount(key) => {
+                let cache = auth::cache_key(&[
+                    b"gcs-sa",
+                    key.client_email.as_bytes(),
+                    key.private_key.as_bytes(),
+                ]);
+                cached_token(&cache, || service_account_token(&self.http, key)).await
+            }
+            GcsAuth::Metadata => {
+                cached_token(&auth::cache_key(&[b"gcs-metadata"]), || {
+                    metadata_token(&self.http)
+                })
+                .await
+            }
+        };
+        token.map(Some).map_err(BucketError::request)
+    }
+
+    fn bucket_url(&self) -> String {
+        format!(
+            "{}/storage/v1/b/{}",
+            self.base,
+            uri_encode(&self.bucket, false)
+        )
+    }
+
+    pub async fn bucket_exists(&self) -> Result<bool, BucketError> {
+        let response = self
+            .get(&format!("{}?fields=name", self.bucket_url()))
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(response_error("get bucket attributes", response).await),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        prefix: &str,
+        visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
+    ) -> Result<(), BucketError> {
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/o?maxResults={LIST_PAGE}&fields=items(name,etag,size,generation),nextPageToken",
+                self.bucket_url()
+            );
+            if !prefix.is_empty() {
+                url.push_str(&format!("&prefix={}", uri_encode(prefix, false)));
+            }
+            if let Some(t) = &page_token {
+                url.push_str(&format!("&pageToken={}", uri_encode(t, false)));
+            }
+            let response = self.get(&url).await?;
+            if !response.status().is_success() {
+                return Err(response_error("list objects", response).await);
+            }
+            let page: ObjectList = response
+                .json()
+                .await
+                .map_err(|e| BucketError::request(format!("invalid object listing: {e}")))?;
+            visit(
+                page.items
+                    .into_iter()
+                    .map(|o| Listed {
+                        size: o.size.parse().unwrap_or_default(),
+                        etag: o.etag,
+                        version: (!o.generation.is_empty()).then_some(o.generation),
+                        key: o.name,
+                    })
+                    .collect(),
+            )?;
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => page_token = Some(t),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The download is bound to the listed generation; when the object changed in between
+    /// (or nothing was listed), its current attributes say which version is taken.
+    pub async fn fetch(
+        &self,
+        key: &str,
+        listed: Option<(&str, &str)>,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<Fetched, BucketError> {
+        let object_url = format!("{}/o/{}", self.bucket_url(), uri_encode(key, false));
+        let mut etag = listed.map(|(e, _)| e.to_string()).unwrap_or_default();
+        let generation = listed.map(|(_, g)| g);
+        let mut url = format!("{object_url}?alt=media");
+        if let Some(g) = generation {
+            url.push_str(&format!("&ifGenerationMatch={g}"));
+        }
+        let mut response = self.get(&url).await?;
+        if response.status() == reqwest::StatusCode::PRECONDITION_FAILED || etag.is_empty() {
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(Fetched::NotFound);
+            }
+            let attrs = self
+                .get(&format!("{object_url}?fields=etag,generation"))
+                .await?;
+            match attrs.status() {
+                reqwest::StatusCode::NOT_FOUND => return Ok(Fetched::NotFound),
+                s if !s.is_success() => {
+                    return Err(
+                        response_error(&format!("get object '{key}' attributes"), attrs).await,
+                    );
+                }
+                _ => {}
+            }
+            let current: ObjectAttrs = attrs
+                .json()
+                .await
+                .map_err(|e| BucketError::request(format!("invalid object attributes: {e}")))?;
+            etag = current.etag;
+            if !response.status().is_success() {
+                response = self
+                    .get(&format!(
+                        "{object_url}?alt=media&ifGenerationMatch={}",
+                        current.generation
+                    ))
+                    .await?;
+            }
+        }
+        match response.status() {
+            reqwest::StatusCode::NOT_FOUND => Ok(Fetched::NotFound),
+            s if s.is_success() => {
+                let bytes = write_body(response, dest, max_bytes).await?;
+                Ok(Fetched::Written { etag, bytes })
+            }
+            _ => Err(response_error(&format!("download object '{key}'"), response).await),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectList {
+    #[serde(default)]
+    items: Vec<ObjectAttrs>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ObjectAttrs {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    etag: String,
+    #[serde(default)]
+    size: String,
+    #[serde(default)]
+    generation: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl TokenResponse {
+    fn into_token(self) -> Token {
+        Token {
+            value: self.access_token,
+            expires: auth::expiry(self.expires_in),
+        }
+    }
+}
+
+/// OAuth 2.0 JWT-bearer grant with the service account's key.
+async fn service_account_token(
+    http: &reqwest::Client,
+    key: &ServiceAccountKey,
+) -> Result<Token, String> {
+    let now = auth::unix_now();
+    let jwt = rs256_jwt(
+        &rsa_key(&key.private_key)?,
+        &serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+        &serde_json::json!({
+            "iss": key.client_email,
+            "scope": READ_ONLY_SCOPE,
+            "aud": key.token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        }),
+    )?;
+    let response = http
+        .post(&key.token_uri)
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", jwt.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("token request to {}: {}", key.token_uri, error_chain(&e)))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "token request for {} refused (HTTP {status}): {}",
+            key.client_email,
+            crate::util::truncate(&body, 200)
+        ));
+    }
+    Ok(response
+        .json::<TokenResponse>()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_token())
+}
+
+async fn metadata_token(http: &reqwest::Client) -> Result<Token, String> {
+    let host =
+        std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
+    let url = format!(
+        "http://{host}/computeMetadata/v1/instance/service-accounts/default/token?scopes={READ_ONLY_SCOPE}"
+    );
+    let response = http
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("no GCP credentials: no secretRef, no GOOGLE_APPLICATION_CREDENTIALS, and the metadata server is unreachable: {}", error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "metadata server token request: HTTP {}",
+            response.status().as_u16()
+        ));
+    }
+    Ok(response
+        .json::<TokenResponse>()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_token())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_endpoints_go_to_google_and_others_are_honoured() {
+        assert_eq!(base_url("storage.googleapis.com", false), GOOGLE_ENDPOINT);
+        assert_eq!(
+            base_url("https://storage.googleapis.com/", false),
+            GOOGLE_ENDPOINT
+        );
+        assert_eq!(base_url("127.0.0.1:4443", true), "http://127.0.0.1:4443");
+        assert_eq!(
+            base_url("http://127.0.0.1:4443", false),
+            "http://127.0.0.1:4443"
+        );
+        assert_eq!(base_url("gcs.internal", false), "https://gcs.internal");
+    }
+
+    #[test]
+    fn service_account_keys_need_a_usable_private_key() {
+        let err = ServiceAccountKey::parse(br#"{"client_email":"a@b","private_key":"nope"}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("private_key"), "{err}");
+        assert!(ServiceAccountKey::parse(b"{").is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! A persistent copy of a Bucket's indexed objects in storage, so that a change downloads only
+//! the objects whose etag changed and deletes the keys that went away. It lives in the
+//! object's storage directory under a dot-name, which the artifact server never serves and
+//! object deletion removes with the artifacts.
+//!
+//! Crash safety: the record of what the files hold (`index`) is removed before the files
+//! change and written again after; a mirror found without its record starts over empty.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+
+use super::client::{BucketClient, BucketError, Fetched};
+use super::index::{Index, normalize_etag};
+use crate::artifact::ignore::SOURCE_IGNORE_FILE;
+// Temp files carry storage's marker, so the start-up sweep removes any a crash left.
+use crate::artifact::storage::TEMP_MARKER;
+
+const MIRROR_DIR: &str = ".mirror";
+const FILES_DIR: &str = "files";
+const RECORD_FILE: &str = "index";
+
+pub struct Mirror {
+    root: PathBuf,
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    pub downloaded: u64,
+    pub downloaded_bytes: u64,
+    pub removed: u64,
+}
+
+/// How downloads are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncLimits {
+    pub concurrency: usize,
+    pub max_object_bytes: u64,
+}
+
+impl Mirror {
+    /// `object_dir` is the Bucket's directory in storage (`<root>/bucket/<ns>/<name>`).
+    pub fn new(object_dir: &Path) -> Self {
+        Mirror {
+            root: object_dir.join(MIRROR_DIR),
+        }
+    }
+
+    /// The tree the artifact is archived from.
+    pub fn files(&self) -> PathBuf {
+        self.root.join(FILES_DIR)
+    }
+
+    /// What the files hold, when that is known.
+    pub fn recorded(&self) -> Option<Index> {
+        let file = std::fs::File::open(self.root.join(RECORD_FILE)).ok()?;
+        Index::read_from(BufReader::new(file)).ok()
+    }
+
+    fn forget_record(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.root.join(RECORD_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&self, index: &Index) -> std::io::Result<()> {
+        let path = self.root.join(RECORD_FILE);
+        let temp = self.root.join(format!(
+            ".{RECORD_FILE}{TEMP_MARKER}{:016x}",
+            rand::random::<u64>()
+        ));
+        let mut out = BufWriter::new(std::fs::File::create(&temp)?);
+        index.write_to(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&temp, &path)
+    }
+
+    /// Brings the files in line with `wanted`: downloads new and changed objects, deletes
+    /// removed ones, and places the bucket's root `.sourceignore`. `wanted` is updated with
+    /// the etags the downloads returned and loses objects that vanished in between.
+    /// `versions` are the listed versions of the objects to download (GCS generations).
+    pub async fn sync(
+        &self,
+        client: &BucketClient,
+        wanted: &mut Index,
+        versions: &HashMap<String, String>,
+        source_ignore: Option<&[u8]>,
+        limits: SyncLimits,
+    ) -> Result<SyncStats, SyncError> {
+        let files = self.files();
+        let recorded = self.recorded();
+        let (fetch, remove) = {
+            let files = files.clone();
+            let wanted = wanted.clone();
+            let recorded = recorded.clone();
+            blocking(move || Ok(plan(recorded.as_ref(), &wanted, &files))).await?
+        };
+        let stats_removed = remove.len() as u64;
+        {
+            let (root, files, remove, fresh) =
+                (self.root.clone(), files.clone(), remove, recorded.is_none());
+            blocking(move || {
+                std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+                let mirror = Mirror { root: root.clone() };
+                mirror
+                    .forget_record()
+                    .map_err(io("remove record in", &root))?;
+                if fresh {
+                    remove_tree(&files)?;
+                }
+                std::fs::create_dir_all(&files).map_err(io("create", &files))?;
+                for key in &remove {
+                    remove_file_and_empty_parents(&files, key)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let style = client.etag_style();
+        let results: Vec<(String, Fetched)> = futures::stream::iter(fetch.into_iter().map(Ok))
+            .map_ok(|key: String| {
+                let files = files.clone();
+                let listed_etag = wanted.get(&key).map(str::to_string);
+                let version = versions.get(&key).cloned();
+                async move {
+                    let fetched = fetch_into(
+                        client,
+                        &files,
+                        &key,
+                        listed_etag.as_deref(),
+                        version.as_deref(),
+                        limits,
+                    )
+                    .await?;
+                    Ok::<_, SyncError>((key, fetched))
+                }
+            })
+            .try_buffer_unordered(limits.concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut stats = SyncStats {
+            removed: stats_removed,
+            ..Default::default()
+        };
+        for (key, fetched) in results {
+            match fetched {
+                Fetched::NotFound => {
+                    tracing::debug!(%key, "object vanished between listing and download");
+                    wanted.remove(&key);
+                }
+                Fetched::Written { etag, bytes } => {
+                    stats.downloaded += 1;
+                    stats.downloaded_bytes += bytes;
+                    if !etag.is_empty() {
+                        wanted.insert(key, normalize_etag(style, &etag));
+                    }
+                }
+            }
+        }
+        let (root, files) = (self.root.clone(), files.clone());
+        let (index, ignore) = (wanted.clone(), source_ignore.map(<[u8]>::to_vec));
+        blocking(move || {
+            let path = files.join(SOURCE_IGNORE_FILE);
+            match ignore {
+                Some(bytes) => std::fs::write(&path, bytes).map_err(io("write", &path))?,
+                None => remove_if_present(&path)?,
+            }
+            Mirror { root: root.clone() }
+                .record(&index)
+                .map_err(io("record", &root))
+        })
+        .await?;
+        Ok(stats)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("failed to get '{key}' object: {source}")]
+    Object {
+        key: String,
+        #[source]
+        source: BucketError,
+    },
+    #[error("{0}")]
+    Storage(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SyncError {
+    let path = path.display().to_string();
+    move |e| SyncError::Storage(format!("{what} {path}: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Storage(e.to_string()))?
+}
+
+/// Keys to download (new, changed, or missing on disk) and keys to delete. Without a record
+/// everything is downloaded.
+fn plan(recorded: Option<&Index>, wanted: &Index, files: &Path) -> (Vec<String>, Vec<String>) {
+    let Some(recorded) = recorded else {
+        return (wanted.keys().map(str::to_string).collect(), Vec::new());
+    };
+    let fetch = wanted
+        .iter()
+        .filter(|(key, etag)| recorded.get(key) != Some(*etag) || !files.join(key).is_file())
+        .map(|(key, _)| key.to_string())
+        .collect();
+    let remove = recorded
+        .keys()
+        .filter(|key| wanted.get(key).is_none())
+        .map(str::to_string)
+        .collect();
+    (fetch, remove)
+}
+
+/// Downloads one object next to its final path and renames it into place.
+async fn fetch_into(
+    client: &BucketClient,
+    files: &Path,
+    key: &str,
+    listed_etag: Option<&str>,
+    version: Option<&str>,
+    limits: SyncLimits,
+) -> Result<Fetched, SyncError> {
+    let dest = files.join(key);
+    let parent = dest.parent().unwrap_or(files).to_path_buf();
+    tokio::fs::create_dir_all(&parent)
+        .await
+        .map_err(|e| SyncError::Object {
+            key: key.to_string(),
+            source: BucketError::Write {
+                path: key.to_string(),
+                source: e,
+            },
+        })?;
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = parent.join(format!(
+        ".{}{TEMP_MARKER}{:016x}",
+        truncate_name(&base),
+        rand::random::<u64>()
+    ));
+    let outcome = client
+        .fetch(
+            key,
+            listed_etag.map(|e| (e, version)),
+            &temp,
+            limits.max_object_bytes,
+        )
+        .await;
+    let result = match outcome {
+        Ok(Fetched::Written { etag, bytes }) => tokio::fs::rename(&temp, &dest)
+            .await
+            .map(|()| Fetched::Written { etag, bytes })
+            .map_err(|e| BucketError::Write {
+                path: key.to_string(),
+                source: e,
+            }),
+        Ok(Fetched::NotFound) => {
+            let _ = tokio::fs::remove_file(&dest).await;
+            Ok(Fetched::NotFound)
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_err() || matches!(result, Ok(Fetched::NotFound)) {
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    result.map_err(|source| SyncError::Object {
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// Temp names stay under the file-system's component limit whatever the key's length.
+fn truncate_name(name: &str) -> &str {
+    let mut end = name.len().min(200);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+fn remove_if_present(path: &Path) -> Result<(), SyncError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<(), SyncError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes a key's file and the directories it leaves empty (never `files` itself).
+fn remove_file_and_empty_parents(files: &Path, key: &str) -> Result<(), SyncError> {
+    let path = files.join(key);
+    remove_if_present(&path)?;
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| *d != files && d.starts_with(files)) {
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(pairs: &[(&str, &str)]) -> Index {
+        let mut i = Index::default();
+        for (k, v) in pairs {
+            i.insert(k.to_string(), v.to_string());
+        }
+        i
+    }
+
+    #[test]
+    fn plan_fetches_changed_new_and_missing_files_and_removes_gone_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("same"), "x").unwrap();
+        std::fs::write(dir.path().join("changed"), "x").unwrap();
+        let recorded = index(&[
+            ("same", "1"),
+            ("changed", "1"),
+            ("gone", "1"),
+            ("lost", "1"),
+        ]);
+        let wanted = index(&[("same", "1"), ("changed", "2"), ("new", "1"), ("lost", "1")]);
+        let (mut fetch, remove) = plan(Some(&recorded), &wanted, dir.path());
+        fetch.sort();
+        assert_eq!(fetch, ["changed", "lost", "new"]);
+        assert_eq!(remove, ["gone"]);
+        let (fetch, remove) = plan(None, &wanted, dir.path());
+        assert_eq!(fetch.len(), 4);
+        assert!(remove.is_empty());
+    }
+
+    #[test]
+    fn removing_a_key_prunes_its_empty_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/c.yaml"), "x").unwrap();
+        std::fs::write(dir.path().join("a/keep.yaml"), "x").unwrap();
+        remove_file_and_empty_parents(dir.path(), "a/b/c.yaml").unwrap();
+        assert!(!dir.path().join("a/b").exists());
+        assert!(dir.path().join("a/keep.yaml").exists());
+        remove_file_and_empty_parents(dir.path(), "a/keep.yaml").unwrap();
+        assert!(!dir.path().join("a").exists());
+        assert!(dir.path().exists());
+    }
+
+    #[test]
+    fn a_mirror_without_its_record_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::new(dir.path());
+        assert_eq!(mirror.recorded(), None);
+        let i = index(&[("k", "e")]);
+        std::fs::create_dir_all(&mirror.root).unwrap();
+        mirror.record(&i).unwrap();
+        assert_eq!(mirror.recorded(), Some(i));
+        mirror.forget_record().unwrap();
+        assert_eq!(mirror.recorded(), None);
+    }
+}

@@ -1,0 +1,677 @@
+//! Bucket end to end: real object stores (SeaweedFS and rclone for S3, fake-gcs-server,
+//! Azurite), the real API server and the real controller binary. Objects are written and
+//! listed with the providers' own SDKs (`hack/objectstore`); the controller reaches each
+//! server through a counting proxy so downloads can be counted.
+
+mod support;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+
+use driftless::api::{Bucket, ConditionStatus};
+use support::controller::SourceController;
+use support::objectstore::{CountingProxy, ObjectStore, Provider};
+use support::source::{Sources, artifact, condition, files, revision, untar};
+
+struct Env {
+    platform: support::Platform,
+    client: Client,
+    ns: support::TestNamespace,
+    controller: SourceController,
+}
+
+async fn env(prefix: &str, controller_args: &[&str]) -> Env {
+    let platform = support::platform();
+    let client = platform.client().await;
+    support::install_crds(&client).await;
+    let ns = support::TestNamespace::new(&platform, &client, prefix).await;
+    let controller = SourceController::start(&platform, &ns.name, controller_args);
+    Env {
+        platform,
+        client,
+        ns,
+        controller,
+    }
+}
+
+impl Env {
+    fn buckets(&self) -> Sources<Bucket> {
+        Sources::new(&self.client, &self.ns.name, &self.controller)
+    }
+
+    fn store(&self, provider: Provider) -> ObjectStore {
+        ObjectStore::new(&self.platform, provider)
+    }
+
+    /// A bucket name of this test's own (names are global on a server).
+    fn bucket_name(&self, what: &str) -> String {
+        format!("{what}-{}", self.ns.name).to_lowercase()
+    }
+
+    async fn secret(&self, name: &str, data: serde_json::Value) {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.ns.name},
+            "stringData": data,
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+            .patch(
+                name,
+                &PatchParams::apply("driftless-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A Bucket spec for `provider` at `address`, with its credentials Secret when it needs
+    /// one, and `extra` fields merged in.
+    async fn spec(
+        &self,
+        provider: Provider,
+        address: &str,
+        bucket: &str,
+        extra: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "provider": provider.spec_provider(),
+            "bucketName": bucket,
+            "endpoint": provider.endpoint(&self.platform, address),
+            "insecure": true,
+            "interval": "10m",
+        });
+        if let Some(data) = provider.secret(&self.platform) {
+            let name = format!("{}-creds", provider.tool_name());
+            self.secret(&name, data).await;
+            spec["secretRef"] = serde_json::json!({"name": name});
+        }
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        spec
+    }
+}
+
+/// The same story on every provider: first artifact with Flux's revision; one object
+/// changed → exactly one download; nothing changed → no download; one deleted → no
+/// download and the file gone.
+async fn incremental_sync_on(provider: Provider) {
+    let e = env(&format!("bucket-{}", provider.tool_name()), &[]).await;
+    let store = e.store(provider);
+    let bucket = e.bucket_name("sync");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "app/deploy.yaml", b"kind: Deployment\n");
+    store.put(&bucket, "app/svc.yaml", b"kind: Service\n");
+    store.put(&bucket, "base/ns.yaml", b"kind: Namespace\n");
+    let proxy = CountingProxy::start(&provider.address(&e.platform)).await;
+    let buckets = e.buckets();
+    buckets
+        .create(
+            "sync",
+            e.spec(provider, &proxy.address, &bucket, serde_json::json!({}))
+                .await,
+        )
+        .await;
+
+    let obj = buckets.wait_ready("sync").await;
+    assert_eq!(
+        revision(&obj),
+        store.flux_revision(&bucket, None, |_| true),
+        "revision as Flux computes it"
+    );
+    let a = artifact(&obj).unwrap();
+    let hex = revision(&obj).trim_start_matches("sha256:").to_string();
+    assert_eq!(a.path, format!("bucket/{}/sync/{hex}.tar.gz", e.ns.name));
+    assert_eq!(
+        untar(&buckets.download(&obj)),
+        files(&[
+            ("app/deploy.yaml", "kind: Deployment\n"),
+            ("app/svc.yaml", "kind: Service\n"),
+            ("base/ns.yaml", "kind: Namespace\n")
+        ])
+    );
+    let ready = condition(&obj, "Ready").unwrap();
+    assert_eq!(
+        ready.message,
+        format!("stored artifact: revision '{}'", revision(&obj))
+    );
+    let events = buckets.events("sync").await;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.reason.as_deref() == Some("NewArtifact")
+                && ev.message.as_deref()
+                    == Some(&format!(
+                        "stored artifact with 3 fetched files from '{bucket}' bucket"
+                    ))),
+        "NewArtifact event: {events:?}"
+    );
+
+    proxy.clear();
+    store.put(&bucket, "app/svc.yaml", b"kind: Service\nspec: {}\n");
+    let first = revision(&obj);
+    buckets.request_reconcile("sync").await;
+    let obj = buckets
+        .wait_until("sync", "at the new revision", |o| revision(o) != first)
+        .await;
+    assert_eq!(revision(&obj), store.flux_revision(&bucket, None, |_| true));
+    let downloads = object_gets(&proxy, &["app/", "base/"]);
+    assert_eq!(
+        downloads.len(),
+        1,
+        "one changed object, one download: {downloads:?}"
+    );
+    assert!(downloads[0].contains("svc.yaml"), "{downloads:?}");
+    assert_eq!(
+        untar(&buckets.download(&obj))["app/svc.yaml"],
+        "kind: Service\nspec: {}\n"
+    );
+
+    proxy.clear();
+    let obj = buckets.request_reconcile("sync").await;
+    assert_eq!(ready_of(&obj), ConditionStatus::True);
+    assert_eq!(
+        object_gets(&proxy, &["app/", "base/"]),
+        Vec::<String>::new(),
+        "nothing changed, nothing downloaded"
+    );
+    assert!(
+        !proxy.requests().is_empty(),
+        "the reconcile did list the bucket through the proxy"
+    );
+
+    proxy.clear();
+    store.delete(&bucket, "base/ns.yaml");
+    let second = revision(&obj);
+    buckets.request_reconcile("sync").await;
+    let obj = buckets
+        .wait_until("sync", "at the revision without base/ns.yaml", |o| {
+            revision(o) != second
+        })
+        .await;
+    assert_eq!(revision(&obj), store.flux_revision(&bucket, None, |_| true));
+    assert_eq!(
+        object_gets(&proxy, &["app/", "base/"]),
+        Vec::<String>::new(),
+        "a deletion downloads nothing"
+    );
+    let content = untar(&buckets.download(&obj));
+    assert!(!content.contains_key("base/ns.yaml"), "{content:?}");
+    assert_eq!(content.len(), 2);
+}
+
+/// Object downloads among the proxied requests: GETs naming one of the key prefixes (for
+/// GCS the key is one escaped path segment, `app%2F...`).
+fn object_gets(proxy: &CountingProxy, prefixes: &[&str]) -> Vec<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET "))
+        .filter(|r| {
+            let path = r.split_whitespace().nth(1).unwrap_or_default();
+            let path = path
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .replace("%2F", "/");
+            prefixes.iter().any(|p| path.contains(&format!("/{p}")))
+        })
+        .collect()
+}
+
+fn ready_of(o: &Bucket) -> ConditionStatus {
+    condition(o, "Ready")
+        .map(|c| c.status)
+        .unwrap_or(ConditionStatus::Unknown)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seaweedfs_s3_incremental_sync_with_flux_revisions() {
+    incremental_sync_on(Provider::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rclone_s3_incremental_sync_with_unquoted_etags() {
+    incremental_sync_on(Provider::S3b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_incremental_sync_with_flux_revisions() {
+    incremental_sync_on(Provider::Gcs).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_incremental_sync_with_flux_revisions() {
+    incremental_sync_on(Provider::Azure).await;
+}
+
+/// `prefix`, the root `.sourceignore` and `spec.ignore` decide which keys enter the revision
+/// and the artifact; a missing bucket is reported as Flux reports it.
+async fn selection_and_missing_bucket_on(provider: Provider) {
+    let e = env(&format!("bucket-select-{}", provider.tool_name()), &[]).await;
+    let store = e.store(provider);
+    let bucket = e.bucket_name("select");
+    store.mkbucket(&bucket);
+    store.put(&bucket, ".sourceignore", b"*.md\n");
+    store.put(&bucket, "apps/a.yaml", b"a\n");
+    store.put(&bucket, "apps/README.md", b"docs\n");
+    store.put(&bucket, "apps/secret/key.yaml", b"k\n");
+    store.put(&bucket, "other/b.yaml", b"b\n");
+    let address = provider.address(&e.platform);
+    let buckets = e.buckets();
+    let extra = serde_json::json!({"prefix": "apps/", "ignore": "secret/\n"});
+    buckets
+        .create("select", e.spec(provider, &address, &bucket, extra).await)
+        .await;
+    let obj = buckets.wait_ready("select").await;
+    let keep = |k: &str| !k.ends_with(".md") && !k.contains("/secret/");
+    assert_eq!(
+        revision(&obj),
+        store.flux_revision(&bucket, Some("apps/"), keep)
+    );
+    // Keys keep their full path; the root .sourceignore rides along as Flux places it.
+    assert_eq!(
+        untar(&buckets.download(&obj)),
+        files(&[(".sourceignore", "*.md\n"), ("apps/a.yaml", "a\n")])
+    );
+    assert_eq!(
+        obj.status.as_ref().unwrap().observed_ignore.as_deref(),
+        Some("secret/\n")
+    );
+
+    // Dropping the ignore rule brings the key in.
+    buckets
+        .patch_spec("select", serde_json::json!({"ignore": null}))
+        .await;
+    let first = revision(&obj);
+    let obj = buckets
+        .wait_until("select", "at the revision with secret/", |o| {
+            revision(o) != first
+        })
+        .await;
+    assert_eq!(
+        revision(&obj),
+        store.flux_revision(&bucket, Some("apps/"), |k| !k.ends_with(".md"))
+    );
+    assert!(untar(&buckets.download(&obj)).contains_key("apps/secret/key.yaml"));
+
+    let missing = format!("missing-{}", e.ns.name);
+    buckets
+        .create(
+            "missing",
+            e.spec(provider, &address, &missing, serde_json::json!({}))
+                .await,
+        )
+        .await;
+    let obj = buckets
+        .wait_failing("missing", "BucketOperationFailed")
+        .await;
+    assert_eq!(
+        condition(&obj, "FetchFailed").unwrap().message,
+        format!("bucket '{missing}' not found")
+    );
+    assert_eq!(
+        condition(&obj, "Reconciling").unwrap().reason,
+        "ProgressingWithRetry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seaweedfs_prefix_ignore_and_missing_bucket() {
+    selection_and_missing_bucket_on(Provider::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rclone_prefix_ignore_and_missing_bucket() {
+    selection_and_missing_bucket_on(Provider::S3b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_prefix_ignore_and_missing_bucket() {
+    selection_and_missing_bucket_on(Provider::Gcs).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_prefix_ignore_and_missing_bucket() {
+    selection_and_missing_bucket_on(Provider::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_and_secrets_are_clear_and_keep_the_artifact() {
+    let e = env("bucket-fail", &[]).await;
+    let store = e.store(Provider::S3);
+    let bucket = e.bucket_name("fail");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "a.yaml", b"a\n");
+    let address = Provider::S3.address(&e.platform);
+    let buckets = e.buckets();
+    buckets
+        .create(
+            "fail",
+            e.spec(Provider::S3, &address, &bucket, serde_json::json!({}))
+                .await,
+        )
+        .await;
+    let good = buckets.wait_ready("fail").await;
+
+    e.secret("s3-creds", serde_json::json!({"accesskey": e.platform.env["DRIFTLESS_S3_ACCESS_KEY"], "secretkey": "wrong"})).await;
+    buckets.request_reconcile("fail").await;
+    let obj = buckets.wait_failing("fail", "BucketOperationFailed").await;
+    let fetch = condition(&obj, "FetchFailed").unwrap();
+    assert!(
+        fetch.message.starts_with(&format!(
+            "failed to confirm existence of '{bucket}' bucket: "
+        )),
+        "{}",
+        fetch.message
+    );
+    assert!(
+        fetch.message.contains("SignatureDoesNotMatch") || fetch.message.contains("AccessDenied"),
+        "{}",
+        fetch.message
+    );
+    assert_eq!(
+        artifact(&obj),
+        artifact(&good),
+        "the last artifact stays recorded"
+    );
+    assert_eq!(
+        untar(&buckets.download(&obj)),
+        files(&[("a.yaml", "a\n")]),
+        "and served"
+    );
+    let events = buckets.events("fail").await;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.type_.as_deref() == Some("Warning")
+                && ev.reason.as_deref() == Some("BucketOperationFailed")),
+        "{events:?}"
+    );
+
+    let mut spec = e
+        .spec(Provider::S3, &address, &bucket, serde_json::json!({}))
+        .await;
+    spec["secretRef"] = serde_json::json!({"name": "absent"});
+    buckets.create("nosecret", spec).await;
+    let obj = buckets
+        .wait_failing("nosecret", "AuthenticationFailed")
+        .await;
+    let message = &condition(&obj, "FetchFailed").unwrap().message;
+    assert_eq!(
+        message,
+        &format!(
+            "failed to get secret '{}/absent': secrets \"absent\" not found",
+            e.ns.name
+        )
+    );
+
+    e.secret("partial", serde_json::json!({"accesskey": "x"}))
+        .await;
+    let mut spec = e
+        .spec(Provider::S3, &address, &bucket, serde_json::json!({}))
+        .await;
+    spec["secretRef"] = serde_json::json!({"name": "partial"});
+    buckets.create("partial", spec).await;
+    let obj = buckets
+        .wait_failing("partial", "AuthenticationFailed")
+        .await;
+    assert_eq!(
+        condition(&obj, "FetchFailed").unwrap().message,
+        "invalid 'partial' secret data: required fields 'accesskey' and 'secretkey'"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_azure_key_is_an_authorization_failure() {
+    let e = env("bucket-azkey", &[]).await;
+    let store = e.store(Provider::Azure);
+    let bucket = e.bucket_name("azkey");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "a.yaml", b"a\n");
+    let buckets = e.buckets();
+    let mut spec = e
+        .spec(
+            Provider::Azure,
+            &Provider::Azure.address(&e.platform),
+            &bucket,
+            serde_json::json!({}),
+        )
+        .await;
+    e.secret(
+        "badkey",
+        serde_json::json!({"accountKey": "d3Jvbmcta2V5LXdyb25nLWtleQ=="}),
+    )
+    .await;
+    spec["secretRef"] = serde_json::json!({"name": "badkey"});
+    buckets.create("azkey", spec).await;
+    let obj = buckets.wait_failing("azkey", "BucketOperationFailed").await;
+    let message = &condition(&obj, "FetchFailed").unwrap().message;
+    assert!(
+        message.contains("AuthorizationFailure") || message.contains("403"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_keys_are_skipped_with_a_warning_and_never_written_outside() {
+    let e = env("bucket-hostile", &[]).await;
+    // Azurite keeps these keys as given; SeaweedFS and rclone normalise or refuse them on
+    // upload.
+    let store = e.store(Provider::Azure);
+    let bucket = e.bucket_name("hostile");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "good.yaml", b"good\n");
+    let hostile = ["../evil.yaml", "/abs.yaml", "a/./b.yaml", "a//b.yaml"];
+    for key in hostile {
+        store.put(&bucket, key, b"evil\n");
+    }
+    let listed: Vec<String> = store
+        .list(&bucket, None)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for key in hostile {
+        assert!(
+            listed.iter().any(|l| l == key),
+            "the server lists {key} as given: {listed:?}"
+        );
+    }
+
+    let buckets = e.buckets();
+    let address = Provider::Azure.address(&e.platform);
+    let spec = e
+        .spec(Provider::Azure, &address, &bucket, serde_json::json!({}))
+        .await;
+    buckets.create("hostile", spec).await;
+    let obj = buckets.wait_ready("hostile").await;
+    assert_eq!(
+        untar(&buckets.download(&obj)),
+        files(&[("good.yaml", "good\n")])
+    );
+    assert_eq!(
+        revision(&obj),
+        store.flux_revision(&bucket, None, |k| !hostile.contains(&k))
+    );
+    let events = buckets.events("hostile").await;
+    let warning = events
+        .iter()
+        .find(|ev| ev.reason.as_deref() == Some("UnsafeObjectKeys"))
+        .unwrap_or_else(|| panic!("UnsafeObjectKeys event: {events:?}"));
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let message = warning.message.clone().unwrap_or_default();
+    assert!(message.starts_with("skipped 4 object key(s)"), "{message}");
+    for key in hostile {
+        assert!(
+            message.contains(&format!("'{key}'")),
+            "{message} names {key}"
+        );
+    }
+    // Nothing landed beside the storage tree or the mirror.
+    let storage_parent = e.controller.storage.parent().unwrap();
+    assert!(!storage_parent.join("evil.yaml").exists());
+    let object_dir = e
+        .controller
+        .storage
+        .join(format!("bucket/{}/hostile", e.ns.name));
+    assert!(!object_dir.join(".mirror/evil.yaml").exists());
+    assert!(!object_dir.join("evil.yaml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_over_the_size_limit_fail_clearly() {
+    let e = env("bucket-large", &["--bucket-max-object-size=1000"]).await;
+    let store = e.store(Provider::S3);
+    let bucket = e.bucket_name("large");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "small.yaml", b"small\n");
+    store.put(&bucket, "big.bin", &vec![b'x'; 2000]);
+    let buckets = e.buckets();
+    let spec = e
+        .spec(
+            Provider::S3,
+            &Provider::S3.address(&e.platform),
+            &bucket,
+            serde_json::json!({}),
+        )
+        .await;
+    buckets.create("large", spec).await;
+    let obj = buckets.wait_failing("large", "BucketOperationFailed").await;
+    let message = &condition(&obj, "FetchFailed").unwrap().message;
+    assert!(
+        message.contains("object 'big.bin' is 2000 bytes, over the per-object limit of 1000 bytes (--bucket-max-object-size)"),
+        "{message}"
+    );
+    assert!(artifact(&obj).is_none(), "nothing stored");
+
+    // Ignoring the large object lets the rest through.
+    buckets
+        .patch_spec("large", serde_json::json!({"ignore": "*.bin\n"}))
+        .await;
+    let obj = buckets.wait_ready("large").await;
+    assert_eq!(
+        untar(&buckets.download(&obj)),
+        files(&[("small.yaml", "small\n")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_bucket_removes_its_storage_and_mirror() {
+    let e = env("bucket-delete", &[]).await;
+    let store = e.store(Provider::S3);
+    let bucket = e.bucket_name("delete");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "a.yaml", b"a\n");
+    let buckets = e.buckets();
+    let spec = e
+        .spec(
+            Provider::S3,
+            &Provider::S3.address(&e.platform),
+            &bucket,
+            serde_json::json!({}),
+        )
+        .await;
+    buckets.create("gone", spec).await;
+    let obj = buckets.wait_ready("gone").await;
+    let dir = e
+        .controller
+        .storage
+        .join(format!("bucket/{}/gone", e.ns.name));
+    assert!(
+        dir.join(".mirror/files/a.yaml").is_file(),
+        "the mirror holds the object"
+    );
+    assert!(
+        dir.join(artifact(&obj).unwrap().path.rsplit('/').next().unwrap())
+            .is_file()
+    );
+    let (status, _) = support::controller::http_get(
+        e.controller.storage_port,
+        &format!("/bucket/{}/gone/.mirror/files/a.yaml", e.ns.name),
+    );
+    assert_eq!(status, 404, "the mirror is never served");
+
+    buckets
+        .api
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    buckets.wait_gone("gone").await;
+    assert!(!dir.exists(), "storage and mirror removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspended_buckets_are_left_alone() {
+    let e = env("bucket-suspend", &[]).await;
+    let store = e.store(Provider::S3);
+    let bucket = e.bucket_name("suspend");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "a.yaml", b"a\n");
+    let buckets = e.buckets();
+    let spec = e
+        .spec(
+            Provider::S3,
+            &Provider::S3.address(&e.platform),
+            &bucket,
+            serde_json::json!({}),
+        )
+        .await;
+    buckets.create("s", spec).await;
+    let obj = buckets.wait_ready("s").await;
+    buckets
+        .patch_spec("s", serde_json::json!({"suspend": true}))
+        .await;
+    buckets
+        .wait_until("s", "suspended and observed", |o| {
+            support::source::is_current(o)
+        })
+        .await;
+    store.put(&bucket, "b.yaml", b"b\n");
+    let after = buckets.request_reconcile("s").await;
+    assert_eq!(
+        revision(&after),
+        revision(&obj),
+        "a suspended Bucket does not fetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sts_and_workload_identity_misconfigurations_are_explained() {
+    let e = env("bucket-stall", &[]).await;
+    let buckets = e.buckets();
+    let address = Provider::S3.address(&e.platform);
+    let spec = e
+        .spec(
+            Provider::S3,
+            &address,
+            "b",
+            serde_json::json!({"sts": {"provider": "ldap", "endpoint": "http://127.0.0.1:1/sts"}}),
+        )
+        .await;
+    let mut ldap = spec.clone();
+    ldap.as_object_mut().unwrap().remove("secretRef");
+    buckets.create("ldap", ldap).await;
+    let obj = buckets.wait_failing("ldap", "AuthenticationFailed").await;
+    assert!(
+        condition(&obj, "FetchFailed")
+            .unwrap()
+            .message
+            .contains("'ldap' STS provider")
+    );
+
+    let spec = serde_json::json!({"provider": "aws", "bucketName": "b", "endpoint": address, "interval": "10m", "serviceAccountName": "sa"});
+    buckets.create("wi", spec).await;
+    let obj = buckets
+        .wait_until("wi", "stalled", |o| {
+            condition(o, "Stalled").is_some_and(|c| c.reason == "FeatureGateDisabled")
+        })
+        .await;
+    assert!(
+        condition(&obj, "FetchFailed")
+            .unwrap()
+            .message
+            .contains("ObjectLevelWorkloadIdentity")
+    );
+}
