@@ -47,7 +47,7 @@ down:
 platform-status:
 	hack/platform status
 
-## testbin: build kube-apiserver, kubectl and etcd into the cache outside the clone.
+## testbin: build kube-apiserver, kubectl, etcd and kustomize into the cache outside the clone.
 testbin:
 	hack/testbin.sh all
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the real test components from the Go module proxy into a cache outside the clone:
-#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd}
+#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|all]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|all]
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
+# kustomize/v5 v5.7.1 is built on sigs.k8s.io/kustomize/api v0.20.1, the API Flux's
+# kustomize-controller v1.7 builds with (v1.8 uses api v0.21.1: KUSTOMIZE_VERSION=5.8.1).
+KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.7.1}
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
@@ -75,9 +78,24 @@ GO
   mv "$BIN/etcd.tmp" "$BIN/etcd" && stamp etcd "$ETCD_VERSION"
 }
 
+# The kustomize CLI's module has no local replaces, so a consumer module that requires it
+# resolves the same dependency versions as its release; `kustomize version` reads v$KUSTOMIZE_VERSION
+# from the build info's dependency list.
+build_kustomize() {
+  if is_built kustomize "$KUSTOMIZE_VERSION"; then log "kustomize v$KUSTOMIZE_VERSION already built"; return; fi
+  local dir=$TESTBIN/src/kustomize-$KUSTOMIZE_VERSION
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init driftless.testbin/kustomize >/dev/null 2>&1
+  log "building kustomize v$KUSTOMIZE_VERSION"
+  go get "sigs.k8s.io/kustomize/kustomize/v5@v$KUSTOMIZE_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$BIN/kustomize.tmp" sigs.k8s.io/kustomize/kustomize/v5
+  mv "$BIN/kustomize.tmp" "$BIN/kustomize" && stamp kustomize "$KUSTOMIZE_VERSION"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
-  all) build_etcd; build_kube ;;
-  *) echo "usage: $0 [kube|etcd|all]" >&2; exit 2 ;;
+  kustomize) build_kustomize ;;
+  all) build_etcd; build_kube; build_kustomize ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|all]" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@
 //! (what every reconciler shares).
 
 pub mod api;
+pub mod apply;
 pub mod artifact;
 pub mod cli;
 pub mod controller;

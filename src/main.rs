@@ -23,7 +23,7 @@ enum Command {
     /// Reconcile OCIRepository and Bucket objects and serve their artifacts over HTTP.
     SourceController(driftless::source::controller::SourceControllerArgs),
     /// Reconcile Kustomization objects: fetch, build, apply, prune, check health.
-    ApplyController,
+    ApplyController(driftless::apply::controller::ApplyControllerArgs),
     /// The CI side: push, pull, tag, list and diff OCI artifacts.
     Artifact {
         #[command(subcommand)]
@@ -47,7 +47,9 @@ fn main() -> Result<()> {
         Command::SourceController(args) => {
             runtime()?.block_on(driftless::source::controller::run(args))
         }
-        Command::ApplyController => arrives_with("apply-controller", 6),
+        Command::ApplyController(args) => {
+            runtime()?.block_on(driftless::apply::controller::run(args))
+        }
         Command::Artifact { command, registry } => {
             let ok = runtime()?.block_on(driftless::cli::run(command, &registry))?;
             // `diff` reports a difference with exit code 1, as diff(1) does.
@@ -116,12 +118,4 @@ fn print_or_write_crds(dir: Option<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The roles are wired into the CLI from the start so that scripts and charts can name them;
-/// each one's behaviour lands with its own issue.
-fn arrives_with(role: &str, issue: u32) -> Result<()> {
-    bail!(
-        "`driftless {role}` is not part of this build yet (it lands with issue #{issue}); this build provides `driftless crds`"
-    )
 }

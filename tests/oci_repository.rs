@@ -668,6 +668,7 @@ async fn a_restarted_controller_serves_without_pulling_again() {
     .unwrap();
 
     e.controller = e.controller.restart();
+    e.sources = Sources::new(&e.client, &e.ns.name, &e.controller);
     assert!(
         !half_written.exists(),
         "half-written files are swept at start-up"
@@ -704,6 +705,7 @@ async fn a_restarted_controller_serves_without_pulling_again() {
     // the tarball is deterministic, so consumers see no new artifact and no event says so.
     e.controller.stop();
     e.controller = SourceController::start(&e.platform, &e.ns.name, &[]);
+    e.sources = Sources::new(&e.client, &e.ns.name, &e.controller);
     let rebuilt = e.request_reconcile("r").await;
     let rebuilt_artifact = rebuilt.status.clone().unwrap().artifact.unwrap();
     assert_eq!(

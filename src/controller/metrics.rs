@@ -48,6 +48,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ControllerLabels, Counter>,
     pub bucket_objects_downloaded: Counter,
     pub bucket_bytes_downloaded: Counter,
+    pub apply_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -104,8 +105,15 @@ impl Metrics {
             "Bytes downloaded from buckets into the Bucket mirrors.",
             bucket_bytes_downloaded.clone(),
         );
+        let apply_writes = Counter::default();
+        registry.register(
+            "driftless_apply_writes",
+            "Writes to cluster objects (server-side applies and deletions) by the apply-controller.",
+            apply_writes.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
+            apply_writes,
             bucket_objects_downloaded,
             bucket_bytes_downloaded,
             reconcile_duration,

@@ -4,4 +4,7 @@ pub mod conditions;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod objects;
+pub mod patch;
 pub mod requeue;
+pub mod watch;

@@ -14,10 +14,10 @@ use axum::routing::get;
 use clap::{ArgAction, Args};
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{Context, REQUESTED_AT, SourceConfig, SourceError};
+use super::context::{Context, SourceConfig, SourceError};
 use super::pass::{SourceObject, reconcile};
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
@@ -26,6 +26,7 @@ use crate::controller::events::Events;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
+use crate::controller::watch::watched_objects;
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceControllerArgs {
@@ -104,7 +105,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
-    let ready = serve_probes(&args, &metrics).await?;
+    let ready = serve_probes(&args.metrics_addr, &args.health_addr, &metrics).await?;
     // Like Flux, a replica that is not the leader serves health and metrics only: no storage
     // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
     let mut leadership = match args.enable_leader_election {
@@ -171,7 +172,8 @@ fn controller<K: SourceObject>(
     args: &SourceControllerArgs,
     ctx: Arc<Context>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
-    let (objects, store) = watched_objects(watched_api::<K>(client, args)?, args);
+    let (objects, store) =
+        watched_objects(watched_api::<K>(client, args)?, &args.watch_label_selector);
     tracing::info!(
         concurrent = args.concurrent,
         kind = K::KIND,
@@ -209,13 +211,14 @@ fn election_config(args: &SourceControllerArgs) -> anyhow::Result<leader::Electi
 
 /// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
 /// the artifact server is up (on the leader).
-async fn serve_probes(
-    args: &SourceControllerArgs,
+pub(crate) async fn serve_probes(
+    metrics_addr: &str,
+    health_addr: &str,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<AtomicBool>> {
     let render = metrics.clone();
     serve(
-        &args.metrics_addr,
+        metrics_addr,
         Router::new().route("/metrics", get(move || async move { render.render() })),
         "metrics",
     )
@@ -232,48 +235,8 @@ async fn serve_probes(
     let probes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
-    serve(&args.health_addr, probes, "health").await?;
+    serve(health_addr, probes, "health").await?;
     Ok(ready)
-}
-
-/// The objects of one kind to reconcile, cached in `store`. managedFields are never read here and
-/// are most of an object's size in memory; and like Flux's predicates, only what asks for work
-/// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
-/// our own status writes do not.
-fn watched_objects<K: SourceObject>(
-    api: Api<K>,
-    args: &SourceControllerArgs,
-) -> (
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    reflector::Store<K>,
-) {
-    let mut watch = watcher::Config::default().any_semantic();
-    if !args.watch_label_selector.is_empty() {
-        watch = watch.labels(&args.watch_label_selector);
-    }
-    let (store, writer) = reflector::store();
-    let objects = watcher(api, watch)
-        .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .predicate_filter(wants_reconcile, PredicateConfig::default());
-    (objects, store)
-}
-
-/// The fields whose change asks for a reconcile.
-fn wants_reconcile<K: SourceObject>(obj: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.meta().generation.hash(&mut h);
-    obj.annotations().get(REQUESTED_AT).hash(&mut h);
-    obj.meta()
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .hash(&mut h);
-    obj.finalizers().hash(&mut h);
-    Some(h.finish())
 }
 
 fn error_policy<K: SourceObject>(obj: Arc<K>, error: &SourceError, ctx: Arc<Context>) -> Action {

@@ -21,6 +21,9 @@ use serde_json::json;
 use crate::api::{Artifact, Condition, ConditionStatus};
 use crate::artifact::storage::StoredArtifactRecord;
 use crate::controller::conditions::{self as cond, Conditions, reason};
+pub use crate::controller::objects::kube_message;
+use crate::controller::objects::secret_data;
+use crate::controller::patch::merge_patch;
 use crate::controller::requeue::{jittered, parse_duration};
 use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
 
@@ -510,77 +513,10 @@ impl<K: SourceObject> Pass<'_, K> {
     }
 }
 
-/// A JSON merge patch from `old` to `new`, as Flux's patch helper computes it: changed
-/// fields, and `null` for fields that went away (so they are removed whoever set them, Flux
-/// itself included after a migration). `None` when nothing changed.
-fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> Option<serde_json::Value> {
-    use serde_json::Value;
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => {
-            let mut patch = serde_json::Map::new();
-            for (k, nv) in n {
-                match o.get(k) {
-                    Some(ov) => {
-                        if let Some(p) = merge_patch(ov, nv) {
-                            patch.insert(k.clone(), p);
-                        }
-                    }
-                    None => {
-                        patch.insert(k.clone(), nv.clone());
-                    }
-                }
-            }
-            for k in o.keys().filter(|k| !n.contains_key(*k)) {
-                patch.insert(k.clone(), Value::Null);
-            }
-            (!patch.is_empty()).then_some(Value::Object(patch))
-        }
-        _ => (old != new).then(|| new.clone()),
-    }
-}
-
 /// The reconcile request being handled: the annotation, else the one handled last.
 pub fn requested_at<K: SourceObject>(obj: &K) -> Option<String> {
     obj.annotations().get(REQUESTED_AT).cloned().or_else(|| {
         obj.status()
             .and_then(|s| s.last_handled_reconcile_at().cloned())
     })
-}
-
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.clone().unwrap_or_default() {
-        data.entry(k).or_insert_with(|| v.into_bytes());
-    }
-    data
-}
-
-/// Kubernetes errors as Flux prints them (`secrets "x" not found`).
-pub fn kube_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_nulls_removed_fields_and_skips_unchanged() {
-        let old = json!({"a": 1, "b": {"c": 2, "d": 3}});
-        let new = json!({"a": 1, "b": {"c": 4}});
-        assert_eq!(
-            merge_patch(&old, &new),
-            Some(json!({"b": {"c": 4, "d": null}}))
-        );
-        assert_eq!(merge_patch(&new, &new), None);
-    }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 
 use super::client::{BucketClient, BucketError, Fetched};
 use super::index::{Index, normalize_etag};
@@ -82,31 +82,27 @@ impl Mirror {
     /// Brings the files in line with `wanted`: downloads new and changed objects, deletes
     /// removed ones, and places the bucket's root `.sourceignore`. `wanted` is updated with
     /// the etags the downloads returned and loses objects that vanished in between.
-    /// `versions` are the listed versions of the objects to download (GCS generations).
+    /// `recorded` is what the mirror held (`Mirror::recorded`), `versions` the listed versions
+    /// of the objects to download (GCS generations). Memory holds the index once: it moves
+    /// into the blocking steps and back rather than being copied.
     pub async fn sync(
         &self,
         client: &BucketClient,
         wanted: &mut Index,
+        recorded: Option<Index>,
         versions: &HashMap<String, String>,
         source_ignore: Option<&[u8]>,
         limits: SyncLimits,
     ) -> Result<SyncStats, SyncError> {
         let files = self.files();
-        let recorded = self.recorded();
-        let (fetch, remove) = {
-            let files = files.clone();
-            let wanted = wanted.clone();
-            let recorded = recorded.clone();
-            blocking(move || Ok(plan(recorded.as_ref(), &wanted, &files))).await?
-        };
-        let stats_removed = remove.len() as u64;
-        {
-            let (root, files, remove, fresh) =
-                (self.root.clone(), files.clone(), remove, recorded.is_none());
+        let fresh = recorded.is_none();
+        let (index, fetch, removed) = {
+            let (root, files, index) = (self.root.clone(), files.clone(), std::mem::take(wanted));
             blocking(move || {
+                let (fetch, remove) = plan(recorded.as_ref(), &index, &files);
+                drop(recorded);
                 std::fs::create_dir_all(&root).map_err(io("create", &root))?;
-                let mirror = Mirror { root: root.clone() };
-                mirror
+                Mirror { root: root.clone() }
                     .forget_record()
                     .map_err(io("remove record in", &root))?;
                 if fresh {
@@ -116,54 +112,66 @@ impl Mirror {
                 for key in &remove {
                     remove_file_and_empty_parents(&files, key)?;
                 }
-                Ok(())
+                Ok((index, fetch, remove.len() as u64))
             })
-            .await?;
-        }
+            .await?
+        };
+        *wanted = index;
         let style = client.etag_style();
-        let results: Vec<(String, Fetched)> = futures::stream::iter(fetch.into_iter().map(Ok))
-            .map_ok(|key: String| {
-                let files = files.clone();
-                let listed_etag = wanted.get(&key).map(str::to_string);
-                let version = versions.get(&key).cloned();
-                async move {
-                    let fetched = fetch_into(
-                        client,
-                        &files,
-                        &key,
-                        listed_etag.as_deref(),
-                        version.as_deref(),
-                        limits,
-                    )
-                    .await?;
-                    Ok::<_, SyncError>((key, fetched))
-                }
-            })
-            .try_buffer_unordered(limits.concurrency.max(1))
-            .try_collect()
-            .await?;
         let mut stats = SyncStats {
-            removed: stats_removed,
+            removed,
             ..Default::default()
         };
-        for (key, fetched) in results {
+        // Only what differs from the listing is kept: vanished objects and changed etags.
+        let mut updates: Vec<(String, Option<String>)> = Vec::new();
+        let index: &Index = wanted;
+        let mut downloads = futures::stream::iter(fetch.into_iter().map(|key| {
+            let files = files.clone();
+            let listed_etag = index.get(&key).map(str::to_string);
+            let version = versions.get(&key).cloned();
+            async move {
+                let fetched = fetch_into(
+                    client,
+                    &files,
+                    &key,
+                    listed_etag.as_deref(),
+                    version.as_deref(),
+                    limits,
+                )
+                .await?;
+                Ok::<_, SyncError>((key, listed_etag, fetched))
+            }
+        }))
+        .buffer_unordered(limits.concurrency.max(1));
+        while let Some(result) = downloads.next().await {
+            let (key, listed, fetched) = result?;
             match fetched {
                 Fetched::NotFound => {
                     tracing::debug!(%key, "object vanished between listing and download");
-                    wanted.remove(&key);
+                    updates.push((key, None));
                 }
                 Fetched::Written { etag, bytes } => {
                     stats.downloaded += 1;
                     stats.downloaded_bytes += bytes;
-                    if !etag.is_empty() {
-                        wanted.insert(key, normalize_etag(style, &etag));
+                    let etag = normalize_etag(style, &etag);
+                    if !etag.is_empty() && listed.as_deref() != Some(etag.as_str()) {
+                        updates.push((key, Some(etag)));
                     }
                 }
             }
         }
-        let (root, files) = (self.root.clone(), files.clone());
-        let (index, ignore) = (wanted.clone(), source_ignore.map(<[u8]>::to_vec));
-        blocking(move || {
+        drop(downloads);
+        for (key, etag) in updates {
+            match etag {
+                Some(etag) => wanted.insert(key, etag),
+                None => {
+                    wanted.remove(&key);
+                }
+            }
+        }
+        let (root, files, index) = (self.root.clone(), files.clone(), std::mem::take(wanted));
+        let ignore = source_ignore.map(<[u8]>::to_vec);
+        *wanted = blocking(move || {
             let path = files.join(SOURCE_IGNORE_FILE);
             match ignore {
                 Some(bytes) => std::fs::write(&path, bytes).map_err(io("write", &path))?,
@@ -171,7 +179,8 @@ impl Mirror {
             }
             Mirror { root: root.clone() }
                 .record(&index)
-                .map_err(io("record", &root))
+                .map_err(io("record", &root))?;
+            Ok(index)
         })
         .await?;
         Ok(stats)

@@ -100,6 +100,7 @@ impl Pass<'_, Bucket> {
         let sync = mirror.sync(
             &client,
             &mut listing.index,
+            recorded,
             &listing.versions,
             listing.source_ignore.as_deref(),
             limits,

@@ -1,0 +1,474 @@
+//! From an extracted artifact to the objects to apply: plain YAML directories are read as
+//! they are (recursively, as Flux's generated kustomization would list them); a directory with
+//! a `kustomization.yaml`, or a spec that asks for kustomize transformers, goes through the
+//! kustomize binary with Flux's restrictions (no plugins, no remote bases, nothing outside the
+//! artifact).
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::api::kustomization::KustomizationSpec;
+
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+/// The longest a `kustomize build` may run.
+const KUSTOMIZE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("kustomization path not found: {0}")]
+    PathNotFound(String),
+    #[error("kustomization path '{0}' is outside the artifact")]
+    PathOutside(String),
+    #[error("failed to decode Kubernetes YAML from {path}: {message}")]
+    Decode { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "{0} needs kustomize, but no kustomize binary is configured (--kustomize-path or KUSTOMIZE_PATH)"
+    )]
+    NoKustomize(String),
+    #[error("kustomize build failed: {0}")]
+    Kustomize(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// `spec.path` inside `root`, which it may not leave.
+pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, BuildError> {
+    let rel = path.unwrap_or("").trim_start_matches("./");
+    let mut dir = root.to_path_buf();
+    for part in Path::new(rel).components() {
+        match part {
+            Component::Normal(p) => dir.push(p),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(BuildError::PathOutside(rel.to_string()));
+            }
+        }
+    }
+    // Extraction never writes links, but the check costs nothing.
+    let real = dir
+        .canonicalize()
+        .map_err(|_| BuildError::PathNotFound(rel.to_string()))?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| BuildError::Io(e.to_string()))?;
+    if !real.starts_with(&real_root) {
+        return Err(BuildError::PathOutside(rel.to_string()));
+    }
+    if !real.is_dir() {
+        return Err(BuildError::PathNotFound(rel.to_string()));
+    }
+    Ok(real)
+}
+
+/// The objects the directory holds, built as the spec says.
+pub async fn build(
+    dir: &Path,
+    spec: &KustomizationSpec,
+    kustomize: Option<&Path>,
+) -> Result<Vec<Value>, BuildError> {
+    let has_kustomization = kustomization_file(dir).is_some();
+    let wants_transformers = spec.name_prefix.is_some()
+        || spec.name_suffix.is_some()
+        || spec.patches.as_ref().is_some_and(|p| !p.is_empty())
+        || spec.images.as_ref().is_some_and(|i| !i.is_empty())
+        || spec.components.as_ref().is_some_and(|c| !c.is_empty());
+    if !has_kustomization && !wants_transformers {
+        let dir = dir.to_path_buf();
+        return tokio::task::spawn_blocking(move || plain_objects(&dir))
+            .await
+            .map_err(|e| BuildError::Io(e.to_string()))?;
+    }
+    let what = match has_kustomization {
+        true => "a kustomization.yaml".to_string(),
+        false => "spec.namePrefix, nameSuffix, patches, images or components".to_string(),
+    };
+    let Some(kustomize) = kustomize else {
+        return Err(BuildError::NoKustomize(what));
+    };
+    prepare_kustomization(dir, spec)?;
+    run_kustomize(kustomize, dir).await
+}
+
+fn kustomization_file(dir: &Path) -> Option<PathBuf> {
+    KUSTOMIZATION_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// Every `.yaml`/`.yml` file under `dir` (sorted, recursively), each document that is an
+/// object; `List`s are flattened.
+pub fn plain_objects(dir: &Path) -> Result<Vec<Value>, BuildError> {
+    let mut files = Vec::new();
+    collect_yaml_files(dir, &mut files)?;
+    files.sort();
+    let mut objects = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| BuildError::Decode {
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        objects.extend(decode(&text, &rel)?);
+    }
+    Ok(objects)
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BuildError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| BuildError::Io(format!("{}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BuildError::Io(e.to_string()))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|e| BuildError::Io(e.to_string()))?;
+        if file_type.is_dir() {
+            collect_yaml_files(&path, out)?;
+        } else if file_type.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The Kubernetes objects in a multi-document YAML text.
+pub fn decode(text: &str, source: &str) -> Result<Vec<Value>, BuildError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| BuildError::Decode {
+        path: source.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut objects = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind.ends_with("List") && doc.get("items").is_some_and(Value::is_array) {
+            for item in doc["items"].as_array().cloned().unwrap_or_default() {
+                objects.push(checked(item, source)?);
+            }
+        } else if kind == "Kustomization"
+            && doc
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("kustomize.config.k8s.io/"))
+        {
+            // A kustomize config, not an object.
+        } else {
+            objects.push(checked(doc, source)?);
+        }
+    }
+    Ok(objects)
+}
+
+fn checked(object: Value, source: &str) -> Result<Value, BuildError> {
+    let has = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if !(has("/apiVersion") && has("/kind") && has("/metadata/name")) {
+        return Err(BuildError::Decode {
+            path: source.to_string(),
+            message: format!(
+                "object has no apiVersion, kind or metadata.name: {}",
+                crate::util::truncate(&object.to_string(), 200)
+            ),
+        });
+    }
+    Ok(object)
+}
+
+/// Writes the kustomization file Flux would build from: the existing one (or one listing the
+/// directory's manifests) with the spec's transformers merged in.
+fn prepare_kustomization(dir: &Path, spec: &KustomizationSpec) -> Result<(), BuildError> {
+    let existing = kustomization_file(dir);
+    let mut k: Map<String, Value> = match &existing {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| BuildError::Io(e.to_string()))?;
+            serde_saphyr::from_str::<Value>(&text)
+                .map_err(|e| BuildError::Decode {
+                    path: path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    message: e.to_string(),
+                })?
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        }
+        None => generated_kustomization(dir)?,
+    };
+    refuse_remote_references(&k)?;
+    if let Some(ns) = &spec.target_namespace {
+        k.insert("namespace".into(), json!(ns));
+    }
+    if let Some(p) = &spec.name_prefix {
+        k.insert("namePrefix".into(), json!(p));
+    }
+    if let Some(s) = &spec.name_suffix {
+        k.insert("nameSuffix".into(), json!(s));
+    }
+    for patch in spec.patches.iter().flatten() {
+        let mut entry = json!({"patch": patch.patch});
+        if let Some(t) = &patch.target {
+            entry["target"] = serde_json::to_value(t).unwrap_or_default();
+        }
+        push(&mut k, "patches", entry);
+    }
+    for component in spec.components.iter().flatten() {
+        if is_remote(component) || Path::new(component).is_absolute() {
+            return Err(BuildError::Invalid(format!(
+                "component '{component}' must be a local relative path"
+            )));
+        }
+        if spec.ignore_missing_components && !dir.join(component).exists() {
+            continue;
+        }
+        push(&mut k, "components", json!(component));
+    }
+    for image in spec.images.iter().flatten() {
+        merge_image(&mut k, serde_json::to_value(image).unwrap_or_default());
+    }
+    if let Some(meta) = &spec.build_metadata {
+        k.insert(
+            "buildMetadata".into(),
+            serde_json::to_value(meta).unwrap_or_default(),
+        );
+    }
+    k.entry("apiVersion")
+        .or_insert(json!("kustomize.config.k8s.io/v1beta1"));
+    k.entry("kind").or_insert(json!("Kustomization"));
+    if k.get("resources")
+        .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+        && k.get("components").is_none()
+        && existing.is_some()
+    {
+        // kustomize refuses an empty kustomization; Flux adds build metadata to avoid that.
+        k.entry("buildMetadata")
+            .or_insert(json!(["originAnnotations"]));
+    }
+    let text =
+        serde_saphyr::to_string(&Value::Object(k)).map_err(|e| BuildError::Io(e.to_string()))?;
+    let target = existing.unwrap_or_else(|| dir.join("kustomization.yaml"));
+    std::fs::write(&target, text).map_err(|e| BuildError::Io(e.to_string()))
+}
+
+fn push(k: &mut Map<String, Value>, field: &str, value: Value) {
+    let list = k.entry(field).or_insert_with(|| json!([]));
+    if let Some(items) = list.as_array_mut() {
+        items.push(value);
+    }
+}
+
+/// An image entry with the same name is updated; `newTag` and `digest` replace each other.
+fn merge_image(k: &mut Map<String, Value>, image: Value) {
+    let name = image.get("name").cloned();
+    let list = k.entry("images").or_insert_with(|| json!([]));
+    let Some(items) = list.as_array_mut() else {
+        return;
+    };
+    match items.iter_mut().find(|i| i.get("name") == name.as_ref()) {
+        Some(existing) => {
+            let obj = existing.as_object_mut().expect("image entries are objects");
+            if image.get("newTag").is_some() || image.get("digest").is_some() {
+                obj.remove("newTag");
+                obj.remove("digest");
+            }
+            for (key, value) in image.as_object().cloned().unwrap_or_default() {
+                obj.insert(key, value);
+            }
+        }
+        None => items.push(image),
+    }
+}
+
+/// A kustomization listing the directory: sub-directories with their own kustomization as
+/// directories, other YAML files one by one (each must decode).
+fn generated_kustomization(dir: &Path) -> Result<Map<String, Value>, BuildError> {
+    let mut resources = Vec::new();
+    walk_for_resources(dir, dir, &mut resources)?;
+    resources.sort();
+    let mut k = Map::new();
+    if resources.is_empty() {
+        k.insert("namespace".into(), json!("_placeholder"));
+    }
+    k.insert("resources".into(), json!(resources));
+    Ok(k)
+}
+
+fn walk_for_resources(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), BuildError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| BuildError::Io(e.to_string()))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        if path.is_dir() {
+            if kustomization_file(&path).is_some() {
+                out.push(rel);
+            } else {
+                walk_for_resources(root, &path, out)?;
+            }
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let text = std::fs::read_to_string(&path).map_err(|e| BuildError::Io(e.to_string()))?;
+            if !decode(&text, &rel)?.is_empty() {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_remote(reference: &str) -> bool {
+    reference.contains("://")
+        || reference.starts_with("git::")
+        || reference.starts_with("github.com/")
+        || reference.starts_with("gitlab.com/")
+        || reference.starts_with("bitbucket.org/")
+}
+
+/// Remote bases would make the build fetch from the network, outside the verified artifact.
+fn refuse_remote_references(k: &Map<String, Value>) -> Result<(), BuildError> {
+    for field in ["resources", "components", "bases"] {
+        for item in k.get(field).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(r) = item.as_str().filter(|r| is_remote(r)) {
+                return Err(BuildError::Invalid(format!(
+                    "remote bases are not allowed: '{r}' in {field}; everything must come from the artifact"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, BuildError> {
+    let mut command = tokio::process::Command::new(kustomize);
+    command
+        .arg("build")
+        .arg("--load-restrictor=LoadRestrictionsRootOnly")
+        .arg(dir)
+        .kill_on_drop(true)
+        .env_clear()
+        .env("HOME", dir);
+    let output = tokio::time::timeout(KUSTOMIZE_TIMEOUT, command.output())
+        .await
+        .map_err(|_| BuildError::Kustomize(format!("timed out after {KUSTOMIZE_TIMEOUT:?}")))?
+        .map_err(|e| BuildError::Kustomize(format!("running {}: {e}", kustomize.display())))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let dir_text = dir.display().to_string();
+        return Err(BuildError::Kustomize(
+            stderr
+                .trim()
+                .replace(&dir_text, ".")
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+        ));
+    }
+    decode(
+        &String::from_utf8_lossy(&output.stdout),
+        "kustomize build output",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_artifact() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("apps/prod")).unwrap();
+        assert!(resolve_path(root.path(), Some("./apps/prod")).is_ok());
+        assert!(resolve_path(root.path(), None).is_ok());
+        assert!(matches!(
+            resolve_path(root.path(), Some("../x")),
+            Err(BuildError::PathOutside(_))
+        ));
+        assert!(matches!(
+            resolve_path(root.path(), Some("apps/../../x")),
+            Err(BuildError::PathOutside(_))
+        ));
+        assert!(matches!(
+            resolve_path(root.path(), Some("missing")),
+            Err(BuildError::PathNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn plain_directories_are_read_recursively_and_lists_flattened() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("sub")).unwrap();
+        std::fs::write(
+            root.path().join("a.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("sub/b.yml"), "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: b}}\n").unwrap();
+        std::fs::write(root.path().join("notes.txt"), "ignored").unwrap();
+        let objects = plain_objects(root.path()).unwrap();
+        let names: Vec<&str> = objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn objects_without_a_name_and_bad_yaml_are_build_errors() {
+        assert!(matches!(
+            decode("apiVersion: v1\nkind: ConfigMap\n", "x.yaml"),
+            Err(BuildError::Decode { .. })
+        ));
+        assert!(matches!(
+            decode("a: [", "x.yaml"),
+            Err(BuildError::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn images_merge_by_name_and_tags_replace_digests() {
+        let mut k = Map::new();
+        k.insert(
+            "images".into(),
+            json!([{"name": "app", "digest": "sha256:1"}]),
+        );
+        merge_image(&mut k, json!({"name": "app", "newTag": "v2"}));
+        merge_image(&mut k, json!({"name": "other", "newName": "x"}));
+        assert_eq!(
+            k["images"],
+            json!([{"name": "app", "newTag": "v2"}, {"name": "other", "newName": "x"}])
+        );
+    }
+
+    #[test]
+    fn remote_bases_are_refused() {
+        let mut k = Map::new();
+        k.insert(
+            "resources".into(),
+            json!(["./base", "https://github.com/x/y//z"]),
+        );
+        assert!(
+            matches!(refuse_remote_references(&k), Err(BuildError::Invalid(m)) if m.contains("remote bases"))
+        );
+    }
+}

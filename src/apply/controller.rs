@@ -1,0 +1,325 @@
+//! `driftless apply-controller`: Flux kustomize-controller's flags, the Kustomization
+//! controller, and the source watches that start a reconcile as soon as a new artifact lands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Args};
+use futures::StreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use super::context::{ApplyContext, ApplyControllerError, ApplySettings};
+use super::fetch::Retries;
+use super::reconcile::{self, source_resource};
+use super::ssa::Mapper;
+use crate::api::kustomization::SourceKind;
+use crate::api::{Bucket, Kustomization, OCIRepository};
+use crate::artifact::extract::ExtractLimits;
+use crate::controller::events::Events;
+use crate::controller::leader;
+use crate::controller::metrics::Metrics;
+use crate::controller::requeue::{Backoff, parse_duration};
+use crate::controller::watch::watched_objects;
+
+const CONTROLLER_NAME: &str = "kustomize-controller";
+
+#[derive(Args, Debug, Clone)]
+pub struct ApplyControllerArgs {
+    /// The kustomize binary for directories with a kustomization.yaml (and spec transformers).
+    #[arg(long, env = "KUSTOMIZE_PATH")]
+    pub kustomize_path: Option<PathBuf>,
+    /// Concurrent Kustomization reconciles.
+    #[arg(long, default_value_t = 4)]
+    pub concurrent: u16,
+    /// Requeue delay while dependencies or source artifacts are not ready.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub requeue_dependency: Duration,
+    /// Refuse sourceRefs and dependsOn in other namespaces.
+    #[arg(long)]
+    pub no_cross_namespace_refs: bool,
+    /// Impersonate this service account when a Kustomization names none.
+    #[arg(long, default_value = "")]
+    pub default_service_account: String,
+    /// Artifact download attempts.
+    #[arg(long, default_value_t = 4)]
+    pub http_retry: u32,
+    /// Most bytes an artifact may download and unpack to.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub artifact_max_bytes: u64,
+    /// Most files an artifact may unpack to.
+    #[arg(long, default_value_t = 100_000)]
+    pub artifact_max_files: u64,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = ":8080")]
+    pub metrics_addr: String,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, default_value = ":9440")]
+    pub health_addr: String,
+    /// Watch every namespace; with false, only RUNTIME_NAMESPACE.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_all_namespaces: bool,
+    /// Only reconcile Kustomizations matching this label selector (sharding).
+    #[arg(long, default_value = "")]
+    pub watch_label_selector: String,
+    /// Spread requeues over interval ± this percentage.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..100))]
+    pub interval_jitter_percentage: u8,
+    /// Backoff after the first unexpected error.
+    #[arg(long, default_value = "750ms", value_parser = parse_duration)]
+    pub min_retry_delay: Duration,
+    /// Backoff ceiling after repeated unexpected errors.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub max_retry_delay: Duration,
+    /// notification-controller's address; every event is also POSTed there in Flux's format.
+    #[arg(long, env = "EVENTS_ADDR", default_value = "")]
+    pub events_addr: String,
+    /// Reconcile only while holding the Lease (one active replica).
+    #[arg(long)]
+    pub enable_leader_election: bool,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, default_value = "35s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+    /// Renew the Lease this long before it would expire.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+    /// How often health checks look at the objects again.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub health_check_poll: Duration,
+}
+
+pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
+    let config = kube::Config::infer()
+        .await
+        .context("loading the Kubernetes client configuration")?;
+    let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
+    let metrics = Metrics::new();
+    let ready =
+        crate::source::controller::serve_probes(&args.metrics_addr, &args.health_addr, &metrics)
+            .await?;
+    let leadership = match args.enable_leader_election {
+        true => Some(leader::acquire(client.clone(), &election_config(&args)?).await?),
+        false => None,
+    };
+    if let Some(path) = &args.kustomize_path {
+        anyhow::ensure!(
+            path.is_file(),
+            "--kustomize-path {} is not a file",
+            path.display()
+        );
+    }
+    let ctx = Arc::new(ApplyContext {
+        client: client.clone(),
+        config,
+        http: reqwest::Client::builder()
+            .user_agent(format!(
+                "driftless/{} (kustomize-controller)",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .build()?,
+        events: Events::new(client.clone(), CONTROLLER_NAME)
+            .forwarding_to(&args.events_addr)
+            .map_err(anyhow::Error::msg)?,
+        metrics,
+        mapper: Mapper::default(),
+        backoff: Backoff::new(args.min_retry_delay, args.max_retry_delay),
+        settings: ApplySettings {
+            jitter_percentage: args.interval_jitter_percentage,
+            kustomize: args.kustomize_path.clone(),
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+            default_service_account: Some(args.default_service_account.clone())
+                .filter(|s| !s.is_empty()),
+            requeue_dependency: args.requeue_dependency,
+            limits: ExtractLimits {
+                max_bytes: args.artifact_max_bytes,
+                max_files: args.artifact_max_files,
+            },
+            retries: Retries {
+                attempts: args.http_retry.max(1),
+                ..Retries::default()
+            },
+            health_poll: args.health_check_poll,
+        },
+    });
+    let api: Api<Kustomization> = match args.watch_all_namespaces {
+        true => Api::all(client.clone()),
+        false => Api::namespaced(
+            client.clone(),
+            &std::env::var("RUNTIME_NAMESPACE")
+                .context("--watch-all-namespaces=false needs RUNTIME_NAMESPACE")?,
+        ),
+    };
+    let (objects, store) = watched_objects(api, &args.watch_label_selector);
+    let mut controller = Controller::for_stream(objects, store.clone())
+        .with_config(ControllerConfig::default().concurrency(args.concurrent))
+        .watches(
+            source_api::<OCIRepository>(&client, &args),
+            watcher::Config::default(),
+            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository),
+        )
+        .watches(
+            source_api::<Bucket>(&client, &args),
+            watcher::Config::default(),
+            referencing::<Bucket>(store.clone(), SourceKind::Bucket),
+        );
+    for kind in [SourceKind::GitRepository, SourceKind::ExternalArtifact] {
+        // Flux's own source kinds are watched when their CRDs are installed.
+        if let Some(api) = dynamic_source_api(&client, &args, kind).await {
+            controller = controller.watches_with(
+                api,
+                source_resource(kind),
+                watcher::Config::default(),
+                referencing_dynamic(store.clone(), kind),
+            );
+        }
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(concurrent = args.concurrent, kustomize = ?args.kustomize_path, "starting Kustomization controller");
+    let run = controller
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(object = %obj, "object gone")
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        });
+    let mut leadership = leadership;
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
+    }
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    tracing::info!("apply-controller stopped");
+    Ok(())
+}
+
+/// Sources are watched where Kustomizations may reference them: everywhere, unless the
+/// controller watches one namespace and refuses cross-namespace references.
+fn source_api<K>(client: &Client, args: &ApplyControllerArgs) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match args.watch_all_namespaces || !args.no_cross_namespace_refs {
+        true => Api::all(client.clone()),
+        false => Api::namespaced(
+            client.clone(),
+            &std::env::var("RUNTIME_NAMESPACE").unwrap_or_default(),
+        ),
+    }
+}
+
+async fn dynamic_source_api(
+    client: &Client,
+    args: &ApplyControllerArgs,
+    kind: SourceKind,
+) -> Option<Api<DynamicObject>> {
+    let resource = source_resource(kind);
+    let gvk = kube::core::GroupVersionKind::gvk(&resource.group, &resource.version, &resource.kind);
+    kube::discovery::pinned_kind(client, &gvk).await.ok()?;
+    Some(
+        match args.watch_all_namespaces || !args.no_cross_namespace_refs {
+            true => Api::all_with(client.clone(), &resource),
+            false => Api::namespaced_with(
+                client.clone(),
+                &std::env::var("RUNTIME_NAMESPACE").unwrap_or_default(),
+                &resource,
+            ),
+        },
+    )
+}
+
+/// The Kustomizations whose sourceRef names this source.
+fn referencing<K: kube::Resource<DynamicType = ()>>(
+    store: Store<Kustomization>,
+    kind: SourceKind,
+) -> impl Fn(K) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
+    move |source: K| {
+        users(
+            &store,
+            kind,
+            &source.namespace().unwrap_or_default(),
+            &source.name_any(),
+        )
+    }
+}
+
+fn referencing_dynamic(
+    store: Store<Kustomization>,
+    kind: SourceKind,
+) -> impl Fn(DynamicObject) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
+    move |source: DynamicObject| {
+        users(
+            &store,
+            kind,
+            &source.namespace().unwrap_or_default(),
+            &source.name_any(),
+        )
+    }
+}
+
+fn users(
+    store: &Store<Kustomization>,
+    kind: SourceKind,
+    ns: &str,
+    name: &str,
+) -> Vec<QueueRef<Kustomization>> {
+    store
+        .state()
+        .iter()
+        .filter(|k| {
+            let r = &k.spec.source_ref;
+            r.kind == kind
+                && r.name == name
+                && r.namespace
+                    .clone()
+                    .unwrap_or_else(|| k.namespace().unwrap_or_default())
+                    == ns
+        })
+        .map(|k| QueueRef::from_obj(k.as_ref()))
+        .collect()
+}
+
+fn error_policy(
+    obj: Arc<Kustomization>,
+    error: &ApplyControllerError,
+    ctx: Arc<ApplyContext>,
+) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    tracing::warn!(object = %key, %error, "reconcile error");
+    Action::requeue(ctx.backoff.next_delay(&key))
+}
+
+fn election_config(args: &ApplyControllerArgs) -> anyhow::Result<leader::ElectionConfig> {
+    let namespace = std::env::var("RUNTIME_NAMESPACE")
+        .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;
+    anyhow::ensure!(
+        args.leader_election_renew_deadline < args.leader_election_lease_duration,
+        "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"
+    );
+    Ok(leader::ElectionConfig {
+        lease_name: leader::lease_name(CONTROLLER_NAME, &args.watch_label_selector),
+        namespace,
+        lease_duration: args.leader_election_lease_duration,
+        renew_deadline: args.leader_election_renew_deadline,
+    })
+}

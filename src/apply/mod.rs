@@ -1,0 +1,12 @@
+//! The apply-controller: Flux `Kustomization`s built from source artifacts and kept applied
+//! with server-side apply, inventory, prune and health checks.
+
+pub mod build;
+pub mod context;
+pub mod controller;
+pub mod fetch;
+pub mod health;
+pub mod inventory;
+pub mod reconcile;
+pub mod ssa;
+pub mod substitute;

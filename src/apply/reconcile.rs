@@ -1,0 +1,1105 @@
+//! The Kustomization reconciler (reference: Flux's kustomize-controller §3): source →
+//! dependencies → download and verify → build → substitute → staged server-side apply →
+//! inventory and prune → health → status, each step a function that returns what it learnt or
+//! a `Failure` carrying Flux's reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::build::{self, BuildError};
+use super::context::{
+    ApplyContext, ApplyControllerError, FIELD_MANAGER, FINALIZER, STATUS_MANAGER,
+};
+use super::fetch::{FetchError, fetch_artifact};
+use super::health::{self, Health};
+use super::inventory::{self, ObjectRef};
+use super::ssa::{
+    Action as ApplyAction, Applied, Applier, OWNER_NAME, OWNER_NAMESPACE, is_definition,
+    sort_for_apply,
+};
+use super::substitute;
+use crate::api::kustomization::{
+    DeletionPolicy, Kustomization, KustomizationStatus, ResourceInventory, SourceKind,
+    SubstituteKind, SubstituteStrategy,
+};
+use crate::api::{Artifact, ConditionStatus};
+use crate::controller::conditions::{Conditions, READY, RECONCILING, STALLED};
+use crate::controller::objects::{kube_message, secret_data};
+use crate::controller::patch::merge_patch;
+use crate::controller::requeue::{jittered, parse_duration};
+use crate::source::context::REQUESTED_AT;
+
+const KIND: &str = "Kustomization";
+const HEALTHY: &str = "Healthy";
+
+pub mod reason {
+    pub const PROGRESSING: &str = "Progressing";
+    pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
+    pub const SUCCEEDED: &str = "ReconciliationSucceeded";
+    pub const FAILED: &str = "ReconciliationFailed";
+    pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
+    pub const BUILD_FAILED: &str = "BuildFailed";
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    pub const PRUNE_FAILED: &str = "PruneFailed";
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
+    pub const UNSUPPORTED: &str = "UnsupportedFeature";
+    pub const HEALTH_SUCCEEDED: &str = "Succeeded";
+}
+
+/// A step's failure: the `Ready` reason and message, and when to try again.
+#[derive(Debug)]
+struct Failure {
+    reason: &'static str,
+    message: String,
+    /// Terminal until the spec changes (`Stalled=True`).
+    stalled: bool,
+    /// Sooner than `retryInterval` (dependencies and sources that are not ready yet).
+    requeue: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+            stalled: false,
+            requeue: None,
+        }
+    }
+    fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            stalled: true,
+            ..Self::new(reason, message)
+        }
+    }
+    fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Self {
+        Failure {
+            requeue: Some(after),
+            ..Self::new(reason, message)
+        }
+    }
+}
+
+pub async fn reconcile(
+    obj: Arc<Kustomization>,
+    ctx: Arc<ApplyContext>,
+) -> Result<Action, ApplyControllerError> {
+    let api: Api<Kustomization> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ApplyControllerError::Finalizer(Box::new(e)))
+}
+
+struct Pass<'a> {
+    obj: &'a Kustomization,
+    ctx: &'a ApplyContext,
+    status: KustomizationStatus,
+    conditions: Conditions,
+    generation: i64,
+    written: Value,
+}
+
+/// What a successful pass did, for status and events.
+struct Outcome {
+    revision: String,
+    origin_revision: Option<String>,
+    changes: Vec<Applied>,
+    pruned: Vec<ObjectRef>,
+    inventory: ResourceInventory,
+}
+
+async fn reconcile_live(
+    obj: &Kustomization,
+    ctx: &ApplyContext,
+) -> Result<Action, ApplyControllerError> {
+    let started = Instant::now();
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let status = obj.status.clone().unwrap_or_default();
+    let mut pass = Pass {
+        obj,
+        ctx,
+        conditions: Conditions::new(status.conditions.clone(), generation),
+        written: serde_json::to_value(&status).unwrap_or_default(),
+        status,
+        generation,
+    };
+    if obj.spec.suspend {
+        pass.status.last_handled_reconcile_at = requested_at(obj);
+        pass.patch_status().await?;
+        return Ok(Action::await_change());
+    }
+    let outcome = pass.run().await;
+    let action = pass.finish(outcome, started).await;
+    ctx.metrics
+        .observe_duration(&labels(obj), started.elapsed());
+    action
+}
+
+impl Pass<'_> {
+    fn namespace(&self) -> String {
+        self.obj.namespace().unwrap_or_default()
+    }
+
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace(), self.obj.name_any())
+    }
+
+    async fn run(&mut self) -> Result<Outcome, Failure> {
+        self.conditions.delete(STALLED);
+        self.check_supported()?;
+        let artifact = self.source_artifact().await?;
+        self.check_dependencies(&artifact).await?;
+        let revision = artifact.revision.clone();
+        self.progress(&format!(
+            "Fetching manifests for revision {revision} with a timeout of {:?}",
+            self.timeout()
+        ));
+        let work = tempfile::Builder::new()
+            .prefix("kustomization-")
+            .tempdir()
+            .map_err(|e| {
+                Failure::new(
+                    reason::DIRECTORY_CREATION_FAILED,
+                    format!("failed to create temp dir: {e}"),
+                )
+            })?;
+        let content = work.path().join("artifact");
+        self.download(&artifact, &content).await?;
+        self.status.last_attempted_revision = Some(revision.clone());
+        self.progress(&format!(
+            "Building manifests for revision {revision} with a timeout of {:?}",
+            self.timeout()
+        ));
+        let objects = self.build(&content).await?;
+        let objects = self.finalize_objects(objects).await?;
+        let client = self.client()?;
+        let applier = Applier {
+            client: &client,
+            mapper: &self.ctx.mapper,
+            field_manager: FIELD_MANAGER,
+            force: self.obj.spec.force,
+            writes: &self.ctx.metrics.apply_writes,
+        };
+        self.progress(&format!(
+            "Detecting drift for revision {revision} with a timeout of {:?}",
+            self.timeout()
+        ));
+        let changes = self.apply(&applier, objects).await?;
+        let new_inventory =
+            inventory::inventory(&changes.iter().map(|c| c.object.clone()).collect::<Vec<_>>());
+        let old_inventory = self.status.inventory.clone().unwrap_or_default();
+        self.status.inventory = Some(new_inventory.clone());
+        let pruned = match self.obj.spec.prune {
+            true => self.prune(&applier, &old_inventory, &new_inventory).await?,
+            false => Vec::new(),
+        };
+        self.check_health(&applier, &changes).await?;
+        Ok(Outcome {
+            origin_revision: artifact
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("org.opencontainers.image.revision").cloned()),
+            revision,
+            changes,
+            pruned,
+            inventory: new_inventory,
+        })
+    }
+
+    fn progress(&mut self, message: &str) {
+        self.conditions
+            .mark_true(RECONCILING, reason::PROGRESSING, message);
+        if self
+            .conditions
+            .get(READY)
+            .is_none_or(|c| c.status != ConditionStatus::True)
+        {
+            self.conditions.set(
+                READY,
+                ConditionStatus::Unknown,
+                reason::PROGRESSING,
+                "Reconciliation in progress",
+            );
+        }
+    }
+
+    /// What this build cannot do yet is refused with a condition rather than half done.
+    fn check_supported(&self) -> Result<(), Failure> {
+        let spec = &self.obj.spec;
+        let unsupported = |what: &str| {
+            Failure::stalled(
+                reason::UNSUPPORTED,
+                format!("{what} is not supported by this driftless build"),
+            )
+        };
+        if spec.decryption.is_some() {
+            return Err(unsupported("spec.decryption (SOPS)"));
+        }
+        if spec.kube_config.is_some() {
+            return Err(unsupported("spec.kubeConfig (remote clusters)"));
+        }
+        if spec
+            .health_check_exprs
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+        {
+            return Err(unsupported("spec.healthCheckExprs (CEL)"));
+        }
+        if spec
+            .depends_on
+            .iter()
+            .flatten()
+            .any(|d| d.ready_expr.is_some())
+        {
+            return Err(unsupported("spec.dependsOn[].readyExpr (CEL)"));
+        }
+        Ok(())
+    }
+
+    fn timeout(&self) -> Duration {
+        let interval = parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
+        let configured = self
+            .obj
+            .spec
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok());
+        configured
+            .unwrap_or(interval.saturating_sub(Duration::from_secs(30)))
+            .max(Duration::from_secs(30))
+    }
+
+    fn retry_interval(&self) -> Duration {
+        self.obj
+            .spec
+            .retry_interval
+            .as_deref()
+            .and_then(|r| parse_duration(r).ok())
+            .unwrap_or_else(|| {
+                parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600))
+            })
+    }
+
+    /// The source's `status.artifact`, read from whichever source CRD the reference names.
+    async fn source_artifact(&self) -> Result<Artifact, Failure> {
+        let source = &self.obj.spec.source_ref;
+        let ns = source.namespace.clone().unwrap_or_else(|| self.namespace());
+        if self.ctx.settings.no_cross_namespace_refs && ns != self.namespace() {
+            return Err(Failure::stalled(
+                reason::ACCESS_DENIED,
+                format!(
+                    "can't access '{}/{ns}/{}', cross-namespace references have been blocked",
+                    kind_name(source.kind),
+                    source.name
+                ),
+            ));
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &ns, &source_resource(source.kind));
+        let subject = format!("{}/{ns}/{}", kind_name(source.kind), source.name);
+        let found = match api.get_opt(&source.name).await {
+            Ok(found) => found,
+            // 404 for the list URL itself: the source's CRD is not installed.
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => {
+                return Err(Failure::new(
+                    reason::ARTIFACT_FAILED,
+                    format!("failed to get source '{subject}': {}", kube_message(&e)),
+                ));
+            }
+        };
+        let Some(found) = found else {
+            return Err(Failure::waiting(
+                reason::ARTIFACT_FAILED,
+                format!("Source '{subject}' not found"),
+                self.retry_interval(),
+            ));
+        };
+        let artifact = found
+            .data
+            .pointer("/status/artifact")
+            .cloned()
+            .filter(|a| !a.is_null());
+        let Some(artifact) = artifact else {
+            return Err(Failure::waiting(
+                reason::ARTIFACT_FAILED,
+                format!("Source '{subject}' is not ready, artifact not found"),
+                self.ctx.settings.requeue_dependency,
+            ));
+        };
+        serde_json::from_value(artifact).map_err(|e| {
+            Failure::new(
+                reason::ARTIFACT_FAILED,
+                format!("Source '{subject}' has an invalid artifact: {e}"),
+            )
+        })
+    }
+
+    /// Flux's rule: each dependency exists, is Ready for its current generation, and, when
+    /// it uses the same source, has applied the same revision.
+    async fn check_dependencies(&self, artifact: &Artifact) -> Result<(), Failure> {
+        for dep in self.obj.spec.depends_on.iter().flatten() {
+            let ns = dep.namespace.clone().unwrap_or_else(|| self.namespace());
+            let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &ns);
+            let not_ready = |why: String| {
+                Failure::waiting(
+                    reason::DEPENDENCY_NOT_READY,
+                    format!("dependency '{ns}/{}' is not ready: {why}", dep.name),
+                    self.ctx.settings.requeue_dependency,
+                )
+            };
+            let Some(other) = api
+                .get_opt(&dep.name)
+                .await
+                .map_err(|e| not_ready(kube_message(&e)))?
+            else {
+                return Err(not_ready("not found".into()));
+            };
+            let status = other.status.clone().unwrap_or_default();
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == ConditionStatus::True);
+            if status.observed_generation != other.metadata.generation || !ready {
+                return Err(not_ready("not ready".into()));
+            }
+            let same_source = other.spec.source_ref.kind == self.obj.spec.source_ref.kind
+                && other.spec.source_ref.name == self.obj.spec.source_ref.name
+                && other
+                    .spec
+                    .source_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| ns.clone())
+                    == self
+                        .obj
+                        .spec
+                        .source_ref
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| self.namespace());
+            if same_source
+                && status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
+            {
+                return Err(not_ready(format!(
+                    "revision {} not applied yet",
+                    artifact.revision
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn download(&self, artifact: &Artifact, target: &std::path::Path) -> Result<(), Failure> {
+        let url = local_url(&artifact.url);
+        fetch_artifact(
+            &self.ctx.http,
+            &url,
+            &artifact.digest,
+            target,
+            self.ctx.settings.limits,
+            self.ctx.settings.retries,
+        )
+        .await
+        .map_err(|e| match e {
+            FetchError::NotFound(_) => Failure::waiting(
+                reason::ARTIFACT_FAILED,
+                format!("Source is not ready, artifact not found: {e}"),
+                self.ctx.settings.requeue_dependency,
+            ),
+            e => Failure::new(reason::ARTIFACT_FAILED, e.to_string()),
+        })
+    }
+
+    async fn build(&self, content: &std::path::Path) -> Result<Vec<Value>, Failure> {
+        let failed = |e: BuildError| match e {
+            BuildError::PathNotFound(_) | BuildError::PathOutside(_) => {
+                Failure::new(reason::ARTIFACT_FAILED, e.to_string())
+            }
+            e => Failure::new(reason::BUILD_FAILED, e.to_string()),
+        };
+        let dir = build::resolve_path(content, self.obj.spec.path.as_deref()).map_err(failed)?;
+        build::build(&dir, &self.obj.spec, self.ctx.settings.kustomize.as_deref())
+            .await
+            .map_err(failed)
+    }
+
+    /// Substitution, common metadata and the owner labels, on every built object.
+    async fn finalize_objects(&self, objects: Vec<Value>) -> Result<Vec<Value>, Failure> {
+        let vars = self.substitution_variables().await?;
+        let mut out = Vec::with_capacity(objects.len());
+        for object in objects {
+            let mut object = match &vars {
+                Some(vars) if !substitute::is_disabled(&object) => substituted(&object, vars)?,
+                _ => object,
+            };
+            self.stamp(&mut object);
+            out.push(object);
+        }
+        Ok(out)
+    }
+
+    /// The variables of `postBuild`, or `None` when substitution does not run.
+    async fn substitution_variables(&self) -> Result<Option<BTreeMap<String, String>>, Failure> {
+        let Some(post) = &self.obj.spec.post_build else {
+            return Ok(None);
+        };
+        let mut vars = BTreeMap::new();
+        for from in post.substitute_from.iter().flatten() {
+            let loaded = match from.kind {
+                SubstituteKind::ConfigMap => {
+                    let api: Api<ConfigMap> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace());
+                    api.get_opt(&from.name)
+                        .await
+                        .map(|cm| cm.map(|cm| cm.data.unwrap_or_default()))
+                }
+                SubstituteKind::Secret => {
+                    let api: Api<Secret> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace());
+                    api.get_opt(&from.name).await.map(|s| {
+                        s.map(|s| {
+                            secret_data(&s)
+                                .into_iter()
+                                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                                .collect()
+                        })
+                    })
+                }
+            }
+            .map_err(|e| {
+                Failure::new(
+                    reason::BUILD_FAILED,
+                    format!(
+                        "substitute from '{:?}/{}' error: {}",
+                        from.kind,
+                        from.name,
+                        kube_message(&e)
+                    ),
+                )
+            })?;
+            match loaded {
+                Some(data) => vars.extend(data),
+                None if from.optional => {}
+                None => {
+                    return Err(Failure::new(
+                        reason::BUILD_FAILED,
+                        format!(
+                            "substitute from '{:?}/{}' error: {:?} \"{}\" not found",
+                            from.kind, from.name, from.kind, from.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for (k, v) in post.substitute.iter().flatten() {
+            vars.insert(k.clone(), v.replace('\n', ""));
+        }
+        substitute::validate_names(&vars)
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e.to_string()))?;
+        let always = post.substitute_strategy == Some(SubstituteStrategy::Always);
+        Ok((always || !vars.is_empty()).then_some(vars))
+    }
+
+    fn stamp(&self, object: &mut Value) {
+        let meta = object
+            .as_object_mut()
+            .and_then(|o| o.get_mut("metadata"))
+            .and_then(Value::as_object_mut);
+        let Some(meta) = meta else { return };
+        let common = self.obj.spec.common_metadata.clone().unwrap_or_default();
+        for (field, extra) in [
+            ("labels", common.labels.unwrap_or_default()),
+            ("annotations", common.annotations.unwrap_or_default()),
+        ] {
+            let map = meta.entry(field).or_insert_with(|| json!({}));
+            if let Some(map) = map.as_object_mut() {
+                for (k, v) in extra {
+                    map.insert(k, Value::String(v));
+                }
+            }
+        }
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        labels[OWNER_NAME] = Value::String(self.obj.name_any());
+        labels[OWNER_NAMESPACE] = Value::String(self.namespace());
+        if meta
+            .get("annotations")
+            .is_some_and(|a| a.as_object().is_some_and(|a| a.is_empty()))
+        {
+            meta.remove("annotations");
+        }
+        meta.remove("creationTimestamp");
+        let is_crd = object.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition");
+        if !is_crd && let Some(o) = object.as_object_mut() {
+            o.remove("status");
+        }
+    }
+
+    /// The client applies go through: the controller's, or the impersonated service account.
+    fn client(&self) -> Result<Client, Failure> {
+        let sa = self
+            .obj
+            .spec
+            .service_account_name
+            .clone()
+            .or_else(|| self.ctx.settings.default_service_account.clone());
+        let Some(sa) = sa else {
+            return Ok(self.ctx.client.clone());
+        };
+        let mut config = self.ctx.config.clone();
+        config.auth_info.impersonate =
+            Some(format!("system:serviceaccount:{}:{sa}", self.namespace()));
+        Client::try_from(config).map_err(|e| {
+            Failure::new(
+                reason::FAILED,
+                format!("failed to build the client impersonating '{sa}': {e}"),
+            )
+        })
+    }
+
+    /// Stage one (CRDs, Namespaces, ClusterRoles) and its wait, then everything else.
+    async fn apply(
+        &self,
+        applier: &Applier<'_>,
+        objects: Vec<Value>,
+    ) -> Result<Vec<Applied>, Failure> {
+        let mut refs: Vec<(ObjectRef, Value)> = Vec::new();
+        for object in objects {
+            let r = ObjectRef::of(&object).ok_or_else(|| {
+                Failure::new(
+                    reason::BUILD_FAILED,
+                    "object without apiVersion, kind or name",
+                )
+            })?;
+            refs.push((r, object));
+        }
+        let (mut definitions, mut rest): (Vec<_>, Vec<_>) =
+            refs.into_iter().partition(|(r, _)| is_definition(r));
+        sort_for_apply(&mut definitions);
+        sort_for_apply(&mut rest);
+        let target_ns = self.obj.spec.target_namespace.as_deref();
+        let mut applied = Vec::new();
+        for (_, object) in definitions {
+            applied.push(
+                applier
+                    .apply(object, target_ns)
+                    .await
+                    .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?,
+            );
+        }
+        self.wait_for_definitions(applier, &applied).await?;
+        for (_, object) in rest {
+            applied.push(
+                applier
+                    .apply(object, target_ns)
+                    .await
+                    .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?,
+            );
+        }
+        let changed: Vec<String> = applied
+            .iter()
+            .filter(|a| matches!(a.action, ApplyAction::Created | ApplyAction::Configured))
+            .map(|a| format!("{} {}", a.object.subject(), a.action.as_str()))
+            .collect();
+        if !changed.is_empty() {
+            self.event(false, reason::PROGRESSING, &changed.join("\n"))
+                .await;
+        }
+        Ok(applied)
+    }
+
+    /// Custom resources can only be applied once their CRDs are established.
+    async fn wait_for_definitions(
+        &self,
+        applier: &Applier<'_>,
+        applied: &[Applied],
+    ) -> Result<(), Failure> {
+        let crds: Vec<&ObjectRef> = applied
+            .iter()
+            .filter(|a| {
+                a.object.kind == "CustomResourceDefinition" && a.action != ApplyAction::Skipped
+            })
+            .map(|a| &a.object)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for crd in crds {
+            loop {
+                let live = applier
+                    .get(crd)
+                    .await
+                    .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?;
+                match health::status(live.as_ref()) {
+                    Health::Current => break,
+                    Health::Failed => {
+                        return Err(Failure::new(
+                            reason::FAILED,
+                            format!("{} failed to become established", crd.subject()),
+                        ));
+                    }
+                    _ if Instant::now() > deadline => {
+                        return Err(Failure::new(
+                            reason::FAILED,
+                            format!("{} not established after 60s", crd.subject()),
+                        ));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn prune(
+        &self,
+        applier: &Applier<'_>,
+        old: &ResourceInventory,
+        new: &ResourceInventory,
+    ) -> Result<Vec<ObjectRef>, Failure> {
+        let mut stale = inventory::stale(old, new);
+        stale.reverse();
+        let owner = (self.obj.name_any(), self.namespace());
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for r in stale {
+            match applier.delete_owned(&r, (&owner.0, &owner.1)).await {
+                Ok(true) => deleted.push(r),
+                Ok(false) => {}
+                Err(e) => errors.push((r, e.to_string())),
+            }
+        }
+        if !deleted.is_empty() {
+            let lines: Vec<String> = deleted
+                .iter()
+                .map(|r| format!("{} deleted", r.subject()))
+                .collect();
+            self.event(false, reason::PROGRESSING, &lines.join("\n"))
+                .await;
+        }
+        if errors.is_empty() {
+            return Ok(deleted);
+        }
+        Err(Failure::new(
+            reason::PRUNE_FAILED,
+            errors
+                .iter()
+                .map(|(_, e)| e.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
+    }
+
+    /// `wait`: everything applied; else `healthChecks`. Polls until all are Current, one
+    /// fails, or the timeout passes.
+    async fn check_health(
+        &mut self,
+        applier: &Applier<'_>,
+        changes: &[Applied],
+    ) -> Result<(), Failure> {
+        let targets: Vec<ObjectRef> = match self.obj.spec.wait {
+            true => changes
+                .iter()
+                .filter(|c| c.action != ApplyAction::Skipped)
+                .map(|c| c.object.clone())
+                .collect(),
+            false => self
+                .obj
+                .spec
+                .health_checks
+                .iter()
+                .flatten()
+                .map(|h| {
+                    let api_version = h
+                        .api_version
+                        .clone()
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| "apps/v1".into());
+                    let (group, version) = api_version
+                        .rsplit_once('/')
+                        .map(|(g, v)| (g.to_string(), v.to_string()))
+                        .unwrap_or((String::new(), api_version.clone()));
+                    ObjectRef {
+                        group,
+                        version,
+                        kind: h.kind.clone(),
+                        namespace: h.namespace.clone().unwrap_or_else(|| self.namespace()),
+                        name: h.name.clone(),
+                    }
+                })
+                .collect(),
+        };
+        let targets: Vec<ObjectRef> = targets
+            .into_iter()
+            .filter(|t| {
+                !(t.kind == KIND
+                    && t.name == self.obj.name_any()
+                    && t.namespace == self.namespace())
+            })
+            .collect();
+        if targets.is_empty() {
+            self.conditions.delete(HEALTHY);
+            return Ok(());
+        }
+        let timeout = self.timeout();
+        self.progress(&format!(
+            "Running health checks with a timeout of {timeout:?}"
+        ));
+        if !self.conditions.is_true(HEALTHY) {
+            self.conditions.set(
+                HEALTHY,
+                ConditionStatus::Unknown,
+                reason::PROGRESSING,
+                "Running health checks",
+            );
+        }
+        let _ = self.patch_status().await;
+        let started = Instant::now();
+        loop {
+            let mut pending = Vec::new();
+            let mut failed = Vec::new();
+            for t in &targets {
+                let live = applier.get(t).await.unwrap_or(None);
+                match health::status(live.as_ref()) {
+                    Health::Current => {}
+                    Health::Failed => failed.push(format!("{} status: 'Failed'", t.subject())),
+                    other => pending.push(format!("{} status: '{}'", t.subject(), other.as_str())),
+                }
+            }
+            let elapsed = started.elapsed();
+            if !failed.is_empty() {
+                return Err(self.health_failed(format!("health check failed after {elapsed:?}: failed early due to stalled resources: [{}]", failed.join(", "))));
+            }
+            if pending.is_empty() {
+                self.conditions.mark_true(
+                    HEALTHY,
+                    reason::HEALTH_SUCCEEDED,
+                    &format!("Health check passed in {elapsed:?}"),
+                );
+                return Ok(());
+            }
+            if elapsed >= timeout {
+                return Err(self.health_failed(format!(
+                    "health check failed after {elapsed:?}: timeout waiting for: [{}]",
+                    pending.join(", ")
+                )));
+            }
+            tokio::time::sleep(
+                self.ctx
+                    .settings
+                    .health_poll
+                    .min(timeout.saturating_sub(elapsed)),
+            )
+            .await;
+        }
+    }
+
+    fn health_failed(&mut self, message: String) -> Failure {
+        self.conditions
+            .mark_false(HEALTHY, reason::HEALTH_CHECK_FAILED, &message);
+        Failure::new(reason::HEALTH_CHECK_FAILED, message)
+    }
+
+    async fn finish(
+        &mut self,
+        outcome: Result<Outcome, Failure>,
+        started: Instant,
+    ) -> Result<Action, ApplyControllerError> {
+        self.status.last_handled_reconcile_at = requested_at(self.obj);
+        let key = self.key();
+        let action = match outcome {
+            Ok(done) => {
+                let message = format!("Applied revision: {}", done.revision);
+                self.status.last_applied_revision = Some(done.revision.clone());
+                self.status.last_applied_origin_revision = done.origin_revision.clone();
+                self.status.inventory = Some(done.inventory);
+                self.status.observed_generation = Some(self.generation);
+                self.conditions.delete(RECONCILING);
+                self.conditions.delete(STALLED);
+                self.conditions
+                    .mark_true(READY, reason::SUCCEEDED, &message);
+                self.ctx.backoff.reset(&key);
+                let interval =
+                    parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
+                let next = jittered(interval, self.ctx.settings.jitter_percentage);
+                if !done
+                    .changes
+                    .iter()
+                    .all(|c| matches!(c.action, ApplyAction::Unchanged | ApplyAction::Skipped))
+                    || !done.pruned.is_empty()
+                {
+                    self.event(
+                        false,
+                        reason::SUCCEEDED,
+                        &format!(
+                            "Reconciliation finished in {:?}, next run in {}",
+                            started.elapsed(),
+                            self.obj.spec.interval
+                        ),
+                    )
+                    .await;
+                }
+                self.ctx.metrics.record_result("kustomization", "success");
+                Action::requeue(next)
+            }
+            Err(failure) => {
+                self.conditions
+                    .mark_false(READY, failure.reason, &failure.message);
+                self.event(true, failure.reason, &failure.message).await;
+                self.ctx.metrics.record_result("kustomization", "error");
+                if failure.stalled {
+                    self.conditions
+                        .mark_true(STALLED, failure.reason, &failure.message);
+                    self.conditions.delete(RECONCILING);
+                    self.status.observed_generation = Some(self.generation);
+                    Action::await_change()
+                } else {
+                    let message = self
+                        .conditions
+                        .get(RECONCILING)
+                        .map(|c| c.message.clone())
+                        .unwrap_or_else(|| "Reconciliation in progress".into());
+                    self.conditions.mark_true(
+                        RECONCILING,
+                        reason::PROGRESSING_WITH_RETRY,
+                        &message,
+                    );
+                    Action::requeue(failure.requeue.unwrap_or_else(|| self.retry_interval()))
+                }
+            }
+        };
+        for type_ in [READY, RECONCILING, STALLED] {
+            let status = match self.conditions.get(type_).map(|c| c.status) {
+                Some(ConditionStatus::True) => "True",
+                Some(ConditionStatus::False) => "False",
+                Some(ConditionStatus::Unknown) => "Unknown",
+                None => "Deleted",
+            };
+            self.ctx
+                .metrics
+                .record_condition(&labels(self.obj), type_, status);
+        }
+        self.patch_status().await?;
+        Ok(action)
+    }
+
+    async fn event(&self, warning: bool, reason: &str, message: &str) {
+        let mut metadata = BTreeMap::new();
+        if let Some(rev) = &self.status.last_attempted_revision {
+            metadata.insert(
+                "kustomize.toolkit.fluxcd.io/revision".to_string(),
+                rev.clone(),
+            );
+        }
+        let r = self.obj.object_ref(&());
+        match warning {
+            true => self.ctx.events.warning(&r, reason, message, metadata).await,
+            false => self.ctx.events.normal(&r, reason, message, metadata).await,
+        }
+    }
+
+    async fn patch_status(&mut self) -> Result<(), ApplyControllerError> {
+        self.conditions.sort();
+        self.status.conditions = self.conditions.list.clone();
+        let status = serde_json::to_value(&self.status).unwrap_or_default();
+        let Some(diff) = merge_patch(&self.written, &status) else {
+            return Ok(());
+        };
+        let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams {
+                field_manager: Some(STATUS_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&json!({ "status": diff })),
+        )
+        .await
+        .map_err(ApplyControllerError::Kube)?;
+        self.written = status;
+        Ok(())
+    }
+}
+
+/// One object's YAML with the variables substituted, parsed back.
+fn substituted(object: &Value, vars: &BTreeMap<String, String>) -> Result<Value, Failure> {
+    let subject = ObjectRef::of(object)
+        .map(|r| r.subject())
+        .unwrap_or_default();
+    let yaml = serde_saphyr::to_string(object)
+        .map_err(|e| Failure::new(reason::BUILD_FAILED, e.to_string()))?;
+    let text = substitute::substitute(&yaml, vars).map_err(|e| {
+        Failure::new(
+            reason::BUILD_FAILED,
+            format!("{subject}: post build failed: {e}"),
+        )
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| {
+        Failure::new(
+            reason::BUILD_FAILED,
+            format!("{subject}: post build produced invalid YAML: {e}"),
+        )
+    })
+}
+
+/// Deletion with the spec's `deletionPolicy` (Flux §3.11).
+async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, ApplyControllerError> {
+    let inventory = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.clone())
+        .unwrap_or_default();
+    let policy = obj
+        .spec
+        .deletion_policy
+        .unwrap_or(DeletionPolicy::MirrorPrune);
+    let delete = match policy {
+        DeletionPolicy::MirrorPrune => obj.spec.prune,
+        DeletionPolicy::Delete | DeletionPolicy::WaitForTermination => true,
+        DeletionPolicy::Orphan => false,
+    };
+    if obj.spec.suspend || inventory.entries.is_empty() || !delete {
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let sa = obj
+        .spec
+        .service_account_name
+        .clone()
+        .or_else(|| ctx.settings.default_service_account.clone());
+    let client = match sa {
+        None => ctx.client.clone(),
+        Some(sa) => {
+            let mut config = ctx.config.clone();
+            config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{sa}"));
+            Client::try_from(config).map_err(|e| ApplyControllerError::Cleanup(e.to_string()))?
+        }
+    };
+    let applier = Applier {
+        client: &client,
+        mapper: &ctx.mapper,
+        field_manager: FIELD_MANAGER,
+        force: false,
+        writes: &ctx.metrics.apply_writes,
+    };
+    let mut refs = inventory::stale(&inventory, &ResourceInventory::default());
+    refs.reverse();
+    let mut deleted = Vec::new();
+    for r in &refs {
+        if applier
+            .delete_owned(r, (&obj.name_any(), &ns))
+            .await
+            .map_err(|e| ApplyControllerError::Cleanup(e.to_string()))?
+        {
+            deleted.push(r.clone());
+        }
+    }
+    if policy == DeletionPolicy::WaitForTermination {
+        let timeout = obj
+            .spec
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(300));
+        let deadline = Instant::now() + timeout;
+        let mut remaining: BTreeSet<ObjectRef> = deleted.iter().cloned().collect();
+        while !remaining.is_empty() && Instant::now() < deadline {
+            let mut still = BTreeSet::new();
+            for r in &remaining {
+                if applier.get(r).await.ok().flatten().is_some() {
+                    still.insert(r.clone());
+                }
+            }
+            remaining = still;
+            if !remaining.is_empty() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        if !remaining.is_empty() {
+            let names: Vec<String> = remaining.iter().map(ObjectRef::subject).collect();
+            ctx.events
+                .warning(
+                    &obj.object_ref(&()),
+                    reason::FAILED,
+                    &format!(
+                        "failed to wait for objects to be deleted: {}",
+                        names.join(", ")
+                    ),
+                    BTreeMap::new(),
+                )
+                .await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn requested_at(obj: &Kustomization) -> Option<String> {
+    obj.annotations().get(REQUESTED_AT).cloned().or_else(|| {
+        obj.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.clone())
+    })
+}
+
+pub fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::OciRepository => "OCIRepository",
+        SourceKind::GitRepository => "GitRepository",
+        SourceKind::Bucket => "Bucket",
+        SourceKind::ExternalArtifact => "ExternalArtifact",
+    }
+}
+
+pub fn source_resource(kind: SourceKind) -> ApiResource {
+    let plural = match kind {
+        SourceKind::OciRepository => "ocirepositories",
+        SourceKind::GitRepository => "gitrepositories",
+        SourceKind::Bucket => "buckets",
+        SourceKind::ExternalArtifact => "externalartifacts",
+    };
+    ApiResource {
+        group: "source.toolkit.fluxcd.io".into(),
+        version: "v1".into(),
+        api_version: "source.toolkit.fluxcd.io/v1".into(),
+        kind: kind_name(kind).into(),
+        plural: plural.into(),
+    }
+}
+
+/// Flux's `SOURCE_CONTROLLER_LOCALHOST`: the artifact URL's host replaced, for controllers
+/// that reach the source-controller another way than its Service.
+fn local_url(url: &str) -> String {
+    match std::env::var("SOURCE_CONTROLLER_LOCALHOST") {
+        Ok(host) if !host.is_empty() => match reqwest::Url::parse(url) {
+            Ok(parsed) => {
+                let path = &url[url.find(parsed.path()).unwrap_or(url.len())..];
+                format!("{}://{host}{path}", parsed.scheme())
+            }
+            Err(_) => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+fn labels(obj: &Kustomization) -> crate::controller::metrics::ObjectLabels {
+    crate::controller::metrics::ObjectLabels {
+        kind: KIND.into(),
+        name: obj.name_any(),
+        namespace: obj.namespace().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,500 @@
+//! Server-side apply as Flux does it: staged (cluster definitions first), a dry run per
+//! object to find what would change, writes only for what did, forced ownership under one
+//! field manager, recreation on immutable-field errors when asked, and Flux's opt-out
+//! annotations. Also prune and delete with Flux's ownership guards.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use super::inventory::ObjectRef;
+use crate::controller::objects::kube_message;
+
+pub const SSA_KEY: &str = "kustomize.toolkit.fluxcd.io/ssa";
+pub const RECONCILE_KEY: &str = "kustomize.toolkit.fluxcd.io/reconcile";
+pub const PRUNE_KEY: &str = "kustomize.toolkit.fluxcd.io/prune";
+pub const FORCE_KEY: &str = "kustomize.toolkit.fluxcd.io/force";
+pub const OWNER_NAME: &str = "kustomize.toolkit.fluxcd.io/name";
+pub const OWNER_NAMESPACE: &str = "kustomize.toolkit.fluxcd.io/namespace";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Skipped,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{subject} dry-run failed: {message}")]
+    DryRun { subject: String, message: String },
+    #[error("{subject} apply failed: {message}")]
+    Apply { subject: String, message: String },
+    #[error("{0}")]
+    Mapping(String),
+    #[error("{subject} delete failed: {message}")]
+    Delete { subject: String, message: String },
+}
+
+/// GVK → API resource and scope, shared by every reconcile (the mapping does not depend on
+/// who asks).
+#[derive(Default)]
+/// Failed lookups are not kept: new kinds appear once their CRDs are established.
+pub struct Mapper {
+    known: Mutex<HashMap<GroupVersionKind, (ApiResource, Scope)>>,
+}
+
+impl Mapper {
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        r: &ObjectRef,
+    ) -> Result<(ApiResource, Scope), ApplyError> {
+        let gvk = GroupVersionKind::gvk(&r.group, &r.version, &r.kind);
+        if let Some(found) = self.known.lock().expect("mapper lock").get(&gvk) {
+            return Ok(found.clone());
+        }
+        let (resource, caps): (ApiResource, ApiCapabilities) =
+            kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .map_err(|e| {
+                    ApplyError::Mapping(format!(
+                        "{}: no API for {}/{}: {}",
+                        r.subject(),
+                        r.api_version(),
+                        r.kind,
+                        kube_message(&e)
+                    ))
+                })?;
+        self.known
+            .lock()
+            .expect("mapper lock")
+            .insert(gvk, (resource.clone(), caps.scope.clone()));
+        Ok((resource, caps.scope))
+    }
+}
+
+/// What one apply needs to know.
+pub struct Applier<'a> {
+    pub client: &'a Client,
+    pub mapper: &'a Mapper,
+    pub field_manager: &'a str,
+    /// `spec.force`: recreate objects whose immutable fields changed.
+    pub force: bool,
+    /// Writes made (apply patches, deletions), for the zero-write promise.
+    pub writes: &'a prometheus_client::metrics::counter::Counter,
+}
+
+/// One applied object and what happened to it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub object: ObjectRef,
+    pub action: Action,
+}
+
+/// Flux's stage-one kinds: cluster definitions that others depend on.
+pub fn is_definition(r: &ObjectRef) -> bool {
+    matches!(
+        (r.group.as_str(), r.kind.as_str()),
+        ("apiextensions.k8s.io", "CustomResourceDefinition")
+            | ("", "Namespace")
+            | ("rbac.authorization.k8s.io", "ClusterRole")
+    )
+}
+
+/// Flux's apply order inside a stage: kind rank, then namespace and name.
+pub fn sort_for_apply(objects: &mut [(ObjectRef, Value)]) {
+    objects.sort_by(|(a, _), (b, _)| {
+        (kind_rank(a), &a.kind, &a.namespace, &a.name).cmp(&(
+            kind_rank(b),
+            &b.kind,
+            &b.namespace,
+            &b.name,
+        ))
+    });
+}
+
+fn kind_rank(r: &ObjectRef) -> usize {
+    const ORDER: [&str; 23] = [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ClusterRole",
+        "ClusterClass",
+        "RuntimeClass",
+        "PriorityClass",
+        "StorageClass",
+        "VolumeSnapshotClass",
+        "IngressClass",
+        "GatewayClass",
+        "ClusterRoleBinding",
+        "ResourceQuota",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "LimitRange",
+        "Deployment",
+        "StatefulSet",
+        "CronJob",
+        "PodDisruptionBudget",
+    ];
+    if r.kind.ends_with("WebhookConfiguration") {
+        return ORDER.len() + 1;
+    }
+    ORDER
+        .iter()
+        .position(|k| *k == r.kind)
+        .unwrap_or(ORDER.len())
+}
+
+impl Applier<'_> {
+    /// Applies one object; namespaced objects without a namespace get `default_namespace`.
+    pub async fn apply(
+        &self,
+        mut object: Value,
+        default_namespace: Option<&str>,
+    ) -> Result<Applied, ApplyError> {
+        let mut r = ObjectRef::of(&object)
+            .ok_or_else(|| ApplyError::Mapping("object without apiVersion, kind or name".into()))?;
+        let (resource, scope) = self.mapper.resolve(self.client, &r).await?;
+        match scope {
+            Scope::Cluster => {
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("namespace");
+                }
+                r.namespace.clear();
+            }
+            Scope::Namespaced => {
+                if let Some(ns) = default_namespace {
+                    object["metadata"]["namespace"] = Value::String(ns.to_string());
+                    r.namespace = ns.to_string();
+                }
+                if r.namespace.is_empty() {
+                    return Err(ApplyError::DryRun {
+                        subject: r.subject(),
+                        message: "namespace not specified (set it in the manifest or spec.targetNamespace)".into(),
+                    });
+                }
+            }
+        }
+        let api = self.api(&resource, &r);
+        let live = api.get_opt(&r.name).await.map_err(|e| ApplyError::DryRun {
+            subject: r.subject(),
+            message: kube_message(&e),
+        })?;
+        let live_value = live
+            .as_ref()
+            .map(|l| serde_json::to_value(l).unwrap_or_default());
+        if is_skipped(&object, live_value.as_ref()) {
+            return Ok(Applied {
+                object: r,
+                action: Action::Skipped,
+            });
+        }
+        let dry = match self.dry_run(&api, &r, &object).await {
+            Ok(dry) => dry,
+            Err(message)
+                if live.is_some()
+                    && is_immutable(&message)
+                    && (self.force || forced(&object, live_value.as_ref())) =>
+            {
+                self.recreate(&api, &r).await?;
+                return self.write(&api, &r, &object, Action::Created).await;
+            }
+            Err(message) => {
+                return Err(ApplyError::DryRun {
+                    subject: r.subject(),
+                    message,
+                });
+            }
+        };
+        let action = match &live_value {
+            None => Action::Created,
+            Some(live) if drifted(live, &dry) => Action::Configured,
+            Some(_) => {
+                return Ok(Applied {
+                    object: r,
+                    action: Action::Unchanged,
+                });
+            }
+        };
+        self.write(&api, &r, &object, action).await
+    }
+
+    fn api(&self, resource: &ApiResource, r: &ObjectRef) -> Api<DynamicObject> {
+        match r.namespace.is_empty() {
+            true => Api::all_with(self.client.clone(), resource),
+            false => Api::namespaced_with(self.client.clone(), &r.namespace, resource),
+        }
+    }
+
+    async fn dry_run(
+        &self,
+        api: &Api<DynamicObject>,
+        r: &ObjectRef,
+        object: &Value,
+    ) -> Result<Value, String> {
+        let params = PatchParams::apply(self.field_manager).force().dry_run();
+        api.patch(&r.name, &params, &Patch::Apply(object))
+            .await
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .map_err(|e| kube_message(&e))
+    }
+
+    async fn write(
+        &self,
+        api: &Api<DynamicObject>,
+        r: &ObjectRef,
+        object: &Value,
+        action: Action,
+    ) -> Result<Applied, ApplyError> {
+        let params = PatchParams::apply(self.field_manager).force();
+        self.writes.inc();
+        api.patch(&r.name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|e| ApplyError::Apply {
+                subject: r.subject(),
+                message: kube_message(&e),
+            })?;
+        Ok(Applied {
+            object: r.clone(),
+            action,
+        })
+    }
+
+    /// Deletes and waits until the object is gone, so it can be created again.
+    async fn recreate(&self, api: &Api<DynamicObject>, r: &ObjectRef) -> Result<(), ApplyError> {
+        self.writes.inc();
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        api.delete(&r.name, &params)
+            .await
+            .map_err(|e| ApplyError::Delete {
+                subject: r.subject(),
+                message: kube_message(&e),
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while api.get_opt(&r.name).await.ok().flatten().is_some() {
+            if Instant::now() > deadline {
+                return Err(ApplyError::Delete {
+                    subject: r.subject(),
+                    message: "still terminating after 60s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes a stale object if this Kustomization owns it and nothing opts it out.
+    /// `Ok(false)`: left alone.
+    pub async fn delete_owned(
+        &self,
+        r: &ObjectRef,
+        owner: (&str, &str),
+    ) -> Result<bool, ApplyError> {
+        let (resource, _) = match self.mapper.resolve(self.client, r).await {
+            Ok(found) => found,
+            // The kind is gone (its CRD was removed): so is the object.
+            Err(_) => return Ok(true),
+        };
+        let api = self.api(&resource, r);
+        let Some(live) = api.get_opt(&r.name).await.map_err(|e| ApplyError::Delete {
+            subject: r.subject(),
+            message: kube_message(&e),
+        })?
+        else {
+            return Ok(true);
+        };
+        let live = serde_json::to_value(&live).unwrap_or_default();
+        let label = |k: &str| {
+            live.pointer("/metadata/labels")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+        };
+        if label(OWNER_NAME) != Some(owner.0) || label(OWNER_NAMESPACE) != Some(owner.1) {
+            return Ok(false);
+        }
+        if has_marker(&live, PRUNE_KEY, "disabled")
+            || has_marker(&live, RECONCILE_KEY, "disabled")
+            || has_marker(&live, SSA_KEY, "ignore")
+        {
+            return Ok(false);
+        }
+        self.writes.inc();
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(&r.name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+            Err(e) => Err(ApplyError::Delete {
+                subject: r.subject(),
+                message: kube_message(&e),
+            }),
+        }
+    }
+
+    /// The live object, for health checks (`None`: not found).
+    pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ApplyError> {
+        let (resource, _) = self.mapper.resolve(self.client, r).await?;
+        let api = self.api(&resource, r);
+        api.get_opt(&r.name)
+            .await
+            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
+            .map_err(|e| ApplyError::Mapping(format!("{}: {}", r.subject(), kube_message(&e))))
+    }
+}
+
+/// A label or annotation `key` whose value is `value` (case-insensitive), on the object.
+pub fn has_marker(object: &Value, key: &str, value: &str) -> bool {
+    ["labels", "annotations"].iter().any(|f| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case(value))
+    })
+}
+
+/// Flux's exclusions: `reconcile: disabled` or `ssa: Ignore` on either side, and
+/// `ssa: IfNotPresent` on an object that already exists.
+fn is_skipped(desired: &Value, live: Option<&Value>) -> bool {
+    let excluded =
+        |o: &Value| has_marker(o, RECONCILE_KEY, "disabled") || has_marker(o, SSA_KEY, "ignore");
+    excluded(desired)
+        || live.is_some_and(excluded)
+        || (live.is_some() && has_marker(desired, SSA_KEY, "ifnotpresent"))
+}
+
+fn forced(desired: &Value, live: Option<&Value>) -> bool {
+    has_marker(desired, FORCE_KEY, "enabled")
+        || live.is_some_and(|l| has_marker(l, FORCE_KEY, "enabled"))
+}
+
+fn is_immutable(message: &str) -> bool {
+    message.contains("is immutable")
+        || message.contains("immutable field")
+        || message.contains("field is immutable")
+}
+
+/// Whether the dry-run result differs from the live object: labels, annotations, or anything
+/// outside metadata and status.
+pub fn drifted(live: &Value, dry: &Value) -> bool {
+    let meta = |o: &Value, f: &str| {
+        o.pointer(&format!("/metadata/{f}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    if meta(live, "labels") != meta(dry, "labels")
+        || meta(live, "annotations") != meta(dry, "annotations")
+    {
+        return true;
+    }
+    let body = |o: &Value| {
+        let mut o = o.as_object().cloned().unwrap_or_default();
+        o.remove("metadata");
+        o.remove("status");
+        o
+    };
+    body(live) != body(dry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn drift_ignores_metadata_bookkeeping_and_status() {
+        let live = json!({"metadata": {"name": "a", "resourceVersion": "1", "labels": {"x": "1"}}, "data": {"k": "v"}, "status": {"s": 1}});
+        let same = json!({"metadata": {"name": "a", "resourceVersion": "1", "managedFields": [], "labels": {"x": "1"}}, "data": {"k": "v"}, "status": {"s": 2}});
+        assert!(!drifted(&live, &same));
+        let changed = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "w"}});
+        assert!(drifted(&live, &changed));
+        let relabelled =
+            json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "data": {"k": "v"}});
+        assert!(drifted(&live, &relabelled));
+    }
+
+    #[test]
+    fn flux_opt_outs() {
+        let ignore = json!({"metadata": {"annotations": {SSA_KEY: "Ignore"}}});
+        let if_absent = json!({"metadata": {"annotations": {SSA_KEY: "IfNotPresent"}}});
+        let disabled = json!({"metadata": {"labels": {RECONCILE_KEY: "disabled"}}});
+        let plain = json!({"metadata": {}});
+        assert!(is_skipped(&ignore, None));
+        assert!(is_skipped(&disabled, None));
+        assert!(!is_skipped(&if_absent, None));
+        assert!(is_skipped(&if_absent, Some(&plain)));
+        assert!(is_skipped(&plain, Some(&disabled)));
+        assert!(!is_skipped(&plain, Some(&plain)));
+    }
+
+    #[test]
+    fn definitions_first_and_webhooks_last() {
+        let r = |kind: &str, group: &str| ObjectRef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: String::new(),
+            name: "x".into(),
+        };
+        let mut objects = vec![
+            (
+                r(
+                    "ValidatingWebhookConfiguration",
+                    "admissionregistration.k8s.io",
+                ),
+                json!({}),
+            ),
+            (r("Widget", "example.com"), json!({})),
+            (r("Deployment", "apps"), json!({})),
+            (r("Namespace", ""), json!({})),
+            (
+                r("CustomResourceDefinition", "apiextensions.k8s.io"),
+                json!({}),
+            ),
+        ];
+        sort_for_apply(&mut objects);
+        let kinds: Vec<&str> = objects.iter().map(|(r, _)| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "CustomResourceDefinition",
+                "Namespace",
+                "Deployment",
+                "Widget",
+                "ValidatingWebhookConfiguration"
+            ]
+        );
+        assert!(
+            is_definition(&objects[0].0)
+                && is_definition(&objects[1].0)
+                && !is_definition(&objects[2].0)
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! The watch every controller runs on its own kind: cached, trimmed, and filtered down to the
+//! changes that ask for work.
+
+use std::fmt::Debug;
+
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::source::context::REQUESTED_AT;
+
+/// The objects of one kind to reconcile, cached in `store`. managedFields are never read here and
+/// are most of an object's size in memory; and like Flux's predicates, only what asks for work
+/// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
+/// our own status writes do not.
+pub fn watched_objects<K>(
+    api: Api<K>,
+    label_selector: &str,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reflector::Store<K>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let mut watch = watcher::Config::default().any_semantic();
+    if !label_selector.is_empty() {
+        watch = watch.labels(label_selector);
+    }
+    let (store, writer) = reflector::store();
+    let objects = watcher(api, watch)
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(wants_reconcile, PredicateConfig::default());
+    (objects, store)
+}
+
+/// The fields whose change asks for a reconcile.
+fn wants_reconcile<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().generation.hash(&mut h);
+    obj.annotations().get(REQUESTED_AT).hash(&mut h);
+    obj.meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    Some(h.finish())
+}
