@@ -203,3 +203,91 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
         .unwrap_or(0);
     (status, raw[split + 4..].to_vec())
 }
+
+/// A real `driftless apply-controller` process for one test: watching only the test's
+/// namespace, with the platform's kustomize, on free ports, stopped on drop.
+pub struct ApplyController {
+    child: Option<Child>,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ApplyController {
+    pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (metrics_port, health_port) = (free_port(), free_port());
+        let log = dir.path().join("apply-controller.log");
+        let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .arg("apply-controller")
+            .arg(format!("--kustomize-path={}", kustomize.display()))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
+            .arg("--watch-all-namespaces=false")
+            .arg("--requeue-dependency=2s")
+            .arg("--health-check-poll=500ms")
+            .args(default_log_level(extra_args))
+            .args(extra_args)
+            .env("KUBECONFIG", platform.kubeconfig())
+            .env("RUNTIME_NAMESPACE", namespace)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start driftless apply-controller");
+        let mut controller = ApplyController {
+            child: Some(child),
+            metrics_port,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = controller.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "apply-controller exited with {status}; log:\n{}",
+                    controller.log_text()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", health_port)).is_ok()
+                && http_get(health_port, "/readyz").0 == 200
+            {
+                return controller;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apply-controller not ready; log:\n{}",
+                controller.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A counter or gauge from /metrics (the sum over its label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        http_get(self.metrics_port, "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for ApplyController {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(child.id());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

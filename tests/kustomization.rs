@@ -1,0 +1,773 @@
+//! Kustomization end to end: artifacts pushed to the real registry, served by our own
+//! source-controller, applied by the real apply-controller binary to the real API server
+//! (with the Go-built kustomize for overlays).
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use driftless::api::{Bucket, ConditionStatus, Kustomization, OCIRepository};
+use support::controller::{ApplyController, SourceController};
+use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact};
+use support::source::{Sources, tail};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Env {
+    platform: support::Platform,
+    client: Client,
+    ns: support::TestNamespace,
+    source: SourceController,
+    apply: ApplyController,
+    ks: Api<Kustomization>,
+}
+
+async fn env(prefix: &str) -> Env {
+    let platform = support::platform();
+    let client = platform.client().await;
+    support::install_crds(&client).await;
+    let ns = support::TestNamespace::new(&platform, &client, prefix).await;
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let apply = ApplyController::start(&platform, &ns.name, &[]);
+    let ks = Api::namespaced(client.clone(), &ns.name);
+    Env {
+        platform,
+        client,
+        ns,
+        source,
+        apply,
+        ks,
+    }
+}
+
+fn cm(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n")
+}
+
+impl Env {
+    /// Pushes `files` as the artifact of OCIRepository `name` (created on first use) and waits
+    /// until the source serves that revision.
+    async fn publish(&self, name: &str, files: &[(&str, &str)]) -> String {
+        let repo = format!("{}/{name}", self.ns.name);
+        let digest = push_flux_artifact(
+            &client(self.platform.registry()),
+            &repo,
+            "latest",
+            flux_layer(files),
+            FLUX_LAYER,
+            &[],
+        )
+        .await;
+        let sources: Sources<OCIRepository> =
+            Sources::new(&self.client, &self.ns.name, &self.source);
+        if sources.api.get_opt(name).await.unwrap().is_none() {
+            sources
+                .create(name, json!({"url": format!("oci://{}/{repo}", self.platform.registry()), "interval": "10m", "insecure": true}))
+                .await;
+        } else {
+            sources.request_reconcile(name).await;
+        }
+        let revision = format!("latest@{digest}");
+        sources
+            .wait_until(name, "serving the pushed revision", |o| {
+                support::source::revision(o) == revision
+            })
+            .await;
+        revision
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> Kustomization {
+        let obj: Kustomization = serde_json::from_value(json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": name, "namespace": self.ns.name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.ks
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create Kustomization")
+    }
+
+    /// A spec applying OCIRepository `source` into the test namespace.
+    fn spec(&self, source: &str, extra: Value) -> Value {
+        let mut spec = json!({
+            "interval": "10m", "prune": true, "targetNamespace": self.ns.name,
+            "sourceRef": {"kind": "OCIRepository", "name": source},
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        spec
+    }
+
+    async fn wait_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Kustomization) -> bool,
+    ) -> Kustomization {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let obj = self.ks.get_opt(name).await.expect("get Kustomization");
+            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
+                return obj.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{name}: not {what} within {WAIT:?}; status: {}\napply-controller log (tail):\n{}",
+                    serde_json::to_string_pretty(&obj.and_then(|o| o.status)).unwrap(),
+                    tail(&self.apply.log_text(), 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_ready_at(&self, name: &str, revision: &str) -> Kustomization {
+        self.wait_until(name, &format!("Ready at {revision}"), |o| {
+            ready(o) == Some((ConditionStatus::True, "ReconciliationSucceeded".into()))
+                && o.status
+                    .as_ref()
+                    .and_then(|s| s.last_applied_revision.as_deref())
+                    == Some(revision)
+        })
+        .await
+    }
+
+    async fn wait_failing(&self, name: &str, reason: &str) -> Kustomization {
+        self.wait_until(name, &format!("failing with {reason}"), |o| {
+            ready(o).is_some_and(|(s, r)| s == ConditionStatus::False && r == reason)
+        })
+        .await
+    }
+
+    async fn request_reconcile(&self, name: &str) -> Kustomization {
+        let stamp = format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let patch =
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+        self.ks
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        self.wait_until(name, "handled the reconcile request", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some(stamp.as_str())
+        })
+        .await
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn configmap(&self, name: &str) -> Option<ConfigMap> {
+        self.configmaps().get_opt(name).await.unwrap()
+    }
+
+    async fn wait_configmap_gone(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.configmap(name).await.is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ConfigMap {name} still there"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn ready(o: &Kustomization) -> Option<(ConditionStatus, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status, c.reason.clone()))
+}
+
+fn message(o: &Kustomization, type_: &str) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+fn inventory_ids(o: &Kustomization) -> Vec<String> {
+    o.status
+        .as_ref()
+        .and_then(|s| s.inventory.as_ref())
+        .map(|i| i.entries.iter().map(|e| e.id.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn data_key(cm: &ConfigMap) -> String {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("key"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applies_updates_prunes_and_reverts_drift() {
+    let e = env("ks-apply").await;
+    let first = e
+        .publish(
+            "app",
+            &[
+                ("a.yaml", &cm("alpha", "1")),
+                ("sub/b.yaml", &cm("beta", "1")),
+            ],
+        )
+        .await;
+    e.create("app", e.spec("app", json!({}))).await;
+    let obj = e.wait_ready_at("app", &first).await;
+    let ns = &e.ns.name;
+    assert_eq!(
+        inventory_ids(&obj),
+        [
+            format!("{ns}_alpha__ConfigMap"),
+            format!("{ns}_beta__ConfigMap")
+        ]
+    );
+    assert_eq!(message(&obj, "Ready"), format!("Applied revision: {first}"));
+    let alpha = e.configmap("alpha").await.expect("alpha applied");
+    let labels = alpha.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("kustomize.toolkit.fluxcd.io/name")
+            .map(String::as_str),
+        Some("app")
+    );
+    assert_eq!(
+        labels
+            .get("kustomize.toolkit.fluxcd.io/namespace")
+            .map(String::as_str),
+        Some(ns.as_str())
+    );
+    let managers: Vec<String> = alpha
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"kustomize-controller".to_string()),
+        "{managers:?}"
+    );
+
+    // A new revision changes alpha and drops beta: beta is pruned.
+    let second = e.publish("app", &[("a.yaml", &cm("alpha", "2"))]).await;
+    let obj = e.wait_ready_at("app", &second).await;
+    assert_eq!(data_key(&e.configmap("alpha").await.unwrap()), "2");
+    e.wait_configmap_gone("beta").await;
+    assert_eq!(inventory_ids(&obj), [format!("{ns}_alpha__ConfigMap")]);
+
+    // A manual edit is drift: the next reconcile puts the artifact's value back.
+    let patch = json!({"data": {"key": "edited"}});
+    e.configmaps()
+        .patch("alpha", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    e.request_reconcile("app").await;
+    assert_eq!(
+        data_key(&e.configmap("alpha").await.unwrap()),
+        "2",
+        "drift reverted"
+    );
+
+    // Nothing changed: a reconcile writes nothing.
+    let before = e.apply.metric("driftless_apply_writes");
+    assert!(before >= 3.0, "the applies so far were counted: {before}");
+    let obj = e.request_reconcile("app").await;
+    assert_eq!(ready(&obj).unwrap().0, ConditionStatus::True);
+    assert_eq!(
+        e.apply.metric("driftless_apply_writes") - before,
+        0.0,
+        "an unchanged reconcile performs zero writes"
+    );
+    let version = e
+        .configmap("alpha")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    e.request_reconcile("app").await;
+    assert_eq!(
+        e.configmap("alpha")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crd_and_its_custom_resource_in_one_artifact() {
+    let e = env("ks-crd").await;
+    let group = format!("{}.driftless.test", e.ns.name);
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n"
+    );
+    let widget =
+        format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 3\n");
+    let rev = e
+        .publish("crd", &[("crd.yaml", &crd), ("widget.yaml", &widget)])
+        .await;
+    e.create("crd", e.spec("crd", json!({}))).await;
+    let obj = e.wait_ready_at("crd", &rev).await;
+    let ids = inventory_ids(&obj);
+    assert!(
+        ids.contains(&format!(
+            "_widgets.{group}_apiextensions.k8s.io_CustomResourceDefinition"
+        )),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&format!("{}_w1_{group}_Widget", e.ns.name)),
+        "{ids:?}"
+    );
+    let resource = ApiResource {
+        group: group.clone(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let widgets: Api<DynamicObject> = Api::namespaced_with(e.client.clone(), &e.ns.name, &resource);
+    assert_eq!(widgets.get("w1").await.unwrap().data["spec"]["size"], 3);
+    // Deleting the Kustomization prunes both (MirrorPrune with prune: true).
+    e.ks.delete("crd", &DeleteParams::default()).await.unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(e.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while crds
+        .get_opt(&format!("widgets.{group}"))
+        .await
+        .unwrap()
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "CRD not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn depends_on_waits_for_the_dependency() {
+    let e = env("ks-deps").await;
+    let rev = e
+        .publish(
+            "deps",
+            &[
+                ("first/a.yaml", &cm("first", "1")),
+                ("second/b.yaml", &cm("second", "1")),
+            ],
+        )
+        .await;
+    e.create(
+        "second",
+        e.spec(
+            "deps",
+            json!({"path": "./second", "dependsOn": [{"name": "first"}]}),
+        ),
+    )
+    .await;
+    let waiting = e.wait_failing("second", "DependencyNotReady").await;
+    assert!(
+        message(&waiting, "Ready").contains("dependency"),
+        "{}",
+        message(&waiting, "Ready")
+    );
+    assert!(
+        e.configmap("second").await.is_none(),
+        "nothing applied before the dependency is ready"
+    );
+    e.create("first", e.spec("deps", json!({"path": "./first"})))
+        .await;
+    e.wait_ready_at("first", &rev).await;
+    e.wait_ready_at("second", &rev).await;
+    let first = e
+        .configmap("first")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap();
+    let second = e
+        .configmap("second")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap();
+    assert!(first.0 <= second.0, "dependency applied first");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_check_timeout_is_health_check_failed() {
+    let e = env("ks-health").await;
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: example.com/web:1}]\n";
+    let rev = e
+        .publish(
+            "health",
+            &[("deploy.yaml", deploy), ("cm.yaml", &cm("settings", "1"))],
+        )
+        .await;
+    // No kubelet or controller-manager runs here: the Deployment never becomes available.
+    e.create(
+        "health",
+        e.spec("health", json!({"wait": true, "timeout": "30s"})),
+    )
+    .await;
+    let obj = e.wait_failing("health", "HealthCheckFailed").await;
+    let msg = message(&obj, "Ready");
+    assert!(
+        msg.contains("timeout waiting for: [Deployment/")
+            && msg.contains("/web status: 'InProgress'"),
+        "{msg}"
+    );
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+    assert!(
+        e.configmap("settings").await.is_some(),
+        "objects were applied before the health check"
+    );
+    let healthy = obj
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy")
+        .unwrap();
+    assert_eq!(
+        (healthy.status, healthy.reason.as_str()),
+        (ConditionStatus::False, "HealthCheckFailed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_build_substitution_from_values_and_configmaps() {
+    let e = env("ks-subst").await;
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${app}-config\ndata:\n  key: \"${greeting} ${region:=eu}\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: literal\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  key: \"${untouched}\"\n";
+    let rev = e.publish("subst", &[("app.yaml", template)]).await;
+    let vars: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "vars"}, "data": {"greeting": "hello", "app": "fromcm"}}),
+    )
+    .unwrap();
+    e.configmaps()
+        .create(&PostParams::default(), &vars)
+        .await
+        .unwrap();
+    let spec = e.spec("subst", json!({"postBuild": {
+        "substitute": {"app": "web"},
+        "substituteFrom": [{"kind": "ConfigMap", "name": "vars"}, {"kind": "Secret", "name": "absent", "optional": true}],
+    }}));
+    e.create("subst", spec).await;
+    e.wait_ready_at("subst", &rev).await;
+    assert_eq!(
+        data_key(&e.configmap("web-config").await.expect("inline value wins")),
+        "hello eu"
+    );
+    assert_eq!(
+        data_key(&e.configmap("literal").await.unwrap()),
+        "${untouched}"
+    );
+
+    // A required source that is missing is a build failure.
+    let spec = e.spec(
+        "subst",
+        json!({"postBuild": {"substituteFrom": [{"kind": "Secret", "name": "missing"}]}}),
+    );
+    e.create("strict", spec).await;
+    let obj = e.wait_failing("strict", "BuildFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("missing"),
+        "{}",
+        message(&obj, "Ready")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kustomize_overlay_is_built_with_kustomize() {
+    let e = env("ks-overlay").await;
+    let root = support::repo_root().join("tests/fixtures/kustomize");
+    let mut files = Vec::new();
+    for dir in ["base", "overlay", "components/debug"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            files.push((
+                format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let rev = e.publish("overlay", &files).await;
+    e.create(
+        "overlay",
+        e.spec("overlay", json!({"path": "./overlay", "nameSuffix": "-x"})),
+    )
+    .await;
+    e.wait_ready_at("overlay", &rev).await;
+    let cm = e
+        .configmap("staging-app-config-x")
+        .await
+        .expect("namePrefix from the overlay, nameSuffix from the spec");
+    assert_eq!(
+        cm.metadata
+            .labels
+            .unwrap_or_default()
+            .get("env")
+            .map(String::as_str),
+        Some("staging")
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let d = deployments.get("staging-app-x").await.unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let image = spec.template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "registry.example.com/demo/app:1.2.3");
+
+    // A remote base is refused before kustomize would reach the network.
+    let remote = std::fs::read_to_string(root.join("remote-base/kustomization.yaml")).unwrap();
+    let rev = e
+        .publish("remote", &[("kustomization.yaml", &remote)])
+        .await;
+    e.create("remote", e.spec("remote", json!({}))).await;
+    let obj = e.wait_failing("remote", "BuildFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("remote bases are not allowed"),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonation_denied_by_rbac_is_reported() {
+    let e = env("ks-rbac").await;
+    let rev = e.publish("rbac", &[("a.yaml", &cm("guarded", "1"))]).await;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap();
+    Api::namespaced(e.client.clone(), &e.ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    e.create(
+        "rbac",
+        e.spec("rbac", json!({"serviceAccountName": "tenant"})),
+    )
+    .await;
+    let obj = e.wait_failing("rbac", "ReconciliationFailed").await;
+    let msg = message(&obj, "Ready");
+    assert!(
+        msg.contains("system:serviceaccount:")
+            && msg.contains("tenant")
+            && msg.contains("forbidden"),
+        "{msg}"
+    );
+    assert!(e.configmap("guarded").await.is_none());
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+}
+
+/// A source whose artifact the test controls: a suspended Bucket (left alone by the
+/// source-controller) with `status.artifact` written by hand.
+async fn hand_made_source(e: &Env, name: &str, url: &str, digest: &str) {
+    let buckets: Api<Bucket> = Api::namespaced(e.client.clone(), &e.ns.name);
+    let b: Bucket = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"bucketName": "x", "endpoint": "127.0.0.1:1", "interval": "1h", "suspend": true}})).unwrap();
+    buckets.create(&PostParams::default(), &b).await.unwrap();
+    let status = json!({"status": {"artifact": {"path": "x", "url": url, "revision": "sha256:0000", "digest": digest, "lastUpdateTime": "2026-01-01T00:00:00Z"}}});
+    buckets
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Serves `body` at every path (a stand-in for a source-controller's file server).
+async fn serve_bytes(body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://{addr}/bucket/x/y/artifact.tar.gz")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_mismatch_and_hostile_archives_apply_nothing() {
+    use sha2::Digest;
+    let e = env("ks-artifact").await;
+    let good = flux_layer(&[("a.yaml", &cm("never", "1"))]);
+    let url = serve_bytes(good.clone()).await;
+    hand_made_source(
+        &e,
+        "tampered",
+        &url,
+        &format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(b"something else"))
+        ),
+    )
+    .await;
+    let mut spec = e.spec("tampered", json!({}));
+    spec["sourceRef"] = json!({"kind": "Bucket", "name": "tampered"});
+    e.create("tampered", spec).await;
+    let obj = e.wait_failing("tampered", "ArtifactFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("computed digest doesn't match"),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert!(e.configmap("never").await.is_none());
+
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../escape.yml");
+    h.set_cksum();
+    raw.append(&h, &b"evil\n"[..]).unwrap();
+    let hostile = gzip(&raw.into_inner().unwrap());
+    let url = serve_bytes(hostile.clone()).await;
+    hand_made_source(
+        &e,
+        "hostile",
+        &url,
+        &format!("sha256:{}", hex::encode(sha2::Sha256::digest(&hostile))),
+    )
+    .await;
+    let mut spec = e.spec("hostile", json!({}));
+    spec["sourceRef"] = json!({"kind": "Bucket", "name": "hostile"});
+    e.create("hostile", spec).await;
+    let obj = e.wait_failing("hostile", "ArtifactFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("failed to extract artifact"),
+        "{}",
+        message(&obj, "Ready")
+    );
+
+    // A source that does not exist yet is an artifact failure naming it.
+    let mut spec = e.spec("nothing", json!({}));
+    spec["sourceRef"] = json!({"kind": "OCIRepository", "name": "nothing"});
+    e.create("orphan", spec).await;
+    let obj = e.wait_failing("orphan", "ArtifactFailed").await;
+    assert_eq!(
+        message(&obj, "Ready"),
+        format!("Source 'OCIRepository/{}/nothing' not found", e.ns.name)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_policies() {
+    let e = env("ks-delete").await;
+    let files: Vec<(String, String)> = ["mirror", "delete", "orphan", "wait"]
+        .iter()
+        .map(|p| (format!("{p}/cm.yaml"), cm(&format!("{p}-cm"), "1")))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let rev = e.publish("del", &files).await;
+    let cases = [
+        ("mirror", json!({"prune": true})),
+        (
+            "delete",
+            json!({"prune": false, "deletionPolicy": "Delete"}),
+        ),
+        ("orphan", json!({"prune": true, "deletionPolicy": "Orphan"})),
+        (
+            "wait",
+            json!({"prune": false, "deletionPolicy": "WaitForTermination"}),
+        ),
+    ];
+    for (name, extra) in &cases {
+        let mut extra = extra.clone();
+        extra["path"] = json!(format!("./{name}"));
+        e.create(name, e.spec("del", extra)).await;
+    }
+    for (name, _) in &cases {
+        e.wait_ready_at(name, &rev).await;
+        e.ks.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for (name, _) in &cases {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while e.ks.get_opt(name).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not finalized; log:\n{}",
+                tail(&e.apply.log_text(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    e.wait_configmap_gone("mirror-cm").await;
+    e.wait_configmap_gone("delete-cm").await;
+    assert!(
+        e.configmap("wait-cm").await.is_none(),
+        "WaitForTermination finalizes after the objects are gone"
+    );
+    assert!(
+        e.configmap("orphan-cm").await.is_some(),
+        "Orphan leaves the objects"
+    );
+}
