@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test demo bench bench-bucket crds lint up down platform-status testbin clean
+.PHONY: all build test demo bench bench-bucket bench-apply crds lint up down platform-status testbin clean
 
 all: build
 
@@ -28,6 +28,12 @@ bench-bucket:
 	hack/platform up
 	BENCH_BUCKET=small $(CARGO) bench --bench bucket_scale
 	BENCH_BUCKET=large $(CARGO) bench --bench bucket_scale
+
+## bench-apply: 1 Kustomization of 1,000 ConfigMaps, then 100 of 10 (release build).
+bench-apply:
+	hack/platform up
+	BENCH_APPLY=wide $(CARGO) bench --bench kustomize_scale
+	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
 
 ## crds: regenerate crds/ from the Rust types (commit the result).
 crds:

@@ -282,17 +282,24 @@ async fn applies_updates_prunes_and_reverts_drift() {
     e.wait_configmap_gone("beta").await;
     assert_eq!(inventory_ids(&obj), [format!("{ns}_alpha__ConfigMap")]);
 
-    // A manual edit is drift: the next reconcile puts the artifact's value back.
-    let patch = json!({"data": {"key": "edited"}});
+    // A manual edit is drift: the next reconcile puts the artifact's value back, and a field
+    // kubectl added is taken over and removed, as Flux does.
+    let patch = json!({"data": {"key": "edited", "added": "by hand"}});
+    let kubectl = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
     e.configmaps()
-        .patch("alpha", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch("alpha", &kubectl, &Patch::Merge(&patch))
         .await
         .unwrap();
     e.request_reconcile("app").await;
+    let alpha = e.configmap("alpha").await.unwrap();
+    assert_eq!(data_key(&alpha), "2", "drift reverted");
     assert_eq!(
-        data_key(&e.configmap("alpha").await.unwrap()),
-        "2",
-        "drift reverted"
+        alpha.data.unwrap_or_default().get("added"),
+        None,
+        "kubectl's field removed"
     );
 
     // Nothing changed: a reconcile writes nothing.

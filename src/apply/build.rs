@@ -64,12 +64,17 @@ pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, BuildErr
     Ok(real)
 }
 
-/// The objects the directory holds, built as the spec says.
+/// The objects `spec.path` in the artifact at `root` holds, built as the spec says. The
+/// artifact is only read: kustomize builds run on a private copy in `scratch`, since Flux's
+/// spec fields are merged into the kustomization file.
 pub async fn build(
-    dir: &Path,
+    root: &Path,
     spec: &KustomizationSpec,
     kustomize: Option<&Path>,
+    scratch: &Path,
 ) -> Result<Vec<Value>, BuildError> {
+    let dir = resolve_path(root, spec.path.as_deref())?;
+    let dir = dir.as_path();
     let has_kustomization = kustomization_file(dir).is_some();
     let wants_transformers = spec.name_prefix.is_some()
         || spec.name_suffix.is_some()
@@ -89,8 +94,42 @@ pub async fn build(
     let Some(kustomize) = kustomize else {
         return Err(BuildError::NoKustomize(what));
     };
-    prepare_kustomization(dir, spec)?;
-    run_kustomize(kustomize, dir).await
+    let (root, dir, copy) = (root.to_path_buf(), dir.to_path_buf(), scratch.join("build"));
+    let private = tokio::task::spawn_blocking(move || {
+        copy_tree(
+            &root
+                .canonicalize()
+                .map_err(|e| BuildError::Io(e.to_string()))?,
+            &copy,
+        )?;
+        let rel = dir
+            .strip_prefix(root.canonicalize().unwrap_or_default())
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        Ok::<_, BuildError>(copy.join(rel))
+    })
+    .await
+    .map_err(|e| BuildError::Io(e.to_string()))??;
+    prepare_kustomization(&private, spec)?;
+    run_kustomize(kustomize, &private).await
+}
+
+/// Copies the regular files and directories of `from` into `to` (extraction never writes
+/// anything else).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
+    let io = |e: std::io::Error| BuildError::Io(e.to_string());
+    std::fs::create_dir_all(to).map_err(io)?;
+    for entry in std::fs::read_dir(from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let file_type = entry.file_type().map_err(io)?;
+        let target = to.join(entry.file_name());
+        if file_type.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if file_type.is_file() {
+            std::fs::copy(entry.path(), &target).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn kustomization_file(dir: &Path) -> Option<PathBuf> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube::Client;
 
-use super::fetch::Retries;
+use super::fetch::{ArtifactCache, Retries};
 use super::ssa::Mapper;
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::events::Events;
@@ -39,6 +39,7 @@ pub struct ApplyContext {
     pub events: Events,
     pub metrics: Metrics,
     pub mapper: Mapper,
+    pub artifacts: ArtifactCache,
     pub backoff: Backoff,
     pub settings: ApplySettings,
 }

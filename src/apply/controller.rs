@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::context::{ApplyContext, ApplyControllerError, ApplySettings};
-use super::fetch::Retries;
+use super::fetch::{ArtifactCache, Retries};
 use super::reconcile::{self, source_resource};
 use super::ssa::Mapper;
 use crate::api::kustomization::SourceKind;
@@ -130,6 +130,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?,
         metrics,
         mapper: Mapper::default(),
+        artifacts: ArtifactCache::new(8),
         backoff: Backoff::new(args.min_retry_delay, args.max_retry_delay),
         settings: ApplySettings {
             jitter_percentage: args.interval_jitter_percentage,

@@ -1,8 +1,10 @@
 //! The consumer side of the artifact contract: download `status.artifact.url` with retries,
 //! check the digest (sha256, sha384, sha512 as Flux may write them), and extract it safely.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -83,6 +85,90 @@ pub async fn fetch_artifact(
     .map_err(|e| FetchError::Extract(e.to_string()))??;
     drop(file);
     Ok(())
+}
+
+/// Extracted artifacts by digest, shared by every Kustomization applying the same revision
+/// (Flux downloads and unpacks the artifact again for each one). Entries are read-only; the
+/// oldest go once more than `capacity` are kept, and a directory lives until its last user
+/// is done with it.
+pub struct ArtifactCache {
+    capacity: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_digest: HashMap<String, Arc<tokio::sync::OnceCell<Arc<tempfile::TempDir>>>>,
+    order: VecDeque<String>,
+}
+
+impl ArtifactCache {
+    pub fn new(capacity: usize) -> Self {
+        ArtifactCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// The extracted artifact, fetched once per digest however many ask at the same time.
+    pub async fn get(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        digest: &str,
+        limits: ExtractLimits,
+        retries: Retries,
+    ) -> Result<Arc<tempfile::TempDir>, FetchError> {
+        let cell = {
+            let mut entries = self.entries.lock().expect("artifact cache lock");
+            match entries.by_digest.get(digest) {
+                Some(cell) => cell.clone(),
+                None => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    entries.by_digest.insert(digest.to_string(), cell.clone());
+                    entries.order.push_back(digest.to_string());
+                    while entries.order.len() > self.capacity {
+                        if let Some(old) = entries.order.pop_front() {
+                            entries.by_digest.remove(&old);
+                        }
+                    }
+                    cell
+                }
+            }
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                let dir = tempfile::Builder::new()
+                    .prefix("artifact-")
+                    .tempdir()
+                    .map_err(|e| FetchError::Extract(e.to_string()))?;
+                fetch_artifact(
+                    http,
+                    url,
+                    digest,
+                    &dir.path().join("content"),
+                    limits,
+                    retries,
+                )
+                .await?;
+                Ok::<_, FetchError>(Arc::new(dir))
+            })
+            .await
+            .cloned();
+        if result.is_err() {
+            // A failure is not remembered: the next pass fetches again.
+            let mut entries = self.entries.lock().expect("artifact cache lock");
+            if entries
+                .by_digest
+                .get(digest)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                entries.by_digest.remove(digest);
+                entries.order.retain(|d| d != digest);
+            }
+        }
+        result
+    }
 }
 
 async fn download_with_retries(

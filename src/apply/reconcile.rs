@@ -19,7 +19,7 @@ use super::build::{self, BuildError};
 use super::context::{
     ApplyContext, ApplyControllerError, FIELD_MANAGER, FINALIZER, STATUS_MANAGER,
 };
-use super::fetch::{FetchError, fetch_artifact};
+use super::fetch::FetchError;
 use super::health::{self, Health};
 use super::inventory::{self, ObjectRef};
 use super::ssa::{
@@ -180,14 +180,14 @@ impl Pass<'_> {
                     format!("failed to create temp dir: {e}"),
                 )
             })?;
-        let content = work.path().join("artifact");
-        self.download(&artifact, &content).await?;
+        let extracted = self.download(&artifact).await?;
+        let content = extracted.path().join("content");
         self.status.last_attempted_revision = Some(revision.clone());
         self.progress(&format!(
             "Building manifests for revision {revision} with a timeout of {:?}",
             self.timeout()
         ));
-        let objects = self.build(&content).await?;
+        let objects = self.build(&content, work.path()).await?;
         let objects = self.finalize_objects(objects).await?;
         let client = self.client()?;
         let applier = Applier {
@@ -407,38 +407,49 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn download(&self, artifact: &Artifact, target: &std::path::Path) -> Result<(), Failure> {
+    /// The extracted artifact, from the cache shared by all Kustomizations.
+    async fn download(&self, artifact: &Artifact) -> Result<Arc<tempfile::TempDir>, Failure> {
         let url = local_url(&artifact.url);
-        fetch_artifact(
-            &self.ctx.http,
-            &url,
-            &artifact.digest,
-            target,
-            self.ctx.settings.limits,
-            self.ctx.settings.retries,
-        )
-        .await
-        .map_err(|e| match e {
-            FetchError::NotFound(_) => Failure::waiting(
-                reason::ARTIFACT_FAILED,
-                format!("Source is not ready, artifact not found: {e}"),
-                self.ctx.settings.requeue_dependency,
-            ),
-            e => Failure::new(reason::ARTIFACT_FAILED, e.to_string()),
-        })
+        let settings = &self.ctx.settings;
+        self.ctx
+            .artifacts
+            .get(
+                &self.ctx.http,
+                &url,
+                &artifact.digest,
+                settings.limits,
+                settings.retries,
+            )
+            .await
+            .map_err(|e| match e {
+                FetchError::NotFound(_) => Failure::waiting(
+                    reason::ARTIFACT_FAILED,
+                    format!("Source is not ready, artifact not found: {e}"),
+                    settings.requeue_dependency,
+                ),
+                e => Failure::new(reason::ARTIFACT_FAILED, e.to_string()),
+            })
     }
 
-    async fn build(&self, content: &std::path::Path) -> Result<Vec<Value>, Failure> {
+    async fn build(
+        &self,
+        content: &std::path::Path,
+        scratch: &std::path::Path,
+    ) -> Result<Vec<Value>, Failure> {
         let failed = |e: BuildError| match e {
             BuildError::PathNotFound(_) | BuildError::PathOutside(_) => {
                 Failure::new(reason::ARTIFACT_FAILED, e.to_string())
             }
             e => Failure::new(reason::BUILD_FAILED, e.to_string()),
         };
-        let dir = build::resolve_path(content, self.obj.spec.path.as_deref()).map_err(failed)?;
-        build::build(&dir, &self.obj.spec, self.ctx.settings.kustomize.as_deref())
-            .await
-            .map_err(failed)
+        build::build(
+            content,
+            &self.obj.spec,
+            self.ctx.settings.kustomize.as_deref(),
+            scratch,
+        )
+        .await
+        .map_err(failed)
     }
 
     /// Substitution, common metadata and the owner labels, on every built object.

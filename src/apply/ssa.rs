@@ -211,6 +211,13 @@ impl Applier<'_> {
                 action: Action::Skipped,
             });
         }
+        if let Some(live) = &live_value
+            && !has_marker(&object, SSA_KEY, "merge")
+            && !has_marker(live, SSA_KEY, "merge")
+            && let Some(fields) = takeover(live, self.field_manager)
+        {
+            self.take_over(&api, &r, fields).await?;
+        }
         let dry = match self.dry_run(&api, &r, &object).await {
             Ok(dry) => dry,
             Err(message)
@@ -280,6 +287,27 @@ impl Applier<'_> {
             object: r.clone(),
             action,
         })
+    }
+
+    /// Makes the fields other managers wrote ours (see [`takeover`]).
+    async fn take_over(
+        &self,
+        api: &Api<DynamicObject>,
+        r: &ObjectRef,
+        managed_fields: Vec<Value>,
+    ) -> Result<(), ApplyError> {
+        self.writes.inc();
+        let patch = serde_json::json!({"metadata": {"managedFields": managed_fields}});
+        api.patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| ApplyError::Apply {
+                subject: r.subject(),
+                message: format!(
+                    "taking over fields managed by kubectl: {}",
+                    kube_message(&e)
+                ),
+            })?;
+        Ok(())
     }
 
     /// Deletes and waits until the object is gone, so it can be created again.
@@ -401,6 +429,70 @@ fn is_immutable(message: &str) -> bool {
         || message.contains("field is immutable")
 }
 
+/// Flux's managed-fields takeover: fields written by `kubectl` (apply, edit, patch...), by
+/// `before-first-apply`, or by this manager's own pre-SSA updates are merged into this
+/// manager's Apply entry, so that the next apply removes those the artifact does not have —
+/// that is how a manual `kubectl edit` that added a field is undone. `None`: nothing to take.
+pub fn takeover(live: &Value, manager: &str) -> Option<Vec<Value>> {
+    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
+    let taken = |e: &Value| {
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+        let (m, op) = (text("manager"), text("operation"));
+        text("subresource").is_empty()
+            && ((m.starts_with("kubectl") && (op == "Apply" || op == "Update"))
+                || (m == "before-first-apply" && op == "Update")
+                || (m == manager && op == "Update"))
+    };
+    if !entries.iter().any(taken) {
+        return None;
+    }
+    let mut merged = serde_json::Map::new();
+    let mut kept = Vec::new();
+    let mut ours: Option<Value> = None;
+    for e in entries {
+        let is_ours = e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").is_none_or(|s| s.as_str() == Some(""));
+        if taken(e) {
+            merge_fields(&mut merged, e.get("fieldsV1"));
+        } else if is_ours {
+            ours = Some(e.clone());
+        } else {
+            kept.push(e.clone());
+        }
+    }
+    let mut ours = ours.unwrap_or_else(|| {
+        serde_json::json!({
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": live.get("apiVersion").cloned().unwrap_or(Value::Null),
+            "fieldsType": "FieldsV1",
+            "time": crate::util::now_whole_seconds().to_string(),
+        })
+    });
+    let mut fields = ours
+        .get("fieldsV1")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    merge_fields(&mut fields, Some(&Value::Object(merged)));
+    ours["fieldsV1"] = Value::Object(fields);
+    kept.push(ours);
+    Some(kept)
+}
+
+/// The union of two field sets (`f:name: {...}` trees).
+fn merge_fields(into: &mut serde_json::Map<String, Value>, from: Option<&Value>) {
+    for (k, v) in from.and_then(Value::as_object).into_iter().flatten() {
+        match (into.get_mut(k), v) {
+            (Some(Value::Object(existing)), Value::Object(_)) => merge_fields(existing, Some(v)),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// Whether the dry-run result differs from the live object: labels, annotations, or anything
 /// outside metadata and status.
 pub fn drifted(live: &Value, dry: &Value) -> bool {
@@ -438,6 +530,31 @@ mod tests {
         let relabelled =
             json!({"metadata": {"name": "a", "labels": {"x": "2"}}, "data": {"k": "v"}});
         assert!(drifted(&live, &relabelled));
+    }
+
+    #[test]
+    fn kubectl_fields_are_taken_over_into_our_apply_entry() {
+        let live = json!({"apiVersion": "v1", "metadata": {"managedFields": [
+            {"manager": "kustomize-controller", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}},
+            {"manager": "kubectl-edit", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:b": {}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}},
+            {"manager": "kubectl", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+        ]}});
+        let fields = takeover(&live, "kustomize-controller").unwrap();
+        let managers: Vec<&str> = fields
+            .iter()
+            .map(|f| f["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            managers,
+            ["kube-controller-manager", "kubectl", "kustomize-controller"]
+        );
+        assert_eq!(
+            fields[2]["fieldsV1"],
+            json!({"f:data": {"f:a": {}, "f:b": {}}})
+        );
+        let clean = json!({"metadata": {"managedFields": [{"manager": "kustomize-controller", "operation": "Apply", "fieldsV1": {}}]}});
+        assert_eq!(takeover(&clean, "kustomize-controller"), None);
     }
 
     #[test]

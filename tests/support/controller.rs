@@ -151,19 +151,24 @@ impl SourceController {
 
     /// The process's peak resident set size (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
+        peak_rss_kib(self.pid())
     }
 
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").1
     }
+}
+
+/// A process's peak resident set size (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn terminate(pid: u32) {
@@ -265,6 +270,10 @@ impl ApplyController {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.child.as_ref().map(|c| c.id()).unwrap_or(0))
     }
 
     /// A counter or gauge from /metrics (the sum over its label sets).
