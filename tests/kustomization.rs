@@ -29,12 +29,16 @@ struct Env {
 }
 
 async fn env(prefix: &str) -> Env {
+    env_with(prefix, &[]).await
+}
+
+async fn env_with(prefix: &str, apply_args: &[&str]) -> Env {
     let platform = support::platform();
     let client = platform.client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
     let source = SourceController::start(&platform, &ns.name, &[]);
-    let apply = ApplyController::start(&platform, &ns.name, &[]);
+    let apply = ApplyController::start(&platform, &ns.name, apply_args);
     let ks = Api::namespaced(client.clone(), &ns.name);
     Env {
         platform,
@@ -241,6 +245,20 @@ async fn applies_updates_prunes_and_reverts_drift() {
     e.create("app", e.spec("app", json!({}))).await;
     let obj = e.wait_ready_at("app", &first).await;
     let ns = &e.ns.name;
+    let history = obj
+        .status
+        .as_ref()
+        .unwrap()
+        .history
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].last_reconciled_status, "ReconciliationSucceeded");
+    assert!(history[0].digest.starts_with("sha256:"));
+    assert_eq!(
+        history[0].metadata.as_ref().and_then(|m| m.get("revision")),
+        Some(&first)
+    );
     assert_eq!(
         inventory_ids(&obj),
         [
@@ -778,5 +796,91 @@ async fn deletion_policies() {
     assert!(
         e.configmap("orphan-cm").await.is_some(),
         "Orphan leaves the objects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
+    let e = env_with("ks-sources", &["--no-cross-namespace-refs"]).await;
+    let rev = e.publish("oci", &[("a.yaml", &cm("from-git", "1"))]).await;
+    let artifact = Api::<OCIRepository>::namespaced(e.client.clone(), &e.ns.name)
+        .get("oci")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .artifact
+        .unwrap();
+
+    // Flux's GitRepository, as far as the apply side reads it: a CRD in source.toolkit.fluxcd.io
+    // with `status.artifact`.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(e.client.clone());
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
+        "spec": {"group": "source.toolkit.fluxcd.io", "scope": "Namespaced",
+                 "names": {"plural": "gitrepositories", "singular": "gitrepository", "kind": "GitRepository"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+    }))
+    .unwrap();
+    crds.patch(
+        "gitrepositories.source.toolkit.fluxcd.io",
+        &PatchParams::apply("driftless-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(
+            crds,
+            "gitrepositories.source.toolkit.fluxcd.io",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let resource = ApiResource {
+        group: "source.toolkit.fluxcd.io".into(),
+        version: "v1".into(),
+        api_version: "source.toolkit.fluxcd.io/v1".into(),
+        kind: "GitRepository".into(),
+        plural: "gitrepositories".into(),
+    };
+    let repos: Api<DynamicObject> = Api::namespaced_with(e.client.clone(), &e.ns.name, &resource);
+    let repo: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+        "metadata": {"name": "repo"}, "spec": {"url": "https://example.com/repo.git", "interval": "1m"},
+    }))
+    .unwrap();
+    repos.create(&PostParams::default(), &repo).await.unwrap();
+    let status = json!({"status": {"artifact": serde_json::to_value(&artifact).unwrap()}});
+    repos
+        .patch_status("repo", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let mut spec = e.spec("oci", json!({}));
+    spec["sourceRef"] = json!({"kind": "GitRepository", "name": "repo"});
+    e.create("git", spec).await;
+    e.wait_ready_at("git", &rev).await;
+    assert!(e.configmap("from-git").await.is_some());
+
+    let mut spec = e.spec("oci", json!({}));
+    spec["sourceRef"] = json!({"kind": "OCIRepository", "name": "oci", "namespace": "elsewhere"});
+    e.create("cross", spec).await;
+    let obj = e
+        .wait_until("cross", "stalled", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
+            })
+        })
+        .await;
+    assert_eq!(
+        message(&obj, "Ready"),
+        "can't access 'OCIRepository/elsewhere/oci', cross-namespace references have been blocked"
     );
 }

@@ -6,6 +6,7 @@ pub mod context;
 pub mod controller;
 pub mod fetch;
 pub mod health;
+pub mod history;
 pub mod inventory;
 pub mod reconcile;
 pub mod ssa;

@@ -114,6 +114,8 @@ struct Pass<'a> {
     conditions: Conditions,
     generation: i64,
     written: Value,
+    /// The digest of what was built, once it was (for `status.history`).
+    built: Option<String>,
 }
 
 /// What a successful pass did, for status and events.
@@ -139,6 +141,7 @@ async fn reconcile_live(
         written: serde_json::to_value(&status).unwrap_or_default(),
         status,
         generation,
+        built: None,
     };
     if obj.spec.suspend {
         pass.status.last_handled_reconcile_at = requested_at(obj);
@@ -189,6 +192,7 @@ impl Pass<'_> {
         ));
         let objects = self.build(&content, work.path()).await?;
         let objects = self.finalize_objects(objects).await?;
+        self.built = Some(super::history::build_digest(&objects));
         let client = self.client()?;
         let applier = Applier {
             client: &client,
@@ -894,6 +898,7 @@ impl Pass<'_> {
                 }
             }
         };
+        self.record_history(started.elapsed());
         for type_ in [READY, RECONCILING, STALLED] {
             let status = match self.conditions.get(type_).map(|c| c.status) {
                 Some(ConditionStatus::True) => "True",
@@ -907,6 +912,35 @@ impl Pass<'_> {
         }
         self.patch_status().await?;
         Ok(action)
+    }
+
+    /// One entry of `status.history` per pass that built something, keyed by what it built
+    /// and how the pass ended.
+    fn record_history(&mut self, took: Duration) {
+        let Some(digest) = self.built.clone() else {
+            return;
+        };
+        let outcome = self
+            .conditions
+            .get(READY)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        let mut metadata = BTreeMap::new();
+        if let Some(rev) = &self.status.last_attempted_revision {
+            metadata.insert("revision".to_string(), rev.clone());
+        }
+        if let Some(origin) = &self.status.last_applied_origin_revision {
+            metadata.insert("originRevision".to_string(), origin.clone());
+        }
+        let history = self.status.history.get_or_insert_with(Vec::new);
+        super::history::upsert(
+            history,
+            &digest,
+            crate::util::now_whole_seconds(),
+            took,
+            &outcome,
+            metadata,
+        );
     }
 
     async fn event(&self, warning: bool, reason: &str, message: &str) {
