@@ -559,7 +559,15 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
     let rev = e.publish("overlay", &files).await;
     e.create(
         "overlay",
-        e.spec("overlay", json!({"path": "./overlay", "nameSuffix": "-x"})),
+        e.spec(
+            "overlay",
+            json!({
+                "path": "./overlay", "nameSuffix": "-x",
+                "commonMetadata": {"labels": {"team": "platform"}, "annotations": {"owner": "ops"}},
+                "images": [{"name": "example.com/demo/app", "newTag": "2.0.0"}],
+                "patches": [{"patch": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  patched: \"yes\"\n"}],
+            }),
+        ),
     )
     .await;
     e.wait_ready_at("overlay", &rev).await;
@@ -567,13 +575,22 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
         .configmap("staging-app-config-x")
         .await
         .expect("namePrefix from the overlay, nameSuffix from the spec");
+    let labels = cm.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("env").map(String::as_str), Some("staging"));
     assert_eq!(
-        cm.metadata
-            .labels
+        labels.get("team").map(String::as_str),
+        Some("platform"),
+        "commonMetadata"
+    );
+    let annotations = cm.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("owner").map(String::as_str), Some("ops"));
+    assert_eq!(
+        cm.data
             .unwrap_or_default()
-            .get("env")
+            .get("patched")
             .map(String::as_str),
-        Some("staging")
+        Some("yes"),
+        "spec.patches merged into the overlay"
     );
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(e.client.clone(), &e.ns.name);
@@ -584,7 +601,10 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
         .image
         .clone()
         .unwrap();
-    assert_eq!(image, "registry.example.com/demo/app:1.2.3");
+    assert_eq!(
+        image, "registry.example.com/demo/app:2.0.0",
+        "spec.images updates the overlay's entry of the same name"
+    );
 
     // A remote base is refused before kustomize would reach the network.
     let remote = std::fs::read_to_string(root.join("remote-base/kustomization.yaml")).unwrap();
@@ -882,5 +902,43 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
     assert_eq!(
         message(&obj, "Ready"),
         "can't access 'OCIRepository/elsewhere/oci', cross-namespace references have been blocked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn immutable_changes_need_force() {
+    let e = env("ks-force").await;
+    let frozen = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata:\n  key: \"{v}\"\n"
+        )
+    };
+    let first = e.publish("force", &[("cm.yaml", &frozen("1"))]).await;
+    e.create("force", e.spec("force", json!({}))).await;
+    e.wait_ready_at("force", &first).await;
+    let second = e.publish("force", &[("cm.yaml", &frozen("2"))]).await;
+    let obj = e.wait_failing("force", "ReconciliationFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("immutable"),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert_eq!(
+        data_key(&e.configmap("frozen").await.unwrap()),
+        "1",
+        "left alone without force"
+    );
+    e.ks.patch(
+        "force",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"force": true}})),
+    )
+    .await
+    .unwrap();
+    e.wait_ready_at("force", &second).await;
+    assert_eq!(
+        data_key(&e.configmap("frozen").await.unwrap()),
+        "2",
+        "recreated with force"
     );
 }

@@ -499,6 +499,22 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn kustomizations_without_a_kustomize_binary_are_a_clear_error() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("kustomization.yaml"), "resources: []\n").unwrap();
+        let spec: KustomizationSpec = serde_json::from_value(json!({
+            "interval": "1m", "prune": true, "sourceRef": {"kind": "OCIRepository", "name": "x"}
+        }))
+        .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let err = build(root.path(), &spec, None, scratch.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BuildError::NoKustomize(_)), "{err}");
+        assert!(err.to_string().contains("--kustomize-path"), "{err}");
+    }
+
     #[test]
     fn remote_bases_are_refused() {
         let mut k = Map::new();

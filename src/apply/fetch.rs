@@ -1,5 +1,6 @@
 //! The consumer side of the artifact contract: download `status.artifact.url` with retries,
-//! check the digest (sha256, sha384, sha512 as Flux may write them), and extract it safely.
+//! check the digest (sha256, sha384, sha512 or blake3, as Flux may write them), and extract it
+//! safely.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -253,6 +254,7 @@ enum Hasher {
     Sha256(sha2::Sha256),
     Sha384(sha2::Sha384),
     Sha512(sha2::Sha512),
+    Blake3(Box<blake3::Hasher>),
 }
 
 struct Verifier {
@@ -274,9 +276,10 @@ impl Verifier {
             "sha256" => ("sha256", Hasher::Sha256(sha2::Sha256::new())),
             "sha384" => ("sha384", Hasher::Sha384(sha2::Sha384::new())),
             "sha512" => ("sha512", Hasher::Sha512(sha2::Sha512::new())),
+            "blake3" => ("blake3", Hasher::Blake3(Box::new(blake3::Hasher::new()))),
             other => {
                 return Err(FetchError::Digest(format!(
-                    "unsupported digest algorithm '{other}' (sha256, sha384 and sha512 are supported)"
+                    "unsupported digest algorithm '{other}' (sha256, sha384, sha512 and blake3 are supported)"
                 )));
             }
         };
@@ -292,6 +295,7 @@ impl Verifier {
             Hasher::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
             Hasher::Sha384(_) => Hasher::Sha384(sha2::Sha384::new()),
             Hasher::Sha512(_) => Hasher::Sha512(sha2::Sha512::new()),
+            Hasher::Blake3(_) => Hasher::Blake3(Box::new(blake3::Hasher::new())),
         };
     }
 
@@ -300,6 +304,9 @@ impl Verifier {
             Hasher::Sha256(h) => h.update(bytes),
             Hasher::Sha384(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
+            Hasher::Blake3(h) => {
+                h.update(bytes);
+            }
         }
     }
 
@@ -308,6 +315,7 @@ impl Verifier {
             Hasher::Sha256(h) => hex::encode(h.clone().finalize()),
             Hasher::Sha384(h) => hex::encode(h.clone().finalize()),
             Hasher::Sha512(h) => hex::encode(h.clone().finalize()),
+            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
         };
         let actual = format!("{}:{hex}", self.algorithm);
         if actual != self.expected {
@@ -340,6 +348,7 @@ mod tests {
                 true,
             ),
             (hex::encode(sha2::Sha256::digest(b"abc")), true),
+            (format!("blake3:{}", blake3::hash(b"abc").to_hex()), true),
             (
                 format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"abd"))),
                 false,
@@ -350,7 +359,7 @@ mod tests {
             assert_eq!(v.check().is_ok(), ok, "{digest}");
         }
         assert!(
-            matches!(Verifier::for_digest("blake3:00"), Err(FetchError::Digest(m)) if m.contains("blake3"))
+            matches!(Verifier::for_digest("md5:00"), Err(FetchError::Digest(m)) if m.contains("blake3"))
         );
         assert!(Verifier::for_digest("").is_err());
     }

@@ -143,6 +143,7 @@ async fn reconcile_live(
         generation,
         built: None,
     };
+    ctx.metrics.record_suspend(&labels(obj), obj.spec.suspend);
     if obj.spec.suspend {
         pass.status.last_handled_reconcile_at = requested_at(obj);
         pass.patch_status().await?;
