@@ -345,6 +345,35 @@ async fn applies_updates_prunes_and_reverts_drift() {
             .resource_version,
         version
     );
+
+    // Suspended: a new revision is not applied, even when asked.
+    e.ks.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    let third = e.publish("app", &[("a.yaml", &cm("alpha", "3"))]).await;
+    let obj = e.request_reconcile("app").await;
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_applied_revision
+            .as_deref(),
+        Some(second.as_str())
+    );
+    assert_eq!(data_key(&e.configmap("alpha").await.unwrap()), "2");
+    e.ks.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    e.wait_ready_at("app", &third).await;
+    assert_eq!(data_key(&e.configmap("alpha").await.unwrap()), "3");
 }
 
 #[tokio::test(flavor = "multi_thread")]
