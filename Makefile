@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test demo bench bench-bucket bench-apply crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-bucket bench-apply crds lint up down platform-status testbin clean
 
 all: build
 
@@ -12,6 +12,10 @@ build:
 ## test: build and install whatever is missing, start the platform, run every test.
 test:
 	hack/test
+
+## test-chart: only the Helm chart's tests (lint, render, server-side validation, install) on the platform.
+test-chart:
+	hack/test-chart
 
 ## demo: a local platform with driftless's CRDs and an example OCIRepository.
 demo:
@@ -35,9 +39,10 @@ bench-apply:
 	BENCH_APPLY=wide $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
 
-## crds: regenerate crds/ from the Rust types (commit the result).
+## crds: regenerate crds/ from the Rust types, and the Helm chart's copy (commit the result).
 crds:
 	$(CARGO) run --quiet -- crds --dir crds
+	hack/sync-chart-crds
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -53,7 +58,7 @@ down:
 platform-status:
 	hack/platform status
 
-## testbin: build kube-apiserver, kubectl, etcd and kustomize into the cache outside the clone.
+## testbin: build kube-apiserver, kubectl, etcd, kustomize and helm into the cache outside the clone.
 testbin:
 	hack/testbin.sh all
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real test components from the Go module proxy into a cache outside the clone:
-#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize}
+#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|all]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|all]
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.36.3}
@@ -10,6 +10,9 @@ ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 # kustomize/v5 v5.7.1 is built on sigs.k8s.io/kustomize/api v0.20.1, the API Flux's
 # kustomize-controller v1.7 builds with (v1.8 uses api v0.21.1: KUSTOMIZE_VERSION=5.8.1).
 KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.7.1}
+# helm v3.22.0, the newest v3 on the module proxy (needs Go >= 1.26.0; built on client-go v0.37),
+# for hack/test-chart's lint, template and install of charts/driftless.
+HELM_VERSION=${HELM_VERSION:-3.22.0}
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
@@ -92,10 +95,33 @@ build_kustomize() {
   mv "$BIN/kustomize.tmp" "$BIN/kustomize" && stamp kustomize "$KUSTOMIZE_VERSION"
 }
 
+# helm's module has no local replaces either, so a consumer module resolves the release's own
+# dependency versions. The ldflags are those of helm's Makefile: without them `helm version`
+# says "v3.22" and lint/template render for Kubernetes v1.20 (chartutil's fallback) instead of
+# the version of the client-go helm is built on (v0.x -> 1.x, as the Makefile does).
+build_helm() {
+  if is_built helm "$HELM_VERSION"; then log "helm v$HELM_VERSION already built"; return; fi
+  local dir=$TESTBIN/src/helm-$HELM_VERSION
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init driftless.testbin/helm >/dev/null 2>&1
+  log "building helm v$HELM_VERSION"
+  go get "helm.sh/helm/v3@v$HELM_VERSION"
+  local k8s major=1 minor
+  k8s=$(go list -m -f '{{.Version}}' k8s.io/client-go) # v0.37.0 -> Kubernetes 1.37
+  k8s=${k8s#v0.}; minor=${k8s%%.*}
+  local x=helm.sh/helm/v3
+  go build -trimpath -ldflags "-s -w -X $x/internal/version.version=v$HELM_VERSION \
+    -X $x/pkg/lint/rules.k8sVersionMajor=$major -X $x/pkg/lint/rules.k8sVersionMinor=$minor \
+    -X $x/pkg/chartutil.k8sVersionMajor=$major -X $x/pkg/chartutil.k8sVersionMinor=$minor" \
+    -o "$BIN/helm.tmp" helm.sh/helm/v3/cmd/helm
+  mv "$BIN/helm.tmp" "$BIN/helm" && stamp helm "$HELM_VERSION"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   kustomize) build_kustomize ;;
-  all) build_etcd; build_kube; build_kustomize ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|all]" >&2; exit 2 ;;
+  helm) build_helm ;;
+  all) build_etcd; build_kube; build_kustomize; build_helm ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|all]" >&2; exit 2 ;;
 esac
