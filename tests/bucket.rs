@@ -675,3 +675,140 @@ async fn sts_and_workload_identity_misconfigurations_are_explained() {
             .contains("ObjectLevelWorkloadIdentity")
     );
 }
+
+/// A stand-in for AWS STS that records what it was sent and refuses it, as STS refuses a role
+/// the token may not assume. (STS is a cloud service: no real one is reachable from here.)
+async fn refusing_sts() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let Some(split) = text.find("\r\n\r\n") else {
+                        if n == 0 {
+                            return;
+                        } else {
+                            continue;
+                        }
+                    };
+                    let length: usize = text[..split]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= split + 4 + length || n == 0 {
+                        seen.lock().unwrap().push(text[split + 4..].to_string());
+                        break;
+                    }
+                }
+                let body = "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>";
+                let head = format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_level_workload_identity_exchanges_a_service_account_token() {
+    use base64::Engine;
+    let e = env(
+        "bucket-wi",
+        &["--feature-gates=ObjectLevelWorkloadIdentity=true"],
+    )
+    .await;
+    let (sts, bodies) = refusing_sts().await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "reader", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/flux-reader"}}})).unwrap();
+    accounts.create(&Default::default(), &sa).await.unwrap();
+    let plain = serde_json::from_value(serde_json::json!({"metadata": {"name": "plain"}})).unwrap();
+    accounts.create(&Default::default(), &plain).await.unwrap();
+    let buckets = e.buckets();
+    let spec = |sa: &str| {
+        serde_json::json!({
+            "provider": "aws", "bucketName": "b", "endpoint": Provider::S3.address(&e.platform), "insecure": true,
+            "interval": "10m", "region": "eu-west-1", "serviceAccountName": sa,
+            "sts": {"provider": "aws", "endpoint": sts},
+        })
+    };
+    buckets.create("wi", spec("reader")).await;
+    let obj = buckets.wait_failing("wi", "BucketOperationFailed").await;
+    let message = condition(&obj, "FetchFailed").unwrap().message.clone();
+    assert!(
+        message.contains("Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+        "{message}"
+    );
+
+    let body = bodies
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("STS was called");
+    let form: std::collections::HashMap<String, String> = url_form(&body);
+    assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
+    assert_eq!(
+        form["RoleArn"],
+        "arn:aws:iam::123456789012:role/flux-reader"
+    );
+    let claims = form["WebIdentityToken"].split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["sub"],
+        format!("system:serviceaccount:{}:reader", e.ns.name),
+        "the API server issued it for the ServiceAccount"
+    );
+    assert!(
+        claims["aud"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("sts.amazonaws.com")),
+        "{claims}"
+    );
+
+    buckets.create("noanno", spec("plain")).await;
+    let obj = buckets.wait_failing("noanno", "AuthenticationFailed").await;
+    let message = condition(&obj, "FetchFailed").unwrap().message.clone();
+    assert!(
+        message.contains("'eks.amazonaws.com/role-arn'"),
+        "{message}"
+    );
+}
+
+fn url_form(body: &str) -> std::collections::HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}

@@ -33,6 +33,7 @@ pub mod reason {
     pub const INVALID_PATH: &str = "InvalidPath";
     pub const INVALID_STS_CONFIGURATION: &str = "InvalidSTSConfiguration";
     pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
+    pub const INVALID_PROVIDER_CONFIGURATION: &str = "InvalidProviderConfiguration";
     /// Ours: object keys that cannot be files inside the artifact were left out.
     pub const UNSAFE_OBJECT_KEYS: &str = "UnsafeObjectKeys";
 }

@@ -2,6 +2,7 @@
 
 pub mod conditions;
 pub mod events;
+pub mod gates;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

@@ -23,6 +23,7 @@ use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::events::Events;
+use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
@@ -51,6 +52,10 @@ pub struct SourceControllerArgs {
     /// Most files an artifact may unpack to.
     #[arg(long, default_value_t = 100_000)]
     pub artifact_max_files: u64,
+    /// Flux feature gates, `Name=true|false,...`. Known: ObjectLevelWorkloadIdentity
+    /// (default false): Buckets may authenticate as their `spec.serviceAccountName`.
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse)]
+    pub feature_gates: FeatureGates,
     /// Concurrent object downloads per Bucket reconcile.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub bucket_download_concurrency: u16,
@@ -130,6 +135,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),
             bucket_concurrency: usize::from(args.bucket_download_concurrency),
             bucket_max_object_bytes: args.bucket_max_object_size,
+            object_level_workload_identity: args.feature_gates.enabled(ObjectLevelWorkloadIdentity),
         },
         Backoff::new(args.min_retry_delay, args.max_retry_delay),
     ));

@@ -16,7 +16,7 @@ use super::s3::error_chain;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 const LIST_PAGE: u32 = 5000;
 
 #[derive(Clone)]
@@ -55,6 +55,14 @@ pub enum EntraCredential {
         tenant: String,
         client_id: String,
         token_file: String,
+    },
+    /// A ServiceAccount's token as the client assertion of its `azure.workload.identity/*`
+    /// identity.
+    ObjectWorkloadIdentity {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        identity: super::workload::Identity,
     },
 }
 
@@ -456,6 +464,12 @@ async fn entra_token(
         EntraCredential::WorkloadIdentity {
             tenant, client_id, ..
         } => auth::cache_key(&[b"entra-wi", tenant.as_bytes(), client_id.as_bytes()]),
+        EntraCredential::ObjectWorkloadIdentity {
+            tenant,
+            client_id,
+            identity,
+            ..
+        } => identity.cache_key(format!("azure {tenant} {client_id}").as_bytes()),
     };
     cached_token(&key, || fetch_entra_token(http, credential)).await
 }
@@ -498,6 +512,24 @@ async fn fetch_entra_token(
             let endpoint = token_endpoint(authority, tenant);
             let assertion = certificate_assertion(&endpoint, client_id, pem, *send_chain)?;
             http.post(endpoint).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id.as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+                ("scope", STORAGE_SCOPE),
+            ])
+        }
+        EntraCredential::ObjectWorkloadIdentity {
+            authority,
+            tenant,
+            client_id,
+            identity,
+        } => {
+            let assertion = identity.token(super::workload::AZURE_AUDIENCE).await?;
+            http.post(token_endpoint(authority, tenant)).form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", client_id.as_str()),
                 (

@@ -22,6 +22,15 @@ pub enum GcsAuth {
     ServiceAccount(ServiceAccountKey),
     /// The metadata server of the node (GKE workload identity, GCE service account).
     Metadata,
+    /// A ServiceAccount's token exchanged at Google's STS (workload identity federation), then,
+    /// with `iam.gke.io/gcp-service-account`, for that Google service account's token.
+    ObjectWorkloadIdentity {
+        identity: super::workload::Identity,
+        /// `projects/<n>/locations/global/workloadIdentityPools/<pool>/providers/<p>` from the
+        /// `gcp.auth.fluxcd.io/workload-identity-provider` annotation; GKE's when absent.
+        provider: Option<String>,
+        impersonate: Option<String>,
+    },
 }
 
 /// The fields of a service-account JSON key that a token needs.
@@ -118,6 +127,23 @@ impl GcsClient {
             GcsAuth::Metadata => {
                 cached_token(&auth::cache_key(&[b"gcs-metadata"]), || {
                     metadata_token(&self.http)
+                })
+                .await
+            }
+            GcsAuth::ObjectWorkloadIdentity {
+                identity,
+                provider,
+                impersonate,
+            } => {
+                let key =
+                    identity.cache_key(format!("gcp {provider:?} {impersonate:?}").as_bytes());
+                cached_token(&key, || {
+                    federated_token(
+                        &self.http,
+                        identity,
+                        provider.as_deref(),
+                        impersonate.as_deref(),
+                    )
                 })
                 .await
             }
@@ -322,6 +348,123 @@ async fn service_account_token(
         .await
         .map_err(|e| e.to_string())?
         .into_token())
+}
+
+/// Workload identity federation: the ServiceAccount's token for the pool's audience,
+/// exchanged at Google's STS, and optionally for a Google service account's token.
+async fn federated_token(
+    http: &reqwest::Client,
+    identity: &super::workload::Identity,
+    provider: Option<&str>,
+    impersonate: Option<&str>,
+) -> Result<Token, String> {
+    let (kube_audience, sts_audience) = match provider {
+        Some(p) => {
+            let audience = format!(
+                "//iam.googleapis.com/{}",
+                p.trim_start_matches("//iam.googleapis.com/")
+            );
+            (audience.clone(), audience)
+        }
+        None => gke_audiences(http).await?,
+    };
+    let subject = identity.token(&kube_audience).await?;
+    let response = http
+        .post("https://sts.googleapis.com/v1/token")
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", sts_audience.as_str()),
+            ("scope", "https://www.googleapis.com/auth/cloud-platform"),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("subject_token", subject.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("Google STS token exchange: {}", error_chain(&e)))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "Google STS refused the token exchange (HTTP {status}): {}",
+            crate::util::truncate(&body, 200)
+        ));
+    }
+    let federated = response
+        .json::<TokenResponse>()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_token();
+    let Some(gsa) = impersonate else {
+        return Ok(federated);
+    };
+    let url = format!(
+        "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{gsa}:generateAccessToken"
+    );
+    let response = http
+        .post(&url)
+        .bearer_auth(&federated.value)
+        .json(&serde_json::json!({"scope": [READ_ONLY_SCOPE]}))
+        .send()
+        .await
+        .map_err(|e| format!("impersonating {gsa}: {}", error_chain(&e)))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        return Err(format!("impersonating {gsa} was refused (HTTP {status})"));
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Impersonated {
+        access_token: String,
+    }
+    let token: Impersonated = response.json().await.map_err(|e| e.to_string())?;
+    Ok(Token {
+        value: token.access_token,
+        expires: auth::expiry(None),
+    })
+}
+
+/// On GKE: the identity namespace (`<project>.svc.id.goog`) as the ServiceAccount token's
+/// audience, and the cluster's identity provider for the exchange, from the metadata server.
+async fn gke_audiences(http: &reqwest::Client) -> Result<(String, String), String> {
+    let host =
+        std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
+    let get = |path: &str| {
+        http.get(format!("http://{host}/computeMetadata/v1/{path}"))
+            .header("Metadata-Flavor", "Google")
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+    };
+    let mut values = Vec::new();
+    for path in [
+        "project/project-id",
+        "instance/attributes/cluster-location",
+        "instance/attributes/cluster-name",
+    ] {
+        let value = get(path)
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("object-level workload identity on GCP needs GKE's metadata server or the '{}' annotation: {}", super::workload::GCP_PROVIDER, error_chain(&e)))?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        values.push(value.trim().to_string());
+    }
+    let (project, location, cluster) = (&values[0], &values[1], &values[2]);
+    let namespace = format!("{project}.svc.id.goog");
+    let provider = format!(
+        "https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{cluster}"
+    );
+    Ok((
+        namespace.clone(),
+        format!("identitynamespace:{namespace}:{provider}"),
+    ))
 }
 
 async fn metadata_token(http: &reqwest::Client) -> Result<Token, String> {

@@ -9,3 +9,4 @@ pub mod index;
 pub mod mirror;
 pub mod reconcile;
 pub mod s3;
+pub mod workload;

@@ -12,6 +12,7 @@ use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
 use super::index::{Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
 use super::s3::{AwsAuth, S3Client, StaticKeys};
+use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
 use crate::api::{Artifact, Bucket, BucketStatus};
 use crate::artifact::archive::KeepAll;
@@ -21,6 +22,7 @@ use crate::controller::requeue::parse_duration;
 use crate::source::oci::credentials::{proxy_from_secret, tls_from_secret, transport};
 use crate::source::oci::registry::{Transport, build_http_client};
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
+use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// The root `.sourceignore` is read whole; past this it is not a pattern file.
 const MAX_SOURCE_IGNORE_BYTES: u64 = 1 << 20;
@@ -332,12 +334,7 @@ impl Pass<'_, Bucket> {
     async fn bucket_client(&self) -> Result<BucketClient, Failure> {
         let spec = &self.obj.spec;
         self.validate_sts()?;
-        if spec.service_account_name.is_some() {
-            return Err(Failure::stalled(
-                reason::FEATURE_GATE_DISABLED,
-                "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
-            ));
-        }
+        let object_identity = self.object_identity().await?;
         let secret = match &spec.secret_ref {
             None => None,
             Some(r) => Some((
@@ -379,7 +376,15 @@ impl Pass<'_, Bucket> {
                             })
                         }
                     }
-                    None => self.ambient_aws_auth().await?,
+                    None => match &object_identity {
+                        Some((identity, sa)) => AwsAuth::ObjectWebIdentity {
+                            identity: identity.clone(),
+                            role_arn: workload::required_annotation(sa, workload::AWS_ROLE_ARN)
+                                .map_err(auth_failed)?,
+                            sts_endpoint: spec.sts.as_ref().map(|s| s.endpoint.clone()),
+                        },
+                        None => self.ambient_aws_auth().await?,
+                    },
                 };
                 S3Client::new(
                     http,
@@ -405,7 +410,14 @@ impl Pass<'_, Bucket> {
                             ServiceAccountKey::parse(json).map_err(|e| invalid(name, &e))?,
                         )
                     }
-                    None => ambient_gcs_auth(&base).map_err(auth_failed)?,
+                    None => match &object_identity {
+                        Some((identity, sa)) => GcsAuth::ObjectWorkloadIdentity {
+                            identity: identity.clone(),
+                            provider: workload::annotation(sa, workload::GCP_PROVIDER),
+                            impersonate: workload::annotation(sa, workload::GCP_SERVICE_ACCOUNT),
+                        },
+                        None => ambient_gcs_auth(&base).map_err(auth_failed)?,
+                    },
                 };
                 Ok(BucketClient::Gcs(GcsClient::new(
                     http,
@@ -421,7 +433,27 @@ impl Pass<'_, Bucket> {
                     Some((name, data)) => {
                         azure::auth_from_secret(data, &account).map_err(|e| invalid(name, &e))?
                     }
-                    None => azure::ambient_auth(),
+                    None => match &object_identity {
+                        Some((identity, sa)) => azure::AzureAuth::Entra(
+                            azure::EntraCredential::ObjectWorkloadIdentity {
+                                authority: std::env::var("AZURE_AUTHORITY_HOST")
+                                    .unwrap_or_else(|_| azure::DEFAULT_AUTHORITY.into()),
+                                tenant: workload::annotation(sa, workload::AZURE_TENANT_ID)
+                                    .or_else(|| std::env::var("AZURE_TENANT_ID").ok())
+                                    .ok_or_else(|| {
+                                        auth_failed(format!(
+                                            "service account '{}' has no '{}' annotation and AZURE_TENANT_ID is not set",
+                                            identity.name,
+                                            workload::AZURE_TENANT_ID
+                                        ))
+                                    })?,
+                                client_id: workload::required_annotation(sa, workload::AZURE_CLIENT_ID)
+                                    .map_err(auth_failed)?,
+                                identity: identity.clone(),
+                            },
+                        ),
+                        None => azure::ambient_auth(),
+                    },
                 };
                 Ok(BucketClient::Azure(AzureClient::new(
                     http,
@@ -431,6 +463,38 @@ impl Pass<'_, Bucket> {
                 )))
             }
         }
+    }
+
+    /// `spec.serviceAccountName` and its ServiceAccount, when object-level workload identity
+    /// is asked for and allowed (Flux's `ObjectLevelWorkloadIdentity` gate).
+    async fn object_identity(
+        &self,
+    ) -> Result<Option<(workload::Identity, ServiceAccount)>, Failure> {
+        let Some(name) = &self.obj.spec.service_account_name else {
+            return Ok(None);
+        };
+        if !self.ctx.config.object_level_workload_identity {
+            return Err(Failure::stalled(
+                reason::FEATURE_GATE_DISABLED,
+                "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
+            ));
+        }
+        if self.obj.spec.provider == BucketProvider::Generic {
+            return Err(Failure::stalled(
+                reason::INVALID_PROVIDER_CONFIGURATION,
+                "ServiceAccountName is not supported for the 'generic' Bucket provider",
+            ));
+        }
+        let identity = workload::Identity {
+            client: self.ctx.client.clone(),
+            namespace: self.namespace(),
+            name: name.clone(),
+        };
+        let sa = identity
+            .service_account()
+            .await
+            .map_err(|e| Failure::fetch(reason::AUTHENTICATION_FAILED, e))?;
+        Ok(Some((identity, sa)))
     }
 
     /// Flux re-validates what the CEL rules check, for objects stored before the rules.

@@ -31,7 +31,7 @@ impl std::fmt::Debug for StaticKeys {
 }
 
 /// Where the request signature's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum AwsAuth {
     Anonymous,
     Static(StaticKeys),
@@ -43,6 +43,12 @@ pub enum AwsAuth {
     },
     /// The controller's own AWS identity; `sts_endpoint` overrides the regional STS.
     Chain {
+        sts_endpoint: Option<String>,
+    },
+    /// A ServiceAccount's token exchanged for the role in its `eks.amazonaws.com/role-arn`.
+    ObjectWebIdentity {
+        identity: super::workload::Identity,
+        role_arn: String,
         sts_endpoint: Option<String>,
     },
 }
@@ -175,6 +181,37 @@ impl S3Client {
             AwsAuth::Chain { sts_endpoint } => {
                 chain_keys(&self.http, sts_endpoint.as_deref(), &self.region())
                     .await
+                    .map(Some)
+                    .map_err(BucketError::request)
+            }
+            AwsAuth::ObjectWebIdentity {
+                identity,
+                role_arn,
+                sts_endpoint,
+            } => {
+                let endpoint = sts_endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.region()));
+                let key = identity.cache_key(format!("aws {role_arn} {endpoint}").as_bytes());
+                let value = cached_token(&key, || async {
+                    let token = identity.token(super::workload::AWS_AUDIENCE).await?;
+                    let session = format!("{}.{}", identity.namespace, identity.name);
+                    sts_call(
+                        &self.http,
+                        &endpoint,
+                        &[
+                            ("Action", "AssumeRoleWithWebIdentity"),
+                            ("Version", "2011-06-15"),
+                            ("RoleArn", role_arn),
+                            ("RoleSessionName", &session),
+                            ("WebIdentityToken", &token),
+                        ],
+                    )
+                    .await
+                })
+                .await
+                .map_err(BucketError::request)?;
+                keys_from_token(&value)
                     .map(Some)
                     .map_err(BucketError::request)
             }

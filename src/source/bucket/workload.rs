@@ -1,0 +1,114 @@
+//! Object-level workload identity (`spec.serviceAccountName`, Flux's
+//! `ObjectLevelWorkloadIdentity` gate): a token the API server issues for the named
+//! ServiceAccount, exchanged for cloud credentials the way each cloud's workload identity does.
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::controller::objects::kube_message;
+
+pub const AWS_ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
+pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
+pub const AZURE_CLIENT_ID: &str = "azure.workload.identity/client-id";
+pub const AZURE_TENANT_ID: &str = "azure.workload.identity/tenant-id";
+pub const AZURE_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub const GCP_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
+pub const GCP_PROVIDER: &str = "gcp.auth.fluxcd.io/workload-identity-provider";
+
+/// The ServiceAccount whose identity a Bucket borrows.
+#[derive(Clone)]
+pub struct Identity {
+    pub client: Client,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Identity {
+    pub async fn service_account(&self) -> Result<ServiceAccount, String> {
+        Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+            .get(&self.name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "failed to get service account '{}/{}': {}",
+                    self.namespace,
+                    self.name,
+                    kube_message(&e)
+                )
+            })
+    }
+
+    /// A fresh token for the ServiceAccount with the given audience.
+    pub async fn token(&self, audience: &str) -> Result<String, String> {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_string()],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let issued = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+            .create_token_request(&self.name, &PostParams::default(), &request)
+            .await
+            .map_err(|e| {
+                format!(
+                    "failed to create a token for service account '{}/{}': {}",
+                    self.namespace,
+                    self.name,
+                    kube_message(&e)
+                )
+            })?;
+        issued
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| "the API server issued no token".to_string())
+    }
+
+    pub fn cache_key(&self, what: &[u8]) -> String {
+        super::auth::cache_key(&[what, self.namespace.as_bytes(), self.name.as_bytes()])
+    }
+}
+
+/// An annotation of the ServiceAccount that workload identity needs.
+pub fn annotation(sa: &ServiceAccount, key: &str) -> Option<String> {
+    sa.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn required_annotation(sa: &ServiceAccount, key: &str) -> Result<String, String> {
+    annotation(sa, key).ok_or_else(|| {
+        format!(
+            "service account '{}' has no '{key}' annotation, which workload identity needs",
+            sa.metadata.name.clone().unwrap_or_default()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_are_read_and_missing_ones_named() {
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "annotations": {AWS_ROLE_ARN: " arn:aws:iam::1:role/r "}}
+        }))
+        .unwrap();
+        assert_eq!(
+            required_annotation(&sa, AWS_ROLE_ARN).unwrap(),
+            "arn:aws:iam::1:role/r"
+        );
+        let err = required_annotation(&sa, AZURE_CLIENT_ID).unwrap_err();
+        assert!(
+            err.contains("'app'") && err.contains(AZURE_CLIENT_ID),
+            "{err}"
+        );
+    }
+}
