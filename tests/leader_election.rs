@@ -152,3 +152,72 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
         "the new leader serves it: {url}"
     );
 }
+
+/// A leader killed outright never releases its Lease; the other replica takes over once the
+/// Lease expires (6 s here), and reconciles from then on.
+#[tokio::test]
+async fn a_killed_leaders_lease_is_taken_over_after_it_expires() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "leader-kill").await;
+    let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
+    let holder = async || -> Option<String> {
+        leases
+            .get_opt("source-controller-leader-election")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
+    };
+    let mut first = SourceController::start(&platform, &ns.name, ELECTION);
+    let leader = poll("a Lease holder", holder).await;
+    let second = SourceController::start(&platform, &ns.name, ELECTION);
+    assert!(!listening(second.storage_port), "not the leader yet");
+
+    let killed_at = Instant::now();
+    first.kill();
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(leader.as_str()),
+        "a killed leader leaves its name on the Lease"
+    );
+    let new_leader = poll("the second replica to take the Lease", async || {
+        holder().await.filter(|h| *h != leader)
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(3),
+        "taken over only after the Lease ran out"
+    );
+    assert!(!new_leader.is_empty());
+    poll("the new leader's artifact server", async || {
+        listening(second.storage_port).then_some(())
+    })
+    .await;
+
+    let repo = format!("{}/app", ns.name);
+    push_flux_artifact(
+        &client(platform.registry()),
+        &repo,
+        "latest",
+        flux_layer(&[("a", "1")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
+    let obj: OCIRepository = serde_json::from_value(serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": "app"},
+        "spec": {"url": format!("oci://{}/{repo}", platform.registry()), "interval": "10m", "insecure": true},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let (_, url) = poll("Ready from the new leader", async || {
+        ready_revision(&api.get("app").await.ok()?)
+    })
+    .await;
+    assert!(url.contains(&format!(":{}/", second.storage_port)), "{url}");
+}

@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::build::{self, BuildError};
 use super::context::{
@@ -97,12 +98,20 @@ pub async fn reconcile(
 ) -> Result<Action, ApplyControllerError> {
     let api: Api<Kustomization> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = KIND,
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any()
+    );
+    let _working = ctx.metrics.working("kustomization");
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
             FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| ApplyControllerError::Finalizer(Box::new(e)))
 }

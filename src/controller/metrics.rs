@@ -49,6 +49,7 @@ pub struct Metrics {
     pub bucket_objects_downloaded: Counter,
     pub bucket_bytes_downloaded: Counter,
     pub apply_writes: Counter,
+    pub active_workers: Family<ControllerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -111,8 +112,15 @@ impl Metrics {
             "Writes to cluster objects (server-side applies and deletions) by the apply-controller.",
             apply_writes.clone(),
         );
+        let active_workers = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            active_workers.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
+            active_workers,
             apply_writes,
             bucket_objects_downloaded,
             bucket_bytes_downloaded,
@@ -188,14 +196,125 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// Counts a reconcile in flight until the guard is dropped.
+    pub fn working(&self, controller: &str) -> WorkerGuard {
+        let gauge = self
+            .active_workers
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .clone();
+        gauge.inc();
+        WorkerGuard(gauge)
+    }
+
+    /// The text exposition format, with the process metrics every Go controller exports.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
-        out
+        let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        format!("{body}{}# EOF\n", process_metrics())
     }
+}
+
+pub struct WorkerGuard(Gauge);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `process_*` from /proc/self, as Prometheus' client libraries name them.
+fn process_metrics() -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, sample: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{sample} {value}\n"
+        ));
+    };
+    // SAFETY: sysconf and getrlimit only read process limits.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    if ticks > 0.0 && !fields.is_empty() {
+        // utime (14) and stime (15), starttime (22), vsize (23), rss (24); 1-based in proc(5).
+        metric(
+            "process_cpu_seconds",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            "process_cpu_seconds_total",
+            (field(11) + field(12)) / ticks,
+        );
+        metric(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            "process_virtual_memory_bytes",
+            field(20),
+        );
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            "process_resident_memory_bytes",
+            field(21) * page,
+        );
+        let boot = std::fs::read_to_string("/proc/stat")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            "process_start_time_seconds",
+            boot + field(19) / ticks,
+        );
+    }
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        "process_open_fds",
+        fds as f64,
+    );
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            "process_max_fds",
+            limit.rlim_cur as f64,
+        );
+    }
+    out
 }
 
 fn exponential_range(min: f64, max: f64, count: u16) -> impl Iterator<Item = f64> {
@@ -227,6 +346,31 @@ mod tests {
         assert!(text.contains(r#"controller_runtime_reconcile_total{controller="ocirepository",result="success"} 1"#), "{text}");
         m.forget(&o);
         assert!(!m.render().contains(r#"name="a""#));
+    }
+
+    #[test]
+    fn process_metrics_and_active_workers_are_rendered() {
+        let m = Metrics::new();
+        let guard = m.working("bucket");
+        let text = m.render();
+        assert!(
+            text.contains(r#"controller_runtime_active_workers{controller="bucket"} 1"#),
+            "{text}"
+        );
+        drop(guard);
+        let text = m.render();
+        assert!(
+            text.contains(r#"controller_runtime_active_workers{controller="bucket"} 0"#),
+            "{text}"
+        );
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("process_resident_memory_bytes");
+        assert!(rss > 1e6, "{rss}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

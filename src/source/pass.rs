@@ -145,7 +145,12 @@ pub async fn reconcile<K: SourceObject>(
     obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, SourceError> {
+    use tracing::Instrument;
     let ns = obj.namespace().unwrap_or_default();
+    // Every log line of the pass names the object (JSON logs carry the span's fields).
+    let span =
+        tracing::info_span!("reconcile", kind = K::KIND, namespace = %ns, name = %obj.name_any());
+    let _working = ctx.metrics.working(&K::KIND.to_lowercase());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
@@ -153,6 +158,7 @@ pub async fn reconcile<K: SourceObject>(
             FinalizerEvent::Cleanup(obj) => cleanup(obj.as_ref(), &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| SourceError::Finalizer(Box::new(e)))
 }

@@ -136,6 +136,14 @@ impl SourceController {
         }
     }
 
+    /// SIGKILL: the process dies without releasing anything (a node failure, an OOM kill).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The same storage, a new process: what a pod restart with a persistent volume does.
     pub fn restart(&mut self) -> SourceController {
         self.stop();
