@@ -11,3 +11,4 @@ pub mod cli;
 pub mod controller;
 pub mod source;
 pub mod util;
+pub mod verify;

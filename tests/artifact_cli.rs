@@ -427,3 +427,114 @@ fn docker_config_credential_helpers_supply_credentials() {
         .unwrap();
     ok(&out);
 }
+
+/// The platform's cosign (built from its Go module by hack/testbin.sh), with a password.
+fn cosign(dir: &Path, args: &[&str]) -> Output {
+    let platform = support::platform();
+    Command::new(Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/cosign"))
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "ci-secret")
+        .env("HOME", dir)
+        .output()
+        .expect("run cosign")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushed_artifacts_are_signed_as_cosign_signs_them() {
+    let platform = support::platform();
+    let dir = tempfile::tempdir().unwrap();
+    let out = cosign(dir.path(), &["generate-key-pair"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write_tree(&dir.path().join("m"), &[("app.yaml", "kind: ConfigMap\n")]);
+    let repo = format!("{}/{}", platform.registry(), unique("signed"));
+    let push = |key: &str, password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["artifact", "push", &format!("oci://{repo}:v1"), "--path"])
+            .arg(dir.path().join("m"))
+            .args([
+                "--source",
+                "https://example.com/repo",
+                "--revision",
+                "main@sha1:1234",
+            ])
+            // Reproducible: the second push has the same digest, which gets a second signature.
+            .args([
+                "--reproducible",
+                "--insecure-registry",
+                "--output",
+                "json",
+                "--sign-key",
+            ])
+            .arg(dir.path().join(key))
+            .env("COSIGN_PASSWORD", password)
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let wrong = failed(&push("cosign.key", "not-the-password"));
+    assert!(
+        wrong.contains("wrong password (COSIGN_PASSWORD)"),
+        "{wrong}"
+    );
+    assert!(
+        client(platform.registry())
+            .list_tags(repo.split_once('/').unwrap().1)
+            .await
+            .is_err(),
+        "nothing is pushed with a key that does not open"
+    );
+
+    let pushed: serde_json::Value =
+        serde_json::from_str(&ok(&push("cosign.key", "ci-secret"))).unwrap();
+    let digest = pushed["digest"].as_str().unwrap();
+    assert!(pushed["signature"].as_str().unwrap().starts_with("sha256:"));
+    let by_digest = format!("{repo}@{digest}");
+    let verify = |public: &str| {
+        cosign(
+            dir.path(),
+            &[
+                "verify",
+                "--key",
+                public,
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                &by_digest,
+            ],
+        )
+    };
+    let out = verify("cosign.pub");
+    assert!(
+        out.status.success(),
+        "real cosign accepts the signature: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        claims[0]["critical"]["image"]["docker-manifest-digest"],
+        digest
+    );
+
+    // Another key does not verify it; after signing with that key too, both do.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    assert!(cosign(&other, &["generate-key-pair"]).status.success());
+    let other_pub = other.join("cosign.pub").display().to_string();
+    assert!(
+        !verify(&other_pub).status.success(),
+        "a signature is bound to its key"
+    );
+    ok(&push("other/cosign.key", "ci-secret"));
+    assert!(
+        verify(&other_pub).status.success(),
+        "the second signature was added"
+    );
+    assert!(
+        verify("cosign.pub").status.success(),
+        "next to the first one"
+    );
+}

@@ -6,6 +6,7 @@ pub mod list;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod sign;
 pub mod tag;
 
 use clap::Subcommand;

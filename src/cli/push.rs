@@ -44,12 +44,22 @@ pub struct PushArgs {
     /// `json` prints the result for scripts.
     #[arg(long, short = 'o', default_value = "text")]
     pub output: String,
+    /// Sign the pushed digest with this cosign private key (`cosign.key`; its password from
+    /// COSIGN_PASSWORD), as `cosign sign --key` attaches signatures.
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
 }
 
 pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
     let tag = target.reference()?.to_string();
     let url = target.url;
+    // A bad key or password fails before anything is pushed.
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(super::sign::load_key)
+        .transpose()?;
     let layer = build_layer(&args.path, args.ignore_paths.as_deref())
         .with_context(|| format!("packaging {}", args.path.display()))?;
     let created = if args.reproducible {
@@ -71,8 +81,16 @@ pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
     .await
     .with_context(|| format!("pushing to {}", args.url))?;
     let pushed = format!("oci://{url}@{digest}");
+    let signature = match &key {
+        Some(key) => Some(
+            super::sign::attach_signature(&client, &url.registry, &url.repository, &digest, key)
+                .await
+                .with_context(|| format!("signing {pushed}"))?,
+        ),
+        None => None,
+    };
     if args.output == "json" {
-        let out = serde_json::json!({"url": pushed, "repository": url.to_string(), "tag": tag, "digest": digest});
+        let out = serde_json::json!({"url": pushed, "repository": url.to_string(), "tag": tag, "digest": digest, "signature": signature});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{pushed}");
