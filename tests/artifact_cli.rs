@@ -428,16 +428,8 @@ fn docker_config_credential_helpers_supply_credentials() {
     ok(&out);
 }
 
-/// The platform's cosign (built from its Go module by hack/testbin.sh), with a password.
 fn cosign(dir: &Path, args: &[&str]) -> Output {
-    let platform = support::platform();
-    Command::new(Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/cosign"))
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "ci-secret")
-        .env("HOME", dir)
-        .output()
-        .expect("run cosign")
+    support::cosign::cosign(&support::platform(), dir, args)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -490,7 +482,7 @@ async fn pushed_artifacts_are_signed_as_cosign_signs_them() {
     );
 
     let pushed: serde_json::Value =
-        serde_json::from_str(&ok(&push("cosign.key", "ci-secret"))).unwrap();
+        serde_json::from_str(&ok(&push("cosign.key", support::cosign::PASSWORD))).unwrap();
     let digest = pushed["digest"].as_str().unwrap();
     assert!(pushed["signature"].as_str().unwrap().starts_with("sha256:"));
     let by_digest = format!("{repo}@{digest}");
@@ -528,7 +520,7 @@ async fn pushed_artifacts_are_signed_as_cosign_signs_them() {
         !verify(&other_pub).status.success(),
         "a signature is bound to its key"
     );
-    ok(&push("other/cosign.key", "ci-secret"));
+    ok(&push("other/cosign.key", support::cosign::PASSWORD));
     assert!(
         verify(&other_pub).status.success(),
         "the second signature was added"

@@ -1262,3 +1262,91 @@ async fn events_are_forwarded_to_notification_controller_in_flux_format() {
     assert_eq!(error["severity"], "error");
     assert_eq!(error["involvedObject"]["name"], "failing");
 }
+
+#[tokio::test]
+async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
+    let e = env("oci-cosign").await;
+    let keys = tempfile::tempdir().unwrap();
+    support::cosign::generate_key_pair(&e.platform, keys.path());
+    let repo = e.repo("signed");
+    let first = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let reference = format!("{}/{repo}@{first}", e.registry());
+    support::cosign::sign(&e.platform, keys.path(), "cosign.key", &reference);
+    let public = std::fs::read_to_string(keys.path().join("cosign.pub")).unwrap();
+    e.secret(
+        "cosign-keys",
+        "Opaque",
+        &[
+            ("unrelated.txt", b"x".to_vec()),
+            ("cosign.pub", public.into_bytes()),
+        ],
+    )
+    .await;
+    let verify =
+        serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "cosign-keys"}}});
+    e.create("signed", e.spec(&repo, verify.clone())).await;
+    let obj = e.wait_ready("signed").await;
+    let verified = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (verified.status, verified.reason.as_str()),
+        (ConditionStatus::True, "Succeeded")
+    );
+    assert_eq!(
+        verified.message,
+        format!("verified signature of revision latest@{first}")
+    );
+    let stored = e.download(&obj);
+
+    // The tag moves to an unsigned digest: not pulled, the verified artifact stays served.
+    let second = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 2")]))
+        .await;
+    let obj = e.request_reconcile("signed").await;
+    let verified = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (verified.status, verified.reason.as_str()),
+        (ConditionStatus::False, "VerificationError")
+    );
+    assert_eq!(
+        verified.message,
+        format!(
+            "failed to verify the signature using provider \"cosign\": no matching signatures were found for '{}/{repo}:latest'",
+            e.registry()
+        )
+    );
+    assert_eq!(ready_status(&obj), Some(ConditionStatus::False));
+    assert_eq!(revision(&obj), format!("latest@{first}"));
+    assert_eq!(
+        e.download(&obj),
+        stored,
+        "the last verified artifact is still served"
+    );
+    assert!(
+        !has_condition(&obj, "Stalled"),
+        "retried: a signature may still come"
+    );
+
+    // Signed with another key: still refused. Signed with the trusted key: pulled.
+    let other = tempfile::tempdir().unwrap();
+    support::cosign::generate_key_pair(&e.platform, other.path());
+    let second_ref = format!("{}/{repo}@{second}", e.registry());
+    support::cosign::sign(&e.platform, other.path(), "cosign.key", &second_ref);
+    let obj = e.request_reconcile("signed").await;
+    assert_eq!(
+        condition(&obj, "SourceVerified").unwrap().status,
+        ConditionStatus::False
+    );
+    support::cosign::sign(&e.platform, keys.path(), "cosign.key", &second_ref);
+    e.request_reconcile("signed").await;
+    let obj = e
+        .wait_until("signed", "verified at the new revision", |o| {
+            revision(o) == format!("latest@{second}")
+        })
+        .await;
+    assert_eq!(
+        condition(&obj, "SourceVerified").unwrap().status,
+        ConditionStatus::True
+    );
+}

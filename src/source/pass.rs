@@ -130,12 +130,22 @@ impl Failure {
     pub fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(cond::FETCH_FAILED, reason, message, true)
     }
+    /// Verification that cannot succeed until the spec or the controller changes.
     pub fn verification(message: impl Into<String>) -> Self {
         Self::new(
             cond::SOURCE_VERIFIED,
             reason::VERIFICATION_ERROR,
             message,
             true,
+        )
+    }
+    /// No valid signature (yet): retried with backoff, as Flux does, since one may be pushed.
+    pub fn unverified(message: impl Into<String>) -> Self {
+        Self::new(
+            cond::SOURCE_VERIFIED,
+            reason::VERIFICATION_ERROR,
+            message,
+            false,
         )
     }
 }

@@ -118,6 +118,7 @@ impl SigningKey {
         if let Ok(k) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der) {
             return Ok(SigningKey::EcdsaP256(k));
         }
+        // (aws-lc-rs signs P-384 with SHA-384 only; verification accepts both hashes.)
         if let Ok(k) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, der) {
             return Ok(SigningKey::EcdsaP384(k));
         }
@@ -162,6 +163,49 @@ impl SigningKey {
     }
 }
 
+/// Whether `signature` over `payload` verifies with the PEM public key (`PUBLIC KEY`, X.509
+/// SubjectPublicKeyInfo) of any type and hash cosign uses: ECDSA P-256/P-384 with SHA-256
+/// (cosign's default for every curve) or SHA-384, Ed25519, RSA PKCS#1 v1.5 or PSS with SHA-256.
+pub fn verify_with_public_key(public_pem: &str, payload: &[u8], signature: &[u8]) -> bool {
+    let Some(der) = crate::source::bucket::auth::pem_blocks(public_pem, "PUBLIC KEY")
+        .into_iter()
+        .next()
+    else {
+        return false;
+    };
+    let algorithms: [&dyn signature::VerificationAlgorithm; 7] = [
+        &signature::ECDSA_P256_SHA256_ASN1,
+        &signature::ECDSA_P384_SHA256_ASN1,
+        &signature::ECDSA_P384_SHA384_ASN1,
+        &signature::ED25519,
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+        &signature::RSA_PSS_2048_8192_SHA256,
+        &signature::ECDSA_P521_SHA512_ASN1,
+    ];
+    algorithms.iter().any(|alg| {
+        signature::UnparsedPublicKey::new(*alg, &der)
+            .verify(payload, signature)
+            .is_ok()
+    })
+}
+
+/// What a signature payload must say for `manifest_digest`: cosign's type and that digest.
+pub fn check_payload(payload: &[u8], manifest_digest: &str) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("signature payload is not JSON: {e}"))?;
+    let critical = &value["critical"];
+    if critical["type"] != "cosign container image signature" {
+        return Err(format!("signature payload has type {}", critical["type"]));
+    }
+    let signed = critical["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or_default();
+    if signed != manifest_digest {
+        return Err(format!("signature is for {signed}, not {manifest_digest}"));
+    }
+    Ok(())
+}
+
 /// The payload cosign signs for an image: the repository and the manifest digest.
 pub fn simple_signing_payload(docker_reference: &str, manifest_digest: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -202,6 +246,33 @@ mod tests {
             "cosign container image signature"
         );
         assert!(payload["optional"].is_null());
+    }
+
+    #[test]
+    fn signatures_verify_with_the_matching_public_key_only() {
+        use aws_lc_rs::encoding::AsDer;
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let key = SigningKey::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let SigningKey::EcdsaP256(pair) = &key else {
+            panic!("P-256 expected")
+        };
+        let spki = pair.public_key().as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(spki.as_ref())
+        );
+        let payload = simple_signing_payload("r.io/app", "sha256:abc");
+        let sig = key.sign(&payload).unwrap();
+        assert!(verify_with_public_key(&pem, &payload, &sig));
+        assert!(!verify_with_public_key(&pem, b"other payload", &sig));
+        assert!(check_payload(&payload, "sha256:abc").is_ok());
+        assert!(
+            check_payload(&payload, "sha256:def")
+                .unwrap_err()
+                .contains("not sha256:def")
+        );
     }
 
     #[test]

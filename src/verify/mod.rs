@@ -2,3 +2,4 @@
 //! verification with keys, keyless identities and trust roots.
 
 pub mod cosign;
+pub mod oci;

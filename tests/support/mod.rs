@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod cosign;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;

@@ -13,11 +13,14 @@ use super::pull::{self, PullError};
 use super::reference::RepositoryUrl;
 use super::registry::{RegistryClient, Transport, is_sha256_digest};
 use super::semver::{HELM_CHART_LAYER, select_tag};
-use crate::api::oci_repository::{LayerOperation, OCILayerSelector, OCIProvider};
-use crate::api::{Artifact, OCIRepository, OCIRepositoryStatus};
+use crate::api::oci_repository::{
+    LayerOperation, OCILayerSelector, OCIProvider, VerificationProvider,
+};
+use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status, kube_message};
+use crate::verify::oci as cosign_verify;
 
 /// The longest a layer download may take.
 const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
@@ -69,7 +72,8 @@ impl Pass<'_, OCIRepository> {
             digest,
             reference,
         } = self.resolve(&client, &url).await?;
-        self.verify(&revision)?;
+        self.verify(&client, &url, &revision, &digest, &reference)
+            .await?;
         if self.artifact_is_current(&revision) {
             self.conditions.delete(cond::FETCH_FAILED);
             self.conditions.delete(cond::ARTIFACT_OUTDATED);
@@ -249,15 +253,72 @@ impl Pass<'_, OCIRepository> {
 
     /// Signature verification is its own issue; until it lands, an object that asks for it is
     /// refused (stalled until its spec or the controller changes) rather than served unverified.
-    fn verify(&mut self, revision: &str) -> Result<(), Failure> {
-        let Some(verify) = &self.obj.spec.verify else {
+    /// Flux's rule: verify on a new generation, a new revision, or after a failure; a
+    /// verified, unchanged revision is not verified again.
+    async fn verify(
+        &mut self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+        revision: &str,
+        digest: &str,
+        reference: &str,
+    ) -> Result<(), Failure> {
+        let Some(verify) = self.obj.spec.verify.clone() else {
             self.conditions.delete(cond::SOURCE_VERIFIED);
             return Ok(());
         };
+        let verified = self.conditions.get(cond::SOURCE_VERIFIED).is_some_and(|c| {
+            c.status == ConditionStatus::True && c.observed_generation == Some(self.generation)
+        });
+        if verified && self.artifact_is_current(revision) {
+            return Ok(());
+        }
         let provider = serde_json::to_value(verify.provider).unwrap_or_default();
-        Err(Failure::verification(format!(
-            "failed to verify the signature using provider {provider}: this driftless build cannot verify signatures yet, so revision {revision} is not pulled"
-        )))
+        let failed = |why: String| {
+            Failure::verification(format!(
+                "failed to verify the signature using provider {provider}: {why}"
+            ))
+        };
+        let keys = match (verify.provider, &verify.secret_ref) {
+            (VerificationProvider::Notation, _) => {
+                return Err(failed(
+                    "notation verification is not supported by driftless yet; nothing was pulled"
+                        .into(),
+                ));
+            }
+            (VerificationProvider::Cosign, None) => {
+                return Err(failed(
+                    "keyless verification is not supported by this driftless build yet; nothing was pulled".into(),
+                ));
+            }
+            (VerificationProvider::Cosign, Some(r)) => self
+                .parse_secret(&r.name, public_keys)
+                .await
+                .map_err(failed)?,
+        };
+        let unverified = |why: String| {
+            Failure::unverified(format!(
+                "failed to verify the signature using provider {provider}: {why}"
+            ))
+        };
+        let signed = format!("{}/{}@{digest}", url.registry, url.repository);
+        match cosign_verify::find_key_signature(client, &url.repository, digest, &keys).await {
+            Ok(Some(key)) => {
+                self.conditions.mark_true(
+                    cond::SOURCE_VERIFIED,
+                    reason::SUCCEEDED,
+                    &format!("verified signature of revision {revision}"),
+                );
+                tracing::debug!(object = %self.ctx.key(self.obj), %key, %signed, "signature verified");
+                Ok(())
+            }
+            Ok(None) => Err(unverified(format!(
+                "no matching signatures were found for '{reference}'"
+            ))),
+            Err(e) => Err(unverified(format!(
+                "looking up signatures of '{signed}': {e}"
+            ))),
+        }
     }
 
     fn layer_selector(&self) -> OCILayerSelector {
@@ -409,6 +470,21 @@ impl Pass<'_, OCIRepository> {
 /// The file name part of a revision: everything after the last `@` (`sha256:<hex>`).
 fn digest_of_revision(revision: &str) -> &str {
     revision.rsplit('@').next().unwrap_or(revision)
+}
+
+/// The `*.pub` entries of a verification Secret (Flux tries every one).
+fn public_keys(
+    data: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<(String, String)>, String> {
+    let keys: Vec<(String, String)> = data
+        .iter()
+        .filter(|(k, _)| k.ends_with(".pub"))
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    if keys.is_empty() {
+        return Err("no public keys (entries ending in '.pub') in the secret".into());
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
