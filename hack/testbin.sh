@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the real test components from the Go module proxy into a cache outside the clone:
 #   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm}
+# and, on request only (not part of `all`), the signing tool and the Flux peers:
+#   .../bin/{cosign,cosign3,kustomize-controller,source-controller,flux}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|all]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]
+# See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.36.3}
@@ -13,6 +16,17 @@ KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.7.1}
 # helm v3.22.0, the newest v3 on the module proxy (needs Go >= 1.26.0; built on client-go v0.37),
 # for hack/test-chart's lint, template and install of charts/driftless.
 HELM_VERSION=${HELM_VERSION:-3.22.0}
+# cosign v2 writes the legacy `sha256-<hex>.sig` signature tags that Flux has always verified;
+# v2.6.5 is the newest v2 the module proxy serves. cosign3 (binary `cosign3`) writes Sigstore
+# bundles by default (OCI referrers, or the `sha256-<hex>` tag-schema fallback).
+COSIGN_VERSION=${COSIGN_VERSION:-2.6.5}
+COSIGN3_VERSION=${COSIGN3_VERSION:-3.1.3}
+# The Flux peers of Flux 2.7: flux2 v2.7.5 ships kustomize-controller v1.7.3 and source-controller
+# v1.7.4, but the module proxy refuses source-controller v1.7.4 (and v1.7.1) with 403, so
+# source-controller is pinned to v1.7.3 (Flux 2.7.3/2.7.4), the newest v1.7 it serves.
+FLUX_KC_VERSION=${FLUX_KC_VERSION:-1.7.3}
+FLUX_SC_VERSION=${FLUX_SC_VERSION:-1.7.3}
+FLUX_VERSION=${FLUX_VERSION:-2.7.5}
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
@@ -117,11 +131,100 @@ build_helm() {
   mv "$BIN/helm.tmp" "$BIN/helm" && stamp helm "$HELM_VERSION"
 }
 
+# gomod MODULE VERSION: the path of MODULE@VERSION's go.mod in the module cache.
+gomod() { go mod download -json "$1@$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'; }
+
+# copy_replaces MODULE VERSION: a dependency's replace directives are ignored, so copy the
+# upstream go.mod's module-to-module replaces into the consumer module. Replaces by a local path
+# (`.../api => ./api`) are left out: the consumer requires the separately tagged module instead,
+# at the version the upstream go.mod requires.
+copy_replaces() {
+  local r
+  for r in $(go mod edit -json "$(gomod "$1" "$2")" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    new = r["New"]
+    if "Version" not in new:
+        continue  # local path
+    old = r["Old"]["Path"] + ("@" + r["Old"]["Version"] if r["Old"].get("Version") else "")
+    print(old + "=" + new["Path"] + "@" + new["Version"])'); do
+    go mod edit -replace="$r"
+  done
+}
+
+# cosign's go.mod has no replaces. `cosign version` reads sigs.k8s.io/release-utils' variables,
+# set here as cosign's Makefile does.
+build_cosign() { # NAME MAJOR VERSION
+  local name=$1 major=$2 version=$3
+  if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
+  local dir=$TESTBIN/src/cosign-$version
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init driftless.testbin/cosign >/dev/null 2>&1
+  log "building $name v$version (cold: a few minutes)"
+  go get "github.com/sigstore/cosign/$major/cmd/cosign@v$version"
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=v$version \
+    -X sigs.k8s.io/release-utils/version.gitTreeState=clean" \
+    -o "$BIN/$name.tmp" "github.com/sigstore/cosign/$major/cmd/cosign"
+  mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
+}
+
+# A Flux controller's main package is its module root, and its go.mod replaces its api module
+# with ./api and pins go-digest (and kustomize's api/kyaml) by replace: a consumer module with
+# the non-local replaces copied resolves the release's own dependency versions.
+build_flux_controller() { # NAME VERSION
+  local name=$1 version=$2 module=github.com/fluxcd/$1
+  if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
+  local dir=$TESTBIN/src/$name-$version
+  mkdir -p "$dir" && cd "$dir"
+  if [ ! -f go.mod ]; then
+    go mod init "driftless.testbin/$name" >/dev/null 2>&1
+    copy_replaces "$module" "v$version"
+  fi
+  log "building $name v$version (cold: several minutes)"
+  go get "$module@v$version"
+  go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$module"
+  mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
+}
+
+# The flux CLI embeds cmd/flux/manifests/*.yaml (`//go:embed`), which upstream generates with
+# `make` from GitHub downloads and .gitignores, so the module zip has none and the build fails
+# "pattern manifests/*.yaml: no matching files found". An -overlay adds a placeholder file to
+# the (read-only) module directory for the build: every command works except those that need the
+# embedded install manifests (`flux install`, `flux bootstrap`, `flux check --pre`'s version
+# lookup falls back as without network).
+build_flux() {
+  if is_built flux "$FLUX_VERSION"; then log "flux v$FLUX_VERSION already built"; return; fi
+  local dir=$TESTBIN/src/flux-$FLUX_VERSION module=github.com/fluxcd/flux2/v2
+  mkdir -p "$dir" && cd "$dir"
+  if [ ! -f go.mod ]; then
+    go mod init driftless.testbin/flux >/dev/null 2>&1
+    copy_replaces "$module" "v$FLUX_VERSION"
+  fi
+  log "building flux v$FLUX_VERSION (cold: several minutes)"
+  go get "$module/cmd/flux@v$FLUX_VERSION"
+  local src
+  src=$(go list -m -f '{{.Dir}}' "$module")
+  printf '# placeholder: install manifests are not embedded in this build (hack/testbin.sh)\n' >manifests-placeholder.yaml
+  printf '{"Replace":{"%s/cmd/flux/manifests/placeholder.yaml":"%s/manifests-placeholder.yaml"}}\n' "$src" "$dir" >overlay.json
+  go build -trimpath -overlay overlay.json -ldflags "-s -w -X main.VERSION=$FLUX_VERSION" \
+    -o "$BIN/flux.tmp" "$module/cmd/flux"
+  mv "$BIN/flux.tmp" "$BIN/flux" && stamp flux "$FLUX_VERSION"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   kustomize) build_kustomize ;;
   helm) build_helm ;;
-  all) build_etcd; build_kube; build_kustomize; build_helm ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|all]" >&2; exit 2 ;;
+  all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION" ;;
+  # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
+  cosign) build_cosign cosign v2 "$COSIGN_VERSION" ;;
+  cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
+  flux-kustomize-controller) build_flux_controller kustomize-controller "$FLUX_KC_VERSION" ;;
+  flux-source-controller) build_flux_controller source-controller "$FLUX_SC_VERSION" ;;
+  flux) build_flux ;;
+  peers) build_cosign cosign v2 "$COSIGN_VERSION"; build_cosign cosign3 v3 "$COSIGN3_VERSION"
+    build_flux_controller kustomize-controller "$FLUX_KC_VERSION"
+    build_flux_controller source-controller "$FLUX_SC_VERSION"; build_flux ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]" >&2; exit 2 ;;
 esac
