@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Args};
+use clap::Args;
 use futures::StreamExt;
 use kube::api::DynamicObject;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -22,6 +22,7 @@ use super::ssa::Mapper;
 use crate::api::kustomization::SourceKind;
 use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
+use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
@@ -50,45 +51,8 @@ pub struct ApplyControllerArgs {
     /// Artifact download attempts.
     #[arg(long, default_value_t = 4)]
     pub http_retry: u32,
-    /// Most bytes an artifact may download and unpack to.
-    #[arg(long, default_value_t = 1 << 30)]
-    pub artifact_max_bytes: u64,
-    /// Most files an artifact may unpack to.
-    #[arg(long, default_value_t = 100_000)]
-    pub artifact_max_files: u64,
-    /// Address of the Prometheus metrics endpoint.
-    #[arg(long, env = "METRICS_ADDR", default_value = ":8080")]
-    pub metrics_addr: String,
-    /// Address of the /healthz and /readyz endpoints.
-    #[arg(long, default_value = ":9440")]
-    pub health_addr: String,
-    /// Watch every namespace; with false, only RUNTIME_NAMESPACE.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub watch_all_namespaces: bool,
-    /// Only reconcile Kustomizations matching this label selector (sharding).
-    #[arg(long, default_value = "")]
-    pub watch_label_selector: String,
-    /// Spread requeues over interval ± this percentage.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..100))]
-    pub interval_jitter_percentage: u8,
-    /// Backoff after the first unexpected error.
-    #[arg(long, default_value = "750ms", value_parser = parse_duration)]
-    pub min_retry_delay: Duration,
-    /// Backoff ceiling after repeated unexpected errors.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
-    pub max_retry_delay: Duration,
-    /// notification-controller's address; every event is also POSTed there in Flux's format.
-    #[arg(long, env = "EVENTS_ADDR", default_value = "")]
-    pub events_addr: String,
-    /// Reconcile only while holding the Lease (one active replica).
-    #[arg(long)]
-    pub enable_leader_election: bool,
-    /// How long a Lease is valid without renewal.
-    #[arg(long, default_value = "35s", value_parser = parse_duration)]
-    pub leader_election_lease_duration: Duration,
-    /// Renew the Lease this long before it would expire.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub leader_election_renew_deadline: Duration,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// How often health checks look at the objects again.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub health_check_poll: Duration,
@@ -100,11 +64,20 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         .context("loading the Kubernetes client configuration")?;
     let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
-    let ready =
-        crate::source::controller::serve_probes(&args.metrics_addr, &args.health_addr, &metrics)
-            .await?;
-    let leadership = match args.enable_leader_election {
-        true => Some(leader::acquire(client.clone(), &election_config(&args)?).await?),
+    let ready = crate::source::controller::serve_probes(
+        &args.common.metrics_addr,
+        &args.common.health_addr,
+        &metrics,
+    )
+    .await?;
+    let leadership = match args.common.enable_leader_election {
+        true => Some(
+            leader::acquire(
+                client.clone(),
+                &args.common.election_config(CONTROLLER_NAME)?,
+            )
+            .await?,
+        ),
         false => None,
     };
     if let Some(path) = &args.kustomize_path {
@@ -126,22 +99,22 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             .read_timeout(Duration::from_secs(60))
             .build()?,
         events: Events::new(client.clone(), CONTROLLER_NAME)
-            .forwarding_to(&args.events_addr)
+            .forwarding_to(&args.common.events_addr)
             .map_err(anyhow::Error::msg)?,
         metrics,
         mapper: Mapper::default(),
         artifacts: ArtifactCache::new(8),
-        backoff: Backoff::new(args.min_retry_delay, args.max_retry_delay),
+        backoff: Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),
         settings: ApplySettings {
-            jitter_percentage: args.interval_jitter_percentage,
+            jitter_percentage: args.common.interval_jitter_percentage,
             kustomize: args.kustomize_path.clone(),
             no_cross_namespace_refs: args.no_cross_namespace_refs,
             default_service_account: Some(args.default_service_account.clone())
                 .filter(|s| !s.is_empty()),
             requeue_dependency: args.requeue_dependency,
             limits: ExtractLimits {
-                max_bytes: args.artifact_max_bytes,
-                max_files: args.artifact_max_files,
+                max_bytes: args.common.artifact_max_bytes,
+                max_files: args.common.artifact_max_files,
             },
             retries: Retries {
                 attempts: args.http_retry.max(1),
@@ -150,7 +123,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             health_poll: args.health_check_poll,
         },
     });
-    let api: Api<Kustomization> = match args.watch_all_namespaces {
+    let api: Api<Kustomization> = match args.common.watch_all_namespaces {
         true => Api::all(client.clone()),
         false => Api::namespaced(
             client.clone(),
@@ -158,7 +131,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 .context("--watch-all-namespaces=false needs RUNTIME_NAMESPACE")?,
         ),
     };
-    let (objects, store) = watched_objects(api, &args.watch_label_selector);
+    let (objects, store) = watched_objects(api, &args.common.watch_label_selector);
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
         .watches(
@@ -207,7 +180,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         _ = run => {}
         _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
     }
-    if let Some(l) = leadership {
+    if let Some(l) = leadership.filter(|_| args.common.leader_election_release_on_cancel) {
         l.release().await;
     }
     tracing::info!("apply-controller stopped");
@@ -220,7 +193,7 @@ fn source_api<K>(client: &Client, args: &ApplyControllerArgs) -> Api<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    match args.watch_all_namespaces || !args.no_cross_namespace_refs {
+    match args.common.watch_all_namespaces || !args.no_cross_namespace_refs {
         true => Api::all(client.clone()),
         false => Api::namespaced(
             client.clone(),
@@ -238,7 +211,7 @@ async fn dynamic_source_api(
     let gvk = kube::core::GroupVersionKind::gvk(&resource.group, &resource.version, &resource.kind);
     kube::discovery::pinned_kind(client, &gvk).await.ok()?;
     Some(
-        match args.watch_all_namespaces || !args.no_cross_namespace_refs {
+        match args.common.watch_all_namespaces || !args.no_cross_namespace_refs {
             true => Api::all_with(client.clone(), &resource),
             false => Api::namespaced_with(
                 client.clone(),
@@ -308,19 +281,4 @@ fn error_policy(
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     tracing::warn!(object = %key, %error, "reconcile error");
     Action::requeue(ctx.backoff.next_delay(&key))
-}
-
-fn election_config(args: &ApplyControllerArgs) -> anyhow::Result<leader::ElectionConfig> {
-    let namespace = std::env::var("RUNTIME_NAMESPACE")
-        .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;
-    anyhow::ensure!(
-        args.leader_election_renew_deadline < args.leader_election_lease_duration,
-        "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"
-    );
-    Ok(leader::ElectionConfig {
-        lease_name: leader::lease_name(CONTROLLER_NAME, &args.watch_label_selector),
-        namespace,
-        lease_duration: args.leader_election_lease_duration,
-        renew_deadline: args.leader_election_renew_deadline,
-    })
 }

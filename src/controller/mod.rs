@@ -1,5 +1,6 @@
 //! What every reconciler shares: conditions, events, requeue timing and metrics.
 
+pub mod args;
 pub mod conditions;
 pub mod events;
 pub mod gates;

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use clap::{ArgAction, Args};
+use clap::Args;
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 
@@ -22,6 +22,7 @@ use super::pass::{SourceObject, reconcile};
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
+use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
 use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
@@ -46,12 +47,6 @@ pub struct SourceControllerArgs {
     /// Artifacts kept per object, current one included.
     #[arg(long, default_value_t = 2)]
     pub artifact_retention_records: usize,
-    /// Most bytes an artifact may unpack to (and a layer may weigh).
-    #[arg(long, default_value_t = 1 << 30)]
-    pub artifact_max_bytes: u64,
-    /// Most files an artifact may unpack to.
-    #[arg(long, default_value_t = 100_000)]
-    pub artifact_max_files: u64,
     /// Flux feature gates, `Name=true|false,...`. Known: ObjectLevelWorkloadIdentity
     /// (default false): Buckets may authenticate as their `spec.serviceAccountName`.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse)]
@@ -65,42 +60,8 @@ pub struct SourceControllerArgs {
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 2)]
     pub concurrent: u16,
-    /// Address of the Prometheus metrics endpoint.
-    #[arg(long, env = "METRICS_ADDR", default_value = ":8080")]
-    pub metrics_addr: String,
-    /// Address of the /healthz and /readyz endpoints.
-    #[arg(long, default_value = ":9440")]
-    pub health_addr: String,
-    /// Watch every namespace; with false, only RUNTIME_NAMESPACE.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub watch_all_namespaces: bool,
-    /// Only reconcile objects matching this label selector (sharding).
-    #[arg(long, default_value = "")]
-    pub watch_label_selector: String,
-    /// Spread requeues over interval ± this percentage.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..100))]
-    pub interval_jitter_percentage: u8,
-    /// Backoff after the first failure.
-    #[arg(long, default_value = "750ms", value_parser = parse_duration)]
-    pub min_retry_delay: Duration,
-    /// Backoff ceiling after repeated failures.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
-    pub max_retry_delay: Duration,
-    /// notification-controller's address; every event is also POSTed there in Flux's format.
-    #[arg(long, env = "EVENTS_ADDR", default_value = "")]
-    pub events_addr: String,
-    /// Reconcile and serve artifacts only while holding the Lease (one active replica).
-    #[arg(long)]
-    pub enable_leader_election: bool,
-    /// How long a Lease is valid without renewal.
-    #[arg(long, default_value = "35s", value_parser = parse_duration)]
-    pub leader_election_lease_duration: Duration,
-    /// Renew the Lease this long before it would expire; must be shorter than the duration.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub leader_election_renew_deadline: Duration,
-    /// Give the Lease up on shutdown instead of holding it until it expires.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub leader_election_release_on_cancel: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 const CONTROLLER_NAME: &str = "source-controller";
@@ -110,11 +71,22 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
-    let ready = serve_probes(&args.metrics_addr, &args.health_addr, &metrics).await?;
+    let ready = serve_probes(
+        &args.common.metrics_addr,
+        &args.common.health_addr,
+        &metrics,
+    )
+    .await?;
     // Like Flux, a replica that is not the leader serves health and metrics only: no storage
     // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
-    let mut leadership = match args.enable_leader_election {
-        true => Some(leader::acquire(client.clone(), &election_config(&args)?).await?),
+    let mut leadership = match args.common.enable_leader_election {
+        true => Some(
+            leader::acquire(
+                client.clone(),
+                &args.common.election_config(CONTROLLER_NAME)?,
+            )
+            .await?,
+        ),
         false => None,
     };
     let storage = Arc::new(open_storage(&args)?);
@@ -122,14 +94,14 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         client.clone(),
         storage.clone(),
         Events::new(client.clone(), CONTROLLER_NAME)
-            .forwarding_to(&args.events_addr)
+            .forwarding_to(&args.common.events_addr)
             .map_err(anyhow::Error::msg)?,
         metrics.clone(),
         SourceConfig {
-            jitter_percentage: args.interval_jitter_percentage,
+            jitter_percentage: args.common.interval_jitter_percentage,
             limits: ExtractLimits {
-                max_bytes: args.artifact_max_bytes,
-                max_files: args.artifact_max_files,
+                max_bytes: args.common.artifact_max_bytes,
+                max_files: args.common.artifact_max_files,
             },
             field_manager: CONTROLLER_NAME.into(),
             user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),
@@ -137,7 +109,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             bucket_max_object_bytes: args.bucket_max_object_size,
             object_level_workload_identity: args.feature_gates.enabled(ObjectLevelWorkloadIdentity),
         },
-        Backoff::new(args.min_retry_delay, args.max_retry_delay),
+        Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),
     ));
     remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
     remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
@@ -165,7 +137,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
     }
     // Shutdown finished the reconciles in flight; hand the Lease over without waiting for expiry.
-    if let Some(l) = leadership.filter(|_| args.leader_election_release_on_cancel) {
+    if let Some(l) = leadership.filter(|_| args.common.leader_election_release_on_cancel) {
         l.release().await;
     }
     tracing::info!("source-controller stopped");
@@ -178,8 +150,10 @@ fn controller<K: SourceObject>(
     args: &SourceControllerArgs,
     ctx: Arc<Context>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
-    let (objects, store) =
-        watched_objects(watched_api::<K>(client, args)?, &args.watch_label_selector);
+    let (objects, store) = watched_objects(
+        watched_api::<K>(client, args)?,
+        &args.common.watch_label_selector,
+    );
     tracing::info!(
         concurrent = args.concurrent,
         kind = K::KIND,
@@ -198,21 +172,6 @@ fn controller<K: SourceObject>(
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         }))
-}
-
-fn election_config(args: &SourceControllerArgs) -> anyhow::Result<leader::ElectionConfig> {
-    let namespace = std::env::var("RUNTIME_NAMESPACE")
-        .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;
-    anyhow::ensure!(
-        args.leader_election_renew_deadline < args.leader_election_lease_duration,
-        "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"
-    );
-    Ok(leader::ElectionConfig {
-        lease_name: leader::lease_name(CONTROLLER_NAME, &args.watch_label_selector),
-        namespace,
-        lease_duration: args.leader_election_lease_duration,
-        renew_deadline: args.leader_election_renew_deadline,
-    })
 }
 
 /// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
@@ -275,7 +234,7 @@ fn watched_api<K: SourceObject>(
     client: &Client,
     args: &SourceControllerArgs,
 ) -> anyhow::Result<Api<K>> {
-    if args.watch_all_namespaces {
+    if args.common.watch_all_namespaces {
         return Ok(Api::all(client.clone()));
     }
     let ns = std::env::var("RUNTIME_NAMESPACE")
@@ -289,7 +248,7 @@ async fn remove_orphaned_storage<K: SourceObject>(
     storage: &Storage,
     args: &SourceControllerArgs,
 ) -> anyhow::Result<()> {
-    if !args.watch_label_selector.is_empty() {
+    if !args.common.watch_label_selector.is_empty() {
         // With sharding other controllers own the other objects' storage.
         return Ok(());
     }
@@ -302,7 +261,7 @@ async fn remove_orphaned_storage<K: SourceObject>(
         .iter()
         .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
         .collect();
-    let only_ns = (!args.watch_all_namespaces)
+    let only_ns = (!args.common.watch_all_namespaces)
         .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
     for (ns, name) in storage.stored_objects(K::STORAGE_KIND) {
         if only_ns.as_ref().is_some_and(|only| *only != ns)

@@ -86,33 +86,14 @@ impl SourceController {
     }
 
     fn wait_healthy(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "source-controller exited with {status}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            // A replica waiting for the leader Lease is alive but never ready; others are
-            // waited for until ready (storage swept, artifact server up).
-            let up = match self.waits_for_lease {
-                true => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                false => {
-                    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                        && http_get(port, "/readyz").0 == 200
-                }
-            };
-            if up {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "source-controller not healthy; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let lease_only = self.waits_for_lease;
+        wait_healthy(
+            self.child.as_mut().unwrap(),
+            "source-controller",
+            port,
+            lease_only,
+            &self.log,
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,14 +106,8 @@ impl SourceController {
 
     /// Stop the process (SIGTERM, then SIGKILL) and keep its storage.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 
@@ -190,6 +165,39 @@ impl Drop for SourceController {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Waits until a controller process is ready (or, for a replica waiting for the leader Lease,
+/// alive and listening), failing with its log if it exits or takes too long.
+fn wait_healthy(child: &mut Child, role: &str, port: u16, lease_only: bool, log: &Path) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{role} exited with {status}; log:\n{}", log_text());
+        }
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if listening && (lease_only || http_get(port, "/readyz").0 == 200) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{role} not healthy; log:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a controller process: SIGTERM, then SIGKILL after 10 s.
+fn stop_child(mut child: Child) {
+    terminate(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A plain HTTP/1.0 GET over loopback: status and body.
@@ -254,26 +262,14 @@ impl ApplyController {
             log,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = controller.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "apply-controller exited with {status}; log:\n{}",
-                    controller.log_text()
-                );
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", health_port)).is_ok()
-                && http_get(health_port, "/readyz").0 == 200
-            {
-                return controller;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "apply-controller not ready; log:\n{}",
-                controller.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_healthy(
+            controller.child.as_mut().unwrap(),
+            "apply-controller",
+            health_port,
+            false,
+            &controller.log,
+        );
+        controller
     }
 
     pub fn log_text(&self) -> String {
@@ -297,14 +293,8 @@ impl ApplyController {
 
 impl Drop for ApplyController {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 }
