@@ -66,6 +66,27 @@ impl Env {
             .unwrap();
     }
 
+    /// A bucket on SeaweedFS holding `objects`, and Bucket `name` following it.
+    async fn seaweed_bucket(
+        &self,
+        what: &str,
+        name: &str,
+        objects: &[(&str, &[u8])],
+    ) -> (ObjectStore, String) {
+        let store = self.store(Provider::S3);
+        let bucket = self.bucket_name(what);
+        store.mkbucket(&bucket);
+        for (key, content) in objects {
+            store.put(&bucket, key, content);
+        }
+        let address = Provider::S3.address(&self.platform);
+        let spec = self
+            .spec(Provider::S3, &address, &bucket, serde_json::json!({}))
+            .await;
+        self.buckets().create(name, spec).await;
+        (store, bucket)
+    }
+
     /// A Bucket spec for `provider` at `address`, with its credentials Secret when it needs
     /// one, and `extra` fields merged in.
     async fn spec(
@@ -523,21 +544,13 @@ async fn hostile_keys_are_skipped_with_a_warning_and_never_written_outside() {
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_over_the_size_limit_fail_clearly() {
     let e = env("bucket-large", &["--bucket-max-object-size=1000"]).await;
-    let store = e.store(Provider::S3);
-    let bucket = e.bucket_name("large");
-    store.mkbucket(&bucket);
-    store.put(&bucket, "small.yaml", b"small\n");
-    store.put(&bucket, "big.bin", &vec![b'x'; 2000]);
+    e.seaweed_bucket(
+        "large",
+        "large",
+        &[("small.yaml", b"small\n"), ("big.bin", &vec![b'x'; 2000])],
+    )
+    .await;
     let buckets = e.buckets();
-    let spec = e
-        .spec(
-            Provider::S3,
-            &Provider::S3.address(&e.platform),
-            &bucket,
-            serde_json::json!({}),
-        )
-        .await;
-    buckets.create("large", spec).await;
     let obj = buckets.wait_failing("large", "BucketOperationFailed").await;
     let message = &condition(&obj, "FetchFailed").unwrap().message;
     assert!(
@@ -560,20 +573,9 @@ async fn objects_over_the_size_limit_fail_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_bucket_removes_its_storage_and_mirror() {
     let e = env("bucket-delete", &[]).await;
-    let store = e.store(Provider::S3);
-    let bucket = e.bucket_name("delete");
-    store.mkbucket(&bucket);
-    store.put(&bucket, "a.yaml", b"a\n");
-    let buckets = e.buckets();
-    let spec = e
-        .spec(
-            Provider::S3,
-            &Provider::S3.address(&e.platform),
-            &bucket,
-            serde_json::json!({}),
-        )
+    e.seaweed_bucket("delete", "gone", &[("a.yaml", b"a\n")])
         .await;
-    buckets.create("gone", spec).await;
+    let buckets = e.buckets();
     let obj = buckets.wait_ready("gone").await;
     let dir = e
         .controller
@@ -605,20 +607,10 @@ async fn deleting_a_bucket_removes_its_storage_and_mirror() {
 #[tokio::test(flavor = "multi_thread")]
 async fn suspended_buckets_are_left_alone() {
     let e = env("bucket-suspend", &[]).await;
-    let store = e.store(Provider::S3);
-    let bucket = e.bucket_name("suspend");
-    store.mkbucket(&bucket);
-    store.put(&bucket, "a.yaml", b"a\n");
-    let buckets = e.buckets();
-    let spec = e
-        .spec(
-            Provider::S3,
-            &Provider::S3.address(&e.platform),
-            &bucket,
-            serde_json::json!({}),
-        )
+    let (store, bucket) = e
+        .seaweed_bucket("suspend", "s", &[("a.yaml", b"a\n")])
         .await;
-    buckets.create("s", spec).await;
+    let buckets = e.buckets();
     let obj = buckets.wait_ready("s").await;
     buckets
         .patch_spec("s", serde_json::json!({"suspend": true}))
