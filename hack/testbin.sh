@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real test components from the Go module proxy into a cache outside the clone:
-#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm}
-# and, on request only (not part of `all`), the signing tool and the Flux peers:
-#   .../bin/{cosign,cosign3,kustomize-controller,source-controller,flux}
+#   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm,cosign}
+# and, on request only (not part of `all`), cosign v3 and the Flux peers:
+#   .../bin/{cosign3,kustomize-controller,source-controller,flux}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
 # Usage: hack/testbin.sh [kube|etcd|kustomize|helm|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
@@ -152,6 +152,7 @@ for r in json.load(sys.stdin).get("Replace") or []:
   done
 }
 
+# The peers are built with CGO_ENABLED=0, as their upstream release builds are.
 # cosign's go.mod has no replaces. `cosign version` reads sigs.k8s.io/release-utils' variables,
 # set here as cosign's Makefile does.
 build_cosign() { # NAME MAJOR VERSION
@@ -162,7 +163,7 @@ build_cosign() { # NAME MAJOR VERSION
   [ -f go.mod ] || go mod init driftless.testbin/cosign >/dev/null 2>&1
   log "building $name v$version (cold: a few minutes)"
   go get "github.com/sigstore/cosign/$major/cmd/cosign@v$version"
-  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=v$version \
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=v$version \
     -X sigs.k8s.io/release-utils/version.gitTreeState=clean" \
     -o "$BIN/$name.tmp" "github.com/sigstore/cosign/$major/cmd/cosign"
   mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
@@ -182,32 +183,34 @@ build_flux_controller() { # NAME VERSION
   fi
   log "building $name v$version (cold: several minutes)"
   go get "$module@v$version"
-  go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$module"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$module"
   mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
 }
 
 # The flux CLI embeds cmd/flux/manifests/*.yaml (`//go:embed`), which upstream generates with
-# `make` from GitHub downloads and .gitignores, so the module zip has none and the build fails
-# "pattern manifests/*.yaml: no matching files found". An -overlay adds a placeholder file to
-# the (read-only) module directory for the build: every command works except those that need the
-# embedded install manifests (`flux install`, `flux bootstrap`, `flux check --pre`'s version
-# lookup falls back as without network).
+# `make` from GitHub downloads and .gitignores, so the module zip has none and a plain build fails
+# "pattern manifests/*.yaml: no matching files found" (and `go build -overlay` may not add files
+# under GOMODCACHE). So the consumer module replaces flux2 with a writable copy of the module zip
+# plus one placeholder manifest. Every command works except those that write the embedded install
+# manifests: `flux install` without --manifests, and `flux bootstrap`.
 build_flux() {
   if is_built flux "$FLUX_VERSION"; then log "flux v$FLUX_VERSION already built"; return; fi
   local dir=$TESTBIN/src/flux-$FLUX_VERSION module=github.com/fluxcd/flux2/v2
   mkdir -p "$dir" && cd "$dir"
-  if [ ! -f go.mod ]; then
+  if [ ! -f flux2/cmd/flux/manifests/placeholder.yaml ]; then
+    rm -rf go.mod go.sum flux2
     go mod init driftless.testbin/flux >/dev/null 2>&1
     copy_replaces "$module" "v$FLUX_VERSION"
+    local src
+    src=$(go mod download -json "$module@v$FLUX_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp -r "$src" flux2 && chmod -R u+w flux2
+    mkdir -p flux2/cmd/flux/manifests
+    printf '# placeholder: no install manifests embedded (hack/testbin.sh)\n' >flux2/cmd/flux/manifests/placeholder.yaml
+    go mod edit -replace="$module=./flux2" -require="$module@v$FLUX_VERSION"
   fi
   log "building flux v$FLUX_VERSION (cold: several minutes)"
   go get "$module/cmd/flux@v$FLUX_VERSION"
-  local src
-  src=$(go list -m -f '{{.Dir}}' "$module")
-  printf '# placeholder: install manifests are not embedded in this build (hack/testbin.sh)\n' >manifests-placeholder.yaml
-  printf '{"Replace":{"%s/cmd/flux/manifests/placeholder.yaml":"%s/manifests-placeholder.yaml"}}\n' "$src" "$dir" >overlay.json
-  go build -trimpath -overlay overlay.json -ldflags "-s -w -X main.VERSION=$FLUX_VERSION" \
-    -o "$BIN/flux.tmp" "$module/cmd/flux"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.VERSION=$FLUX_VERSION" -o "$BIN/flux.tmp" "$module/cmd/flux"
   mv "$BIN/flux.tmp" "$BIN/flux" && stamp flux "$FLUX_VERSION"
 }
 
