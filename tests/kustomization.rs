@@ -861,36 +861,7 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
         .artifact
         .unwrap();
 
-    // Flux's GitRepository, as far as the apply side reads it: a CRD in source.toolkit.fluxcd.io
-    // with `status.artifact`.
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(e.client.clone());
-    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
-        "spec": {"group": "source.toolkit.fluxcd.io", "scope": "Namespaced",
-                 "names": {"plural": "gitrepositories", "singular": "gitrepository", "kind": "GitRepository"},
-                 "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
-                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
-    }))
-    .unwrap();
-    crds.patch(
-        "gitrepositories.source.toolkit.fluxcd.io",
-        &PatchParams::apply("driftless-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(
-        WAIT,
-        kube::runtime::wait::await_condition(
-            crds,
-            "gitrepositories.source.toolkit.fluxcd.io",
-            kube::runtime::wait::conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    support::install_git_repository_crd(&e.client).await;
     let resource = ApiResource {
         group: "source.toolkit.fluxcd.io".into(),
         version: "v1".into(),

@@ -200,6 +200,12 @@ fn stop_child(mut child: Child) {
     let _ = child.wait();
 }
 
+/// The status of a GET, or `None` while nothing listens on the port.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(http_get(port, path).0)
+}
+
 /// A plain HTTP/1.0 GET over loopback: status and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let (status, body) = http_get_bytes(port, path);

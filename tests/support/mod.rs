@@ -181,3 +181,33 @@ fn unique_suffix() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Flux's GitRepository kind, as far as consumers read it: a CRD in source.toolkit.fluxcd.io
+/// with a status subresource (Flux's kustomize-controller also needs it to start).
+pub async fn install_git_repository_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
+        "spec": {"group": "source.toolkit.fluxcd.io", "scope": "Namespaced",
+                 "names": {"plural": "gitrepositories", "singular": "gitrepository", "kind": "GitRepository"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+    }))
+    .unwrap();
+    let name = "gitrepositories.source.toolkit.fluxcd.io";
+    crds.patch(
+        name,
+        &PatchParams::apply("driftless-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("GitRepository CRD established")
+    .unwrap();
+}

@@ -1,0 +1,186 @@
+//! The drop-in, proven with Flux's own controllers (built from their Go modules by
+//! `hack/testbin.sh`): Flux's kustomize-controller applies what driftless's source-controller
+//! serves.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
+use support::controller::SourceController;
+use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::source::{Sources, tail};
+
+/// Flux's kustomize-controller, watching one namespace, stopped on drop.
+struct FluxKustomizeController {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FluxKustomizeController {
+    fn start(platform: &support::Platform, namespace: &str) -> Self {
+        let build = Command::new(support::repo_root().join("hack/testbin.sh"))
+            .arg("flux-kustomize-controller")
+            .status()
+            .expect("run hack/testbin.sh");
+        assert!(
+            build.success(),
+            "building Flux's kustomize-controller failed"
+        );
+        let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
+            .join("bin/kustomize-controller");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (metrics, health) = (free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kustomize-controller.log");
+        let child = Command::new(binary)
+            .args([
+                "--watch-all-namespaces=false",
+                "--enable-leader-election=false",
+                "--log-level=debug",
+            ])
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics}"))
+            .arg(format!("--health-addr=127.0.0.1:{health}"))
+            .env("KUBECONFIG", platform.kubeconfig())
+            .env("RUNTIME_NAMESPACE", namespace)
+            .env("HOME", dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start Flux's kustomize-controller");
+        let mut controller = FluxKustomizeController {
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while support::controller::http_get_status(health, "/readyz") != Some(200) {
+            if let Some(status) = controller.child.try_wait().unwrap() {
+                panic!(
+                    "kustomize-controller exited with {status}:\n{}",
+                    controller.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kustomize-controller not ready:\n{}",
+                controller.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        controller
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FluxKustomizeController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flux_kustomize_controller_applies_what_driftless_serves() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    support::install_git_repository_crd(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-kc").await;
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let flux = FluxKustomizeController::start(&platform, &ns.name);
+
+    let repo = format!("{}/app", ns.name);
+    let origin = "main@sha1:0123456789abcdef0123456789abcdef01234567";
+    let annotations = [
+        ("org.opencontainers.image.source", "https://example.com/app"),
+        ("org.opencontainers.image.revision", origin),
+    ];
+    let digest = push_flux_artifact(
+        &client(platform.registry()),
+        &repo,
+        "latest",
+        flux_layer(&[("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-driftless\ndata:\n  key: \"v1\"\n")]),
+        FLUX_LAYER,
+        &annotations,
+    )
+    .await;
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &source);
+    sources
+        .create("app", json!({"url": format!("oci://{}/{repo}", platform.registry()), "interval": "10m", "insecure": true}))
+        .await;
+    let revision = format!("latest@{digest}");
+    sources
+        .wait_until("app", "Ready", |o| support::source::revision(o) == revision)
+        .await;
+
+    let ks: Api<Kustomization> = Api::namespaced(kube.clone(), &ns.name);
+    let obj: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "app"},
+        "spec": {"interval": "10m", "prune": true, "targetNamespace": ns.name,
+                 "sourceRef": {"kind": "OCIRepository", "name": "app"}},
+    }))
+    .unwrap();
+    ks.create(&PostParams::default(), &obj).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let applied = loop {
+        let obj = ks.get("app").await.unwrap();
+        let status = obj.status.clone().unwrap_or_default();
+        if status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Flux's kustomize-controller did not get Ready: {}\nits log:\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            tail(&flux.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        applied.last_applied_revision.as_deref(),
+        Some(revision.as_str())
+    );
+    assert_eq!(
+        applied.last_applied_origin_revision.as_deref(),
+        Some(origin),
+        "read from our artifact metadata"
+    );
+    let ids: Vec<String> = applied
+        .inventory
+        .unwrap_or_default()
+        .entries
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [format!("{}_from-driftless__ConfigMap", ns.name)]);
+    let cm = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
+        .get("from-driftless")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.data.unwrap_or_default().get("key").map(String::as_str),
+        Some("v1")
+    );
+}
