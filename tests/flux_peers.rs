@@ -143,11 +143,12 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     let applied = loop {
         let obj = ks.get("app").await.unwrap();
         let status = obj.status.clone().unwrap_or_default();
-        if status
+        let ready = status
             .conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-        {
+            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True);
+        // Flux writes Ready and the applied revision in separate status patches.
+        if ready && status.last_applied_revision.is_some() {
             break status;
         }
         assert!(
@@ -183,4 +184,95 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
         cm.data.unwrap_or_default().get("key").map(String::as_str),
         Some("v1")
     );
+}
+
+/// The flux CLI (v2.7.5, built from its Go module) against the platform.
+fn flux(platform: &support::Platform, args: &[&str]) -> std::process::Output {
+    let build = Command::new(support::repo_root().join("hack/testbin.sh"))
+        .arg("flux")
+        .status()
+        .expect("run hack/testbin.sh");
+    assert!(build.success(), "building the flux CLI failed");
+    let home = tempfile::tempdir().unwrap();
+    Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/flux"))
+        .args(args)
+        .env("KUBECONFIG", platform.kubeconfig())
+        .env("HOME", home.path())
+        .output()
+        .expect("run flux")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flux_cli_lists_and_reconciles_driftless_sources() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-cli").await;
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let repo = format!("{}/app", ns.name);
+    let registry = client(platform.registry());
+    let first = push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a.yaml", "a: 1\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &source);
+    sources
+        .create("app", json!({"url": format!("oci://{}/{repo}", platform.registry()), "interval": "1h", "insecure": true}))
+        .await;
+    let revision = format!("latest@{first}");
+    sources
+        .wait_until("app", "Ready", |o| support::source::revision(o) == revision)
+        .await;
+
+    let out = flux(&platform, &["get", "sources", "oci", "-n", &ns.name]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "flux get sources oci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("app"))
+        .unwrap_or_else(|| panic!("no row for app:\n{listed}"));
+    // flux shortens digests to 8 hex digits in the table.
+    let short = format!("latest@{}", &first[..15]);
+    assert!(row.contains(&short) && row.contains("True"), "{row}");
+
+    // `flux reconcile source oci` sets reconcile.fluxcd.io/requestedAt and waits until the
+    // request is handled: the new tag is pulled at once, well before the 1h interval.
+    let second = push_flux_artifact(
+        &registry,
+        &repo,
+        "latest",
+        flux_layer(&[("a.yaml", "a: 2\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let out = flux(
+        &platform,
+        &[
+            "reconcile",
+            "source",
+            "oci",
+            "app",
+            "-n",
+            &ns.name,
+            "--timeout=60s",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "flux reconcile source oci: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let obj = sources.api.get("app").await.unwrap();
+    assert_eq!(support::source::revision(&obj), format!("latest@{second}"));
 }
