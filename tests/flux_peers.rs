@@ -276,3 +276,129 @@ async fn flux_cli_lists_and_reconciles_driftless_sources() {
     let obj = sources.api.get("app").await.unwrap();
     assert_eq!(support::source::revision(&obj), format!("latest@{second}"));
 }
+
+/// The files of a directory, relative path → content.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_cross_between_the_flux_cli_and_driftless() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-push").await;
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir_all(manifests.join("apps")).unwrap();
+    std::fs::write(manifests.join("apps/cm.yaml"), "kind: ConfigMap\n").unwrap();
+    std::fs::write(manifests.join("ns.yaml"), "kind: Namespace\n").unwrap();
+    let expected = tree(&manifests);
+
+    // Pushed by `flux push artifact`, reconciled and served by driftless with the same files.
+    let by_flux = format!("oci://{}/{}/by-flux:v1", platform.registry(), ns.name);
+    let dir = manifests.display().to_string();
+    let out = flux(
+        &platform,
+        &[
+            "push",
+            "artifact",
+            &by_flux,
+            "--path",
+            &dir,
+            "--source",
+            "https://example.com/app",
+            "--revision",
+            "main@sha1:1111111111111111111111111111111111111111",
+            "--insecure-registry",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "flux push artifact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &source);
+    let url = by_flux.rsplit_once(':').unwrap().0.to_string();
+    sources
+        .create(
+            "by-flux",
+            json!({"url": url, "interval": "1h", "insecure": true, "ref": {"tag": "v1"}}),
+        )
+        .await;
+    let obj = sources.wait_ready("by-flux").await;
+    let served: std::collections::BTreeMap<String, String> =
+        support::source::untar(&sources.download(&obj));
+    assert_eq!(served, expected, "driftless serves what flux pushed");
+    let meta = support::source::artifact(&obj)
+        .unwrap()
+        .metadata
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        meta.get("org.opencontainers.image.revision")
+            .map(String::as_str),
+        Some("main@sha1:1111111111111111111111111111111111111111")
+    );
+
+    // Pushed by `driftless artifact push`, pulled by `flux pull artifact` with the same files.
+    let by_driftless = format!("oci://{}/{}/by-driftless:v1", platform.registry(), ns.name);
+    let pushed = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "artifact",
+            "push",
+            &by_driftless,
+            "--path",
+            &dir,
+            "--source",
+            "https://example.com/app",
+            "--revision",
+            "main@sha1:2222",
+            "--insecure-registry",
+        ])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "driftless artifact push: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let pulled = work.path().join("pulled");
+    std::fs::create_dir_all(&pulled).unwrap();
+    let out = flux(
+        &platform,
+        &[
+            "pull",
+            "artifact",
+            &by_driftless,
+            "--output",
+            &pulled.display().to_string(),
+            "--insecure-registry",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "flux pull artifact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&pulled), expected, "flux pulls what driftless pushed");
+}
