@@ -17,7 +17,8 @@ use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, tail};
 
-/// Flux's kustomize-controller, watching one namespace, stopped on drop.
+/// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
+/// watching one namespace, stopped on drop.
 struct FluxKustomizeController {
     child: Child,
     log: std::path::PathBuf,
@@ -26,16 +27,23 @@ struct FluxKustomizeController {
 
 impl FluxKustomizeController {
     fn start(platform: &support::Platform, namespace: &str) -> Self {
+        Self::start_controller(platform, namespace, "kustomize-controller", &[])
+    }
+
+    fn start_controller(
+        platform: &support::Platform,
+        namespace: &str,
+        name: &str,
+        extra: &[String],
+    ) -> Self {
         let build = Command::new(support::repo_root().join("hack/testbin.sh"))
-            .arg("flux-kustomize-controller")
+            .arg(format!("flux-{name}"))
             .status()
             .expect("run hack/testbin.sh");
-        assert!(
-            build.success(),
-            "building Flux's kustomize-controller failed"
-        );
+        assert!(build.success(), "building Flux's {name} failed");
         let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
-            .join("bin/kustomize-controller");
+            .join("bin")
+            .join(name);
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -45,13 +53,14 @@ impl FluxKustomizeController {
         };
         let (metrics, health) = (free(), free());
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("kustomize-controller.log");
+        let log = dir.path().join(format!("{name}.log"));
         let child = Command::new(binary)
             .args([
                 "--watch-all-namespaces=false",
                 "--enable-leader-election=false",
                 "--log-level=debug",
             ])
+            .args(extra)
             .arg(format!("--metrics-addr=127.0.0.1:{metrics}"))
             .arg(format!("--health-addr=127.0.0.1:{health}"))
             .env("KUBECONFIG", platform.kubeconfig())
@@ -60,7 +69,7 @@ impl FluxKustomizeController {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("start Flux's kustomize-controller");
+            .unwrap_or_else(|e| panic!("start Flux's {name}: {e}"));
         let mut controller = FluxKustomizeController {
             child,
             log,
@@ -69,14 +78,11 @@ impl FluxKustomizeController {
         let deadline = Instant::now() + Duration::from_secs(60);
         while support::controller::http_get_status(health, "/readyz") != Some(200) {
             if let Some(status) = controller.child.try_wait().unwrap() {
-                panic!(
-                    "kustomize-controller exited with {status}:\n{}",
-                    controller.log_text()
-                );
+                panic!("{name} exited with {status}:\n{}", controller.log_text());
             }
             assert!(
                 Instant::now() < deadline,
-                "kustomize-controller not ready:\n{}",
+                "{name} not ready:\n{}",
                 controller.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -401,4 +407,209 @@ async fn artifacts_cross_between_the_flux_cli_and_driftless() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(tree(&pulled), expected, "flux pulls what driftless pushed");
+}
+
+/// Flux's Helm source CRDs, from the source-controller module the testbin build downloaded:
+/// Flux's source-controller does not start without them.
+fn install_flux_helm_crds(platform: &support::Platform) {
+    let dir = Command::new("go")
+        .args([
+            "mod",
+            "download",
+            "-json",
+            "github.com/fluxcd/source-controller@v1.7.3",
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go mod download");
+    let json: serde_json::Value =
+        serde_json::from_slice(&dir.stdout).expect("go mod download -json");
+    let bases = std::path::Path::new(json["Dir"].as_str().unwrap()).join("config/crd/bases");
+    for kind in ["helmrepositories", "helmcharts"] {
+        let file = bases.join(format!("source.toolkit.fluxcd.io_{kind}.yaml"));
+        let out = platform
+            .kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let crd = format!("crd/{kind}.source.toolkit.fluxcd.io");
+        let out = platform
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s", &crd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{crd} not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The same OCIRepository, reconciled first by Flux's source-controller (whose artifact
+/// driftless's apply-controller applies) and then by driftless's: same revision, same metadata,
+/// same storage path, a tarball with the same files.
+#[tokio::test(flavor = "multi_thread")]
+async fn flux_and_driftless_source_controllers_agree() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    support::install_git_repository_crd(&kube).await;
+    install_flux_helm_crds(&platform);
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-sc").await;
+    let repo = format!("{}/app", ns.name);
+    let annotations = [(
+        "org.opencontainers.image.revision",
+        "main@sha1:3333333333333333333333333333333333333333",
+    )];
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-flux\ndata:\n  key: \"v1\"\n";
+    let files = [("deploy/cm.yaml", cm), ("README.md", "docs\n")];
+    push_flux_artifact(
+        &client(platform.registry()),
+        &repo,
+        "latest",
+        flux_layer(&files),
+        FLUX_LAYER,
+        &annotations,
+    )
+    .await;
+
+    let storage = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage_flags = [
+        format!("--storage-path={}", storage.path().display()),
+        format!("--storage-addr=127.0.0.1:{port}"),
+        format!("--storage-adv-addr=127.0.0.1:{port}"),
+    ];
+    let flux_source = FluxKustomizeController::start_controller(
+        &platform,
+        &ns.name,
+        "source-controller",
+        &storage_flags,
+    );
+    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
+    let obj: OCIRepository = serde_json::from_value(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": "app"},
+        "spec": {"url": format!("oci://{}/{repo}", platform.registry()), "interval": "1h", "insecure": true},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let by_flux = wait_for(&api, &format!("127.0.0.1:{port}/"), || {
+        tail(&flux_source.log_text(), 30)
+    })
+    .await;
+    let flux_tarball = fetch(&by_flux.url).await;
+
+    // driftless's apply-controller consumes the artifact Flux's source-controller serves.
+    let apply = support::controller::ApplyController::start(&platform, &ns.name, &[]);
+    let ks: Api<Kustomization> = Api::namespaced(kube.clone(), &ns.name);
+    let k: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
+        "spec": {"interval": "1h", "prune": true, "path": "./deploy", "targetNamespace": ns.name,
+                 "sourceRef": {"kind": "OCIRepository", "name": "app"}},
+    }))
+    .unwrap();
+    ks.create(&PostParams::default(), &k).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = ks.get("app").await.unwrap().status.unwrap_or_default();
+        if status.last_applied_revision.as_deref() == Some(by_flux.revision.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied: {}\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            tail(&apply.log_text(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let applied = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
+        .get_opt("from-flux")
+        .await
+        .unwrap();
+    assert!(
+        applied.is_some(),
+        "the ConfigMap from Flux's artifact is applied"
+    );
+    drop(apply);
+
+    // Flux's source-controller goes; driftless's takes the same object over.
+    drop(flux_source);
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "driftless-takes-over"}}});
+    api.patch(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let ours = format!("127.0.0.1:{}/", source.storage_port);
+    let by_driftless = wait_for(&api, &ours, || tail(&source.log_text(), 30)).await;
+    assert_eq!(by_driftless.revision, by_flux.revision, "same revision");
+    assert_eq!(by_driftless.metadata, by_flux.metadata, "same metadata");
+    assert_eq!(by_driftless.path, by_flux.path, "same storage path");
+    let tarball = support::source::untar(&fetch(&by_driftless.url).await);
+    assert_eq!(
+        tarball,
+        support::source::untar(&flux_tarball),
+        "same files, same contents"
+    );
+}
+
+/// Polls until the object is Ready with an artifact served from `host`.
+async fn wait_for(
+    api: &Api<OCIRepository>,
+    host: &str,
+    log: impl Fn() -> String,
+) -> driftless::api::Artifact {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let obj = api.get("app").await.unwrap();
+        let status = obj.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True);
+        if let Some(a) = status
+            .artifact
+            .clone()
+            .filter(|a| ready && a.url.contains(host))
+        {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no artifact from {host}: {}\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fetch(url: &str) -> Vec<u8> {
+    reqwest::get(url)
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
 }
