@@ -17,6 +17,18 @@ use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, tail};
 
+/// Builds a peer (`hack/testbin.sh TARGET`, a no-op once built), one build at a time: the tests
+/// of this file run in parallel and a cold build of one target must not race itself.
+fn ensure_built(target: &str) {
+    static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new(support::repo_root().join("hack/testbin.sh"))
+        .arg(target)
+        .status()
+        .expect("run hack/testbin.sh");
+    assert!(status.success(), "hack/testbin.sh {target} failed");
+}
+
 /// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
 /// watching one namespace, stopped on drop.
 struct FluxKustomizeController {
@@ -36,11 +48,7 @@ impl FluxKustomizeController {
         name: &str,
         extra: &[String],
     ) -> Self {
-        let build = Command::new(support::repo_root().join("hack/testbin.sh"))
-            .arg(format!("flux-{name}"))
-            .status()
-            .expect("run hack/testbin.sh");
-        assert!(build.success(), "building Flux's {name} failed");
+        ensure_built(&format!("flux-{name}"));
         let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
             .join("bin")
             .join(name);
@@ -110,7 +118,7 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     support::install_git_repository_crd(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-kc").await;
     let source = SourceController::start(&platform, &ns.name, &[]);
-    let flux = FluxKustomizeController::start(&platform, &ns.name);
+    let kc = FluxKustomizeController::start(&platform, &ns.name);
 
     let repo = format!("{}/app", ns.name);
     let origin = "main@sha1:0123456789abcdef0123456789abcdef01234567";
@@ -161,7 +169,7 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
             Instant::now() < deadline,
             "Flux's kustomize-controller did not get Ready: {}\nits log:\n{}",
             serde_json::to_string_pretty(&status).unwrap(),
-            tail(&flux.log_text(), 30)
+            tail(&kc.log_text(), 30)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -190,15 +198,83 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
         cm.data.unwrap_or_default().get("key").map(String::as_str),
         Some("v1")
     );
+
+    // The same with a Bucket reconciled by driftless (SeaweedFS), which the flux CLI lists.
+    let store =
+        support::objectstore::ObjectStore::new(&platform, support::objectstore::Provider::S3);
+    let bucket = format!("peer-{}", ns.name);
+    store.mkbucket(&bucket);
+    let bucket_cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-bucket\ndata:\n  key: \"b1\"\n";
+    store.put(&bucket, "cm.yaml", bucket_cm.as_bytes());
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3"},
+        "stringData": support::objectstore::Provider::S3.secret(&platform).unwrap(),
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let buckets: Sources<driftless::api::Bucket> = Sources::new(&kube, &ns.name, &source);
+    buckets
+        .create("manifests", json!({"bucketName": bucket, "endpoint": support::objectstore::Provider::S3.address(&platform),
+                                     "insecure": true, "interval": "1h", "secretRef": {"name": "s3"}}))
+        .await;
+    let b = buckets.wait_ready("manifests").await;
+    let bucket_revision = support::source::revision(&b);
+    let obj: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "from-bucket"},
+        "spec": {"interval": "10m", "prune": true, "targetNamespace": ns.name,
+                 "sourceRef": {"kind": "Bucket", "name": "manifests"}},
+    }))
+    .unwrap();
+    ks.create(&PostParams::default(), &obj).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while ks
+        .get("from-bucket")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.last_applied_revision)
+        .as_deref()
+        != Some(bucket_revision.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Flux's kustomize-controller did not apply the Bucket:\n{}",
+            tail(&kc.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
+            .get_opt("from-bucket")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let out = flux(&platform, &["get", "sources", "bucket", "-n", &ns.name]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "flux get sources bucket: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("manifests"))
+        .unwrap_or_else(|| panic!("no row:\n{listed}"));
+    assert!(
+        row.contains(&bucket_revision[..15]) && row.contains("True"),
+        "{row}"
+    );
 }
 
 /// The flux CLI (v2.7.5, built from its Go module) against the platform.
 fn flux(platform: &support::Platform, args: &[&str]) -> std::process::Output {
-    let build = Command::new(support::repo_root().join("hack/testbin.sh"))
-        .arg("flux")
-        .status()
-        .expect("run hack/testbin.sh");
-    assert!(build.success(), "building the flux CLI failed");
+    ensure_built("flux");
     let home = tempfile::tempdir().unwrap();
     Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/flux"))
         .args(args)
