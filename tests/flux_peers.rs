@@ -689,3 +689,151 @@ async fn fetch(url: &str) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+/// Every entry of a gzip tarball as Flux's consumers see it: path, type, mode, owner, time and
+/// content.
+fn tar_entries(gz: &[u8]) -> Vec<(String, String, u32, u64, u64, u64, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                format!("{:?}", h.entry_type()),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mtime().unwrap(),
+                content,
+            )
+        })
+        .collect()
+}
+
+/// The manifest and the (single) layer of a pushed artifact.
+async fn manifest_and_layer(registry: &str, repo: &str, tag: &str) -> (serde_json::Value, Vec<u8>) {
+    let c = client(registry);
+    let fetched = c.get_manifest(repo, tag).await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes).unwrap();
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, mut stream) = c.get_blob(repo, &digest).await.unwrap();
+    let mut layer = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        layer.extend_from_slice(&chunk.unwrap());
+    }
+    (manifest, layer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn driftless_and_flux_push_the_same_artifact() {
+    let platform = support::platform();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("manifests");
+    std::fs::create_dir_all(dir.join("apps/base")).unwrap();
+    std::fs::write(dir.join("apps/base/cm.yaml"), "kind: ConfigMap\n").unwrap();
+    std::fs::write(dir.join("ns.yaml"), "kind: Namespace\n").unwrap();
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let registry = platform.registry().to_string();
+    let prefix = format!("same-{}", std::process::id());
+    let (source, revision) = (
+        "https://example.com/app",
+        "main@sha1:4444444444444444444444444444444444444444",
+    );
+    let path = dir.display().to_string();
+    let by_flux = format!("oci://{registry}/{prefix}/flux:v1");
+    let out = flux(
+        &platform,
+        &[
+            "push",
+            "artifact",
+            &by_flux,
+            "--path",
+            &path,
+            "--source",
+            source,
+            "--revision",
+            revision,
+            "--insecure-registry",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "flux push artifact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_driftless = format!("oci://{registry}/{prefix}/driftless:v1");
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "artifact",
+            "push",
+            &by_driftless,
+            "--path",
+            &path,
+            "--source",
+            source,
+            "--revision",
+            revision,
+            "--insecure-registry",
+        ])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "driftless artifact push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (flux_manifest, flux_layer) =
+        manifest_and_layer(&registry, &format!("{prefix}/flux"), "v1").await;
+    let (our_manifest, our_layer) =
+        manifest_and_layer(&registry, &format!("{prefix}/driftless"), "v1").await;
+    assert_eq!(
+        tar_entries(&our_layer),
+        tar_entries(&flux_layer),
+        "the same tarball content, entry by entry"
+    );
+    for field in ["/mediaType", "/config/mediaType", "/layers/0/mediaType"] {
+        assert_eq!(
+            our_manifest.pointer(field),
+            flux_manifest.pointer(field),
+            "{field}"
+        );
+    }
+    let keys = |m: &serde_json::Value| {
+        m["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(&our_manifest),
+        keys(&flux_manifest),
+        "the same annotations"
+    );
+    for key in [
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.revision",
+    ] {
+        assert_eq!(
+            our_manifest["annotations"][key], flux_manifest["annotations"][key],
+            "{key}"
+        );
+    }
+}
