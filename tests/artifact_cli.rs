@@ -481,8 +481,13 @@ async fn pushed_artifacts_are_signed_as_cosign_signs_them() {
         "nothing is pushed with a key that does not open"
     );
 
-    let pushed: serde_json::Value =
-        serde_json::from_str(&ok(&push("cosign.key", support::cosign::PASSWORD))).unwrap();
+    let out = push("cosign.key", support::cosign::PASSWORD);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no progress lines when stderr is not a terminal"
+    );
+    let pushed: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     let digest = pushed["digest"].as_str().unwrap();
     assert!(pushed["signature"].as_str().unwrap().starts_with("sha256:"));
     let by_digest = format!("{repo}@{digest}");

@@ -11,6 +11,42 @@ pub mod tag;
 
 use clap::Subcommand;
 
+/// Steps of a long upload or download, on stderr when a person watches it (a terminal) and
+/// nowhere otherwise, so that scripts read only the result on stdout.
+pub struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn step(&self, message: impl std::fmt::Display) {
+        if self.on {
+            eprintln!("► {message}");
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `12.3 KiB`, for progress lines.
+pub fn human_size(bytes: usize) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ArtifactCommand {
     /// Package a directory or file and push it as a Flux OCI artifact.

@@ -30,7 +30,10 @@ pub async fn run(args: PullArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
         max_bytes: args.max_bytes,
         max_files: args.max_files,
     };
+    let progress = super::Progress::new();
+    progress.step(format!("pulling {}", args.url));
     let pulled = pull_into(&client, &target, &args.output, limits).await?;
+    progress.step(format!("extracted to {}", args.output.display()));
     println!(
         "source:   {}",
         annotation(&pulled.manifest, "org.opencontainers.image.source")

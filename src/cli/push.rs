@@ -60,8 +60,15 @@ pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
         .as_deref()
         .map(super::sign::load_key)
         .transpose()?;
+    let progress = super::Progress::new();
+    progress.step(format!("packaging {}", args.path.display()));
     let layer = build_layer(&args.path, args.ignore_paths.as_deref())
         .with_context(|| format!("packaging {}", args.path.display()))?;
+    progress.step(format!(
+        "uploading {} to {}",
+        super::human_size(layer.len()),
+        args.url
+    ));
     let created = if args.reproducible {
         REPRODUCIBLE_CREATED.to_string()
     } else {
@@ -82,11 +89,12 @@ pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
     .with_context(|| format!("pushing to {}", args.url))?;
     let pushed = format!("oci://{url}@{digest}");
     let signature = match &key {
-        Some(key) => Some(
+        Some(key) => Some({
+            progress.step(format!("signing {pushed}"));
             super::sign::attach_signature(&client, &url.registry, &url.repository, &digest, key)
                 .await
-                .with_context(|| format!("signing {pushed}"))?,
-        ),
+                .with_context(|| format!("signing {pushed}"))?
+        }),
         None => None,
     };
     if args.output == "json" {
