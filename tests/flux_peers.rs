@@ -692,7 +692,10 @@ async fn fetch(url: &str) -> Vec<u8> {
 
 /// Every entry of a gzip tarball as Flux's consumers see it: path, type, mode, owner, time and
 /// content.
-fn tar_entries(gz: &[u8]) -> Vec<(String, String, u32, u64, u64, u64, Vec<u8>)> {
+/// Path, entry type, mode, uid, gid, mtime, content.
+type TarEntry = (String, String, u32, u64, u64, u64, Vec<u8>);
+
+fn tar_entries(gz: &[u8]) -> Vec<TarEntry> {
     use std::io::Read;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     archive
