@@ -830,6 +830,21 @@ async fn driftless_and_flux_push_the_same_artifact() {
         keys(&flux_manifest),
         "the same annotations"
     );
+    // And driftless pulls what flux pushed, file for file.
+    let pulled = work.path().join("pulled");
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["artifact", "pull", &by_flux, "--output"])
+        .arg(&pulled)
+        .arg("--insecure-registry")
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "driftless artifact pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&pulled), tree(&dir));
     for key in [
         "org.opencontainers.image.source",
         "org.opencontainers.image.revision",

@@ -1349,4 +1349,49 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
         condition(&obj, "SourceVerified").unwrap().status,
         ConditionStatus::True
     );
+
+    // A signature made by `driftless artifact push --sign-key` is accepted too.
+    let content = tempfile::tempdir().unwrap();
+    std::fs::write(content.path().join("a.yaml"), "v: 3").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "artifact",
+            "push",
+            &format!("oci://{}/{repo}:latest", e.registry()),
+            "--path",
+        ])
+        .arg(content.path())
+        .args([
+            "--source",
+            "s",
+            "--revision",
+            "r",
+            "--insecure-registry",
+            "--output",
+            "json",
+            "--sign-key",
+        ])
+        .arg(keys.path().join("cosign.key"))
+        .env("COSIGN_PASSWORD", support::cosign::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.request_reconcile("signed").await;
+    let obj = e
+        .wait_until("signed", "verified at the third revision", |o| {
+            revision(o) == format!("latest@{third}")
+        })
+        .await;
+    assert_eq!(
+        condition(&obj, "SourceVerified").unwrap().status,
+        ConditionStatus::True
+    );
 }
