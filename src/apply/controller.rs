@@ -27,7 +27,7 @@ use crate::controller::events::Events;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::watched_objects;
+use crate::controller::watch::{log_result, watched_objects};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
 
@@ -160,29 +160,13 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     let run = controller
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    tracing::debug!(object = %obj, "object gone")
-                }
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
-            }
-        });
-    let mut leadership = leadership;
-    let lost = async {
-        match leadership.as_mut() {
-            Some(l) => l.lost().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = run => {}
-        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
-    }
-    if let Some(l) = leadership.filter(|_| args.common.leader_election_release_on_cancel) {
-        l.release().await;
-    }
+        .for_each(|result| async move { log_result(result) });
+    leader::run_while_leading(
+        leadership,
+        run,
+        args.common.leader_election_release_on_cancel,
+    )
+    .await?;
     tracing::info!("apply-controller stopped");
     Ok(())
 }

@@ -84,6 +84,30 @@ impl Leadership {
     }
 }
 
+/// Runs the controllers until they drain after a shutdown signal, or fails when leadership is
+/// lost (another replica then takes over). After a clean shutdown the Lease is handed over at
+/// once when `release_on_cancel`, instead of making the next leader wait for it to expire.
+pub async fn run_while_leading(
+    mut leadership: Option<Leadership>,
+    controllers: impl std::future::Future,
+    release_on_cancel: bool,
+) -> anyhow::Result<()> {
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
+    }
+    if let Some(l) = leadership.filter(|_| release_on_cancel) {
+        l.release().await;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,3 +51,23 @@ fn wants_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     obj.finalizers().hash(&mut h);
     Some(h.finish())
 }
+
+/// Logs one result of a controller's stream (kube-runtime reports every reconcile there).
+pub fn log_result<T, RE, QE>(
+    result: Result<
+        (T, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<RE, QE>,
+    >,
+) where
+    T: std::fmt::Display,
+    RE: std::error::Error + 'static,
+    QE: std::error::Error + 'static,
+{
+    match result {
+        Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+        Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+            tracing::debug!(object = %obj, "object gone")
+        }
+        Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+    }
+}

@@ -28,7 +28,7 @@ use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::watched_objects;
+use crate::controller::watch::{log_result, watched_objects};
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceControllerArgs {
@@ -79,7 +79,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     .await?;
     // Like Flux, a replica that is not the leader serves health and metrics only: no storage
     // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
-    let mut leadership = match args.common.enable_leader_election {
+    let leadership = match args.common.enable_leader_election {
         true => Some(
             leader::acquire(
                 client.clone(),
@@ -126,20 +126,12 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         controller::<OCIRepository>(&client, &args, ctx.clone())?,
         controller::<Bucket>(&client, &args, ctx)?,
     );
-    let lost = async {
-        match leadership.as_mut() {
-            Some(l) => l.lost().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = controllers => {}
-        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica takes over"),
-    }
-    // Shutdown finished the reconciles in flight; hand the Lease over without waiting for expiry.
-    if let Some(l) = leadership.filter(|_| args.common.leader_election_release_on_cancel) {
-        l.release().await;
-    }
+    leader::run_while_leading(
+        leadership,
+        controllers,
+        args.common.leader_election_release_on_cancel,
+    )
+    .await?;
     tracing::info!("source-controller stopped");
     Ok(())
 }
@@ -163,15 +155,7 @@ fn controller<K: SourceObject>(
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    tracing::debug!(object = %obj, "object gone")
-                }
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
-            }
-        }))
+        .for_each(|result| async move { log_result(result) }))
 }
 
 /// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
