@@ -20,6 +20,30 @@ pub fn now_whole_seconds() -> jiff::Timestamp {
     jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
+/// The DER blocks of a PEM text with the given label (`PRIVATE KEY`, `CERTIFICATE`, ...).
+pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let (begin, end) = (
+        format!("-----BEGIN {label}-----"),
+        format!("-----END {label}-----"),
+    );
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(&begin) {
+        let body = &rest[start + begin.len()..];
+        let Some(stop) = body.find(&end) else { break };
+        let b64: String = body[..stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            blocks.push(der);
+        }
+        rest = &body[stop + end.len()..];
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,16 +70,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         &metrics,
     )
     .await?;
-    let leadership = match args.common.enable_leader_election {
-        true => Some(
-            leader::acquire(
-                client.clone(),
-                &args.common.election_config(CONTROLLER_NAME)?,
-            )
-            .await?,
-        ),
-        false => None,
-    };
+    let leadership = args.common.leadership(&client, CONTROLLER_NAME).await?;
     if let Some(path) = &args.kustomize_path {
         anyhow::ensure!(
             path.is_file(),

@@ -55,6 +55,19 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// With `--enable-leader-election`, waits until this replica holds `controller`'s Lease.
+    pub async fn leadership(
+        &self,
+        client: &kube::Client,
+        controller: &str,
+    ) -> anyhow::Result<Option<leader::Leadership>> {
+        if !self.enable_leader_election {
+            return Ok(None);
+        }
+        let config = self.election_config(controller)?;
+        Ok(Some(leader::acquire(client.clone(), &config).await?))
+    }
+
     /// The Lease `controller` competes for, in RUNTIME_NAMESPACE.
     pub fn election_config(&self, controller: &str) -> anyhow::Result<leader::ElectionConfig> {
         let namespace = std::env::var("RUNTIME_NAMESPACE")

@@ -59,6 +59,8 @@ pub struct Context {
     pub config: SourceConfig,
     pub backoff: Backoff,
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryClient>>>,
+    /// HTTP clients of Bucket passes, per transport: building one loads the system roots.
+    http_clients: Mutex<HashMap<Transport, reqwest::Client>>,
     /// The resourceVersion our last status write returned, per object.
     written: Mutex<HashMap<String, String>>,
 }
@@ -84,6 +86,7 @@ impl Context {
             config,
             backoff,
             registries: Mutex::new(HashMap::new()),
+            http_clients: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
         }
     }
@@ -118,6 +121,20 @@ impl Context {
             &self.config.user_agent,
         )?);
         clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// One HTTP client per transport (TLS material, proxy), shared by every Bucket using it.
+    pub fn http_client(&self, transport: Transport) -> Result<reqwest::Client, String> {
+        let mut clients = self.http_clients.lock().expect("http client cache lock");
+        if let Some(client) = clients.get(&transport) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_REGISTRY_CLIENTS {
+            clients.clear();
+        }
+        let client = super::oci::registry::build_http_client(&transport, &self.config.user_agent)?;
+        clients.insert(transport, client.clone());
         Ok(client)
     }
 

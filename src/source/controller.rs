@@ -79,16 +79,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     .await?;
     // Like Flux, a replica that is not the leader serves health and metrics only: no storage
     // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
-    let leadership = match args.common.enable_leader_election {
-        true => Some(
-            leader::acquire(
-                client.clone(),
-                &args.common.election_config(CONTROLLER_NAME)?,
-            )
-            .await?,
-        ),
-        false => None,
-    };
+    let leadership = args.common.leadership(&client, CONTROLLER_NAME).await?;
     let storage = Arc::new(open_storage(&args)?);
     let ctx = Arc::new(Context::new(
         client.clone(),

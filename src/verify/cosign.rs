@@ -69,11 +69,7 @@ impl SigningKey {
             "ENCRYPTED COSIGN PRIVATE KEY",
         ]
         .iter()
-        .find_map(|label| {
-            crate::source::bucket::auth::pem_blocks(pem, label)
-                .into_iter()
-                .next()
-        })
+        .find_map(|label| crate::util::pem_blocks(pem, label).into_iter().next())
         .ok_or_else(|| KeyError::Format("no ENCRYPTED SIGSTORE PRIVATE KEY block".into()))?;
         let encrypted: Encrypted =
             serde_json::from_slice(&body).map_err(|e| KeyError::Format(e.to_string()))?;
@@ -167,7 +163,7 @@ impl SigningKey {
 /// SubjectPublicKeyInfo) of any type and hash cosign uses: ECDSA P-256/P-384 with SHA-256
 /// (cosign's default for every curve) or SHA-384, Ed25519, RSA PKCS#1 v1.5 or PSS with SHA-256.
 pub fn verify_with_public_key(public_pem: &str, payload: &[u8], signature: &[u8]) -> bool {
-    let Some(der) = crate::source::bucket::auth::pem_blocks(public_pem, "PUBLIC KEY")
+    let Some(der) = crate::util::pem_blocks(public_pem, "PUBLIC KEY")
         .into_iter()
         .next()
     else {

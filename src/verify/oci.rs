@@ -64,7 +64,6 @@ async fn read_payload(
     repo: &str,
     digest: &str,
 ) -> Result<Vec<u8>, RegistryError> {
-    use sha2::Digest;
     let (_, mut stream) = client.get_blob(repo, digest).await?;
     let mut payload = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -80,7 +79,7 @@ async fn read_payload(
             });
         }
     }
-    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&payload)));
+    let actual = crate::source::oci::registry::sha256_digest(&payload);
     if actual != digest {
         return Err(RegistryError::DigestMismatch {
             url: digest.into(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::{hmac, rand::SystemRandom, signature};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// A bearer token (or a session credential serialised into one string) and when it lapses.
 #[derive(Clone)]
@@ -68,36 +68,13 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// The DER blocks of a PEM text with the given label (`PRIVATE KEY`, `CERTIFICATE`, ...).
-pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
-    let (begin, end) = (
-        format!("-----BEGIN {label}-----"),
-        format!("-----END {label}-----"),
-    );
-    let mut blocks = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find(&begin) {
-        let body = &rest[start + begin.len()..];
-        let Some(stop) = body.find(&end) else { break };
-        let b64: String = body[..stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if let Ok(der) = STANDARD.decode(b64) {
-            blocks.push(der);
-        }
-        rest = &body[stop + end.len()..];
-    }
-    blocks
-}
-
 /// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
 pub fn rsa_key(pem: &str) -> Result<signature::RsaKeyPair, String> {
-    if let Some(der) = pem_blocks(pem, "PRIVATE KEY").first() {
+    if let Some(der) = crate::util::pem_blocks(pem, "PRIVATE KEY").first() {
         return signature::RsaKeyPair::from_pkcs8(der)
             .map_err(|e| format!("invalid PKCS#8 RSA private key: {e}"));
     }
-    if let Some(der) = pem_blocks(pem, "RSA PRIVATE KEY").first() {
+    if let Some(der) = crate::util::pem_blocks(pem, "RSA PRIVATE KEY").first() {
         return signature::RsaKeyPair::from_der(der)
             .map_err(|e| format!("invalid PKCS#1 RSA private key: {e}"));
     }

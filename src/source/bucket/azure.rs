@@ -10,9 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
-use super::auth::{self, Token, cached_token, hmac_sha256, pem_blocks, rs256_jwt, rsa_key};
+use super::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
 use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
-use super::s3::error_chain;
+use crate::source::oci::registry::error_chain;
+use crate::util::pem_blocks;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
@@ -511,16 +512,7 @@ async fn fetch_entra_token(
         } => {
             let endpoint = token_endpoint(authority, tenant);
             let assertion = certificate_assertion(&endpoint, client_id, pem, *send_chain)?;
-            http.post(endpoint).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-                ("scope", STORAGE_SCOPE),
-            ])
+            assertion_request(http, endpoint, client_id, &assertion)
         }
         EntraCredential::ObjectWorkloadIdentity {
             authority,
@@ -529,16 +521,12 @@ async fn fetch_entra_token(
             identity,
         } => {
             let assertion = identity.token(super::workload::AZURE_AUDIENCE).await?;
-            http.post(token_endpoint(authority, tenant)).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-                ("scope", STORAGE_SCOPE),
-            ])
+            assertion_request(
+                http,
+                token_endpoint(authority, tenant),
+                client_id,
+                &assertion,
+            )
         }
         EntraCredential::WorkloadIdentity {
             authority,
@@ -548,16 +536,12 @@ async fn fetch_entra_token(
         } => {
             let assertion = std::fs::read_to_string(token_file)
                 .map_err(|e| format!("reading the federated token {token_file}: {e}"))?;
-            http.post(token_endpoint(authority, tenant)).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.trim()),
-                ("scope", STORAGE_SCOPE),
-            ])
+            assertion_request(
+                http,
+                token_endpoint(authority, tenant),
+                client_id,
+                assertion.trim(),
+            )
         }
     };
     let response = request
@@ -588,6 +572,25 @@ async fn fetch_entra_token(
         value: token.access_token,
         expires: auth::expiry(expires_in),
     })
+}
+
+/// The client-credentials grant with a signed client assertion (certificate, federated token).
+fn assertion_request(
+    http: &reqwest::Client,
+    endpoint: String,
+    client_id: &str,
+    assertion: &str,
+) -> reqwest::RequestBuilder {
+    http.post(endpoint).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion),
+        ("scope", STORAGE_SCOPE),
+    ])
 }
 
 fn token_endpoint(authority: &str, tenant: &str) -> String {

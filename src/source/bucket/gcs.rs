@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
 use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
-use super::s3::error_chain;
+use crate::source::oci::registry::error_chain;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";

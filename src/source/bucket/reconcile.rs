@@ -20,7 +20,7 @@ use crate::artifact::ignore::SOURCE_IGNORE_FILE;
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
 use crate::source::oci::credentials::{proxy_from_secret, tls_from_secret, transport};
-use crate::source::oci::registry::{Transport, build_http_client};
+use crate::source::oci::registry::Transport;
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
@@ -606,7 +606,7 @@ impl Pass<'_, Bucket> {
         };
         // `insecure` means plain HTTP for buckets; certificate checks stay on.
         let transport: Transport = transport(false, tls, proxy);
-        build_http_client(&transport, &self.ctx.config.user_agent).map_err(auth_failed)
+        self.ctx.http_client(transport).map_err(auth_failed)
     }
 }
 

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
 use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use crate::source::oci::registry::error_chain;
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const DEFAULT_REGION: &str = "us-east-1";
@@ -371,18 +372,6 @@ fn url_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// An error with its causes, which is where reqwest keeps "connection refused".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// `?k=v&...` with keys sorted and both sides URI-encoded: the canonical query SigV4 signs
