@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-bucket bench-apply crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-bucket bench-apply bench-verify crds lint up down platform-status testbin clean
 
 all: build
 
@@ -38,6 +38,12 @@ bench-apply:
 	hack/platform up
 	BENCH_APPLY=wide $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
+
+## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
+bench-verify:
+	hack/platform up
+	hack/testbin.sh cosign3
+	BENCH_N=100 $(CARGO) bench --bench verify_scale
 
 ## crds: regenerate crds/ from the Rust types, and the Helm chart's copy (commit the result).
 crds:

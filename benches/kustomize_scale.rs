@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
 use futures::StreamExt;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use support::controller::{ApplyController, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::Sources;
@@ -90,7 +90,7 @@ async fn main() {
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    wait_all(&api, kustomizations, ready).await;
+    support::wait_all(&api, kustomizations, Duration::from_secs(900), ready).await;
     let all_ready = started.elapsed();
     let writes_after_ready = apply.metric("driftless_apply_writes");
 
@@ -108,7 +108,7 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let steady_started = Instant::now();
-    wait_all(&api, kustomizations, |o| {
+    support::wait_all(&api, kustomizations, Duration::from_secs(900), |o| {
         ready(o)
             && o.status
                 .as_ref()
@@ -143,20 +143,4 @@ fn ready(o: &Kustomization) -> bool {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
     })
-}
-
-/// Poll the list until `n` objects satisfy `done` (a benchmark may poll; a test may not).
-async fn wait_all(api: &Api<Kustomization>, n: usize, done: impl Fn(&Kustomization) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let list = api.list(&ListParams::default()).await.expect("list");
-        if list.items.iter().filter(|o| done(o)).count() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all Kustomizations got there within 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use driftless::api::OCIRepository;
 use futures::StreamExt;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact, registry_requests};
 
@@ -78,7 +78,7 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let created = started.elapsed();
-    wait_all(&api, n, ready).await;
+    support::wait_all(&api, n, Duration::from_secs(600), ready).await;
     let all_ready = started.elapsed();
     let rss_after_ready = controller.peak_rss_kib();
 
@@ -100,7 +100,7 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let steady_started = Instant::now();
-    wait_all(&api, n, |o| {
+    support::wait_all(&api, n, Duration::from_secs(600), |o| {
         o.status
             .as_ref()
             .and_then(|s| s.last_handled_reconcile_at.as_deref())
@@ -148,20 +148,4 @@ fn ready(o: &OCIRepository) -> bool {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == driftless::api::ConditionStatus::True)
     })
-}
-
-/// Poll the list until `n` objects satisfy `done` (a benchmark may poll; a test may not).
-async fn wait_all(api: &Api<OCIRepository>, n: usize, done: impl Fn(&OCIRepository) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let list = api.list(&ListParams::default()).await.expect("list");
-        if list.items.iter().filter(|o| done(o)).count() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all objects got there within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

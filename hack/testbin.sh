@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the real test components from the Go module proxy into a cache outside the clone:
 #   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm,cosign}
+#   .../bin/referrers-registry (hack/referrers-registry: an OCI registry with the referrers API)
 # and, on request only (not part of `all`), cosign v3 and the Flux peers:
 #   .../bin/{cosign3,kustomize-controller,source-controller,flux}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -27,9 +28,13 @@ COSIGN3_VERSION=${COSIGN3_VERSION:-3.1.3}
 FLUX_KC_VERSION=${FLUX_KC_VERSION:-1.7.3}
 FLUX_SC_VERSION=${FLUX_SC_VERSION:-1.7.3}
 FLUX_VERSION=${FLUX_VERSION:-2.7.5}
+# hack/referrers-registry is built on go-containerregistry's pkg/registry; v0.21.7 is the
+# version cosign v3.1.3 builds with.
+GGCR_VERSION=${GGCR_VERSION:-0.21.7}
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
+HACK=$(cd "$(dirname "$0")" && pwd) # before the builds cd elsewhere
 mkdir -p "$BIN" "$TESTBIN/src"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
@@ -131,6 +136,23 @@ build_helm() {
   mv "$BIN/helm.tmp" "$BIN/helm" && stamp helm "$HELM_VERSION"
 }
 
+# hack/referrers-registry/main.go (the one file in the clone) is copied into a consumer module
+# that requires go-containerregistry; the stamp holds the ggcr version and the source's hash, so
+# an edit of main.go rebuilds it too.
+build_referrers_registry() {
+  local src=$HACK/referrers-registry/main.go dir=$TESTBIN/src/referrers-registry version
+  version="ggcr-v$GGCR_VERSION $(sha256sum "$src" | cut -c1-16)"
+  if is_built referrers-registry "$version"; then log "referrers-registry ($version) already built"; return; fi
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init driftless.testbin/referrers-registry >/dev/null 2>&1
+  cp "$src" main.go
+  log "building referrers-registry ($version)"
+  go get "github.com/google/go-containerregistry@v$GGCR_VERSION"
+  go mod tidy
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/referrers-registry.tmp" .
+  mv "$BIN/referrers-registry.tmp" "$BIN/referrers-registry" && stamp referrers-registry "$version"
+}
+
 # gomod MODULE VERSION: the path of MODULE@VERSION's go.mod in the module cache.
 gomod() { go mod download -json "$1@$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'; }
 
@@ -219,7 +241,9 @@ case "${1:-all}" in
   etcd) build_etcd ;;
   kustomize) build_kustomize ;;
   helm) build_helm ;;
-  all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION" ;;
+  referrers-registry) build_referrers_registry ;;
+  all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION"
+    build_referrers_registry ;;
   # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
   cosign) build_cosign cosign v2 "$COSIGN_VERSION" ;;
   cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
@@ -229,5 +253,5 @@ case "${1:-all}" in
   peers) build_cosign cosign v2 "$COSIGN_VERSION"; build_cosign cosign3 v3 "$COSIGN3_VERSION"
     build_flux_controller kustomize-controller "$FLUX_KC_VERSION"
     build_flux_controller source-controller "$FLUX_SC_VERSION"; build_flux ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]" >&2; exit 2 ;;
 esac

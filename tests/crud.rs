@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use driftless::api::bucket::BucketSpec;
 use driftless::api::kustomization::{CrossNamespaceSourceReference, KustomizationSpec, SourceKind};
-use driftless::api::oci_repository::{OCIRepositoryRef, OCIRepositorySpec};
+use driftless::api::oci_repository::{OCIRepositoryRef, OCIRepositorySpec, VerifiedSignature};
 use driftless::api::{
     Artifact, Bucket, BucketStatus, Condition, ConditionStatus, Kustomization, KustomizationStatus,
     OCIRepository, OCIRepositoryStatus,
@@ -204,6 +204,18 @@ async fn oci_repository_lifecycle() {
         observed_ignore: Some("/*\n!/deploy\n".into()),
         observed_layer_selector: None,
         last_handled_reconcile_at: Some("2026-11-29T10:00:00Z".into()),
+        // driftless's own, additive field: the API server must keep it.
+        verified_signature: Some(VerifiedSignature {
+            provider: "cosign".into(),
+            digest: "sha256:3b6c".into(),
+            format: "sigstore-bundle".into(),
+            subject: Some("https://github.com/org/repo/.github/workflows/ci.yml@refs/heads/main".into()),
+            issuer: Some("https://token.actions.githubusercontent.com".into()),
+            log_url: Some("https://rekor.sigstore.dev".into()),
+            log_index: Some(123_456_789),
+            integrated_time: Some("2026-11-29T09:59:00Z".into()),
+            key: None,
+        }),
     };
     lifecycle(
         &client,
@@ -428,4 +440,65 @@ async fn kubectl_get_shows_flux_printer_columns() {
         names.contains("bucket.source.toolkit.fluxcd.io/manifests"),
         "{names}"
     );
+}
+
+/// Every example a user may copy is accepted by the API server as it stands (server-side dry
+/// run, in the test's namespace instead of the one it names).
+#[tokio::test]
+async fn the_examples_are_valid_objects() {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    let (_platform, client, ns) = setup("examples").await;
+    let dir = support::repo_root().join("examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---\n") {
+            let mut value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            value["metadata"]["namespace"] = ns.name.clone().into();
+            let obj: DynamicObject = serde_json::from_value(value).unwrap();
+            let types = obj.types.clone().expect("apiVersion and kind");
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", &types.api_version));
+            let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+            let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
+            api.create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {} {:?}: {e}",
+                    path.display(),
+                    types.kind,
+                    obj.metadata.name
+                )
+            });
+            checked.push(format!(
+                "{}/{}",
+                path.file_name().unwrap().to_string_lossy(),
+                types.kind
+            ));
+        }
+    }
+    assert!(
+        checked
+            .iter()
+            .any(|c| c == "ocirepository-keyless.yaml/OCIRepository"),
+        "{checked:?}"
+    );
+    assert!(checked.len() >= 5, "{checked:?}");
 }

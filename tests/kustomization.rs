@@ -568,6 +568,55 @@ async fn post_build_substitution_from_values_and_configmaps() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn unset_variables_are_empty_unless_strict_substitutions_are_gated_on() {
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unset-demo\ndata:\n  key: \"${greeting}-${unset}\"\n";
+    let vars = json!({"postBuild": {"substitute": {"greeting": "hi"}}});
+    // Flux's default: the unset variable becomes empty.
+    let lenient = env("ks-unset").await;
+    let rev = lenient.publish("unset", &[("app.yaml", template)]).await;
+    lenient
+        .create("unset", lenient.spec("unset", vars.clone()))
+        .await;
+    lenient.wait_ready_at("unset", &rev).await;
+    assert_eq!(
+        data_key(&lenient.configmap("unset-demo").await.unwrap()),
+        "hi-"
+    );
+
+    let strict = env_with(
+        "ks-strict",
+        &["--feature-gates=StrictPostBuildSubstitutions=true"],
+    )
+    .await;
+    strict.publish("unset", &[("app.yaml", template)]).await;
+    strict.create("unset", strict.spec("unset", vars)).await;
+    let obj = strict.wait_failing("unset", "BuildFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("variable not set (strict mode): \"unset\""),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert!(strict.configmap("unset-demo").await.is_none());
+}
+
+#[test]
+fn gates_of_the_other_controller_are_refused_not_ignored() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "apply-controller",
+            "--feature-gates=ObjectLevelWorkloadIdentity=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown feature gate 'ObjectLevelWorkloadIdentity' (this controller knows: StrictPostBuildSubstitutions)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_kustomize_overlay_is_built_with_kustomize() {
     let e = env("ks-overlay").await;
     let root = support::repo_root().join("tests/fixtures/kustomize");

@@ -3,18 +3,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
+use driftless::api::oci_repository::VerifiedSignature;
 use driftless::api::{ConditionStatus, OCIRepository};
 use support::controller::{SourceController, http_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
+use support::sigstore::{ISSUER, LOG_INDEX, SUBJECT, Sigstore};
 use support::source::{
-    Sources, WAIT, condition, files, has_condition, ready_status, revision, untar,
+    Sources, WAIT, condition, files, has_condition, is_current, ready_status, revision, untar,
 };
 
 struct Env {
@@ -171,6 +172,16 @@ async fn tag_is_resolved_pulled_stored_and_served() {
         e.ns.name
     );
     assert!(metrics.contains(&ready_gauge), "Ready gauge:\n{metrics}");
+    // One object, reconciled and waiting for its interval: added to the work queue by its
+    // watch event and by its requeue, and nothing due now.
+    assert!(
+        metrics.contains(r#"workqueue_depth{name="ocirepository"} 0"#),
+        "work queue depth:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"workqueue_queue_duration_seconds_count{name="ocirepository"} "#),
+        "time in the queue:\n{metrics}"
+    );
 
     let events = e.events("app").await;
     assert!(
@@ -1037,7 +1048,10 @@ async fn invalid_urls_and_cloud_providers_stall() {
     e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
     e.create(
         "signed",
-        e.spec(&repo, serde_json::json!({"verify": {"provider": "cosign"}})),
+        e.spec(
+            &repo,
+            serde_json::json!({"verify": {"provider": "notation", "secretRef": {"name": "trust-policy"}}}),
+        ),
     )
     .await;
     let signed = e
@@ -1047,6 +1061,10 @@ async fn invalid_urls_and_cloud_providers_stall() {
     assert_eq!(
         (verified.status, verified.reason.as_str()),
         (ConditionStatus::False, "VerificationError")
+    );
+    assert_eq!(
+        verified.message,
+        "failed to verify the signature using provider 'notation': notation verification is not supported by driftless yet; nothing was pulled"
     );
     assert_eq!(ready_status(&signed), Some(ConditionStatus::False));
     assert!(
@@ -1179,28 +1197,8 @@ async fn local_registries_fall_back_to_plain_http_without_insecure() {
 
 #[tokio::test]
 async fn events_are_forwarded_to_notification_controller_in_flux_format() {
-    use std::sync::{Arc, Mutex};
-    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = received.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move |axum::Json(event): axum::Json<serde_json::Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(event);
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let e = env_with(
-        "oci-events",
-        &[&format!("--events-addr=http://127.0.0.1:{port}/")],
-    )
-    .await;
+    let receiver = support::events::EventReceiver::start().await;
+    let e = env_with("oci-events", &[&receiver.flag()]).await;
     let repo = e.repo("events");
     let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
     let mut obj = e.spec(&repo, serde_json::json!({}));
@@ -1223,19 +1221,14 @@ async fn events_are_forwarded_to_notification_controller_in_flux_format() {
     e.wait_ready("events").await;
     e.wait_failed("failing").await;
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (info, error) = loop {
-        let events = received.lock().unwrap().clone();
-        let find = |reason: &str| events.iter().find(|ev| ev["reason"] == reason).cloned();
-        if let (Some(i), Some(e)) = (find("NewArtifact"), find("ReadOperationFailed")) {
-            break (i, e);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events not forwarded: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let info = receiver
+        .wait_for("NewArtifact", |ev| ev["reason"] == "NewArtifact")
+        .await;
+    let error = receiver
+        .wait_for("ReadOperationFailed", |ev| {
+            ev["reason"] == "ReadOperationFailed"
+        })
+        .await;
     assert_eq!(info["severity"], "info");
     assert_eq!(info["involvedObject"]["kind"], "OCIRepository");
     assert_eq!(info["involvedObject"]["name"], "events");
@@ -1312,7 +1305,7 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     assert_eq!(
         verified.message,
         format!(
-            "failed to verify the signature using provider \"cosign\": no matching signatures were found for '{}/{repo}:latest'",
+            "failed to verify the signature using provider 'cosign': no matching signatures were found for '{}/{repo}:latest': it has no signature (no cosign signature tag, no Sigstore bundle referrer)",
             e.registry()
         )
     );
@@ -1334,9 +1327,14 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     let second_ref = format!("{}/{repo}@{second}", e.registry());
     support::cosign::sign(&e.platform, other.path(), "cosign.key", &second_ref);
     let obj = e.request_reconcile("signed").await;
-    assert_eq!(
-        condition(&obj, "SourceVerified").unwrap().status,
-        ConditionStatus::False
+    let refused = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(refused.status, ConditionStatus::False);
+    assert!(
+        refused
+            .message
+            .ends_with("a signature was not made by any of the keys [cosign.pub]"),
+        "{}",
+        refused.message
     );
     support::cosign::sign(&e.platform, keys.path(), "cosign.key", &second_ref);
     e.request_reconcile("signed").await;
@@ -1394,4 +1392,328 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
         condition(&obj, "SourceVerified").unwrap().status,
         ConditionStatus::True
     );
+}
+
+fn verified_signature(obj: &OCIRepository) -> Option<VerifiedSignature> {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.verified_signature.clone())
+}
+
+fn registry_has_tag(registry: &str, repo: &str, tag: &str) -> bool {
+    let url = format!("http://{registry}/v2/{repo}/manifests/{tag}");
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg("Accept: application/vnd.oci.image.index.v1+json")
+        .arg(&url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&status.stdout) == "200"
+}
+
+#[tokio::test]
+async fn cosign_key_bundles_are_found_through_referrers_and_through_the_tag_fallback() {
+    let e = env("oci-bundle-key").await;
+    let sigstore = Sigstore::new(&e.platform);
+    let (trusted, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    support::cosign::generate_key_pair(&e.platform, trusted.path());
+    support::cosign::generate_key_pair(&e.platform, other.path());
+    let read = |d: &tempfile::TempDir| std::fs::read(d.path().join("cosign.pub")).unwrap();
+    // Several keys, of which one signed: every `.pub` entry is tried.
+    e.secret(
+        "keys",
+        "Opaque",
+        &[
+            ("another.pub", read(&other)),
+            ("trusted.pub", read(&trusted)),
+        ],
+    )
+    .await;
+    let verify =
+        serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "keys"}}});
+    let key = trusted.path().join("cosign.key");
+
+    // The platform registry has no referrers API: cosign writes the `sha256-<hex>` index.
+    let repo = e.repo("app");
+    let digest = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    sigstore.sign_with_key(&key, &format!("{}/{repo}@{digest}", e.registry()));
+    let fallback_tag = digest.replace(':', "-");
+    assert!(registry_has_tag(&e.registry(), &repo, &fallback_tag));
+    assert!(!registry_has_tag(
+        &e.registry(),
+        &repo,
+        &format!("{fallback_tag}.sig")
+    ));
+    e.create("fallback", e.spec(&repo, verify.clone())).await;
+    let obj = e.wait_ready("fallback").await;
+    let found = verified_signature(&obj).expect("verifiedSignature");
+    assert_eq!(
+        (
+            found.provider.as_str(),
+            found.format.as_str(),
+            found.key.as_deref()
+        ),
+        ("cosign", "sigstore-bundle", Some("trusted.pub"))
+    );
+    assert_eq!(found.digest, digest);
+    assert_eq!((found.subject, found.log_index), (None, None));
+
+    // A registry with the referrers API: cosign attaches the bundle there, no fallback tag.
+    let referrers = e.platform.env["DRIFTLESS_REGISTRY_REFERRERS"].clone();
+    let digest = push_flux_artifact(
+        &client(&referrers),
+        &repo,
+        "latest",
+        flux_layer(&[("a.yaml", "v: 2")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    sigstore.sign_with_key(&key, &format!("{referrers}/{repo}@{digest}"));
+    assert!(!registry_has_tag(
+        &referrers,
+        &repo,
+        &digest.replace(':', "-")
+    ));
+    let mut spec = verify.clone();
+    spec["url"] = format!("oci://{referrers}/{repo}").into();
+    spec["interval"] = "10m".into();
+    spec["insecure"] = true.into();
+    e.create("referrers", spec).await;
+    let obj = e.wait_ready("referrers").await;
+    let found = verified_signature(&obj).expect("verifiedSignature");
+    assert_eq!(
+        (found.key.as_deref(), found.digest.as_str()),
+        (Some("trusted.pub"), digest.as_str())
+    );
+
+    // Verification removed from the spec: no SourceVerified condition, no verified signer.
+    e.patch_spec("referrers", serde_json::json!({"verify": null}))
+        .await;
+    e.wait_until("referrers", "without verification status", |o| {
+        is_current(o) && verified_signature(o).is_none() && !has_condition(o, "SourceVerified")
+    })
+    .await;
+}
+
+/// OCIRepository `app` following `repo`, verified keyless against `sigstore`'s trusted root.
+async fn create_keyless(e: &Env, sigstore: &Sigstore, repo: &str) {
+    let root = sigstore.trusted_root();
+    e.secret("trust", "Opaque", &[("trusted_root.json", root)])
+        .await;
+    e.create("app", keyless_spec(e, repo)).await;
+}
+
+fn keyless_spec(e: &Env, repo: &str) -> serde_json::Value {
+    e.spec(
+        repo,
+        serde_json::json!({"verify": {
+            "provider": "cosign",
+            "trustedRootSecretRef": {"name": "trust"},
+            "matchOIDCIdentity": [
+                {"issuer": "^https://nowhere\\.invalid$", "subject": ".*"},
+                {"issuer": "^https://oidc\\.test\\.invalid$", "subject": "^signer@test\\.invalid$"},
+            ],
+        }}),
+    )
+}
+
+#[tokio::test]
+async fn keyless_bundles_with_a_logged_matching_identity_are_accepted() {
+    let receiver = support::events::EventReceiver::start().await;
+    let e = env_with("oci-keyless", &[&receiver.flag()]).await;
+    let sigstore = Sigstore::new(&e.platform);
+    let repo = e.repo("app");
+    let digest = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let reference = format!("{}/{repo}@{digest}", e.registry());
+    sigstore.sign_keyless(&sigstore.signer(), &reference);
+    sigstore.log(&e.registry(), &repo, &digest);
+    // The material is what cosign itself accepts.
+    let out = sigstore.cosign_verify(
+        &reference,
+        "^signer@test\\.invalid$",
+        "^https://oidc\\.test\\.invalid$",
+    );
+    assert!(
+        out.status.success(),
+        "cosign verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    create_keyless(&e, &sigstore, &repo).await;
+    let obj = e.wait_ready("app").await;
+    let verified = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (verified.status, verified.reason.as_str()),
+        (ConditionStatus::True, "Succeeded")
+    );
+    let found = verified_signature(&obj).expect("verifiedSignature");
+    assert_eq!(found.subject.as_deref(), Some(SUBJECT));
+    assert_eq!(found.issuer.as_deref(), Some(ISSUER));
+    assert_eq!(found.key, None);
+    assert_eq!(found.digest, digest);
+    assert_eq!(found.log_index, Some(LOG_INDEX));
+    let logged: jiff::Timestamp = found
+        .integrated_time
+        .as_deref()
+        .expect("integrated time")
+        .parse()
+        .unwrap();
+    assert!(
+        (jiff::Timestamp::now() - logged).get_seconds().abs() < 3600,
+        "{logged}"
+    );
+
+    let event = receiver
+        .wait_for("NewArtifact", |ev| ev["reason"] == "NewArtifact")
+        .await;
+    let meta = &event["metadata"];
+    assert_eq!(meta["verification.driftless.dev/subject"], SUBJECT);
+    assert_eq!(meta["verification.driftless.dev/issuer"], ISSUER);
+    assert_eq!(meta["verification.driftless.dev/digest"], digest.as_str());
+    assert_eq!(
+        meta["verification.driftless.dev/log-index"],
+        LOG_INDEX.to_string()
+    );
+    assert_eq!(
+        meta["source.toolkit.fluxcd.io/revision"],
+        format!("latest@{digest}")
+    );
+}
+
+/// After a refused revision: the reason is named, nothing of it is stored, the last verified
+/// artifact is still the one served, and the object is retried rather than stalled.
+async fn assert_refused(e: &Env, first: &str, refused: &str, served: &[u8], expected: &str) {
+    let obj = e.request_reconcile("app").await;
+    let verified = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (verified.status, verified.reason.as_str()),
+        (ConditionStatus::False, "VerificationError")
+    );
+    assert!(
+        verified.message.contains(expected),
+        "expected {expected:?} in {:?}",
+        verified.message
+    );
+    assert_eq!(ready_status(&obj), Some(ConditionStatus::False));
+    assert!(!has_condition(&obj, "Stalled"), "{}", verified.message);
+    assert_eq!(revision(&obj), format!("latest@{first}"));
+    assert_eq!(
+        e.download(&obj),
+        served,
+        "the last verified artifact is still served"
+    );
+    let path = format!("/ocirepository/{}/app/{refused}.tar.gz", e.ns.name);
+    assert_eq!(
+        http_get(e.controller.storage_port, &path).0,
+        404,
+        "{path} never stored"
+    );
+    let warned = e.events("app").await.into_iter().any(|ev| {
+        ev.type_.as_deref() == Some("Warning")
+            && ev.message.as_deref().is_some_and(|m| m.contains(expected))
+    });
+    assert!(warned, "a Warning event names {expected:?}");
+}
+
+#[tokio::test]
+async fn keyless_refusals_name_their_cause_and_keep_the_last_verified_artifact() {
+    let e = env("oci-keyless-no").await;
+    let sigstore = Sigstore::new(&e.platform);
+    let (registry, repo) = (e.registry(), e.repo("app"));
+    let at = |digest: &str| format!("{registry}/{repo}@{digest}");
+    let first = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    sigstore.sign_keyless(&sigstore.signer(), &at(&first));
+    sigstore.log(&registry, &repo, &first);
+    create_keyless(&e, &sigstore, &repo).await;
+    let served = e.download(&e.wait_ready("app").await);
+    let mut version = 1;
+    let mut next = async || {
+        version += 1;
+        e.push(
+            &repo,
+            "latest",
+            flux_layer(&[("a.yaml", &format!("v: {version}"))]),
+        )
+        .await
+    };
+
+    let unsigned = next().await;
+    assert_refused(&e, &first, &unsigned, &served, "it has no signature").await;
+
+    let wrong_subject = next().await;
+    let intruder = sigstore.identity("intruder", "intruder@test.invalid", ISSUER);
+    sigstore.sign_keyless(&intruder, &at(&wrong_subject));
+    sigstore.log(&registry, &repo, &wrong_subject);
+    let cosign = sigstore.cosign_verify(
+        &at(&wrong_subject),
+        "^signer@test\\.invalid$",
+        "^https://oidc\\.test\\.invalid$",
+    );
+    assert!(!cosign.status.success(), "cosign refuses it too");
+    let found = "none of the expected identities matched what was in the certificate, got subjects [intruder@test.invalid] with issuer https://oidc.test.invalid";
+    assert_refused(&e, &first, &wrong_subject, &served, found).await;
+
+    let wrong_issuer = next().await;
+    let elsewhere = sigstore.identity("elsewhere", SUBJECT, "https://other-issuer.invalid");
+    sigstore.sign_keyless(&elsewhere, &at(&wrong_issuer));
+    sigstore.log(&registry, &repo, &wrong_issuer);
+    let found = "got subjects [signer@test.invalid] with issuer https://other-issuer.invalid";
+    assert_refused(&e, &first, &wrong_issuer, &served, found).await;
+
+    let untrusted_ca = next().await;
+    sigstore.sign_keyless(
+        &sigstore.untrusted_identity("untrusted"),
+        &at(&untrusted_ca),
+    );
+    sigstore.log(&registry, &repo, &untrusted_ca);
+    let cosign = sigstore.cosign_verify(&at(&untrusted_ca), ".*", ".*");
+    assert!(!cosign.status.success(), "cosign refuses it too");
+    assert_refused(
+        &e,
+        &first,
+        &untrusted_ca,
+        &served,
+        "does not chain to a trusted certificate authority",
+    )
+    .await;
+
+    let unlogged = next().await;
+    sigstore.sign_keyless(&sigstore.signer(), &at(&unlogged));
+    assert_refused(&e, &first, &unlogged, &served, "no transparency log proof").await;
+
+    let untimed = next().await;
+    sigstore.sign_keyless(&sigstore.signer(), &at(&untimed));
+    sigstore.log_without_timestamp(&registry, &repo, &untimed);
+    assert_refused(&e, &first, &untimed, &served, "no signed entry timestamp").await;
+
+    let other_digest = next().await;
+    sigstore.copy_bundle(&registry, &repo, &first, &other_digest);
+    let found = format!("a Sigstore bundle signs {first}, not {other_digest}");
+    assert_refused(&e, &first, &other_digest, &served, &found).await;
+
+    let corrupt = next().await;
+    sigstore.sign_keyless(&sigstore.signer(), &at(&corrupt));
+    sigstore.log(&registry, &repo, &corrupt);
+    sigstore.corrupt_signature(&registry, &repo, &corrupt);
+    assert_refused(
+        &e,
+        &first,
+        &corrupt,
+        &served,
+        "does not verify with its signing certificate's key",
+    )
+    .await;
+
+    // A trusted root that is not there: retried, nothing pulled.
+    let mut spec = keyless_spec(&e, &repo);
+    spec["verify"]["trustedRootSecretRef"]["name"] = "missing".into();
+    e.patch_spec("app", spec).await;
+    assert_refused(&e, &first, &corrupt, &served, "\"missing\" not found").await;
 }

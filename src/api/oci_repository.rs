@@ -238,4 +238,42 @@ pub struct OCIRepositoryStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` annotation value that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// What signature verification established for the manifest the artifact was pulled from
+    /// (driftless only; absent without `spec.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_signature: Option<VerifiedSignature>,
+}
+
+/// The signature that verified a revision, and what it proved.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedSignature {
+    /// `cosign`.
+    #[serde(default)]
+    pub provider: String,
+    /// The manifest digest the signature covers (the one the artifact was pulled by).
+    #[serde(default)]
+    pub digest: String,
+    /// Where the signature was found: `cosign-signature-tag` (the legacy `sha256-<hex>.sig`
+    /// tag) or `sigstore-bundle` (an OCI referrer).
+    #[serde(default)]
+    pub format: String,
+    /// Key-based: the entry of the verification Secret whose key verified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Keyless: the certificate identity (subject alternative name) that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Keyless: the OIDC issuer recorded in the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The transparency log that recorded the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
+    /// The signature's index in that log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<i64>,
+    /// When the log recorded the signature (RFC 3339), as signed by the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrated_time: Option<String>,
 }

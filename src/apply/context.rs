@@ -25,6 +25,8 @@ pub struct ApplySettings {
     pub no_cross_namespace_refs: bool,
     pub default_service_account: Option<String>,
     pub requeue_dependency: Duration,
+    /// `StrictPostBuildSubstitutions`: an unset variable fails the build.
+    pub strict_substitution: bool,
     pub limits: ExtractLimits,
     pub retries: Retries,
     /// How often health checks look again.

@@ -24,12 +24,16 @@ use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
+use crate::controller::gates::{FeatureGates, Gate};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
+use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::{log_result, watched_objects};
+use crate::controller::watch::{log_result, object_key, watched_objects};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
+/// The controller's name in work-queue metrics (controller-runtime's: the kind, lowercase).
+const CONTROLLER: &str = "kustomization";
 
 #[derive(Args, Debug, Clone)]
 pub struct ApplyControllerArgs {
@@ -56,6 +60,9 @@ pub struct ApplyControllerArgs {
     /// How often health checks look at the objects again.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub health_check_poll: Duration,
+    /// Flux's feature gates this controller honours: `StrictPostBuildSubstitutions`.
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse_apply)]
+    pub feature_gates: FeatureGates,
 }
 
 pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
@@ -103,6 +110,9 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             default_service_account: Some(args.default_service_account.clone())
                 .filter(|s| !s.is_empty()),
             requeue_dependency: args.requeue_dependency,
+            strict_substitution: args
+                .feature_gates
+                .enabled(Gate::StrictPostBuildSubstitutions),
             limits: ExtractLimits {
                 max_bytes: args.common.artifact_max_bytes,
                 max_files: args.common.artifact_max_files,
@@ -123,17 +133,24 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         ),
     };
     let (objects, store) = watched_objects(api, &args.common.watch_label_selector);
+    let queues = ctx.metrics.queues.clone();
+    let watch_queues = queues.clone();
+    let objects = objects.inspect(move |event| {
+        if let Ok(obj) = event {
+            watch_queues.add(CONTROLLER, &object_key(obj));
+        }
+    });
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
         .watches(
             source_api::<OCIRepository>(&client, &args),
             watcher::Config::default(),
-            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository),
+            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository, &queues),
         )
         .watches(
             source_api::<Bucket>(&client, &args),
             watcher::Config::default(),
-            referencing::<Bucket>(store.clone(), SourceKind::Bucket),
+            referencing::<Bucket>(store.clone(), SourceKind::Bucket, &queues),
         );
     for kind in [SourceKind::GitRepository, SourceKind::ExternalArtifact] {
         // Flux's own source kinds are watched when their CRDs are installed.
@@ -142,7 +159,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 api,
                 source_resource(kind),
                 watcher::Config::default(),
-                referencing_dynamic(store.clone(), kind),
+                referencing_dynamic(store.clone(), kind, &queues),
             );
         }
     }
@@ -201,29 +218,34 @@ async fn dynamic_source_api(
 fn referencing<K: kube::Resource<DynamicType = ()>>(
     store: Store<Kustomization>,
     kind: SourceKind,
+    queues: &WorkQueues,
 ) -> impl Fn(K) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
+    let queues = queues.clone();
     move |source: K| {
-        users(
-            &store,
-            kind,
-            &source.namespace().unwrap_or_default(),
-            &source.name_any(),
-        )
+        let ns = source.namespace().unwrap_or_default();
+        queued(&queues, users(&store, kind, &ns, &source.name_any()))
     }
 }
 
 fn referencing_dynamic(
     store: Store<Kustomization>,
     kind: SourceKind,
+    queues: &WorkQueues,
 ) -> impl Fn(DynamicObject) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
+    let queues = queues.clone();
     move |source: DynamicObject| {
-        users(
-            &store,
-            kind,
-            &source.namespace().unwrap_or_default(),
-            &source.name_any(),
-        )
+        let ns = source.namespace().unwrap_or_default();
+        queued(&queues, users(&store, kind, &ns, &source.name_any()))
     }
+}
+
+/// The Kustomizations a source change triggers, counted into the work queue.
+fn queued(queues: &WorkQueues, refs: Vec<QueueRef<Kustomization>>) -> Vec<QueueRef<Kustomization>> {
+    for r in &refs {
+        let key = format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name);
+        queues.add(CONTROLLER, &key);
+    }
+    refs
 }
 
 fn users(
@@ -253,7 +275,8 @@ fn error_policy(
     error: &ApplyControllerError,
     ctx: Arc<ApplyContext>,
 ) -> Action {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let key = object_key(obj.as_ref());
     tracing::warn!(object = %key, %error, "reconcile error");
-    Action::requeue(ctx.backoff.next_delay(&key))
+    let delay = ctx.backoff.next_delay(&key);
+    ctx.metrics.queues.requeue(CONTROLLER, &key, delay)
 }

@@ -104,11 +104,18 @@ pub async fn reconcile(
         namespace = %obj.namespace().unwrap_or_default(),
         name = %obj.name_any()
     );
-    let _working = ctx.metrics.working("kustomization");
+    let key = crate::controller::watch::object_key(obj.as_ref());
+    let _working = ctx.metrics.working("kustomization", &key);
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
-            FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
+            FinalizerEvent::Cleanup(obj) => {
+                let done = cleanup(&obj, &ctx).await;
+                if done.is_ok() {
+                    ctx.metrics.forget(&labels(&obj));
+                }
+                done
+            }
         }
     })
     .instrument(span)
@@ -472,7 +479,9 @@ impl Pass<'_> {
         let mut out = Vec::with_capacity(objects.len());
         for object in objects {
             let mut object = match &vars {
-                Some(vars) if !substitute::is_disabled(&object) => substituted(&object, vars)?,
+                Some(vars) if !substitute::is_disabled(&object) => {
+                    substituted(&object, vars, self.ctx.settings.strict_substitution)?
+                }
                 _ => object,
             };
             self.stamp(&mut object);
@@ -880,7 +889,8 @@ impl Pass<'_> {
                     .await;
                 }
                 self.ctx.metrics.record_result("kustomization", "success");
-                Action::requeue(next)
+                let key = self.key();
+                self.ctx.metrics.queues.requeue("kustomization", &key, next)
             }
             Err(failure) => {
                 self.conditions
@@ -904,7 +914,12 @@ impl Pass<'_> {
                         reason::PROGRESSING_WITH_RETRY,
                         &message,
                     );
-                    Action::requeue(failure.requeue.unwrap_or_else(|| self.retry_interval()))
+                    let delay = failure.requeue.unwrap_or_else(|| self.retry_interval());
+                    let key = self.key();
+                    self.ctx
+                        .metrics
+                        .queues
+                        .requeue("kustomization", &key, delay)
                 }
             }
         };
@@ -992,13 +1007,17 @@ impl Pass<'_> {
 }
 
 /// One object's YAML with the variables substituted, parsed back.
-fn substituted(object: &Value, vars: &BTreeMap<String, String>) -> Result<Value, Failure> {
+fn substituted(
+    object: &Value,
+    vars: &BTreeMap<String, String>,
+    strict: bool,
+) -> Result<Value, Failure> {
     let subject = ObjectRef::of(object)
         .map(|r| r.subject())
         .unwrap_or_default();
     let yaml = serde_saphyr::to_string(object)
         .map_err(|e| Failure::new(reason::BUILD_FAILED, e.to_string()))?;
-    let text = substitute::substitute(&yaml, vars).map_err(|e| {
+    let text = substitute::substitute(&yaml, vars, strict).map_err(|e| {
         Failure::new(
             reason::BUILD_FAILED,
             format!("{subject}: post build failed: {e}"),

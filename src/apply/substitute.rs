@@ -1,5 +1,6 @@
 //! Post-build variable substitution, as Flux runs it on each built object: bash-style
-//! `${var}` references in the object's YAML, strict about unset variables.
+//! `${var}` references in the object's YAML. An unset variable without a default becomes empty,
+//! or fails the build in strict mode (Flux's `StrictPostBuildSubstitutions` gate).
 
 use std::collections::BTreeMap;
 
@@ -36,7 +37,11 @@ fn is_valid_name(name: &str) -> bool {
 /// Replaces `${var}`, `${var:=default}`, `${var:-default}`, `${var=default}` and
 /// `${var-default}`; `$${...}` stands for a literal `${...}` and `$var` without braces is left
 /// alone.
-pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, SubstituteError> {
+pub fn substitute(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    strict: bool,
+) -> Result<String, SubstituteError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -59,14 +64,18 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
             .find('}')
             .ok_or_else(|| SubstituteError::Unterminated(body_start.chars().take(40).collect()))?;
         let body = &body_start[..end];
-        out.push_str(&expand(body, vars)?);
+        out.push_str(&expand(body, vars, strict)?);
         rest = &body_start[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
 }
 
-fn expand(body: &str, vars: &BTreeMap<String, String>) -> Result<String, SubstituteError> {
+fn expand(
+    body: &str,
+    vars: &BTreeMap<String, String>,
+    strict: bool,
+) -> Result<String, SubstituteError> {
     let name_len = body
         .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
         .unwrap_or(body.len());
@@ -79,6 +88,7 @@ fn expand(body: &str, vars: &BTreeMap<String, String>) -> Result<String, Substit
         (Some(v), Some((p, d))) if v.is_empty() && p.starts_with(':') => Ok(d.to_string()),
         (Some(v), _) => Ok(v.clone()),
         (None, Some((_, d))) => Ok(d.to_string()),
+        (None, None) if !strict => Ok(String::new()),
         (None, None) if op.is_empty() => Err(SubstituteError::Unset(name.to_string())),
         (None, None) => Err(SubstituteError::Unset(body.to_string())),
     }
@@ -109,25 +119,36 @@ mod tests {
     #[test]
     fn braces_defaults_and_escapes() {
         let v = vars(&[("app", "web"), ("empty", "")]);
-        assert_eq!(substitute("name: ${app}-x", &v).unwrap(), "name: web-x");
-        assert_eq!(substitute("r: ${replicas:=3}", &v).unwrap(), "r: 3");
-        assert_eq!(substitute("r: ${empty:=3}", &v).unwrap(), "r: 3");
-        assert_eq!(substitute("r: ${empty=3}", &v).unwrap(), "r: ");
         assert_eq!(
-            substitute("keep $app and $${app}", &v).unwrap(),
+            substitute("name: ${app}-x", &v, true).unwrap(),
+            "name: web-x"
+        );
+        assert_eq!(substitute("r: ${replicas:=3}", &v, true).unwrap(), "r: 3");
+        assert_eq!(substitute("r: ${empty:=3}", &v, true).unwrap(), "r: 3");
+        assert_eq!(substitute("r: ${empty=3}", &v, true).unwrap(), "r: ");
+        assert_eq!(
+            substitute("keep $app and $${app}", &v, true).unwrap(),
             "keep $app and ${app}"
         );
-        assert_eq!(substitute("cost: $5", &v).unwrap(), "cost: $5");
+        assert_eq!(substitute("cost: $5", &v, true).unwrap(), "cost: $5");
     }
 
     #[test]
-    fn strict_mode_refuses_unset_variables() {
+    fn unset_variables_are_empty_unless_strict() {
         assert_eq!(
-            substitute("x: ${missing}", &vars(&[])),
+            substitute("x: ${missing}", &vars(&[]), true),
             Err(SubstituteError::Unset("missing".into()))
         );
+        assert_eq!(
+            substitute("x: ${missing}", &vars(&[]), false).unwrap(),
+            "x: "
+        );
+        assert_eq!(
+            substitute("x: ${missing:=d}", &vars(&[]), false).unwrap(),
+            "x: d"
+        );
         assert!(matches!(
-            substitute("x: ${open", &vars(&[])),
+            substitute("x: ${open", &vars(&[]), false),
             Err(SubstituteError::Unterminated(_))
         ));
     }

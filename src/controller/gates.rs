@@ -3,13 +3,28 @@
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// `spec.serviceAccountName` on objects that authenticate to a cloud (default off).
+    /// source-controller: `spec.serviceAccountName` on objects that authenticate to a cloud
+    /// (default off).
     ObjectLevelWorkloadIdentity,
+    /// apply-controller: an unset `${var}` without a default fails the build instead of
+    /// becoming empty (default off, as in Flux).
+    StrictPostBuildSubstitutions,
 }
 
-const KNOWN: [(&str, Gate, bool); 1] = [(
+/// A gate a controller accepts, and its default.
+type Known = (&'static str, Gate, bool);
+
+/// The gates of the source-controller.
+pub const SOURCE_GATES: &[Known] = &[(
     "ObjectLevelWorkloadIdentity",
     Gate::ObjectLevelWorkloadIdentity,
+    false,
+)];
+
+/// The gates of the apply-controller.
+pub const APPLY_GATES: &[Known] = &[(
+    "StrictPostBuildSubstitutions",
+    Gate::StrictPostBuildSubstitutions,
     false,
 )];
 
@@ -19,9 +34,19 @@ pub struct FeatureGates {
 }
 
 impl FeatureGates {
-    pub fn parse(text: &str) -> Result<FeatureGates, String> {
+    /// `--feature-gates` of the source-controller.
+    pub fn parse_source(text: &str) -> Result<FeatureGates, String> {
+        Self::parse(SOURCE_GATES, text)
+    }
+
+    /// `--feature-gates` of the apply-controller.
+    pub fn parse_apply(text: &str) -> Result<FeatureGates, String> {
+        Self::parse(APPLY_GATES, text)
+    }
+
+    fn parse(known: &[Known], text: &str) -> Result<FeatureGates, String> {
         let mut gates = FeatureGates {
-            enabled: KNOWN
+            enabled: known
                 .iter()
                 .filter(|(_, _, on)| *on)
                 .map(|(_, g, _)| *g)
@@ -34,11 +59,11 @@ impl FeatureGates {
             let on: bool = value.trim().parse().map_err(|_| {
                 format!("feature gate '{name}' must be true or false, not '{value}'")
             })?;
-            let Some((_, gate, _)) = KNOWN.iter().find(|(n, _, _)| *n == name.trim()) else {
-                let known: Vec<&str> = KNOWN.iter().map(|(n, _, _)| *n).collect();
+            let Some((_, gate, _)) = known.iter().find(|(n, _, _)| *n == name.trim()) else {
+                let names: Vec<&str> = known.iter().map(|(n, _, _)| *n).collect();
                 return Err(format!(
-                    "unknown feature gate '{name}' (this build knows: {})",
-                    known.join(", ")
+                    "unknown feature gate '{name}' (this controller knows: {})",
+                    names.join(", ")
                 ));
             };
             gates.enabled.retain(|g| g != gate);
@@ -61,28 +86,49 @@ mod tests {
     #[test]
     fn gates_parse_and_unknown_ones_are_refused() {
         assert!(
-            !FeatureGates::parse("")
+            !FeatureGates::parse_source("")
                 .unwrap()
                 .enabled(Gate::ObjectLevelWorkloadIdentity)
         );
         assert!(
-            FeatureGates::parse("ObjectLevelWorkloadIdentity=true")
+            FeatureGates::parse_source("ObjectLevelWorkloadIdentity=true")
                 .unwrap()
                 .enabled(Gate::ObjectLevelWorkloadIdentity)
         );
         assert!(
-            !FeatureGates::parse(
+            !FeatureGates::parse_source(
                 "ObjectLevelWorkloadIdentity=true,ObjectLevelWorkloadIdentity=false"
             )
             .unwrap()
             .enabled(Gate::ObjectLevelWorkloadIdentity)
         );
         assert!(
-            FeatureGates::parse("Nope=true")
+            FeatureGates::parse_source("Nope=true")
                 .unwrap_err()
                 .contains("unknown feature gate 'Nope'")
         );
-        assert!(FeatureGates::parse("ObjectLevelWorkloadIdentity").is_err());
-        assert!(FeatureGates::parse("ObjectLevelWorkloadIdentity=yes").is_err());
+        assert!(FeatureGates::parse_source("ObjectLevelWorkloadIdentity").is_err());
+        assert!(FeatureGates::parse_source("ObjectLevelWorkloadIdentity=yes").is_err());
+    }
+
+    #[test]
+    fn each_controller_accepts_only_its_own_gates() {
+        let strict = "StrictPostBuildSubstitutions=true";
+        assert!(
+            FeatureGates::parse_apply(strict)
+                .unwrap()
+                .enabled(Gate::StrictPostBuildSubstitutions)
+        );
+        assert!(
+            !FeatureGates::parse_apply("")
+                .unwrap()
+                .enabled(Gate::StrictPostBuildSubstitutions)
+        );
+        assert!(FeatureGates::parse_source(strict).is_err());
+        assert!(
+            FeatureGates::parse_apply("ObjectLevelWorkloadIdentity=true")
+                .unwrap_err()
+                .contains("this controller knows: StrictPostBuildSubstitutions")
+        );
     }
 }

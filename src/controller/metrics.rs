@@ -50,6 +50,7 @@ pub struct Metrics {
     pub bucket_bytes_downloaded: Counter,
     pub apply_writes: Counter,
     pub active_workers: Family<ControllerLabels, Gauge>,
+    pub queues: super::queue::WorkQueues,
 }
 
 impl Default for Metrics {
@@ -118,7 +119,9 @@ impl Metrics {
             "Number of currently used workers per controller",
             active_workers.clone(),
         );
+        let queues = super::queue::WorkQueues::register(&mut registry);
         Metrics {
+            queues,
             registry: Arc::new(Mutex::new(registry)),
             active_workers,
             apply_writes,
@@ -181,6 +184,10 @@ impl Metrics {
 
     /// Drop the series of a deleted object.
     pub fn forget(&self, object: &ObjectLabels) {
+        self.queues.forget(
+            &object.kind.to_lowercase(),
+            &format!("{}/{}", object.namespace, object.name),
+        );
         self.reconcile_duration.remove(object);
         self.suspend.remove(object);
         for s in ["True", "False", "Unknown", "Deleted"] {
@@ -196,8 +203,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a reconcile in flight until the guard is dropped.
-    pub fn working(&self, controller: &str) -> WorkerGuard {
+    /// Counts a reconcile of `key` in flight until the guard is dropped; it has left the
+    /// work queue.
+    pub fn working(&self, controller: &str, key: &str) -> WorkerGuard {
+        self.queues.started(controller, key);
         let gauge = self
             .active_workers
             .get_or_create(&ControllerLabels {
@@ -210,6 +219,7 @@ impl Metrics {
 
     /// The text exposition format, with the process metrics every Go controller exports.
     pub fn render(&self) -> String {
+        self.queues.refresh();
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -351,7 +361,7 @@ mod tests {
     #[test]
     fn process_metrics_and_active_workers_are_rendered() {
         let m = Metrics::new();
-        let guard = m.working("bucket");
+        let guard = m.working("bucket", "ns/b");
         let text = m.render();
         assert!(
             text.contains(r#"controller_runtime_active_workers{controller="bucket"} 1"#),

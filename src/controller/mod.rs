@@ -8,5 +8,6 @@ pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod patch;
+pub mod queue;
 pub mod requeue;
 pub mod watch;

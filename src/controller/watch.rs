@@ -37,6 +37,11 @@ where
     (objects, store)
 }
 
+/// `namespace/name`, how work queues, backoffs and logs name an object.
+pub fn object_key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
 /// The fields whose change asks for a reconcile.
 fn wants_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};

@@ -92,7 +92,7 @@ impl Context {
     }
 
     pub fn key<K: Resource>(&self, obj: &K) -> String {
-        format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+        crate::controller::watch::object_key(obj)
     }
 
     /// One client per credential set, so no token is ever shared between credentials.

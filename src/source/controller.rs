@@ -28,7 +28,7 @@ use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::{log_result, watched_objects};
+use crate::controller::watch::{log_result, object_key, watched_objects};
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceControllerArgs {
@@ -49,7 +49,7 @@ pub struct SourceControllerArgs {
     pub artifact_retention_records: usize,
     /// Flux feature gates, `Name=true|false,...`. Known: ObjectLevelWorkloadIdentity
     /// (default false): Buckets may authenticate as their `spec.serviceAccountName`.
-    #[arg(long, default_value = "", value_parser = FeatureGates::parse)]
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse_source)]
     pub feature_gates: FeatureGates,
     /// Concurrent object downloads per Bucket reconcile.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -137,6 +137,12 @@ fn controller<K: SourceObject>(
         watched_api::<K>(client, args)?,
         &args.common.watch_label_selector,
     );
+    let queues = ctx.metrics.queues.clone();
+    let objects = objects.inspect(move |event| {
+        if let Ok(obj) = event {
+            queues.add(&K::KIND.to_lowercase(), &object_key(obj));
+        }
+    });
     tracing::info!(
         concurrent = args.concurrent,
         kind = K::KIND,
@@ -180,8 +186,12 @@ pub(crate) async fn serve_probes(
 }
 
 fn error_policy<K: SourceObject>(obj: Arc<K>, error: &SourceError, ctx: Arc<Context>) -> Action {
-    tracing::warn!(object = %ctx.key(obj.as_ref()), %error, "reconcile error");
-    Action::requeue(ctx.backoff.next_delay(&ctx.key(obj.as_ref())))
+    let key = ctx.key(obj.as_ref());
+    tracing::warn!(object = %key, %error, "reconcile error");
+    let delay = ctx.backoff.next_delay(&key);
+    ctx.metrics
+        .queues
+        .requeue(&K::KIND.to_lowercase(), &key, delay)
 }
 
 fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {

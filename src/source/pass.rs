@@ -160,7 +160,9 @@ pub async fn reconcile<K: SourceObject>(
     // Every log line of the pass names the object (JSON logs carry the span's fields).
     let span =
         tracing::info_span!("reconcile", kind = K::KIND, namespace = %ns, name = %obj.name_any());
-    let _working = ctx.metrics.working(&K::KIND.to_lowercase());
+    let _working = ctx
+        .metrics
+        .working(&K::KIND.to_lowercase(), &ctx.key(obj.as_ref()));
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
@@ -468,7 +470,10 @@ impl<K: SourceObject> Pass<'_, K> {
             other => other,
         };
         self.patch_status().await?;
-        Ok(next.map_or_else(Action::await_change, Action::requeue))
+        Ok(next.map_or_else(Action::await_change, |delay| {
+            let queues = &self.ctx.metrics.queues;
+            queues.requeue(&K::KIND.to_lowercase(), key, delay)
+        }))
     }
 
     /// Record a failed step; `None` means stalled (wait for a spec change), else the backoff.

@@ -163,23 +163,34 @@ impl SigningKey {
 /// SubjectPublicKeyInfo) of any type and hash cosign uses: ECDSA P-256/P-384 with SHA-256
 /// (cosign's default for every curve) or SHA-384, Ed25519, RSA PKCS#1 v1.5 or PSS with SHA-256.
 pub fn verify_with_public_key(public_pem: &str, payload: &[u8], signature: &[u8]) -> bool {
-    let Some(der) = crate::util::pem_blocks(public_pem, "PUBLIC KEY")
-        .into_iter()
-        .next()
-    else {
-        return false;
-    };
-    let algorithms: [&dyn signature::VerificationAlgorithm; 7] = [
+    crate::util::pem_blocks(public_pem, "PUBLIC KEY")
+        .first()
+        .is_some_and(|der| verify_with_der_key(der, payload, signature))
+}
+
+/// DER SubjectPublicKeyInfo prefix of an Ed25519 key (aws-lc-rs wants its raw 32 bytes).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Whether `signature` over `payload` verifies with the DER SubjectPublicKeyInfo `der`, under
+/// any of the algorithms cosign signs with for that kind of key.
+pub fn verify_with_der_key(der: &[u8], payload: &[u8], signature: &[u8]) -> bool {
+    if let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
+        return signature::UnparsedPublicKey::new(&signature::ED25519, raw)
+            .verify(payload, signature)
+            .is_ok();
+    }
+    let algorithms: [&dyn signature::VerificationAlgorithm; 6] = [
         &signature::ECDSA_P256_SHA256_ASN1,
         &signature::ECDSA_P384_SHA256_ASN1,
         &signature::ECDSA_P384_SHA384_ASN1,
-        &signature::ED25519,
         &signature::RSA_PKCS1_2048_8192_SHA256,
         &signature::RSA_PSS_2048_8192_SHA256,
         &signature::ECDSA_P521_SHA512_ASN1,
     ];
     algorithms.iter().any(|alg| {
-        signature::UnparsedPublicKey::new(*alg, &der)
+        signature::UnparsedPublicKey::new(*alg, der)
             .verify(payload, signature)
             .is_ok()
     })

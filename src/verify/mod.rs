@@ -1,5 +1,332 @@
-//! cosign: signing keys, the signature format cosign writes to registries, and (next)
-//! verification with keys, keyless identities and trust roots.
+//! cosign signatures: signing keys, the formats cosign writes to registries (legacy `.sig` tags
+//! and Sigstore bundles attached as OCI referrers), and verification against public keys or
+//! keyless against a trusted root — every refusal says what failed.
 
+pub mod bundle;
+pub mod certificate;
 pub mod cosign;
 pub mod oci;
+pub mod tlog;
+pub mod trust;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use bundle::{Bundle, Signer};
+use certificate::{SignerIdentity, SigningCertificate};
+use tlog::{Expected, LogEntry, LogProof};
+use trust::TrustedRoot;
+
+/// What a signature must satisfy.
+#[derive(Clone)]
+pub enum Policy {
+    /// Signed by one of these keys (Secret entry name, DER public key).
+    Keys(Vec<NamedKey>),
+    /// Signed with a certificate chaining to `root`, logged in one of its transparency logs,
+    /// for an identity matching any of `identities` (any identity when there are none).
+    Keyless {
+        root: Arc<TrustedRoot>,
+        identities: Vec<IdentityMatch>,
+    },
+}
+
+#[derive(Clone)]
+pub struct NamedKey {
+    pub name: String,
+    pub der: Vec<u8>,
+}
+
+impl NamedKey {
+    /// A PEM public key as cosign writes it; `None` when `pem` holds none.
+    pub fn from_pem(name: &str, pem: &str) -> Option<NamedKey> {
+        let der = crate::util::pem_blocks(pem, "PUBLIC KEY")
+            .into_iter()
+            .next()?;
+        Some(NamedKey {
+            name: name.to_string(),
+            der,
+        })
+    }
+}
+
+/// One `matchOIDCIdentity` entry. Like Flux (through cosign), the expressions are not
+/// anchored: write `^…$` to match a whole value.
+#[derive(Clone)]
+pub struct IdentityMatch {
+    pub issuer: regex::Regex,
+    pub subject: regex::Regex,
+}
+
+impl IdentityMatch {
+    pub fn new(issuer: &str, subject: &str) -> Result<IdentityMatch, String> {
+        let compile = |what: &str, re: &str| {
+            regex::Regex::new(re).map_err(|e| format!("invalid {what} expression '{re}': {e}"))
+        };
+        Ok(IdentityMatch {
+            issuer: compile("issuer", issuer)?,
+            subject: compile("subject", subject)?,
+        })
+    }
+
+    fn matches(&self, identity: &SignerIdentity) -> bool {
+        self.issuer.is_match(&identity.issuer)
+            && identity.subjects.iter().any(|s| self.subject.is_match(s))
+    }
+}
+
+/// Where a signature was found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    /// cosign's legacy `sha256-<hex>.sig` tag.
+    SignatureTag,
+    /// A Sigstore bundle attached as an OCI referrer.
+    Bundle,
+}
+
+impl Format {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::SignatureTag => "cosign-signature-tag",
+            Format::Bundle => "sigstore-bundle",
+        }
+    }
+}
+
+/// Who signed, as far as verification established it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VerifiedSigner {
+    /// The Secret entry holding the key that verified.
+    Key(String),
+    /// The certificate's identity, and the subject that matched the policy.
+    Identity { subject: String, issuer: String },
+}
+
+/// A signature that verified, and what it proved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub digest: String,
+    pub format: Format,
+    pub signer: VerifiedSigner,
+    pub log: Option<LogProof>,
+}
+
+/// A signature found for a manifest, as read from the registry.
+pub enum Candidate {
+    /// A layer of the `.sig` tag: simple-signing payload and signature, and for keyless
+    /// signatures the certificate and the Rekor entry from its annotations.
+    Simple {
+        payload: Vec<u8>,
+        signature: Vec<u8>,
+        certificate: Option<Vec<u8>>,
+        log_entry: Option<Result<LogEntry, String>>,
+    },
+    Bundle(Result<Bundle, String>),
+}
+
+impl Candidate {
+    fn format(&self) -> Format {
+        match self {
+            Candidate::Simple { .. } => Format::SignatureTag,
+            Candidate::Bundle(_) => Format::Bundle,
+        }
+    }
+}
+
+/// What a candidate signs, normalised over both formats.
+struct Signed<'a> {
+    bytes: Vec<u8>,
+    signature: &'a [u8],
+    certificate: Option<&'a [u8]>,
+    log_entries: Vec<LogEntry>,
+    logged_sha256: [u8; 32],
+}
+
+/// Checks one candidate against `policy` for the manifest `digest` (whose bytes are
+/// `manifest`); the error says why it does not count.
+pub fn check(
+    candidate: &Candidate,
+    policy: &Policy,
+    digest: &str,
+    manifest: &[u8],
+) -> Result<Verified, String> {
+    let signed = signed_content(candidate, digest, manifest)?;
+    let (signer, log) = match policy {
+        Policy::Keys(keys) => check_keys(&signed, keys)?,
+        Policy::Keyless { root, identities } => check_keyless(&signed, root, identities)?,
+    };
+    Ok(Verified {
+        digest: digest.to_string(),
+        format: candidate.format(),
+        signer,
+        log,
+    })
+}
+
+fn signed_content<'a>(
+    candidate: &'a Candidate,
+    digest: &str,
+    manifest: &[u8],
+) -> Result<Signed<'a>, String> {
+    match candidate {
+        Candidate::Simple {
+            payload,
+            signature,
+            certificate,
+            log_entry,
+        } => {
+            cosign::check_payload(payload, digest)?;
+            Ok(Signed {
+                bytes: payload.clone(),
+                signature,
+                certificate: certificate.as_deref(),
+                log_entries: log_entry.clone().transpose()?.into_iter().collect(),
+                logged_sha256: Sha256::digest(payload).into(),
+            })
+        }
+        Candidate::Bundle(bundle) => {
+            let bundle = bundle.as_ref().map_err(Clone::clone)?;
+            let signs = bundle.content.signed_digest()?;
+            if signs != digest {
+                return Err(format!("a Sigstore bundle signs {signs}, not {digest}"));
+            }
+            Ok(Signed {
+                bytes: bundle.signed_bytes(manifest),
+                signature: bundle.content.signature(),
+                certificate: match &bundle.signer {
+                    Signer::Certificate(der) => Some(der),
+                    Signer::PublicKey { .. } => None,
+                },
+                log_entries: bundle.log_entries.clone(),
+                logged_sha256: bundle.content.logged_sha256(),
+            })
+        }
+    }
+}
+
+/// A key signature needs no log (as in Flux); a log entry that is there and comes from a log
+/// of the public-good instance must be sound, and is reported.
+fn check_keys(
+    signed: &Signed<'_>,
+    keys: &[NamedKey],
+) -> Result<(VerifiedSigner, Option<LogProof>), String> {
+    let key = keys
+        .iter()
+        .find(|k| cosign::verify_with_der_key(&k.der, &signed.bytes, signed.signature))
+        .ok_or_else(|| {
+            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+            format!(
+                "a signature was not made by any of the keys [{}]",
+                names.join(", ")
+            )
+        })?;
+    let log = log_proofs(signed, &TrustedRoot::public_good(), &key.der)?
+        .into_iter()
+        .next();
+    Ok((VerifiedSigner::Key(key.name.clone()), log))
+}
+
+fn check_keyless(
+    signed: &Signed<'_>,
+    root: &TrustedRoot,
+    identities: &[IdentityMatch],
+) -> Result<(VerifiedSigner, Option<LogProof>), String> {
+    let der = signed
+        .certificate
+        .ok_or("a signature was made with a key, not a certificate: keyless verification needs a Fulcio certificate")?;
+    let cert = SigningCertificate::parse(der)?;
+    if !cert.verifies(&signed.bytes, signed.signature) {
+        return Err("a signature does not verify with its signing certificate's key".into());
+    }
+    let proofs = log_proofs(signed, root, cert.der())?;
+    if proofs.is_empty() {
+        return Err(if signed.log_entries.is_empty() {
+            "no transparency log proof: the signature carries no log entry".into()
+        } else {
+            "no transparency log proof from a log of the trusted root".into()
+        });
+    }
+    // A Fulcio certificate lives minutes; what matters is that it was valid when the log
+    // recorded the signature, a time only a signed entry timestamp vouches for (as cosign).
+    let Some((log, at)) = proofs
+        .into_iter()
+        .find_map(|p| p.integrated_time.map(|t| (p, t)))
+    else {
+        return Err("no transparency log proof of the signing time: the log entry has no signed entry timestamp".into());
+    };
+    cert.verify_chain(root, at)?;
+    let identity = cert.identity();
+    let subject = if identities.is_empty() {
+        identity.subjects.first().cloned()
+    } else {
+        identities.iter().find(|m| m.matches(&identity)).map(|m| {
+            identity
+                .subjects
+                .iter()
+                .find(|s| m.subject.is_match(s))
+                .cloned()
+                .unwrap_or_default()
+        })
+    };
+    let Some(subject) = subject else {
+        return Err(format!(
+            "none of the expected identities matched what was in the certificate, got {identity}"
+        ));
+    };
+    Ok((
+        VerifiedSigner::Identity {
+            subject,
+            issuer: identity.issuer,
+        },
+        Some(log),
+    ))
+}
+
+/// The entries that prove inclusion in a log of `root`; an entry from such a log that does
+/// not verify is an error (a tampered proof is not merely a missing one).
+fn log_proofs(
+    signed: &Signed<'_>,
+    root: &TrustedRoot,
+    verifier: &[u8],
+) -> Result<Vec<LogProof>, String> {
+    let expected = Expected {
+        signature: signed.signature,
+        content_sha256: signed.logged_sha256,
+        verifier,
+    };
+    let mut proofs = Vec::new();
+    for entry in &signed.log_entries {
+        proofs.extend(tlog::verify_entry(entry, root, &expected)?);
+    }
+    Ok(proofs)
+}
+
+/// Why no signature of a manifest was accepted.
+#[derive(Debug)]
+pub enum Unverified {
+    /// Neither a `.sig` tag nor a bundle referrer exists.
+    NoSignatures,
+    /// Signatures exist; each reason is why one (or several alike) did not count.
+    Rejected(Vec<String>),
+}
+
+/// The first candidate that satisfies `policy`, or why none did.
+pub fn first_verified(
+    candidates: &[Candidate],
+    policy: &Policy,
+    digest: &str,
+    manifest: &[u8],
+) -> Result<Verified, Unverified> {
+    if candidates.is_empty() {
+        return Err(Unverified::NoSignatures);
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for candidate in candidates {
+        match check(candidate, policy, digest, manifest) {
+            Ok(verified) => return Ok(verified),
+            Err(why) if !reasons.contains(&why) => reasons.push(why),
+            Err(_) => {}
+        }
+    }
+    Err(Unverified::Rejected(reasons))
+}

@@ -137,9 +137,34 @@ impl SourceController {
         peak_rss_kib(self.pid())
     }
 
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").1
     }
+}
+
+/// A process's CPU time from `/proc/<pid>/stat` (utime and stime, in clock ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it are fixed.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields 14 and 15 of stat(5), counted from the state field (3) after the name.
+    let total = ticks(11) + ticks(12);
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(total * 1_000_000 / per_second)
 }
 
 /// A process's peak resident set size (`VmHWM`), in KiB.

@@ -7,9 +7,11 @@
 
 pub mod controller;
 pub mod cosign;
+pub mod events;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;
+pub mod sigstore;
 pub mod source;
 
 use std::collections::HashMap;
@@ -210,4 +212,27 @@ pub async fn install_git_repository_crd(client: &Client) {
     .await
     .expect("GitRepository CRD established")
     .unwrap();
+}
+
+/// Benchmarks only (a benchmark may poll; a test may not): polls the list until `n` objects
+/// satisfy `done`, for at most `limit`.
+pub async fn wait_all<K>(api: &Api<K>, n: usize, limit: Duration, done: impl Fn(&K) -> bool)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let list = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("list");
+        if list.items.iter().filter(|o| done(o)).count() >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all {n} objects got there within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -16,11 +16,14 @@ use super::semver::{HELM_CHART_LAYER, select_tag};
 use crate::api::oci_repository::{
     LayerOperation, OCILayerSelector, OCIProvider, VerificationProvider,
 };
+use crate::api::oci_repository::{OCIRepositoryVerification, VerifiedSignature};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status, kube_message};
-use crate::verify::oci as cosign_verify;
+use crate::verify::oci::VerifyError;
+use crate::verify::trust::TrustedRoot;
+use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified, Verified, VerifiedSigner};
 
 /// The longest a layer download may take.
 const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
@@ -251,10 +254,9 @@ impl Pass<'_, OCIRepository> {
         })
     }
 
-    /// Signature verification is its own issue; until it lands, an object that asks for it is
-    /// refused (stalled until its spec or the controller changes) rather than served unverified.
-    /// Flux's rule: verify on a new generation, a new revision, or after a failure; a
-    /// verified, unchanged revision is not verified again.
+    /// Verifies the resolved digest before anything is pulled, so that what is stored is
+    /// exactly what was verified. Flux's rule: verify on a new generation, a new revision, or
+    /// after a failure; a verified, unchanged revision is not verified again.
     async fn verify(
         &mut self,
         client: &RegistryClient,
@@ -265,6 +267,7 @@ impl Pass<'_, OCIRepository> {
     ) -> Result<(), Failure> {
         let Some(verify) = self.obj.spec.verify.clone() else {
             self.conditions.delete(cond::SOURCE_VERIFIED);
+            self.status.verified_signature = None;
             return Ok(());
         };
         let verified = self.conditions.get(cond::SOURCE_VERIFIED).is_some_and(|c| {
@@ -273,52 +276,88 @@ impl Pass<'_, OCIRepository> {
         if verified && self.artifact_is_current(revision) {
             return Ok(());
         }
-        let provider = serde_json::to_value(verify.provider).unwrap_or_default();
-        let failed = |why: String| {
-            Failure::verification(format!(
-                "failed to verify the signature using provider {provider}: {why}"
-            ))
+        let provider = match (verify.provider, &verify.secret_ref) {
+            (VerificationProvider::Notation, _) => "notation",
+            (VerificationProvider::Cosign, Some(_)) => "cosign",
+            (VerificationProvider::Cosign, None) => "cosign keyless",
         };
-        let keys = match (verify.provider, &verify.secret_ref) {
-            (VerificationProvider::Notation, _) => {
-                return Err(failed(
-                    "notation verification is not supported by driftless yet; nothing was pulled"
-                        .into(),
-                ));
-            }
-            (VerificationProvider::Cosign, None) => {
-                return Err(failed(
-                    "keyless verification is not supported by this driftless build yet; nothing was pulled".into(),
-                ));
-            }
-            (VerificationProvider::Cosign, Some(r)) => self
-                .parse_secret(&r.name, public_keys)
-                .await
-                .map_err(failed)?,
+        let stalled = |why: String| {
+            Failure::verification(format!(
+                "failed to verify the signature using provider '{provider}': {why}"
+            ))
         };
         let unverified = |why: String| {
             Failure::unverified(format!(
-                "failed to verify the signature using provider {provider}: {why}"
+                "failed to verify the signature using provider '{provider}': {why}"
             ))
         };
+        let policy = self
+            .verification_policy(&verify)
+            .await
+            .map_err(|e| match e {
+                PolicyError::Spec(why) => stalled(why),
+                PolicyError::Secret(why) => unverified(why),
+            })?;
         let signed = format!("{}/{}@{digest}", url.registry, url.repository);
-        match cosign_verify::find_key_signature(client, &url.repository, digest, &keys).await {
-            Ok(Some(key)) => {
-                self.conditions.mark_true(
-                    cond::SOURCE_VERIFIED,
-                    reason::SUCCEEDED,
-                    &format!("verified signature of revision {revision}"),
-                );
-                tracing::debug!(object = %self.ctx.key(self.obj), %key, %signed, "signature verified");
-                Ok(())
-            }
-            Ok(None) => Err(unverified(format!(
-                "no matching signatures were found for '{reference}'"
-            ))),
-            Err(e) => Err(unverified(format!(
-                "looking up signatures of '{signed}': {e}"
-            ))),
+        let found = verify::oci::verify_manifest(client, &url.repository, digest, &policy)
+            .await
+            .map_err(|e| match e {
+                VerifyError::Registry(e) => {
+                    unverified(format!("looking up signatures of '{signed}': {e}"))
+                }
+                VerifyError::Unverified(Unverified::NoSignatures) => unverified(format!(
+                    "no matching signatures were found for '{reference}': it has no signature (no cosign signature tag, no Sigstore bundle referrer)"
+                )),
+                VerifyError::Unverified(Unverified::Rejected(reasons)) => unverified(format!(
+                    "no matching signatures were found for '{reference}': {}",
+                    reasons.join("; ")
+                )),
+            })?;
+        self.conditions.mark_true(
+            cond::SOURCE_VERIFIED,
+            reason::SUCCEEDED,
+            &format!("verified signature of revision {revision}"),
+        );
+        tracing::debug!(object = %self.ctx.key(self.obj), ?found, %signed, "signature verified");
+        self.status.verified_signature = Some(verified_signature(&found));
+        Ok(())
+    }
+
+    /// The keys, or the trusted root and identities, a signature must satisfy. Spec mistakes
+    /// stall; a missing or bad Secret is retried (it may be created or fixed).
+    async fn verification_policy(
+        &self,
+        verify: &OCIRepositoryVerification,
+    ) -> Result<Policy, PolicyError> {
+        if verify.provider == VerificationProvider::Notation {
+            return Err(PolicyError::Spec(
+                "notation verification is not supported by driftless yet; nothing was pulled"
+                    .into(),
+            ));
         }
+        if let Some(secret) = &verify.secret_ref {
+            let keys = self
+                .parse_secret(&secret.name, public_keys)
+                .await
+                .map_err(PolicyError::Secret)?;
+            return Ok(Policy::Keys(keys));
+        }
+        let identities = verify
+            .match_oidc_identity
+            .iter()
+            .flatten()
+            .map(|m| IdentityMatch::new(&m.issuer, &m.subject))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PolicyError::Spec(format!("spec.verify.matchOIDCIdentity: {e}")))?;
+        let root = match &verify.trusted_root_secret_ref {
+            Some(secret) => Arc::new(
+                self.parse_secret(&secret.name, trusted_root)
+                    .await
+                    .map_err(PolicyError::Secret)?,
+            ),
+            None => TrustedRoot::public_good(),
+        };
+        Ok(Policy::Keyless { root, identities })
     }
 
     fn layer_selector(&self) -> OCILayerSelector {
@@ -463,7 +502,14 @@ impl Pass<'_, OCIRepository> {
         ) {
             message.push_str(&format!(", origin source '{src}', origin revision '{rev}'"));
         }
-        self.emit_new_artifact(artifact, &message, &[]).await;
+        let verification = self
+            .status
+            .verified_signature
+            .as_ref()
+            .map(verification_metadata)
+            .unwrap_or_default();
+        let extra: Vec<(&str, &str)> = verification.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.emit_new_artifact(artifact, &message, &extra).await;
     }
 }
 
@@ -472,19 +518,82 @@ fn digest_of_revision(revision: &str) -> &str {
     revision.rsplit('@').next().unwrap_or(revision)
 }
 
+enum PolicyError {
+    Spec(String),
+    Secret(String),
+}
+
 /// The `*.pub` entries of a verification Secret (Flux tries every one).
 fn public_keys(
     data: &std::collections::BTreeMap<String, Vec<u8>>,
-) -> Result<Vec<(String, String)>, String> {
-    let keys: Vec<(String, String)> = data
-        .iter()
-        .filter(|(k, _)| k.ends_with(".pub"))
-        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-        .collect();
+) -> Result<Vec<NamedKey>, String> {
+    let mut keys = Vec::new();
+    for (name, value) in data.iter().filter(|(k, _)| k.ends_with(".pub")) {
+        let key = NamedKey::from_pem(name, &String::from_utf8_lossy(value))
+            .ok_or_else(|| format!("'{name}' holds no PEM public key"))?;
+        keys.push(key);
+    }
     if keys.is_empty() {
         return Err("no public keys (entries ending in '.pub') in the secret".into());
     }
     Ok(keys)
+}
+
+/// The `trusted_root.json` entry of a `trustedRootSecretRef` Secret.
+fn trusted_root(data: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<TrustedRoot, String> {
+    let json = data
+        .get("trusted_root.json")
+        .ok_or("no 'trusted_root.json' entry in the secret")?;
+    TrustedRoot::from_json(json)
+}
+
+fn verified_signature(found: &Verified) -> VerifiedSignature {
+    let (key, subject, issuer) = match &found.signer {
+        VerifiedSigner::Key(name) => (Some(name.clone()), None, None),
+        VerifiedSigner::Identity { subject, issuer } => {
+            (None, Some(subject.clone()), Some(issuer.clone()))
+        }
+    };
+    VerifiedSignature {
+        provider: "cosign".into(),
+        digest: found.digest.clone(),
+        format: found.format.as_str().into(),
+        key,
+        subject,
+        issuer,
+        log_url: found.log.as_ref().map(|l| l.log_url.clone()),
+        log_index: found.log.as_ref().map(|l| l.log_index),
+        integrated_time: found
+            .log
+            .as_ref()
+            .and_then(|l| l.integrated_time)
+            .map(|t| t.to_string()),
+    }
+}
+
+/// The verified signature as `NewArtifact` event metadata.
+fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("verification.driftless.dev/provider", v.provider.clone()),
+        ("verification.driftless.dev/digest", v.digest.clone()),
+        ("verification.driftless.dev/format", v.format.clone()),
+    ];
+    let optional = [
+        ("verification.driftless.dev/key", v.key.clone()),
+        ("verification.driftless.dev/subject", v.subject.clone()),
+        ("verification.driftless.dev/issuer", v.issuer.clone()),
+        ("verification.driftless.dev/log-url", v.log_url.clone()),
+        (
+            "verification.driftless.dev/log-index",
+            v.log_index.map(|i| i.to_string()),
+        ),
+        (
+            "verification.driftless.dev/integrated-time",
+            v.integrated_time.clone(),
+        ),
+    ];
+    out.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    out
 }
 
 #[cfg(test)]

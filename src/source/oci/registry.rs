@@ -169,7 +169,7 @@ pub struct ImageManifest {
 }
 
 /// An image index (multi-platform manifest list).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
     #[serde(default)]
@@ -322,6 +322,30 @@ impl RegistryClient {
             media_type,
             digest,
         })
+    }
+
+    /// The OCI 1.1 referrers of a manifest, from the referrers API; `None` when the registry
+    /// has no such API (then clients read the `sha256-<hex>` tag-schema index instead).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<ImageIndex>, RegistryError> {
+        let url = format!("{}/v2/{repo}/referrers/{digest}", self.base());
+        let resp = self
+            .send(Method::GET, &url, &pull_scope(repo), |r| {
+                r.header(ACCEPT, "application/vnd.oci.image.index.v1+json")
+            })
+            .await?;
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST
+        ) {
+            return Ok(None);
+        }
+        let resp = expect_success(Method::GET, &url, resp).await?;
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
+        Ok(serde_json::from_slice::<ImageIndex>(&bytes).ok())
     }
 
     /// Every tag of a repository, following `Link` pagination.

@@ -1,0 +1,461 @@
+//! Sigstore bundles (v0.1–v0.3, the format cosign v3 attaches through OCI referrers): what was
+//! signed, the signature, the signer's certificate or key hint, and the log entries.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::tlog::{InclusionProof, LogEntry};
+
+pub const BUNDLE_MEDIA_TYPE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// Whether an OCI artifact or layer media type is a Sigstore bundle.
+pub fn is_bundle_media_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.dev.sigstore.bundle")
+}
+
+/// A bundle, decoded.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub signer: Signer,
+    pub content: Content,
+    pub log_entries: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Signer {
+    /// A DER signing certificate (keyless).
+    Certificate(Vec<u8>),
+    /// A public key known to the verifier by this hint.
+    PublicKey { hint: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A DSSE envelope; the signature covers its pre-authentication encoding.
+    Dsse {
+        payload_type: String,
+        payload: Vec<u8>,
+        signature: Vec<u8>,
+    },
+    /// A signature over an artifact whose SHA-256 is `digest`.
+    Message { digest: Vec<u8>, signature: Vec<u8> },
+}
+
+impl Content {
+    pub fn signature(&self) -> &[u8] {
+        match self {
+            Content::Dsse { signature, .. } | Content::Message { signature, .. } => signature,
+        }
+    }
+
+    /// The SHA-256 a log entry records for this content.
+    pub fn logged_sha256(&self) -> [u8; 32] {
+        match self {
+            Content::Dsse { payload, .. } => Sha256::digest(payload).into(),
+            Content::Message { digest, .. } => digest.as_slice().try_into().unwrap_or([0; 32]),
+        }
+    }
+
+    /// The manifest digest (`sha256:<hex>`) this content signs.
+    pub fn signed_digest(&self) -> Result<String, String> {
+        match self {
+            Content::Message { digest, .. } => Ok(format!("sha256:{}", hex::encode(digest))),
+            Content::Dsse {
+                payload_type,
+                payload,
+                ..
+            } => {
+                if payload_type != IN_TOTO_PAYLOAD_TYPE {
+                    return Err(format!(
+                        "the bundle signs a '{payload_type}' payload, not an in-toto statement"
+                    ));
+                }
+                statement_subject(payload)
+            }
+        }
+    }
+}
+
+/// The one sha256 digest named by the in-toto statement's subjects.
+fn statement_subject(payload: &[u8]) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Statement {
+        #[serde(default)]
+        subject: Vec<Subject>,
+    }
+    #[derive(Deserialize)]
+    struct Subject {
+        #[serde(default)]
+        digest: std::collections::BTreeMap<String, String>,
+    }
+    let statement: Statement = serde_json::from_slice(payload)
+        .map_err(|e| format!("the signed in-toto statement is not JSON: {e}"))?;
+    let digests: Vec<&String> = statement
+        .subject
+        .iter()
+        .filter_map(|s| s.digest.get("sha256"))
+        .collect();
+    match digests.as_slice() {
+        [one] => Ok(format!("sha256:{one}")),
+        [] => Err("the signed in-toto statement names no sha256 subject".into()),
+        _ => Err("the signed in-toto statement names several subjects".into()),
+    }
+}
+
+/// DSSE's pre-authentication encoding, what a DSSE signature signs.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+impl Bundle {
+    pub fn parse(json: &[u8]) -> Result<Bundle, String> {
+        let wire: wire::Bundle = serde_json::from_slice(json)
+            .map_err(|e| format!("the Sigstore bundle is not valid JSON of its format: {e}"))?;
+        if !is_bundle_media_type(&wire.media_type) {
+            return Err(format!(
+                "'{}' is not a Sigstore bundle media type",
+                wire.media_type
+            ));
+        }
+        let material = wire.verification_material;
+        let signer = if let Some(cert) = material.certificate {
+            Signer::Certificate(decode(&cert.raw_bytes)?)
+        } else if let Some(chain) = material.x509_certificate_chain {
+            let leaf = chain
+                .certificates
+                .first()
+                .ok_or("the bundle's certificate chain is empty")?;
+            Signer::Certificate(decode(&leaf.raw_bytes)?)
+        } else if let Some(key) = material.public_key {
+            Signer::PublicKey {
+                hint: key.hint.unwrap_or_default(),
+            }
+        } else {
+            return Err("the bundle has no certificate and no public key".into());
+        };
+        let content = match (wire.dsse_envelope, wire.message_signature) {
+            (Some(env), _) => {
+                let sig = env
+                    .signatures
+                    .first()
+                    .ok_or("the bundle's DSSE envelope has no signature")?;
+                Content::Dsse {
+                    payload_type: env.payload_type,
+                    payload: decode(&env.payload)?,
+                    signature: decode(&sig.sig)?,
+                }
+            }
+            (None, Some(msg)) => {
+                let digest = msg
+                    .message_digest
+                    .ok_or("the bundle's message signature has no digest")?;
+                if digest.algorithm != "SHA2_256" {
+                    return Err(format!(
+                        "the bundle's message digest uses {}, not SHA2_256",
+                        digest.algorithm
+                    ));
+                }
+                Content::Message {
+                    digest: decode(&digest.digest)?,
+                    signature: decode(&msg.signature)?,
+                }
+            }
+            (None, None) => return Err("the bundle holds no signature".into()),
+        };
+        let log_entries = material
+            .tlog_entries
+            .into_iter()
+            .map(wire::TlogEntry::into_entry)
+            .collect::<Result<_, _>>()?;
+        Ok(Bundle {
+            signer,
+            content,
+            log_entries,
+        })
+    }
+
+    /// The bytes the signature covers (for message signatures: the manifest itself).
+    pub fn signed_bytes(&self, manifest: &[u8]) -> Vec<u8> {
+        match &self.content {
+            Content::Dsse {
+                payload_type,
+                payload,
+                ..
+            } => pae(payload_type, payload),
+            Content::Message { .. } => manifest.to_vec(),
+        }
+    }
+}
+
+fn decode(b64: &str) -> Result<Vec<u8>, String> {
+    B64.decode(b64)
+        .map_err(|e| format!("the bundle holds invalid base64: {e}"))
+}
+
+/// Legacy cosign `.sig` layers carry their Rekor entry in the `dev.sigstore.cosign/bundle`
+/// annotation: the signed entry timestamp and the entry's body, time, index and log id.
+pub fn legacy_log_entry(annotation: &str) -> Result<LogEntry, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Legacy {
+        signed_entry_timestamp: String,
+        payload: Payload,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload {
+        body: String,
+        integrated_time: i64,
+        log_index: i64,
+        #[serde(rename = "logID")]
+        log_id: String,
+    }
+    let legacy: Legacy = serde_json::from_str(annotation)
+        .map_err(|e| format!("the signature's Rekor bundle annotation is invalid: {e}"))?;
+    Ok(LogEntry {
+        log_index: legacy.payload.log_index,
+        log_id: hex::decode(&legacy.payload.log_id)
+            .map_err(|e| format!("the Rekor bundle's log id is not hex: {e}"))?,
+        integrated_time: legacy.payload.integrated_time,
+        body: decode(&legacy.payload.body)?,
+        signed_entry_timestamp: Some(decode(&legacy.signed_entry_timestamp)?),
+        inclusion_proof: None,
+    })
+}
+
+/// protobuf-specs' JSON form of `Bundle` (int64 fields may be strings or numbers).
+mod wire {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Bundle {
+        pub media_type: String,
+        pub verification_material: Material,
+        pub dsse_envelope: Option<Envelope>,
+        pub message_signature: Option<MessageSignature>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Material {
+        pub certificate: Option<Raw>,
+        pub x509_certificate_chain: Option<Chain>,
+        pub public_key: Option<KeyHint>,
+        #[serde(default)]
+        pub tlog_entries: Vec<TlogEntry>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Raw {
+        pub raw_bytes: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Chain {
+        #[serde(default)]
+        pub certificates: Vec<Raw>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct KeyHint {
+        pub hint: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Envelope {
+        pub payload: String,
+        pub payload_type: String,
+        #[serde(default)]
+        pub signatures: Vec<EnvelopeSignature>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct EnvelopeSignature {
+        pub sig: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct MessageSignature {
+        pub message_digest: Option<MessageDigest>,
+        pub signature: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct MessageDigest {
+        pub algorithm: String,
+        pub digest: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TlogEntry {
+        #[serde(deserialize_with = "int64")]
+        pub log_index: i64,
+        pub log_id: LogId,
+        #[serde(default, deserialize_with = "int64")]
+        pub integrated_time: i64,
+        pub inclusion_promise: Option<Promise>,
+        pub inclusion_proof: Option<Proof>,
+        pub canonicalized_body: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct LogId {
+        pub key_id: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Promise {
+        pub signed_entry_timestamp: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Proof {
+        #[serde(deserialize_with = "int64")]
+        pub log_index: i64,
+        pub root_hash: String,
+        #[serde(deserialize_with = "int64")]
+        pub tree_size: i64,
+        #[serde(default)]
+        pub hashes: Vec<String>,
+        pub checkpoint: Option<Checkpoint>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Checkpoint {
+        pub envelope: String,
+    }
+
+    impl TlogEntry {
+        pub fn into_entry(self) -> Result<LogEntry, String> {
+            let inclusion_proof = self
+                .inclusion_proof
+                .map(|p| {
+                    Ok::<_, String>(InclusionProof {
+                        log_index: p.log_index,
+                        tree_size: p.tree_size,
+                        root_hash: decode(&p.root_hash)?,
+                        hashes: p
+                            .hashes
+                            .iter()
+                            .map(|h| decode(h))
+                            .collect::<Result<_, _>>()?,
+                        checkpoint: p.checkpoint.map(|c| c.envelope).unwrap_or_default(),
+                    })
+                })
+                .transpose()?;
+            Ok(LogEntry {
+                log_index: self.log_index,
+                log_id: decode(&self.log_id.key_id)?,
+                integrated_time: self.integrated_time,
+                body: decode(&self.canonicalized_body)?,
+                signed_entry_timestamp: self
+                    .inclusion_promise
+                    .map(|p| decode(&p.signed_entry_timestamp))
+                    .transpose()?,
+                inclusion_proof,
+            })
+        }
+    }
+
+    fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Int {
+            Number(i64),
+            Text(String),
+        }
+        match Int::deserialize(d)? {
+            Int::Number(n) => Ok(n),
+            Int::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_is_dsse_v1() {
+        assert_eq!(
+            pae("application/example", b"hello"),
+            b"DSSEv1 19 application/example 5 hello".to_vec()
+        );
+    }
+
+    fn dsse_bundle(statement: &str) -> String {
+        format!(
+            r#"{{"mediaType":"{BUNDLE_MEDIA_TYPE_V03}",
+              "verificationMaterial":{{"publicKey":{{"hint":"abc"}},
+                "tlogEntries":[{{"logIndex":"42","logId":{{"keyId":"AQI="}},"integratedTime":"1700000000",
+                  "inclusionPromise":{{"signedEntryTimestamp":"AQI="}},"canonicalizedBody":"e30="}}]}},
+              "dsseEnvelope":{{"payload":"{}","payloadType":"application/vnd.in-toto+json",
+                "signatures":[{{"sig":"AQID","keyid":""}}]}}}}"#,
+            B64.encode(statement)
+        )
+    }
+
+    #[test]
+    fn parses_a_dsse_bundle_and_the_digest_it_signs() {
+        let statement = r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"ab12"}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}"#;
+        let bundle = Bundle::parse(dsse_bundle(statement).as_bytes()).unwrap();
+        assert!(matches!(&bundle.signer, Signer::PublicKey { hint } if hint == "abc"));
+        assert_eq!(bundle.content.signed_digest().unwrap(), "sha256:ab12");
+        assert_eq!(bundle.content.signature(), &[1, 2, 3]);
+        let entry = &bundle.log_entries[0];
+        assert_eq!(
+            (entry.log_index, entry.integrated_time),
+            (42, 1_700_000_000)
+        );
+        assert_eq!(entry.body, b"{}");
+        assert_eq!(entry.signed_entry_timestamp.as_deref(), Some(&[1u8, 2][..]));
+    }
+
+    #[test]
+    fn a_statement_must_name_exactly_one_sha256_subject() {
+        let none = r#"{"subject":[]}"#;
+        let two = r#"{"subject":[{"digest":{"sha256":"a"}},{"digest":{"sha256":"b"}}]}"#;
+        for statement in [none, two] {
+            let bundle = Bundle::parse(dsse_bundle(statement).as_bytes()).unwrap();
+            assert!(bundle.content.signed_digest().is_err(), "{statement}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_bundle() {
+        assert!(Bundle::parse(b"{}").is_err());
+        let other = r#"{"mediaType":"application/json","verificationMaterial":{}}"#;
+        assert!(
+            Bundle::parse(other.as_bytes())
+                .unwrap_err()
+                .contains("not a Sigstore")
+        );
+        let unsigned = format!(
+            r#"{{"mediaType":"{BUNDLE_MEDIA_TYPE_V03}","verificationMaterial":{{"publicKey":{{}}}}}}"#
+        );
+        assert!(
+            Bundle::parse(unsigned.as_bytes())
+                .unwrap_err()
+                .contains("no signature")
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! Fulcio signing certificates: the chain up to a trusted certificate authority, checked at the
+//! time the transparency log saw the signature, and the OIDC identity the certificate records.
+
+use aws_lc_rs::signature;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use super::trust::TrustedRoot;
+
+/// Fulcio's OIDC issuer extension, current form (DER UTF8String).
+const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+/// Fulcio's OIDC issuer extension, legacy form (the issuer's raw bytes).
+const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+const OID_ED25519: &str = "1.3.101.112";
+
+/// Who signed, as the certificate says: every subject alternative name and the OIDC issuer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignerIdentity {
+    pub subjects: Vec<String>,
+    pub issuer: String,
+}
+
+impl std::fmt::Display for SignerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "subjects [{}] with issuer {}",
+            self.subjects.join(", "),
+            if self.issuer.is_empty() {
+                "(none)"
+            } else {
+                &self.issuer
+            }
+        )
+    }
+}
+
+/// A parsed signing certificate.
+pub struct SigningCertificate<'a> {
+    der: &'a [u8],
+    cert: X509Certificate<'a>,
+}
+
+impl<'a> SigningCertificate<'a> {
+    pub fn parse(der: &'a [u8]) -> Result<Self, String> {
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|e| format!("the signing certificate is not valid X.509: {e}"))?;
+        Ok(SigningCertificate { der, cert })
+    }
+
+    /// Whether `signature` over `message` was made with this certificate's key.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        verify_with_spki(self.cert.public_key(), message, signature)
+    }
+
+    pub fn der(&self) -> &[u8] {
+        self.der
+    }
+
+    pub fn identity(&self) -> SignerIdentity {
+        SignerIdentity {
+            subjects: self.subjects(),
+            issuer: self.oidc_issuer(),
+        }
+    }
+
+    /// The SANs in the order cosign lists them when reporting a mismatch.
+    fn subjects(&self) -> Vec<String> {
+        let Ok(Some(san)) = self.cert.subject_alternative_name() else {
+            return Vec::new();
+        };
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::RFC822Name(s) | GeneralName::DNSName(s) | GeneralName::URI(s) => {
+                    Some(s.to_string())
+                }
+                GeneralName::IPAddress(ip) => ip_to_string(ip),
+                GeneralName::OtherName(_, value) => utf8_string(value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The current extension when present (sigstore-go reads it), else the legacy one.
+    fn oidc_issuer(&self) -> String {
+        let extension = |oid: &str| {
+            self.cert
+                .extensions()
+                .iter()
+                .find(|e| e.oid.to_id_string() == oid)
+                .map(|e| e.value)
+        };
+        if let Some(issuer) = extension(OID_ISSUER_V2).and_then(utf8_string) {
+            return issuer;
+        }
+        extension(OID_ISSUER_V1)
+            .map(|raw| String::from_utf8_lossy(raw).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Checks the certificate was valid at `at`, is meant for code signing and chains up to a
+    /// certificate authority of `root` that was trusted at `at`.
+    pub fn verify_chain(&self, root: &TrustedRoot, at: jiff::Timestamp) -> Result<(), String> {
+        check_validity(&self.cert, at, "the signing certificate")?;
+        match self.cert.extended_key_usage() {
+            Ok(Some(eku)) if eku.value.code_signing => {}
+            _ => return Err("the signing certificate is not for code signing".into()),
+        }
+        let mut reasons = Vec::new();
+        for ca in root
+            .authorities
+            .iter()
+            .filter(|ca| ca.valid_for.contains(at))
+        {
+            match chain_to(&self.cert, &ca.chain, at) {
+                Ok(()) => return Ok(()),
+                Err(e) => reasons.push(format!("{}: {e}", ca.uri)),
+            }
+        }
+        Err(if reasons.is_empty() {
+            format!("no certificate authority of the trusted root was valid at {at}")
+        } else {
+            format!(
+                "the signing certificate (issued by '{}') does not chain to a trusted certificate authority ({})",
+                self.cert.issuer(),
+                reasons.join("; ")
+            )
+        })
+    }
+}
+
+/// Finds the leaf's issuer in `chain` (issuer first, root last) and checks each link upward.
+fn chain_to(
+    leaf: &X509Certificate<'_>,
+    chain: &[Vec<u8>],
+    at: jiff::Timestamp,
+) -> Result<(), String> {
+    let certs = chain
+        .iter()
+        .map(|der| {
+            X509Certificate::from_der(der)
+                .map(|(_, c)| c)
+                .map_err(|e| format!("a trusted certificate is not valid X.509: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let Some(start) = certs.iter().position(|ca| issued_by(leaf, ca)) else {
+        return Err("not issued by any of its certificates".into());
+    };
+    for (i, ca) in certs.iter().enumerate().skip(start) {
+        if !ca.is_ca() {
+            return Err(format!("'{}' is not a certificate authority", ca.subject()));
+        }
+        check_validity(ca, at, &format!("'{}'", ca.subject()))?;
+        if let Some(parent) = certs.get(i + 1)
+            && !issued_by(ca, parent)
+        {
+            return Err(format!(
+                "'{}' is not issued by '{}'",
+                ca.subject(),
+                parent.subject()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    cert.issuer().as_raw() == issuer.subject().as_raw()
+        && certificate_signature_verifies(cert, issuer)
+}
+
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    at: jiff::Timestamp,
+    what: &str,
+) -> Result<(), String> {
+    let (from, to) = (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    );
+    let t = at.as_second();
+    if t < from || t > to {
+        let show = |s: i64| {
+            jiff::Timestamp::from_second(s)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| s.to_string())
+        };
+        return Err(format!(
+            "{what} was not valid at {at} (valid from {} to {})",
+            show(from),
+            show(to)
+        ));
+    }
+    Ok(())
+}
+
+/// The issuer's signature on a certificate, with the algorithm the certificate names.
+fn certificate_signature_verifies(
+    cert: &X509Certificate<'_>,
+    issuer: &X509Certificate<'_>,
+) -> bool {
+    let algorithms: &[&'static dyn signature::VerificationAlgorithm] =
+        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" => &[
+                &signature::ECDSA_P256_SHA256_ASN1,
+                &signature::ECDSA_P384_SHA256_ASN1,
+            ],
+            "1.2.840.10045.4.3.3" => &[
+                &signature::ECDSA_P384_SHA384_ASN1,
+                &signature::ECDSA_P256_SHA384_ASN1,
+            ],
+            "1.2.840.10045.4.3.4" => &[&signature::ECDSA_P521_SHA512_ASN1],
+            "1.2.840.113549.1.1.11" => &[&signature::RSA_PKCS1_2048_8192_SHA256],
+            "1.2.840.113549.1.1.12" => &[&signature::RSA_PKCS1_2048_8192_SHA384],
+            "1.2.840.113549.1.1.13" => &[&signature::RSA_PKCS1_2048_8192_SHA512],
+            OID_ED25519 => &[&signature::ED25519],
+            _ => return false,
+        };
+    let key = key_bytes(issuer.public_key());
+    algorithms.iter().any(|alg| {
+        signature::UnparsedPublicKey::new(*alg, key)
+            .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+            .is_ok()
+    })
+}
+
+/// A signature by the certificate's key over content, with any algorithm cosign signs with.
+fn verify_with_spki(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    if spki.algorithm.algorithm.to_id_string() == OID_ED25519 {
+        return signature::UnparsedPublicKey::new(&signature::ED25519, key_bytes(spki))
+            .verify(message, signature)
+            .is_ok();
+    }
+    super::cosign::verify_with_der_key(spki.raw, message, signature)
+}
+
+/// What aws-lc-rs takes for a key: the SubjectPublicKeyInfo, except raw bytes for Ed25519.
+fn key_bytes<'a>(spki: &'a x509_parser::x509::SubjectPublicKeyInfo<'a>) -> &'a [u8] {
+    if spki.algorithm.algorithm.to_id_string() == OID_ED25519 {
+        &spki.subject_public_key.data
+    } else {
+        spki.raw
+    }
+}
+
+/// The text of a DER UTF8String (or of one wrapped in an explicit tag, as in otherName).
+fn utf8_string(der: &[u8]) -> Option<String> {
+    let (tag, content) = der_element(der)?;
+    match tag {
+        0x0c => String::from_utf8(content.to_vec()).ok(),
+        0xa0 => utf8_string(content),
+        _ => None,
+    }
+}
+
+/// One DER element: its tag and contents (definite lengths up to 4 bytes).
+fn der_element(der: &[u8]) -> Option<(u8, &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    Some((tag, rest.get(..len)?))
+}
+
+fn ip_to_string(ip: &[u8]) -> Option<String> {
+    match ip.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_der_utf8_strings_plain_and_explicitly_tagged() {
+        let plain = [0x0c, 0x03, b'a', b'b', b'c'];
+        assert_eq!(utf8_string(&plain).as_deref(), Some("abc"));
+        let tagged = [0xa0, 0x05, 0x0c, 0x03, b'a', b'b', b'c'];
+        assert_eq!(utf8_string(&tagged).as_deref(), Some("abc"));
+        assert_eq!(utf8_string(&[0x04, 0x01, b'a']), None);
+        assert_eq!(utf8_string(&[0x0c, 0x05, b'a']), None, "truncated");
+        let mut long = vec![0x0c, 0x81, 200];
+        long.extend(std::iter::repeat_n(b'x', 200));
+        assert_eq!(utf8_string(&long).map(|s| s.len()), Some(200));
+    }
+
+    #[test]
+    fn the_public_good_fulcio_intermediate_is_signed_by_its_root() {
+        let root = TrustedRoot::public_good();
+        let ca = root
+            .authorities
+            .iter()
+            .find(|ca| ca.chain.len() == 2)
+            .expect("the current Fulcio CA has an intermediate and a root");
+        let (_, inter) = X509Certificate::from_der(&ca.chain[0]).unwrap();
+        let (_, top) = X509Certificate::from_der(&ca.chain[1]).unwrap();
+        assert!(issued_by(&inter, &top));
+        assert!(!issued_by(&top, &inter));
+        let at = "2025-01-01T00:00:00Z".parse().unwrap();
+        assert!(check_validity(&inter, at, "x").is_ok());
+        let before = "2020-01-01T00:00:00Z".parse().unwrap();
+        assert!(
+            check_validity(&inter, before, "x")
+                .unwrap_err()
+                .contains("not valid")
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Transparency-log proofs, checked offline against the logs of a trusted root: the signed entry
+//! timestamp (the log's promise to include the entry, which also vouches for its time) and the
+//! inclusion proof (a Merkle path to a tree head in a checkpoint the log signed). The entry's
+//! body must describe the very signature being verified.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::cosign::verify_with_der_key;
+use super::trust::{TransparencyLog, TrustedRoot};
+
+/// One log entry as a bundle (or cosign's legacy `.sig` annotation) carries it.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    pub log_index: i64,
+    pub log_id: Vec<u8>,
+    pub integrated_time: i64,
+    /// The canonicalized entry body the log stored.
+    pub body: Vec<u8>,
+    pub signed_entry_timestamp: Option<Vec<u8>>,
+    pub inclusion_proof: Option<InclusionProof>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InclusionProof {
+    pub log_index: i64,
+    pub tree_size: i64,
+    pub root_hash: Vec<u8>,
+    pub hashes: Vec<Vec<u8>>,
+    /// The signed note holding the tree head.
+    pub checkpoint: String,
+}
+
+/// What a verified entry tells: where it sits in which log, and when the log saw it (only
+/// when the log signed that time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogProof {
+    pub log_url: String,
+    pub log_index: i64,
+    pub integrated_time: Option<jiff::Timestamp>,
+}
+
+/// What the entry body must say: the signature, the hash of what was signed, and who signed.
+pub struct Expected<'a> {
+    pub signature: &'a [u8],
+    /// SHA-256 of the DSSE payload (dsse entries) or of the signed bytes (hashedrekord).
+    pub content_sha256: [u8; 32],
+    /// DER of the signing certificate or public key.
+    pub verifier: &'a [u8],
+}
+
+/// Verifies one entry against the logs of `root`. `Ok(None)`: the entry is from a log `root`
+/// does not list, so it proves nothing either way.
+pub fn verify_entry(
+    entry: &LogEntry,
+    root: &TrustedRoot,
+    expected: &Expected<'_>,
+) -> Result<Option<LogProof>, String> {
+    let Some(log) = root.log(&entry.log_id) else {
+        return Ok(None);
+    };
+    if entry.signed_entry_timestamp.is_none() && entry.inclusion_proof.is_none() {
+        return Err(format!(
+            "log entry {} of {} has neither a signed entry timestamp nor an inclusion proof",
+            entry.log_index, log.base_url
+        ));
+    }
+    check_body(&entry.body, expected)
+        .map_err(|e| format!("log entry {} of {}: {e}", entry.log_index, log.base_url))?;
+    let mut integrated_time = None;
+    if let Some(set) = &entry.signed_entry_timestamp {
+        verify_signed_entry_timestamp(entry, log, set)?;
+        let t = jiff::Timestamp::from_second(entry.integrated_time)
+            .map_err(|e| format!("log entry {}: bad integrated time: {e}", entry.log_index))?;
+        if !log.valid_for.contains(t) {
+            return Err(format!(
+                "log entry {} was integrated at {t}, outside the validity of {}'s key",
+                entry.log_index, log.base_url
+            ));
+        }
+        integrated_time = Some(t);
+    }
+    if let Some(proof) = &entry.inclusion_proof {
+        verify_inclusion(entry, proof, log)?;
+    }
+    Ok(Some(LogProof {
+        log_url: log.base_url.clone(),
+        log_index: entry.log_index,
+        integrated_time,
+    }))
+}
+
+/// The signed entry timestamp signs the canonical JSON of body, time, log id and index.
+fn verify_signed_entry_timestamp(
+    entry: &LogEntry,
+    log: &TransparencyLog,
+    set: &[u8],
+) -> Result<(), String> {
+    let payload = format!(
+        r#"{{"body":"{}","integratedTime":{},"logID":"{}","logIndex":{}}}"#,
+        B64.encode(&entry.body),
+        entry.integrated_time,
+        hex::encode(&entry.log_id),
+        entry.log_index
+    );
+    if verify_with_der_key(&log.public_key, payload.as_bytes(), set) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the signed entry timestamp of log entry {} does not verify with the key of {}",
+            entry.log_index, log.base_url
+        ))
+    }
+}
+
+fn verify_inclusion(
+    entry: &LogEntry,
+    proof: &InclusionProof,
+    log: &TransparencyLog,
+) -> Result<(), String> {
+    let fail = |why: String| {
+        format!(
+            "the inclusion proof of log entry {} in {} is invalid: {why}",
+            entry.log_index, log.base_url
+        )
+    };
+    let leaf = leaf_hash(&entry.body);
+    let root = root_from_inclusion_proof(proof.log_index, proof.tree_size, leaf, &proof.hashes)
+        .ok_or_else(|| fail("the Merkle path does not fit the tree".into()))?;
+    if root.as_slice() != proof.root_hash.as_slice() {
+        return Err(fail("the Merkle path leads to another root hash".into()));
+    }
+    let head = verify_checkpoint(&proof.checkpoint, log).map_err(fail)?;
+    if head.tree_size != proof.tree_size || head.root_hash != proof.root_hash {
+        return Err(fail(format!(
+            "the signed checkpoint is for tree size {}, not the proof's tree size {}",
+            head.tree_size, proof.tree_size
+        )));
+    }
+    Ok(())
+}
+
+fn leaf_hash(body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(body);
+    h.finalize().into()
+}
+
+fn node_hash(left: &[u8], right: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// RFC 9162 §2.1.3.2: the root a Merkle audit path leads to, or `None` when the path does not
+/// fit a leaf at `index` of a tree of `size`.
+fn root_from_inclusion_proof(
+    index: i64,
+    size: i64,
+    leaf: [u8; 32],
+    path: &[Vec<u8>],
+) -> Option<[u8; 32]> {
+    if index < 0 || index >= size {
+        return None;
+    }
+    let (mut f, mut s) = (index as u64, (size - 1) as u64);
+    let mut r = leaf;
+    for p in path {
+        if s == 0 || p.len() != 32 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(r)
+}
+
+struct TreeHead {
+    tree_size: i64,
+    root_hash: Vec<u8>,
+}
+
+/// A checkpoint is a signed note: `origin`, tree size and base64 root hash lines (and maybe
+/// more), a blank line, then `— <name> <base64(key hint ‖ signature)>` lines.
+fn verify_checkpoint(note: &str, log: &TransparencyLog) -> Result<TreeHead, String> {
+    let (text, signatures) = note
+        .split_once("\n\n")
+        .ok_or("the checkpoint is not a signed note")?;
+    let text = format!("{text}\n");
+    let signed = signatures.lines().filter_map(|line| {
+        let rest = line.strip_prefix("\u{2014} ")?;
+        let (_name, sig) = rest.rsplit_once(' ')?;
+        let raw = B64.decode(sig).ok()?;
+        (raw.len() > 4).then(|| raw[4..].to_vec())
+    });
+    let mut signed = signed;
+    if !signed.any(|sig| verify_with_der_key(&log.public_key, text.as_bytes(), &sig)) {
+        return Err(format!("the checkpoint is not signed by {}", log.base_url));
+    }
+    let mut lines = text.lines().skip(1);
+    let tree_size = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or("the checkpoint has no tree size")?;
+    let root_hash = lines
+        .next()
+        .and_then(|l| B64.decode(l).ok())
+        .ok_or("the checkpoint has no root hash")?;
+    Ok(TreeHead {
+        tree_size,
+        root_hash,
+    })
+}
+
+/// The body must record this signature, this content and this signer, so that a proof for
+/// one signature cannot be passed off for another.
+fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(), String> {
+    let body: Body = serde_json::from_slice(body)
+        .map_err(|e| format!("the entry body is not a Rekor entry: {e}"))?;
+    let content = hex::encode(expected.content_sha256);
+    let (signatures, hash) = match (body.kind.as_str(), &body.spec) {
+        (
+            "dsse",
+            Spec {
+                signatures,
+                payload_hash: Some(h),
+                ..
+            },
+        ) => (
+            signatures
+                .iter()
+                .map(|s| (&s.signature, &s.verifier))
+                .collect::<Vec<_>>(),
+            h,
+        ),
+        (
+            "hashedrekord",
+            Spec {
+                signature: Some(s),
+                data: Some(d),
+                ..
+            },
+        ) => (vec![(&s.content, &s.public_key.content)], &d.hash),
+        (kind, _) => {
+            return Err(format!(
+                "entries of kind '{kind}' {} are not supported",
+                body.api_version
+            ));
+        }
+    };
+    if !hash.algorithm.eq_ignore_ascii_case("sha256") || hash.value != content {
+        return Err(format!(
+            "the entry records content {}:{}, not the signed content sha256:{content}",
+            hash.algorithm, hash.value
+        ));
+    }
+    let matches = signatures.iter().any(|(sig, verifier)| {
+        B64.decode(sig).is_ok_and(|s| s == expected.signature)
+            && B64
+                .decode(verifier)
+                .ok()
+                .and_then(|pem| pem_der(&pem))
+                .is_some_and(|der| der == expected.verifier)
+    });
+    if !matches {
+        return Err("the entry records another signature or signer".into());
+    }
+    Ok(())
+}
+
+/// The first PEM block of `pem`, whatever its label.
+fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    ["CERTIFICATE", "PUBLIC KEY"]
+        .iter()
+        .find_map(|label| crate::util::pem_blocks(text, label).into_iter().next())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    #[serde(default)]
+    api_version: String,
+    kind: String,
+    spec: Spec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    // dsse v0.0.1
+    #[serde(default)]
+    signatures: Vec<DsseSignature>,
+    payload_hash: Option<Hash>,
+    // hashedrekord v0.0.1
+    signature: Option<RekordSignature>,
+    data: Option<RekordData>,
+}
+
+#[derive(Deserialize)]
+struct DsseSignature {
+    signature: String,
+    verifier: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RekordSignature {
+    content: String,
+    public_key: RekordKey,
+}
+
+#[derive(Deserialize)]
+struct RekordKey {
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct RekordData {
+    hash: Hash,
+}
+
+#[derive(Deserialize)]
+struct Hash {
+    algorithm: String,
+    value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6962 tree over `leaves`, for building paths to check against.
+    fn tree_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+        if leaves.len() == 1 {
+            return leaves[0];
+        }
+        let k = leaves.len().next_power_of_two() / 2;
+        node_hash(&tree_root(&leaves[..k]), &tree_root(&leaves[k..]))
+    }
+
+    fn path(leaves: &[[u8; 32]], index: usize) -> Vec<Vec<u8>> {
+        if leaves.len() == 1 {
+            return Vec::new();
+        }
+        let k = leaves.len().next_power_of_two() / 2;
+        if index < k {
+            let mut p = path(&leaves[..k], index);
+            p.push(tree_root(&leaves[k..]).to_vec());
+            p
+        } else {
+            let mut p = path(&leaves[k..], index - k);
+            p.push(tree_root(&leaves[..k]).to_vec());
+            p
+        }
+    }
+
+    #[test]
+    fn inclusion_proofs_lead_to_the_root_for_every_leaf_of_every_size() {
+        for size in 1..=13usize {
+            let leaves: Vec<[u8; 32]> = (0..size).map(|i| leaf_hash(&[i as u8])).collect();
+            let root = tree_root(&leaves);
+            for index in 0..size {
+                let p = path(&leaves, index);
+                assert_eq!(
+                    root_from_inclusion_proof(index as i64, size as i64, leaves[index], &p),
+                    Some(root),
+                    "size {size} index {index}"
+                );
+                if size > 1 {
+                    let other = (index + 1) % size;
+                    assert_ne!(
+                        root_from_inclusion_proof(index as i64, size as i64, leaves[other], &p),
+                        Some(root)
+                    );
+                }
+            }
+        }
+        assert_eq!(root_from_inclusion_proof(3, 3, [0; 32], &[]), None);
+        assert_eq!(
+            root_from_inclusion_proof(0, 2, [0; 32], &[]),
+            None,
+            "path too short"
+        );
+    }
+}
