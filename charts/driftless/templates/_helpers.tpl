@@ -165,3 +165,12 @@ subjects:
     name: {{ $sa }}
     namespace: {{ $.Release.Namespace }}
 {{- end -}}
+
+{{/* `--feature-gates` value from a {Name: bool} map: Name=true,Other=false (sorted). */}}
+{{- define "driftless.featureGates" -}}
+{{- $gates := list -}}
+{{- range $name, $on := . -}}
+{{- $gates = append $gates (printf "%s=%t" $name $on) -}}
+{{- end -}}
+{{- join "," $gates -}}
+{{- end -}}
