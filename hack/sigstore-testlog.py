@@ -28,6 +28,14 @@ log key, a trusted root, and Rekor v1 log entries written into the bundles cosig
         and replace the bundle in the registry. Prints each new bundle, one JSON line each.
         A key-based bundle names its key only by a hint: pass the public key with --public-key.
         N defaults to 7, the time to now - 60 s.
+    add-legacy-log-entry --registry HOST:PORT --repo REPO --digest sha256:HEX --log-key KEY.pem
+                  [--log-index N] [--integrated-time UNIX] [--public-key cosign.pub]
+        for cosign's legacy format (tag sha256-HEX.sig, one simple-signing layer per signature):
+        give every layer the `dev.sigstore.cosign/bundle` annotation cosign v2 writes when it
+        uploads to Rekor v1 (SignedEntryTimestamp over a hashedrekord v0.0.1 body: sha256 of the
+        layer's payload, its signature, its certificate or --public-key), replacing any it had,
+        and push the manifest again under the same tag (blobs unchanged). Layer i gets log index
+        N + i. Prints one JSON line per layer.
     copy-bundle --registry HOST:PORT --repo REPO --from sha256:A --to sha256:B
         attaches A's bundles, unchanged, as referrers of B too. Prints the new manifest digests.
     corrupt-signature --registry HOST:PORT --repo REPO --digest sha256:X
@@ -484,6 +492,21 @@ def entry_body(bundle, verifier_pem):
     raise Fail("the bundle holds neither a dsseEnvelope nor a messageSignature")
 
 
+def signed_entry_timestamp(log_key, body, integrated_time, log_index):
+    """The SET: Rekor v1's signature over the canonical JSON of body, time, log ID and index."""
+    key_id = sha256(spki(log_key.public_key()))
+    payload = canonical_json({"body": b64(body), "integratedTime": integrated_time,
+                              "logID": key_id.hex(), "logIndex": log_index})
+    return sign(log_key, payload)
+
+
+def hashedrekord_body(digest_hex, signature, verifier_pem):
+    """The canonicalized hashedrekord v0.0.1 body of a signature over a sha256 digest."""
+    return canonical_json({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": digest_hex}},
+        "signature": {"content": b64(signature), "publicKey": {"content": b64(verifier_pem)}}}})
+
+
 def tlog_entry(bundle, log_key, log_index, integrated_time, promise, proof, verifier_pem, log_url):
     kind, body = entry_body(bundle, verifier_pem)
     log_pub = spki(log_key.public_key())
@@ -495,10 +518,8 @@ def tlog_entry(bundle, log_key, log_index, integrated_time, promise, proof, veri
         "integratedTime": str(integrated_time),
     }
     if promise:
-        # The Signed Entry Timestamp: the log's signature over this canonical JSON.
-        payload = canonical_json({"body": b64(body), "integratedTime": integrated_time,
-                                  "logID": key_id.hex(), "logIndex": log_index})
-        entry["inclusionPromise"] = {"signedEntryTimestamp": b64(sign(log_key, payload))}
+        entry["inclusionPromise"] = {"signedEntryTimestamp": b64(
+            signed_entry_timestamp(log_key, body, integrated_time, log_index))}
     if proof:
         # The entry at index log_index of a tree of log_index + 4 leaves; the others are fillers.
         leaves = [leaf_hash(b"sigstore-testlog filler %d" % i) for i in range(log_index + 4)]
@@ -521,14 +542,31 @@ def tlog_entry(bundle, log_key, log_index, integrated_time, promise, proof, veri
     return entry
 
 
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+ANN_SIGNATURE = "dev.cosignproject.cosign/signature"
+ANN_CERTIFICATE = "dev.sigstore.cosign/certificate"
+ANN_BUNDLE = "dev.sigstore.cosign/bundle"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def log_key_arg(path):
+    key = read_key(path)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise Fail(f"{path}: the log key must be an ECDSA P-256 private key")
+    return key
+
+
+def integrated_time_arg(a):
+    if a.integrated_time is not None:
+        return a.integrated_time
+    return int(datetime.datetime.now(datetime.timezone.utc).timestamp()) - 60
+
+
 def cmd_add_log_entry(a):
     if not 0 <= a.log_index <= MAX_LOG_INDEX:
         raise Fail(f"--log-index must be within 0..{MAX_LOG_INDEX}")
-    log_key = read_key(a.log_key)
-    if not isinstance(log_key, ec.EllipticCurvePrivateKey) or log_key.curve.name != "secp256r1":
-        raise Fail(f"{a.log_key}: the log key must be an ECDSA P-256 private key")
-    when = a.integrated_time if a.integrated_time is not None else int(
-        datetime.datetime.now(datetime.timezone.utc).timestamp()) - 60
+    log_key = log_key_arg(a.log_key)
+    when = integrated_time_arg(a)
     reg = Registry(a.registry, a.repo)
     for desc, manifest, bundle in bundles(reg, a.digest):
         verifier = bundle_verifier(bundle, a.public_key)
@@ -537,6 +575,54 @@ def cmd_add_log_entry(a):
         bundle.setdefault("verificationMaterial", {})["tlogEntries"] = [entry]
         replace_bundle(reg, a.digest, desc, manifest, bundle)
         print(json.dumps(bundle, separators=(",", ":")))
+
+
+def cmd_add_legacy_log_entry(a):
+    if a.log_index < 0:
+        raise Fail("--log-index must not be negative")
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", a.digest):
+        raise Fail(f"--digest {a.digest}: expected sha256:<64 hex digits>")
+    log_key = log_key_arg(a.log_key)
+    when = integrated_time_arg(a)
+    key_id = sha256(spki(log_key.public_key()))
+    reg = Registry(a.registry, a.repo)
+    tag = fallback_tag(a.digest) + ".sig"
+    status, hdrs, raw = http("GET", f"{reg.base}/manifests/{tag}", ok=(200, 404),
+                             headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+    if status == 404:
+        raise Fail(f"{reg.name}:{tag}: no such tag (is {a.digest} signed in the legacy format?)")
+    manifest = json.loads(raw)
+    media_type = manifest.get("mediaType") or hdrs.get("Content-Type", "").split(";")[0] or OCI_MANIFEST
+    old_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    lines, index = [], a.log_index
+    for layer in manifest.get("layers") or []:
+        ann = layer.get("annotations") or {}
+        if layer.get("mediaType") != SIMPLE_SIGNING or ANN_SIGNATURE not in ann:
+            continue
+        if ANN_CERTIFICATE in ann:
+            verifier = pem_of(x509.load_pem_x509_certificate(ann[ANN_CERTIFICATE].encode()))
+        elif a.public_key:
+            verifier = pem_of(read_public_key(a.public_key))
+        else:
+            raise Fail(f"layer {layer['digest']} holds no certificate (a key-based signature): "
+                       "pass its public key with --public-key")
+        payload = reg.blob(layer["digest"])
+        body = hashedrekord_body(hashlib.sha256(payload).hexdigest(),
+                                 base64.b64decode(ann[ANN_SIGNATURE]), verifier)
+        bundle = {"SignedEntryTimestamp": b64(signed_entry_timestamp(log_key, body, when, index)),
+                  "Payload": {"body": b64(body), "integratedTime": when, "logIndex": index,
+                              "logID": key_id.hex()}}
+        ann[ANN_BUNDLE] = json.dumps(bundle, separators=(",", ":"))
+        layer["annotations"] = ann
+        lines.append({"layer": layer["digest"], "logIndex": index, "integratedTime": when,
+                      "bundle": bundle})
+        index += 1
+    if not lines:
+        raise Fail(f"{reg.name}:{tag} has no simple-signing layer with a signature")
+    added = reg.push_manifest(tag, manifest, media_type)
+    log(f"{tag}: manifest {old_digest} replaced by {added['digest']} ({len(lines)} layer(s))")
+    for line in lines:
+        print(json.dumps(line, separators=(",", ":")))
 
 
 def cmd_copy_bundle(a):
@@ -610,6 +696,16 @@ def main():
     c.add_argument("--public-key", help="the signer's public key (PEM), for key-based bundles")
     c.add_argument("--log-url", default=DEFAULT_LOG_URL, help="its host names the checkpoint")
     c.set_defaults(fn=cmd_add_log_entry)
+
+    c = sub.add_parser("add-legacy-log-entry",
+                       help="add Rekor v1 bundle annotations to a legacy sha256-HEX.sig manifest")
+    registry_args(c)
+    c.add_argument("--digest", required=True)
+    c.add_argument("--log-key", required=True)
+    c.add_argument("--log-index", type=int, default=7, help="of the first layer; layer i gets N + i")
+    c.add_argument("--integrated-time", type=int)
+    c.add_argument("--public-key", help="the signer's public key (PEM), for key-based signatures")
+    c.set_defaults(fn=cmd_add_legacy_log_entry)
 
     c = sub.add_parser("copy-bundle", help="attach A's bundles to B as well")
     registry_args(c)

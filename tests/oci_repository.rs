@@ -1585,6 +1585,51 @@ async fn keyless_bundles_with_a_logged_matching_identity_are_accepted() {
     );
 }
 
+#[tokio::test]
+async fn keyless_legacy_signature_tags_with_a_rekor_entry_are_accepted() {
+    let e = env("oci-keyless-legacy").await;
+    let sigstore = Sigstore::new(&e.platform);
+    let repo = e.repo("app");
+    let digest = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let reference = format!("{}/{repo}@{digest}", e.registry());
+    sigstore.sign_keyless_legacy(&sigstore.signer(), &reference);
+    // Without its Rekor entry the signature proves no signing time: refused.
+    create_keyless(&e, &sigstore, &repo).await;
+    let obj = e
+        .wait_until("app", "refused", |o| {
+            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        })
+        .await;
+    let refused = condition(&obj, "SourceVerified").unwrap();
+    assert!(
+        refused.message.contains("no transparency log proof"),
+        "{}",
+        refused.message
+    );
+
+    sigstore.log_legacy(&e.registry(), &repo, &digest);
+    let out = sigstore.cosign2_verify(
+        &reference,
+        "^signer@test\\.invalid$",
+        "^https://oidc\\.test\\.invalid$",
+    );
+    assert!(
+        out.status.success(),
+        "cosign verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.request_reconcile("app").await;
+    let obj = e.wait_ready("app").await;
+    let found = verified_signature(&obj).expect("verifiedSignature");
+    assert_eq!(found.format, "cosign-signature-tag");
+    assert_eq!(found.subject.as_deref(), Some(SUBJECT));
+    assert_eq!(found.issuer.as_deref(), Some(ISSUER));
+    assert_eq!(found.log_index, Some(LOG_INDEX));
+    assert!(found.integrated_time.is_some());
+}
+
 /// After a refused revision: the reason is named, nothing of it is stored, the last verified
 /// artifact is still the one served, and the object is retried rather than stalled.
 async fn assert_refused(e: &Env, first: &str, refused: &str, served: &[u8], expected: &str) {

@@ -183,6 +183,33 @@ impl Sigstore {
         ]);
     }
 
+    /// cosign v2 signs `reference` keyless-style in the legacy format (`sha256-<hex>.sig`, the
+    /// certificate and chain in annotations), with no log entry.
+    pub fn sign_keyless_legacy(&self, identity: &Identity, reference: &str) {
+        let out = super::cosign::cosign(
+            &self.platform,
+            self.path(),
+            &[
+                "sign",
+                "--key",
+                &p(&identity.key()),
+                "--certificate",
+                &p(&identity.certificate()),
+                "--certificate-chain",
+                &p(&identity.dir.join("chain.pem")),
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "-y",
+                reference,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "cosign sign (legacy): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// cosign v3 signs `reference` with a cosign key, as a Sigstore bundle.
     pub fn sign_with_key(&self, key: &Path, reference: &str) {
         self.cosign3_ok(&[
@@ -228,6 +255,46 @@ impl Sigstore {
         ];
         args.extend_from_slice(extra);
         self.testlog(&args);
+    }
+
+    /// Adds this test's log entry (a signed entry timestamp) to every `.sig` signature of
+    /// `digest`, as cosign v2 records a Rekor upload.
+    pub fn log_legacy(&self, registry: &str, repo: &str, digest: &str) {
+        let key = p(&self.path().join("log-key.pem"));
+        let index = LOG_INDEX.to_string();
+        self.testlog(&[
+            "add-legacy-log-entry",
+            "--registry",
+            registry,
+            "--repo",
+            repo,
+            "--digest",
+            digest,
+            "--log-key",
+            &key,
+            "--log-index",
+            &index,
+        ]);
+    }
+
+    /// The real cosign v2 `verify` of a legacy signature with this test's trusted root.
+    pub fn cosign2_verify(&self, reference: &str, subject_re: &str, issuer_re: &str) -> Output {
+        super::cosign::cosign(
+            &self.platform,
+            self.path(),
+            &[
+                "verify",
+                "--trusted-root",
+                "trusted_root.json",
+                "--certificate-identity-regexp",
+                subject_re,
+                "--certificate-oidc-issuer-regexp",
+                issuer_re,
+                "--insecure-ignore-sct",
+                "--allow-http-registry",
+                reference,
+            ],
+        )
     }
 
     pub fn copy_bundle(&self, registry: &str, repo: &str, from: &str, to: &str) {
