@@ -11,9 +11,20 @@ use super::tlog::{InclusionProof, LogEntry};
 pub const BUNDLE_MEDIA_TYPE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
-/// Whether an OCI artifact or layer media type is a Sigstore bundle.
+/// Most log entries one bundle may carry (sigstore-go's limit).
+const MAX_LOG_ENTRIES: usize = 32;
+
+/// Whether an OCI artifact or layer media type is a Sigstore bundle (v0.1's form
+/// `application/vnd.dev.sigstore.bundle+json;version=0.1` or v0.3's
+/// `application/vnd.dev.sigstore.bundle.v0.3+json`).
 pub fn is_bundle_media_type(media_type: &str) -> bool {
-    media_type.starts_with("application/vnd.dev.sigstore.bundle")
+    media_type.starts_with("application/vnd.dev.sigstore.bundle+json")
+        || media_type.starts_with("application/vnd.dev.sigstore.bundle.v0.")
+}
+
+/// Bundles from v0.2 on carry an inclusion proof for every log entry.
+fn requires_inclusion_proof(media_type: &str) -> bool {
+    !(media_type.contains("version=0.1") || media_type.contains("bundle.v0.1"))
 }
 
 /// A bundle, decoded.
@@ -22,6 +33,8 @@ pub struct Bundle {
     pub signer: Signer,
     pub content: Content,
     pub log_entries: Vec<LogEntry>,
+    /// RFC 3161 timestamps are present (driftless does not verify them yet).
+    pub has_timestamps: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +64,14 @@ impl Content {
         }
     }
 
+    /// The Rekor entry kind that records this content.
+    pub fn entry_kind(&self) -> &'static str {
+        match self {
+            Content::Dsse { .. } => "dsse",
+            Content::Message { .. } => "hashedrekord",
+        }
+    }
+
     /// The SHA-256 a log entry records for this content.
     pub fn logged_sha256(&self) -> [u8; 32] {
         match self {
@@ -70,7 +91,8 @@ impl Content {
             } => {
                 if payload_type != IN_TOTO_PAYLOAD_TYPE {
                     return Err(format!(
-                        "the bundle signs a '{payload_type}' payload, not an in-toto statement"
+                        "the bundle signs a '{}' payload, not an in-toto statement",
+                        crate::util::truncate(payload_type, 80)
                     ));
                 }
                 statement_subject(payload)
@@ -130,13 +152,13 @@ impl Bundle {
         }
         let material = wire.verification_material;
         let signer = if let Some(cert) = material.certificate {
-            Signer::Certificate(decode(&cert.raw_bytes)?)
+            Signer::Certificate(decode(&cert.raw_bytes, "certificate")?)
         } else if let Some(chain) = material.x509_certificate_chain {
             let leaf = chain
                 .certificates
                 .first()
                 .ok_or("the bundle's certificate chain is empty")?;
-            Signer::Certificate(decode(&leaf.raw_bytes)?)
+            Signer::Certificate(decode(&leaf.raw_bytes, "certificate chain")?)
         } else if let Some(key) = material.public_key {
             Signer::PublicKey {
                 hint: key.hint.unwrap_or_default(),
@@ -146,14 +168,16 @@ impl Bundle {
         };
         let content = match (wire.dsse_envelope, wire.message_signature) {
             (Some(env), _) => {
-                let sig = env
-                    .signatures
-                    .first()
-                    .ok_or("the bundle's DSSE envelope has no signature")?;
+                let [sig] = env.signatures.as_slice() else {
+                    return Err(format!(
+                        "the bundle's DSSE envelope has {} signatures, not one",
+                        env.signatures.len()
+                    ));
+                };
                 Content::Dsse {
-                    payload_type: env.payload_type,
-                    payload: decode(&env.payload)?,
-                    signature: decode(&sig.sig)?,
+                    payload_type: env.payload_type.clone(),
+                    payload: decode(&env.payload, "DSSE payload")?,
+                    signature: decode(&sig.sig, "DSSE signature")?,
                 }
             }
             (None, Some(msg)) => {
@@ -167,12 +191,33 @@ impl Bundle {
                     ));
                 }
                 Content::Message {
-                    digest: decode(&digest.digest)?,
-                    signature: decode(&msg.signature)?,
+                    digest: decode(&digest.digest, "message digest")?,
+                    signature: decode(&msg.signature, "message signature")?,
                 }
             }
             (None, None) => return Err("the bundle holds no signature".into()),
         };
+        if material.tlog_entries.len() > MAX_LOG_ENTRIES {
+            return Err(format!(
+                "the bundle carries {} log entries, more than {MAX_LOG_ENTRIES}",
+                material.tlog_entries.len()
+            ));
+        }
+        if requires_inclusion_proof(&wire.media_type)
+            && material
+                .tlog_entries
+                .iter()
+                .any(|e| e.inclusion_proof.is_none())
+        {
+            return Err(
+                "a log entry of the bundle has no inclusion proof (required from bundle v0.2 on)"
+                    .into(),
+            );
+        }
+        let has_timestamps = material
+            .timestamp_verification_data
+            .as_ref()
+            .is_some_and(|t| !t.rfc3161_timestamps.is_empty());
         let log_entries = material
             .tlog_entries
             .into_iter()
@@ -182,6 +227,7 @@ impl Bundle {
             signer,
             content,
             log_entries,
+            has_timestamps,
         })
     }
 
@@ -198,9 +244,9 @@ impl Bundle {
     }
 }
 
-fn decode(b64: &str) -> Result<Vec<u8>, String> {
+fn decode(b64: &str, field: &str) -> Result<Vec<u8>, String> {
     B64.decode(b64)
-        .map_err(|e| format!("the bundle holds invalid base64: {e}"))
+        .map_err(|e| format!("the bundle's {field} is not valid base64: {e}"))
 }
 
 /// Legacy cosign `.sig` layers carry their Rekor entry in the `dev.sigstore.cosign/bundle`
@@ -228,8 +274,11 @@ pub fn legacy_log_entry(annotation: &str) -> Result<LogEntry, String> {
         log_id: hex::decode(&legacy.payload.log_id)
             .map_err(|e| format!("the Rekor bundle's log id is not hex: {e}"))?,
         integrated_time: legacy.payload.integrated_time,
-        body: decode(&legacy.payload.body)?,
-        signed_entry_timestamp: Some(decode(&legacy.signed_entry_timestamp)?),
+        body: decode(&legacy.payload.body, "Rekor entry body")?,
+        signed_entry_timestamp: Some(decode(
+            &legacy.signed_entry_timestamp,
+            "signed entry timestamp",
+        )?),
         inclusion_proof: None,
     })
 }
@@ -255,6 +304,14 @@ mod wire {
         pub public_key: Option<KeyHint>,
         #[serde(default)]
         pub tlog_entries: Vec<TlogEntry>,
+        pub timestamp_verification_data: Option<Timestamps>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Timestamps {
+        #[serde(default)]
+        pub rfc3161_timestamps: Vec<serde_json::Value>,
     }
 
     #[derive(Deserialize)]
@@ -352,11 +409,11 @@ mod wire {
                     Ok::<_, String>(InclusionProof {
                         log_index: p.log_index,
                         tree_size: p.tree_size,
-                        root_hash: decode(&p.root_hash)?,
+                        root_hash: decode(&p.root_hash, "inclusion proof root hash")?,
                         hashes: p
                             .hashes
                             .iter()
-                            .map(|h| decode(h))
+                            .map(|h| decode(h, "inclusion proof hash"))
                             .collect::<Result<_, _>>()?,
                         checkpoint: p.checkpoint.map(|c| c.envelope).unwrap_or_default(),
                     })
@@ -364,12 +421,12 @@ mod wire {
                 .transpose()?;
             Ok(LogEntry {
                 log_index: self.log_index,
-                log_id: decode(&self.log_id.key_id)?,
+                log_id: decode(&self.log_id.key_id, "log id")?,
                 integrated_time: self.integrated_time,
-                body: decode(&self.canonicalized_body)?,
+                body: decode(&self.canonicalized_body, "log entry body")?,
                 signed_entry_timestamp: self
                     .inclusion_promise
-                    .map(|p| decode(&p.signed_entry_timestamp))
+                    .map(|p| decode(&p.signed_entry_timestamp, "signed entry timestamp"))
                     .transpose()?,
                 inclusion_proof,
             })
@@ -407,7 +464,10 @@ mod tests {
             r#"{{"mediaType":"{BUNDLE_MEDIA_TYPE_V03}",
               "verificationMaterial":{{"publicKey":{{"hint":"abc"}},
                 "tlogEntries":[{{"logIndex":"42","logId":{{"keyId":"AQI="}},"integratedTime":"1700000000",
-                  "inclusionPromise":{{"signedEntryTimestamp":"AQI="}},"canonicalizedBody":"e30="}}]}},
+                  "inclusionPromise":{{"signedEntryTimestamp":"AQI="}},
+                  "inclusionProof":{{"logIndex":"42","rootHash":"AQI=","treeSize":"43","hashes":["AQI="],
+                    "checkpoint":{{"envelope":"note"}}}},
+                  "canonicalizedBody":"e30="}}]}},
               "dsseEnvelope":{{"payload":"{}","payloadType":"application/vnd.in-toto+json",
                 "signatures":[{{"sig":"AQID","keyid":""}}]}}}}"#,
             B64.encode(statement)
@@ -428,6 +488,31 @@ mod tests {
         );
         assert_eq!(entry.body, b"{}");
         assert_eq!(entry.signed_entry_timestamp.as_deref(), Some(&[1u8, 2][..]));
+        let proof = entry.inclusion_proof.as_ref().unwrap();
+        assert_eq!((proof.log_index, proof.tree_size), (42, 43));
+        assert_eq!(proof.checkpoint, "note");
+    }
+
+    #[test]
+    fn bundles_from_v0_2_need_inclusion_proofs() {
+        let statement = r#"{"subject":[{"digest":{"sha256":"ab"}}]}"#;
+        let json = dsse_bundle(statement);
+        let start = json.find(r#""inclusionProof""#).unwrap();
+        let end = json.find(r#""canonicalizedBody""#).unwrap();
+        let without = format!("{}{}", &json[..start], &json[end..]);
+        assert!(
+            Bundle::parse(without.as_bytes())
+                .unwrap_err()
+                .contains("no inclusion proof")
+        );
+        let v01 = without.replace(
+            BUNDLE_MEDIA_TYPE_V03,
+            "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        );
+        assert!(Bundle::parse(v01.as_bytes()).is_ok());
+        assert!(!is_bundle_media_type(
+            "application/vnd.dev.sigstore.bundlefoo"
+        ));
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl<'a> SigningCertificate<'a> {
         self.der
     }
 
+    /// The DER SubjectPublicKeyInfo of the certified key.
+    pub fn public_key(&self) -> &[u8] {
+        self.cert.public_key().raw
+    }
+
     pub fn identity(&self) -> SignerIdentity {
         SignerIdentity {
             subjects: self.subjects(),
@@ -110,13 +115,13 @@ impl<'a> SigningCertificate<'a> {
             _ => return Err("the signing certificate is not for code signing".into()),
         }
         let mut reasons = Vec::new();
-        for ca in root
-            .authorities
-            .iter()
-            .filter(|ca| ca.valid_for.contains(at))
-        {
+        for (i, ca) in root.authorities.iter().enumerate() {
+            if !ca.valid_for.contains(at) {
+                continue;
+            }
             match chain_to(&self.cert, &ca.chain, at) {
                 Ok(()) => return Ok(()),
+                Err(e) if ca.uri.is_empty() => reasons.push(format!("authority #{}: {e}", i + 1)),
                 Err(e) => reasons.push(format!("{}: {e}", ca.uri)),
             }
         }

@@ -122,13 +122,15 @@ pub enum Candidate {
         log_entry: Option<Result<LogEntry, String>>,
     },
     Bundle(Result<Bundle, String>),
+    /// A signature that was found but could not be read; why.
+    Unreadable(String),
 }
 
 impl Candidate {
     fn format(&self) -> Format {
         match self {
             Candidate::Simple { .. } => Format::SignatureTag,
-            Candidate::Bundle(_) => Format::Bundle,
+            Candidate::Bundle(_) | Candidate::Unreadable(_) => Format::Bundle,
         }
     }
 }
@@ -140,6 +142,10 @@ struct Signed<'a> {
     certificate: Option<&'a [u8]>,
     log_entries: Vec<LogEntry>,
     logged_sha256: [u8; 32],
+    /// The Rekor entry kind that records this content.
+    entry_kind: &'static str,
+    /// The bundle carries RFC 3161 timestamps (not verified by driftless yet).
+    has_timestamps: bool,
 }
 
 /// Checks one candidate against `policy` for the manifest `digest` (whose bytes are
@@ -182,6 +188,8 @@ fn signed_content<'a>(
                 certificate: certificate.as_deref(),
                 log_entries: log_entry.clone().transpose()?.into_iter().collect(),
                 logged_sha256: Sha256::digest(payload).into(),
+                entry_kind: "hashedrekord",
+                has_timestamps: false,
             })
         }
         Candidate::Bundle(bundle) => {
@@ -199,13 +207,17 @@ fn signed_content<'a>(
                 },
                 log_entries: bundle.log_entries.clone(),
                 logged_sha256: bundle.content.logged_sha256(),
+                entry_kind: bundle.content.entry_kind(),
+                has_timestamps: bundle.has_timestamps,
             })
         }
+        Candidate::Unreadable(why) => Err(why.clone()),
     }
 }
 
-/// A key signature needs no log (as in Flux); a log entry that is there and comes from a log
-/// of the public-good instance must be sound, and is reported.
+/// A key signature needs no log (as in Flux, which ignores it): a log entry is only reported,
+/// when one of the public-good instance proves it. A certificate next to the key (`cosign sign
+/// --key --certificate`) must hold that key.
 fn check_keys(
     signed: &Signed<'_>,
     keys: &[NamedKey],
@@ -220,10 +232,24 @@ fn check_keys(
                 names.join(", ")
             )
         })?;
-    let log = log_proofs(signed, &TrustedRoot::public_good(), &key.der)?
-        .into_iter()
-        .next();
-    Ok((VerifiedSigner::Key(key.name.clone()), log))
+    let verifier = match signed.certificate {
+        Some(der) => {
+            let cert = SigningCertificate::parse(der)?;
+            if cert.public_key() != key.der.as_slice() {
+                return Err(format!(
+                    "a signature's certificate does not hold the key {} that made it",
+                    key.name
+                ));
+            }
+            der
+        }
+        None => &key.der,
+    };
+    let (proofs, _) = log_proofs(signed, &TrustedRoot::public_good(), verifier);
+    Ok((
+        VerifiedSigner::Key(key.name.clone()),
+        proofs.into_iter().next(),
+    ))
 }
 
 fn check_keyless(
@@ -238,13 +264,19 @@ fn check_keyless(
     if !cert.verifies(&signed.bytes, signed.signature) {
         return Err("a signature does not verify with its signing certificate's key".into());
     }
-    let proofs = log_proofs(signed, root, cert.der())?;
+    let (proofs, failures) = log_proofs(signed, root, cert.der());
     if proofs.is_empty() {
-        return Err(if signed.log_entries.is_empty() {
-            "no transparency log proof: the signature carries no log entry".into()
+        let mut why = if signed.log_entries.is_empty() {
+            "no transparency log proof: the signature carries no log entry".to_string()
+        } else if failures.is_empty() {
+            "no transparency log proof from a log of the trusted root".to_string()
         } else {
-            "no transparency log proof from a log of the trusted root".into()
-        });
+            format!("no transparency log proof: {}", failures.join("; "))
+        };
+        if signed.has_timestamps {
+            why.push_str(" (its RFC 3161 timestamps are not supported by driftless yet)");
+        }
+        return Err(why);
     }
     // A Fulcio certificate lives minutes; what matters is that it was valid when the log
     // recorded the signature, a time only a signed entry timestamp vouches for (as cosign).
@@ -252,7 +284,11 @@ fn check_keyless(
         .into_iter()
         .find_map(|p| p.integrated_time.map(|t| (p, t)))
     else {
-        return Err("no transparency log proof of the signing time: the log entry has no signed entry timestamp".into());
+        let mut why = "no transparency log proof of the signing time: the log entry has no signed entry timestamp".to_string();
+        if signed.has_timestamps {
+            why.push_str(" (its RFC 3161 timestamps are not supported by driftless yet)");
+        }
+        return Err(why);
     };
     cert.verify_chain(root, at)?;
     let identity = cert.identity();
@@ -282,31 +318,37 @@ fn check_keyless(
     ))
 }
 
-/// The entries that prove inclusion in a log of `root`; an entry from such a log that does
-/// not verify is an error (a tampered proof is not merely a missing one).
+/// The entries that prove inclusion in a log of `root`, and why the others from its logs do not
+/// (like sigstore-go, an entry that fails is passed over rather than failing the signature).
 fn log_proofs(
     signed: &Signed<'_>,
     root: &TrustedRoot,
     verifier: &[u8],
-) -> Result<Vec<LogProof>, String> {
+) -> (Vec<LogProof>, Vec<String>) {
     let expected = Expected {
         signature: signed.signature,
         content_sha256: signed.logged_sha256,
         verifier,
+        kind: signed.entry_kind,
     };
-    let mut proofs = Vec::new();
+    let (mut proofs, mut failures) = (Vec::new(), Vec::new());
     for entry in &signed.log_entries {
-        proofs.extend(tlog::verify_entry(entry, root, &expected)?);
+        match tlog::verify_entry(entry, root, &expected) {
+            Ok(proof) => proofs.extend(proof),
+            Err(why) => failures.push(why),
+        }
     }
-    Ok(proofs)
+    (proofs, failures)
 }
 
 /// Why no signature of a manifest was accepted.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Unverified {
+    #[error("no signature found")]
     /// Neither a `.sig` tag nor a bundle referrer exists.
     NoSignatures,
     /// Signatures exist; each reason is why one (or several alike) did not count.
+    #[error("{}", .0.join("; "))]
     Rejected(Vec<String>),
 }
 

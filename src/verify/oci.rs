@@ -23,7 +23,7 @@ const MAX_CANDIDATES: usize = 32;
 pub enum VerifyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{0:?}")]
+    #[error(transparent)]
     Unverified(Unverified),
 }
 
@@ -45,49 +45,87 @@ pub async fn verify_manifest(
     } else {
         Vec::new()
     };
-    first_verified(&candidates, policy, digest, &manifest).map_err(VerifyError::Unverified)
+    // Certificate chains and log proofs are CPU work: off the async workers.
+    let (policy, digest) = (policy.clone(), digest.to_string());
+    tokio::task::spawn_blocking(move || first_verified(&candidates, &policy, &digest, &manifest))
+        .await
+        .map_err(|e| VerifyError::Unverified(Unverified::Rejected(vec![e.to_string()])))?
+        .map_err(VerifyError::Unverified)
 }
 
+/// The layers of the `.sig` tag, newest first (cosign appends one per signing).
 async fn signature_tag_candidates(
     client: &RegistryClient,
     repo: &str,
     digest: &str,
 ) -> Result<Vec<Candidate>, RegistryError> {
-    let manifest = match client.get_manifest(repo, &signature_tag(digest)).await {
+    let tag = signature_tag(digest);
+    let manifest = match client.get_manifest(repo, &tag).await {
         Ok(found) => found,
         Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&manifest.bytes) else {
-        return Ok(Vec::new());
+        let why = format!("the signature tag {tag} does not hold an image manifest");
+        return Ok(vec![Candidate::Unreadable(why)]);
     };
     let mut candidates = Vec::new();
     for layer in manifest
         .layers
         .iter()
+        .rev()
         .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE)
         .take(MAX_CANDIDATES)
     {
-        let annotation = |key: &str| layer.annotations.as_ref().and_then(|a| a.get(key));
-        let Some(signature) = annotation(SIGNATURE_ANNOTATION)
-            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        else {
-            continue;
-        };
-        candidates.push(Candidate::Simple {
-            payload: read_small_blob(client, repo, &layer.digest).await?,
-            signature,
-            certificate: annotation(CERTIFICATE_ANNOTATION).and_then(|pem| {
-                crate::util::pem_blocks(pem, "CERTIFICATE")
-                    .into_iter()
-                    .next()
-            }),
-            log_entry: annotation(REKOR_BUNDLE_ANNOTATION).map(|b| bundle::legacy_log_entry(b)),
-        });
+        candidates.push(simple_signature(client, repo, layer).await?);
     }
     Ok(candidates)
 }
 
+/// One layer of the `.sig` tag: its payload and the signature, certificate and Rekor entry
+/// from its annotations.
+async fn simple_signature(
+    client: &RegistryClient,
+    repo: &str,
+    layer: &Descriptor,
+) -> Result<Candidate, RegistryError> {
+    let annotation = |key: &str| layer.annotations.as_ref().and_then(|a| a.get(key));
+    let Some(signature) = annotation(SIGNATURE_ANNOTATION)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+    else {
+        return Ok(Candidate::Unreadable(format!(
+            "the signature layer {} has no valid {SIGNATURE_ANNOTATION} annotation",
+            layer.digest
+        )));
+    };
+    let certificate = match annotation(CERTIFICATE_ANNOTATION) {
+        None => None,
+        Some(pem) => match crate::util::pem_blocks(pem, "CERTIFICATE")
+            .into_iter()
+            .next()
+        {
+            Some(der) => Some(der),
+            None => {
+                return Ok(Candidate::Unreadable(format!(
+                    "the signature layer {} has a certificate annotation that holds no PEM certificate",
+                    layer.digest
+                )));
+            }
+        },
+    };
+    let payload = match read_small_blob(client, repo, &layer.digest).await {
+        Ok(payload) => payload,
+        Err(e) => return unreadable(e),
+    };
+    Ok(Candidate::Simple {
+        payload,
+        signature,
+        certificate,
+        log_entry: annotation(REKOR_BUNDLE_ANNOTATION).map(|b| bundle::legacy_log_entry(b)),
+    })
+}
+
+/// The bundles among the referrers of `digest`, the last listed first, up to the limit.
 async fn bundle_candidates(
     client: &RegistryClient,
     repo: &str,
@@ -98,6 +136,7 @@ async fn bundle_candidates(
     for descriptor in referrers
         .manifests
         .iter()
+        .rev()
         .filter(|d| {
             d.artifact_type
                 .as_deref()
@@ -105,11 +144,26 @@ async fn bundle_candidates(
         })
         .take(MAX_CANDIDATES)
     {
-        candidates.push(Candidate::Bundle(
-            read_bundle(client, repo, descriptor).await?,
-        ));
+        candidates.push(match read_bundle(client, repo, descriptor).await {
+            Ok(bundle) => Candidate::Bundle(bundle),
+            Err(e) => unreadable(e)?,
+        });
     }
     Ok(candidates)
+}
+
+/// A signature that cannot be read is one rejected candidate (cosign skips it too), unless
+/// the registry itself failed: then the lookup fails and is retried.
+fn unreadable(e: RegistryError) -> Result<Candidate, RegistryError> {
+    match e {
+        RegistryError::NotFound { .. }
+        | RegistryError::DigestMismatch { .. }
+        | RegistryError::ManifestTooLarge { .. }
+        | RegistryError::Invalid { .. } => Ok(Candidate::Unreadable(format!(
+            "a signature could not be read: {e}"
+        ))),
+        e => Err(e),
+    }
 }
 
 /// The referrers API's answer, or the tag-schema index when the registry lacks the API.
@@ -123,7 +177,14 @@ async fn referrers(
     }
     let fallback_tag = digest.replacen(':', "-", 1);
     match client.get_manifest(repo, &fallback_tag).await {
-        Ok(found) => Ok(serde_json::from_slice(&found.bytes).unwrap_or_default()),
+        Ok(found) => {
+            Ok(
+                serde_json::from_slice(&found.bytes).map_err(|e| RegistryError::Invalid {
+                    url: fallback_tag.clone(),
+                    reason: format!("the referrers tag is not an image index: {e}"),
+                })?,
+            )
+        }
         Err(RegistryError::NotFound { .. }) => Ok(ImageIndex::default()),
         Err(e) => Err(e),
     }

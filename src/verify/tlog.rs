@@ -49,7 +49,12 @@ pub struct Expected<'a> {
     pub content_sha256: [u8; 32],
     /// DER of the signing certificate or public key.
     pub verifier: &'a [u8],
+    /// The entry kind that records such content: `dsse` or `hashedrekord`.
+    pub kind: &'static str,
 }
+
+/// Most signature lines of a checkpoint looked at (each costs a signature check).
+const MAX_CHECKPOINT_SIGNATURES: usize = 8;
 
 /// Verifies one entry against the logs of `root`. `Ok(None)`: the entry is from a log `root`
 /// does not list, so it proves nothing either way.
@@ -85,9 +90,15 @@ pub fn verify_entry(
     if let Some(proof) = &entry.inclusion_proof {
         verify_inclusion(entry, proof, log)?;
     }
+    // The entry's own index is only signed by the entry timestamp; without one, report the
+    // index the inclusion proof verified.
+    let log_index = match (&entry.signed_entry_timestamp, &entry.inclusion_proof) {
+        (None, Some(proof)) => proof.log_index,
+        _ => entry.log_index,
+    };
     Ok(Some(LogProof {
         log_url: log.base_url.clone(),
-        log_index: entry.log_index,
+        log_index,
         integrated_time,
     }))
 }
@@ -133,11 +144,16 @@ fn verify_inclusion(
         return Err(fail("the Merkle path leads to another root hash".into()));
     }
     let head = verify_checkpoint(&proof.checkpoint, log).map_err(fail)?;
-    if head.tree_size != proof.tree_size || head.root_hash != proof.root_hash {
+    if head.tree_size != proof.tree_size {
         return Err(fail(format!(
             "the signed checkpoint is for tree size {}, not the proof's tree size {}",
             head.tree_size, proof.tree_size
         )));
+    }
+    if head.root_hash != proof.root_hash {
+        return Err(fail(
+            "the signed checkpoint has another root hash than the proof".into(),
+        ));
     }
     Ok(())
 }
@@ -201,13 +217,17 @@ fn verify_checkpoint(note: &str, log: &TransparencyLog) -> Result<TreeHead, Stri
         .split_once("\n\n")
         .ok_or("the checkpoint is not a signed note")?;
     let text = format!("{text}\n");
-    let signed = signatures.lines().filter_map(|line| {
-        let rest = line.strip_prefix("\u{2014} ")?;
-        let (_name, sig) = rest.rsplit_once(' ')?;
-        let raw = B64.decode(sig).ok()?;
-        (raw.len() > 4).then(|| raw[4..].to_vec())
-    });
-    let mut signed = signed;
+    // Each signature starts with the first 4 bytes of its key's id: only the log's are checked.
+    let hint = log.key_id.get(..4).unwrap_or_default();
+    let mut signed = signatures
+        .lines()
+        .take(MAX_CHECKPOINT_SIGNATURES)
+        .filter_map(|line| {
+            let rest = line.strip_prefix("\u{2014} ")?;
+            let (_name, sig) = rest.rsplit_once(' ')?;
+            let raw = B64.decode(sig).ok()?;
+            (raw.len() > 4 && &raw[..4] == hint).then(|| raw[4..].to_vec())
+        });
     if !signed.any(|sig| verify_with_der_key(&log.public_key, text.as_bytes(), &sig)) {
         return Err(format!("the checkpoint is not signed by {}", log.base_url));
     }
@@ -232,6 +252,13 @@ fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(), String> {
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| format!("the entry body is not a Rekor entry: {e}"))?;
     let content = hex::encode(expected.content_sha256);
+    if body.kind != expected.kind {
+        return Err(format!(
+            "the entry is of kind '{}', not '{}' as this signature's content needs",
+            crate::util::truncate(&body.kind, 40),
+            expected.kind
+        ));
+    }
     let (signatures, hash) = match (body.kind.as_str(), &body.spec) {
         (
             "dsse",

@@ -80,11 +80,19 @@ impl TrustedRoot {
             .into_iter()
             .map(|log| {
                 let public_key = decode(&log.public_key.raw_bytes, "tlogs[].publicKey.rawBytes")?;
+                let valid_for = log.public_key.valid_for.parse()?;
+                // As sigstore-go: a log key with no start of validity is no key to trust.
+                if valid_for.start.is_none() {
+                    return Err(format!(
+                        "trusted_root.json: the key of log '{}' has no validFor.start",
+                        log.base_url
+                    ));
+                }
                 Ok(TransparencyLog {
                     key_id: decode(&log.log_id.key_id, "tlogs[].logId.keyId")?,
                     public_key,
                     base_url: log.base_url,
-                    valid_for: log.public_key.valid_for.parse()?,
+                    valid_for,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
