@@ -21,7 +21,7 @@ use kube::Api;
 use kube::api::PostParams;
 use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
-use support::sigstore::Sigstore;
+use support::sigstore::{ISSUER_RE, SUBJECT_RE, Sigstore};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -124,7 +124,7 @@ async fn run(mode: Mode, n: usize) -> Run {
             )
             .await;
             serde_json::json!({"provider": "cosign", "trustedRootSecretRef": {"name": "trust"},
-                "matchOIDCIdentity": [{"issuer": "^https://oidc\\.test\\.invalid$", "subject": "^signer@test\\.invalid$"}]})
+                "matchOIDCIdentity": [{"issuer": ISSUER_RE, "subject": SUBJECT_RE}]})
         }
     };
     let controller = SourceController::start(

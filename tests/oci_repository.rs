@@ -13,7 +13,7 @@ use driftless::api::oci_repository::VerifiedSignature;
 use driftless::api::{ConditionStatus, OCIRepository};
 use support::controller::{SourceController, http_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
-use support::sigstore::{ISSUER, LOG_INDEX, SUBJECT, Sigstore};
+use support::sigstore::{ISSUER, ISSUER_RE, LOG_INDEX, SUBJECT, SUBJECT_RE, Sigstore};
 use support::source::{
     Sources, WAIT, condition, files, has_condition, is_current, ready_status, revision, untar,
 };
@@ -1514,7 +1514,7 @@ fn keyless_spec(e: &Env, repo: &str) -> serde_json::Value {
             "trustedRootSecretRef": {"name": "trust"},
             "matchOIDCIdentity": [
                 {"issuer": "^https://nowhere\\.invalid$", "subject": ".*"},
-                {"issuer": "^https://oidc\\.test\\.invalid$", "subject": "^signer@test\\.invalid$"},
+                {"issuer": ISSUER_RE, "subject": SUBJECT_RE},
             ],
         }}),
     )
@@ -1533,11 +1533,7 @@ async fn keyless_bundles_with_a_logged_matching_identity_are_accepted() {
     sigstore.sign_keyless(&sigstore.signer(), &reference);
     sigstore.log(&e.registry(), &repo, &digest);
     // The material is what cosign itself accepts.
-    let out = sigstore.cosign_verify(
-        &reference,
-        "^signer@test\\.invalid$",
-        "^https://oidc\\.test\\.invalid$",
-    );
+    let out = sigstore.cosign_verify(&reference, SUBJECT_RE, ISSUER_RE);
     assert!(
         out.status.success(),
         "cosign verify: {}",
@@ -1610,11 +1606,7 @@ async fn keyless_legacy_signature_tags_with_a_rekor_entry_are_accepted() {
     );
 
     sigstore.log_legacy(&e.registry(), &repo, &digest);
-    let out = sigstore.cosign2_verify(
-        &reference,
-        "^signer@test\\.invalid$",
-        "^https://oidc\\.test\\.invalid$",
-    );
+    let out = sigstore.cosign2_verify(&reference, SUBJECT_RE, ISSUER_RE);
     assert!(
         out.status.success(),
         "cosign verify: {}",
@@ -1696,11 +1688,7 @@ async fn keyless_refusals_name_their_cause_and_keep_the_last_verified_artifact()
     let intruder = sigstore.identity("intruder", "intruder@test.invalid", ISSUER);
     sigstore.sign_keyless(&intruder, &at(&wrong_subject));
     sigstore.log(&registry, &repo, &wrong_subject);
-    let cosign = sigstore.cosign_verify(
-        &at(&wrong_subject),
-        "^signer@test\\.invalid$",
-        "^https://oidc\\.test\\.invalid$",
-    );
+    let cosign = sigstore.cosign_verify(&at(&wrong_subject), SUBJECT_RE, ISSUER_RE);
     assert!(!cosign.status.success(), "cosign refuses it too");
     let found = "none of the expected identities matched what was in the certificate, got subjects [intruder@test.invalid] with issuer https://oidc.test.invalid";
     assert_refused(&e, &first, &wrong_subject, &served, found).await;

@@ -10,6 +10,9 @@ use super::cosign::PASSWORD;
 
 pub const SUBJECT: &str = "signer@test.invalid";
 pub const ISSUER: &str = "https://oidc.test.invalid";
+/// Expressions matching exactly SUBJECT and ISSUER.
+pub const SUBJECT_RE: &str = "^signer@test\\.invalid$";
+pub const ISSUER_RE: &str = "^https://oidc\\.test\\.invalid$";
 /// The index `log` gives the entries it adds.
 pub const LOG_INDEX: i64 = 42;
 
@@ -146,22 +149,14 @@ impl Sigstore {
     }
 
     fn import_key(&self, dir: &Path) {
-        let out = super::cosign::cosign(
-            &self.platform,
-            dir,
-            &[
-                "import-key-pair",
-                "--key",
-                "leaf-key.pem",
-                "--output-key-prefix",
-                "leaf",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "cosign import-key-pair: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = [
+            "import-key-pair",
+            "--key",
+            "leaf-key.pem",
+            "--output-key-prefix",
+            "leaf",
+        ];
+        cosign2_ok(&self.platform, dir, &args);
     }
 
     /// cosign v3 signs `reference` (by digest) keyless-style with `identity`'s certificate,
@@ -186,7 +181,7 @@ impl Sigstore {
     /// cosign v2 signs `reference` keyless-style in the legacy format (`sha256-<hex>.sig`, the
     /// certificate and chain in annotations), with no log entry.
     pub fn sign_keyless_legacy(&self, identity: &Identity, reference: &str) {
-        let out = super::cosign::cosign(
+        cosign2_ok(
             &self.platform,
             self.path(),
             &[
@@ -202,11 +197,6 @@ impl Sigstore {
                 "-y",
                 reference,
             ],
-        );
-        assert!(
-            out.status.success(),
-            "cosign sign (legacy): {}",
-            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -279,22 +269,8 @@ impl Sigstore {
 
     /// The real cosign v2 `verify` of a legacy signature with this test's trusted root.
     pub fn cosign2_verify(&self, reference: &str, subject_re: &str, issuer_re: &str) -> Output {
-        super::cosign::cosign(
-            &self.platform,
-            self.path(),
-            &[
-                "verify",
-                "--trusted-root",
-                "trusted_root.json",
-                "--certificate-identity-regexp",
-                subject_re,
-                "--certificate-oidc-issuer-regexp",
-                issuer_re,
-                "--insecure-ignore-sct",
-                "--allow-http-registry",
-                reference,
-            ],
-        )
+        let args = verify_args(reference, subject_re, issuer_re);
+        super::cosign::cosign(&self.platform, self.path(), &args)
     }
 
     pub fn copy_bundle(&self, registry: &str, repo: &str, from: &str, to: &str) {
@@ -325,18 +301,7 @@ impl Sigstore {
 
     /// The real `cosign verify` (v3) with this test's trusted root and identity expressions.
     pub fn cosign_verify(&self, reference: &str, subject_re: &str, issuer_re: &str) -> Output {
-        self.cosign3(&[
-            "verify",
-            "--trusted-root",
-            "trusted_root.json",
-            "--certificate-identity-regexp",
-            subject_re,
-            "--certificate-oidc-issuer-regexp",
-            issuer_re,
-            "--insecure-ignore-sct",
-            "--allow-http-registry",
-            reference,
-        ])
+        self.cosign3(&verify_args(reference, subject_re, issuer_re))
     }
 
     fn testlog(&self, args: &[&str]) -> Output {
@@ -372,6 +337,33 @@ impl Sigstore {
         );
         out
     }
+}
+
+/// `cosign verify` against this test's trusted root (the tlog checked, the SCT not: the test
+/// CA embeds none).
+fn verify_args<'a>(reference: &'a str, subject_re: &'a str, issuer_re: &'a str) -> Vec<&'a str> {
+    vec![
+        "verify",
+        "--trusted-root",
+        "trusted_root.json",
+        "--certificate-identity-regexp",
+        subject_re,
+        "--certificate-oidc-issuer-regexp",
+        issuer_re,
+        "--insecure-ignore-sct",
+        "--allow-http-registry",
+        reference,
+    ]
+}
+
+/// cosign v2 with `args`, which must succeed.
+fn cosign2_ok(platform: &Platform, dir: &Path, args: &[&str]) {
+    let out = super::cosign::cosign(platform, dir, args);
+    assert!(
+        out.status.success(),
+        "cosign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn p(path: &Path) -> String {
