@@ -58,6 +58,27 @@ impl<'a> SigningCertificate<'a> {
         self.der
     }
 
+    /// Checks the signed certificate timestamps embedded in the certificate: at least one must
+    /// come from a certificate-transparency log of `root` and verify (cosign's default). A
+    /// trusted root that lists no CT logs (a private Fulcio without one) asks for none.
+    pub fn verify_sct(&self, issuer_key: &[u8], root: &TrustedRoot) -> Result<(), String> {
+        if root.ct_logs.is_empty() {
+            return Ok(());
+        }
+        let list = self
+            .cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == super::sct::OID_SCT_LIST)
+            .ok_or("the signing certificate embeds no signed certificate timestamp (SCT)")?;
+        super::sct::verify_embedded(
+            self.cert.tbs_certificate.as_ref(),
+            list.value,
+            issuer_key,
+            &root.ct_logs,
+        )
+    }
+
     /// The DER SubjectPublicKeyInfo of the certified key.
     pub fn public_key(&self) -> &[u8] {
         self.cert.public_key().raw
@@ -107,8 +128,9 @@ impl<'a> SigningCertificate<'a> {
     }
 
     /// Checks the certificate was valid at `at`, is meant for code signing and chains up to a
-    /// certificate authority of `root` that was trusted at `at`.
-    pub fn verify_chain(&self, root: &TrustedRoot, at: jiff::Timestamp) -> Result<(), String> {
+    /// certificate authority of `root` that was trusted at `at`; gives its issuer's public key
+    /// (DER SubjectPublicKeyInfo).
+    pub fn verify_chain(&self, root: &TrustedRoot, at: jiff::Timestamp) -> Result<Vec<u8>, String> {
         check_validity(&self.cert, at, "the signing certificate")?;
         match self.cert.extended_key_usage() {
             Ok(Some(eku)) if eku.value.code_signing => {}
@@ -120,7 +142,7 @@ impl<'a> SigningCertificate<'a> {
                 continue;
             }
             match chain_to(&self.cert, &ca.chain, at) {
-                Ok(()) => return Ok(()),
+                Ok(issuer) => return Ok(issuer),
                 Err(e) if ca.uri.is_empty() => reasons.push(format!("authority #{}: {e}", i + 1)),
                 Err(e) => reasons.push(format!("{}: {e}", ca.uri)),
             }
@@ -142,7 +164,7 @@ fn chain_to(
     leaf: &X509Certificate<'_>,
     chain: &[Vec<u8>],
     at: jiff::Timestamp,
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     let certs = chain
         .iter()
         .map(|der| {
@@ -169,7 +191,7 @@ fn chain_to(
             ));
         }
     }
-    Ok(())
+    Ok(certs[start].public_key().raw.to_vec())
 }
 
 fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
@@ -307,6 +329,61 @@ mod tests {
         let mut long = vec![0x0c, 0x81, 200];
         long.extend(std::iter::repeat_n(b'x', 200));
         assert_eq!(utf8_string(&long).map(|s| s.len()), Some(200));
+    }
+
+    /// The Fulcio certificate of the real public-good bundle in tests/fixtures/sigstore.
+    fn fixture_certificate() -> Vec<u8> {
+        let bundle: serde_json::Value = serde_json::from_slice(include_bytes!(
+            "../../tests/fixtures/sigstore/oci-attestation.sigstore.json"
+        ))
+        .unwrap();
+        let raw = bundle["verificationMaterial"]["certificate"]["rawBytes"]
+            .as_str()
+            .unwrap();
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_real_fulcio_certificate_has_a_verifying_sct_and_a_tampered_one_does_not() {
+        let root = TrustedRoot::public_good();
+        let der = fixture_certificate();
+        let cert = SigningCertificate::parse(&der).unwrap();
+        let at = "2025-02-28T19:18:12Z".parse().unwrap();
+        let issuer = cert.verify_chain(&root, at).expect("chains to Fulcio");
+        cert.verify_sct(&issuer, &root)
+            .expect("SCT from ctfe.sigstore.dev");
+        assert_eq!(
+            cert.identity(),
+            SignerIdentity {
+                subjects: vec!["cody@soyland.com".into()],
+                issuer: "https://github.com/login/oauth".into(),
+            }
+        );
+
+        // Another issuer key hash: the SCT no longer covers this precertificate.
+        assert!(
+            cert.verify_sct(&der[..64], &root)
+                .unwrap_err()
+                .contains("does not verify")
+        );
+        // A root without the CT log: no SCT of a trusted log.
+        let mut without = (*root).clone();
+        without.ct_logs.retain(|l| !l.base_url.ends_with("/2022"));
+        assert!(
+            cert.verify_sct(&issuer, &without)
+                .unwrap_err()
+                .contains("from no CT log")
+        );
+        // Outside the certificate's ten minutes, the chain fails.
+        let later = "2025-02-28T20:00:00Z".parse().unwrap();
+        assert!(
+            cert.verify_chain(&root, later)
+                .unwrap_err()
+                .contains("not valid at")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod certificate;
 pub mod cosign;
 pub mod oci;
+pub mod sct;
 pub mod tlog;
 pub mod trust;
 
@@ -290,7 +291,8 @@ fn check_keyless(
         }
         return Err(why);
     };
-    cert.verify_chain(root, at)?;
+    let issuer_key = cert.verify_chain(root, at)?;
+    cert.verify_sct(&issuer_key, root)?;
     let identity = cert.identity();
     let subject = if identities.is_empty() {
         identity.subjects.first().cloned()
@@ -371,4 +373,93 @@ pub fn first_verified(
         }
     }
     Err(Unverified::Rejected(reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real public-good bundle (see tests/fixtures/sigstore/README.md).
+    const PUBLIC_GOOD_BUNDLE: &[u8] =
+        include_bytes!("../../tests/fixtures/sigstore/oci-attestation.sigstore.json");
+    const PUBLIC_GOOD_DIGEST: &str =
+        "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+
+    fn public_good(identities: Vec<IdentityMatch>) -> Policy {
+        Policy::Keyless {
+            root: TrustedRoot::public_good(),
+            identities,
+        }
+    }
+
+    fn candidate() -> Candidate {
+        Candidate::Bundle(Bundle::parse(PUBLIC_GOOD_BUNDLE))
+    }
+
+    #[test]
+    fn a_real_public_good_bundle_verifies_offline() {
+        let identity =
+            IdentityMatch::new("^https://github\\.com/login/oauth$", "^cody@soyland\\.com$")
+                .unwrap();
+        let verified = check(
+            &candidate(),
+            &public_good(vec![identity]),
+            PUBLIC_GOOD_DIGEST,
+            b"",
+        )
+        .expect("verified");
+        assert_eq!(
+            verified.signer,
+            VerifiedSigner::Identity {
+                subject: "cody@soyland.com".into(),
+                issuer: "https://github.com/login/oauth".into(),
+            }
+        );
+        let log = verified.log.expect("log proof");
+        assert_eq!(log.log_url, "https://rekor.sigstore.dev");
+        assert_eq!(
+            log.integrated_time.map(|t| t.as_second()),
+            Some(1_740_770_291)
+        );
+    }
+
+    #[test]
+    fn the_real_bundle_is_refused_for_another_identity_digest_or_root() {
+        let other =
+            IdentityMatch::new("^https://github\\.com/login/oauth$", "^someone@else$").unwrap();
+        let why = check(
+            &candidate(),
+            &public_good(vec![other]),
+            PUBLIC_GOOD_DIGEST,
+            b"",
+        )
+        .unwrap_err();
+        assert!(
+            why.contains(
+                "got subjects [cody@soyland.com] with issuer https://github.com/login/oauth"
+            ),
+            "{why}"
+        );
+
+        let elsewhere = format!("sha256:{}", "0".repeat(64));
+        let why = check(&candidate(), &public_good(vec![]), &elsewhere, b"").unwrap_err();
+        assert!(why.contains("signs sha256:7321"), "{why}");
+
+        let empty = Policy::Keyless {
+            root: Arc::new(TrustedRoot::default()),
+            identities: vec![],
+        };
+        let why = check(&candidate(), &empty, PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        assert!(why.contains("no transparency log proof"), "{why}");
+    }
+
+    #[test]
+    fn a_tampered_log_entry_is_no_proof() {
+        let mut bundle: serde_json::Value = serde_json::from_slice(PUBLIC_GOOD_BUNDLE).unwrap();
+        let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];
+        entry["integratedTime"] = "1740770292".into();
+        let tampered = Candidate::Bundle(Bundle::parse(&serde_json::to_vec(&bundle).unwrap()));
+        let why = check(&tampered, &public_good(vec![]), PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        assert!(why.contains("signed entry timestamp"), "{why}");
+    }
 }

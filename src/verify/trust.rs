@@ -23,6 +23,8 @@ static PUBLIC_GOOD: LazyLock<Arc<TrustedRoot>> = LazyLock::new(|| {
 pub struct TrustedRoot {
     pub logs: Vec<TransparencyLog>,
     pub authorities: Vec<CertificateAuthority>,
+    /// Certificate-transparency logs, whose timestamps Fulcio embeds in its certificates.
+    pub ct_logs: Vec<TransparencyLog>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,18 @@ impl TrustedRoot {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let ct_logs = doc
+            .ctlogs
+            .into_iter()
+            .map(|log| {
+                Ok(TransparencyLog {
+                    key_id: decode(&log.log_id.key_id, "ctlogs[].logId.keyId")?,
+                    public_key: decode(&log.public_key.raw_bytes, "ctlogs[].publicKey.rawBytes")?,
+                    base_url: log.base_url,
+                    valid_for: log.public_key.valid_for.parse()?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let authorities = doc
             .certificate_authorities
             .into_iter()
@@ -125,7 +139,11 @@ impl TrustedRoot {
                     .into(),
             );
         }
-        Ok(TrustedRoot { logs, authorities })
+        Ok(TrustedRoot {
+            logs,
+            authorities,
+            ct_logs,
+        })
     }
 
     pub fn log(&self, key_id: &[u8]) -> Option<&TransparencyLog> {
@@ -152,6 +170,8 @@ mod wire {
         pub tlogs: Vec<Log>,
         #[serde(default)]
         pub certificate_authorities: Vec<Authority>,
+        #[serde(default)]
+        pub ctlogs: Vec<Log>,
     }
 
     #[derive(Deserialize)]
