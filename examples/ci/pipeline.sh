@@ -3,7 +3,8 @@
 # digest this job printed. Run from the repository root of your configuration.
 #
 # Needs: driftless (this project), kustomize, kubeconform (or any schema validator), cosign.
-# Env: REGISTRY (e.g. ghcr.io/acme), COSIGN_KEY (a cosign.key file), COSIGN_PASSWORD.
+# Env: REGISTRY (e.g. ghcr.io/acme); COSIGN_KEY (a cosign.key file) and COSIGN_PASSWORD, or
+# neither for keyless signing.
 set -euo pipefail
 
 app=${APP:-podinfo}
@@ -26,8 +27,15 @@ digest=$(driftless artifact push "oci://$REGISTRY/manifests/$app:$env" \
   --output json | jq -r .digest)
 echo "pushed oci://$REGISTRY/manifests/$app@$digest"
 
-# 4. Sign by digest, so what the cluster verifies is what was validated.
-cosign sign --key "$COSIGN_KEY" --tlog-upload=false -y "$REGISTRY/manifests/$app@$digest"
+# 4. Sign by digest, so what the cluster verifies is what was validated. With a key (the
+#    OCIRepository's verify.secretRef holds cosign.pub); or, unset COSIGN_KEY on a CI with OIDC
+#    (GitHub Actions `id-token: write`), keyless: a Fulcio certificate for the workflow and a Rekor
+#    entry, which driftless checks offline (examples/ocirepository-keyless.yaml).
+if [ -n "${COSIGN_KEY:-}" ]; then
+  cosign sign --key "$COSIGN_KEY" --tlog-upload=false -y "$REGISTRY/manifests/$app@$digest"
+else
+  cosign sign -y "$REGISTRY/manifests/$app@$digest"
+fi
 
 # 5. Optionally show what changed against what is deployed now.
 driftless artifact diff "oci://$REGISTRY/manifests/$app:$env-previous" "oci://$REGISTRY/manifests/$app@$digest" || true
