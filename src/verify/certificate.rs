@@ -104,7 +104,7 @@ impl<'a> SigningCertificate<'a> {
                     Some(s.to_string())
                 }
                 GeneralName::IPAddress(ip) => ip_to_string(ip),
-                GeneralName::OtherName(_, value) => utf8_string(value),
+                GeneralName::OtherName(_, value) => super::der::utf8_string(value),
                 _ => None,
             })
             .collect()
@@ -119,7 +119,7 @@ impl<'a> SigningCertificate<'a> {
                 .find(|e| e.oid.to_id_string() == oid)
                 .map(|e| e.value)
         };
-        if let Some(issuer) = extension(OID_ISSUER_V2).and_then(utf8_string) {
+        if let Some(issuer) = extension(OID_ISSUER_V2).and_then(super::der::utf8_string) {
             return issuer;
         }
         extension(OID_ISSUER_V1)
@@ -277,35 +277,6 @@ fn key_bytes<'a>(spki: &'a x509_parser::x509::SubjectPublicKeyInfo<'a>) -> &'a [
     }
 }
 
-/// The text of a DER UTF8String (or of one wrapped in an explicit tag, as in otherName).
-fn utf8_string(der: &[u8]) -> Option<String> {
-    let (tag, content) = der_element(der)?;
-    match tag {
-        0x0c => String::from_utf8(content.to_vec()).ok(),
-        0xa0 => utf8_string(content),
-        _ => None,
-    }
-}
-
-/// One DER element: its tag and contents (definite lengths up to 4 bytes).
-fn der_element(der: &[u8]) -> Option<(u8, &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    Some((tag, rest.get(..len)?))
-}
-
 fn ip_to_string(ip: &[u8]) -> Option<String> {
     match ip.len() {
         4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?).to_string()),
@@ -317,19 +288,6 @@ fn ip_to_string(ip: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_der_utf8_strings_plain_and_explicitly_tagged() {
-        let plain = [0x0c, 0x03, b'a', b'b', b'c'];
-        assert_eq!(utf8_string(&plain).as_deref(), Some("abc"));
-        let tagged = [0xa0, 0x05, 0x0c, 0x03, b'a', b'b', b'c'];
-        assert_eq!(utf8_string(&tagged).as_deref(), Some("abc"));
-        assert_eq!(utf8_string(&[0x04, 0x01, b'a']), None);
-        assert_eq!(utf8_string(&[0x0c, 0x05, b'a']), None, "truncated");
-        let mut long = vec![0x0c, 0x81, 200];
-        long.extend(std::iter::repeat_n(b'x', 200));
-        assert_eq!(utf8_string(&long).map(|s| s.len()), Some(200));
-    }
 
     /// The Fulcio certificate of the real public-good bundle in tests/fixtures/sigstore.
     fn fixture_certificate() -> Vec<u8> {

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod certificate;
 pub mod cosign;
+pub mod der;
 pub mod oci;
 pub mod sct;
 pub mod tlog;

@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::cosign::verify_with_der_key;
+use super::der;
 use super::trust::TransparencyLog;
 
 /// The X.509 extension holding the SCT list.
@@ -70,7 +71,7 @@ fn signed_data(sct: &Sct<'_>, issuer_key_hash: &[u8; 32], tbs: &[u8]) -> Vec<u8>
 
 /// The extension value is a DER OCTET STRING around the TLS-encoded list.
 fn parse_list(extension_value: &[u8]) -> Option<Vec<Sct<'_>>> {
-    let (tag, list, _) = der_split(extension_value)?;
+    let (tag, list, _) = der::split(extension_value)?;
     if tag != 0x04 {
         return None;
     }
@@ -119,81 +120,42 @@ fn tls_vector(b: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
 /// The TBSCertificate re-encoded without the SCT list extension: the precertificate's TBS the
 /// log signed (the CA added the SCTs afterwards).
 fn tbs_without_sct_list(tbs: &[u8]) -> Option<Vec<u8>> {
-    let (tag, fields, _) = der_split(tbs)?;
+    let (tag, fields, _) = der::split(tbs)?;
     if tag != 0x30 {
         return None;
     }
     let mut out_fields = Vec::with_capacity(fields.len());
     let mut rest = fields;
     while !rest.is_empty() {
-        let (tag, content, next) = der_split(rest)?;
+        let (tag, content, next) = der::split(rest)?;
         let whole = &rest[..rest.len() - next.len()];
         if tag == 0xa3 {
-            out_fields.extend(der_encode(0xa3, &extensions_without_sct(content)?));
+            out_fields.extend(der::encode(0xa3, &extensions_without_sct(content)?));
         } else {
             out_fields.extend_from_slice(whole);
         }
         rest = next;
     }
-    Some(der_encode(0x30, &out_fields))
+    Some(der::encode(0x30, &out_fields))
 }
 
 /// `[3] { SEQUENCE OF Extension }` content without the SCT list extension.
 fn extensions_without_sct(explicit: &[u8]) -> Option<Vec<u8>> {
-    let (tag, mut extensions, _) = der_split(explicit)?;
+    let (tag, mut extensions, _) = der::split(explicit)?;
     if tag != 0x30 {
         return None;
     }
     let mut kept = Vec::with_capacity(extensions.len());
     while !extensions.is_empty() {
-        let (_, extension, next) = der_split(extensions)?;
+        let (_, extension, next) = der::split(extensions)?;
         let whole = &extensions[..extensions.len() - next.len()];
-        let (oid_tag, oid, _) = der_split(extension)?;
+        let (oid_tag, oid, _) = der::split(extension)?;
         if !(oid_tag == 0x06 && oid == OID_SCT_LIST_DER) {
             kept.extend_from_slice(whole);
         }
         extensions = next;
     }
-    Some(der_encode(0x30, &kept))
-}
-
-/// One DER element: tag, content, and the bytes after it (single-byte tags, definite lengths
-/// up to 4 bytes).
-fn der_split(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    let content = rest.get(..len)?;
-    Some((tag, content, &rest[len..]))
-}
-
-fn der_encode(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
+    Some(der::encode(0x30, &kept))
 }
 
 #[cfg(test)]
@@ -201,35 +163,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn der_lengths_round_trip() {
-        for len in [0usize, 1, 127, 128, 255, 256, 70_000] {
-            let content = vec![7u8; len];
-            let encoded = der_encode(0x30, &content);
-            let (tag, back, rest) = der_split(&encoded).unwrap();
-            assert_eq!((tag, back.len(), rest.len()), (0x30, len, 0));
-        }
-    }
-
-    #[test]
     fn the_sct_extension_is_cut_out_and_the_rest_kept() {
         let ext = |oid: &[u8], value: &[u8]| {
-            let mut e = der_encode(0x06, oid);
-            e.extend(der_encode(0x04, value));
-            der_encode(0x30, &e)
+            let mut e = der::encode(0x06, oid);
+            e.extend(der::encode(0x04, value));
+            der::encode(0x30, &e)
         };
         let keep = ext(&[0x55, 0x1d, 0x0f], b"ku");
         let sct = ext(&OID_SCT_LIST_DER, b"scts");
         let mut exts = keep.clone();
         exts.extend(&sct);
-        let mut fields = der_encode(0x02, &[1]);
-        fields.extend(der_encode(0xa3, &der_encode(0x30, &exts)));
-        let tbs = der_encode(0x30, &fields);
+        let mut fields = der::encode(0x02, &[1]);
+        fields.extend(der::encode(0xa3, &der::encode(0x30, &exts)));
+        let tbs = der::encode(0x30, &fields);
 
-        let mut expected = der_encode(0x02, &[1]);
-        expected.extend(der_encode(0xa3, &der_encode(0x30, &keep)));
+        let mut expected = der::encode(0x02, &[1]);
+        expected.extend(der::encode(0xa3, &der::encode(0x30, &keep)));
         assert_eq!(
             tbs_without_sct_list(&tbs).unwrap(),
-            der_encode(0x30, &expected)
+            der::encode(0x30, &expected)
         );
     }
 
