@@ -229,29 +229,95 @@ fn certificate_signature_verifies(
     cert: &X509Certificate<'_>,
     issuer: &X509Certificate<'_>,
 ) -> bool {
-    let algorithms: &[&'static dyn signature::VerificationAlgorithm] =
-        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
-            "1.2.840.10045.4.3.2" => &[
-                &signature::ECDSA_P256_SHA256_ASN1,
-                &signature::ECDSA_P384_SHA256_ASN1,
-            ],
-            "1.2.840.10045.4.3.3" => &[
-                &signature::ECDSA_P384_SHA384_ASN1,
-                &signature::ECDSA_P256_SHA384_ASN1,
-            ],
-            "1.2.840.10045.4.3.4" => &[&signature::ECDSA_P521_SHA512_ASN1],
-            "1.2.840.113549.1.1.11" => &[&signature::RSA_PKCS1_2048_8192_SHA256],
-            "1.2.840.113549.1.1.12" => &[&signature::RSA_PKCS1_2048_8192_SHA384],
-            "1.2.840.113549.1.1.13" => &[&signature::RSA_PKCS1_2048_8192_SHA512],
-            OID_ED25519 => &[&signature::ED25519],
-            _ => return false,
-        };
-    let key = key_bytes(issuer.public_key());
+    let algorithm = cert.signature_algorithm.algorithm.to_id_string();
+    signed_by(
+        issuer.public_key(),
+        signature_algorithms(&algorithm, None),
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+}
+
+/// The verification algorithms a signature algorithm OID names; for CMS, whose signers may
+/// name only the key type, the digest algorithm OID completes it.
+pub(super) fn signature_algorithms(
+    signature_oid: &str,
+    digest_oid: Option<&str>,
+) -> &'static [&'static dyn signature::VerificationAlgorithm] {
+    const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+    const SHA384: &str = "2.16.840.1.101.3.4.2.2";
+    const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+    match (signature_oid, digest_oid) {
+        ("1.2.840.10045.4.3.2", _) | ("1.2.840.10045.2.1", Some(SHA256)) => &[
+            &signature::ECDSA_P256_SHA256_ASN1,
+            &signature::ECDSA_P384_SHA256_ASN1,
+        ],
+        ("1.2.840.10045.4.3.3", _) | ("1.2.840.10045.2.1", Some(SHA384)) => &[
+            &signature::ECDSA_P384_SHA384_ASN1,
+            &signature::ECDSA_P256_SHA384_ASN1,
+        ],
+        ("1.2.840.10045.4.3.4", _) | ("1.2.840.10045.2.1", Some(SHA512)) => {
+            &[&signature::ECDSA_P521_SHA512_ASN1]
+        }
+        ("1.2.840.113549.1.1.11", _) | ("1.2.840.113549.1.1.1", Some(SHA256)) => {
+            &[&signature::RSA_PKCS1_2048_8192_SHA256]
+        }
+        ("1.2.840.113549.1.1.12", _) | ("1.2.840.113549.1.1.1", Some(SHA384)) => {
+            &[&signature::RSA_PKCS1_2048_8192_SHA384]
+        }
+        ("1.2.840.113549.1.1.13", _) | ("1.2.840.113549.1.1.1", Some(SHA512)) => {
+            &[&signature::RSA_PKCS1_2048_8192_SHA512]
+        }
+        (OID_ED25519, _) => &[&signature::ED25519],
+        _ => &[],
+    }
+}
+
+/// Whether `signature` over `message` verifies with `key` under one of `algorithms`.
+pub(super) fn signed_by(
+    key: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+    algorithms: &[&'static dyn signature::VerificationAlgorithm],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let key = key_bytes(key);
     algorithms.iter().any(|alg| {
         signature::UnparsedPublicKey::new(*alg, key)
-            .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+            .verify(message, signature)
             .is_ok()
     })
+}
+
+/// A trusted authority's own chain (its signing certificate first, its root last): each link
+/// signed by the next, each valid at `at`, the issuers certificate authorities.
+pub(super) fn verify_authority_chain(chain: &[Vec<u8>], at: jiff::Timestamp) -> Result<(), String> {
+    let certs = chain
+        .iter()
+        .map(|der| {
+            X509Certificate::from_der(der)
+                .map(|(_, c)| c)
+                .map_err(|e| format!("a trusted certificate is not valid X.509: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for (i, cert) in certs.iter().enumerate() {
+        check_validity(cert, at, &format!("'{}'", cert.subject()))?;
+        if i > 0 && !cert.is_ca() {
+            return Err(format!(
+                "'{}' is not a certificate authority",
+                cert.subject()
+            ));
+        }
+        if let Some(parent) = certs.get(i + 1)
+            && !issued_by(cert, parent)
+        {
+            return Err(format!(
+                "'{}' is not issued by '{}'",
+                cert.subject(),
+                parent.subject()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A signature by the certificate's key over content, with any algorithm cosign signs with.

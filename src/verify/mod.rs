@@ -8,6 +8,7 @@ pub mod cosign;
 pub mod der;
 pub mod oci;
 pub mod sct;
+pub mod timestamp;
 pub mod tlog;
 pub mod trust;
 

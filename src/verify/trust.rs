@@ -25,6 +25,8 @@ pub struct TrustedRoot {
     pub authorities: Vec<CertificateAuthority>,
     /// Certificate-transparency logs, whose timestamps Fulcio embeds in its certificates.
     pub ct_logs: Vec<TransparencyLog>,
+    /// RFC 3161 timestamp authorities (their signing certificate first in each chain).
+    pub timestamp_authorities: Vec<CertificateAuthority>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,29 +112,8 @@ impl TrustedRoot {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let authorities = doc
-            .certificate_authorities
-            .into_iter()
-            .map(|ca| {
-                let chain = ca
-                    .cert_chain
-                    .certificates
-                    .iter()
-                    .map(|c| decode(&c.raw_bytes, "certificateAuthorities[].certChain"))
-                    .collect::<Result<Vec<_>, String>>()?;
-                if chain.is_empty() {
-                    return Err(format!(
-                        "certificate authority '{}' has no certificates",
-                        ca.uri
-                    ));
-                }
-                Ok(CertificateAuthority {
-                    uri: ca.uri,
-                    chain,
-                    valid_for: ca.valid_for.parse()?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let timestamp_authorities = authorities_of(doc.timestamp_authorities)?;
+        let authorities = authorities_of(doc.certificate_authorities)?;
         if logs.is_empty() && authorities.is_empty() {
             return Err(
                 "trusted_root.json lists no certificate authorities and no transparency logs"
@@ -143,12 +124,35 @@ impl TrustedRoot {
             logs,
             authorities,
             ct_logs,
+            timestamp_authorities,
         })
     }
 
     pub fn log(&self, key_id: &[u8]) -> Option<&TransparencyLog> {
         self.logs.iter().find(|l| l.key_id == key_id)
     }
+}
+
+/// Certificate or timestamp authorities: each with a chain and a validity.
+fn authorities_of(list: Vec<wire::Authority>) -> Result<Vec<CertificateAuthority>, String> {
+    list.into_iter()
+        .map(|ca| {
+            let chain = ca
+                .cert_chain
+                .certificates
+                .iter()
+                .map(|c| decode(&c.raw_bytes, "certChain"))
+                .collect::<Result<Vec<_>, String>>()?;
+            if chain.is_empty() {
+                return Err(format!("authority '{}' has no certificates", ca.uri));
+            }
+            Ok(CertificateAuthority {
+                uri: ca.uri,
+                chain,
+                valid_for: ca.valid_for.parse()?,
+            })
+        })
+        .collect()
 }
 
 fn decode(b64: &str, field: &str) -> Result<Vec<u8>, String> {
@@ -172,6 +176,8 @@ mod wire {
         pub certificate_authorities: Vec<Authority>,
         #[serde(default)]
         pub ctlogs: Vec<Log>,
+        #[serde(default)]
+        pub timestamp_authorities: Vec<Authority>,
     }
 
     #[derive(Deserialize)]
