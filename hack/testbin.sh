@@ -4,8 +4,10 @@
 #   .../bin/referrers-registry (hack/referrers-registry: an OCI registry with the referrers API)
 # and, on request only (not part of `all`), cosign v3 and the Flux peers:
 #   .../bin/{cosign3,kustomize-controller,source-controller,flux}
+# and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
+#   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers|rekor-tiles|timestamp-authority]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -31,6 +33,10 @@ FLUX_VERSION=${FLUX_VERSION:-2.7.5}
 # hack/referrers-registry is built on go-containerregistry's pkg/registry; v0.21.7 is the
 # version cosign v3.1.3 builds with.
 GGCR_VERSION=${GGCR_VERSION:-0.21.7}
+# The Rekor v2 log (rekor-tiles, POSIX/Tessera backend) and the timestamp authority, at the
+# versions cosign v3.1.3's go.mod requires (its client libraries for both services).
+REKOR_TILES_VERSION=${REKOR_TILES_VERSION:-2.3.0}
+TSA_VERSION=${TSA_VERSION:-2.1.2}
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
@@ -191,6 +197,22 @@ build_cosign() { # NAME MAJOR VERSION
   mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
 }
 
+# A Sigstore server whose main package lives in its own module, which has no replaces: a
+# consumer module requiring it resolves the release's dependency versions (checked: rekor-tiles
+# v2.3.0 181 requires, timestamp-authority v2.1.2 156, 0 mismatches). `version` reads release-utils.
+build_sigstore_server() { # NAME PACKAGE VERSION
+  local name=$1 pkg=$2 version=$3
+  if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
+  local dir=$TESTBIN/src/$name-$version
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init "driftless.testbin/$name" >/dev/null 2>&1
+  log "building $name v$version"
+  go get "$pkg@v$version"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=v$version \
+    -X sigs.k8s.io/release-utils/version.gitTreeState=clean" -o "$BIN/$name.tmp" "$pkg"
+  mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
+}
+
 # A Flux controller's main package is its module root, and its go.mod replaces its api module
 # with ./api and pins go-digest (and kustomize's api/kyaml) by replace: a consumer module with
 # the non-local replaces copied resolves the release's own dependency versions.
@@ -253,5 +275,10 @@ case "${1:-all}" in
   peers) build_cosign cosign v2 "$COSIGN_VERSION"; build_cosign cosign3 v3 "$COSIGN3_VERSION"
     build_flux_controller kustomize-controller "$FLUX_KC_VERSION"
     build_flux_controller source-controller "$FLUX_SC_VERSION"; build_flux ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers]" >&2; exit 2 ;;
+  # Not in `all` or `peers`: see "Rekor v2 and a timestamp authority" in hack/PEERS.md.
+  rekor-tiles) build_sigstore_server rekor-tiles-server \
+    github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
+  timestamp-authority) build_sigstore_server timestamp-server \
+    github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
 esac

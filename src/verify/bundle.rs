@@ -33,8 +33,8 @@ pub struct Bundle {
     pub signer: Signer,
     pub content: Content,
     pub log_entries: Vec<LogEntry>,
-    /// RFC 3161 timestamps are present (driftless does not verify them yet).
-    pub has_timestamps: bool,
+    /// DER RFC 3161 timestamp tokens over the signature.
+    pub timestamps: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,10 +214,14 @@ impl Bundle {
                     .into(),
             );
         }
-        let has_timestamps = material
+        let timestamps = material
             .timestamp_verification_data
-            .as_ref()
-            .is_some_and(|t| !t.rfc3161_timestamps.is_empty());
+            .map(|t| t.rfc3161_timestamps)
+            .unwrap_or_default()
+            .iter()
+            .take(MAX_LOG_ENTRIES)
+            .map(|t| decode(&t.signed_timestamp, "RFC 3161 timestamp"))
+            .collect::<Result<_, _>>()?;
         let log_entries = material
             .tlog_entries
             .into_iter()
@@ -227,7 +231,7 @@ impl Bundle {
             signer,
             content,
             log_entries,
-            has_timestamps,
+            timestamps,
         })
     }
 
@@ -311,7 +315,13 @@ mod wire {
     #[serde(rename_all = "camelCase")]
     pub struct Timestamps {
         #[serde(default)]
-        pub rfc3161_timestamps: Vec<serde_json::Value>,
+        pub rfc3161_timestamps: Vec<Timestamp>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Timestamp {
+        pub signed_timestamp: String,
     }
 
     #[derive(Deserialize)]

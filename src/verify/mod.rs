@@ -147,8 +147,8 @@ struct Signed<'a> {
     logged_sha256: [u8; 32],
     /// The Rekor entry kind that records this content.
     entry_kind: &'static str,
-    /// The bundle carries RFC 3161 timestamps (not verified by driftless yet).
-    has_timestamps: bool,
+    /// RFC 3161 timestamps over the signature.
+    timestamps: &'a [Vec<u8>],
 }
 
 /// Checks one candidate against `policy` for the manifest `digest` (whose bytes are
@@ -192,7 +192,7 @@ fn signed_content<'a>(
                 log_entries: log_entry.clone().transpose()?.into_iter().collect(),
                 logged_sha256: Sha256::digest(payload).into(),
                 entry_kind: "hashedrekord",
-                has_timestamps: false,
+                timestamps: &[],
             })
         }
         Candidate::Bundle(bundle) => {
@@ -211,7 +211,7 @@ fn signed_content<'a>(
                 log_entries: bundle.log_entries.clone(),
                 logged_sha256: bundle.content.logged_sha256(),
                 entry_kind: bundle.content.entry_kind(),
-                has_timestamps: bundle.has_timestamps,
+                timestamps: &bundle.timestamps,
             })
         }
         Candidate::Unreadable(why) => Err(why.clone()),
@@ -269,29 +269,26 @@ fn check_keyless(
     }
     let (proofs, failures) = log_proofs(signed, root, cert.der());
     if proofs.is_empty() {
-        let mut why = if signed.log_entries.is_empty() {
+        return Err(if signed.log_entries.is_empty() {
             "no transparency log proof: the signature carries no log entry".to_string()
         } else if failures.is_empty() {
             "no transparency log proof from a log of the trusted root".to_string()
         } else {
             format!("no transparency log proof: {}", failures.join("; "))
-        };
-        if signed.has_timestamps {
-            why.push_str(" (its RFC 3161 timestamps are not supported by driftless yet)");
-        }
-        return Err(why);
+        });
     }
-    // A Fulcio certificate lives minutes; what matters is that it was valid when the log
-    // recorded the signature, a time only a signed entry timestamp vouches for (as cosign).
-    let Some((log, at)) = proofs
-        .into_iter()
+    // A Fulcio certificate lives minutes; what matters is that it was valid when the signature
+    // was made: a time the log signed (Rekor v1's entry timestamp), else one an RFC 3161
+    // timestamp authority of the trusted root signed (Rekor v2 signs no time).
+    let (log, at) = match proofs
+        .iter()
         .find_map(|p| p.integrated_time.map(|t| (p, t)))
-    else {
-        let mut why = "no transparency log proof of the signing time: the log entry has no signed entry timestamp".to_string();
-        if signed.has_timestamps {
-            why.push_str(" (its RFC 3161 timestamps are not supported by driftless yet)");
+    {
+        Some((log, at)) => (log.clone(), at),
+        None => {
+            let at = signed_time(signed, root)?;
+            (proofs[0].clone(), at)
         }
-        return Err(why);
     };
     let issuer_key = cert.verify_chain(root, at)?;
     cert.verify_sct(&issuer_key, root)?;
@@ -320,6 +317,22 @@ fn check_keyless(
         },
         Some(log),
     ))
+}
+
+/// The time a timestamp authority of `root` attests for the signature.
+fn signed_time(signed: &Signed<'_>, root: &TrustedRoot) -> Result<jiff::Timestamp, String> {
+    let mut reasons = Vec::new();
+    for token in signed.timestamps {
+        match timestamp::verify(token, signed.signature, root) {
+            Ok(at) => return Ok(at),
+            Err(why) => reasons.push(why),
+        }
+    }
+    Err(if reasons.is_empty() {
+        "no proof of the signing time: the log entry has no signed entry timestamp and the signature no RFC 3161 timestamp".into()
+    } else {
+        format!("no proof of the signing time: {}", reasons.join("; "))
+    })
 }
 
 /// The entries that prove inclusion in a log of `root`, and why the others from its logs do not
