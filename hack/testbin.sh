@@ -199,7 +199,7 @@ build_cosign() { # NAME MAJOR VERSION
 
 # A Sigstore server whose main package lives in its own module, which has no replaces: a
 # consumer module requiring it resolves the release's dependency versions (checked: rekor-tiles
-# v2.3.0 181 requires, timestamp-authority v2.1.2 156, 0 mismatches). `version` reads release-utils.
+# v2.3.0, 181 requires, 0 mismatches; timestamp-authority v2.1.2, 156, 0). `version` reads release-utils.
 build_sigstore_server() { # NAME PACKAGE VERSION
   local name=$1 pkg=$2 version=$3
   if is_built "$name" "$version"; then log "$name v$version already built"; return; fi

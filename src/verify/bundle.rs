@@ -64,19 +64,11 @@ impl Content {
         }
     }
 
-    /// The Rekor entry kind that records this content.
-    pub fn entry_kind(&self) -> &'static str {
+    /// For DSSE envelopes, the SHA-256 of the payload (what `dsse` log entries record).
+    pub fn payload_sha256(&self) -> Option<[u8; 32]> {
         match self {
-            Content::Dsse { .. } => "dsse",
-            Content::Message { .. } => "hashedrekord",
-        }
-    }
-
-    /// The SHA-256 a log entry records for this content.
-    pub fn logged_sha256(&self) -> [u8; 32] {
-        match self {
-            Content::Dsse { payload, .. } => Sha256::digest(payload).into(),
-            Content::Message { digest, .. } => digest.as_slice().try_into().unwrap_or([0; 32]),
+            Content::Dsse { payload, .. } => Some(Sha256::digest(payload).into()),
+            Content::Message { .. } => None,
         }
     }
 
@@ -371,7 +363,8 @@ mod wire {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct TlogEntry {
-        #[serde(deserialize_with = "int64")]
+        // protobuf JSON leaves zero values out: index 0 has no `logIndex`.
+        #[serde(default, deserialize_with = "int64")]
         pub log_index: i64,
         pub log_id: LogId,
         #[serde(default, deserialize_with = "int64")]
@@ -396,7 +389,7 @@ mod wire {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct Proof {
-        #[serde(deserialize_with = "int64")]
+        #[serde(default, deserialize_with = "int64")]
         pub log_index: i64,
         pub root_hash: String,
         #[serde(deserialize_with = "int64")]

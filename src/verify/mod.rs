@@ -144,9 +144,8 @@ struct Signed<'a> {
     signature: &'a [u8],
     certificate: Option<&'a [u8]>,
     log_entries: Vec<LogEntry>,
-    logged_sha256: [u8; 32],
-    /// The Rekor entry kind that records this content.
-    entry_kind: &'static str,
+    /// For DSSE envelopes, the payload's SHA-256.
+    payload_sha256: Option<[u8; 32]>,
     /// RFC 3161 timestamps over the signature.
     timestamps: &'a [Vec<u8>],
 }
@@ -190,8 +189,7 @@ fn signed_content<'a>(
                 signature,
                 certificate: certificate.as_deref(),
                 log_entries: log_entry.clone().transpose()?.into_iter().collect(),
-                logged_sha256: Sha256::digest(payload).into(),
-                entry_kind: "hashedrekord",
+                payload_sha256: None,
                 timestamps: &[],
             })
         }
@@ -209,8 +207,7 @@ fn signed_content<'a>(
                     Signer::PublicKey { .. } => None,
                 },
                 log_entries: bundle.log_entries.clone(),
-                logged_sha256: bundle.content.logged_sha256(),
-                entry_kind: bundle.content.entry_kind(),
+                payload_sha256: bundle.content.payload_sha256(),
                 timestamps: &bundle.timestamps,
             })
         }
@@ -344,9 +341,9 @@ fn log_proofs(
 ) -> (Vec<LogProof>, Vec<String>) {
     let expected = Expected {
         signature: signed.signature,
-        content_sha256: signed.logged_sha256,
+        signed_sha256: Sha256::digest(&signed.bytes).into(),
+        payload_sha256: signed.payload_sha256,
         verifier,
-        kind: signed.entry_kind,
     };
     let (mut proofs, mut failures) = (Vec::new(), Vec::new());
     for entry in &signed.log_entries {
@@ -476,5 +473,79 @@ mod tests {
         let tampered = Candidate::Bundle(Bundle::parse(&serde_json::to_vec(&bundle).unwrap()));
         let why = check(&tampered, &public_good(vec![]), PUBLIC_GOOD_DIGEST, b"").unwrap_err();
         assert!(why.contains("signed entry timestamp"), "{why}");
+    }
+
+    /// Bundles made by cosign v3 against a real Rekor v2 log and timestamp authority (see
+    /// tests/fixtures/sigstore/README.md), with the trusted root they were made for.
+    fn rekor_v2(file: &str) -> Vec<u8> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sigstore/rekor-v2"
+        );
+        std::fs::read(format!("{dir}/{file}")).unwrap()
+    }
+
+    fn rekor_v2_policy(root_file: &str) -> Policy {
+        Policy::Keyless {
+            root: Arc::new(TrustedRoot::from_json(&rekor_v2(root_file)).unwrap()),
+            identities: vec![
+                IdentityMatch::new("^https://oidc\\.test\\.invalid$", "^signer@test\\.invalid$")
+                    .unwrap(),
+            ],
+        }
+    }
+
+    fn subject_of(bundle: &Bundle) -> String {
+        bundle.content.signed_digest().unwrap()
+    }
+
+    #[test]
+    fn rekor_v2_entries_with_a_tsa_time_verify_offline() {
+        for file in ["bundle-dsse.json", "bundle-dsse-index0.json"] {
+            let bundle = Bundle::parse(&rekor_v2(file)).unwrap();
+            let digest = subject_of(&bundle);
+            let verified = check(
+                &Candidate::Bundle(Ok(bundle)),
+                &rekor_v2_policy("trusted_root.json"),
+                &digest,
+                b"",
+            )
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let log = verified.log.expect("log proof");
+            assert_eq!(log.log_url, "https://rekor.test.invalid");
+            assert_eq!(log.integrated_time, None, "Rekor v2 signs no time");
+        }
+    }
+
+    #[test]
+    fn rekor_v2_message_signatures_verify_with_either_log_key_type() {
+        for (bundle, blob, root) in [
+            ("blob.sigstore.json", "blob.txt", "trusted_root.json"),
+            (
+                "blob-ecdsa-log.sigstore.json",
+                "blob-ecdsa-log.txt",
+                "trusted_root_ecdsa.json",
+            ),
+        ] {
+            let blob = rekor_v2(blob);
+            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
+            let candidate = Candidate::Bundle(Bundle::parse(&rekor_v2(bundle)));
+            check(&candidate, &rekor_v2_policy(root), &digest, &blob)
+                .unwrap_or_else(|e| panic!("{bundle}: {e}"));
+        }
+    }
+
+    #[test]
+    fn without_a_trusted_timestamp_authority_rekor_v2_proves_no_signing_time() {
+        let bundle = Bundle::parse(&rekor_v2("bundle-dsse.json")).unwrap();
+        let digest = subject_of(&bundle);
+        let why = check(
+            &Candidate::Bundle(Ok(bundle)),
+            &rekor_v2_policy("tr-no-tsa.json"),
+            &digest,
+            b"",
+        )
+        .unwrap_err();
+        assert!(why.contains("no proof of the signing time"), "{why}");
     }
 }

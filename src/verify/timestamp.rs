@@ -123,8 +123,21 @@ fn check_signed_attributes(token: &Token<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A TimeStampToken, or the TimeStampResp around one (`{status, token}`), which is what
+/// Sigstore bundles hold.
 fn parse(token: &[u8]) -> Option<Token<'_>> {
-    let (_, info, _) = der::split(token)?;
+    let (_, outer, _) = der::split(token)?;
+    let info = match der::elements(outer)?[..] {
+        [status, token] if status.tag == 0x30 && token.tag == 0x30 => {
+            let status = der::elements(status.content)?;
+            // PKIStatus granted (0) or grantedWithMods (1).
+            if !matches!(status.first()?.content, [0] | [1]) {
+                return None;
+            }
+            token.content
+        }
+        _ => outer,
+    };
     let [content_type, explicit] = der::elements(info)?[..] else {
         return None;
     };

@@ -5,7 +5,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::cosign::verify_with_der_key;
@@ -45,12 +44,12 @@ pub struct LogProof {
 /// What the entry body must say: the signature, the hash of what was signed, and who signed.
 pub struct Expected<'a> {
     pub signature: &'a [u8],
-    /// SHA-256 of the DSSE payload (dsse entries) or of the signed bytes (hashedrekord).
-    pub content_sha256: [u8; 32],
+    /// SHA-256 of the bytes the signature covers (for DSSE, the pre-authentication encoding).
+    pub signed_sha256: [u8; 32],
+    /// For DSSE envelopes: SHA-256 of the payload (what `dsse` entries record).
+    pub payload_sha256: Option<[u8; 32]>,
     /// DER of the signing certificate or public key.
     pub verifier: &'a [u8],
-    /// The entry kind that records such content: `dsse` or `hashedrekord`.
-    pub kind: &'static str,
 }
 
 /// Most signature lines of a checkpoint looked at (each costs a signature check).
@@ -247,66 +246,140 @@ fn verify_checkpoint(note: &str, log: &TransparencyLog) -> Result<TreeHead, Stri
 }
 
 /// The body must record this signature, this content and this signer, so that a proof for
-/// one signature cannot be passed off for another.
+/// one signature cannot be passed off for another. Rekor v1 records DSSE envelopes as `dsse`
+/// entries (the payload's hash) and other signatures as `hashedrekord` v0.0.1 (the signed
+/// bytes' hash, hex, the signer as PEM); Rekor v2 records everything as `hashedrekord` v0.0.2
+/// (the signed bytes' hash — for DSSE its pre-authentication encoding — base64, the signer as
+/// DER), or DSSE as `dsse` v0.0.2.
 fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(), String> {
-    let body: Body = serde_json::from_slice(body)
+    let body: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| format!("the entry body is not a Rekor entry: {e}"))?;
-    let content = hex::encode(expected.content_sha256);
-    if body.kind != expected.kind {
-        return Err(format!(
-            "the entry is of kind '{}', not '{}' as this signature's content needs",
-            crate::util::truncate(&body.kind, 40),
-            expected.kind
-        ));
-    }
-    let (signatures, hash) = match (body.kind.as_str(), &body.spec) {
-        (
-            "dsse",
-            Spec {
-                signatures,
-                payload_hash: Some(h),
-                ..
-            },
-        ) => (
-            signatures
-                .iter()
-                .map(|s| (&s.signature, &s.verifier))
-                .collect::<Vec<_>>(),
-            h,
+    let kind = body["kind"].as_str().unwrap_or_default();
+    let version = body["apiVersion"].as_str().unwrap_or_default();
+    let spec = &body["spec"];
+    let (hash, signatures) = match (kind, version, expected.payload_sha256) {
+        ("dsse", "0.0.1", Some(payload)) => (
+            recorded_hash(
+                &spec["payloadHash"],
+                "algorithm",
+                "sha256",
+                "value",
+                Encoding::Hex,
+            ) == Some(payload),
+            list(&spec["signatures"], "signature", |s| {
+                pem_der(&B64.decode(s["verifier"].as_str()?).ok()?)
+            }),
         ),
-        (
-            "hashedrekord",
-            Spec {
-                signature: Some(s),
-                data: Some(d),
-                ..
-            },
-        ) => (vec![(&s.content, &s.public_key.content)], &d.hash),
-        (kind, _) => {
+        ("dsse", "0.0.2", Some(payload)) => {
+            let v2 = &spec["dsseV002"];
+            (
+                recorded_hash(
+                    &v2["payloadHash"],
+                    "algorithm",
+                    "SHA2_256",
+                    "digest",
+                    Encoding::Base64,
+                ) == Some(payload),
+                list(&v2["signatures"], "content", |s| {
+                    raw_verifier(&s["verifier"])
+                }),
+            )
+        }
+        ("hashedrekord", "0.0.1", None) => (
+            recorded_hash(
+                &spec["data"]["hash"],
+                "algorithm",
+                "sha256",
+                "value",
+                Encoding::Hex,
+            ) == Some(expected.signed_sha256),
+            list(&serde_json::json!([spec["signature"]]), "content", |s| {
+                pem_der(&B64.decode(s["publicKey"]["content"].as_str()?).ok()?)
+            }),
+        ),
+        ("hashedrekord", "0.0.2", _) => {
+            let v2 = &spec["hashedRekordV002"];
+            (
+                recorded_hash(
+                    &v2["data"],
+                    "algorithm",
+                    "SHA2_256",
+                    "digest",
+                    Encoding::Base64,
+                ) == Some(expected.signed_sha256),
+                list(&serde_json::json!([v2["signature"]]), "content", |s| {
+                    raw_verifier(&s["verifier"])
+                }),
+            )
+        }
+        _ => {
             return Err(format!(
-                "entries of kind '{kind}' {} are not supported",
-                body.api_version
+                "an entry of kind '{}' version '{}' does not record this kind of signature",
+                crate::util::truncate(kind, 40),
+                crate::util::truncate(version, 20)
             ));
         }
     };
-    if !hash.algorithm.eq_ignore_ascii_case("sha256") || hash.value != content {
-        return Err(format!(
-            "the entry records content {}:{}, not the signed content sha256:{content}",
-            hash.algorithm, hash.value
-        ));
+    if !hash {
+        return Err("the entry records other signed content".into());
     }
     let matches = signatures.iter().any(|(sig, verifier)| {
-        B64.decode(sig).is_ok_and(|s| s == expected.signature)
-            && B64
-                .decode(verifier)
-                .ok()
-                .and_then(|pem| pem_der(&pem))
-                .is_some_and(|der| der == expected.verifier)
+        sig == expected.signature && verifier.as_deref() == Some(expected.verifier)
     });
     if !matches {
         return Err("the entry records another signature or signer".into());
     }
     Ok(())
+}
+
+enum Encoding {
+    Hex,
+    Base64,
+}
+
+/// A `{algorithm, value}` hash object, if it uses `algorithm`.
+fn recorded_hash(
+    hash: &serde_json::Value,
+    algorithm_key: &str,
+    algorithm: &str,
+    value_key: &str,
+    encoding: Encoding,
+) -> Option<[u8; 32]> {
+    if hash[algorithm_key].as_str()? != algorithm {
+        return None;
+    }
+    let value = hash[value_key].as_str()?;
+    let bytes = match encoding {
+        Encoding::Hex => hex::decode(value).ok()?,
+        Encoding::Base64 => B64.decode(value).ok()?,
+    };
+    bytes.try_into().ok()
+}
+
+/// Each entry's base64 signature (under `signature_key`) and its signer's DER.
+fn list(
+    entries: &serde_json::Value,
+    signature_key: &str,
+    verifier: impl Fn(&serde_json::Value) -> Option<Vec<u8>>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(MAX_CHECKPOINT_SIGNATURES)
+        .filter_map(|e| {
+            let sig = B64.decode(e[signature_key].as_str()?).ok()?;
+            Some((sig, verifier(e)))
+        })
+        .collect()
+}
+
+/// A v0.0.2 verifier: `{x509Certificate: {rawBytes}}` or `{publicKey: {rawBytes}}`.
+fn raw_verifier(verifier: &serde_json::Value) -> Option<Vec<u8>> {
+    let raw = verifier["x509Certificate"]["rawBytes"]
+        .as_str()
+        .or_else(|| verifier["publicKey"]["rawBytes"].as_str())?;
+    B64.decode(raw).ok()
 }
 
 /// The first PEM block of `pem`, whatever its label.
@@ -315,56 +388,6 @@ fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
     ["CERTIFICATE", "PUBLIC KEY"]
         .iter()
         .find_map(|label| crate::util::pem_blocks(text, label).into_iter().next())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Body {
-    #[serde(default)]
-    api_version: String,
-    kind: String,
-    spec: Spec,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Spec {
-    // dsse v0.0.1
-    #[serde(default)]
-    signatures: Vec<DsseSignature>,
-    payload_hash: Option<Hash>,
-    // hashedrekord v0.0.1
-    signature: Option<RekordSignature>,
-    data: Option<RekordData>,
-}
-
-#[derive(Deserialize)]
-struct DsseSignature {
-    signature: String,
-    verifier: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RekordSignature {
-    content: String,
-    public_key: RekordKey,
-}
-
-#[derive(Deserialize)]
-struct RekordKey {
-    content: String,
-}
-
-#[derive(Deserialize)]
-struct RekordData {
-    hash: Hash,
-}
-
-#[derive(Deserialize)]
-struct Hash {
-    algorithm: String,
-    value: String,
 }
 
 #[cfg(test)]

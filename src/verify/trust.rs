@@ -8,8 +8,9 @@ use std::sync::{Arc, LazyLock};
 use base64::Engine;
 use serde::Deserialize;
 
-/// The public-good Sigstore instance (Fulcio at fulcio.sigstore.dev, Rekor at
-/// rekor.sigstore.dev), as published in its TUF repository's `trusted_root.json`.
+/// The public-good Sigstore instance as its TUF repository publishes it (sigstore/root-signing
+/// `targets/trusted_root.json`, 2026-08-21): Fulcio, Rekor v1 (rekor.sigstore.dev) and v2
+/// (log2025-1.rekor.sigstore.dev), the CT logs and the timestamp authority.
 const PUBLIC_GOOD_JSON: &str = include_str!("public-good-trusted-root.json");
 
 static PUBLIC_GOOD: LazyLock<Arc<TrustedRoot>> = LazyLock::new(|| {
@@ -271,6 +272,22 @@ mod tests {
             sha2::Sha256::digest(&rekor.public_key).as_slice(),
             rekor.key_id
         );
+    }
+
+    #[test]
+    fn the_embedded_root_knows_rekor_v2_and_the_timestamp_authority() {
+        let root = TrustedRoot::public_good();
+        assert!(
+            root.logs
+                .iter()
+                .any(|l| l.base_url == "https://log2025-1.rekor.sigstore.dev")
+        );
+        assert!(
+            root.timestamp_authorities
+                .iter()
+                .any(|t| t.uri.starts_with("https://timestamp.sigstore.dev"))
+        );
+        assert!(root.ct_logs.iter().any(|l| l.base_url.ends_with("/2022")));
     }
 
     #[test]
