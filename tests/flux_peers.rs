@@ -13,7 +13,7 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
-use support::controller::SourceController;
+use support::controller::{SourceController, free_port};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, tail};
 
@@ -52,14 +52,7 @@ impl FluxKustomizeController {
         let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
             .join("bin")
             .join(name);
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (metrics, health) = (free(), free());
+        let (metrics, health) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{name}.log"));
         let child = Command::new(binary)
@@ -559,11 +552,7 @@ async fn flux_and_driftless_source_controllers_agree() {
     .await;
 
     let storage = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let storage_flags = [
         format!("--storage-path={}", storage.path().display()),
         format!("--storage-addr=127.0.0.1:{port}"),
