@@ -214,6 +214,7 @@ async fn oci_repository_lifecycle() {
             log_url: Some("https://rekor.sigstore.dev".into()),
             log_index: Some(123_456_789),
             integrated_time: Some("2026-11-29T09:59:00Z".into()),
+            timestamped_at: None,
             key: None,
         }),
     };

@@ -276,4 +276,8 @@ pub struct VerifiedSignature {
     /// When the log recorded the signature (RFC 3339), as signed by the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrated_time: Option<String>,
+    /// When an RFC 3161 timestamp authority attests the signature existed (RFC 3339): the signing
+    /// time of keyless signatures whose log signs none (Rekor v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamped_at: Option<String>,
 }

@@ -112,6 +112,15 @@ pub struct Verified {
     pub format: Format,
     pub signer: VerifiedSigner,
     pub log: Option<LogProof>,
+    /// The time an RFC 3161 timestamp authority attested, when that was the signing time.
+    pub timestamped_at: Option<jiff::Timestamp>,
+}
+
+/// What a policy check proved beyond the signature itself.
+struct Proven {
+    signer: VerifiedSigner,
+    log: Option<LogProof>,
+    timestamped_at: Option<jiff::Timestamp>,
 }
 
 /// A signature found for a manifest, as read from the registry.
@@ -159,15 +168,16 @@ pub fn check(
     manifest: &[u8],
 ) -> Result<Verified, String> {
     let signed = signed_content(candidate, digest, manifest)?;
-    let (signer, log) = match policy {
+    let proven = match policy {
         Policy::Keys(keys) => check_keys(&signed, keys)?,
         Policy::Keyless { root, identities } => check_keyless(&signed, root, identities)?,
     };
     Ok(Verified {
         digest: digest.to_string(),
         format: candidate.format(),
-        signer,
-        log,
+        signer: proven.signer,
+        log: proven.log,
+        timestamped_at: proven.timestamped_at,
     })
 }
 
@@ -218,10 +228,7 @@ fn signed_content<'a>(
 /// A key signature needs no log (as in Flux, which ignores it): a log entry is only reported,
 /// when one of the public-good instance proves it. A certificate next to the key (`cosign sign
 /// --key --certificate`) must hold that key.
-fn check_keys(
-    signed: &Signed<'_>,
-    keys: &[NamedKey],
-) -> Result<(VerifiedSigner, Option<LogProof>), String> {
+fn check_keys(signed: &Signed<'_>, keys: &[NamedKey]) -> Result<Proven, String> {
     let key = keys
         .iter()
         .find(|k| cosign::verify_with_der_key(&k.der, &signed.bytes, signed.signature))
@@ -246,17 +253,18 @@ fn check_keys(
         None => &key.der,
     };
     let (proofs, _) = log_proofs(signed, &TrustedRoot::public_good(), verifier);
-    Ok((
-        VerifiedSigner::Key(key.name.clone()),
-        proofs.into_iter().next(),
-    ))
+    Ok(Proven {
+        signer: VerifiedSigner::Key(key.name.clone()),
+        log: proofs.into_iter().next(),
+        timestamped_at: None,
+    })
 }
 
 fn check_keyless(
     signed: &Signed<'_>,
     root: &TrustedRoot,
     identities: &[IdentityMatch],
-) -> Result<(VerifiedSigner, Option<LogProof>), String> {
+) -> Result<Proven, String> {
     let der = signed
         .certificate
         .ok_or("a signature was made with a key, not a certificate: keyless verification needs a Fulcio certificate")?;
@@ -277,14 +285,14 @@ fn check_keyless(
     // A Fulcio certificate lives minutes; what matters is that it was valid when the signature
     // was made: a time the log signed (Rekor v1's entry timestamp), else one an RFC 3161
     // timestamp authority of the trusted root signed (Rekor v2 signs no time).
-    let (log, at) = match proofs
+    let (log, at, timestamped_at) = match proofs
         .iter()
         .find_map(|p| p.integrated_time.map(|t| (p, t)))
     {
-        Some((log, at)) => (log.clone(), at),
+        Some((log, at)) => (log.clone(), at, None),
         None => {
             let at = signed_time(signed, root)?;
-            (proofs[0].clone(), at)
+            (proofs[0].clone(), at, Some(at))
         }
     };
     let issuer_key = cert.verify_chain(root, at)?;
@@ -307,13 +315,14 @@ fn check_keyless(
             "none of the expected identities matched what was in the certificate, got {identity}"
         ));
     };
-    Ok((
-        VerifiedSigner::Identity {
+    Ok(Proven {
+        signer: VerifiedSigner::Identity {
             subject,
             issuer: identity.issuer,
         },
-        Some(log),
-    ))
+        log: Some(log),
+        timestamped_at,
+    })
 }
 
 /// The time a timestamp authority of `root` attests for the signature.
@@ -511,6 +520,10 @@ mod tests {
                 b"",
             )
             .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(
+                verified.timestamped_at.is_some(),
+                "the time comes from the TSA"
+            );
             let log = verified.log.expect("log proof");
             assert_eq!(log.log_url, "https://rekor.test.invalid");
             assert_eq!(log.integrated_time, None, "Rekor v2 signs no time");

@@ -568,6 +568,7 @@ fn verified_signature(found: &Verified) -> VerifiedSignature {
             .as_ref()
             .and_then(|l| l.integrated_time)
             .map(|t| t.to_string()),
+        timestamped_at: found.timestamped_at.map(|t| t.to_string()),
     }
 }
 
@@ -590,6 +591,10 @@ fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
         (
             "verification.driftless.dev/integrated-time",
             v.integrated_time.clone(),
+        ),
+        (
+            "verification.driftless.dev/timestamped-at",
+            v.timestamped_at.clone(),
         ),
     ];
     out.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
