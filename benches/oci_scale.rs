@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use driftless::api::OCIRepository;
 use futures::StreamExt;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact, registry_requests};
 
@@ -58,25 +58,15 @@ async fn main() {
 
     let started = Instant::now();
     let url = format!("oci://{registry}/{repo}");
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            let url = url.clone();
-            async move {
-                let obj: OCIRepository = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-                    "metadata": {"name": format!("app-{i}")},
-                    "spec": {"url": url, "interval": "60m", "insecure": true},
-                }))
-                .unwrap();
-                api.create(&PostParams::default(), &obj)
-                    .await
-                    .expect("create");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    let objects = (0..n).map(|i| {
+        serde_json::from_value::<OCIRepository>(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": format!("app-{i}")},
+            "spec": {"url": url, "interval": "60m", "insecure": true},
+        }))
+        .unwrap()
+    });
+    support::create_all(&api, objects).await;
     let created = started.elapsed();
     support::wait_all(&api, n, Duration::from_secs(600), ready).await;
     let all_ready = started.elapsed();

@@ -14,7 +14,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use driftless::api::{ConditionStatus, OCIRepository};
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -22,6 +21,7 @@ use kube::api::PostParams;
 use support::controller::SourceController;
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::sigstore::{ISSUER_RE, SUBJECT_RE, Sigstore};
+use support::source::ready_status;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -136,33 +136,20 @@ async fn run(mode: Mode, n: usize) -> Run {
     let cpu_before = controller.cpu_time();
     let started = Instant::now();
     let url = format!("oci://{registry}/{repo}");
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let (api, url, verify) = (api.clone(), url.clone(), verify.clone());
-            async move {
-                let mut spec = serde_json::json!({"url": url, "interval": "60m", "insecure": true});
-                if !verify.is_null() {
-                    spec["verify"] = verify;
-                }
-                let obj: OCIRepository = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-                    "metadata": {"name": format!("app-{i}")}, "spec": spec,
-                }))
-                .unwrap();
-                api.create(&PostParams::default(), &obj)
-                    .await
-                    .expect("create");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    let objects = (0..n).map(|i| {
+        let mut spec = serde_json::json!({"url": url, "interval": "60m", "insecure": true});
+        if !verify.is_null() {
+            spec["verify"] = verify.clone();
+        }
+        serde_json::from_value::<OCIRepository>(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": format!("app-{i}")}, "spec": spec,
+        }))
+        .unwrap()
+    });
+    support::create_all(&api, objects).await;
     support::wait_all(&api, n, Duration::from_secs(600), |o: &OCIRepository| {
-        o.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-        })
+        ready_status(o) == Some(ConditionStatus::True)
     })
     .await;
     Run {

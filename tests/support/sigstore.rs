@@ -228,10 +228,28 @@ impl Sigstore {
     }
 
     fn add_log_entry(&self, registry: &str, repo: &str, digest: &str, extra: &[&str]) {
+        self.testlog_entry("add-log-entry", registry, repo, digest, extra);
+    }
+
+    /// Adds this test's log entry (a signed entry timestamp) to every `.sig` signature of
+    /// `digest`, as cosign v2 records a Rekor upload.
+    pub fn log_legacy(&self, registry: &str, repo: &str, digest: &str) {
+        self.testlog_entry("add-legacy-log-entry", registry, repo, digest, &[]);
+    }
+
+    /// `sigstore-testlog COMMAND` for `digest`, signed with this test's log key.
+    fn testlog_entry(
+        &self,
+        command: &str,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        extra: &[&str],
+    ) {
         let key = p(&self.path().join("log-key.pem"));
         let index = LOG_INDEX.to_string();
         let mut args = vec![
-            "add-log-entry",
+            command,
             "--registry",
             registry,
             "--repo",
@@ -245,26 +263,6 @@ impl Sigstore {
         ];
         args.extend_from_slice(extra);
         self.testlog(&args);
-    }
-
-    /// Adds this test's log entry (a signed entry timestamp) to every `.sig` signature of
-    /// `digest`, as cosign v2 records a Rekor upload.
-    pub fn log_legacy(&self, registry: &str, repo: &str, digest: &str) {
-        let key = p(&self.path().join("log-key.pem"));
-        let index = LOG_INDEX.to_string();
-        self.testlog(&[
-            "add-legacy-log-entry",
-            "--registry",
-            registry,
-            "--repo",
-            repo,
-            "--digest",
-            digest,
-            "--log-key",
-            &key,
-            "--log-index",
-            &index,
-        ]);
     }
 
     /// The real cosign v2 `verify` of a legacy signature with this test's trusted root.
