@@ -29,7 +29,7 @@ use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::{log_result, object_key, watched_objects};
+use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
 /// The controller's name in work-queue metrics (controller-runtime's: the kind, lowercase).
@@ -134,6 +134,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     };
     let (objects, store) = watched_objects(api, &args.common.watch_label_selector);
     let queues = ctx.metrics.queues.clone();
+    queues.watch(CONTROLLER, store_has(store.clone()));
     let watch_queues = queues.clone();
     let objects = objects.inspect(move |event| {
         if let Ok(obj) = event {

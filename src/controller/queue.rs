@@ -29,9 +29,13 @@ struct Pending {
     controllers: std::collections::BTreeSet<String>,
 }
 
+/// Whether a controller still has an object (by `namespace/name`).
+type Exists = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct WorkQueues {
     pending: Arc<Mutex<Pending>>,
+    watched: Arc<Mutex<HashMap<String, Exists>>>,
     depth: Family<QueueLabels, Gauge>,
     adds: Family<QueueLabels, Counter>,
     waited: Family<QueueLabels, Histogram>,
@@ -41,6 +45,7 @@ impl WorkQueues {
     pub fn register(registry: &mut Registry) -> WorkQueues {
         let queues = WorkQueues {
             pending: Arc::default(),
+            watched: Arc::default(),
             depth: Family::default(),
             adds: Family::default(),
             // controller-runtime: prometheus.ExponentialBuckets(10e-9, 10, 12).
@@ -66,6 +71,13 @@ impl WorkQueues {
             queues.waited.clone(),
         );
         queues
+    }
+
+    /// `exists` tells whether `controller` still has an object (its reflector's store): one that
+    /// left without a cleanup pass (force-deleted, out of the label selector) leaves the queue.
+    pub fn watch(&self, controller: &str, exists: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        let mut watched = self.watched.lock().expect("work queue lock");
+        watched.insert(controller.to_string(), Arc::new(exists));
     }
 
     /// Something asked for `key`'s reconcile now (a watch event or a watched source's change).
@@ -121,7 +133,11 @@ impl WorkQueues {
     /// Sets `workqueue_depth` to the objects that are due and not started (before rendering).
     pub fn refresh(&self) {
         let now = Instant::now();
-        let pending = self.pending.lock().expect("work queue lock");
+        let mut pending = self.pending.lock().expect("work queue lock");
+        let watched = self.watched.lock().expect("work queue lock").clone();
+        pending.due.retain(|(controller, key), _| {
+            watched.get(controller).is_none_or(|exists| exists(key))
+        });
         let mut depth: HashMap<&str, i64> = pending
             .controllers
             .iter()
@@ -188,6 +204,21 @@ mod tests {
         assert!(
             text.contains(r#"workqueue_depth{name="ocirepository"} 0"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn objects_the_controller_no_longer_has_leave_the_queue() {
+        let mut registry = Registry::default();
+        let q = WorkQueues::register(&mut registry);
+        q.add("bucket", "ns/kept");
+        q.add("bucket", "ns/gone");
+        q.watch("bucket", |key| key != "ns/gone");
+        assert!(render(&q, &registry).contains(r#"workqueue_depth{name="bucket"} 1"#));
+        assert_eq!(
+            q.pending.lock().unwrap().due.len(),
+            1,
+            "the entry is dropped, not kept"
         );
     }
 

@@ -37,6 +37,18 @@ where
     (objects, store)
 }
 
+/// Whether the cache `store` holds the object named `namespace/name`.
+pub fn store_has<K>(store: reflector::Store<K>) -> impl Fn(&str) -> bool + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    move |key: &str| {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let object = reflector::ObjectRef::new(name).within(namespace);
+        store.get(&object).is_some()
+    }
+}
+
 /// `namespace/name`, how work queues, backoffs and logs name an object.
 pub fn object_key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

@@ -28,7 +28,7 @@ use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
-use crate::controller::watch::{log_result, object_key, watched_objects};
+use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceControllerArgs {
@@ -138,6 +138,7 @@ fn controller<K: SourceObject>(
         &args.common.watch_label_selector,
     );
     let queues = ctx.metrics.queues.clone();
+    queues.watch(&K::KIND.to_lowercase(), store_has(store.clone()));
     let objects = objects.inspect(move |event| {
         if let Ok(obj) = event {
             queues.add(&K::KIND.to_lowercase(), &object_key(obj));

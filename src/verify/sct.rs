@@ -36,7 +36,15 @@ pub fn verify_embedded(
     let issuer_key_hash: [u8; 32] = Sha256::digest(issuer_key).into();
     let mut failed = None;
     for sct in scts.iter().take(MAX_SCTS) {
-        let Some(log) = logs.iter().find(|l| l.key_id == sct.log_id) else {
+        // A log key is trusted only for the SCTs it issued while valid (a retired CT log's key
+        // must not vouch for new certificates).
+        let issued = i64::try_from(sct.timestamp / 1000)
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok());
+        let Some(log) = logs
+            .iter()
+            .find(|l| l.key_id == sct.log_id && issued.is_some_and(|t| l.valid_for.contains(t)))
+        else {
             continue;
         };
         let signed = signed_data(sct, &issuer_key_hash, &precert);

@@ -247,7 +247,8 @@ fn verify_checkpoint(note: &str, log: &TransparencyLog) -> Result<TreeHead, Stri
 
 /// The body must record this signature, this content and this signer, so that a proof for
 /// one signature cannot be passed off for another. Rekor v1 records DSSE envelopes as `dsse`
-/// entries (the payload's hash) and other signatures as `hashedrekord` v0.0.1 (the signed
+/// (or, for older attestations, `intoto` v0.0.2) entries (the payload's hash) and other
+/// signatures as `hashedrekord` v0.0.1 (the signed
 /// bytes' hash, hex, the signer as PEM); Rekor v2 records everything as `hashedrekord` v0.0.2
 /// (the signed bytes' hash — for DSSE its pre-authentication encoding — base64, the signer as
 /// DER), or DSSE as `dsse` v0.0.2.
@@ -283,6 +284,31 @@ fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(), String> {
                 list(&v2["signatures"], "content", |s| {
                     raw_verifier(&s["verifier"])
                 }),
+            )
+        }
+        ("intoto", "0.0.2", Some(payload)) => {
+            let content = &spec["content"];
+            (
+                recorded_hash(
+                    &content["payloadHash"],
+                    "algorithm",
+                    "sha256",
+                    "value",
+                    Encoding::Hex,
+                ) == Some(payload),
+                // The envelope's signatures are base64 twice, the keys base64 PEM.
+                content["envelope"]["signatures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .take(MAX_CHECKPOINT_SIGNATURES)
+                    .filter_map(|s| {
+                        let once = B64.decode(s["sig"].as_str()?).ok()?;
+                        let sig = B64.decode(once).ok()?;
+                        let key = B64.decode(s["publicKey"].as_str()?).ok();
+                        Some((sig, key.and_then(|pem| pem_der(&pem))))
+                    })
+                    .collect(),
             )
         }
         ("hashedrekord", "0.0.1", None) => (
@@ -446,5 +472,49 @@ mod tests {
             None,
             "path too short"
         );
+    }
+
+    /// A public-good Rekor v1 `intoto` v0.0.2 entry (sigstore-go's npm provenance example, see
+    /// tests/fixtures/sigstore/README.md), checked with its signed entry timestamp.
+    #[test]
+    fn a_real_intoto_entry_verifies_against_the_public_good_log() {
+        use crate::verify::bundle::{Bundle, Content, Signer, pae};
+        let bundle = Bundle::parse(include_bytes!(
+            "../../tests/fixtures/sigstore/npm-provenance.sigstore.json"
+        ))
+        .unwrap();
+        let Content::Dsse {
+            payload_type,
+            payload,
+            signature,
+        } = &bundle.content
+        else {
+            panic!("a DSSE bundle");
+        };
+        let Signer::Certificate(cert) = &bundle.signer else {
+            panic!("a keyless bundle");
+        };
+        let expected = Expected {
+            signature,
+            signed_sha256: Sha256::digest(pae(payload_type, payload)).into(),
+            payload_sha256: bundle.content.payload_sha256(),
+            verifier: cert,
+        };
+        let root = TrustedRoot::public_good();
+        let proof = verify_entry(&bundle.log_entries[0], &root, &expected)
+            .unwrap()
+            .expect("from rekor.sigstore.dev");
+        assert_eq!(proof.log_index, 18_300_934);
+        assert_eq!(
+            proof.integrated_time.map(|t| t.as_second()),
+            Some(1_681_839_912)
+        );
+
+        let other = Expected {
+            payload_sha256: Some([0; 32]),
+            ..expected
+        };
+        let why = verify_entry(&bundle.log_entries[0], &root, &other).unwrap_err();
+        assert!(why.contains("other signed content"), "{why}");
     }
 }
