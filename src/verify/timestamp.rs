@@ -28,6 +28,8 @@ struct Token<'a> {
     signed_attributes: &'a [u8],
     signature_algorithm: String,
     signature: &'a [u8],
+    /// Certificates the token carries (DER).
+    certificates: Vec<&'a [u8]>,
 }
 
 /// Verifies a DER TimeStampToken over `signature` (Sigstore timestamps the signature bytes)
@@ -56,33 +58,42 @@ pub fn verify(
         if !authority.valid_for.contains(token.time) {
             continue;
         }
-        let Some(Ok((_, signer))) = authority
+        // The trusted chain starts with the signing certificate, or (like sigstore-go accepts)
+        // with a CA, the signing certificate then coming with the token.
+        let first_is_ca = authority
             .chain
             .first()
-            .map(|d| X509Certificate::from_der(d))
-        else {
-            continue;
+            .and_then(|d| X509Certificate::from_der(d).ok())
+            .is_some_and(|(_, c)| c.is_ca());
+        let signers: Vec<Vec<Vec<u8>>> = if first_is_ca {
+            let mut with_signer = Vec::new();
+            for cert in &token.certificates {
+                let mut chain = vec![cert.to_vec()];
+                chain.extend(authority.chain.iter().cloned());
+                with_signer.push(chain);
+            }
+            with_signer
+        } else {
+            vec![authority.chain.clone()]
         };
-        if !signed_by(signer.public_key(), algorithms, &signed, token.signature) {
-            continue;
-        }
-        let for_timestamps = signer.extended_key_usage().ok().flatten().is_some_and(|e| {
-            e.value.time_stamping
-                || e.value
-                    .other
-                    .iter()
-                    .any(|o| o.to_id_string() == OID_TIME_STAMPING)
-        });
-        if !for_timestamps {
-            reasons.push(format!(
-                "'{}' is not a timestamping certificate",
-                signer.subject()
-            ));
-            continue;
-        }
-        match verify_authority_chain(&authority.chain, token.time) {
-            Ok(()) => return Ok(token.time),
-            Err(e) => reasons.push(e),
+        for chain in signers {
+            let Ok((_, signer)) = X509Certificate::from_der(&chain[0]) else {
+                continue;
+            };
+            if !signed_by(signer.public_key(), algorithms, &signed, token.signature) {
+                continue;
+            }
+            if !for_timestamps(&signer) {
+                reasons.push(format!(
+                    "'{}' is not a timestamping certificate",
+                    signer.subject()
+                ));
+                continue;
+            }
+            match verify_authority_chain(&chain, token.time) {
+                Ok(()) => return Ok(token.time),
+                Err(e) => reasons.push(e),
+            }
         }
     }
     Err(if reasons.is_empty() {
@@ -92,6 +103,16 @@ pub fn verify(
             "the timestamp's authority is not trusted: {}",
             reasons.join("; ")
         )
+    })
+}
+
+fn for_timestamps(cert: &X509Certificate<'_>) -> bool {
+    cert.extended_key_usage().ok().flatten().is_some_and(|e| {
+        e.value.time_stamping
+            || e.value
+                .other
+                .iter()
+                .any(|o| o.to_id_string() == OID_TIME_STAMPING)
     })
 }
 
@@ -147,6 +168,16 @@ fn parse(token: &[u8]) -> Option<Token<'_>> {
     let (_, signed_data, _) = der::split(explicit.content)?;
     let fields = der::elements(signed_data)?;
     let encapsulated = fields.get(2)?;
+    // [0] IMPLICIT certificates, when the TSA sent its own.
+    let certificates = match fields.get(3) {
+        Some(certs) if certs.tag == 0xa0 => der::elements(certs.content)?
+            .into_iter()
+            .filter(|c| c.tag == 0x30)
+            .take(8)
+            .map(|c| c.whole)
+            .collect(),
+        _ => Vec::new(),
+    };
     let signer_infos = fields.iter().rev().find(|e| e.tag == 0x31)?;
     let [econtent_type, econtent] = der::elements(encapsulated.content)?[..] else {
         return None;
@@ -174,6 +205,7 @@ fn parse(token: &[u8]) -> Option<Token<'_>> {
         signed_attributes: signer[attributes_at].content,
         signature_algorithm: algorithm_oid(signer.get(attributes_at + 1)?)?,
         signature: signature.content,
+        certificates,
     })
 }
 
@@ -254,7 +286,7 @@ mod tests {
 
         let why = verify(TOKEN, SIGNED, &TrustedRoot::default()).unwrap_err();
         assert!(why.contains("not signed by a timestamp authority"), "{why}");
-        let why = verify(TOKEN, SIGNED, &root_with(&["root.crt"])).unwrap_err();
+        let why = verify(TOKEN, SIGNED, &TrustedRoot::public_good()).unwrap_err();
         assert!(why.contains("not signed by a timestamp authority"), "{why}");
 
         // One byte of the signed TSTInfo changed (inside the serial number).
@@ -270,6 +302,12 @@ mod tests {
                 .unwrap_err()
                 .contains("malformed")
         );
+    }
+
+    #[test]
+    fn a_trusted_chain_of_only_the_ca_takes_the_signer_from_the_token() {
+        let time = verify(TOKEN, SIGNED, &root_with(&["root.crt"])).expect("verified");
+        assert_eq!(time.to_string(), "2026-11-29T21:23:08Z");
     }
 
     #[test]
