@@ -1,20 +1,27 @@
 //! The little DER this crate reads by hand: elements with single-byte tags and definite
 //! lengths (all X.509, CMS and SCT structures use), and their re-encoding.
 
-/// One DER element: tag, content, and the bytes after it (lengths up to 4 bytes).
+/// One DER element: tag, content, and the bytes after it (lengths up to 4 bytes). What is not
+/// DER — high tag numbers, indefinite or non-minimal lengths — is refused.
 pub fn split(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = der.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
         (first as usize, rest)
     } else {
         let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
+        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
             return None;
         }
         let len = rest[..n]
             .iter()
             .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        if len < 0x80 {
+            return None;
+        }
         (len, &rest[n..])
     };
     let content = rest.get(..len)?;
@@ -74,17 +81,28 @@ pub fn utf8_string(der: &[u8]) -> Option<String> {
 /// The dotted form of an OBJECT IDENTIFIER's content bytes.
 pub fn oid(content: &[u8]) -> Option<String> {
     let (&first, rest) = content.split_first()?;
+    // First arcs beyond one byte do not occur in the OIDs read here.
+    if first & 0x80 != 0 {
+        return None;
+    }
     let mut parts = vec![
         (first / 40).min(2) as u64,
         (first as u64) - 40 * (first / 40).min(2) as u64,
     ];
     let mut value = 0u64;
     for b in rest {
+        if value > u64::MAX >> 7 {
+            return None;
+        }
         value = (value << 7) | (b & 0x7f) as u64;
         if b & 0x80 == 0 {
             parts.push(value);
             value = 0;
         }
+    }
+    // A last subidentifier left unterminated is no OID.
+    if rest.last().is_some_and(|b| b & 0x80 != 0) {
+        return None;
     }
     Some(
         parts
@@ -108,6 +126,15 @@ mod tests {
             assert_eq!((tag, back.len(), rest.len()), (0x30, len, 0));
         }
         assert!(split(&[0x30, 0x05, 1]).is_none(), "content past the end");
+        assert!(
+            split(&[0x30, 0x81, 0x01, 1]).is_none(),
+            "non-minimal length"
+        );
+        assert!(
+            split(&[0x30, 0x80, 0x00, 0x00]).is_none(),
+            "indefinite length"
+        );
+        assert!(split(&[0x1f, 0x01, 0x00]).is_none(), "high tag number");
     }
 
     #[test]

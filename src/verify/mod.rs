@@ -475,6 +475,23 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_of_another_log_host_is_no_proof() {
+        let mut root = (*TrustedRoot::public_good()).clone();
+        for log in &mut root.logs {
+            log.base_url = "https://rekor.elsewhere.invalid".into();
+        }
+        let policy = Policy::Keyless {
+            root: Arc::new(root),
+            identities: vec![],
+        };
+        let why = check(&candidate(), &policy, PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        assert!(
+            why.contains("the checkpoint is of log 'rekor.sigstore.dev - "),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn a_tampered_log_entry_is_no_proof() {
         let mut bundle: serde_json::Value = serde_json::from_slice(PUBLIC_GOOD_BUNDLE).unwrap();
         let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];

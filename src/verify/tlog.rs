@@ -230,6 +230,24 @@ fn verify_checkpoint(note: &str, log: &TransparencyLog) -> Result<TreeHead, Stri
     if !signed.any(|sig| verify_with_der_key(&log.public_key, text.as_bytes(), &sig)) {
         return Err(format!("the checkpoint is not signed by {}", log.base_url));
     }
+    // The note names its log (`<host>`, or `<host> - <tree id>` for Rekor v1): the log of the
+    // trusted root at that host, as sigstore-go requires.
+    let origin = text.lines().next().unwrap_or_default();
+    let origin_host = origin.split(" - ").next().unwrap_or_default();
+    let log_host = log
+        .base_url
+        .split_once("://")
+        .map_or(log.base_url.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if origin_host != log_host {
+        return Err(format!(
+            "the checkpoint is of log '{}', not of {}",
+            crate::util::truncate(origin, 80),
+            log.base_url
+        ));
+    }
     let mut lines = text.lines().skip(1);
     let tree_size = lines
         .next()
