@@ -176,22 +176,15 @@ fn chain_to(
     let Some(start) = certs.iter().position(|ca| issued_by(leaf, ca)) else {
         return Err("not issued by any of its certificates".into());
     };
-    for (i, ca) in certs.iter().enumerate().skip(start) {
-        if !ca.is_ca() {
-            return Err(format!("'{}' is not a certificate authority", ca.subject()));
-        }
-        check_validity(ca, at, &format!("'{}'", ca.subject()))?;
-        if let Some(parent) = certs.get(i + 1)
-            && !issued_by(ca, parent)
-        {
-            return Err(format!(
-                "'{}' is not issued by '{}'",
-                ca.subject(),
-                parent.subject()
-            ));
-        }
+    let issuer = &certs[start];
+    if !issuer.is_ca() {
+        return Err(format!(
+            "'{}' is not a certificate authority",
+            issuer.subject()
+        ));
     }
-    Ok(certs[start].public_key().raw.to_vec())
+    verify_authority_chain(&chain[start..], at)?;
+    Ok(issuer.public_key().raw.to_vec())
 }
 
 fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {

@@ -132,36 +132,29 @@ fn tbs_without_sct_list(tbs: &[u8]) -> Option<Vec<u8>> {
     if tag != 0x30 {
         return None;
     }
-    let mut out_fields = Vec::with_capacity(fields.len());
-    let mut rest = fields;
-    while !rest.is_empty() {
-        let (tag, content, next) = der::split(rest)?;
-        let whole = &rest[..rest.len() - next.len()];
-        if tag == 0xa3 {
-            out_fields.extend(der::encode(0xa3, &extensions_without_sct(content)?));
+    let mut out = Vec::with_capacity(fields.len());
+    for field in der::elements(fields)? {
+        if field.tag == 0xa3 {
+            out.extend(der::encode(0xa3, &extensions_without_sct(field.content)?));
         } else {
-            out_fields.extend_from_slice(whole);
+            out.extend_from_slice(field.whole);
         }
-        rest = next;
     }
-    Some(der::encode(0x30, &out_fields))
+    Some(der::encode(0x30, &out))
 }
 
 /// `[3] { SEQUENCE OF Extension }` content without the SCT list extension.
 fn extensions_without_sct(explicit: &[u8]) -> Option<Vec<u8>> {
-    let (tag, mut extensions, _) = der::split(explicit)?;
+    let (tag, extensions, _) = der::split(explicit)?;
     if tag != 0x30 {
         return None;
     }
     let mut kept = Vec::with_capacity(extensions.len());
-    while !extensions.is_empty() {
-        let (_, extension, next) = der::split(extensions)?;
-        let whole = &extensions[..extensions.len() - next.len()];
-        let (oid_tag, oid, _) = der::split(extension)?;
+    for extension in der::elements(extensions)? {
+        let (oid_tag, oid, _) = der::split(extension.content)?;
         if !(oid_tag == 0x06 && oid == OID_SCT_LIST_DER) {
-            kept.extend_from_slice(whole);
+            kept.extend_from_slice(extension.whole);
         }
-        extensions = next;
     }
     Some(der::encode(0x30, &kept))
 }

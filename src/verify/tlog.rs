@@ -54,6 +54,8 @@ pub struct Expected<'a> {
 
 /// Most signature lines of a checkpoint looked at (each costs a signature check).
 const MAX_CHECKPOINT_SIGNATURES: usize = 8;
+/// Most signatures of one entry body compared.
+const MAX_ENTRY_SIGNATURES: usize = 8;
 
 /// Verifies one entry against the logs of `root`. `Ok(None)`: the entry is from a log `root`
 /// does not list, so it proves nothing either way.
@@ -319,7 +321,7 @@ fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(), String> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .take(MAX_CHECKPOINT_SIGNATURES)
+                    .take(MAX_ENTRY_SIGNATURES)
                     .filter_map(|s| {
                         let once = B64.decode(s["sig"].as_str()?).ok()?;
                         let sig = B64.decode(once).ok()?;
@@ -410,7 +412,7 @@ fn list(
         .as_array()
         .into_iter()
         .flatten()
-        .take(MAX_CHECKPOINT_SIGNATURES)
+        .take(MAX_ENTRY_SIGNATURES)
         .filter_map(|e| {
             let sig = B64.decode(e[signature_key].as_str()?).ok()?;
             Some((sig, verifier(e)))

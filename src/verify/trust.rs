@@ -80,39 +80,15 @@ impl TrustedRoot {
                 doc.media_type
             ));
         }
-        let logs = doc
-            .tlogs
-            .into_iter()
-            .map(|log| {
-                let public_key = decode(&log.public_key.raw_bytes, "tlogs[].publicKey.rawBytes")?;
-                let valid_for = log.public_key.valid_for.parse()?;
-                // As sigstore-go: a log key with no start of validity is no key to trust.
-                if valid_for.start.is_none() {
-                    return Err(format!(
-                        "trusted_root.json: the key of log '{}' has no validFor.start",
-                        log.base_url
-                    ));
-                }
-                Ok(TransparencyLog {
-                    key_id: decode(&log.log_id.key_id, "tlogs[].logId.keyId")?,
-                    public_key,
-                    base_url: log.base_url,
-                    valid_for,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let ct_logs = doc
-            .ctlogs
-            .into_iter()
-            .map(|log| {
-                Ok(TransparencyLog {
-                    key_id: decode(&log.log_id.key_id, "ctlogs[].logId.keyId")?,
-                    public_key: decode(&log.public_key.raw_bytes, "ctlogs[].publicKey.rawBytes")?,
-                    base_url: log.base_url,
-                    valid_for: log.public_key.valid_for.parse()?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let logs = logs_of(doc.tlogs, "tlogs")?;
+        // As sigstore-go: a transparency-log key with no start of validity is no key to trust.
+        if let Some(log) = logs.iter().find(|l| l.valid_for.start.is_none()) {
+            return Err(format!(
+                "trusted_root.json: the key of log '{}' has no validFor.start",
+                log.base_url
+            ));
+        }
+        let ct_logs = logs_of(doc.ctlogs, "ctlogs")?;
         let timestamp_authorities = authorities_of(doc.timestamp_authorities)?;
         let authorities = authorities_of(doc.certificate_authorities)?;
         if logs.is_empty() && authorities.is_empty() {
@@ -132,6 +108,23 @@ impl TrustedRoot {
     pub fn log(&self, key_id: &[u8]) -> Option<&TransparencyLog> {
         self.logs.iter().find(|l| l.key_id == key_id)
     }
+}
+
+/// Transparency or certificate-transparency logs (`field` names them in errors).
+fn logs_of(list: Vec<wire::Log>, field: &str) -> Result<Vec<TransparencyLog>, String> {
+    list.into_iter()
+        .map(|log| {
+            Ok(TransparencyLog {
+                key_id: decode(&log.log_id.key_id, &format!("{field}[].logId.keyId"))?,
+                public_key: decode(
+                    &log.public_key.raw_bytes,
+                    &format!("{field}[].publicKey.rawBytes"),
+                )?,
+                valid_for: log.public_key.valid_for.parse()?,
+                base_url: log.base_url,
+            })
+        })
+        .collect()
 }
 
 /// Certificate or timestamp authorities: each with a chain and a validity.
