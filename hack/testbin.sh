@@ -42,6 +42,10 @@ TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
 HACK=$(cd "$(dirname "$0")" && pwd) # before the builds cd elsewhere
 mkdir -p "$BIN" "$TESTBIN/src"
+# One build at a time per cache: two clones (or a test and `make demo`) that start together
+# would otherwise both build every component, and race on the same output files.
+exec 9>"$TESTBIN/.build.lock"
+flock 9
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 log() { printf '[testbin] %s\n' "$*" >&2; }

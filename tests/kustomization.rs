@@ -952,6 +952,29 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
         message(&obj, "Ready"),
         "can't access 'OCIRepository/elsewhere/oci', cross-namespace references have been blocked"
     );
+
+    // dependsOn is a reference too: refused before anything in the other namespace is read.
+    let mut spec = e.spec("oci", json!({}));
+    spec["dependsOn"] = json!([{"name": "dep", "namespace": "elsewhere"}]);
+    e.create("cross-dep", spec).await;
+    let obj = e
+        .wait_until("cross-dep", "stalled", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
+            })
+        })
+        .await;
+    assert_eq!(
+        message(&obj, "Ready"),
+        "can't access dependency 'Kustomization/elsewhere/dep', cross-namespace references have been blocked"
+    );
+    // A dependency in the object's own namespace, named with it, is no cross reference.
+    let mut spec = e.spec("oci", json!({}));
+    spec["dependsOn"] = json!([{"name": "git", "namespace": e.ns.name}]);
+    e.create("same-ns-dep", spec).await;
+    e.wait_ready_at("same-ns-dep", &rev).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -990,4 +1013,108 @@ async fn immutable_changes_need_force() {
         "2",
         "recreated with force"
     );
+}
+
+/// A remote resource in a nested base is refused before kustomize runs, and kustomize itself
+/// cannot reach the network even when handed one: a listener on this machine sees nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_remote_bases_are_refused_and_kustomize_has_no_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let remote = format!(
+        "http://127.0.0.1:{}/x.yaml",
+        listener.local_addr().unwrap().port()
+    );
+    let no_connection = |when: &str| {
+        assert_eq!(
+            listener.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "{when}: something connected to the listener"
+        );
+    };
+
+    let e = env("ks-nested-remote").await;
+    let overlay = "resources: [../base]\nnamePrefix: x-\n".to_string();
+    let base = "resources: [cm.yaml, deep]\n".to_string();
+    let deep = format!("resources:\n- {remote}\n");
+    let rev = e
+        .publish(
+            "nested",
+            &[
+                ("overlay/kustomization.yaml", &overlay),
+                ("base/kustomization.yaml", &base),
+                ("base/cm.yaml", &cm("nested-cm", "1")),
+                ("base/deep/kustomization.yaml", &deep),
+            ],
+        )
+        .await;
+    e.create("nested", e.spec("nested", json!({"path": "./overlay"})))
+        .await;
+    let obj = e.wait_failing("nested", "BuildFailed").await;
+    let why = message(&obj, "Ready");
+    assert!(
+        why.contains("remote bases are not allowed")
+            && why.contains("base/deep/kustomization.yaml"),
+        "{why}"
+    );
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+    assert!(
+        e.configmap("x-nested-cm").await.is_none(),
+        "nothing applied"
+    );
+    no_connection("through the controller");
+
+    // The same remote resource handed straight to the confined kustomize run.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kustomization.yaml"), &deep).unwrap();
+    let kustomize =
+        std::path::Path::new(&e.platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+    let err = driftless::apply::build::run_kustomize(&kustomize, dir.path())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("kustomize build failed"), "{err}");
+    no_connection("kustomize run directly");
+}
+
+/// A duration past Go's range is a stalled object naming the field, not a panic that takes
+/// the controller (and every tenant's Kustomization) down.
+#[tokio::test(flavor = "multi_thread")]
+async fn durations_out_of_range_stall_the_object_only() {
+    let e = env("ks-durations").await;
+    let rev = e
+        .publish("dur", &[("a.yaml", &cm("durations-cm", "1"))])
+        .await;
+    for (name, field, value) in [
+        ("huge-retry", "retryInterval", "99999999999999999999h"),
+        ("huge-interval", "interval", "9999999999999999999m"),
+        ("huge-timeout", "timeout", "2562048h"),
+    ] {
+        e.create(name, e.spec("dur", json!({ (field): value })))
+            .await;
+        let obj = e
+            .wait_until(name, "stalled on its duration", |o| {
+                o.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Stalled" && c.reason == "InvalidDuration")
+                })
+            })
+            .await;
+        assert!(
+            message(&obj, "Ready")
+                .starts_with(&format!("spec.{field}: duration '{value}' is out of range")),
+            "{}",
+            message(&obj, "Ready")
+        );
+    }
+    e.create("fine", e.spec("dur", json!({}))).await;
+    e.wait_ready_at("fine", &rev).await;
+    assert!(e.configmap("durations-cm").await.is_some());
 }

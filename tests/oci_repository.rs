@@ -15,7 +15,7 @@ use support::controller::{SourceController, http_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
 use support::sigstore::{ISSUER, ISSUER_RE, LOG_INDEX, SUBJECT, SUBJECT_RE, Sigstore};
 use support::source::{
-    Sources, WAIT, condition, files, has_condition, is_current, ready_status, revision, untar,
+    Sources, WAIT, condition, files, has_condition, is_current, ready_status, revision, tail, untar,
 };
 
 struct Env {
@@ -39,11 +39,22 @@ async fn env(prefix: &str) -> Env {
 }
 
 async fn env_with(prefix: &str, controller_args: &[&str]) -> Env {
+    env_with_env(prefix, controller_args, |_| Vec::new()).await
+}
+
+/// A controller with environment variables that may name the test's namespace.
+async fn env_with_env(
+    prefix: &str,
+    controller_args: &[&str],
+    controller_env: impl FnOnce(&str) -> Vec<(String, String)>,
+) -> Env {
     let platform = support::platform();
     let client = platform.client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
-    let controller = SourceController::start(&platform, &ns.name, controller_args);
+    let vars = controller_env(&ns.name);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let controller = SourceController::start_with_env(&platform, &ns.name, controller_args, &vars);
     let sources = Sources::new(&client, &ns.name, &controller);
     Env {
         platform,
@@ -597,6 +608,75 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
     assert!(
         !std::path::Path::new("/tmp/driftless-through-link").exists(),
         "nothing written through the symlink"
+    );
+}
+
+/// A duration past Go's range stalls its object and a panic in one object's reconcile fails
+/// only that object: the process stays up and every other object keeps reconciling.
+#[tokio::test]
+async fn hostile_durations_and_panics_fail_one_object_not_the_process() {
+    let mut e = env_with_env("oci-panic", &[], |ns| {
+        vec![("DRIFTLESS_TEST_PANIC_OBJECTS".into(), format!("{ns}/boom"))]
+    })
+    .await;
+    let repo = e.repo("app");
+    e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+
+    let mut huge = e.spec(&repo, serde_json::json!({}));
+    huge["interval"] = serde_json::json!("99999999999999999999h");
+    e.create("huge-interval", huge).await;
+    let mut huge = e.spec(&repo, serde_json::json!({}));
+    huge["timeout"] = serde_json::json!("9999999999999999999m");
+    e.create("huge-timeout", huge).await;
+    e.create("boom", e.spec(&repo, serde_json::json!({}))).await;
+
+    for (name, field) in [
+        ("huge-interval", "spec.interval"),
+        ("huge-timeout", "spec.timeout"),
+    ] {
+        let obj = e
+            .wait_until(name, "stalled on its duration", |o| {
+                condition(o, "Stalled").is_some_and(|c| c.reason == "InvalidDuration")
+            })
+            .await;
+        let ready = condition(&obj, "Ready").unwrap();
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(
+            ready.message.starts_with(&format!("{field}: duration '"))
+                && ready.message.contains("out of range"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            e.events(name)
+                .await
+                .iter()
+                .any(|ev| ev.reason.as_deref() == Some("InvalidDuration")
+                    && ev.type_.as_deref() == Some("Warning")),
+            "a warning event names the cause"
+        );
+    }
+    let obj = e.wait_failing("boom", "InternalError").await;
+    assert!(
+        condition(&obj, "Ready")
+            .unwrap()
+            .message
+            .contains("test-requested panic"),
+        "{:?}",
+        condition(&obj, "Ready")
+    );
+    assert!(
+        e.events("boom")
+            .await
+            .iter()
+            .any(|ev| ev.reason.as_deref() == Some("InternalError"))
+    );
+    e.create("good", e.spec(&repo, serde_json::json!({}))).await;
+    e.wait_ready("good").await;
+    assert!(
+        e.controller.is_running(),
+        "the controller survived; log:\n{}",
+        tail(&e.controller.log_text(), 30)
     );
 }
 

@@ -111,6 +111,10 @@ pub async fn build(
     .await
     .map_err(|e| BuildError::Io(e.to_string()))??;
     prepare_kustomization(&private, spec)?;
+    let tree = scratch.join("build");
+    tokio::task::spawn_blocking(move || refuse_remote_references_in_tree(&tree))
+        .await
+        .map_err(|e| BuildError::Io(e.to_string()))??;
     run_kustomize(kustomize, &private).await
 }
 
@@ -231,24 +235,12 @@ fn checked(object: Value, source: &str) -> Result<Value, BuildError> {
 fn prepare_kustomization(dir: &Path, spec: &KustomizationSpec) -> Result<(), BuildError> {
     let existing = kustomization_file(dir);
     let mut k: Map<String, Value> = match &existing {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| BuildError::Io(e.to_string()))?;
-            serde_saphyr::from_str::<Value>(&text)
-                .map_err(|e| BuildError::Decode {
-                    path: path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    message: e.to_string(),
-                })?
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
-        }
+        Some(path) => read_kustomization(
+            path,
+            &path.file_name().unwrap_or_default().to_string_lossy(),
+        )?,
         None => generated_kustomization(dir)?,
     };
-    refuse_remote_references(&k)?;
     if let Some(ns) = &spec.target_namespace {
         k.insert("namespace".into(), json!(ns));
     }
@@ -375,29 +367,141 @@ fn walk_for_resources(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<
     Ok(())
 }
 
+/// What kustomize would fetch rather than read from the tree: URLs of any scheme, go-getter
+/// and git forms, and the host-first shorthands it resolves as repositories.
 fn is_remote(reference: &str) -> bool {
-    reference.contains("://")
-        || reference.starts_with("git::")
-        || reference.starts_with("github.com/")
-        || reference.starts_with("gitlab.com/")
-        || reference.starts_with("bitbucket.org/")
+    let r = reference.trim();
+    r.contains("://")
+        || r.starts_with("git::")
+        || r.starts_with("git@")
+        || r.starts_with("gh:")
+        || r.starts_with("//")
+        || ["github.com/", "gitlab.com/", "bitbucket.org/"]
+            .iter()
+            .any(|host| r.starts_with(host))
 }
 
-/// Remote bases would make the build fetch from the network, outside the verified artifact.
-fn refuse_remote_references(k: &Map<String, Value>) -> Result<(), BuildError> {
-    for field in ["resources", "components", "bases"] {
-        for item in k.get(field).and_then(Value::as_array).into_iter().flatten() {
-            if let Some(r) = item.as_str().filter(|r| is_remote(r)) {
-                return Err(BuildError::Invalid(format!(
-                    "remote bases are not allowed: '{r}' in {field}; everything must come from the artifact"
-                )));
+/// The list fields of a kustomization that name files, directories or repositories.
+const REFERENCE_LISTS: [&str; 9] = [
+    "resources",
+    "bases",
+    "components",
+    "generators",
+    "transformers",
+    "validators",
+    "crds",
+    "configurations",
+    "patchesStrategicMerge",
+];
+/// List fields whose entries are objects with a `path`.
+const PATH_ENTRY_LISTS: [&str; 3] = ["patches", "patchesJson6902", "replacements"];
+/// Generators whose entries read `files` (`[key=]path`), `envs` and `env`.
+const GENERATORS: [&str; 2] = ["configMapGenerator", "secretGenerator"];
+
+/// Every file or repository a kustomization names, with the field it is in. Inline entries
+/// (a multi-line patch or generator config) name nothing.
+fn referenced_paths(k: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut add = |field: String, value: &Value| {
+        if let Some(text) = value.as_str().filter(|t| !t.contains('\n')) {
+            found.push((field, text.to_string()));
+        }
+    };
+    let list = |field: &str| k.get(field).and_then(Value::as_array).into_iter().flatten();
+    for field in REFERENCE_LISTS {
+        list(field).for_each(|item| add(field.to_string(), item));
+    }
+    for field in PATH_ENTRY_LISTS {
+        list(field).for_each(|item| add(format!("{field}[].path"), &item["path"]));
+    }
+    for field in GENERATORS {
+        for item in list(field) {
+            for key in ["files", "envs"] {
+                for entry in item
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    // `files` entries may rename: `key=path`.
+                    let path = entry
+                        .as_str()
+                        .map(|e| e.split_once('=').map_or(e, |(_, p)| p));
+                    add(format!("{field}[].{key}"), &json!(path));
+                }
+            }
+            add(format!("{field}[].env"), &item["env"]);
+        }
+    }
+    if let Some(openapi) = k.get("openapi") {
+        add("openapi.path".into(), &openapi["path"]);
+    }
+    found
+}
+
+/// Remote references would make the build fetch from the network, outside the verified
+/// artifact, and reach addresses from inside the cluster; Helm chart inflation downloads
+/// charts. Refused in one kustomization file.
+fn refuse_remote_references(k: &Map<String, Value>, file: &str) -> Result<(), BuildError> {
+    for field in ["helmCharts", "helmChartInflationGenerator", "helmGlobals"] {
+        if k.contains_key(field) {
+            return Err(BuildError::Invalid(format!(
+                "{field} in {file} is not allowed: Helm charts would be fetched from outside the artifact"
+            )));
+        }
+    }
+    for (field, reference) in referenced_paths(k) {
+        if is_remote(&reference) {
+            return Err(BuildError::Invalid(format!(
+                "remote bases are not allowed: '{reference}' in {field} of {file}; everything must come from the artifact"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every kustomization file anywhere in the build tree is checked, not only the one at the
+/// path: nested bases and components are read by kustomize too, and a file no base reaches
+/// costs nothing to check.
+fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| BuildError::Io(e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| BuildError::Io(e.to_string()))?;
+            let file_type = entry
+                .file_type()
+                .map_err(|e| BuildError::Io(e.to_string()))?;
+            let path = entry.path();
+            if file_type.is_dir() {
+                stack.push(path);
+            } else if file_type.is_file()
+                && KUSTOMIZATION_FILES.iter().any(|f| entry.file_name() == *f)
+            {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                let k = read_kustomization(&path, &rel)?;
+                refuse_remote_references(&k, &rel)?;
             }
         }
     }
     Ok(())
 }
 
-async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, BuildError> {
+fn read_kustomization(path: &Path, rel: &str) -> Result<Map<String, Value>, BuildError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BuildError::Io(e.to_string()))?;
+    let value = serde_saphyr::from_str::<Value>(&text).map_err(|e| BuildError::Decode {
+        path: rel.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(value.as_object().cloned().unwrap_or_default())
+}
+
+/// `kustomize build` of `dir`, confined: no plugins, nothing outside `dir`, no network.
+pub async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, BuildError> {
     let mut command = tokio::process::Command::new(kustomize);
     command
         .arg("build")
@@ -406,6 +510,7 @@ async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, Build
         .kill_on_drop(true)
         .env_clear()
         .env("HOME", dir);
+    super::sandbox::deny_network(&mut command).map_err(BuildError::Kustomize)?;
     let output = tokio::time::timeout(KUSTOMIZE_TIMEOUT, command.output())
         .await
         .map_err(|_| BuildError::Kustomize(format!("timed out after {KUSTOMIZE_TIMEOUT:?}")))?
@@ -516,14 +621,66 @@ mod tests {
     }
 
     #[test]
-    fn remote_bases_are_refused() {
-        let mut k = Map::new();
-        k.insert(
-            "resources".into(),
-            json!(["./base", "https://github.com/x/y//z"]),
-        );
+    fn remote_references_are_refused_in_every_field_that_names_a_file() {
+        let refused = |k: Value| {
+            let k = k.as_object().cloned().unwrap();
+            match refuse_remote_references(&k, "base/kustomization.yaml") {
+                Err(BuildError::Invalid(m)) => m,
+                other => panic!("{k:?} was not refused: {other:?}"),
+            }
+        };
+        let m = refused(json!({"resources": ["./base", "https://github.com/x/y//z"]}));
         assert!(
-            matches!(refuse_remote_references(&k), Err(BuildError::Invalid(m)) if m.contains("remote bases"))
+            m.contains("remote bases") && m.contains("base/kustomization.yaml"),
+            "{m}"
         );
+        for k in [
+            json!({"bases": ["github.com/org/repo/base"]}),
+            json!({"components": ["git::https://example.com/c.git"]}),
+            json!({"generators": ["git@github.com:org/repo.git"]}),
+            json!({"transformers": ["http://10.0.0.1/t.yaml"]}),
+            json!({"crds": ["ssh://host/crd.yaml"]}),
+            json!({"patches": [{"path": "https://10.0.0.1/p.yaml"}]}),
+            json!({"patchesJson6902": [{"path": "//evil/p.yaml", "target": {}}]}),
+            json!({"replacements": [{"path": "https://x/r.yaml"}]}),
+            json!({"configMapGenerator": [{"name": "c", "files": ["k=https://x/f"]}]}),
+            json!({"secretGenerator": [{"name": "s", "envs": ["https://x/e.env"]}]}),
+            json!({"openapi": {"path": "https://x/schema.json"}}),
+            json!({"helmCharts": [{"name": "x", "repo": "https://charts"}]}),
+        ] {
+            refused(k);
+        }
+        let local = json!({
+            "resources": ["./base", "deploy.yaml"],
+            "patches": [{"patch": "- op: add\n  path: /metadata/annotations/link\n  value: https://docs\n"}],
+            "commonAnnotations": {"docs": "https://example.com"},
+            "configMapGenerator": [{"name": "c", "files": ["k=files/a.txt"], "literals": ["u=https://x"]}],
+        });
+        assert!(refuse_remote_references(local.as_object().unwrap(), "k").is_ok());
+    }
+
+    #[test]
+    fn a_remote_base_nested_anywhere_in_the_tree_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("overlay")).unwrap();
+        std::fs::create_dir_all(root.path().join("base/deep")).unwrap();
+        std::fs::write(
+            root.path().join("overlay/kustomization.yaml"),
+            "resources: [../base]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.path().join("base/kustomization.yaml"),
+            "resources: [deep]\n",
+        )
+        .unwrap();
+        assert!(refuse_remote_references_in_tree(root.path()).is_ok());
+        std::fs::write(
+            root.path().join("base/deep/Kustomization"),
+            "resources: [https://10.0.0.1/x.yaml]\n",
+        )
+        .unwrap();
+        let err = refuse_remote_references_in_tree(root.path()).unwrap_err();
+        assert!(err.to_string().contains("base/deep/Kustomization"), "{err}");
     }
 }

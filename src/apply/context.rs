@@ -54,4 +54,6 @@ pub enum ApplyControllerError {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<ApplyControllerError>>),
     #[error("{0}")]
     Cleanup(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::controller::panics::Panicked),
 }

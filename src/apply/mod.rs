@@ -9,5 +9,6 @@ pub mod health;
 pub mod history;
 pub mod inventory;
 pub mod reconcile;
+pub mod sandbox;
 pub mod ssa;
 pub mod substitute;

@@ -36,7 +36,7 @@ use crate::api::{Artifact, ConditionStatus};
 use crate::controller::conditions::{Conditions, READY, RECONCILING, STALLED};
 use crate::controller::objects::{kube_message, secret_data};
 use crate::controller::patch::merge_patch;
-use crate::controller::requeue::{jittered, parse_duration};
+use crate::controller::requeue::{check_durations, jittered, parse_duration};
 use crate::source::context::REQUESTED_AT;
 
 const KIND: &str = "Kustomization";
@@ -56,6 +56,7 @@ pub mod reason {
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const UNSUPPORTED: &str = "UnsupportedFeature";
     pub const HEALTH_SUCCEEDED: &str = "Succeeded";
+    pub use crate::controller::conditions::reason::{INTERNAL_ERROR, INVALID_DURATION};
 }
 
 /// A step's failure: the `Ready` reason and message, and when to try again.
@@ -106,7 +107,7 @@ pub async fn reconcile(
     );
     let key = crate::controller::watch::object_key(obj.as_ref());
     let _working = ctx.metrics.working("kustomization", &key);
-    finalizer(&api, FINALIZER, obj, |event| async {
+    let work = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
             FinalizerEvent::Cleanup(obj) => {
@@ -118,9 +119,11 @@ pub async fn reconcile(
             }
         }
     })
-    .instrument(span)
-    .await
-    .map_err(|e| ApplyControllerError::Finalizer(Box::new(e)))
+    .instrument(span);
+    // The steps report their own panics on the object; this catches one in the frame itself.
+    crate::controller::panics::guard(&key, work)
+        .await?
+        .map_err(|e| ApplyControllerError::Finalizer(Box::new(e)))
 }
 
 struct Pass<'a> {
@@ -165,7 +168,28 @@ async fn reconcile_live(
         pass.patch_status().await?;
         return Ok(Action::await_change());
     }
-    let outcome = pass.run().await;
+    let outcome = match check_durations([
+        ("spec.interval", obj.spec.interval.as_str()),
+        ("spec.timeout", obj.spec.timeout.as_deref().unwrap_or("0")),
+        (
+            "spec.retryInterval",
+            obj.spec.retry_interval.as_deref().unwrap_or("0"),
+        ),
+    ]) {
+        Err(invalid) => Err(Failure::stalled(
+            reason::INVALID_DURATION,
+            invalid.to_string(),
+        )),
+        Ok(()) => {
+            let key = pass.key();
+            // A panic in the steps (a bug some input reached) fails this object only.
+            crate::controller::panics::guard_steps(&key, pass.run())
+                .await
+                .unwrap_or_else(|panicked| {
+                    Err(Failure::new(reason::INTERNAL_ERROR, panicked.to_string()))
+                })
+        }
+    };
     let action = pass.finish(outcome, started).await;
     ctx.metrics
         .observe_duration(&labels(obj), started.elapsed());
@@ -184,6 +208,7 @@ impl Pass<'_> {
     async fn run(&mut self) -> Result<Outcome, Failure> {
         self.conditions.delete(STALLED);
         self.check_supported()?;
+        self.refuse_cross_namespace_dependencies()?;
         let artifact = self.source_artifact().await?;
         self.check_dependencies(&artifact).await?;
         let revision = artifact.revision.clone();
@@ -316,6 +341,33 @@ impl Pass<'_> {
             .unwrap_or_else(|| {
                 parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600))
             })
+    }
+
+    /// `--no-cross-namespace-refs` covers dependencies as it covers the source: before any
+    /// read, so a tenant cannot probe another namespace's Kustomizations through `dependsOn`.
+    fn refuse_cross_namespace_dependencies(&self) -> Result<(), Failure> {
+        if !self.ctx.settings.no_cross_namespace_refs {
+            return Ok(());
+        }
+        let own = self.namespace();
+        let foreign = self
+            .obj
+            .spec
+            .depends_on
+            .iter()
+            .flatten()
+            .find(|d| d.namespace.as_deref().is_some_and(|ns| ns != own));
+        match foreign {
+            Some(dep) => Err(Failure::stalled(
+                reason::ACCESS_DENIED,
+                format!(
+                    "can't access dependency 'Kustomization/{}/{}', cross-namespace references have been blocked",
+                    dep.namespace.as_deref().unwrap_or_default(),
+                    dep.name
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The source's `status.artifact`, read from whichever source CRD the reference names.

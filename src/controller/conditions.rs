@@ -34,6 +34,10 @@ pub mod reason {
     pub const INVALID_STS_CONFIGURATION: &str = "InvalidSTSConfiguration";
     pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
     pub const INVALID_PROVIDER_CONFIGURATION: &str = "InvalidProviderConfiguration";
+    /// Ours: a spec duration that does not parse or is beyond Go's range (~292 years).
+    pub const INVALID_DURATION: &str = "InvalidDuration";
+    /// Ours: the reconciliation panicked (a bug); the object is retried with backoff.
+    pub const INTERNAL_ERROR: &str = "InternalError";
     /// Ours: object keys that cannot be files inside the artifact were left out.
     pub const UNSAFE_OBJECT_KEYS: &str = "UnsafeObjectKeys";
 }

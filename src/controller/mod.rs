@@ -7,6 +7,7 @@ pub mod gates;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod panics;
 pub mod patch;
 pub mod queue;
 pub mod requeue;

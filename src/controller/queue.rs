@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The longest a requeue waits: a year, under the two years kube-runtime's delay queue takes.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub name: String,
@@ -87,7 +90,11 @@ impl WorkQueues {
 
     /// The reconcile of `key` asked to run again after `delay`: the action that does so.
     pub fn requeue(&self, controller: &str, key: &str, delay: Duration) -> Action {
-        self.add_at(controller, key, Instant::now() + delay);
+        // kube-runtime's scheduler caps what it holds (about two years); so does the queue
+        // record, and neither may overflow an `Instant` whatever a spec's interval says.
+        let delay = delay.min(MAX_REQUEUE);
+        let now = Instant::now();
+        self.add_at(controller, key, now.checked_add(delay).unwrap_or(now));
         Action::requeue(delay)
     }
 

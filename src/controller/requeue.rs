@@ -13,40 +13,123 @@ pub fn jittered(interval: Duration, percentage: u8) -> Duration {
         return interval;
     }
     let factor = rand::rng().random_range((1.0 - p)..=(1.0 + p));
-    interval.mul_f64(factor)
+    Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
 }
 
-/// Parse Go duration strings as the CRDs' patterns admit them (`1h30m`, `1.5s`, `500ms`).
+/// The longest duration Go's `time.Duration` holds (an int64 of nanoseconds, ~292 years):
+/// anything a Flux user can write in a duration field parses into it, or is refused.
+pub const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Parse Go duration strings as the CRDs' patterns admit them (`1h30m`, `1.5s`, `500ms`), with
+/// Go's range: exact integer arithmetic, and an error (never a panic) past `MAX_DURATION`. The
+/// input comes from tenants' specs, so every step is checked.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
+    let text = s.trim();
+    if text.is_empty() {
         return Err("empty duration".into());
     }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration '{s}'"))?;
-        let value: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration '{s}'"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown unit '{other}' in duration '{s}'")),
-        };
-        total += value * seconds;
-        rest = &rest[unit_end..];
+    if text == "0" {
+        return Ok(Duration::ZERO);
     }
-    Ok(Duration::from_secs_f64(total))
+    let out_of_range = || {
+        format!(
+            "duration '{}' is out of range",
+            crate::util::truncate(s, 64)
+        )
+    };
+    let invalid = || format!("invalid duration '{}'", crate::util::truncate(s, 64));
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (whole, fraction, after) = split_number(rest).ok_or_else(invalid)?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let unit = unit_nanos(&after[..unit_end]).ok_or_else(|| {
+            format!(
+                "unknown unit '{}' in duration '{}'",
+                crate::util::truncate(&after[..unit_end], 16),
+                crate::util::truncate(s, 64)
+            )
+        })?;
+        total = total
+            .checked_add(component_nanos(whole, fraction, unit).ok_or_else(out_of_range)?)
+            .filter(|t| *t <= MAX_DURATION.as_nanos())
+            .ok_or_else(out_of_range)?;
+        rest = &after[unit_end..];
+    }
+    let nanos = u64::try_from(total).map_err(|_| out_of_range())?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// `123.45rest` → (`123`, `45`, `rest`); at least one digit on either side of the dot.
+fn split_number(text: &str) -> Option<(&str, &str, &str)> {
+    let digits = |t: &str| t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let whole_end = digits(text);
+    let (whole, after) = text.split_at(whole_end);
+    let (fraction, after) = match after.strip_prefix('.') {
+        Some(f) => f.split_at(digits(f)),
+        None => ("", after),
+    };
+    (!(whole.is_empty() && fraction.is_empty())).then_some((whole, fraction, after))
+}
+
+fn unit_nanos(unit: &str) -> Option<u128> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
+/// `whole.fraction × unit` in nanoseconds; `None` past `MAX_DURATION`. Fraction digits beyond
+/// what a nanosecond resolves are dropped, as Go drops them.
+fn component_nanos(whole: &str, fraction: &str, unit: u128) -> Option<u128> {
+    let limit = MAX_DURATION.as_nanos();
+    let mut value: u128 = 0;
+    for d in whole.bytes() {
+        value = value.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
+        if value > limit {
+            return None;
+        }
+    }
+    let mut nanos = value.checked_mul(unit)?;
+    let mut scale = unit;
+    for d in fraction.bytes() {
+        scale /= 10;
+        if scale == 0 {
+            break;
+        }
+        nanos = nanos.checked_add(u128::from(d - b'0') * scale)?;
+    }
+    (nanos <= limit).then_some(nanos)
+}
+
+/// A spec's duration field that cannot be used: the field's path and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDuration {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The first of a spec's duration fields (`(path, value)`) that does not parse.
+pub fn check_durations<'a>(
+    fields: impl IntoIterator<Item = (&'static str, &'a str)>,
+) -> Result<(), InvalidDuration> {
+    for (field, value) in fields {
+        parse_duration(value).map_err(|message| InvalidDuration { field, message })?;
+    }
+    Ok(())
 }
 
 /// Per-object failure counts for exponential backoff between `min` and `max`
@@ -96,6 +179,46 @@ mod tests {
         assert_eq!(parse_duration("5m0s").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("1.000000001s").unwrap(), Duration::new(1, 1));
+        assert_eq!(parse_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2µs").unwrap(), Duration::from_micros(2));
+        assert!(parse_duration(".s").is_err());
+        assert!(parse_duration("1..5s").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_gos_range_are_refused_not_panics() {
+        // Go's largest duration: 2562047h47m16.854775807s.
+        assert_eq!(
+            parse_duration("2562047h47m16.854775807s").unwrap(),
+            MAX_DURATION
+        );
+        for huge in [
+            "2562047h47m16.854775808s",
+            "2562048h",
+            "99999999999999999999h",
+            "99999999999999999999999999999999999999999999999999ns",
+            "9223372036854775807ns1ns",
+            "1e9h",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(
+                err.contains("out of range") || err.contains("unknown unit"),
+                "{huge}: {err}"
+            );
+        }
+        let err = check_durations([
+            ("spec.interval", "5m"),
+            ("spec.timeout", "99999999999999999999h"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.field, "spec.timeout");
+        assert!(
+            err.to_string()
+                .starts_with("spec.timeout: duration '99999999999999999999h' is out of range")
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum SourceError {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<SourceError>>),
     #[error("storage: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::controller::panics::Panicked),
 }
 
 #[derive(Debug, Clone)]

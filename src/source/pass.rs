@@ -24,7 +24,7 @@ use crate::controller::conditions::{self as cond, Conditions, reason};
 pub use crate::controller::objects::kube_message;
 use crate::controller::objects::secret_data;
 use crate::controller::patch::merge_patch;
-use crate::controller::requeue::{jittered, parse_duration};
+use crate::controller::requeue::{check_durations, jittered, parse_duration};
 use crate::source::context::{Context, FINALIZER, REQUESTED_AT, SourceError};
 
 /// The status fields every source kind has (reference §1.2).
@@ -93,6 +93,7 @@ pub trait SourceObject:
     const STORAGE_KIND: &'static str;
     fn status(&self) -> Option<&Self::Status>;
     fn interval(&self) -> &str;
+    fn timeout(&self) -> &str;
     fn suspended(&self) -> bool;
     /// What this pass fetches and stores; the shared code writes the outcome.
     fn run(pass: &mut Pass<'_, Self>) -> impl Future<Output = Result<(), Failure>> + Send;
@@ -164,15 +165,19 @@ pub async fn reconcile<K: SourceObject>(
         .metrics
         .working(&K::KIND.to_lowercase(), &ctx.key(obj.as_ref()));
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, obj, |event| async {
+    let key = ctx.key(obj.as_ref());
+    let work = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => reconcile_live(obj.as_ref(), &ctx).await,
             FinalizerEvent::Cleanup(obj) => cleanup(obj.as_ref(), &ctx).await,
         }
     })
-    .instrument(span)
-    .await
-    .map_err(|e| SourceError::Finalizer(Box::new(e)))
+    .instrument(span);
+    // The steps report their own panics on the object; this catches one in the frame itself.
+    crate::controller::panics::guard(&key, work)
+        .await
+        .map_err(SourceError::Panicked)?
+        .map_err(|e| SourceError::Finalizer(Box::new(e)))
 }
 
 async fn cleanup<K: SourceObject>(obj: &K, ctx: &Context) -> Result<Action, SourceError> {
@@ -246,11 +251,30 @@ async fn reconcile_live<K: SourceObject>(cached: &K, ctx: &Context) -> Result<Ac
     pass.conditions.delete(cond::STORAGE_OPERATION_FAILED);
     pass.announce_generation();
     pass.check_storage().await;
-    let outcome = K::run(&mut pass).await;
+    let outcome = match check_durations([
+        ("spec.interval", obj.interval()),
+        ("spec.timeout", obj.timeout()),
+    ]) {
+        Err(invalid) => Err(Failure::stalled(
+            reason::INVALID_DURATION,
+            invalid.to_string(),
+        )),
+        Ok(()) => run_guarded(&mut pass, &key).await,
+    };
     tracing::debug!(object = %key, failure = ?outcome.as_ref().err().map(|f| &f.message), "pass finished");
     let action = pass.finish(outcome, &key).await;
     ctx.observe(K::KIND, obj, started.elapsed(), &pass.conditions);
     action
+}
+
+/// The kind's steps, with a panic in them (a bug, in our code or a dependency's, that some
+/// input reached) turned into this object's failure: every other object keeps reconciling.
+async fn run_guarded<K: SourceObject>(pass: &mut Pass<'_, K>, key: &str) -> Result<(), Failure> {
+    crate::controller::panics::guard_steps(key, K::run(pass))
+        .await
+        .unwrap_or_else(|panicked| {
+            Err(Failure::fetch(reason::INTERNAL_ERROR, panicked.to_string()))
+        })
 }
 
 impl<K: SourceObject> Pass<'_, K> {

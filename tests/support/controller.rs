@@ -55,12 +55,36 @@ impl SourceController {
         c
     }
 
+    /// Start a controller for `namespace` with extra environment variables.
+    pub fn start_with_env(
+        platform: &Platform,
+        namespace: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let mut c = Self::launch(platform, namespace, &storage, extra_args, env);
+        c._dir = Some(dir);
+        c
+    }
+
     /// Start a controller over an existing storage directory (a restart).
     pub fn start_with_storage(
         platform: &Platform,
         namespace: &str,
         storage: &Path,
         extra_args: &[&str],
+    ) -> Self {
+        Self::launch(platform, namespace, storage, extra_args, &[])
+    }
+
+    fn launch(
+        platform: &Platform,
+        namespace: &str,
+        storage: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
     ) -> Self {
         let (storage_port, metrics_port, health_port) = (free_port(), free_port(), free_port());
         let log = storage.with_extension(format!("controller-{storage_port}.log"));
@@ -77,6 +101,7 @@ impl SourceController {
             .args(extra_args)
             .env("KUBECONFIG", platform.kubeconfig())
             .env("RUNTIME_NAMESPACE", namespace)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -109,6 +134,13 @@ impl SourceController {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn log_text(&self) -> String {

@@ -41,6 +41,9 @@ impl SourceObject for Bucket {
     fn interval(&self) -> &str {
         &self.spec.interval
     }
+    fn timeout(&self) -> &str {
+        &self.spec.timeout
+    }
     fn suspended(&self) -> bool {
         self.spec.suspend
     }

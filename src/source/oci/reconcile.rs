@@ -50,6 +50,9 @@ impl SourceObject for OCIRepository {
     fn interval(&self) -> &str {
         &self.spec.interval
     }
+    fn timeout(&self) -> &str {
+        &self.spec.timeout
+    }
     fn suspended(&self) -> bool {
         self.spec.suspend
     }
