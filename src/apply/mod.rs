@@ -11,3 +11,4 @@ pub mod inventory;
 pub mod reconcile;
 pub mod ssa;
 pub mod substitute;
+pub mod yaml;
