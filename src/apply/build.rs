@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::yaml;
 use crate::api::kustomization::KustomizationSpec;
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -150,17 +151,15 @@ pub fn plain_objects(dir: &Path) -> Result<Vec<Value>, BuildError> {
     collect_yaml_files(dir, &mut files)?;
     files.sort();
     let mut objects = Vec::new();
+    let mut budget = yaml::Budget::default();
     for file in files {
         let rel = file
             .strip_prefix(dir)
             .unwrap_or(&file)
             .display()
             .to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| BuildError::Decode {
-            path: rel.clone(),
-            message: e.to_string(),
-        })?;
-        objects.extend(decode(&text, &rel)?);
+        let text = read_yaml(&file, &rel)?;
+        objects.extend(decode_within(&text, &rel, &mut budget)?);
     }
     Ok(objects)
 }
@@ -184,9 +183,25 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BuildErr
     Ok(())
 }
 
+fn read_yaml(path: &Path, source: &str) -> Result<String, BuildError> {
+    yaml::read_file(path).map_err(|e| BuildError::Decode {
+        path: source.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// The Kubernetes objects in a multi-document YAML text.
 pub fn decode(text: &str, source: &str) -> Result<Vec<Value>, BuildError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| BuildError::Decode {
+    decode_within(text, source, &mut yaml::Budget::default())
+}
+
+/// `decode`, charging alias expansion to `budget`, shared by everything one build parses.
+fn decode_within(
+    text: &str,
+    source: &str,
+    budget: &mut yaml::Budget,
+) -> Result<Vec<Value>, BuildError> {
+    let docs = yaml::documents(text, budget).map_err(|e| BuildError::Decode {
         path: source.to_string(),
         message: e.to_string(),
     })?;
@@ -328,7 +343,7 @@ fn merge_image(k: &mut Map<String, Value>, image: Value) {
 /// directories, other YAML files one by one (each must decode).
 fn generated_kustomization(dir: &Path) -> Result<Map<String, Value>, BuildError> {
     let mut resources = Vec::new();
-    walk_for_resources(dir, dir, &mut resources)?;
+    walk_for_resources(dir, dir, &mut resources, &mut yaml::Budget::default())?;
     resources.sort();
     let mut k = Map::new();
     if resources.is_empty() {
@@ -338,7 +353,12 @@ fn generated_kustomization(dir: &Path) -> Result<Map<String, Value>, BuildError>
     Ok(k)
 }
 
-fn walk_for_resources(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), BuildError> {
+fn walk_for_resources(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<String>,
+    budget: &mut yaml::Budget,
+) -> Result<(), BuildError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| BuildError::Io(e.to_string()))?
         .filter_map(Result::ok)
@@ -355,11 +375,11 @@ fn walk_for_resources(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<
             if kustomization_file(&path).is_some() {
                 out.push(rel);
             } else {
-                walk_for_resources(root, &path, out)?;
+                walk_for_resources(root, &path, out, budget)?;
             }
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            let text = std::fs::read_to_string(&path).map_err(|e| BuildError::Io(e.to_string()))?;
-            if !decode(&text, &rel)?.is_empty() {
+            let text = read_yaml(&path, &rel)?;
+            if !decode_within(&text, &rel, budget)?.is_empty() {
                 out.push(rel);
             }
         }
@@ -492,10 +512,12 @@ fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
 }
 
 fn read_kustomization(path: &Path, rel: &str) -> Result<Map<String, Value>, BuildError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BuildError::Io(e.to_string()))?;
-    let value = serde_saphyr::from_str::<Value>(&text).map_err(|e| BuildError::Decode {
-        path: rel.to_string(),
-        message: e.to_string(),
+    let text = yaml::read_file(path).map_err(|e| BuildError::Io(e.to_string()))?;
+    let value = yaml::document(&text, &mut yaml::Budget::default()).map_err(|e| {
+        BuildError::Decode {
+            path: rel.to_string(),
+            message: e.to_string(),
+        }
     })?;
     Ok(value.as_object().cloned().unwrap_or_default())
 }
@@ -575,6 +597,29 @@ mod tests {
             .map(|o| o["metadata"]["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn alias_expansion_is_charged_across_the_files_of_a_build() {
+        // Each file expands by ~1 MiB, within a fresh parse's budget; together they are not.
+        let root = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata:\n  a: &a \"{}\"\n",
+            "x".repeat(64 << 10)
+        );
+        for i in 0..16 {
+            text.push_str(&format!("  k{i}: *a\n"));
+        }
+        for i in 0..8 {
+            std::fs::write(root.path().join(format!("f{i}.yaml")), &text).unwrap();
+        }
+        decode(&text, "f0.yaml").unwrap();
+        match plain_objects(root.path()) {
+            Err(BuildError::Decode { message, .. }) => {
+                assert!(message.contains("aliases may add at most"), "{message}")
+            }
+            other => panic!("expected a decode error, got {:?}", other.map(|o| o.len())),
+        }
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             limits: ExtractLimits {
                 max_bytes: args.common.artifact_max_bytes,
                 max_files: args.common.artifact_max_files,
+                max_duration: args.common.artifact_extract_timeout,
             },
             retries: Retries {
                 attempts: args.http_retry.max(1),

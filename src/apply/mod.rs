@@ -12,3 +12,4 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod ssa;
 pub mod substitute;
+pub mod yaml;

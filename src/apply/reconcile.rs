@@ -529,11 +529,16 @@ impl Pass<'_> {
     async fn finalize_objects(&self, objects: Vec<Value>) -> Result<Vec<Value>, Failure> {
         let vars = self.substitution_variables().await?;
         let mut out = Vec::with_capacity(objects.len());
+        // Variables are tenant text too: what they expand to is charged like the artifact's.
+        let mut budget = super::yaml::Budget::default();
         for object in objects {
             let mut object = match &vars {
-                Some(vars) if !substitute::is_disabled(&object) => {
-                    substituted(&object, vars, self.ctx.settings.strict_substitution)?
-                }
+                Some(vars) if !substitute::is_disabled(&object) => substituted(
+                    &object,
+                    vars,
+                    self.ctx.settings.strict_substitution,
+                    &mut budget,
+                )?,
                 _ => object,
             };
             self.stamp(&mut object);
@@ -1063,6 +1068,7 @@ fn substituted(
     object: &Value,
     vars: &BTreeMap<String, String>,
     strict: bool,
+    budget: &mut super::yaml::Budget,
 ) -> Result<Value, Failure> {
     let subject = ObjectRef::of(object)
         .map(|r| r.subject())
@@ -1075,7 +1081,7 @@ fn substituted(
             format!("{subject}: post build failed: {e}"),
         )
     })?;
-    serde_saphyr::from_str(&text).map_err(|e| {
+    super::yaml::document(&text, budget).map_err(|e| {
         Failure::new(
             reason::BUILD_FAILED,
             format!("{subject}: post build produced invalid YAML: {e}"),

@@ -3,17 +3,26 @@
 //! Flux's policy (reference §4.6): entries with absolute paths, `..` or `\` are refused,
 //! symlinks and hard links are dropped, any other special entry is refused. On top of that
 //! every write stays inside the target even if something replaced a directory there by a
-//! symlink, and the total bytes written and the entry count are capped, so a gzip bomb stops
-//! at the limit with memory that does not depend on the archive size.
+//! symlink, and what an archive may cost is capped:
+//! - bytes: every byte of the decompressed tar stream (headers, metadata entries, padding,
+//!   the data of directories and skipped entries, file contents) is charged by the reader the
+//!   tar parser reads from, so nothing the archive carries escapes the count and a gzip bomb
+//!   stops at the limit with memory that does not depend on the archive size;
+//! - inodes: every entry and every directory created for one (implied parents included);
+//! - paths: depth, length and component length, so no entry needs more than a bounded walk;
+//! - time: a deadline checked at every read, so a slow stream or a slow disk ends too.
 //!
 //! The tar stream is read in raw mode: GNU long names and PAX headers are handled here with a
 //! size cap, because the `tar` crate would otherwise buffer them whole, whatever their size.
 
+use std::cell::Cell;
 use std::fs::{self, DirBuilder, File, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 
@@ -25,15 +34,27 @@ const FILE_MODE_MASK: u32 = 0o755;
 const FILE_MODE_OWNER: u32 = 0o600;
 /// Largest GNU long-name or PAX header accepted; real ones are a few hundred bytes.
 pub const MAX_METADATA_BYTES: u64 = 1024 * 1024;
-const COPY_BUFFER_BYTES: usize = 64 * 1024;
+/// Most components an entry path may have. Manifest trees are a handful of levels deep; the
+/// cap keeps the per-entry directory walk (a stat, maybe a mkdir, per level) short.
+pub const MAX_PATH_DEPTH: usize = 64;
+/// Longest entry path, in bytes: Linux's PATH_MAX, beyond which the kernel refuses the path
+/// anyway (with a less clear error, and only after the parents were created).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest path component, in bytes: NAME_MAX of every Linux filesystem.
+pub const MAX_NAME_BYTES: usize = 255;
+/// How much of an entry name an error message quotes.
+const MAX_DISPLAYED_NAME: usize = 256;
 
-/// Caps on what one archive may create.
+/// Caps on what one archive may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtractLimits {
-    /// Total bytes of entry data: file contents written plus the data of skipped entries.
+    /// Bytes of the decompressed tar stream, all of it (`--artifact-max-bytes`).
     pub max_bytes: u64,
-    /// Number of entries (files, directories and skipped links alike).
+    /// Entries (files, directories, skipped links) plus the directories created for them that
+    /// the archive does not list itself (`--artifact-max-files`).
     pub max_files: u64,
+    /// Wall-clock time one extraction may take (`--artifact-extract-timeout`).
+    pub max_duration: Duration,
 }
 
 impl ExtractLimits {
@@ -41,6 +62,7 @@ impl ExtractLimits {
     pub const UNLIMITED: Self = Self {
         max_bytes: u64::MAX,
         max_files: u64::MAX,
+        max_duration: Duration::MAX,
     };
 }
 
@@ -63,6 +85,8 @@ pub enum ExtractError {
     NotGzip,
     #[error("tar entry {entry:?} is refused: {reason}")]
     PathEscape { entry: String, reason: &'static str },
+    #[error("tar entry {entry:?} is refused: {reason}")]
+    PathLimit { entry: String, reason: String },
     #[error("tar entry {entry:?} has unsupported type {kind}")]
     SpecialFile { entry: String, kind: String },
     #[error("tar entry {entry:?} conflicts with an existing {existing} in the target")]
@@ -70,10 +94,14 @@ pub enum ExtractError {
         entry: String,
         existing: &'static str,
     },
-    #[error("archive exceeds the size limit max_bytes={limit}")]
+    #[error("archive unpacks to more than the limit of {limit} bytes (--artifact-max-bytes)")]
     TooManyBytes { limit: u64 },
-    #[error("archive exceeds the entry limit max_files={limit}")]
+    #[error(
+        "archive unpacks to more than the limit of {limit} files and directories (--artifact-max-files)"
+    )]
     TooManyFiles { limit: u64 },
+    #[error("extraction did not finish within the limit of {limit:?} (--artifact-extract-timeout)")]
+    TimedOut { limit: Duration },
     #[error("malformed tar entry {entry:?}: {reason}")]
     Malformed { entry: String, reason: String },
     #[error("cannot extract the archive: {0}")]
@@ -86,21 +114,116 @@ pub fn extract_tar_gz(
     target: &Path,
     limits: ExtractLimits,
 ) -> Result<ExtractStats, ExtractError> {
+    let budget = Rc::new(ReadBudget::new(limits));
+    let result = extract_within(reader, target, limits, &budget);
+    // Whatever error the tar or gzip layer made of a tripped budget, the limit is the cause.
+    match budget.tripped.get() {
+        Some(Trip::Bytes) => Err(ExtractError::TooManyBytes {
+            limit: limits.max_bytes,
+        }),
+        Some(Trip::Time) => Err(ExtractError::TimedOut {
+            limit: limits.max_duration,
+        }),
+        None => result,
+    }
+}
+
+fn extract_within(
+    reader: impl Read,
+    target: &Path,
+    limits: ExtractLimits,
+    budget: &Rc<ReadBudget>,
+) -> Result<ExtractStats, ExtractError> {
     let stream = require_gzip(reader)?;
     prepare_target(target)?;
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(stream));
+    let decompressed = BudgetedReader {
+        inner: MultiGzDecoder::new(stream),
+        budget: budget.clone(),
+    };
+    let mut archive = tar::Archive::new(decompressed);
     let mut extractor = Extractor {
         target,
         limits,
+        budget,
         stats: ExtractStats::default(),
         entries_seen: 0,
-        bytes_used: 0,
     };
     let mut pending = PendingMetadata::default();
     for entry in archive.entries()?.raw(true) {
         pending.absorb(&mut extractor, entry?)?;
     }
     Ok(extractor.stats)
+}
+
+/// Why the budgeted reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trip {
+    Bytes,
+    Time,
+}
+
+/// Bytes read so far and the deadline, shared by the reader (which enforces them) and the
+/// extractor (which asks what is left before it creates a file).
+struct ReadBudget {
+    max_bytes: u64,
+    read: Cell<u64>,
+    deadline: Option<Instant>,
+    tripped: Cell<Option<Trip>>,
+}
+
+impl ReadBudget {
+    fn new(limits: ExtractLimits) -> Self {
+        ReadBudget {
+            max_bytes: limits.max_bytes,
+            read: Cell::new(0),
+            deadline: Instant::now().checked_add(limits.max_duration),
+            tripped: Cell::new(None),
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.read.get())
+    }
+
+    fn trip(&self, why: Trip) -> io::Error {
+        self.tripped.set(Some(why));
+        io::Error::other(match why {
+            Trip::Bytes => "archive exceeds the byte limit",
+            Trip::Time => "archive extraction exceeds the time limit",
+        })
+    }
+
+    fn check_time(&self) -> io::Result<()> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(self.trip(Trip::Time)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The decompressed stream as the tar parser sees it: every byte is charged, and the deadline
+/// is checked before and after every read of the stream underneath.
+struct BudgetedReader<R> {
+    inner: R,
+    budget: Rc<ReadBudget>,
+}
+
+impl<R: Read> Read for BudgetedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.budget.check_time()?;
+        // One byte over the budget is enough to know it is exceeded; no need to inflate more.
+        let allowed = usize::try_from(self.budget.remaining().saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..allowed])?;
+        self.budget.check_time()?;
+        let read = self.budget.read.get().saturating_add(n as u64);
+        self.budget.read.set(read);
+        if read > self.budget.max_bytes {
+            return Err(self.budget.trip(Trip::Bytes));
+        }
+        Ok(n)
+    }
 }
 
 /// Checks the gzip magic up front so a plain tar or garbage gets a clear error.
@@ -254,16 +377,22 @@ fn strip_trailing_nul(mut name: Vec<u8>) -> Vec<u8> {
     name
 }
 
+/// An entry name for messages: lossy UTF-8, long names cut short.
 fn display_name(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    let text = String::from_utf8_lossy(name);
+    match text.char_indices().nth(MAX_DISPLAYED_NAME) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.into_owned(),
+    }
 }
 
 struct Extractor<'t> {
     target: &'t Path,
     limits: ExtractLimits,
+    budget: &'t ReadBudget,
     stats: ExtractStats,
+    /// Entries plus the directories created for them, against `max_files`.
     entries_seen: u64,
-    bytes_used: u64,
 }
 
 /// How a real (non-metadata) entry is treated.
@@ -275,6 +404,7 @@ enum EntryKind {
 }
 
 impl Extractor<'_> {
+    /// Charges one inode-like thing (an entry, or a directory created for one).
     fn count_entry(&mut self) -> Result<(), ExtractError> {
         self.entries_seen += 1;
         if self.entries_seen > self.limits.max_files {
@@ -295,20 +425,16 @@ impl Extractor<'_> {
         match classify(entry.header(), name) {
             EntryKind::File => self.write_file(&mut entry, name, &components),
             EntryKind::Directory => self.create_directory(name, &components),
-            EntryKind::Skipped => self.skip(&entry),
+            EntryKind::Skipped => {
+                // Its data, if any, is still read past, and so charged, by the budgeted reader.
+                self.stats.skipped += 1;
+                Ok(())
+            }
             EntryKind::Refused(kind) => Err(ExtractError::SpecialFile {
                 entry: display_name(name),
                 kind,
             }),
         }
-    }
-
-    /// Skipped entries normally carry no data; if one does, it still costs budget, since
-    /// the stream has to be read past it.
-    fn skip<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), ExtractError> {
-        self.reserve_bytes(entry.header().entry_size()?)?;
-        self.stats.skipped += 1;
-        Ok(())
     }
 
     fn create_directory(&mut self, name: &[u8], components: &[&[u8]]) -> Result<(), ExtractError> {
@@ -317,7 +443,8 @@ impl Extractor<'_> {
             return Ok(());
         }
         let path = self.ensure_parents(name, components)?;
-        ensure_directory(&path, name)?;
+        // The entry itself was counted already.
+        ensure_directory(&path, name, || Ok(()))?;
         self.stats.dirs += 1;
         Ok(())
     }
@@ -335,28 +462,30 @@ impl Extractor<'_> {
             });
         }
         // Fail before touching the disk when the header alone already breaks the budget.
-        let declared = entry.header().entry_size()?;
-        if declared > self.remaining_bytes() {
-            return Err(self.too_many_bytes());
+        if entry.header().entry_size()? > self.budget.remaining() {
+            return Err(ExtractError::TooManyBytes {
+                limit: self.limits.max_bytes,
+            });
         }
         let path = self.ensure_parents(name, components)?;
         let mode = entry.header().mode().unwrap_or(0o644);
         let mut file = create_file_replacing(&path, name)?;
-        let budget = self.remaining_bytes();
-        let written = copy_bounded(entry, &mut file, budget).map_err(|err| match err {
-            CopyError::OverBudget => self.too_many_bytes(),
-            CopyError::Io(err) => ExtractError::Io(err),
-        })?;
+        let written = io::copy(entry, &mut file)?;
         file.set_permissions(Permissions::from_mode(file_mode(mode)))?;
-        self.bytes_used += written;
         self.stats.bytes += written;
         self.stats.files += 1;
         Ok(())
     }
 
-    /// Creates missing parent directories one by one, refusing anything that is not a real
-    /// directory (a symlink placed there would otherwise redirect the write outside).
-    fn ensure_parents(&self, name: &[u8], components: &[&[u8]]) -> Result<PathBuf, ExtractError> {
+    /// Creates missing parent directories one by one, each counted like an entry (an archive
+    /// of deep paths would otherwise create far more inodes than it has entries), refusing
+    /// anything that is not a real directory (a symlink placed there would otherwise redirect
+    /// the write outside).
+    fn ensure_parents(
+        &mut self,
+        name: &[u8],
+        components: &[&[u8]],
+    ) -> Result<PathBuf, ExtractError> {
         let mut path = self.target.to_path_buf();
         let (last, parents) = components
             .split_last()
@@ -366,28 +495,10 @@ impl Extractor<'_> {
             })?;
         for component in parents {
             path.push(std::ffi::OsStr::from_bytes(component));
-            ensure_directory(&path, name)?;
+            ensure_directory(&path, name, || self.count_entry())?;
         }
         path.push(std::ffi::OsStr::from_bytes(last));
         Ok(path)
-    }
-
-    fn reserve_bytes(&mut self, amount: u64) -> Result<(), ExtractError> {
-        if amount > self.remaining_bytes() {
-            return Err(self.too_many_bytes());
-        }
-        self.bytes_used += amount;
-        Ok(())
-    }
-
-    fn remaining_bytes(&self) -> u64 {
-        self.limits.max_bytes.saturating_sub(self.bytes_used)
-    }
-
-    fn too_many_bytes(&self) -> ExtractError {
-        ExtractError::TooManyBytes {
-            limit: self.limits.max_bytes,
-        }
     }
 }
 
@@ -404,7 +515,8 @@ fn classify(header: &tar::Header, name: &[u8]) -> EntryKind {
 }
 
 /// Splits an entry name into normal components, refusing anything that could leave the
-/// target. `.` and empty components are dropped; the empty result means the root.
+/// target or that is longer or deeper than the path limits. `.` and empty components are
+/// dropped; the empty result means the root.
 fn safe_components(name: &[u8]) -> Result<Vec<&[u8]>, ExtractError> {
     let refuse = |reason| ExtractError::PathEscape {
         entry: display_name(name),
@@ -419,6 +531,7 @@ fn safe_components(name: &[u8]) -> Result<Vec<&[u8]>, ExtractError> {
     if name.contains(&0) {
         return Err(refuse("NUL byte in path"));
     }
+    check_path_limits(name)?;
     let mut components = Vec::new();
     for part in name.split(|b| *b == b'/') {
         match part {
@@ -426,6 +539,15 @@ fn safe_components(name: &[u8]) -> Result<Vec<&[u8]>, ExtractError> {
             b".." => return Err(refuse("parent directory component")),
             normal => components.push(normal),
         }
+    }
+    if components.len() > MAX_PATH_DEPTH {
+        return Err(ExtractError::PathLimit {
+            entry: display_name(name),
+            reason: format!(
+                "path has {} components, more than the limit of {MAX_PATH_DEPTH}",
+                components.len()
+            ),
+        });
     }
     // Belt and braces: what std considers the path must agree with the split above.
     let as_path = Path::new(std::ffi::OsStr::from_bytes(name));
@@ -438,7 +560,32 @@ fn safe_components(name: &[u8]) -> Result<Vec<&[u8]>, ExtractError> {
     Ok(components)
 }
 
-fn ensure_directory(path: &Path, name: &[u8]) -> Result<(), ExtractError> {
+fn check_path_limits(name: &[u8]) -> Result<(), ExtractError> {
+    let refuse = |reason| ExtractError::PathLimit {
+        entry: display_name(name),
+        reason,
+    };
+    if name.len() > MAX_PATH_BYTES {
+        return Err(refuse(format!(
+            "path is {} bytes long, more than the limit of {MAX_PATH_BYTES}",
+            name.len()
+        )));
+    }
+    match name.split(|b| *b == b'/').map(<[u8]>::len).max() {
+        Some(longest) if longest > MAX_NAME_BYTES => Err(refuse(format!(
+            "a path component is {longest} bytes long, more than the limit of {MAX_NAME_BYTES}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A directory on an entry's path: an existing one must be a real directory; a missing one is
+/// created after `before_create` agreed (which charges it against the entry limit).
+fn ensure_directory(
+    path: &Path,
+    name: &[u8],
+    before_create: impl FnOnce() -> Result<(), ExtractError>,
+) -> Result<(), ExtractError> {
     match fs::symlink_metadata(path) {
         Ok(metadata) if metadata.is_dir() => Ok(()),
         Ok(metadata) if metadata.is_symlink() => Err(ExtractError::PathEscape {
@@ -449,7 +596,10 @@ fn ensure_directory(path: &Path, name: &[u8]) -> Result<(), ExtractError> {
             entry: display_name(name),
             existing: "file where a directory is needed",
         }),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => create_directory(path, name),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            before_create()?;
+            create_directory(path, name)
+        }
         Err(err) => Err(ExtractError::Io(err)),
     }
 }
@@ -499,35 +649,10 @@ fn file_mode(header_mode: u32) -> u32 {
     (header_mode & FILE_MODE_MASK) | FILE_MODE_OWNER
 }
 
-#[derive(Debug)]
-enum CopyError {
-    OverBudget,
-    Io(io::Error),
-}
-
-/// Copies until EOF, counting the bytes really written, and stops as soon as they would
-/// exceed `budget` (so no header value, true or not, lets more than `budget` bytes through).
-fn copy_bounded(mut from: impl Read, to: &mut impl Write, budget: u64) -> Result<u64, CopyError> {
-    let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
-    let mut written = 0u64;
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) => return Ok(written),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(CopyError::Io(err)),
-        };
-        if written + n as u64 > budget {
-            return Err(CopyError::OverBudget);
-        }
-        to.write_all(&buffer[..n]).map_err(CopyError::Io)?;
-        written += n as u64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::fs::symlink;
 
     use flate2::Compression;
@@ -536,6 +661,7 @@ mod tests {
     const LIMITS: ExtractLimits = ExtractLimits {
         max_bytes: 1024 * 1024,
         max_files: 100,
+        max_duration: Duration::from_secs(60),
     };
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -599,6 +725,26 @@ mod tests {
             header.set_cksum();
             self.builder().append(&header, io::empty()).unwrap();
             self
+        }
+
+        /// Any entry, with `data` whatever its type.
+        fn raw(mut self, name: &[u8], entry_type: tar::EntryType, data: &[u8]) -> Self {
+            let header = raw_header(name, entry_type, data.len() as u64, 0o644);
+            self.builder().append(&header, data).unwrap();
+            self
+        }
+
+        /// A GNU long-name entry carrying `name` for the entry that follows.
+        fn long_name(self, name: &[u8]) -> Self {
+            let mut data = name.to_vec();
+            data.push(0);
+            self.raw(b"././@LongLink", tar::EntryType::GNULongName, &data)
+        }
+
+        /// A file whose name does not fit the header, through a GNU long name.
+        fn long_file(self, name: &str, content: &[u8]) -> Self {
+            self.long_name(name.as_bytes())
+                .raw(b"truncated", tar::EntryType::Regular, content)
         }
 
         fn special(mut self, name: &str, entry_type: tar::EntryType) -> Self {
@@ -877,13 +1023,13 @@ mod tests {
             stream = stream.file(&format!("f{i}"), b"x");
         }
         let limits = ExtractLimits {
-            max_bytes: 1024,
             max_files: 4,
+            ..LIMITS
         };
         let (_dir, result) = extract(&stream.tar_gz(), limits);
         let err = result.unwrap_err();
         assert!(matches!(err, ExtractError::TooManyFiles { limit: 4 }));
-        assert!(err.to_string().contains("max_files=4"), "{err}");
+        assert!(err.to_string().contains("--artifact-max-files"), "{err}");
     }
 
     #[test]
@@ -895,11 +1041,12 @@ mod tests {
         let limits = ExtractLimits {
             max_bytes: 1000,
             max_files: 10,
+            ..LIMITS
         };
         let (dir, result) = extract(&bytes, limits);
         let err = result.unwrap_err();
         assert!(matches!(err, ExtractError::TooManyBytes { limit: 1000 }));
-        assert!(err.to_string().contains("max_bytes=1000"), "{err}");
+        assert!(err.to_string().contains("--artifact-max-bytes"), "{err}");
         assert!(!dir.path().join("out/b").exists());
     }
 
@@ -913,6 +1060,7 @@ mod tests {
         let limits = ExtractLimits {
             max_bytes: 1000,
             max_files: 10,
+            ..LIMITS
         };
         let (_dir, result) = extract(&gzip(&tar), limits);
         assert!(
@@ -961,6 +1109,7 @@ mod tests {
         let limits = ExtractLimits {
             max_bytes: 4 * CHUNK as u64,
             max_files: 10,
+            ..LIMITS
         };
         let result = extract_tar_gz(reader, dir.path(), limits);
         assert!(
@@ -972,20 +1121,6 @@ mod tests {
             "read {} of {}",
             read.get(),
             bomb.len()
-        );
-    }
-
-    #[test]
-    fn bounded_copy_counts_real_bytes_not_declared_ones() {
-        let data = vec![7u8; 300_000];
-        let mut sink = Vec::new();
-        let err = copy_bounded(&data[..], &mut sink, 100_000).unwrap_err();
-        assert!(matches!(err, CopyError::OverBudget));
-        assert!(sink.len() <= 100_000);
-        let mut sink = Vec::new();
-        assert_eq!(
-            copy_bounded(&data[..], &mut sink, 300_000).unwrap(),
-            300_000
         );
     }
 
@@ -1044,6 +1179,249 @@ mod tests {
             matches!(result, Err(ExtractError::Conflict { .. })),
             "{result:?}"
         );
+    }
+
+    fn deep_path(top: usize, depth: usize) -> String {
+        let mut path = format!("d{top}");
+        for _ in 1..depth {
+            path.push_str("/a");
+        }
+        path
+    }
+
+    /// Every directory under `dir`, `dir` excluded.
+    fn directories_under(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.is_dir())
+                    .map(|p| 1 + directories_under(&p))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn implied_parent_directories_count_against_the_file_limit() {
+        // 10 entries, but 10 x 9 parent directories that no entry lists.
+        let mut stream = TarStream::new();
+        for top in 0..10 {
+            stream = stream.file(&format!("{}/f", deep_path(top, 9)), b"x");
+        }
+        let limits = ExtractLimits {
+            max_files: 50,
+            ..LIMITS
+        };
+        let (dir, result) = extract(&stream.tar_gz(), limits);
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, ExtractError::TooManyFiles { limit: 50 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--artifact-max-files"), "{err}");
+        let created = directories_under(&dir.path().join("out"));
+        assert!(created <= 50, "{created} directories created");
+    }
+
+    #[test]
+    fn explicit_directory_entries_are_counted_once() {
+        let bytes = TarStream::new()
+            .dir("a")
+            .dir("a/b")
+            .file("a/b/f", b"x")
+            .tar_gz();
+        let limits = ExtractLimits {
+            max_files: 3,
+            ..LIMITS
+        };
+        let (_dir, result) = extract(&bytes, limits);
+        assert_eq!(result.unwrap().files, 1);
+    }
+
+    #[test]
+    fn paths_deeper_than_the_limit_are_refused_before_any_directory_is_made() {
+        let at_limit = format!("{}/f", deep_path(0, MAX_PATH_DEPTH - 1));
+        let (_dir, result) = extract(
+            &TarStream::new().long_file(&at_limit, b"ok").tar_gz(),
+            LIMITS,
+        );
+        assert_eq!(result.unwrap().files, 1);
+
+        let too_deep = format!("{}/f", deep_path(0, MAX_PATH_DEPTH));
+        let (dir, result) = extract(
+            &TarStream::new().long_file(&too_deep, b"x").tar_gz(),
+            LIMITS,
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, ExtractError::PathLimit { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("limit of {MAX_PATH_DEPTH}")),
+            "{err}"
+        );
+        assert_eq!(directories_under(&dir.path().join("out")), 0);
+    }
+
+    #[test]
+    fn overlong_paths_and_components_are_refused() {
+        let long_component = format!("d/{}", "c".repeat(MAX_NAME_BYTES + 1));
+        let long_path = vec!["p".repeat(100); 41].join("/");
+        for name in [long_component, long_path] {
+            let (dir, result) = extract(&TarStream::new().long_file(&name, b"x").tar_gz(), LIMITS);
+            let err = result.unwrap_err();
+            assert!(matches!(err, ExtractError::PathLimit { .. }), "{err}");
+            assert!(
+                err.to_string().len() < 1024,
+                "the message quotes a bounded name"
+            );
+            assert_eq!(directories_under(&dir.path().join("out")), 0);
+        }
+    }
+
+    #[test]
+    fn data_of_directory_entries_counts_against_the_byte_limit() {
+        let bytes = TarStream::new()
+            .raw(b"d", tar::EntryType::Directory, &[7u8; 64 * 1024])
+            .tar_gz();
+        let limits = ExtractLimits {
+            max_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let (_dir, result) = extract(&bytes, limits);
+        let err = result.unwrap_err();
+        assert!(matches!(err, ExtractError::TooManyBytes { .. }), "{err}");
+        assert!(err.to_string().contains("--artifact-max-bytes"), "{err}");
+    }
+
+    #[test]
+    fn data_of_v7_files_named_like_directories_counts_against_the_byte_limit() {
+        // A V7 header: no magic, type NUL, a name ending in `/` (so a directory to tar).
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..2].copy_from_slice(b"d/");
+        header.as_old_mut().linkflag = [0];
+        header.set_size(64 * 1024);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let mut tar = header.as_bytes().to_vec();
+        tar.extend_from_slice(&[7u8; 64 * 1024]);
+        tar.extend_from_slice(&[0u8; 1024]);
+        let limits = ExtractLimits {
+            max_bytes: 16 * 1024,
+            ..LIMITS
+        };
+        let (dir, result) = extract(&gzip(&tar), limits);
+        assert!(
+            matches!(result, Err(ExtractError::TooManyBytes { .. })),
+            "{result:?}"
+        );
+        assert!(!dir.path().join("out/d").is_file());
+    }
+
+    #[test]
+    fn pax_headers_count_against_the_byte_limit() {
+        // Each header is under the metadata cap; together they are over the byte limit.
+        let comment = "c".repeat(600 * 1024);
+        let bytes = TarStream::new()
+            .pax(&[("comment", &comment)])
+            .file("a", b"x")
+            .pax(&[("comment", &comment)])
+            .file("b", b"x")
+            .tar_gz();
+        let limits = ExtractLimits {
+            max_bytes: 1024 * 1024,
+            ..LIMITS
+        };
+        let (_dir, result) = extract(&bytes, limits);
+        assert!(
+            matches!(result, Err(ExtractError::TooManyBytes { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn gnu_long_names_count_against_the_byte_limit() {
+        let name = "n/".repeat(400 * 1024);
+        let bytes = TarStream::new().long_file(&name, b"x").tar_gz();
+        let limits = ExtractLimits {
+            max_bytes: 512 * 1024,
+            ..LIMITS
+        };
+        let (_dir, result) = extract(&bytes, limits);
+        assert!(
+            matches!(result, Err(ExtractError::TooManyBytes { .. })),
+            "{result:?}"
+        );
+    }
+
+    /// A stream that hands out a few bytes at a time, slowly.
+    struct SlowReader<'a> {
+        data: &'a [u8],
+        delay: Duration,
+    }
+
+    impl Read for SlowReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let n = buf.len().min(64).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Bytes gzip cannot shrink, so the compressed stream is as long as the content.
+    fn incompressible(len: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_stream_hits_the_time_limit() {
+        // ~32 KiB at 64 bytes per 2 ms read: about a second, five times the limit.
+        let bytes = TarStream::new()
+            .file("slow", &incompressible(32 * 1024))
+            .tar_gz();
+        let reader = SlowReader {
+            data: &bytes,
+            delay: Duration::from_millis(2),
+        };
+        let limits = ExtractLimits {
+            max_duration: Duration::from_millis(200),
+            ..LIMITS
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let result = extract_tar_gz(reader, &dir.path().join("out"), limits);
+        let elapsed = started.elapsed();
+        let err = result.unwrap_err();
+        assert!(matches!(err, ExtractError::TimedOut { .. }), "{err}");
+        assert!(
+            err.to_string().contains("--artifact-extract-timeout"),
+            "{err}"
+        );
+        assert!(elapsed < Duration::from_millis(600), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn the_same_slow_stream_completes_within_a_generous_limit() {
+        let bytes = TarStream::new()
+            .file("slow", &incompressible(2048))
+            .tar_gz();
+        let reader = SlowReader {
+            data: &bytes,
+            delay: Duration::from_millis(1),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let result = extract_tar_gz(reader, &dir.path().join("out"), LIMITS);
+        assert_eq!(result.unwrap().bytes, 2048);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! go-git's `dir/**` also matches `dir` itself, so Flux leaves out that empty directory entry.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use ignore::Match;
@@ -20,6 +20,11 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder, Glob};
 
 /// Name of the per-directory ignore file.
 pub const SOURCE_IGNORE_FILE: &str = ".sourceignore";
+/// Most bytes of `.sourceignore` one source may carry, all files together. Real ones are a
+/// few lines; past this the text is not a pattern list but a way to make the controller
+/// hold and compile an unbounded set of globs. Refused rather than skipped: dropping ignore
+/// rules would publish files their author meant to leave out.
+pub const MAX_SOURCE_IGNORE_BYTES: u64 = 1 << 20;
 
 /// `fluxcd/pkg/sourceignore` `ExcludeVCS`: always applied for OCI and Git sources.
 pub const VCS_PATTERNS: &[&str] = &[".git/", ".gitignore", ".gitmodules", ".gitattributes"];
@@ -49,6 +54,10 @@ const GIT_DIR: &str = ".git";
 pub enum IgnoreError {
     #[error("cannot read ignore rules from {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "'{SOURCE_IGNORE_FILE}' files total more than the limit of {MAX_SOURCE_IGNORE_BYTES} bytes (at {path})"
+    )]
+    TooLarge { path: PathBuf },
 }
 
 /// Which built-in patterns sit below the user's patterns.
@@ -167,9 +176,10 @@ fn pattern_lines(text: &str) -> Vec<String> {
 fn load_source_ignore_files(root: &Path) -> Result<Vec<PatternSource>, IgnoreError> {
     let mut sources = Vec::new();
     let mut stack = vec![PathBuf::new()];
+    let mut remaining = MAX_SOURCE_IGNORE_BYTES;
     while let Some(rel_dir) = stack.pop() {
         let dir = root.join(&rel_dir);
-        if let Some(text) = read_source_ignore(&dir)? {
+        if let Some(text) = read_source_ignore(root, &rel_dir, &mut remaining)? {
             sources.push(PatternSource {
                 scope: rel_dir.clone(),
                 lines: pattern_lines(&text),
@@ -182,15 +192,32 @@ fn load_source_ignore_files(root: &Path) -> Result<Vec<PatternSource>, IgnoreErr
     Ok(sources)
 }
 
-fn read_source_ignore(dir: &Path) -> Result<Option<String>, IgnoreError> {
-    let path = dir.join(SOURCE_IGNORE_FILE);
+/// The `.sourceignore` in `rel_dir`, if any, taken out of the `remaining` byte allowance.
+fn read_source_ignore(
+    root: &Path,
+    rel_dir: &Path,
+    remaining: &mut u64,
+) -> Result<Option<String>, IgnoreError> {
+    let path = root.join(rel_dir).join(SOURCE_IGNORE_FILE);
     let read_error = |source| IgnoreError::Read {
         path: path.clone(),
         source,
     };
     match fs::symlink_metadata(&path) {
         Ok(metadata) if metadata.is_file() => {
-            let bytes = fs::read(&path).map_err(read_error)?;
+            let mut bytes = Vec::new();
+            fs::File::open(&path)
+                .and_then(|file| {
+                    file.take(remaining.saturating_add(1))
+                        .read_to_end(&mut bytes)
+                })
+                .map_err(read_error)?;
+            *remaining =
+                remaining
+                    .checked_sub(bytes.len() as u64)
+                    .ok_or_else(|| IgnoreError::TooLarge {
+                        path: rel_dir.join(SOURCE_IGNORE_FILE),
+                    })?;
             Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
         }
         Ok(_) => Ok(None),
@@ -293,6 +320,25 @@ mod tests {
 
     fn ignored_dir(rules: &IgnoreRules, rel: &str) -> bool {
         rules.is_ignored(Path::new(rel), true)
+    }
+
+    #[test]
+    fn source_ignore_files_are_bounded_in_total() {
+        let half = "x\n".repeat((MAX_SOURCE_IGNORE_BYTES / 4) as usize);
+        let at_limit = "x".repeat(MAX_SOURCE_IGNORE_BYTES as usize);
+        IgnoreRules::load(tree(&[(".sourceignore", &at_limit)]).path(), None).unwrap();
+        let too_big = format!("{at_limit}y");
+        let dir = tree(&[(".sourceignore", &too_big)]);
+        let err = IgnoreRules::load(dir.path(), None).unwrap_err();
+        assert!(matches!(err, IgnoreError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("limit of 1048576 bytes"), "{err}");
+        // Many files, each small, are counted together.
+        let files: Vec<(String, &str)> = (0..3)
+            .map(|i| (format!("d{i}/.sourceignore"), half.as_str()))
+            .collect();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        let err = IgnoreRules::load(tree(&files).path(), None).unwrap_err();
+        assert!(matches!(err, IgnoreError::TooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub async fn run(args: DiffArgs, registry: &RegistryArgs) -> anyhow::Result<bool
     let limits = ExtractLimits {
         max_bytes: 1 << 30,
         max_files: 100_000,
+        // Run by a person or a CI job, who can interrupt it.
+        max_duration: std::time::Duration::MAX,
     };
     let a = Target::parse(&args.url)?;
     let work = tempfile::tempdir()?;

@@ -29,6 +29,8 @@ pub async fn run(args: PullArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
     let limits = ExtractLimits {
         max_bytes: args.max_bytes,
         max_files: args.max_files,
+        // Run by a person or a CI job, who can interrupt it.
+        max_duration: std::time::Duration::MAX,
     };
     let progress = super::Progress::new();
     progress.step(format!("pulling {}", args.url));

@@ -16,6 +16,9 @@ pub struct CommonArgs {
     /// Most files an artifact may unpack to.
     #[arg(long, default_value_t = 100_000)]
     pub artifact_max_files: u64,
+    /// Longest one artifact extraction may take (a backstop: bytes and files are capped too).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub artifact_extract_timeout: Duration,
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, env = "METRICS_ADDR", default_value = ":8080")]
     pub metrics_addr: String,

@@ -93,6 +93,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             limits: ExtractLimits {
                 max_bytes: args.common.artifact_max_bytes,
                 max_files: args.common.artifact_max_files,
+                max_duration: args.common.artifact_extract_timeout,
             },
             field_manager: CONTROLLER_NAME.into(),
             user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),

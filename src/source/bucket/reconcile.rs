@@ -16,7 +16,7 @@ use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
 use crate::api::{Artifact, Bucket, BucketStatus};
 use crate::artifact::archive::KeepAll;
-use crate::artifact::ignore::SOURCE_IGNORE_FILE;
+use crate::artifact::ignore::{MAX_SOURCE_IGNORE_BYTES, SOURCE_IGNORE_FILE};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
 use crate::source::oci::credentials::{proxy_from_secret, tls_from_secret, transport};
@@ -24,8 +24,6 @@ use crate::source::oci::registry::Transport;
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
-/// The root `.sourceignore` is read whole; past this it is not a pattern file.
-const MAX_SOURCE_IGNORE_BYTES: u64 = 1 << 20;
 /// How many unsafe keys a warning names.
 const UNSAFE_EXAMPLES: usize = 5;
 
