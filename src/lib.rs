@@ -9,6 +9,7 @@ pub mod apply;
 pub mod artifact;
 pub mod cli;
 pub mod controller;
+pub mod identity;
 pub mod source;
 pub mod util;
 pub mod verify;

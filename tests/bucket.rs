@@ -11,6 +11,7 @@ use kube::{Api, Client};
 
 use driftless::api::{Bucket, ConditionStatus};
 use support::controller::SourceController;
+use support::listener::{Answer, Listener, Request};
 use support::objectstore::{CountingProxy, ObjectStore, Provider};
 use support::source::{Sources, artifact, condition, files, revision, untar};
 
@@ -22,11 +23,17 @@ struct Env {
 }
 
 async fn env(prefix: &str, controller_args: &[&str]) -> Env {
+    env_with(prefix, controller_args, &[]).await
+}
+
+/// An environment whose controller runs with `controller_env` (its ambient cloud identity).
+async fn env_with(prefix: &str, controller_args: &[&str], controller_env: &[(&str, &str)]) -> Env {
     let platform = support::platform();
     let client = platform.client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
-    let controller = SourceController::start(&platform, &ns.name, controller_args);
+    let controller =
+        SourceController::start_with_env(&platform, &ns.name, controller_args, controller_env);
     Env {
         platform,
         client,
@@ -668,66 +675,26 @@ async fn sts_and_workload_identity_misconfigurations_are_explained() {
     );
 }
 
-/// A stand-in for AWS STS that records what it was sent and refuses it, as STS refuses a role
-/// the token may not assume. (STS is a cloud service: no real one is reachable from here.)
-async fn refusing_sts() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let n = conn.read(&mut buf).await.unwrap_or(0);
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    let Some(split) = text.find("\r\n\r\n") else {
-                        if n == 0 {
-                            return;
-                        } else {
-                            continue;
-                        }
-                    };
-                    let length: usize = text[..split]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if request.len() >= split + 4 + length || n == 0 {
-                        seen.lock().unwrap().push(text[split + 4..].to_string());
-                        break;
-                    }
-                }
-                let body = "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>";
-                let head = format!(
-                    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    (url, bodies)
+/// AWS STS refusing the role, as STS refuses a role the token may not assume. (STS is a
+/// cloud service: no real one is reachable from here.)
+fn refusing_sts(_: &Request) -> Answer {
+    let body = "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>";
+    (403, vec![("Content-Type", "text/xml".into())], body.into())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn object_level_workload_identity_exchanges_a_service_account_token() {
     use base64::Engine;
+    let sts_listener = Listener::start(refusing_sts).await;
+    let sts = format!("http://{}", sts_listener.address());
+    let s3 = Provider::S3.address(&support::platform());
+    // Both are plain-HTTP test endpoints: the operator has to allow them.
+    let allow = format!("--allowed-ambient-credential-endpoints={sts},http://{s3}");
     let e = env(
         "bucket-wi",
-        &["--feature-gates=ObjectLevelWorkloadIdentity=true"],
+        &["--feature-gates=ObjectLevelWorkloadIdentity=true", &allow],
     )
     .await;
-    let (sts, bodies) = refusing_sts().await;
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(e.client.clone(), &e.ns.name);
     let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "reader", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/flux-reader"}}})).unwrap();
@@ -750,13 +717,12 @@ async fn object_level_workload_identity_exchanges_a_service_account_token() {
         "{message}"
     );
 
-    let body = bodies
-        .lock()
-        .unwrap()
+    let request = sts_listener
+        .requests()
         .first()
         .cloned()
         .expect("STS was called");
-    let form: std::collections::HashMap<String, String> = url_form(&body);
+    let form: std::collections::HashMap<String, String> = url_form(&request.body);
     assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
     assert_eq!(
         form["RoleArn"],
@@ -803,4 +769,368 @@ fn url_form(body: &str) -> std::collections::HashMap<String, String> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+// The controller's own cloud identity (the pod's IRSA, Azure workload identity, a Google key)
+// and the tokens it obtains for ServiceAccounts go only to the clouds' genuine endpoints over
+// HTTPS, or to hosts the operator allows: never to an endpoint a Bucket's author chose.
+
+const AWS_WEB_IDENTITY: &str = "controller-aws-web-identity-token";
+const AWS_ROLE: &str = "arn:aws:iam::111122223333:role/driftless-controller";
+const AZURE_ASSERTION: &str = "controller-azure-federated-token";
+const ENTRA_ACCESS_TOKEN: &str = "controller-entra-access-token";
+const GOOGLE_ACCESS_TOKEN: &str = "controller-google-access-token";
+
+/// What a source-controller pod with cloud identities has: token files, a Google key, and the
+/// Entra ID and Google OAuth token services (listeners: no cloud is reachable from here).
+struct ControllerIdentity {
+    dir: tempfile::TempDir,
+    entra: Listener,
+    google_oauth: Listener,
+}
+
+impl ControllerIdentity {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let entra = Listener::start(|r| match r.path.ends_with("/oauth2/v2.0/token") {
+            true => token_answer(ENTRA_ACCESS_TOKEN),
+            false => (404, vec![], String::new()),
+        })
+        .await;
+        let google_oauth = Listener::start(|_| token_answer(GOOGLE_ACCESS_TOKEN)).await;
+        std::fs::write(dir.path().join("aws-token"), AWS_WEB_IDENTITY).unwrap();
+        std::fs::write(dir.path().join("azure-token"), AZURE_ASSERTION).unwrap();
+        let token_uri = format!("http://{}/token", google_oauth.address());
+        std::fs::write(dir.path().join("google.json"), google_key(&token_uri)).unwrap();
+        ControllerIdentity {
+            dir,
+            entra,
+            google_oauth,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", file("aws-token")),
+            ("AWS_ROLE_ARN", AWS_ROLE.into()),
+            ("AZURE_FEDERATED_TOKEN_FILE", file("azure-token")),
+            ("AZURE_CLIENT_ID", "controller-client-id".into()),
+            ("AZURE_TENANT_ID", "controller-tenant".into()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                format!("http://{}", self.entra.address()),
+            ),
+            ("GOOGLE_APPLICATION_CREDENTIALS", file("google.json")),
+        ]
+    }
+
+    /// Requests the token services saw.
+    fn token_requests(&self) -> usize {
+        self.entra.connections() + self.google_oauth.connections()
+    }
+}
+
+fn token_answer(token: &str) -> Answer {
+    let body =
+        serde_json::json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"});
+    (
+        200,
+        vec![("Content-Type", "application/json".into())],
+        body.to_string(),
+    )
+}
+
+/// A service-account key as Google issues it, with a fresh RSA key and `token_uri`.
+fn google_key(token_uri: &str) -> String {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use base64::Engine;
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der = key.as_der().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    serde_json::json!({
+        "type": "service_account",
+        "client_email": "driftless@example-project.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": token_uri,
+    })
+    .to_string()
+}
+
+/// The tenant's endpoint: it refuses everything, and remembers what it was sent.
+fn refuse(_: &Request) -> Answer {
+    (403, vec![], "denied".into())
+}
+
+async fn controller_with_identity(prefix: &str, args: &[&str], id: &ControllerIdentity) -> Env {
+    let owned = id.env();
+    let vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env_with(prefix, args, &vars).await
+}
+
+/// The Bucket's first failure is Stalled, Ready=False with `reason`, and a Warning event,
+/// each naming `endpoint`; nothing was fetched.
+async fn assert_refused(buckets: &Sources<Bucket>, name: &str, reason: &str, endpoint: &str) {
+    let obj = buckets
+        .wait_until(name, "failing", |o| ready_of(o) == ConditionStatus::False)
+        .await;
+    let ready = condition(&obj, "Ready").unwrap();
+    let stalled = condition(&obj, "Stalled")
+        .unwrap_or_else(|| panic!("{name} is not Stalled: {ready:?}"))
+        .clone();
+    assert_eq!(
+        (ready.reason.as_str(), stalled.reason.as_str()),
+        (reason, reason),
+        "{name}: {}",
+        stalled.message
+    );
+    let quoted = format!("'{endpoint}'");
+    assert!(
+        stalled.message.contains(&quoted) && stalled.message.contains("refusing to send"),
+        "{name}: {}",
+        stalled.message
+    );
+    assert!(
+        stalled
+            .message
+            .contains("--allowed-ambient-credential-endpoints"),
+        "{}",
+        stalled.message
+    );
+    let events = buckets.events(name).await;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.type_.as_deref() == Some("Warning")
+                && ev.reason.as_deref() == Some(reason)
+                && ev.message.as_deref().is_some_and(|m| m.contains(&quoted))),
+        "{name}: a Warning event naming {endpoint}: {events:?}"
+    );
+    assert!(artifact(&obj).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_aws_credentials_never_reach_a_tenant_endpoint() {
+    let identity = ControllerIdentity::new().await;
+    let tenant = Listener::start(refusing_sts).await;
+    let e = controller_with_identity(
+        "bucket-ambient-aws",
+        &["--feature-gates=ObjectLevelWorkloadIdentity=true"],
+        &identity,
+    )
+    .await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "reader", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/flux-reader"}}})).unwrap();
+    accounts.create(&Default::default(), &sa).await.unwrap();
+    let buckets = e.buckets();
+    let aws = |extra: serde_json::Value| {
+        let mut spec = serde_json::json!({"provider": "aws", "bucketName": "b", "endpoint": "s3.amazonaws.com", "region": "eu-west-1", "interval": "10m"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap());
+        spec
+    };
+    let tenant_url = format!("http://{}", tenant.address());
+    let tenant_sts = serde_json::json!({"provider": "aws", "endpoint": format!("{tenant_url}/")});
+    buckets
+        .create("sts", aws(serde_json::json!({"sts": tenant_sts})))
+        .await;
+    buckets
+        .create(
+            "endpoint",
+            aws(serde_json::json!({"endpoint": tenant.address(), "insecure": true})),
+        )
+        .await;
+    buckets
+        .create("plain", aws(serde_json::json!({"insecure": true})))
+        .await;
+    buckets
+        .create(
+            "region",
+            // Old code made `https://sts.x@127.0.0.1:<port>/#.amazonaws.com` of it.
+            aws(serde_json::json!({"region": format!("x@{}/#", tenant.address())})),
+        )
+        .await;
+    buckets
+        .create(
+            "workload",
+            aws(serde_json::json!({"serviceAccountName": "reader", "sts": tenant_sts})),
+        )
+        .await;
+
+    for (name, reason, endpoint) in [
+        ("sts", "InvalidSTSConfiguration", tenant_url.as_str()),
+        ("endpoint", "InvalidProviderConfiguration", &tenant_url),
+        (
+            "plain",
+            "InvalidProviderConfiguration",
+            "http://s3.amazonaws.com",
+        ),
+        ("workload", "InvalidSTSConfiguration", &tenant_url),
+    ] {
+        assert_refused(&buckets, name, reason, endpoint).await;
+    }
+    let obj = buckets
+        .wait_until("region", "failing", |o| {
+            ready_of(o) == ConditionStatus::False
+        })
+        .await;
+    assert!(
+        condition(&obj, "Stalled").is_some_and(|c| c.reason == "InvalidProviderConfiguration"
+            && c.message.contains("is not an AWS region name")),
+        "{:?}",
+        obj.status
+    );
+    assert_eq!(
+        tenant.connections(),
+        0,
+        "the tenant's endpoints were sent nothing: {:?}",
+        tenant.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_azure_token_never_reaches_a_tenant_endpoint_or_proxy() {
+    let identity = ControllerIdentity::new().await;
+    let tenant = Listener::start(refuse).await;
+    let e = controller_with_identity("bucket-ambient-azure", &[], &identity).await;
+    e.secret(
+        "tenant-proxy",
+        serde_json::json!({"address": format!("http://{}", tenant.address())}),
+    )
+    .await;
+    let buckets = e.buckets();
+    let tenant_url = format!("http://{}", tenant.address());
+    let azure = |endpoint: &str| serde_json::json!({"provider": "azure", "bucketName": "c", "endpoint": endpoint, "interval": "10m"});
+    buckets
+        .create("endpoint", azure(&format!("{tenant_url}/account")))
+        .await;
+    assert_refused(
+        &buckets,
+        "endpoint",
+        "InvalidProviderConfiguration",
+        &tenant_url,
+    )
+    .await;
+    assert_eq!(
+        (tenant.connections(), identity.token_requests()),
+        (0, 0),
+        "no token was fetched, none sent: {:?}",
+        tenant.requests()
+    );
+
+    // A genuine endpoint through the tenant's proxy: the token is fetched past the proxy,
+    // and the proxy only tunnels TLS to Azure (which is unreachable here: it refuses).
+    let mut spec = azure("https://account.blob.core.windows.net");
+    spec["proxySecretRef"] = serde_json::json!({"name": "tenant-proxy"});
+    buckets.create("proxied", spec).await;
+    buckets
+        .wait_failing("proxied", "BucketOperationFailed")
+        .await;
+    let seen = tenant.requests();
+    assert!(!seen.is_empty(), "the proxy was used for the bucket");
+    for request in &seen {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("CONNECT", "account.blob.core.windows.net:443"),
+            "the tenant's proxy only tunnels: {seen:?}"
+        );
+    }
+    let token_request = identity.entra.requests();
+    assert!(
+        token_request.iter().any(|r| r
+            .body
+            .contains(&format!("client_assertion={AZURE_ASSERTION}"))),
+        "the controller's federated token went to its own authority: {token_request:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_google_key_never_reaches_a_tenant_endpoint() {
+    let identity = ControllerIdentity::new().await;
+    let tenant = Listener::start(refuse).await;
+    let e = controller_with_identity("bucket-ambient-gcp", &[], &identity).await;
+    let buckets = e.buckets();
+    let tenant_url = format!("http://{}", tenant.address());
+    buckets
+        .create(
+            "endpoint",
+            serde_json::json!({"provider": "gcp", "bucketName": "g", "endpoint": tenant_url, "interval": "10m"}),
+        )
+        .await;
+    assert_refused(
+        &buckets,
+        "endpoint",
+        "InvalidProviderConfiguration",
+        &tenant_url,
+    )
+    .await;
+    assert_eq!(
+        (tenant.connections(), identity.token_requests()),
+        (0, 0),
+        "no token was fetched, none sent: {:?}",
+        tenant.requests()
+    );
+}
+
+/// With the flag, the operator's hosts get the controller's credentials: the AWS web
+/// identity token, the Entra ID token and the Google token reach the listed listeners.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_allowed_endpoints_receive_the_controller_credentials() {
+    let identity = ControllerIdentity::new().await;
+    let (sts, blob, gcs) = (
+        Listener::start(refusing_sts).await,
+        Listener::start(refuse).await,
+        Listener::start(refuse).await,
+    );
+    let allow = format!(
+        "--allowed-ambient-credential-endpoints=http://{},http://{},http://{}",
+        sts.address(),
+        blob.address(),
+        gcs.address()
+    );
+    let e = controller_with_identity("bucket-ambient-allowed", &[&allow], &identity).await;
+    let buckets = e.buckets();
+    buckets.create("aws", serde_json::json!({"provider": "aws", "bucketName": "b", "endpoint": "s3.amazonaws.com", "region": "eu-west-1", "interval": "10m", "sts": {"provider": "aws", "endpoint": format!("http://{}", sts.address())}})).await;
+    buckets.create("azure", serde_json::json!({"provider": "azure", "bucketName": "c", "endpoint": format!("http://{}/account", blob.address()), "interval": "10m"})).await;
+    buckets.create("gcp", serde_json::json!({"provider": "gcp", "bucketName": "g", "endpoint": format!("http://{}", gcs.address()), "interval": "10m"})).await;
+    for name in ["aws", "azure", "gcp"] {
+        buckets.wait_failing(name, "BucketOperationFailed").await;
+    }
+
+    let form = url_form(&sts.requests().first().expect("STS was called").body);
+    assert_eq!(
+        (
+            form["Action"].as_str(),
+            form["RoleArn"].as_str(),
+            form["WebIdentityToken"].as_str()
+        ),
+        ("AssumeRoleWithWebIdentity", AWS_ROLE, AWS_WEB_IDENTITY)
+    );
+    let bearer = |l: &Listener| {
+        l.requests()
+            .iter()
+            .filter_map(|r| r.header("authorization").map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        bearer(&blob).contains(&format!("Bearer {ENTRA_ACCESS_TOKEN}")),
+        "{:?}",
+        blob.requests()
+    );
+    assert!(
+        bearer(&gcs).contains(&format!("Bearer {GOOGLE_ACCESS_TOKEN}")),
+        "{:?}",
+        gcs.requests()
+    );
 }

@@ -44,6 +44,8 @@ pub struct SourceConfig {
     pub bucket_max_object_bytes: u64,
     /// Flux's `ObjectLevelWorkloadIdentity` gate: `spec.serviceAccountName` on Buckets.
     pub object_level_workload_identity: bool,
+    /// Hosts besides the clouds' own that may receive the controller's credentials.
+    pub ambient_endpoints: crate::identity::endpoints::AmbientEndpoints,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -29,6 +29,7 @@ use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
+use crate::identity::endpoints::AmbientEndpoints;
 
 #[derive(Args, Debug, Clone)]
 pub struct SourceControllerArgs {
@@ -51,6 +52,12 @@ pub struct SourceControllerArgs {
     /// (default false): Buckets may authenticate as their `spec.serviceAccountName`.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse_source)]
     pub feature_gates: FeatureGates,
+    /// Hosts that may receive the controller's own cloud credentials (its ambient identity and
+    /// the workload identity tokens it obtains) besides the clouds' genuine service endpoints,
+    /// comma-separated: `host[:port]` (HTTPS; port 443 by default) or `http://host[:port]`
+    /// (plain HTTP allowed too). Empty: only the genuine endpoints, over HTTPS.
+    #[arg(long, default_value = "", value_parser = AmbientEndpoints::parse)]
+    pub allowed_ambient_credential_endpoints: AmbientEndpoints,
     /// Concurrent object downloads per Bucket reconcile.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub bucket_download_concurrency: u16,
@@ -100,6 +107,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             bucket_concurrency: usize::from(args.bucket_download_concurrency),
             bucket_max_object_bytes: args.bucket_max_object_size,
             object_level_workload_identity: args.feature_gates.enabled(ObjectLevelWorkloadIdentity),
+            ambient_endpoints: args.allowed_ambient_credential_endpoints.clone(),
         },
         Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),
     ));

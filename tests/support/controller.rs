@@ -20,6 +20,14 @@ pub struct SourceController {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The binary under test: cargo's, or `DRIFTLESS_BIN` (as hack/test-chart takes it) when a
+/// build directory shared between checkouts may hold another checkout's binary.
+pub fn driftless_bin() -> PathBuf {
+    std::env::var_os("DRIFTLESS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_driftless")))
+}
+
 /// Debug logs unless the caller chose a level (clap refuses a flag given twice).
 fn default_log_level(extra_args: &[&str]) -> Option<&'static str> {
     let chosen = extra_args.iter().any(|a| a.starts_with("--log-level"));
@@ -48,14 +56,10 @@ pub fn free_port() -> u16 {
 impl SourceController {
     /// Start a controller for `namespace` with a fresh storage directory.
     pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
-        let mut c = Self::start_with_storage(platform, namespace, &storage, extra_args);
-        c._dir = Some(dir);
-        c
+        Self::start_with_env(platform, namespace, extra_args, &[])
     }
 
-    /// Start a controller for `namespace` with extra environment variables.
+    /// Start a controller with extra environment variables (its ambient cloud identity).
     pub fn start_with_env(
         platform: &Platform,
         namespace: &str,
@@ -64,7 +68,7 @@ impl SourceController {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
-        let mut c = Self::launch(platform, namespace, &storage, extra_args, env);
+        let mut c = Self::spawn(platform, namespace, &storage, extra_args, env);
         c._dir = Some(dir);
         c
     }
@@ -76,10 +80,10 @@ impl SourceController {
         storage: &Path,
         extra_args: &[&str],
     ) -> Self {
-        Self::launch(platform, namespace, storage, extra_args, &[])
+        Self::spawn(platform, namespace, storage, extra_args, &[])
     }
 
-    fn launch(
+    fn spawn(
         platform: &Platform,
         namespace: &str,
         storage: &Path,
@@ -89,7 +93,7 @@ impl SourceController {
         let (storage_port, metrics_port, health_port) = (free_port(), free_port(), free_port());
         let log = storage.with_extension(format!("controller-{storage_port}.log"));
         std::fs::create_dir_all(storage).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        let child = Command::new(driftless_bin())
             .arg("source-controller")
             .arg(format!("--storage-path={}", storage.display()))
             .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
@@ -314,7 +318,7 @@ impl ApplyController {
         let (metrics_port, health_port) = (free_port(), free_port());
         let log = dir.path().join("apply-controller.log");
         let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        let child = Command::new(driftless_bin())
             .arg("apply-controller")
             .arg(format!("--kustomize-path={}", kustomize.display()))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))

@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod cosign;
 pub mod events;
+pub mod listener;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;

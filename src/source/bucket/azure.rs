@@ -114,6 +114,8 @@ impl AccountUrl {
 
 pub struct AzureClient {
     http: reqwest::Client,
+    /// Fetches Entra ID tokens: the controller's own transport when they are the controller's.
+    credential_http: reqwest::Client,
     account: AccountUrl,
     container: String,
     auth: AzureAuth,
@@ -127,11 +129,18 @@ impl AzureClient {
         auth: AzureAuth,
     ) -> Self {
         AzureClient {
+            credential_http: http.clone(),
             http,
             account,
             container: container.to_string(),
             auth,
         }
+    }
+
+    /// Tokens are fetched through `http` instead of the container's own client.
+    pub fn with_credential_http(mut self, http: reqwest::Client) -> Self {
+        self.credential_http = http;
+        self
     }
 
     async fn get(
@@ -182,7 +191,7 @@ impl AzureClient {
                     request.header("Authorization", format!("SharedKey {account}:{signature}"));
             }
             AzureAuth::Entra(credential) => {
-                let token = entra_token(&self.http, credential)
+                let token = entra_token(&self.credential_http, credential)
                     .await
                     .map_err(BucketError::request)?;
                 request = request.bearer_auth(token);

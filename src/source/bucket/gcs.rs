@@ -57,6 +57,8 @@ impl ServiceAccountKey {
 
 pub struct GcsClient {
     http: reqwest::Client,
+    /// Fetches the token: the controller's own transport when it is the controller's.
+    credential_http: reqwest::Client,
     base: String,
     bucket: String,
     auth: GcsAuth,
@@ -95,11 +97,18 @@ fn with_scheme(host: &str, insecure: bool) -> String {
 impl GcsClient {
     pub fn new(http: reqwest::Client, base: String, bucket: &str, auth: GcsAuth) -> Self {
         GcsClient {
+            credential_http: http.clone(),
             http,
             base,
             bucket: bucket.to_string(),
             auth,
         }
+    }
+
+    /// The token is fetched through `http` instead of the bucket's own client.
+    pub fn with_credential_http(mut self, http: reqwest::Client) -> Self {
+        self.credential_http = http;
+        self
     }
 
     async fn get(&self, url: &str) -> Result<reqwest::Response, BucketError> {
@@ -122,11 +131,11 @@ impl GcsClient {
                     key.client_email.as_bytes(),
                     key.private_key.as_bytes(),
                 ]);
-                cached_token(&cache, || service_account_token(&self.http, key)).await
+                cached_token(&cache, || service_account_token(&self.credential_http, key)).await
             }
             GcsAuth::Metadata => {
                 cached_token(&auth::cache_key(&[b"gcs-metadata"]), || {
-                    metadata_token(&self.http)
+                    metadata_token(&self.credential_http)
                 })
                 .await
             }
@@ -139,7 +148,7 @@ impl GcsClient {
                     identity.cache_key(format!("gcp {provider:?} {impersonate:?}").as_bytes());
                 cached_token(&key, || {
                     federated_token(
-                        &self.http,
+                        &self.credential_http,
                         identity,
                         provider.as_deref(),
                         impersonate.as_deref(),

@@ -1,17 +1,17 @@
 //! The Bucket reconciler (reference §8.3): credentials → client → streamed listing into the
 //! etag index → revision → incremental mirror sync → deterministic tarball.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::azure::{self, AccountUrl, AzureClient};
+use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
 use super::client::{BucketClient, BucketError, Listed};
 use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
 use super::index::{Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
-use super::s3::{AwsAuth, S3Client, StaticKeys};
+use super::s3::{self, AwsAuth, S3Client, StaticKeys};
 use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
 use crate::api::{Artifact, Bucket, BucketStatus};
@@ -19,8 +19,9 @@ use crate::artifact::archive::KeepAll;
 use crate::artifact::ignore::{MAX_SOURCE_IGNORE_BYTES, SOURCE_IGNORE_FILE};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
-use crate::source::oci::credentials::{proxy_from_secret, tls_from_secret, transport};
-use crate::source::oci::registry::Transport;
+use crate::identity::endpoints::{CloudService, aws_regional_sts};
+use crate::source::oci::credentials::{self, TlsMaterial, proxy_from_secret, tls_from_secret};
+use crate::source::oci::registry::{ProxyConfig, Transport};
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
@@ -333,137 +334,202 @@ impl Pass<'_, Bucket> {
 
     /// The client for the spec's provider, with its credentials, TLS and proxy.
     async fn bucket_client(&self) -> Result<BucketClient, Failure> {
-        let spec = &self.obj.spec;
         self.validate_sts()?;
-        let object_identity = self.object_identity().await?;
-        let secret = match &spec.secret_ref {
+        let identity = self.object_identity().await?;
+        let secret = match &self.obj.spec.secret_ref {
             None => None,
-            Some(r) => Some((
-                r.name.clone(),
-                self.read_secret(&r.name).await.map_err(|e| {
-                    Failure::fetch(
-                        reason::AUTHENTICATION_FAILED,
-                        format!(
-                            "failed to get secret '{}/{}': {e}",
-                            self.namespace(),
-                            r.name
-                        ),
-                    )
-                })?,
-            )),
+            Some(r) => Some((r.name.clone(), self.bucket_secret(&r.name).await?)),
         };
-        let http = self.http_client().await?;
-        let auth_failed = |m: String| Failure::fetch(reason::AUTHENTICATION_FAILED, m);
-        let invalid =
-            |name: &str, what: &str| auth_failed(format!("invalid '{name}' secret data: {what}"));
-        match spec.provider {
+        let transport = self.bucket_transport().await?;
+        match self.obj.spec.provider {
             BucketProvider::Generic | BucketProvider::Aws => {
-                let auth = match &secret {
-                    Some((name, data)) => {
-                        let (access, secret_key) = (data.get("accesskey"), data.get("secretkey"));
-                        let (Some(access), Some(secret_key)) = (access, secret_key) else {
-                            return Err(invalid(
-                                name,
-                                "required fields 'accesskey' and 'secretkey'",
-                            ));
-                        };
-                        if access.is_empty() && secret_key.is_empty() {
-                            AwsAuth::Anonymous
-                        } else {
-                            AwsAuth::Static(StaticKeys {
-                                access_key: String::from_utf8_lossy(access).trim().to_string(),
-                                secret_key: String::from_utf8_lossy(secret_key).trim().to_string(),
-                                session_token: None,
-                            })
-                        }
-                    }
-                    None => match &object_identity {
-                        Some((identity, sa)) => AwsAuth::ObjectWebIdentity {
-                            identity: identity.clone(),
-                            role_arn: workload::required_annotation(sa, workload::AWS_ROLE_ARN)
-                                .map_err(auth_failed)?,
-                            sts_endpoint: spec.sts.as_ref().map(|s| s.endpoint.clone()),
-                        },
-                        None => self.ambient_aws_auth().await?,
-                    },
-                };
-                S3Client::new(
-                    http,
-                    &spec.endpoint,
-                    spec.insecure,
-                    &spec.bucket_name,
-                    spec.region.as_deref(),
-                    auth,
-                )
-                .map(BucketClient::S3)
-                .map_err(|e| {
-                    Failure::stalled(reason::URL_INVALID, format!("invalid endpoint: {e}"))
-                })
+                self.s3_client(secret, identity, transport).await
             }
-            BucketProvider::Gcp => {
-                let base = gcs::base_url(&spec.endpoint, spec.insecure);
-                let auth = match &secret {
-                    Some((name, data)) => {
-                        let json = data
-                            .get("serviceaccount")
-                            .ok_or_else(|| invalid(name, "required fields 'serviceaccount'"))?;
-                        GcsAuth::ServiceAccount(
-                            ServiceAccountKey::parse(json).map_err(|e| invalid(name, &e))?,
-                        )
-                    }
-                    None => match &object_identity {
-                        Some((identity, sa)) => GcsAuth::ObjectWorkloadIdentity {
-                            identity: identity.clone(),
-                            provider: workload::annotation(sa, workload::GCP_PROVIDER),
-                            impersonate: workload::annotation(sa, workload::GCP_SERVICE_ACCOUNT),
-                        },
-                        None => ambient_gcs_auth(&base).map_err(auth_failed)?,
-                    },
-                };
-                Ok(BucketClient::Gcs(GcsClient::new(
-                    http,
-                    base,
-                    &spec.bucket_name,
-                    auth,
-                )))
-            }
-            BucketProvider::Azure => {
-                let account = AccountUrl::parse(&spec.endpoint, spec.insecure)
-                    .map_err(|e| Failure::stalled(reason::URL_INVALID, e))?;
-                let auth = match &secret {
-                    Some((name, data)) => {
-                        azure::auth_from_secret(data, &account).map_err(|e| invalid(name, &e))?
-                    }
-                    None => match &object_identity {
-                        Some((identity, sa)) => azure::AzureAuth::Entra(
-                            azure::EntraCredential::ObjectWorkloadIdentity {
-                                authority: std::env::var("AZURE_AUTHORITY_HOST")
-                                    .unwrap_or_else(|_| azure::DEFAULT_AUTHORITY.into()),
-                                tenant: workload::annotation(sa, workload::AZURE_TENANT_ID)
-                                    .or_else(|| std::env::var("AZURE_TENANT_ID").ok())
-                                    .ok_or_else(|| {
-                                        auth_failed(format!(
-                                            "service account '{}' has no '{}' annotation and AZURE_TENANT_ID is not set",
-                                            identity.name,
-                                            workload::AZURE_TENANT_ID
-                                        ))
-                                    })?,
-                                client_id: workload::required_annotation(sa, workload::AZURE_CLIENT_ID)
-                                    .map_err(auth_failed)?,
-                                identity: identity.clone(),
-                            },
-                        ),
-                        None => azure::ambient_auth(),
-                    },
-                };
-                Ok(BucketClient::Azure(AzureClient::new(
-                    http,
-                    account,
-                    &spec.bucket_name,
-                    auth,
-                )))
-            }
+            BucketProvider::Gcp => self.gcs_client(secret, identity, transport),
+            BucketProvider::Azure => self.azure_client(secret, identity, transport),
         }
+    }
+
+    async fn bucket_secret(&self, name: &str) -> Result<SecretData, Failure> {
+        self.read_secret(name).await.map_err(|e| {
+            auth_failed(format!(
+                "failed to get secret '{}/{name}': {e}",
+                self.namespace()
+            ))
+        })
+    }
+
+    async fn s3_client(
+        &self,
+        secret: Option<(String, SecretData)>,
+        identity: Option<(workload::Identity, ServiceAccount)>,
+        transport: BucketTransport,
+    ) -> Result<BucketClient, Failure> {
+        let spec = &self.obj.spec;
+        let (auth, controller_held) = match (&secret, identity) {
+            (Some((name, data)), _) => (aws_secret_auth(name, data)?, false),
+            (None, Some((identity, sa))) => {
+                let role_arn = workload::required_annotation(&sa, workload::AWS_ROLE_ARN)
+                    .map_err(auth_failed)?;
+                let sts_endpoint = spec.sts.as_ref().map(|s| s.endpoint.clone());
+                let auth = AwsAuth::ObjectWebIdentity {
+                    identity,
+                    role_arn,
+                    sts_endpoint,
+                };
+                (auth, true)
+            }
+            (None, None) => self.ambient_aws_auth().await?,
+        };
+        let origin = s3::endpoint_origin(&spec.endpoint, spec.insecure)
+            .map_err(|e| Failure::stalled(reason::URL_INVALID, format!("invalid endpoint: {e}")))?;
+        if controller_held {
+            self.guard_aws(&origin)?;
+        }
+        let http = self.http_for(transport, controller_held, &origin)?;
+        S3Client::new(
+            http.storage,
+            &spec.endpoint,
+            spec.insecure,
+            &spec.bucket_name,
+            spec.region.as_deref(),
+            auth,
+        )
+        .map(|c| BucketClient::S3(c.with_credential_http(http.credentials)))
+        .map_err(|e| Failure::stalled(reason::URL_INVALID, format!("invalid endpoint: {e}")))
+    }
+
+    fn gcs_client(
+        &self,
+        secret: Option<(String, SecretData)>,
+        identity: Option<(workload::Identity, ServiceAccount)>,
+        transport: BucketTransport,
+    ) -> Result<BucketClient, Failure> {
+        let spec = &self.obj.spec;
+        let base = gcs::base_url(&spec.endpoint, spec.insecure);
+        let auth = match (&secret, identity) {
+            (Some((name, data)), _) => {
+                let json = data
+                    .get("serviceaccount")
+                    .ok_or_else(|| invalid_secret(name, "required fields 'serviceaccount'"))?;
+                GcsAuth::ServiceAccount(
+                    ServiceAccountKey::parse(json).map_err(|e| invalid_secret(name, &e))?,
+                )
+            }
+            (None, Some((identity, sa))) => GcsAuth::ObjectWorkloadIdentity {
+                identity,
+                provider: workload::annotation(&sa, workload::GCP_PROVIDER),
+                impersonate: workload::annotation(&sa, workload::GCP_SERVICE_ACCOUNT),
+            },
+            (None, None) => ambient_gcs_auth(&base).map_err(auth_failed)?,
+        };
+        let controller_held = secret.is_none() && !matches!(auth, GcsAuth::Anonymous);
+        if controller_held {
+            self.guard(CloudService::GoogleStorage, &base)?;
+        }
+        let http = self.http_for(transport, controller_held, &base)?;
+        let client = GcsClient::new(http.storage, base, &spec.bucket_name, auth);
+        Ok(BucketClient::Gcs(
+            client.with_credential_http(http.credentials),
+        ))
+    }
+
+    fn azure_client(
+        &self,
+        secret: Option<(String, SecretData)>,
+        identity: Option<(workload::Identity, ServiceAccount)>,
+        transport: BucketTransport,
+    ) -> Result<BucketClient, Failure> {
+        let spec = &self.obj.spec;
+        let account = AccountUrl::parse(&spec.endpoint, spec.insecure)
+            .map_err(|e| Failure::stalled(reason::URL_INVALID, e))?;
+        let auth = match (&secret, identity) {
+            (Some((name, data)), _) => {
+                azure::auth_from_secret(data, &account).map_err(|e| invalid_secret(name, &e))?
+            }
+            (None, Some((identity, sa))) => azure_object_auth(identity, &sa)?,
+            (None, None) => azure::ambient_auth(),
+        };
+        // A Secret naming only a client ID selects the node's managed identity: the
+        // controller's credential, not the tenant's.
+        let controller_held = match &auth {
+            AzureAuth::Entra(EntraCredential::ManagedIdentity { .. }) => true,
+            AzureAuth::Anonymous => false,
+            _ => secret.is_none(),
+        };
+        if controller_held {
+            self.guard(CloudService::AzureBlob, &account.base)?;
+        }
+        let http = self.http_for(transport, controller_held, &account.base)?;
+        let client = AzureClient::new(http.storage, account, &spec.bucket_name, auth);
+        Ok(BucketClient::Azure(
+            client.with_credential_http(http.credentials),
+        ))
+    }
+
+    /// The controller's AWS credentials: its web identity token goes to AWS STS alone (the
+    /// object's `sts.endpoint`, else the regional one its `region` names), the requests
+    /// signed with the keys STS returns to Amazon S3 alone.
+    fn guard_aws(&self, origin: &str) -> Result<(), Failure> {
+        let spec = &self.obj.spec;
+        let region = spec.region.as_deref().filter(|r| !r.is_empty());
+        let regional = aws_regional_sts(region.unwrap_or(s3::DEFAULT_REGION)).map_err(|e| {
+            Failure::stalled(
+                reason::INVALID_PROVIDER_CONFIGURATION,
+                format!("invalid spec.region: {e}"),
+            )
+        })?;
+        let sts = spec.sts.as_ref().map_or(regional, |s| s.endpoint.clone());
+        self.ctx
+            .config
+            .ambient_endpoints
+            .check(CloudService::AwsSts, &sts)
+            .map_err(|e| Failure::stalled(reason::INVALID_STS_CONFIGURATION, e.to_string()))?;
+        self.guard(CloudService::AwsS3, origin)
+    }
+
+    /// Credentials the controller holds go to `url` only when `identity::endpoints` allows.
+    fn guard(&self, service: CloudService, url: &str) -> Result<(), Failure> {
+        self.ctx
+            .config
+            .ambient_endpoints
+            .check(service, url)
+            .map_err(|e| Failure::stalled(reason::INVALID_PROVIDER_CONFIGURATION, e.to_string()))
+    }
+
+    /// The bucket's HTTP client, and the one credentials are fetched with. The controller's
+    /// credentials are fetched over the controller's own transport (the object's proxy would
+    /// see its plain-HTTP metadata requests), and are never sent trusting a CA the object
+    /// brings or through the object's proxy in plain HTTP: either would let the object's
+    /// owner read them on the way to a genuine endpoint.
+    fn http_for(
+        &self,
+        transport: BucketTransport,
+        controller_held: bool,
+        target: &str,
+    ) -> Result<BucketHttp, Failure> {
+        if controller_held {
+            check_controller_transport(&transport, target)?;
+        }
+        let storage = self
+            .ctx
+            .http_client(credentials::transport(
+                false,
+                transport.tls,
+                transport.proxy,
+            ))
+            .map_err(auth_failed)?;
+        let credentials = match controller_held {
+            true => self
+                .ctx
+                .http_client(Transport::default())
+                .map_err(auth_failed)?,
+            false => storage.clone(),
+        };
+        Ok(BucketHttp {
+            storage,
+            credentials,
+        })
     }
 
     /// `spec.serviceAccountName` and its ServiceAccount, when object-level workload identity
@@ -538,13 +604,16 @@ impl Pass<'_, Bucket> {
     }
 
     /// Without a Secret: LDAP STS for `generic` when configured, else anonymous; the AWS
-    /// default chain for `aws`.
-    async fn ambient_aws_auth(&self) -> Result<AwsAuth, Failure> {
+    /// default chain for `aws`. True when the credentials are the controller's.
+    async fn ambient_aws_auth(&self) -> Result<(AwsAuth, bool), Failure> {
         let spec = &self.obj.spec;
         match (&spec.provider, &spec.sts) {
-            (BucketProvider::Aws, sts) => Ok(AwsAuth::Chain {
-                sts_endpoint: sts.as_ref().map(|s| s.endpoint.clone()),
-            }),
+            (BucketProvider::Aws, sts) => Ok((
+                AwsAuth::Chain {
+                    sts_endpoint: sts.as_ref().map(|s| s.endpoint.clone()),
+                },
+                true,
+            )),
             (_, Some(sts)) if sts.provider == STSProvider::Ldap => {
                 let Some(r) = &sts.secret_ref else {
                     return Err(Failure::fetch(
@@ -576,19 +645,20 @@ impl Pass<'_, Bucket> {
                         ),
                     ));
                 };
-                Ok(AwsAuth::Ldap {
+                let auth = AwsAuth::Ldap {
                     endpoint: sts.endpoint.clone(),
                     username,
                     password,
-                })
+                };
+                Ok((auth, false))
             }
-            _ => Ok(AwsAuth::Anonymous),
+            _ => Ok((AwsAuth::Anonymous, false)),
         }
     }
 
-    async fn http_client(&self) -> Result<reqwest::Client, Failure> {
+    /// The TLS material and proxy of `certSecretRef` and `proxySecretRef`.
+    async fn bucket_transport(&self) -> Result<BucketTransport, Failure> {
         let spec = &self.obj.spec;
-        let auth_failed = |m: String| Failure::fetch(reason::AUTHENTICATION_FAILED, m);
         let tls = match &spec.cert_secret_ref {
             None => None,
             Some(r) => Some(
@@ -605,15 +675,102 @@ impl Pass<'_, Bucket> {
                     .map_err(|e| auth_failed(format!("failed to get proxy URL: {e}")))?,
             ),
         };
-        // `insecure` means plain HTTP for buckets; certificate checks stay on.
-        let transport: Transport = transport(false, tls, proxy);
-        self.ctx.http_client(transport).map_err(auth_failed)
+        Ok(BucketTransport { tls, proxy })
     }
 }
 
+/// A Secret's data by key.
+type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// What `certSecretRef` and `proxySecretRef` ask for. `insecure` means plain HTTP for
+/// buckets; certificate checks stay on.
+struct BucketTransport {
+    tls: Option<TlsMaterial>,
+    proxy: Option<ProxyConfig>,
+}
+
+struct BucketHttp {
+    /// Talks to the bucket's endpoint, with the object's TLS and proxy.
+    storage: reqwest::Client,
+    /// Fetches the credentials.
+    credentials: reqwest::Client,
+}
+
+fn auth_failed(message: String) -> Failure {
+    Failure::fetch(reason::AUTHENTICATION_FAILED, message)
+}
+
+fn invalid_secret(name: &str, what: &str) -> Failure {
+    auth_failed(format!("invalid '{name}' secret data: {what}"))
+}
+
+/// `accesskey` and `secretkey`, both present; both empty means anonymous access.
+fn aws_secret_auth(name: &str, data: &SecretData) -> Result<AwsAuth, Failure> {
+    let (Some(access), Some(secret_key)) = (data.get("accesskey"), data.get("secretkey")) else {
+        return Err(invalid_secret(
+            name,
+            "required fields 'accesskey' and 'secretkey'",
+        ));
+    };
+    if access.is_empty() && secret_key.is_empty() {
+        return Ok(AwsAuth::Anonymous);
+    }
+    Ok(AwsAuth::Static(StaticKeys {
+        access_key: String::from_utf8_lossy(access).trim().to_string(),
+        secret_key: String::from_utf8_lossy(secret_key).trim().to_string(),
+        session_token: None,
+    }))
+}
+
+/// The ServiceAccount's `azure.workload.identity/*` identity, its token as the assertion.
+fn azure_object_auth(
+    identity: workload::Identity,
+    sa: &ServiceAccount,
+) -> Result<AzureAuth, Failure> {
+    let tenant = workload::annotation(sa, workload::AZURE_TENANT_ID)
+        .or_else(|| std::env::var("AZURE_TENANT_ID").ok())
+        .ok_or_else(|| {
+            auth_failed(format!(
+                "service account '{}' has no '{}' annotation and AZURE_TENANT_ID is not set",
+                identity.name,
+                workload::AZURE_TENANT_ID
+            ))
+        })?;
+    let client_id =
+        workload::required_annotation(sa, workload::AZURE_CLIENT_ID).map_err(auth_failed)?;
+    Ok(AzureAuth::Entra(EntraCredential::ObjectWorkloadIdentity {
+        authority: std::env::var("AZURE_AUTHORITY_HOST")
+            .unwrap_or_else(|_| azure::DEFAULT_AUTHORITY.into()),
+        tenant,
+        client_id,
+        identity,
+    }))
+}
+
+/// With the controller's credentials, a CA from the object is not trusted, and the object's
+/// proxy is only used to tunnel HTTPS.
+fn check_controller_transport(transport: &BucketTransport, target: &str) -> Result<(), Failure> {
+    let refuse = |m: &str| Failure::stalled(reason::INVALID_PROVIDER_CONFIGURATION, m.to_string());
+    if transport.tls.as_ref().is_some_and(|t| t.ca_pem.is_some()) {
+        return Err(refuse(
+            "the CA certificate of spec.certSecretRef cannot be trusted with the controller's credentials (with a proxy it could stand in for the cloud service); add the CA to the controller's trust store instead",
+        ));
+    }
+    if transport.proxy.is_some() && !target.starts_with("https://") {
+        return Err(refuse(
+            "spec.proxySecretRef cannot carry the controller's credentials over plain HTTP",
+        ));
+    }
+    Ok(())
+}
+
 /// GCP without a Secret: `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server for
-/// Google's endpoint; other endpoints (emulators, gateways) are used anonymously.
+/// Google's endpoint; other endpoints (gateways) are used anonymously, and so is the
+/// operator's `STORAGE_EMULATOR_HOST`, as Google's own libraries use it.
 fn ambient_gcs_auth(base: &str) -> Result<GcsAuth, String> {
+    if std::env::var("STORAGE_EMULATOR_HOST").is_ok_and(|h| !h.is_empty()) {
+        return Ok(GcsAuth::Anonymous);
+    }
     if let Ok(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
         && !path.is_empty()
     {

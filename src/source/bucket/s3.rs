@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
 use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use crate::identity::endpoints::aws_regional_sts;
 use crate::source::oci::registry::error_chain;
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_REGION: &str = "us-east-1";
 const LIST_PAGE: u32 = 1000;
 
 #[derive(Clone, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub enum AwsAuth {
 
 pub struct S3Client {
     http: reqwest::Client,
+    /// Fetches the credentials: the controller's own transport when they are the controller's.
+    credential_http: reqwest::Client,
     /// `scheme://host[:port]`
     origin: String,
     bucket: String,
@@ -63,6 +66,24 @@ pub struct S3Client {
     region_fixed: bool,
     virtual_host: bool,
     auth: AwsAuth,
+}
+
+/// `scheme://host[:port]` of a Flux S3 endpoint: `host[:port]` (a scheme, when given, wins
+/// over `insecure`).
+pub fn endpoint_origin(endpoint: &str, insecure: bool) -> Result<String, String> {
+    let origin = match endpoint.split_once("://") {
+        Some(("http" | "https", _)) => endpoint.trim_end_matches('/').to_string(),
+        Some((scheme, _)) => return Err(format!("unsupported endpoint scheme '{scheme}'")),
+        None if insecure => format!("http://{}", endpoint.trim_end_matches('/')),
+        None => format!("https://{}", endpoint.trim_end_matches('/')),
+    };
+    let host = origin.split_once("://").map(|(_, h)| h).unwrap_or_default();
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "endpoint '{endpoint}' must be host[:port] without a path"
+        ));
+    }
+    Ok(origin)
 }
 
 impl S3Client {
@@ -76,18 +97,8 @@ impl S3Client {
         region: Option<&str>,
         auth: AwsAuth,
     ) -> Result<Self, String> {
-        let origin = match endpoint.split_once("://") {
-            Some(("http" | "https", _)) => endpoint.trim_end_matches('/').to_string(),
-            Some((scheme, _)) => return Err(format!("unsupported endpoint scheme '{scheme}'")),
-            None if insecure => format!("http://{}", endpoint.trim_end_matches('/')),
-            None => format!("https://{}", endpoint.trim_end_matches('/')),
-        };
+        let origin = endpoint_origin(endpoint, insecure)?;
         let host = origin.split_once("://").map(|(_, h)| h).unwrap_or_default();
-        if host.is_empty() || host.contains('/') {
-            return Err(format!(
-                "endpoint '{endpoint}' must be host[:port] without a path"
-            ));
-        }
         // Like minio-go: AWS endpoints get virtual-hosted style when the name allows it.
         let virtual_host = host.ends_with(".amazonaws.com")
             && !bucket.contains('.')
@@ -96,6 +107,7 @@ impl S3Client {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         let region = region.filter(|r| !r.is_empty());
         Ok(S3Client {
+            credential_http: http.clone(),
             http,
             origin,
             bucket: bucket.to_string(),
@@ -104,6 +116,12 @@ impl S3Client {
             virtual_host,
             auth,
         })
+    }
+
+    /// Credentials are fetched through `http` instead of the bucket's own client.
+    pub fn with_credential_http(mut self, http: reqwest::Client) -> Self {
+        self.credential_http = http;
+        self
     }
 
     fn region(&self) -> String {
@@ -175,30 +193,33 @@ impl S3Client {
                 endpoint,
                 username,
                 password,
-            } => ldap_keys(&self.http, endpoint, username, password)
+            } => ldap_keys(&self.credential_http, endpoint, username, password)
                 .await
                 .map(Some)
                 .map_err(BucketError::request),
-            AwsAuth::Chain { sts_endpoint } => {
-                chain_keys(&self.http, sts_endpoint.as_deref(), &self.region())
-                    .await
-                    .map(Some)
-                    .map_err(BucketError::request)
-            }
+            AwsAuth::Chain { sts_endpoint } => chain_keys(
+                &self.credential_http,
+                sts_endpoint.as_deref(),
+                &self.region(),
+            )
+            .await
+            .map(Some)
+            .map_err(BucketError::request),
             AwsAuth::ObjectWebIdentity {
                 identity,
                 role_arn,
                 sts_endpoint,
             } => {
-                let endpoint = sts_endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.region()));
+                let endpoint = match sts_endpoint {
+                    Some(e) => e.clone(),
+                    None => aws_regional_sts(&self.region()).map_err(BucketError::request)?,
+                };
                 let key = identity.cache_key(format!("aws {role_arn} {endpoint}").as_bytes());
                 let value = cached_token(&key, || async {
                     let token = identity.token(super::workload::AWS_AUDIENCE).await?;
                     let session = format!("{}.{}", identity.namespace, identity.name);
                     sts_call(
-                        &self.http,
+                        &self.credential_http,
                         &endpoint,
                         &[
                             ("Action", "AssumeRoleWithWebIdentity"),
@@ -570,10 +591,13 @@ async fn chain_keys(
     if let (Some(token_file), Some(role)) =
         (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN"))
     {
-        let endpoint = sts_endpoint
+        let endpoint = match sts_endpoint
             .map(str::to_string)
             .or_else(|| env("AWS_ENDPOINT_URL_STS"))
-            .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
+        {
+            Some(e) => e,
+            None => aws_regional_sts(region)?,
+        };
         let key = auth::cache_key(&[b"web-identity", endpoint.as_bytes(), role.as_bytes()]);
         let value = cached_token(&key, || async {
             let token = std::fs::read_to_string(&token_file)
