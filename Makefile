@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-bucket bench-apply bench-verify crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
 
 all: build
 
@@ -44,6 +44,14 @@ bench-verify:
 	hack/platform up
 	hack/testbin.sh cosign3
 	BENCH_N=100 $(CARGO) bench --bench verify_scale
+
+## fuzz: every fuzz target for FUZZ_SECONDS (default 180) from fuzz/seeds; FUZZ_TARGETS=a,b selects.
+## Installs cargo-fuzz (nightly) into ~/.cache/driftless/tools when missing; fails on a crash.
+fuzz:
+	hack/fuzz
+
+fuzz-list:
+	hack/fuzz list
 
 ## crds: regenerate crds/ from the Rust types, and the Helm chart's copy (commit the result).
 crds:

@@ -65,7 +65,8 @@ fn method_not_allowed() -> Response {
 
 /// Decodes the URL path into a relative path of servable names, or `None` (404) for
 /// anything that is not: `..`, hidden and temp files, lock files, bad escapes.
-fn request_path(uri_path: &str) -> Option<PathBuf> {
+#[doc(hidden)] // public for the fuzz targets only
+pub fn request_path(uri_path: &str) -> Option<PathBuf> {
     let decoded = percent_decode(uri_path)?;
     let mut rel = PathBuf::new();
     for part in decoded.split(|b| *b == b'/') {
@@ -310,8 +311,9 @@ fn range_applies(request: &HeaderMap, representation: &Representation) -> bool {
     }
 }
 
+#[doc(hidden)] // public for the fuzz targets only
 #[derive(Debug, PartialEq, Eq)]
-enum ByteRange {
+pub enum ByteRange {
     Full,
     /// Inclusive bounds.
     Partial {
@@ -323,7 +325,8 @@ enum ByteRange {
 
 /// A single `bytes=` range. Anything else (other units, several ranges, bad syntax) is
 /// ignored and the whole file is served, which RFC 9110 permits.
-fn parse_range(value: &str, size: u64) -> ByteRange {
+#[doc(hidden)] // public for the fuzz targets only
+pub fn parse_range(value: &str, size: u64) -> ByteRange {
     let Some(spec) = strip_prefix_ignore_case(value.trim(), "bytes=") else {
         return ByteRange::Full;
     };

@@ -245,23 +245,11 @@ impl AzureClient {
                 .text()
                 .await
                 .map_err(|e| BucketError::request(format!("reading blob listing: {e}")))?;
-            let page: EnumerationResults = quick_xml::de::from_str(&body)
-                .map_err(|e| BucketError::request(format!("invalid blob listing: {e}")))?;
-            visit(
-                page.blobs
-                    .blob
-                    .into_iter()
-                    .map(|b| Listed {
-                        key: b.name,
-                        etag: b.properties.etag,
-                        size: b.properties.content_length,
-                        version: None,
-                    })
-                    .collect(),
-            )?;
-            match page.next_marker {
-                Some(m) if !m.is_empty() => marker = Some(m),
-                _ => return Ok(()),
+            let (entries, next) = list_page(&body)?;
+            visit(entries)?;
+            match next {
+                Some(m) => marker = Some(m),
+                None => return Ok(()),
             }
         }
     }
@@ -309,6 +297,25 @@ fn shared_key_string(account: &str, url: &reqwest::Url, date: &str) -> String {
         "GET{}\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n{resource}",
         "\n".repeat(11)
     )
+}
+
+/// One List Blobs answer: its blobs, and the marker of the next page when there is one.
+#[doc(hidden)]
+pub fn list_page(body: &str) -> Result<(Vec<Listed>, Option<String>), BucketError> {
+    let page: EnumerationResults = quick_xml::de::from_str(body)
+        .map_err(|e| BucketError::request(format!("invalid blob listing: {e}")))?;
+    let entries = page
+        .blobs
+        .blob
+        .into_iter()
+        .map(|b| Listed {
+            key: b.name,
+            etag: b.properties.etag,
+            size: b.properties.content_length,
+            version: None,
+        })
+        .collect();
+    Ok((entries, page.next_marker.filter(|m| !m.is_empty())))
 }
 
 #[derive(Deserialize)]

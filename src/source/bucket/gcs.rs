@@ -200,24 +200,15 @@ impl GcsClient {
             if !response.status().is_success() {
                 return Err(response_error("list objects", response).await);
             }
-            let page: ObjectList = response
-                .json()
+            let body = response
+                .bytes()
                 .await
-                .map_err(|e| BucketError::request(format!("invalid object listing: {e}")))?;
-            visit(
-                page.items
-                    .into_iter()
-                    .map(|o| Listed {
-                        size: o.size.parse().unwrap_or_default(),
-                        etag: o.etag,
-                        version: (!o.generation.is_empty()).then_some(o.generation),
-                        key: o.name,
-                    })
-                    .collect(),
-            )?;
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => page_token = Some(t),
-                _ => return Ok(()),
+                .map_err(|e| BucketError::request(format!("reading object listing: {e}")))?;
+            let (entries, next) = list_page(&body)?;
+            visit(entries)?;
+            match next {
+                Some(t) => page_token = Some(t),
+                None => return Ok(()),
             }
         }
     }
@@ -278,6 +269,24 @@ impl GcsClient {
             _ => Err(response_error(&format!("download object '{key}'"), response).await),
         }
     }
+}
+
+/// One objects.list answer: its objects, and the token of the next page when there is one.
+#[doc(hidden)]
+pub fn list_page(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), BucketError> {
+    let page: ObjectList = serde_json::from_slice(body)
+        .map_err(|e| BucketError::request(format!("invalid object listing: {e}")))?;
+    let entries = page
+        .items
+        .into_iter()
+        .map(|o| Listed {
+            size: o.size.parse().unwrap_or_default(),
+            etag: o.etag,
+            version: (!o.generation.is_empty()).then_some(o.generation),
+            key: o.name,
+        })
+        .collect();
+    Ok((entries, page.next_page_token.filter(|t| !t.is_empty())))
 }
 
 #[derive(Deserialize)]

@@ -298,27 +298,11 @@ impl S3Client {
                 .text()
                 .await
                 .map_err(|e| BucketError::request(format!("reading ListObjectsV2: {e}")))?;
-            let page: ListBucketResult = quick_xml::de::from_str(&body)
-                .map_err(|e| BucketError::request(format!("invalid ListObjectsV2 answer: {e}")))?;
-            let url_encoded = page.encoding_type.as_deref() == Some("url");
-            let entries = page
-                .contents
-                .into_iter()
-                .map(|c| Listed {
-                    key: if url_encoded {
-                        url_decode(&c.key)
-                    } else {
-                        c.key
-                    },
-                    etag: c.etag,
-                    size: c.size,
-                    version: None,
-                })
-                .collect();
+            let (entries, next) = list_page(&body)?;
             visit(entries)?;
-            match (page.is_truncated, page.next_continuation_token) {
-                (true, Some(next)) if !next.is_empty() => token = Some(next),
-                _ => return Ok(()),
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
             }
         }
     }
@@ -348,6 +332,33 @@ impl S3Client {
             _ => Err(response_error(&format!("GetObject '{key}'"), response).await),
         }
     }
+}
+
+/// One ListObjectsV2 answer: its objects, and the continuation token when there is more.
+#[doc(hidden)]
+pub fn list_page(body: &str) -> Result<(Vec<Listed>, Option<String>), BucketError> {
+    let page: ListBucketResult = quick_xml::de::from_str(body)
+        .map_err(|e| BucketError::request(format!("invalid ListObjectsV2 answer: {e}")))?;
+    let url_encoded = page.encoding_type.as_deref() == Some("url");
+    let entries = page
+        .contents
+        .into_iter()
+        .map(|c| Listed {
+            key: if url_encoded {
+                url_decode(&c.key)
+            } else {
+                c.key
+            },
+            etag: c.etag,
+            size: c.size,
+            version: None,
+        })
+        .collect();
+    let next = match (page.is_truncated, page.next_continuation_token) {
+        (true, Some(next)) if !next.is_empty() => Some(next),
+        _ => None,
+    };
+    Ok((entries, next))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,20 @@
+//! A ListObjectsV2 page from an S3 endpoint (and its error bodies).
+#![no_main]
+
+use driftless::source::bucket::auth::xml_text;
+use driftless::source::bucket::index::{EtagStyle, normalize_etag, unsafe_key};
+use driftless::source::bucket::s3::list_page;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // reqwest's `text()` decodes lossily, as here.
+    let body = String::from_utf8_lossy(data);
+    if let Ok((entries, next)) = list_page(&body) {
+        assert!(next.is_none_or(|t| !t.is_empty()));
+        for entry in entries {
+            let _ = unsafe_key(&entry.key);
+            let _ = normalize_etag(EtagStyle::Plain, &entry.etag);
+        }
+    }
+    let _ = xml_text(&body, "Message");
+});
