@@ -967,6 +967,18 @@ async fn controller_aws_credentials_never_reach_a_tenant_endpoint() {
             aws(serde_json::json!({"serviceAccountName": "reader", "sts": tenant_sts})),
         )
         .await;
+    // With the object's own CA and proxy, the object could stand in for AWS.
+    e.secret(
+        "tenant-ca",
+        serde_json::json!({"ca.crt": "-----BEGIN CERTIFICATE-----\n"}),
+    )
+    .await;
+    buckets
+        .create(
+            "ca",
+            aws(serde_json::json!({"certSecretRef": {"name": "tenant-ca"}})),
+        )
+        .await;
 
     for (name, reason, endpoint) in [
         ("sts", "InvalidSTSConfiguration", tenant_url.as_str()),
@@ -988,6 +1000,15 @@ async fn controller_aws_credentials_never_reach_a_tenant_endpoint() {
     assert!(
         condition(&obj, "Stalled").is_some_and(|c| c.reason == "InvalidProviderConfiguration"
             && c.message.contains("is not an AWS region name")),
+        "{:?}",
+        obj.status
+    );
+    let obj = buckets
+        .wait_until("ca", "failing", |o| ready_of(o) == ConditionStatus::False)
+        .await;
+    assert!(
+        condition(&obj, "Stalled").is_some_and(|c| c.reason == "InvalidProviderConfiguration"
+            && c.message.contains("spec.certSecretRef")),
         "{:?}",
         obj.status
     );

@@ -783,3 +783,44 @@ fn ambient_gcs_auth(base: &str) -> Result<GcsAuth, String> {
         false => GcsAuth::Anonymous,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(ca: bool, client_cert: bool, proxy: bool) -> BucketTransport {
+        let tls = TlsMaterial {
+            ca_pem: ca.then(|| b"-----BEGIN CERTIFICATE-----".to_vec()),
+            identity_pem: client_cert.then(|| b"-----BEGIN CERTIFICATE-----".to_vec()),
+        };
+        BucketTransport {
+            tls: (ca || client_cert).then_some(tls),
+            proxy: proxy.then(|| ProxyConfig {
+                address: "http://proxy.tenant:3128".into(),
+                username: None,
+                password: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_controllers_credentials_trust_no_ca_of_the_object_and_tunnel_through_its_proxy() {
+        let https = "https://sts.eu-west-1.amazonaws.com";
+        let refused = |t: BucketTransport, target: &str| {
+            check_controller_transport(&t, target)
+                .err()
+                .map(|f| (f.reason, f.stalled, f.message))
+        };
+        let (reason, stalled, message) = refused(transport(true, false, false), https).unwrap();
+        assert_eq!(
+            (reason, stalled),
+            (reason::INVALID_PROVIDER_CONFIGURATION, true)
+        );
+        assert!(message.contains("spec.certSecretRef"), "{message}");
+        assert!(refused(transport(true, true, true), https).is_some());
+        let (_, _, message) = refused(transport(false, false, true), "http://minio:9000").unwrap();
+        assert!(message.contains("spec.proxySecretRef"), "{message}");
+        assert!(refused(transport(false, true, true), https).is_none());
+        assert!(refused(transport(false, false, false), "http://minio:9000").is_none());
+    }
+}
