@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 const LIMITS: ExtractLimits = ExtractLimits {
     max_bytes: 1 << 20,
     max_files: 256,
+    max_duration: std::time::Duration::from_secs(5),
 };
 
 fuzz_target!(|data: &[u8]| {
