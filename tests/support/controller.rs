@@ -20,6 +20,14 @@ pub struct SourceController {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The driftless binary tests run: `DRIFTLESS_TEST_BINARY` when set (a private copy, which no
+/// other build sharing the target directory can replace mid-run), else the one Cargo built.
+pub fn driftless_binary() -> PathBuf {
+    std::env::var_os("DRIFTLESS_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_driftless")))
+}
+
 /// Debug logs unless the caller chose a level (clap refuses a flag given twice).
 fn default_log_level(extra_args: &[&str]) -> Option<&'static str> {
     let chosen = extra_args.iter().any(|a| a.starts_with("--log-level"));
@@ -65,7 +73,7 @@ impl SourceController {
         let (storage_port, metrics_port, health_port) = (free_port(), free_port(), free_port());
         let log = storage.with_extension(format!("controller-{storage_port}.log"));
         std::fs::create_dir_all(storage).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        let child = Command::new(driftless_binary())
             .arg("source-controller")
             .arg(format!("--storage-path={}", storage.display()))
             .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
@@ -282,7 +290,7 @@ impl ApplyController {
         let (metrics_port, health_port) = (free_port(), free_port());
         let log = dir.path().join("apply-controller.log");
         let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        let child = Command::new(driftless_binary())
             .arg("apply-controller")
             .arg(format!("--kustomize-path={}", kustomize.display()))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
