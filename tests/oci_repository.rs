@@ -1431,7 +1431,7 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     // A signature made by `driftless artifact push --sign-key` is accepted too.
     let content = tempfile::tempdir().unwrap();
     std::fs::write(content.path().join("a.yaml"), "v: 3").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+    let out = std::process::Command::new(support::controller::driftless_bin())
         .args([
             "artifact",
             "push",
@@ -1814,4 +1814,349 @@ async fn keyless_refusals_name_their_cause_and_keep_the_last_verified_artifact()
     spec["verify"]["trustedRootSecretRef"]["name"] = "missing".into();
     e.patch_spec("app", spec).await;
     assert_refused(&e, &first, &corrupt, &served, "\"missing\" not found").await;
+}
+
+/// What the controller may hold at its peak while four hostile tag lists are refused: with the
+/// tag-list limits it peaked near 70 MiB (a debug build), without them past 370 MiB.
+const MAX_PEAK_RSS_KIB: u64 = 128 * 1024;
+
+#[tokio::test]
+async fn hostile_tag_lists_end_in_a_named_limit_within_bounded_memory() {
+    let e = env("oci-tags").await;
+    let hostile = support::hostile::serve(support::hostile::tag_lists()).await;
+    let lists = [
+        ("endless", "the tag list exceeds the limit of 1000 pages"),
+        (
+            "bulky",
+            "the tag list exceeds the limit of 8 MiB of responses",
+        ),
+        (
+            "huge",
+            "the tag list exceeds the limit of 8 MiB of responses",
+        ),
+        ("packed", "the tag list exceeds the limit of 100000 tags"),
+    ];
+    for (list, _) in lists {
+        e.create(
+            list,
+            serde_json::json!({"url": format!("oci://{hostile}/{list}"), "interval": "10m",
+                               "insecure": true, "ref": {"semver": ">=0.0.0"}}),
+        )
+        .await;
+    }
+    let mut failures = Vec::new();
+    for (list, limit) in lists {
+        failures.push((list, limit, e.wait_failed(list).await));
+    }
+    let peak = e.controller.peak_rss_kib();
+    assert!(
+        peak < MAX_PEAK_RSS_KIB,
+        "peak RSS {peak} KiB, more than {MAX_PEAK_RSS_KIB} KiB"
+    );
+    for (list, limit, failed) in failures {
+        assert_eq!(failed.reason, "ReadOperationFailed", "{list}");
+        let prefix = format!(
+            "failed to determine the artifact tag for 'oci://{hostile}/{list}': listing tags at http://{hostile}/v2/{list}/tags/list"
+        );
+        assert!(
+            failed.message.starts_with(&prefix) && failed.message.ends_with(limit),
+            "{list}: {}",
+            failed.message
+        );
+    }
+    // The controller is still up and serving.
+    let repo = e.repo("after");
+    let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
+    e.create("after", e.spec(&repo, serde_json::json!({})))
+        .await;
+    assert_eq!(
+        revision(&e.wait_ready("after").await),
+        format!("latest@{digest}")
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_fallback_carries_no_credentials_unless_the_object_sets_insecure() {
+    let e = env("oci-clear").await;
+    let basic = mode(&e, "DRIFTLESS_REGISTRY_BASIC");
+    let repo = e.repo("private");
+    let digest = push_to(&basic, &repo).await;
+    // The basic-auth registry speaks plain HTTP; the relay gives it a 127.0.0.1 address of its
+    // own, where Flux's rules allow a fallback to plain HTTP without `insecure`.
+    let relay = support::relay::Relay::start(&basic.registry).await;
+    let user = e.platform.env["DRIFTLESS_REGISTRY_USER"].clone();
+    let password = e.platform.env["DRIFTLESS_REGISTRY_PASSWORD"].clone();
+    e.docker_secret("creds", &relay.address, &user, &password)
+        .await;
+    let url = format!("oci://{}/{repo}", relay.address);
+    e.create(
+        "unasked",
+        serde_json::json!({"url": url, "interval": "10m", "secretRef": {"name": "creds"}}),
+    )
+    .await;
+    let failed = e.wait_failed("unasked").await;
+    assert_eq!(failed.reason, "OCIArtifactPullFailed");
+    assert!(
+        failed.message.ends_with("the registry asks for authentication over plain HTTP; credentials are sent over plain HTTP only when the object sets `insecure: true`"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        relay.plain_connections() > 0,
+        "the anonymous fallback was tried"
+    );
+    let clear = relay.plain_text().to_ascii_lowercase();
+    assert!(
+        clear.contains("get /v2/") && !clear.contains("authorization:"),
+        "no credentials in clear: {clear}"
+    );
+
+    // Asked for, the same credentials do go over plain HTTP (and the relay would see them).
+    e.create("asked", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": "creds"}})).await;
+    assert_eq!(
+        revision(&e.wait_ready("asked").await),
+        format!("latest@{digest}")
+    );
+    assert!(
+        relay
+            .plain_text()
+            .to_ascii_lowercase()
+            .contains("authorization: basic "),
+        "the relay sees credentials sent in clear"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_that_spoke_tls_is_never_spoken_to_in_plain_http() {
+    let e = env("oci-downgrade").await;
+    let tls = mode(&e, "DRIFTLESS_REGISTRY_TLS");
+    let repo = e.repo("tls");
+    let digest = push_to(&tls, &repo).await;
+    // The TLS registry behind a relay on a 127.0.0.1 port of its own: a private address, where
+    // a registry that cannot be reached over HTTPS may be tried in plain HTTP.
+    let relay = support::relay::Relay::start(&tls.registry).await;
+    let ca = std::fs::read(&e.platform.env["DRIFTLESS_REGISTRY_CA"]).unwrap();
+    e.secret("ca", "Opaque", &[("ca.crt", ca)]).await;
+    // Both objects share one connection: same registry, credentials and transport.
+    let spec = serde_json::json!({"url": format!("oci://{}/{repo}", relay.address),
+                                  "interval": "10m", "certSecretRef": {"name": "ca"}});
+    e.create("first", spec.clone()).await;
+    assert_eq!(
+        revision(&e.wait_ready("first").await),
+        format!("latest@{digest}")
+    );
+
+    relay.set_down(true);
+    let unreachable = e.request_reconcile("first").await;
+    let failed = condition(&unreachable, "FetchFailed").expect("FetchFailed while down");
+    assert_eq!(failed.reason, "OCIArtifactPullFailed", "{}", failed.message);
+    assert_eq!(
+        relay.plain_connections(),
+        0,
+        "a registry that answered over TLS gets no plain-HTTP fallback: {}",
+        relay.plain_text()
+    );
+
+    relay.set_down(false);
+    e.create("second", spec).await;
+    assert_eq!(
+        revision(&e.wait_ready("second").await),
+        format!("latest@{digest}"),
+        "another object with the same credentials still speaks TLS"
+    );
+    let back = e.request_reconcile("first").await;
+    assert!(is_current(&back) && !has_condition(&back, "FetchFailed"));
+    assert_eq!(relay.plain_connections(), 0, "{}", relay.plain_text());
+    assert!(relay.tls_connections() > 0);
+}
+
+/// A manifest of one Flux layer, and that layer's blob, as a hostile registry serves them.
+fn manifest_with_layer(layer: &[u8], note: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.flux.config.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": FLUX_LAYER, "digest": sha256(layer), "size": layer.len()}],
+        "annotations": {"note": note},
+    }))
+    .unwrap()
+}
+
+fn index_of(child_digest: &str, child: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": child_digest, "size": child.len(),
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap()
+}
+
+fn sha512(bytes: &[u8]) -> String {
+    use sha2::Sha512;
+    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
+}
+
+#[tokio::test]
+async fn index_children_are_verified_whatever_their_digest_algorithm() {
+    let e = env("oci-digests").await;
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    let good = flux_layer(&[("a.yaml", "signed-off: true\n")]);
+    let evil = flux_layer(&[("a.yaml", "evil: true\n")]);
+    let honest = manifest_with_layer(&good, "honest");
+    let announced = manifest_with_layer(&good, "announced");
+    let substitute = manifest_with_layer(&evil, "substitute");
+    let md5 = format!("md5:{}", "0".repeat(32));
+    let entries = [
+        // The index names a sha512 digest; what is served under it is another manifest.
+        ("mismatch", index_of(&sha512(&announced), &announced)),
+        ("bogus", index_of(&md5, &substitute)),
+        ("honest", index_of(&sha512(&honest), &honest)),
+    ];
+    let mut content = std::collections::HashMap::new();
+    let mut add = |path: String, media_type: &str, bytes: Vec<u8>| {
+        content.insert(path, (media_type.to_string(), bytes));
+    };
+    for (tag, index) in &entries {
+        add(format!("/v2/app/manifests/{tag}"), INDEX, index.clone());
+        add(
+            format!("/v2/app/manifests/{}", sha256(index)),
+            INDEX,
+            index.clone(),
+        );
+    }
+    add(
+        format!("/v2/app/manifests/{}", sha512(&announced)),
+        MANIFEST,
+        substitute.clone(),
+    );
+    add(format!("/v2/app/manifests/{md5}"), MANIFEST, substitute);
+    add(
+        format!("/v2/app/manifests/{}", sha512(&honest)),
+        MANIFEST,
+        honest,
+    );
+    for layer in [&good, &evil] {
+        let path = format!("/v2/app/blobs/{}", sha256(layer));
+        add(path, "application/octet-stream", layer.clone());
+    }
+    let hostile = support::hostile::serve(support::hostile::fixed(content)).await;
+    for (tag, _) in &entries {
+        e.create(
+            tag,
+            serde_json::json!({"url": format!("oci://{hostile}/app"), "interval": "10m",
+                               "insecure": true, "ref": {"tag": tag}}),
+        )
+        .await;
+    }
+
+    let mismatch = e.wait_failed("mismatch").await;
+    assert_eq!(mismatch.reason, "OCIArtifactPullFailed");
+    assert!(
+        mismatch.message.contains(&format!(
+            "/v2/app/manifests/{} has digest sha512:",
+            sha512(&announced)
+        )) && mismatch
+            .message
+            .ends_with(&format!("expected {}", sha512(&announced))),
+        "{}",
+        mismatch.message
+    );
+    let bogus = e.wait_failed("bogus").await;
+    assert_eq!(bogus.reason, "OCIArtifactPullFailed");
+    assert!(
+        bogus.message.ends_with(&format!(
+            "digest '{md5}' uses the algorithm 'md5': only sha256 and sha512 can be verified"
+        )),
+        "{}",
+        bogus.message
+    );
+    for name in ["mismatch", "bogus"] {
+        let obj = e.api.get(name).await.unwrap();
+        assert!(
+            obj.status.unwrap().artifact.is_none(),
+            "{name}: nothing stored"
+        );
+    }
+    let obj = e.wait_ready("honest").await;
+    assert_eq!(
+        untar(&e.download(&obj)),
+        files(&[("a.yaml", "signed-off: true\n")])
+    );
+}
+
+#[tokio::test]
+async fn attestations_by_a_trusted_signer_do_not_verify_an_artifact() {
+    let e = env("oci-attest").await;
+    let sigstore = Sigstore::new(&e.platform);
+    let repo = e.repo("app");
+    let digest = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let reference = format!("{}/{repo}@{digest}", e.registry());
+    // Everything a signature would have (the trusted identity, a log entry), but it attests.
+    sigstore.attest_keyless(&sigstore.signer(), &reference, "slsaprovenance");
+    sigstore.log(&e.registry(), &repo, &digest);
+    create_keyless(&e, &sigstore, &repo).await;
+    let attestation = "a Sigstore bundle holds an attestation (predicate type 'https://slsa.dev/provenance/v0.2'), not a signature ('https://sigstore.dev/cosign/sign/v1')";
+    let refused = e
+        .wait_until("app", "refused", |o| {
+            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        })
+        .await;
+    let verified = condition(&refused, "SourceVerified").unwrap();
+    assert_eq!(verified.reason, "VerificationError");
+    assert!(
+        verified.message.contains(attestation),
+        "{}",
+        verified.message
+    );
+    assert_eq!(ready_status(&refused), Some(ConditionStatus::False));
+    assert!(
+        refused.status.as_ref().unwrap().artifact.is_none(),
+        "nothing stored"
+    );
+
+    // The same with a trusted key and a custom predicate.
+    let keys = tempfile::tempdir().unwrap();
+    support::cosign::generate_key_pair(&e.platform, keys.path());
+    let keyed_repo = e.repo("keyed");
+    let keyed = e
+        .push(&keyed_repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let keyed_ref = format!("{}/{keyed_repo}@{keyed}", e.registry());
+    let key = keys.path().join("cosign.key");
+    sigstore.attest_with_key(&key, &keyed_ref, "https://example.com/scan/v1");
+    let public = std::fs::read(keys.path().join("cosign.pub")).unwrap();
+    e.secret("keys", "Opaque", &[("cosign.pub", public)]).await;
+    let verify =
+        serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "keys"}}});
+    e.create("keyed", e.spec(&keyed_repo, verify)).await;
+    let refused = e
+        .wait_until("keyed", "refused", |o| {
+            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        })
+        .await;
+    let message = &condition(&refused, "SourceVerified").unwrap().message;
+    assert!(
+        message.contains("holds an attestation (predicate type 'https://example.com/scan/v1')"),
+        "{message}"
+    );
+    assert!(refused.status.as_ref().unwrap().artifact.is_none());
+
+    // `cosign sign` by the same identity and key: both verify.
+    sigstore.sign_keyless(&sigstore.signer(), &reference);
+    sigstore.log(&e.registry(), &repo, &digest);
+    sigstore.sign_with_key(&key, &keyed_ref);
+    for (name, digest) in [("app", &digest), ("keyed", &keyed)] {
+        e.request_reconcile(name).await;
+        let obj = e.wait_ready(name).await;
+        assert_eq!(revision(&obj), format!("latest@{digest}"));
+        assert_eq!(
+            condition(&obj, "SourceVerified").unwrap().status,
+            ConditionStatus::True
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::{Client, Resource, ResourceExt};
 
-use super::oci::registry::{Credentials, RegistryClient, Transport};
+use super::oci::registry::{Credentials, RegistryClient, RegistryConnection, Transport};
 use crate::api::ConditionStatus;
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::Storage;
@@ -62,7 +62,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub config: SourceConfig,
     pub backoff: Backoff,
-    registries: Mutex<HashMap<RegistryKey, Arc<RegistryClient>>>,
+    registries: Mutex<HashMap<RegistryKey, Arc<RegistryConnection>>>,
     /// HTTP clients of Bucket passes, per transport: building one loads the system roots.
     http_clients: Mutex<HashMap<Transport, reqwest::Client>>,
     /// The resourceVersion our last status write returned, per object.
@@ -99,33 +99,34 @@ impl Context {
         crate::controller::watch::object_key(obj)
     }
 
-    /// One client per credential set, so no token is ever shared between credentials.
+    /// A new sequence of requests over the connection of this credential set (one per set, so
+    /// no token is ever shared between credentials); the sequence decides its own scheme.
     pub fn registry_client(
         &self,
         registry: &str,
         credentials: Credentials,
         transport: Transport,
-    ) -> Result<Arc<RegistryClient>, String> {
+    ) -> Result<RegistryClient, String> {
         let key = RegistryKey {
             registry: registry.to_string(),
             credentials,
             transport,
         };
         let mut clients = self.registries.lock().expect("registry cache lock");
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
+        if let Some(connection) = clients.get(&key) {
+            return Ok(RegistryClient::session(connection));
         }
         if clients.len() >= MAX_REGISTRY_CLIENTS {
             clients.clear();
         }
-        let client = Arc::new(RegistryClient::new(
+        let connection = RegistryConnection::new(
             registry,
             key.credentials.clone(),
             &key.transport,
             &self.config.user_agent,
-        )?);
-        clients.insert(key, client.clone());
-        Ok(client)
+        )?;
+        clients.insert(key, connection.clone());
+        Ok(RegistryClient::session(&connection))
     }
 
     /// One HTTP client per transport (TLS material, proxy), shared by every Bucket using it.

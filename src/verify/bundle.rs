@@ -10,6 +10,12 @@ use super::tlog::{InclusionProof, LogEntry};
 
 pub const BUNDLE_MEDIA_TYPE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The predicate type of the in-toto statement `cosign sign` signs in the bundle format: "this
+/// is a signature of the subject". Any other predicate (what `cosign attest` signs: provenance,
+/// SBOMs, scan results) is a claim *about* the subject, which a trusted identity may well make
+/// for someone else's artifact; it is never a signature of it. (cosign v3.1's own `verify`
+/// does not look at the predicate of a bundle, and accepts an attested-only image; we do not.)
+pub const COSIGN_SIGN_PREDICATE_TYPE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 /// Most log entries one bundle may carry (sigstore-go's limit).
 const MAX_LOG_ENTRIES: usize = 32;
@@ -72,8 +78,9 @@ impl Content {
         }
     }
 
-    /// The manifest digest (`sha256:<hex>`) this content signs.
-    pub fn signed_digest(&self) -> Result<String, String> {
+    /// The manifest digest (`sha256:<hex>`) this content is about: the digest a message
+    /// signature covers, or the subject of a DSSE in-toto statement whatever its predicate.
+    pub fn subject_digest(&self) -> Result<String, String> {
         match self {
             Content::Message { digest, .. } => Ok(format!("sha256:{}", hex::encode(digest))),
             Content::Dsse {
@@ -87,35 +94,63 @@ impl Content {
                         crate::util::truncate(payload_type, 80)
                     ));
                 }
-                statement_subject(payload)
+                statement(payload)?.subject()
             }
         }
     }
+
+    /// Refuses content that is no signature of its subject: a DSSE statement counts only with
+    /// cosign's signing predicate (see `COSIGN_SIGN_PREDICATE_TYPE`); a message signature
+    /// signs the manifest bytes themselves.
+    pub fn signs_subject(&self) -> Result<(), String> {
+        let Content::Dsse { payload, .. } = self else {
+            return Ok(());
+        };
+        let predicate = statement(payload)?.predicate_type.unwrap_or_default();
+        if predicate == COSIGN_SIGN_PREDICATE_TYPE {
+            return Ok(());
+        }
+        Err(format!(
+            "a Sigstore bundle holds an attestation (predicate type '{}'), not a signature ('{COSIGN_SIGN_PREDICATE_TYPE}'): attestations do not verify an artifact",
+            crate::util::truncate(&predicate, 120)
+        ))
+    }
 }
 
-/// The one sha256 digest named by the in-toto statement's subjects.
-fn statement_subject(payload: &[u8]) -> Result<String, String> {
-    #[derive(Deserialize)]
-    struct Statement {
-        #[serde(default)]
-        subject: Vec<Subject>,
-    }
-    #[derive(Deserialize)]
-    struct Subject {
-        #[serde(default)]
-        digest: std::collections::BTreeMap<String, String>,
-    }
-    let statement: Statement = serde_json::from_slice(payload)
-        .map_err(|e| format!("the signed in-toto statement is not JSON: {e}"))?;
-    let digests: Vec<&String> = statement
-        .subject
-        .iter()
-        .filter_map(|s| s.digest.get("sha256"))
-        .collect();
-    match digests.as_slice() {
-        [one] => Ok(format!("sha256:{one}")),
-        [] => Err("the signed in-toto statement names no sha256 subject".into()),
-        _ => Err("the signed in-toto statement names several subjects".into()),
+/// The parts of an in-toto statement verification reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Statement {
+    #[serde(default)]
+    subject: Vec<Subject>,
+    #[serde(default)]
+    predicate_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Subject {
+    #[serde(default)]
+    digest: std::collections::BTreeMap<String, String>,
+}
+
+fn statement(payload: &[u8]) -> Result<Statement, String> {
+    serde_json::from_slice(payload)
+        .map_err(|e| format!("the signed in-toto statement is not JSON: {e}"))
+}
+
+impl Statement {
+    /// The one sha256 digest the subjects name.
+    fn subject(&self) -> Result<String, String> {
+        let digests: Vec<&String> = self
+            .subject
+            .iter()
+            .filter_map(|s| s.digest.get("sha256"))
+            .collect();
+        match digests.as_slice() {
+            [one] => Ok(format!("sha256:{one}")),
+            [] => Err("the signed in-toto statement names no sha256 subject".into()),
+            _ => Err("the signed in-toto statement names several subjects".into()),
+        }
     }
 }
 
@@ -482,7 +517,8 @@ mod tests {
         let statement = r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"ab12"}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}"#;
         let bundle = Bundle::parse(dsse_bundle(statement).as_bytes()).unwrap();
         assert!(matches!(&bundle.signer, Signer::PublicKey { hint } if hint == "abc"));
-        assert_eq!(bundle.content.signed_digest().unwrap(), "sha256:ab12");
+        assert_eq!(bundle.content.subject_digest().unwrap(), "sha256:ab12");
+        assert_eq!(bundle.content.signs_subject(), Ok(()));
         assert_eq!(bundle.content.signature(), &[1, 2, 3]);
         let entry = &bundle.log_entries[0];
         assert_eq!(
@@ -524,7 +560,28 @@ mod tests {
         let two = r#"{"subject":[{"digest":{"sha256":"a"}},{"digest":{"sha256":"b"}}]}"#;
         for statement in [none, two] {
             let bundle = Bundle::parse(dsse_bundle(statement).as_bytes()).unwrap();
-            assert!(bundle.content.signed_digest().is_err(), "{statement}");
+            assert!(bundle.content.subject_digest().is_err(), "{statement}");
+        }
+    }
+
+    #[test]
+    fn attestations_are_no_signatures() {
+        for predicate in [
+            r#""predicateType":"https://slsa.dev/provenance/v1","#,
+            r#""predicateType":"https://cosign.sigstore.dev/attestation/v1","#,
+            r#""predicateType":"https://sigstore.dev/cosign/sign/v2","#,
+            "",
+        ] {
+            let statement = format!(
+                r#"{{"_type":"https://in-toto.io/Statement/v1",{predicate}"subject":[{{"digest":{{"sha256":"ab12"}}}}],"predicate":{{}}}}"#
+            );
+            let bundle = Bundle::parse(dsse_bundle(&statement).as_bytes()).unwrap();
+            assert_eq!(bundle.content.subject_digest().unwrap(), "sha256:ab12");
+            let why = bundle.content.signs_subject().unwrap_err();
+            assert!(
+                why.contains("holds an attestation") && why.contains(COSIGN_SIGN_PREDICATE_TYPE),
+                "{why}"
+            );
         }
     }
 

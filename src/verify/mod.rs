@@ -168,19 +168,32 @@ pub fn check(
     manifest: &[u8],
 ) -> Result<Verified, String> {
     let signed = signed_content(candidate, digest, manifest)?;
+    prove(&signed, candidate.format(), policy, digest)
+}
+
+/// What the cryptography proves about content already known to be a signature of `digest`.
+fn prove(
+    signed: &Signed<'_>,
+    format: Format,
+    policy: &Policy,
+    digest: &str,
+) -> Result<Verified, String> {
     let proven = match policy {
-        Policy::Keys(keys) => check_keys(&signed, keys)?,
-        Policy::Keyless { root, identities } => check_keyless(&signed, root, identities)?,
+        Policy::Keys(keys) => check_keys(signed, keys)?,
+        Policy::Keyless { root, identities } => check_keyless(signed, root, identities)?,
     };
     Ok(Verified {
         digest: digest.to_string(),
-        format: candidate.format(),
+        format,
         signer: proven.signer,
         log: proven.log,
         timestamped_at: proven.timestamped_at,
     })
 }
 
+/// What a candidate signs, once it is known to be a signature of `digest` and nothing else
+/// (a payload of cosign's signature type, a bundle with cosign's signing predicate or over the
+/// manifest bytes): an attestation about `digest` is refused here, before any cryptography.
 fn signed_content<'a>(
     candidate: &'a Candidate,
     digest: &str,
@@ -205,23 +218,28 @@ fn signed_content<'a>(
         }
         Candidate::Bundle(bundle) => {
             let bundle = bundle.as_ref().map_err(Clone::clone)?;
-            let signs = bundle.content.signed_digest()?;
+            let signs = bundle.content.subject_digest()?;
             if signs != digest {
                 return Err(format!("a Sigstore bundle signs {signs}, not {digest}"));
             }
-            Ok(Signed {
-                bytes: bundle.signed_bytes(manifest),
-                signature: bundle.content.signature(),
-                certificate: match &bundle.signer {
-                    Signer::Certificate(der) => Some(der),
-                    Signer::PublicKey { .. } => None,
-                },
-                log_entries: bundle.log_entries.clone(),
-                payload_sha256: bundle.content.payload_sha256(),
-                timestamps: &bundle.timestamps,
-            })
+            bundle.content.signs_subject()?;
+            Ok(bundle_content(bundle, manifest))
         }
         Candidate::Unreadable(why) => Err(why.clone()),
+    }
+}
+
+fn bundle_content<'a>(bundle: &'a Bundle, manifest: &[u8]) -> Signed<'a> {
+    Signed {
+        bytes: bundle.signed_bytes(manifest),
+        signature: bundle.content.signature(),
+        certificate: match &bundle.signer {
+            Signer::Certificate(der) => Some(der),
+            Signer::PublicKey { .. } => None,
+        },
+        log_entries: bundle.log_entries.clone(),
+        payload_sha256: bundle.content.payload_sha256(),
+        timestamps: &bundle.timestamps,
     }
 }
 
@@ -400,7 +418,9 @@ pub fn first_verified(
 mod tests {
     use super::*;
 
-    /// A real public-good bundle (see tests/fixtures/sigstore/README.md).
+    /// A real public-good bundle (see tests/fixtures/sigstore/README.md): an attestation
+    /// (`cosign attest`, predicate `https://cosign.sigstore.dev/attestation/v1`), so never a
+    /// signature of its subject, but real material for the certificate, log and SCT checks.
     const PUBLIC_GOOD_BUNDLE: &[u8] =
         include_bytes!("../../tests/fixtures/sigstore/oci-attestation.sigstore.json");
     const PUBLIC_GOOD_DIGEST: &str =
@@ -417,18 +437,27 @@ mod tests {
         Candidate::Bundle(Bundle::parse(PUBLIC_GOOD_BUNDLE))
     }
 
+    fn cody() -> IdentityMatch {
+        IdentityMatch::new("^https://github\\.com/login/oauth$", "^cody@soyland\\.com$").unwrap()
+    }
+
+    /// What the cryptography of `bundle` proves, as if it were a signature of its subject.
+    fn prove_bundle(bundle: &Bundle, policy: &Policy) -> Result<Verified, String> {
+        prove(
+            &bundle_content(bundle, b""),
+            Format::Bundle,
+            policy,
+            PUBLIC_GOOD_DIGEST,
+        )
+    }
+
+    fn prove_public_good(policy: &Policy) -> Result<Verified, String> {
+        prove_bundle(&Bundle::parse(PUBLIC_GOOD_BUNDLE).unwrap(), policy)
+    }
+
     #[test]
     fn a_real_public_good_bundle_verifies_offline() {
-        let identity =
-            IdentityMatch::new("^https://github\\.com/login/oauth$", "^cody@soyland\\.com$")
-                .unwrap();
-        let verified = check(
-            &candidate(),
-            &public_good(vec![identity]),
-            PUBLIC_GOOD_DIGEST,
-            b"",
-        )
-        .expect("verified");
+        let verified = prove_public_good(&public_good(vec![cody()])).expect("verified");
         assert_eq!(
             verified.signer,
             VerifiedSigner::Identity {
@@ -445,16 +474,25 @@ mod tests {
     }
 
     #[test]
-    fn the_real_bundle_is_refused_for_another_identity_digest_or_root() {
-        let other =
-            IdentityMatch::new("^https://github\\.com/login/oauth$", "^someone@else$").unwrap();
+    fn a_verified_attestation_by_the_trusted_identity_is_no_signature() {
         let why = check(
             &candidate(),
-            &public_good(vec![other]),
+            &public_good(vec![cody()]),
             PUBLIC_GOOD_DIGEST,
             b"",
         )
         .unwrap_err();
+        assert!(
+            why.contains("holds an attestation (predicate type 'https://cosign.sigstore.dev/attestation/v1'), not a signature"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_real_bundle_is_refused_for_another_identity_digest_or_root() {
+        let other =
+            IdentityMatch::new("^https://github\\.com/login/oauth$", "^someone@else$").unwrap();
+        let why = prove_public_good(&public_good(vec![other])).unwrap_err();
         assert!(
             why.contains(
                 "got subjects [cody@soyland.com] with issuer https://github.com/login/oauth"
@@ -470,7 +508,7 @@ mod tests {
             root: Arc::new(TrustedRoot::default()),
             identities: vec![],
         };
-        let why = check(&candidate(), &empty, PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        let why = prove_public_good(&empty).unwrap_err();
         assert!(why.contains("no transparency log proof"), "{why}");
     }
 
@@ -484,7 +522,7 @@ mod tests {
             root: Arc::new(root),
             identities: vec![],
         };
-        let why = check(&candidate(), &policy, PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        let why = prove_public_good(&policy).unwrap_err();
         assert!(
             why.contains("the checkpoint is of log 'rekor.sigstore.dev - "),
             "{why}"
@@ -496,8 +534,8 @@ mod tests {
         let mut bundle: serde_json::Value = serde_json::from_slice(PUBLIC_GOOD_BUNDLE).unwrap();
         let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];
         entry["integratedTime"] = "1740770292".into();
-        let tampered = Candidate::Bundle(Bundle::parse(&serde_json::to_vec(&bundle).unwrap()));
-        let why = check(&tampered, &public_good(vec![]), PUBLIC_GOOD_DIGEST, b"").unwrap_err();
+        let tampered = Bundle::parse(&serde_json::to_vec(&bundle).unwrap()).unwrap();
+        let why = prove_bundle(&tampered, &public_good(vec![])).unwrap_err();
         assert!(why.contains("signed entry timestamp"), "{why}");
     }
 
@@ -522,7 +560,7 @@ mod tests {
     }
 
     fn subject_of(bundle: &Bundle) -> String {
-        bundle.content.signed_digest().unwrap()
+        bundle.content.subject_digest().unwrap()
     }
 
     #[test]

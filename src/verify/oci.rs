@@ -3,13 +3,12 @@
 //! API, or the `sha256-<hex>` tag-schema index on registries without it).
 
 use base64::Engine;
-use futures::StreamExt;
 
 use super::bundle::{self, Bundle, Content};
 use super::cosign::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, signature_tag};
 use super::{Candidate, Policy, Unverified, Verified, first_verified};
 use crate::source::oci::registry::{
-    Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError, sha256_digest,
+    Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError,
 };
 
 const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
@@ -158,7 +157,8 @@ fn unreadable(e: RegistryError) -> Result<Candidate, RegistryError> {
     match e {
         RegistryError::NotFound { .. }
         | RegistryError::DigestMismatch { .. }
-        | RegistryError::ManifestTooLarge { .. }
+        | RegistryError::BodyTooLarge { .. }
+        | RegistryError::UnsupportedDigest { .. }
         | RegistryError::Invalid { .. } => Ok(Candidate::Unreadable(format!(
             "a signature could not be read: {e}"
         ))),
@@ -224,28 +224,8 @@ async fn read_small_blob(
     repo: &str,
     digest: &str,
 ) -> Result<Vec<u8>, RegistryError> {
-    let (_, mut stream) = client.get_blob(repo, digest).await?;
-    let mut blob = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Invalid {
-            url: digest.into(),
-            reason: e.to_string(),
-        })?;
-        blob.extend_from_slice(&chunk);
-        if blob.len() > MAX_SIGNATURE_BLOB_BYTES {
-            return Err(RegistryError::Invalid {
-                url: digest.into(),
-                reason: "signature blob too large".into(),
-            });
-        }
-    }
-    let actual = sha256_digest(&blob);
-    if actual != digest {
-        return Err(RegistryError::DigestMismatch {
-            url: digest.into(),
-            expected: digest.into(),
-            actual,
-        });
-    }
-    Ok(blob)
+    let blob = client
+        .get_small_blob(repo, digest, MAX_SIGNATURE_BLOB_BYTES)
+        .await?;
+    Ok(blob.to_vec())
 }

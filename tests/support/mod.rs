@@ -9,9 +9,11 @@ pub mod controller;
 pub mod cosign;
 pub mod events;
 pub mod listener;
+pub mod hostile;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;
+pub mod relay;
 pub mod sigstore;
 pub mod source;
 

@@ -178,6 +178,54 @@ impl Sigstore {
         ]);
     }
 
+    /// cosign v3 attests `reference` (by digest) with `identity`'s certificate: an in-toto
+    /// statement of `predicate_type` (a `cosign attest --type`) in a Sigstore bundle, no log entry.
+    pub fn attest_keyless(&self, identity: &Identity, reference: &str, predicate_type: &str) {
+        self.attest(
+            &[
+                "--key",
+                &p(&identity.key()),
+                "--certificate",
+                &p(&identity.certificate()),
+                "--trusted-root",
+                &p(&identity.trusted_root),
+            ],
+            reference,
+            predicate_type,
+        );
+    }
+
+    /// cosign v3 attests `reference` with a cosign key, as a Sigstore bundle.
+    pub fn attest_with_key(&self, key: &Path, reference: &str, predicate_type: &str) {
+        let trusted_root = p(&self.path().join("trusted_root.json"));
+        self.attest(
+            &["--key", &p(key), "--trusted-root", &trusted_root],
+            reference,
+            predicate_type,
+        );
+    }
+
+    fn attest(&self, signer: &[&str], reference: &str, predicate_type: &str) {
+        let predicate = self.path().join("predicate.json");
+        let claim = r#"{"buildType":"https://example.com/build/v1","builder":{"id":"https://example.com/builder"}}"#;
+        std::fs::write(&predicate, claim).unwrap();
+        let mut args = vec!["attest"];
+        args.extend_from_slice(signer);
+        let predicate = p(&predicate);
+        args.extend_from_slice(&[
+            "--predicate",
+            &predicate,
+            "--type",
+            predicate_type,
+            "--signing-config",
+            "sc-empty.json",
+            "--allow-http-registry",
+            "-y",
+            reference,
+        ]);
+        self.cosign3_ok(&args);
+    }
+
     /// cosign v2 signs `reference` keyless-style in the legacy format (`sha256-<hex>.sig`, the
     /// certificate and chain in annotations), with no log entry.
     pub fn sign_keyless_legacy(&self, identity: &Identity, reference: &str) {

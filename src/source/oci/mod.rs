@@ -1,5 +1,6 @@
 //! OCI registries: the distribution API client, credentials and reference resolution.
 pub mod credentials;
+pub mod digest;
 pub mod pull;
 pub mod reconcile;
 pub mod reference;

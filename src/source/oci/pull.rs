@@ -6,8 +6,8 @@ use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
+use super::digest::Verifier;
 use super::registry::{
     DOCKER_MANIFEST_LIST, Descriptor, ImageIndex, ImageManifest, OCI_INDEX, RegistryClient,
     RegistryError,
@@ -97,28 +97,29 @@ pub async fn download_blob(
         return Err(PullError::TooLarge { limit });
     }
     let (_, mut stream) = client.get_blob(repo, &layer.digest).await?;
+    // get_blob refused a digest that cannot be checked, so this is only a second look.
+    let mut verifier =
+        Verifier::new(&layer.digest).map_err(|e| PullError::Manifest(e.to_string()))?;
     let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(dest).await?);
-    let mut hasher = Sha256::new();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| PullError::Io(std::io::Error::other(super::registry::error_chain(&e))))?;
-        written += chunk.len() as u64;
+        written = written.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
         if written > limit {
             return Err(PullError::TooLarge { limit });
         }
-        hasher.update(&chunk);
+        verifier.update(&chunk);
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
     file.into_inner().sync_all().await?;
-    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if actual != layer.digest {
-        return Err(PullError::DigestMismatch {
+    verifier
+        .finish()
+        .map_err(|actual| PullError::DigestMismatch {
             expected: layer.digest.clone(),
             actual,
-        });
-    }
+        })?;
     Ok(written)
 }
 

@@ -103,7 +103,7 @@ impl Pass<'_, OCIRepository> {
         Ok(())
     }
 
-    async fn registry_client(&self, url: &RepositoryUrl) -> Result<Arc<RegistryClient>, Failure> {
+    async fn registry_client(&self, url: &RepositoryUrl) -> Result<RegistryClient, Failure> {
         let keychain = self.keychain().await?;
         if keychain.is_empty() && self.obj.spec.provider != OCIProvider::Generic {
             let provider = serde_json::to_value(self.obj.spec.provider).unwrap_or_default();

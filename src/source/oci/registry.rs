@@ -2,12 +2,14 @@
 //!
 //! Why not `oci-client`: it cannot present a TLS client certificate (`certSecretRef` mTLS) and
 //! does not follow `Link` pagination when listing tags, both part of Flux's contract; it also
-//! hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. This
-//! client keeps its token cache inside itself, so one client per credential set is also one
-//! token cache per credential set.
+//! hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. A
+//! [`RegistryConnection`] keeps the token cache inside itself, so one connection per credential
+//! set is also one token cache per credential set; a [`RegistryClient`] is one sequence of
+//! requests over it (see [`Scheme`] for why that matters).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -18,6 +20,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::digest::{self as content_digest, DigestError};
 use crate::util::truncate;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -30,8 +33,13 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, a
 
 /// Manifests larger than this are refused: real ones are a few KiB.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
-/// Tag lists are paged; stop following pages after this many.
+/// A tag list is read over at most this many pages,
 const MAX_TAG_PAGES: usize = 1000;
+/// of at most this many bytes of responses in all,
+const MAX_TAG_LIST_BYTES: usize = 8 * 1024 * 1024;
+/// holding at most this many tags: a registry that pages for ever, or packs millions of
+/// one-letter tags into a page, cannot grow the controller's memory past these.
+const MAX_TAGS: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -59,8 +67,16 @@ pub enum RegistryError {
     },
     #[error("token exchange with {realm} failed: {reason}")]
     Token { realm: String, reason: String },
-    #[error("manifest from {url} is larger than {MAX_MANIFEST_BYTES} bytes")]
-    ManifestTooLarge { url: String },
+    #[error("the response from {url} is larger than the limit of {limit} bytes")]
+    BodyTooLarge { url: String, limit: usize },
+    #[error("listing tags at {url}: the tag list exceeds the limit of {limit}")]
+    TagListTooLarge { url: String, limit: String },
+    #[error("{url}: {cause}")]
+    UnsupportedDigest { url: String, cause: DigestError },
+    #[error(
+        "{method} {url}: the registry asks for authentication over plain HTTP; credentials are sent over plain HTTP only when the object sets `insecure: true`"
+    )]
+    CredentialsNeedTls { method: Method, url: String },
     #[error("content from {url} has digest {actual}, expected {expected}")]
     DigestMismatch {
         url: String,
@@ -204,18 +220,60 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-/// A registry client for one registry host and one credential set.
-pub struct RegistryClient {
+/// What every sequence of requests to one registry with one credential set and transport
+/// shares: the HTTP client (TLS material, connection pool), the authentication challenge the
+/// registry made and the tokens it granted. Cached per (registry, credentials, transport), so
+/// shared by every object that uses the same credentials: nothing in it may be decided by one
+/// object's failure, which is why the URL scheme is not (see [`Scheme`]).
+pub struct RegistryConnection {
     http: reqwest::Client,
     registry: String,
-    /// Set once HTTPS failed and plain HTTP is allowed (Flux's rules, see `plain_http_allowed`).
-    plain_http: std::sync::atomic::AtomicBool,
+    /// Plain HTTP may be tried where HTTPS cannot connect (`plain_http_allowed`).
     http_fallback: bool,
+    /// The object asked for plain HTTP (`insecure`), so credentials may travel over it.
+    insecure: bool,
     request_timeout: Duration,
     credentials: Credentials,
-    /// How the registry asked us to authenticate, learnt from the first 401.
+    /// Set once the registry answered over HTTPS: it speaks TLS, and is never spoken to in
+    /// plain HTTP again.
+    spoke_tls: AtomicBool,
+    /// How the registry asked us to authenticate, learnt from a 401 over HTTPS (or over plain
+    /// HTTP the object asked for): a challenge from a fallback nobody asked for could name any
+    /// token endpoint, and is never kept.
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+/// The scheme of one sequence of requests, and the rule that picks it.
+///
+/// go-containerregistry (and so Flux) pings a registry once per operation: HTTPS first, and
+/// plain HTTP too when the registry may be plain (`name.Insecure`, i.e. `insecure: true`, or a
+/// local or RFC 1918 address, see `plain_http_allowed`); the operation then keeps the scheme
+/// that answered. We keep that rule with three restrictions:
+///
+/// - the choice belongs to one sequence of requests (a reconcile pass, a CLI command), never to
+///   the [`RegistryConnection`] every object with the same credentials shares, so one connect
+///   or TLS failure cannot move anybody else to plain HTTP;
+/// - a connection that has had an HTTPS answer from the registry never falls back: the registry
+///   speaks TLS, and a later failure is an outage or an attack, not a plain-HTTP registry;
+/// - credentials (an `Authorization` header, a token exchange that sends them) go over plain
+///   HTTP only when the object set `insecure: true`. A private address alone allows an
+///   anonymous fallback, and a 401 there is reported instead of answered (go-containerregistry
+///   would send the credentials).
+///
+/// A server that fails our certificate checks speaks TLS, so it gets no fallback either: that
+/// would only hide the real cause behind "HTTP request to an HTTPS server".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+/// One sequence of requests over a [`RegistryConnection`]: it settles its scheme on its first
+/// answer (see [`Scheme`]) and keeps it.
+pub struct RegistryClient {
+    connection: Arc<RegistryConnection>,
+    scheme: OnceLock<Scheme>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -232,34 +290,55 @@ struct CachedToken {
     expires: Instant,
 }
 
+impl RegistryConnection {
+    /// `registry` is `host[:port]`.
+    pub fn new(
+        registry: &str,
+        credentials: Credentials,
+        transport: &Transport,
+        user_agent: &str,
+    ) -> Result<Arc<Self>, String> {
+        Ok(Arc::new(RegistryConnection {
+            http: build_http_client(transport, user_agent)?,
+            registry: registry.to_string(),
+            http_fallback: plain_http_allowed(registry, transport.insecure),
+            insecure: transport.insecure,
+            request_timeout: transport.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            credentials,
+            spoke_tls: AtomicBool::new(false),
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
 impl RegistryClient {
-    /// `registry` is `host[:port]`. Plain HTTP is used when `transport.insecure` is set.
+    /// A connection of its own and one sequence of requests over it (the CLI's one command).
     pub fn new(
         registry: &str,
         credentials: Credentials,
         transport: &Transport,
         user_agent: &str,
     ) -> Result<Self, String> {
-        Ok(RegistryClient {
-            http: build_http_client(transport, user_agent)?,
-            registry: registry.to_string(),
-            plain_http: std::sync::atomic::AtomicBool::new(false),
-            http_fallback: plain_http_allowed(registry, transport.insecure),
-            request_timeout: transport.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            credentials,
-            challenge: Mutex::new(None),
-            tokens: Mutex::new(HashMap::new()),
-        })
+        let connection = RegistryConnection::new(registry, credentials, transport, user_agent)?;
+        Ok(RegistryClient::session(&connection))
     }
 
-    /// `https://host` until HTTPS has failed where plain HTTP is allowed, then `http://host`.
+    /// A new sequence of requests over a shared connection: its scheme is decided afresh.
+    pub fn session(connection: &Arc<RegistryConnection>) -> Self {
+        RegistryClient {
+            connection: connection.clone(),
+            scheme: OnceLock::new(),
+        }
+    }
+
+    /// `https://host`, or `http://host` once this sequence settled on plain HTTP.
     fn base(&self) -> String {
-        let plain = self.plain_http.load(std::sync::atomic::Ordering::Relaxed);
-        format!(
-            "{}://{}",
-            if plain { "http" } else { "https" },
-            self.registry
-        )
+        let scheme = match self.scheme.get() {
+            Some(Scheme::Http) => "http",
+            _ => "https",
+        };
+        format!("{scheme}://{}", self.connection.registry)
     }
 
     /// The digest a tag (or digest) points at, without downloading the manifest when the
@@ -276,7 +355,7 @@ impl RegistryClient {
                 r.header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await;
-        if let Ok(resp) = head
+        if let Ok((resp, _)) = head
             && resp.status().is_success()
             && let Some(digest) = header_str(resp.headers(), "docker-content-digest")
             && is_sha256_digest(digest)
@@ -286,15 +365,20 @@ impl RegistryClient {
         Ok(self.get_manifest(repo, reference).await?.digest)
     }
 
-    /// GET a manifest (or index) by tag or digest; its digest is computed from the bytes and,
-    /// for a digest reference, checked against it.
+    /// GET a manifest (or index) by tag or digest; a digest reference is checked against the
+    /// bytes (sha256 or sha512, anything else refused before the request). `digest` is the
+    /// reference for a digest, else the sha256 of the bytes.
     pub async fn get_manifest(
         &self,
         repo: &str,
         reference: &str,
     ) -> Result<FetchedManifest, RegistryError> {
+        let by_digest = reference.contains(':');
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
-        let resp = self
+        if by_digest {
+            checkable_digest(reference, &url)?;
+        }
+        let (resp, url) = self
             .send(Method::GET, &url, &pull_scope(repo), |r| {
                 r.header(ACCEPT, MANIFEST_ACCEPT)
             })
@@ -303,15 +387,13 @@ impl RegistryClient {
         let media_type = header_str(resp.headers(), CONTENT_TYPE.as_str())
             .unwrap_or_default()
             .to_string();
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
-        let digest = sha256_digest(&bytes);
-        if reference.starts_with("sha256:") && reference != digest {
-            return Err(RegistryError::DigestMismatch {
-                url,
-                expected: reference.into(),
-                actual: digest,
-            });
-        }
+        let bytes = read_body(resp, MAX_MANIFEST_BYTES, &url).await?;
+        let digest = if by_digest {
+            verify_digest(reference, &bytes, &url)?;
+            reference.to_string()
+        } else {
+            sha256_digest(&bytes)
+        };
         let media_type = if media_type.is_empty() {
             sniff_media_type(&bytes)
         } else {
@@ -332,7 +414,8 @@ impl RegistryClient {
         digest: &str,
     ) -> Result<Option<ImageIndex>, RegistryError> {
         let url = format!("{}/v2/{repo}/referrers/{digest}", self.base());
-        let resp = self
+        checkable_digest(digest, &url)?;
+        let (resp, url) = self
             .send(Method::GET, &url, &pull_scope(repo), |r| {
                 r.header(ACCEPT, "application/vnd.oci.image.index.v1+json")
             })
@@ -344,45 +427,43 @@ impl RegistryClient {
             return Ok(None);
         }
         let resp = expect_success(Method::GET, &url, resp).await?;
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
+        let bytes = read_body(resp, MAX_MANIFEST_BYTES, &url).await?;
         Ok(serde_json::from_slice::<ImageIndex>(&bytes).ok())
     }
 
-    /// Every tag of a repository, following `Link` pagination.
+    /// Every tag of a repository, following `Link` pagination within the tag-list limits
+    /// (`MAX_TAG_PAGES`, `MAX_TAG_LIST_BYTES`, `MAX_TAGS`).
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
-        #[derive(Deserialize)]
-        struct TagList {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
         let mut tags = Vec::new();
+        let mut read = 0usize;
         let mut next = Some(format!("{}/v2/{repo}/tags/list", self.base()));
-        let mut pages = 0;
+        let mut pages = 0usize;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_TAG_PAGES {
-                return Err(RegistryError::Invalid {
-                    url,
-                    reason: format!("more than {MAX_TAG_PAGES} pages of tags"),
-                });
+                return Err(tag_limit(&url, format!("{MAX_TAG_PAGES} pages")));
             }
-            let resp = self
+            let (resp, url) = self
                 .send(Method::GET, &url, &pull_scope(repo), |r| r)
                 .await?;
             let resp = expect_success(Method::GET, &url, resp).await?;
             next = next_page(resp.headers(), &self.base());
-            let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
-            let page: TagList =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
-            tags.extend(page.tags.unwrap_or_default());
+            let budget = MAX_TAG_LIST_BYTES.saturating_sub(read);
+            let body = read_body(resp, budget, &url).await.map_err(|e| match e {
+                RegistryError::BodyTooLarge { url, .. } => tag_limit(
+                    &url,
+                    format!("{} MiB of responses", MAX_TAG_LIST_BYTES >> 20),
+                ),
+                e => e,
+            })?;
+            read = read.saturating_add(body.len());
+            append_tag_page(&body, &mut tags, &url)?;
         }
         Ok(tags)
     }
 
-    /// Stream a blob; the caller checks the digest while consuming it (see [`DigestingReader`]).
+    /// Stream a blob; the caller checks the digest while consuming it (see
+    /// [`content_digest::Verifier`]). A digest that cannot be checked is refused up front.
     pub async fn get_blob(
         &self,
         repo: &str,
@@ -395,17 +476,39 @@ impl RegistryClient {
         RegistryError,
     > {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base());
-        let resp = self
-            .send(Method::GET, &url, &pull_scope(repo), |r| r)
+        checkable_digest(digest, &url)?;
+        let (resp, url) = self
+            .send(Method::GET, &url, &pull_scope(repo), |r| {
+                r.timeout(BLOB_STREAM_TIMEOUT)
+            })
             .await?;
         let resp = expect_success(Method::GET, &url, resp).await?;
         Ok((resp.content_length(), resp.bytes_stream()))
     }
 
+    /// A small blob (a signature, a bundle) read whole, up to `limit` bytes, and checked
+    /// against its digest.
+    pub async fn get_small_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        limit: usize,
+    ) -> Result<bytes::Bytes, RegistryError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base());
+        checkable_digest(digest, &url)?;
+        let (resp, url) = self
+            .send(Method::GET, &url, &pull_scope(repo), |r| r)
+            .await?;
+        let resp = expect_success(Method::GET, &url, resp).await?;
+        let bytes = read_body(resp, limit, &url).await?;
+        verify_digest(digest, &bytes, &url)?;
+        Ok(bytes)
+    }
+
     /// Whether the repository already has a blob (so a push can skip it).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base());
-        let resp = self
+        let (resp, url) = self
             .send(Method::HEAD, &url, &push_scope(repo), |r| r)
             .await?;
         match resp.status() {
@@ -422,7 +525,7 @@ impl RegistryClient {
             return Ok(digest);
         }
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base());
-        let resp = self
+        let (resp, url) = self
             .send(Method::POST, &url, &push_scope(repo), |r| {
                 r.header("content-length", "0")
             })
@@ -438,7 +541,7 @@ impl RegistryClient {
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str("digest=");
         put_url.push_str(&digest);
-        let resp = self
+        let (resp, put_url) = self
             .send(Method::PUT, &put_url, &push_scope(repo), |r| {
                 r.header(CONTENT_TYPE, "application/octet-stream")
                     .body(data.clone())
@@ -458,7 +561,7 @@ impl RegistryClient {
     ) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
         let digest = sha256_digest(&body);
-        let resp = self
+        let (resp, url) = self
             .send(Method::PUT, &url, &push_scope(repo), |r| {
                 r.header(CONTENT_TYPE, media_type).body(body.clone())
             })
@@ -475,55 +578,92 @@ impl RegistryClient {
         url: &str,
         scope: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let auth = self.authorization(scope, false).await?;
-        let resp = self.attempt(&method, url, auth.as_deref(), &build).await?;
+    ) -> Result<(Response, String), RegistryError> {
+        let auth = if self.may_authenticate(url) {
+            self.connection.authorization(scope, false).await?
+        } else {
+            None
+        };
+        let (resp, answered) = self.attempt(&method, url, auth.as_deref(), &build).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
+            return Ok((resp, answered));
         }
         let Some(challenge) = parse_challenge(resp.headers()) else {
-            return Ok(resp);
+            return Ok((resp, answered));
         };
-        *self.challenge.lock().expect("challenge lock") = Some(challenge);
-        // A 401 despite a token means it expired or was revoked: fetch a new one.
-        let auth = self.authorization(scope, auth.is_some()).await?;
-        if auth.is_none() {
-            return Ok(resp);
+        if !self.may_authenticate(&answered) {
+            return Err(RegistryError::CredentialsNeedTls {
+                method,
+                url: answered,
+            });
         }
-        self.attempt(&method, url, auth.as_deref(), &build).await
+        *self.connection.challenge.lock().expect("challenge lock") = Some(challenge);
+        // A 401 despite a token means it expired or was revoked: fetch a new one.
+        let auth = self.connection.authorization(scope, auth.is_some()).await?;
+        if auth.is_none() {
+            return Ok((resp, answered));
+        }
+        self.attempt(&method, &answered, auth.as_deref(), &build)
+            .await
     }
 
+    /// One request, over plain HTTP instead when HTTPS cannot connect and [`Scheme`]'s rule
+    /// allows it; returns the response and the URL that gave it.
     async fn attempt(
         &self,
         method: &Method,
         url: &str,
         auth: Option<&str>,
         build: &impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<(Response, String), RegistryError> {
         let e = match self.request(method, url, auth, build).send().await {
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                self.answered(url);
+                return Ok((resp, url.to_string()));
+            }
             Err(e) => e,
         };
-        let https = format!("https://{}/", self.registry);
-        // A server that rejected our certificate checks speaks TLS: falling back to HTTP would
-        // only hide the real cause behind "HTTP request to an HTTPS server".
-        let tls_speaking = error_chain(&e).contains("certificate");
-        if self.http_fallback
-            && url.starts_with(&https)
-            && (e.is_connect() || e.is_request())
-            && !tls_speaking
-        {
-            // Go's registry client does the same: HTTPS first, HTTP where Flux allows it.
-            self.plain_http
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let url = format!("http://{}/{}", self.registry, &url[https.len()..]);
-            return self
-                .request(method, &url, auth, build)
-                .send()
-                .await
-                .map_err(|e| transport_error(method, &url, e));
+        let Some(plain) = self.fallback_url(url, &e) else {
+            return Err(transport_error(method, url, e));
+        };
+        let resp = self
+            .request(method, &plain, auth, build)
+            .send()
+            .await
+            .map_err(|e| transport_error(method, &plain, e))?;
+        self.answered(&plain);
+        Ok((resp, plain))
+    }
+
+    /// The registry answered `url`: the sequence keeps that scheme, and an HTTPS answer marks
+    /// the shared connection as one that speaks TLS.
+    fn answered(&self, url: &str) {
+        if !self.same_origin(url) {
+            return;
         }
-        Err(transport_error(method, url, e))
+        if url.starts_with("https://") {
+            self.connection.spoke_tls.store(true, Ordering::Relaxed);
+            let _ = self.scheme.set(Scheme::Https);
+        } else {
+            let _ = self.scheme.set(Scheme::Http);
+        }
+    }
+
+    /// The plain-HTTP URL to retry `url` at after `e`, when [`Scheme`]'s rule allows it.
+    fn fallback_url(&self, url: &str, e: &reqwest::Error) -> Option<String> {
+        let registry = &self.connection.registry;
+        let rest = url.strip_prefix(&format!("https://{registry}/"))?;
+        let allowed = self.connection.http_fallback
+            && self.scheme.get().is_none()
+            && !self.connection.spoke_tls.load(Ordering::Relaxed);
+        let cannot_connect = e.is_connect() || e.is_request();
+        let speaks_tls = error_chain(e).contains("certificate");
+        (allowed && cannot_connect && !speaks_tls).then(|| format!("http://{registry}/{rest}"))
+    }
+
+    /// Credentials travel over HTTPS, or over plain HTTP the object asked for.
+    fn may_authenticate(&self, url: &str) -> bool {
+        url.starts_with("https://") || self.connection.insecure
     }
 
     fn request(
@@ -533,14 +673,16 @@ impl RegistryClient {
         auth: Option<&str>,
         build: &impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> RequestBuilder {
-        let mut req = build(self.http.request(method.clone(), url));
-        if !url.contains("/blobs/sha256:") {
-            // Blob downloads are bounded by their caller; everything else is small and quick.
-            req = req.timeout(self.request_timeout);
-        }
+        // Everything is small and quick but blob streams, which set their own bound.
+        let req = self
+            .connection
+            .http
+            .request(method.clone(), url)
+            .timeout(self.connection.request_timeout);
+        let mut req = build(req);
         // Credentials only ever go to the registry itself (a Link or Location header could
-        // point elsewhere).
-        if let Some(auth) = auth.filter(|_| self.same_origin(url)) {
+        // point elsewhere), and never in clear unless the object asked for plain HTTP.
+        if let Some(auth) = auth.filter(|_| self.same_origin(url) && self.may_authenticate(url)) {
             req = req.header(AUTHORIZATION, auth);
         }
         req
@@ -549,11 +691,13 @@ impl RegistryClient {
     fn same_origin(&self, url: &str) -> bool {
         ["https://", "http://"].iter().any(|scheme| {
             url.strip_prefix(scheme)
-                .and_then(|rest| rest.strip_prefix(self.registry.as_str()))
+                .and_then(|rest| rest.strip_prefix(self.connection.registry.as_str()))
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
     }
+}
 
+impl RegistryConnection {
     /// The Authorization header for a scope under the known challenge, if any.
     async fn authorization(
         &self,
@@ -592,15 +736,18 @@ impl RegistryClient {
             return Ok(cached.token.clone());
         }
         let (token, ttl) = self.exchange_token(realm, service, scope).await?;
-        // Renew a little early so a token never expires mid-request.
+        // Renew a little early so a token never expires mid-request; whatever lifetime the
+        // token server claims, it is asked again within the hour.
         let ttl = ttl
+            .min(MAX_TOKEN_TTL)
             .saturating_sub(Duration::from_secs(10))
             .max(Duration::from_secs(1));
+        let now = Instant::now();
         self.tokens.lock().expect("token lock").insert(
             scope.to_string(),
             CachedToken {
                 token: token.clone(),
-                expires: Instant::now() + ttl,
+                expires: now.checked_add(ttl).unwrap_or(now),
             },
         );
         Ok(token)
@@ -622,6 +769,12 @@ impl RegistryClient {
             realm: realm.to_string(),
             reason,
         };
+        let sends_credentials = !matches!(self.credentials, Credentials::Anonymous);
+        if sends_credentials && !realm.starts_with("https://") && !self.insecure {
+            return Err(fail(
+                "the token endpoint is plain HTTP; credentials are sent over plain HTTP only when the object sets `insecure: true`".into(),
+            ));
+        }
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(service) = service {
             query.push(("service", service));
@@ -649,7 +802,7 @@ impl RegistryClient {
             .await
             .map_err(|e| fail(error_chain(&e.without_url())))?;
         let status = resp.status();
-        let body = read_limited(resp, MAX_SMALL_BODY, realm)
+        let body = read_body(resp, MAX_SMALL_BODY, realm)
             .await
             .map_err(|e| fail(e.to_string()))?;
         if !status.is_success() {
@@ -670,6 +823,11 @@ impl RegistryClient {
 
 /// Requests other than blob downloads give up after this long unless the spec says otherwise.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A streamed blob is bounded by its reader (size, and the controller's pull deadline); this
+/// only ends one that nobody bounds.
+const BLOB_STREAM_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Tokens are cached for at most this long, whatever lifetime the token server claims.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 /// Error bodies and token responses are read up to this size.
 const MAX_SMALL_BODY: usize = 64 * 1024;
 
@@ -865,7 +1023,7 @@ async fn expect_success(
     if status.is_success() {
         return Ok(resp);
     }
-    let detail = read_limited(resp, MAX_SMALL_BODY, url)
+    let detail = read_body(resp, MAX_SMALL_BODY, url)
         .await
         .map(|t| format!(": {}", truncate(String::from_utf8_lossy(&t).trim(), 300)))
         .unwrap_or_default();
@@ -892,14 +1050,17 @@ async fn expect_success(
     })
 }
 
-async fn read_limited(
-    resp: Response,
-    limit: usize,
-    url: &str,
-) -> Result<bytes::Bytes, RegistryError> {
+/// The one way a registry response body is read: whole, and never more than `limit` bytes,
+/// whatever the registry announces or sends.
+async fn read_body(resp: Response, limit: usize, url: &str) -> Result<bytes::Bytes, RegistryError> {
     use futures::StreamExt;
-    if resp.content_length().is_some_and(|l| l as usize > limit) {
-        return Err(RegistryError::ManifestTooLarge { url: url.into() });
+    let too_large = || RegistryError::BodyTooLarge {
+        url: url.into(),
+        limit,
+    };
+    let announced = resp.content_length().map(usize::try_from);
+    if announced.is_some_and(|l| l.map_or(true, |l| l > limit)) {
+        return Err(too_large());
     }
     let mut body = bytes::BytesMut::new();
     let mut stream = resp.bytes_stream();
@@ -907,14 +1068,127 @@ async fn read_limited(
         let chunk = chunk.map_err(|e| RegistryError::Transport {
             method: Method::GET,
             url: url.into(),
-            cause: error_chain(&e),
+            cause: error_chain(&e.without_url()),
         })?;
-        if body.len() + chunk.len() > limit {
-            return Err(RegistryError::ManifestTooLarge { url: url.into() });
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A digest we can verify content against (see `digest`), before anything is requested by it.
+fn checkable_digest(digest: &str, url: &str) -> Result<(), RegistryError> {
+    content_digest::algorithm(digest)
+        .map(|_| ())
+        .map_err(|cause| RegistryError::UnsupportedDigest {
+            url: url.into(),
+            cause,
+        })
+}
+
+/// Content fetched by digest must be what the digest names.
+fn verify_digest(expected: &str, bytes: &[u8], url: &str) -> Result<(), RegistryError> {
+    match content_digest::check(expected, bytes) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(actual)) => Err(RegistryError::DigestMismatch {
+            url: url.into(),
+            expected: expected.into(),
+            actual,
+        }),
+        Err(cause) => Err(RegistryError::UnsupportedDigest {
+            url: url.into(),
+            cause,
+        }),
+    }
+}
+
+fn tag_limit(url: &str, limit: String) -> RegistryError {
+    RegistryError::TagListTooLarge {
+        url: url.into(),
+        limit,
+    }
+}
+
+/// Appends the `tags` of one tag-list page to `tags`, one at a time, so that a page packed
+/// with more tags than `MAX_TAGS` is refused while it is parsed, not after it filled memory.
+fn append_tag_page(body: &[u8], tags: &mut Vec<String>, url: &str) -> Result<(), RegistryError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = TagPage { tags: &mut *tags }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    match parsed {
+        Ok(()) => Ok(()),
+        Err(_) if tags.len() >= MAX_TAGS => Err(tag_limit(url, format!("{MAX_TAGS} tags"))),
+        Err(e) => Err(RegistryError::Invalid {
+            url: url.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A tag-list page (`{"name": ..., "tags": [...]}`) read into a shared list.
+struct TagPage<'a> {
+    tags: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagPage<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagPage<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tag list object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "tags" {
+                map.next_value_seed(TagArray {
+                    tags: &mut *self.tags,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `tags` array (or `null`, which some registries send for an empty repository).
+struct TagArray<'a> {
+    tags: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagArray<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagArray<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tags or null")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(tag) = seq.next_element::<String>()? {
+            if self.tags.len() >= MAX_TAGS {
+                return Err(serde::de::Error::custom("too many tags"));
+            }
+            self.tags.push(tag);
+        }
+        Ok(())
+    }
 }
 
 fn sniff_media_type(bytes: &[u8]) -> String {
@@ -1036,6 +1310,165 @@ mod tests {
             client.list_tags("app").await.unwrap(),
             ["a", "b", "c", "d", "e"]
         );
+    }
+
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        address
+    }
+
+    fn client(address: &str, credentials: Credentials, insecure: bool) -> RegistryClient {
+        let transport = Transport {
+            insecure,
+            ..Default::default()
+        };
+        RegistryClient::new(address, credentials, &transport, "test").unwrap()
+    }
+
+    /// A plain-HTTP registry on a loopback address that wants Basic credentials, and the
+    /// Authorization headers it was sent.
+    async fn basic_auth_registry() -> (String, Arc<Mutex<Vec<String>>>) {
+        use axum::response::IntoResponse;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let manifest = move |headers: HeaderMap| {
+            let log = log.clone();
+            async move {
+                let Some(auth) = header_str(&headers, AUTHORIZATION.as_str()) else {
+                    let challenge = [(WWW_AUTHENTICATE, r#"Basic realm="r""#)];
+                    return (StatusCode::UNAUTHORIZED, challenge).into_response();
+                };
+                log.lock().unwrap().push(auth.to_string());
+                ([(CONTENT_TYPE, OCI_MANIFEST)], "{}").into_response()
+            }
+        };
+        let router =
+            axum::Router::new().route("/v2/app/manifests/latest", axum::routing::get(manifest));
+        (serve(router).await, seen)
+    }
+
+    #[tokio::test]
+    async fn credentials_never_travel_over_a_plain_http_fallback_nobody_asked_for() {
+        let (address, seen) = basic_auth_registry().await;
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        let unasked = client(&address, basic.clone(), false);
+        let err = unasked.get_manifest("app", "latest").await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::CredentialsNeedTls { url, .. } if url.starts_with("http://")),
+            "{err}"
+        );
+        assert!(seen.lock().unwrap().is_empty(), "nothing sent in clear");
+
+        let asked = client(&address, basic, true);
+        asked.get_manifest("app", "latest").await.unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1, "insecure: true sends them");
+    }
+
+    #[tokio::test]
+    async fn the_scheme_a_sequence_settles_on_stays_in_that_sequence() {
+        let (address, _) = basic_auth_registry().await;
+        let transport = Transport::default();
+        let connection =
+            RegistryConnection::new(&address, Credentials::Anonymous, &transport, "test").unwrap();
+        let first = RegistryClient::session(&connection);
+        let _ = first.get_manifest("app", "latest").await;
+        assert_eq!(first.scheme.get(), Some(&Scheme::Http), "fell back");
+        let next = RegistryClient::session(&connection);
+        assert!(next.base().starts_with("https://"), "starts over with TLS");
+        assert!(!connection.spoke_tls.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn content_fetched_by_digest_is_verified_with_its_algorithm() {
+        use sha2::Sha512;
+        let served = b"{\"schemaVersion\":2}".to_vec();
+        let claimed = format!("sha512:{}", hex::encode(Sha512::digest(b"other")));
+        let honest = format!("sha512:{}", hex::encode(Sha512::digest(&served)));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = requests.clone();
+        let body = served.clone();
+        let router = axum::Router::new().fallback(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move { ([(CONTENT_TYPE, OCI_MANIFEST)], body) }
+        });
+        let address = serve(router).await;
+        let c = client(&address, Credentials::Anonymous, true);
+        let err = c.get_manifest("app", &claimed).await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::DigestMismatch { expected, actual, .. }
+                if *expected == claimed && *actual == honest),
+            "{err}"
+        );
+        assert_eq!(c.get_manifest("app", &honest).await.unwrap().digest, honest);
+        let blob = c.get_small_blob("app", &honest, 1024).await.unwrap();
+        assert_eq!(blob.as_ref(), served.as_slice());
+        let before = requests.load(Ordering::SeqCst);
+        for refused in [format!("md5:{}", "0".repeat(32)), "sha256:../../x".into()] {
+            let err = c.get_manifest("app", &refused).await.unwrap_err();
+            assert!(
+                matches!(err, RegistryError::UnsupportedDigest { .. }),
+                "{err}"
+            );
+            assert!(c.get_blob("app", &refused).await.is_err());
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), before, "never requested");
+    }
+
+    #[test]
+    fn tag_pages_are_read_within_the_tag_limit() {
+        let mut tags = Vec::new();
+        append_tag_page(br#"{"name":"a","tags":null}"#, &mut tags, "u").unwrap();
+        append_tag_page(br#"{"tags":["v1","v2"],"name":"a"}"#, &mut tags, "u").unwrap();
+        assert_eq!(tags, ["v1", "v2"]);
+        let invalid = append_tag_page(br#"{"tags":[1]}"#, &mut tags, "u").unwrap_err();
+        assert!(
+            matches!(invalid, RegistryError::Invalid { .. }),
+            "{invalid}"
+        );
+
+        let mut full = vec![String::new(); MAX_TAGS - 1];
+        append_tag_page(br#"{"tags":["last"]}"#, &mut full, "u").unwrap();
+        let err = append_tag_page(br#"{"tags":["one-more"]}"#, &mut full, "u").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "listing tags at u: the tag list exceeds the limit of 100000 tags"
+        );
+        assert_eq!(full.len(), MAX_TAGS);
+    }
+
+    #[tokio::test]
+    async fn every_body_is_read_within_its_limit() {
+        let chunked = || {
+            let chunks =
+                (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1024])));
+            axum::body::Body::from_stream(futures::stream::iter(chunks))
+        };
+        let router = axum::Router::new()
+            .route(
+                "/v2/app/manifests/announced",
+                axum::routing::get(|| async { vec![b'x'; 64 * 1024] }),
+            )
+            .route(
+                "/v2/app/manifests/streamed",
+                axum::routing::get(move || async move { chunked() }),
+            );
+        let address = serve(router).await;
+        let c = client(&address, Credentials::Anonymous, true);
+        for reference in ["announced", "streamed"] {
+            let url = format!("{}/v2/app/manifests/{reference}", c.base());
+            let resp = c.send(Method::GET, &url, "s", |r| r).await.unwrap().0;
+            let err = read_body(resp, 1000, &url).await.unwrap_err();
+            assert!(
+                matches!(err, RegistryError::BodyTooLarge { limit: 1000, .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]
