@@ -513,12 +513,11 @@ fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
 
 fn read_kustomization(path: &Path, rel: &str) -> Result<Map<String, Value>, BuildError> {
     let text = yaml::read_file(path).map_err(|e| BuildError::Io(e.to_string()))?;
-    let value = yaml::document(&text, &mut yaml::Budget::default()).map_err(|e| {
-        BuildError::Decode {
+    let value =
+        yaml::document(&text, &mut yaml::Budget::default()).map_err(|e| BuildError::Decode {
             path: rel.to_string(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(value.as_object().cloned().unwrap_or_default())
 }
 

@@ -8,8 +8,8 @@
 pub mod controller;
 pub mod cosign;
 pub mod events;
-pub mod listener;
 pub mod hostile;
+pub mod listener;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;
