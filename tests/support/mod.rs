@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod cosign;
 pub mod events;
+pub mod hostile_s3;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;

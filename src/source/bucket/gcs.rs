@@ -8,12 +8,17 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
-use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::client::{
+    BucketError, Fetched, ListBudget, Listed, PageEntries, read_body, response_error, uri_encode,
+    write_body,
+};
 use crate::source::oci::registry::error_chain;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 const LIST_PAGE: u32 = 1000;
+/// One object's `etag` and `generation`, as JSON.
+const MAX_ATTRIBUTES_BYTES: u64 = 64 << 10;
 
 #[derive(Clone)]
 pub enum GcsAuth {
@@ -173,6 +178,7 @@ impl GcsClient {
     pub async fn list(
         &self,
         prefix: &str,
+        budget: &mut ListBudget,
         visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
     ) -> Result<(), BucketError> {
         let mut page_token: Option<String> = None;
@@ -191,12 +197,13 @@ impl GcsClient {
             if !response.status().is_success() {
                 return Err(response_error("list objects", response).await);
             }
-            let page: ObjectList = response
-                .json()
-                .await
+            let body = budget.read_page(response).await?;
+            let page: ObjectList = serde_json::from_slice(&body)
                 .map_err(|e| BucketError::request(format!("invalid object listing: {e}")))?;
+            drop(body);
             visit(
                 page.items
+                    .0
                     .into_iter()
                     .map(|o| Listed {
                         size: o.size.parse().unwrap_or_default(),
@@ -207,7 +214,10 @@ impl GcsClient {
                     .collect(),
             )?;
             match page.next_page_token {
-                Some(t) if !t.is_empty() => page_token = Some(t),
+                Some(t) if !t.is_empty() => {
+                    budget.follow(&t)?;
+                    page_token = Some(t);
+                }
                 _ => return Ok(()),
             }
         }
@@ -246,9 +256,8 @@ impl GcsClient {
                 }
                 _ => {}
             }
-            let current: ObjectAttrs = attrs
-                .json()
-                .await
+            let body = read_body(attrs, MAX_ATTRIBUTES_BYTES, "object attributes").await?;
+            let current: ObjectAttrs = serde_json::from_slice(&body)
                 .map_err(|e| BucketError::request(format!("invalid object attributes: {e}")))?;
             etag = current.etag;
             if !response.status().is_success() {
@@ -275,7 +284,7 @@ impl GcsClient {
 #[serde(rename_all = "camelCase")]
 struct ObjectList {
     #[serde(default)]
-    items: Vec<ObjectAttrs>,
+    items: PageEntries<ObjectAttrs>,
     #[serde(default)]
     next_page_token: Option<String>,
 }
@@ -510,6 +519,24 @@ mod tests {
             "http://127.0.0.1:4443"
         );
         assert_eq!(base_url("gcs.internal", false), "https://gcs.internal");
+    }
+
+    /// GCS pages parse through the same entry bound as S3 and Azure pages.
+    #[test]
+    fn listing_pages_parse_and_refuse_too_many_items() {
+        let page: ObjectList = serde_json::from_str(
+            r#"{"items":[{"name":"a.yaml","etag":"CJ=","size":"3","generation":"7"}],"nextPageToken":"n"}"#,
+        )
+        .unwrap();
+        assert_eq!(page.items.0[0].name, "a.yaml");
+        assert_eq!(page.next_page_token.as_deref(), Some("n"));
+        let item = r#"{"name":"k","etag":"e"}"#;
+        let items = vec![item; crate::source::bucket::client::MAX_PAGE_ENTRIES + 1].join(",");
+        let err = serde_json::from_str::<ObjectList>(&format!(r#"{{"items":[{items}]}}"#))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("more than 10000 entries"), "{err}");
     }
 
     #[test]

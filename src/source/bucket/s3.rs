@@ -8,7 +8,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
-use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::client::{
+    BucketError, Fetched, ListBudget, Listed, PageEntries, response_error, uri_encode, write_body,
+};
 use crate::source::oci::registry::error_chain;
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -254,6 +256,7 @@ impl S3Client {
     pub async fn list(
         &self,
         prefix: &str,
+        budget: &mut ListBudget,
         visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
     ) -> Result<(), BucketError> {
         let mut token: Option<String> = None;
@@ -273,15 +276,16 @@ impl S3Client {
             if !response.status().is_success() {
                 return Err(response_error("ListObjectsV2", response).await);
             }
-            let body = response
-                .text()
-                .await
-                .map_err(|e| BucketError::request(format!("reading ListObjectsV2: {e}")))?;
-            let page: ListBucketResult = quick_xml::de::from_str(&body)
-                .map_err(|e| BucketError::request(format!("invalid ListObjectsV2 answer: {e}")))?;
+            let body = budget.read_page(response).await?;
+            let page: ListBucketResult = quick_xml::de::from_str(&String::from_utf8_lossy(&body))
+                .map_err(|e| {
+                BucketError::request(format!("invalid ListObjectsV2 answer: {e}"))
+            })?;
+            drop(body);
             let url_encoded = page.encoding_type.as_deref() == Some("url");
             let entries = page
                 .contents
+                .0
                 .into_iter()
                 .map(|c| Listed {
                     key: if url_encoded {
@@ -296,7 +300,10 @@ impl S3Client {
                 .collect();
             visit(entries)?;
             match (page.is_truncated, page.next_continuation_token) {
-                (true, Some(next)) if !next.is_empty() => token = Some(next),
+                (true, Some(next)) if !next.is_empty() => {
+                    budget.follow(&next)?;
+                    token = Some(next);
+                }
                 _ => return Ok(()),
             }
         }
@@ -339,7 +346,7 @@ struct ListBucketResult {
     #[serde(default)]
     encoding_type: Option<String>,
     #[serde(default)]
-    contents: Vec<Contents>,
+    contents: PageEntries<Contents>,
 }
 
 #[derive(Deserialize)]
@@ -748,14 +755,28 @@ mod tests {
         let page: ListBucketResult = quick_xml::de::from_str(xml).unwrap();
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("t1"));
-        assert_eq!(page.contents.len(), 2);
-        assert_eq!(url_decode(&page.contents[0].key), "a b.yaml");
-        assert_eq!(page.contents[1].etag, "def");
+        assert_eq!(page.contents.0.len(), 2);
+        assert_eq!(url_decode(&page.contents.0[0].key), "a b.yaml");
+        assert_eq!(page.contents.0[1].etag, "def");
         let empty: ListBucketResult = quick_xml::de::from_str(
             "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
         )
         .unwrap();
-        assert!(empty.contents.is_empty());
+        assert!(empty.contents.0.is_empty());
+    }
+
+    #[test]
+    fn list_pages_with_too_many_keys_are_refused() {
+        let entry = "<Contents><Key>k</Key><ETag>e</ETag><Size>1</Size></Contents>";
+        let page = |n: usize| format!("<ListBucketResult>{}</ListBucketResult>", entry.repeat(n));
+        let max = crate::source::bucket::client::MAX_PAGE_ENTRIES;
+        let ok: ListBucketResult = quick_xml::de::from_str(&page(max)).unwrap();
+        assert_eq!(ok.contents.0.len(), max);
+        let err = quick_xml::de::from_str::<ListBucketResult>(&page(max + 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("more than 10000 entries"), "{err}");
     }
 
     #[test]
