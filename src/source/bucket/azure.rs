@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
 use super::client::{
-    BucketError, Fetched, ListBudget, Listed, PageEntries, response_error, uri_encode, write_body,
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
+    write_body,
 };
 use crate::source::oci::registry::error_chain;
 use crate::util::pem_blocks;
@@ -557,7 +558,7 @@ async fn fetch_entra_token(
         .map_err(|e| format!("Entra ID token request: {}", error_chain(&e)))?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = answer_text(response).await;
         let detail = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
@@ -570,7 +571,8 @@ async fn fetch_entra_token(
             "Entra ID refused the token request (HTTP {status}): {detail}"
         ));
     }
-    let token: TokenResponse = response.json().await.map_err(|e| e.to_string())?;
+    let token: TokenResponse =
+        serde_json::from_str(&answer_text(response).await).map_err(|e| e.to_string())?;
     // Entra answers expires_in as a number, IMDS as a string.
     let expires_in = token
         .expires_in

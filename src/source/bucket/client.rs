@@ -303,6 +303,16 @@ pub async fn read_prefix(response: reqwest::Response, max: u64) -> Vec<u8> {
     body
 }
 
+/// Token and STS answers are a few KiB from an honest endpoint, and the endpoint may be one a
+/// tenant named (`spec.sts.endpoint`, a key's `token_uri`, a Secret's `authorityHost`).
+const MAX_ANSWER_BYTES: u64 = 1 << 20;
+
+/// A token or STS answer as text, at most `MAX_ANSWER_BYTES` of it: what is cut off a longer
+/// one is never read, and the rest then fails to parse.
+pub async fn answer_text(response: reqwest::Response) -> String {
+    String::from_utf8_lossy(&read_prefix(response, MAX_ANSWER_BYTES).await).into_owned()
+}
+
 /// A body read whole for parsing, refused past `max` bytes (token and attribute answers).
 pub async fn read_body(
     response: reqwest::Response,

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
 use super::client::{
-    BucketError, Fetched, ListBudget, Listed, PageEntries, read_body, response_error, uri_encode,
-    write_body,
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
+    uri_encode, write_body,
 };
 use crate::source::oci::registry::error_chain;
 
@@ -345,18 +345,18 @@ async fn service_account_token(
         .map_err(|e| format!("token request to {}: {}", key.token_uri, error_chain(&e)))?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = answer_text(response).await;
         return Err(format!(
             "token request for {} refused (HTTP {status}): {}",
             key.client_email,
             crate::util::truncate(&body, 200)
         ));
     }
-    Ok(response
-        .json::<TokenResponse>()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_token())
+    Ok(
+        serde_json::from_str::<TokenResponse>(&answer_text(response).await)
+            .map_err(|e| e.to_string())?
+            .into_token(),
+    )
 }
 
 /// Workload identity federation: the ServiceAccount's token for the pool's audience,

@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
 use super::client::{
-    BucketError, Fetched, ListBudget, Listed, PageEntries, response_error, uri_encode, write_body,
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
+    write_body,
 };
 use crate::source::oci::registry::error_chain;
 
@@ -520,7 +521,7 @@ async fn sts_call(
         .await
         .map_err(|e| format!("STS request to {endpoint} failed: {}", error_chain(&e)))?;
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    let body = answer_text(response).await;
     if !status.is_success() {
         let detail =
             xml_text(&body, "Message").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
@@ -803,6 +804,33 @@ mod tests {
         .unwrap();
         assert_eq!(aws.url("k", &[]), "https://my-bucket.s3.amazonaws.com/k");
         assert!(S3Client::new(http, "h:1/path", false, "b", None, AwsAuth::Anonymous).is_err());
+    }
+
+    /// `spec.sts.endpoint` is the tenant's: an endpoint that answers without end (16 KiB a
+    /// millisecond here, so that an unbounded read fails the test by time, not by memory) is
+    /// read up to a bound, and the call ends.
+    #[tokio::test]
+    async fn endless_sts_answers_are_read_in_part() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+        let endless = || async {
+            let chunks = futures::stream::unfold((), |()| async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                let chunk = bytes::Bytes::from(vec![b'x'; 16 << 10]);
+                Some((Ok::<_, std::io::Error>(chunk), ()))
+            });
+            axum::body::Body::from_stream(chunks)
+        };
+        let app = axum::Router::new().fallback(endless);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let call = sts_call(&http, &endpoint, &[("Action", "x")]);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("the call ends")
+            .err()
+            .unwrap();
+        assert_eq!(err, "STS answer has no AccessKeyId");
     }
 
     #[test]
