@@ -1155,3 +1155,200 @@ async fn operator_allowed_endpoints_receive_the_controller_credentials() {
         gcs.requests()
     );
 }
+
+/// Keys holding a line break once made the mirror's record name other paths: `z 1\n/abs`
+/// was written as the line `z 1\n/abs <etag>` and read back as the keys `z` and `/abs`, which
+/// the next sync deleted as gone from the bucket. The victims here: a file in another
+/// object's storage directory and a file outside storage. They must survive the sync that
+/// reads the record back, and a record of that first format planted in the mirror (what an
+/// older controller left) must not be trusted either.
+async fn record_injection_on(provider: Provider) {
+    let e = env(&format!("bucket-record-{}", provider.tool_name()), &[]).await;
+    let outside = tempfile::tempdir().unwrap();
+    let outside_victim = outside.path().join("victim.txt");
+    std::fs::write(&outside_victim, "outside\n").unwrap();
+    let neighbour = e
+        .controller
+        .storage
+        .join(format!("ocirepository/{}/neighbour", e.ns.name));
+    std::fs::create_dir_all(&neighbour).unwrap();
+    let neighbour_victim = neighbour.join("latest.tar.gz");
+    std::fs::write(&neighbour_victim, "neighbour\n").unwrap();
+    let victims = [&outside_victim, &neighbour_victim];
+    let hostile: Vec<String> = victims
+        .iter()
+        .map(|v| format!("z 1\n{}", v.display()))
+        .collect();
+
+    let store = e.store(provider);
+    let bucket = e.bucket_name("record");
+    store.mkbucket(&bucket);
+    store.put(&bucket, "good.yaml", b"good\n");
+    for key in &hostile {
+        store.put(&bucket, key, b"evil\n");
+    }
+    let listed: Vec<String> = store
+        .list(&bucket, None)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for key in &hostile {
+        assert!(listed.contains(key), "the server lists {key:?}: {listed:?}");
+    }
+    let buckets = e.buckets();
+    let address = provider.address(&e.platform);
+    buckets
+        .create(
+            "record",
+            e.spec(provider, &address, &bucket, serde_json::json!({}))
+                .await,
+        )
+        .await;
+    let first = buckets.wait_ready("record").await;
+
+    // A second revision: this sync reads the first one's record back.
+    store.put(&bucket, "second.yaml", b"second\n");
+    buckets.request_reconcile("record").await;
+    let second = buckets
+        .wait_until("record", "at the second revision", |o| {
+            revision(o) != revision(&first)
+        })
+        .await;
+    assert_victims_intact(&victims);
+    assert_eq!(
+        untar(&buckets.download(&second)),
+        files(&[("good.yaml", "good\n"), ("second.yaml", "second\n")])
+    );
+    let events = buckets.events("record").await;
+    let warning = events
+        .iter()
+        .find(|ev| ev.reason.as_deref() == Some("UnsafeObjectKeys"))
+        .unwrap_or_else(|| panic!("UnsafeObjectKeys event: {events:?}"));
+    let message = warning.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("skipped 2 object key(s)") && message.contains("control character"),
+        "{message}"
+    );
+
+    // What the first format would have recorded for these keys, as an older controller
+    // left it: read as lines, it names the victims.
+    let object_dir = e
+        .controller
+        .storage
+        .join(format!("bucket/{}/record", e.ns.name));
+    let record = object_dir.join(".mirror/index");
+    assert!(record.is_file(), "the mirror keeps its record");
+    let mut planted = String::from("good.yaml e\n");
+    for key in &hostile {
+        planted.push_str(&format!("{key} e\n"));
+    }
+    std::fs::write(&record, planted).unwrap();
+    store.put(&bucket, "third.yaml", b"third\n");
+    buckets.request_reconcile("record").await;
+    let third = buckets
+        .wait_until("record", "at the third revision", |o| {
+            revision(o) != revision(&second)
+        })
+        .await;
+    assert_victims_intact(&victims);
+    assert_eq!(ready_of(&third), ConditionStatus::True);
+    assert_eq!(
+        untar(&buckets.download(&third)),
+        files(&[
+            ("good.yaml", "good\n"),
+            ("second.yaml", "second\n"),
+            ("third.yaml", "third\n")
+        ])
+    );
+    let record = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        !record.contains(&outside_victim.display().to_string()),
+        "the planted record was replaced: {record}"
+    );
+}
+
+fn assert_victims_intact(victims: &[&std::path::PathBuf]) {
+    for victim in victims {
+        assert!(victim.is_file(), "{} was deleted", victim.display());
+    }
+    assert_eq!(std::fs::read_to_string(victims[0]).unwrap(), "outside\n");
+    assert_eq!(std::fs::read_to_string(victims[1]).unwrap(), "neighbour\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_keys_with_line_breaks_cannot_delete_files_outside_the_mirror() {
+    record_injection_on(Provider::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_keys_with_line_breaks_cannot_delete_files_outside_the_mirror() {
+    record_injection_on(Provider::GcsVerbatim).await;
+}
+
+/// A hostile S3 endpoint (see `support::hostile_s3`) pages forever, repeats its token, or
+/// sends one page of 100 MiB. Each ends in Ready=False naming the limit it ran into, and the
+/// controller stays up with its peak memory bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_s3_listings_end_in_clear_failures_with_bounded_memory() {
+    const LISTING_BUDGET: u64 = 32 << 20;
+    let budget_flag = format!("--bucket-max-listing-bytes={LISTING_BUDGET}");
+    let e = env("bucket-hostile-list", &[&budget_flag]).await;
+    let server = support::hostile_s3::start().await;
+    let buckets = e.buckets();
+    let cases = [
+        (
+            "endless-keys",
+            "more than 100000 objects to store, over the artifact limit of 100000 files (--artifact-max-files)".to_string(),
+        ),
+        (
+            "endless-empty",
+            "the listing did not end after 10000 pages".to_string(),
+        ),
+        (
+            "repeat-token",
+            "the server repeated continuation token 'again': the listing would not end".to_string(),
+        ),
+        (
+            "huge-page",
+            "a listing page is larger than the limit of 16777216 bytes a page".to_string(),
+        ),
+        (
+            "fat-pages",
+            format!(
+                "the listing is larger than the limit of {LISTING_BUDGET} bytes (--bucket-max-listing-bytes)"
+            ),
+        ),
+    ];
+    for (name, expected) in &cases {
+        let spec = serde_json::json!({
+            "provider": "generic", "bucketName": name, "endpoint": server,
+            "insecure": true, "interval": "10m", "timeout": "5m",
+        });
+        buckets.create(name, spec).await;
+        let obj = buckets.wait_failing(name, "BucketOperationFailed").await;
+        let message = &condition(&obj, "FetchFailed").unwrap().message;
+        assert!(
+            message.starts_with(&format!(
+                "indexation of objects from bucket '{name}' failed: "
+            )) && message.ends_with(expected.as_str()),
+            "{name}: {message}"
+        );
+        // No retries to load the machine while the next case runs.
+        buckets
+            .patch_spec(name, serde_json::json!({"suspend": true}))
+            .await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", e.controller.pid()))
+        .expect("the controller process is still there");
+    assert!(!status.contains("State:\tZ"), "{status}");
+    assert!(
+        e.controller.metrics().contains("# TYPE"),
+        "and still answering"
+    );
+    let peak_mib = e.controller.peak_rss_kib() / 1024;
+    eprintln!("controller peak RSS after the hostile listings: {peak_mib} MiB");
+    assert!(
+        peak_mib < 150,
+        "peak RSS {peak_mib} MiB over 150 MiB while listing hostile endpoints"
+    );
+}

@@ -64,6 +64,10 @@ pub struct SourceControllerArgs {
     /// Largest single object a Bucket may hold, in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub bucket_max_object_size: u64,
+    /// Most bytes one Bucket listing may send, all its pages together; a server that sends
+    /// more (endless or oversized pages) fails the reconcile instead of filling memory.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub bucket_max_listing_bytes: u64,
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 2)]
     pub concurrent: u16,
@@ -106,6 +110,7 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             user_agent: format!("driftless/{} (flux/v2)", env!("CARGO_PKG_VERSION")),
             bucket_concurrency: usize::from(args.bucket_download_concurrency),
             bucket_max_object_bytes: args.bucket_max_object_size,
+            bucket_max_listing_bytes: args.bucket_max_listing_bytes,
             object_level_workload_identity: args.feature_gates.enabled(ObjectLevelWorkloadIdentity),
             ambient_endpoints: args.allowed_ambient_credential_endpoints.clone(),
         },

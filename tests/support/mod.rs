@@ -9,6 +9,7 @@ pub mod controller;
 pub mod cosign;
 pub mod events;
 pub mod hostile;
+pub mod hostile_s3;
 pub mod listener;
 pub mod objectstore;
 pub mod oci;

@@ -18,6 +18,8 @@ pub enum Provider {
     /// rclone serve s3 (unquoted ETags)
     S3b,
     Gcs,
+    /// fake-gcs-server on its memory backend: object names kept and listed as given.
+    GcsVerbatim,
     Azure,
 }
 
@@ -26,7 +28,7 @@ impl Provider {
         match self {
             Provider::S3 => "s3",
             Provider::S3b => "s3b",
-            Provider::Gcs => "gcs",
+            Provider::Gcs | Provider::GcsVerbatim => "gcs",
             Provider::Azure => "azure",
         }
     }
@@ -35,7 +37,7 @@ impl Provider {
     pub fn spec_provider(self) -> &'static str {
         match self {
             Provider::S3 | Provider::S3b => "generic",
-            Provider::Gcs => "gcp",
+            Provider::Gcs | Provider::GcsVerbatim => "gcp",
             Provider::Azure => "azure",
         }
     }
@@ -46,6 +48,7 @@ impl Provider {
             Provider::S3 => &platform.env["DRIFTLESS_S3_ENDPOINT"],
             Provider::S3b => &platform.env["DRIFTLESS_S3B_ENDPOINT"],
             Provider::Gcs => &platform.env["DRIFTLESS_GCS_ENDPOINT"],
+            Provider::GcsVerbatim => &platform.env["DRIFTLESS_GCS_VERBATIM_ENDPOINT"],
             Provider::Azure => &platform.env["DRIFTLESS_AZURE_ENDPOINT"],
         };
         let rest = raw.split_once("://").map_or(raw.as_str(), |(_, r)| r);
@@ -56,7 +59,7 @@ impl Provider {
     pub fn endpoint(self, platform: &Platform, address: &str) -> String {
         match self {
             Provider::S3 | Provider::S3b => address.to_string(),
-            Provider::Gcs => format!("http://{address}"),
+            Provider::Gcs | Provider::GcsVerbatim => format!("http://{address}"),
             Provider::Azure => format!(
                 "http://{address}/{}",
                 platform.env["DRIFTLESS_AZURE_ACCOUNT"]
@@ -71,7 +74,7 @@ impl Provider {
                 "accesskey": platform.env["DRIFTLESS_S3_ACCESS_KEY"],
                 "secretkey": platform.env["DRIFTLESS_S3_SECRET_KEY"],
             })),
-            Provider::Gcs => None,
+            Provider::Gcs | Provider::GcsVerbatim => None,
             Provider::Azure => Some(serde_json::json!({
                 "accountKey": platform.env["DRIFTLESS_AZURE_KEY"],
             })),
@@ -102,6 +105,12 @@ impl ObjectStore {
                     .iter()
                     .filter(|(k, _)| k.starts_with("DRIFTLESS_")),
             )
+            .envs((self.provider == Provider::GcsVerbatim).then(|| {
+                (
+                    "DRIFTLESS_GCS_ENDPOINT",
+                    &self.platform.env["DRIFTLESS_GCS_VERBATIM_ENDPOINT"],
+                )
+            }))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -11,14 +11,19 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
-use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::client::{
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
+    write_body,
+};
 use crate::source::oci::registry::error_chain;
 use crate::util::pem_blocks;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
-const LIST_PAGE: u32 = 5000;
+/// Azure would send up to 5,000 a page; 1,000 keeps an honest page (names of up to 1,024
+/// characters, escaped, and a dozen properties each) well under `client::MAX_PAGE_BYTES`.
+const LIST_PAGE: u32 = 1000;
 
 #[derive(Clone)]
 pub enum AzureAuth {
@@ -222,6 +227,7 @@ impl AzureClient {
     pub async fn list(
         &self,
         prefix: &str,
+        budget: &mut ListBudget,
         visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
     ) -> Result<(), BucketError> {
         let mut marker: Option<String> = None;
@@ -241,14 +247,15 @@ impl AzureClient {
             if !response.status().is_success() {
                 return Err(response_error("list blobs", response).await);
             }
-            let body = response
-                .text()
-                .await
-                .map_err(|e| BucketError::request(format!("reading blob listing: {e}")))?;
+            let body = budget.read_page(response).await?;
             let (entries, next) = list_page(&body)?;
+            drop(body);
             visit(entries)?;
             match next {
-                Some(m) => marker = Some(m),
+                Some(next) => {
+                    budget.follow(&next)?;
+                    marker = Some(next);
+                }
                 None => return Ok(()),
             }
         }
@@ -301,12 +308,13 @@ fn shared_key_string(account: &str, url: &reqwest::Url, date: &str) -> String {
 
 /// One List Blobs answer: its blobs, and the marker of the next page when there is one.
 #[doc(hidden)]
-pub fn list_page(body: &str) -> Result<(Vec<Listed>, Option<String>), BucketError> {
-    let page: EnumerationResults = quick_xml::de::from_str(body)
+pub fn list_page(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), BucketError> {
+    let page: EnumerationResults = quick_xml::de::from_str(&String::from_utf8_lossy(body))
         .map_err(|e| BucketError::request(format!("invalid blob listing: {e}")))?;
     let entries = page
         .blobs
         .blob
+        .0
         .into_iter()
         .map(|b| Listed {
             key: b.name,
@@ -329,7 +337,7 @@ struct EnumerationResults {
 #[derive(Deserialize, Default)]
 struct Blobs {
     #[serde(rename = "Blob", default)]
-    blob: Vec<Blob>,
+    blob: PageEntries<Blob>,
 }
 
 #[derive(Deserialize)]
@@ -566,7 +574,7 @@ async fn fetch_entra_token(
         .map_err(|e| format!("Entra ID token request: {}", error_chain(&e)))?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = answer_text(response).await;
         let detail = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
@@ -579,7 +587,8 @@ async fn fetch_entra_token(
             "Entra ID refused the token request (HTTP {status}): {detail}"
         ));
     }
-    let token: TokenResponse = response.json().await.map_err(|e| e.to_string())?;
+    let token: TokenResponse =
+        serde_json::from_str(&answer_text(response).await).map_err(|e| e.to_string())?;
     // Entra answers expires_in as a number, IMDS as a string.
     let expires_in = token
         .expires_in
@@ -688,16 +697,35 @@ mod tests {
     fn listing_pages_parse() {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://x/" ContainerName="c"><Prefix>p</Prefix><MaxResults>2</MaxResults><Blobs><Blob><Name>p/a.yaml</Name><Properties><Etag>0x8DC1</Etag><Content-Length>12</Content-Length></Properties></Blob></Blobs><NextMarker>m2</NextMarker></EnumerationResults>"#;
         let page: EnumerationResults = quick_xml::de::from_str(xml).unwrap();
-        assert_eq!(page.blobs.blob[0].name, "p/a.yaml");
-        assert_eq!(page.blobs.blob[0].properties.etag, "0x8DC1");
-        assert_eq!(page.blobs.blob[0].properties.content_length, 12);
+        assert_eq!(page.blobs.blob.0[0].name, "p/a.yaml");
+        assert_eq!(page.blobs.blob.0[0].properties.etag, "0x8DC1");
+        assert_eq!(page.blobs.blob.0[0].properties.content_length, 12);
         assert_eq!(page.next_marker.as_deref(), Some("m2"));
         let last: EnumerationResults = quick_xml::de::from_str(
             r#"<EnumerationResults><Blobs /><NextMarker /></EnumerationResults>"#,
         )
         .unwrap();
-        assert!(last.blobs.blob.is_empty());
+        assert!(last.blobs.blob.0.is_empty());
         assert!(last.next_marker.unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn listing_pages_with_too_many_blobs_are_refused() {
+        let blob = "<Blob><Name>k</Name><Properties><Etag>0x1</Etag></Properties></Blob>";
+        let page = |n: usize| {
+            format!(
+                "<EnumerationResults><Blobs>{}</Blobs><NextMarker/></EnumerationResults>",
+                blob.repeat(n)
+            )
+        };
+        let max = crate::source::bucket::client::MAX_PAGE_ENTRIES;
+        let ok: EnumerationResults = quick_xml::de::from_str(&page(max)).unwrap();
+        assert_eq!(ok.blobs.blob.0.len(), max);
+        let err = quick_xml::de::from_str::<EnumerationResults>(&page(max + 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("more than 10000 entries"), "{err}");
     }
 
     #[test]

@@ -8,12 +8,17 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
-use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::client::{
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
+    uri_encode, write_body,
+};
 use crate::source::oci::registry::error_chain;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 const LIST_PAGE: u32 = 1000;
+/// One object's `etag` and `generation`, as JSON.
+const MAX_ATTRIBUTES_BYTES: u64 = 64 << 10;
 
 #[derive(Clone)]
 pub enum GcsAuth {
@@ -182,6 +187,7 @@ impl GcsClient {
     pub async fn list(
         &self,
         prefix: &str,
+        budget: &mut ListBudget,
         visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
     ) -> Result<(), BucketError> {
         let mut page_token: Option<String> = None;
@@ -200,14 +206,15 @@ impl GcsClient {
             if !response.status().is_success() {
                 return Err(response_error("list objects", response).await);
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| BucketError::request(format!("reading object listing: {e}")))?;
+            let body = budget.read_page(response).await?;
             let (entries, next) = list_page(&body)?;
+            drop(body);
             visit(entries)?;
             match next {
-                Some(t) => page_token = Some(t),
+                Some(next) => {
+                    budget.follow(&next)?;
+                    page_token = Some(next);
+                }
                 None => return Ok(()),
             }
         }
@@ -246,9 +253,8 @@ impl GcsClient {
                 }
                 _ => {}
             }
-            let current: ObjectAttrs = attrs
-                .json()
-                .await
+            let body = read_body(attrs, MAX_ATTRIBUTES_BYTES, "object attributes").await?;
+            let current: ObjectAttrs = serde_json::from_slice(&body)
                 .map_err(|e| BucketError::request(format!("invalid object attributes: {e}")))?;
             etag = current.etag;
             if !response.status().is_success() {
@@ -278,6 +284,7 @@ pub fn list_page(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), BucketErr
         .map_err(|e| BucketError::request(format!("invalid object listing: {e}")))?;
     let entries = page
         .items
+        .0
         .into_iter()
         .map(|o| Listed {
             size: o.size.parse().unwrap_or_default(),
@@ -293,7 +300,7 @@ pub fn list_page(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), BucketErr
 #[serde(rename_all = "camelCase")]
 struct ObjectList {
     #[serde(default)]
-    items: Vec<ObjectAttrs>,
+    items: PageEntries<ObjectAttrs>,
     #[serde(default)]
     next_page_token: Option<String>,
 }
@@ -354,18 +361,18 @@ async fn service_account_token(
         .map_err(|e| format!("token request to {}: {}", key.token_uri, error_chain(&e)))?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = answer_text(response).await;
         return Err(format!(
             "token request for {} refused (HTTP {status}): {}",
             key.client_email,
             crate::util::truncate(&body, 200)
         ));
     }
-    Ok(response
-        .json::<TokenResponse>()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_token())
+    Ok(
+        serde_json::from_str::<TokenResponse>(&answer_text(response).await)
+            .map_err(|e| e.to_string())?
+            .into_token(),
+    )
 }
 
 /// Workload identity federation: the ServiceAccount's token for the pool's audience,
@@ -528,6 +535,24 @@ mod tests {
             "http://127.0.0.1:4443"
         );
         assert_eq!(base_url("gcs.internal", false), "https://gcs.internal");
+    }
+
+    /// GCS pages parse through the same entry bound as S3 and Azure pages.
+    #[test]
+    fn listing_pages_parse_and_refuse_too_many_items() {
+        let page: ObjectList = serde_json::from_str(
+            r#"{"items":[{"name":"a.yaml","etag":"CJ=","size":"3","generation":"7"}],"nextPageToken":"n"}"#,
+        )
+        .unwrap();
+        assert_eq!(page.items.0[0].name, "a.yaml");
+        assert_eq!(page.next_page_token.as_deref(), Some("n"));
+        let item = r#"{"name":"k","etag":"e"}"#;
+        let items = vec![item; crate::source::bucket::client::MAX_PAGE_ENTRIES + 1].join(",");
+        let err = serde_json::from_str::<ObjectList>(&format!(r#"{{"items":[{items}]}}"#))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("more than 10000 entries"), "{err}");
     }
 
     #[test]

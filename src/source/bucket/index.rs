@@ -56,29 +56,50 @@ impl Index {
         format!("sha256:{}", hex::encode(hasher.finalize()))
     }
 
-    /// The same lines the revision hashes: the mirror's record of what its files hold.
+    /// The mirror's record of what its files hold: a version line, then one JSON array
+    /// `[key, etag]` a line. JSON escapes every control byte, so no key or etag, whatever it
+    /// holds, can end its line early or pose as another entry.
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
-        for (key, etag) in &self.entries {
-            writeln!(out, "{key} {etag}")?;
+        out.write_all(RECORD_HEADER.as_bytes())?;
+        out.write_all(b"\n")?;
+        for entry in &self.entries {
+            serde_json::to_writer(&mut *out, &entry)?;
+            out.write_all(b"\n")?;
         }
         Ok(())
     }
 
-    /// Reads what `write_to` wrote; keys may contain spaces, etags never do.
+    /// Reads what `write_to` wrote. Anything else (another version, a torn line, a key that
+    /// would not pass the listing's checks) is refused whole: the mirror then starts over,
+    /// which costs downloads but never trusts a path the record should not hold.
     pub fn read_from(input: impl BufRead) -> std::io::Result<Self> {
+        let mut lines = input.lines();
+        if lines.next().transpose()?.as_deref() != Some(RECORD_HEADER) {
+            return Err(invalid_record("not a version 2 mirror record"));
+        }
         let mut index = Index::default();
-        for line in input.lines() {
-            let line = line?;
-            let Some((key, etag)) = line.rsplit_once(' ') else {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "mirror index line without an etag",
-                ));
-            };
-            index.insert(key.to_string(), etag.to_string());
+        for line in lines {
+            let (key, etag): (String, String) = serde_json::from_str(&line?)?;
+            if let Some(why) = unsafe_key(&key) {
+                return Err(invalid_record(why));
+            }
+            if index.entries.insert(key, etag).is_some() {
+                return Err(invalid_record("duplicate key"));
+            }
         }
         Ok(index)
     }
+}
+
+/// The record's first line. It holds no space, so no line of the first format (`<key>
+/// <etag>`, which always had one) can be taken for it.
+const RECORD_HEADER: &str = r#"{"driftless-mirror-record":2}"#;
+
+fn invalid_record(why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("mirror record: {why}"),
+    )
 }
 
 /// Why a listed key does not enter the index.
@@ -136,8 +157,11 @@ pub fn unsafe_key(key: &str) -> Option<&'static str> {
     if key.contains('\\') {
         return Some("backslash");
     }
-    if key.contains('\0') {
-        return Some("NUL byte");
+    // Line breaks and other control characters have no business in a file name: they are
+    // what once let a key pose as two lines of the mirror's record, and they garble every
+    // listing of the artifact. Flux takes them; driftless skips them with a warning.
+    if key.chars().any(char::is_control) {
+        return Some("control character");
     }
     for part in key.split('/') {
         match part {
@@ -190,14 +214,64 @@ mod tests {
         assert_eq!(index.revision(), expected);
     }
 
-    #[test]
-    fn index_round_trips_through_its_file_form_with_spaces_in_keys() {
-        let mut index = Index::default();
-        index.insert("dir/with space.yaml".into(), "abc".into());
-        index.insert("x".into(), "d41d8cd98f00b204e9800998ecf8427e".into());
+    fn record_of(index: &Index) -> Vec<u8> {
         let mut buf = Vec::new();
         index.write_to(&mut buf).unwrap();
+        buf
+    }
+
+    /// Every byte a server may put into a key or an etag comes back as it went in, and no
+    /// entry can pose as another (the first format split `z 1\n/abs 2` into `z` and `/abs`).
+    #[test]
+    fn record_round_trips_hostile_bytes_in_keys_and_etags() {
+        let mut index = Index::default();
+        index.insert("dir/with space.yaml".into(), "abc".into());
+        index.insert("z 1".into(), "x\n/data/victim 2\r\n../../v 3".into());
+        index.insert(
+            "q\"uote/é€😀 {}[]".into(),
+            "\"\\\u{0}\u{7f}\u{85}\u{2028}".into(),
+        );
+        index.insert("x".into(), "".into());
+        let buf = record_of(&index);
         assert_eq!(Index::read_from(&buf[..]).unwrap(), index);
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 1 + index.len(), "{text}");
+        assert!(!text.contains('\r'), "{text}");
+    }
+
+    #[test]
+    fn records_of_the_first_format_are_refused() {
+        for old in [
+            "a.yaml 1\n",
+            "z 1\n/data/victim 2\n",
+            "driftless-mirror-record 2\n[\"a\",\"1\"]\n",
+            "",
+        ] {
+            assert!(Index::read_from(old.as_bytes()).is_err(), "{old:?}");
+        }
+        assert_eq!(
+            Index::read_from(&record_of(&Index::default())[..]).unwrap(),
+            Index::default()
+        );
+    }
+
+    /// A record is checked as a listing is: a path that could not have been listed means the
+    /// record is not ours, and none of it is trusted.
+    #[test]
+    fn records_holding_what_a_listing_refuses_are_refused() {
+        for entry in [
+            r#"["/data/ocirepository/victim/app/latest.tar.gz","1"]"#,
+            r#"["../../victim","1"]"#,
+            r#"["a/../../b","1"]"#,
+            r#"["a\nb","1"]"#,
+            r#"["a","1"]
+["a","2"]"#,
+            r#"["a"]"#,
+            r#"{"a":"1"}"#,
+        ] {
+            let record = format!("{RECORD_HEADER}\n[\"ok\",\"1\"]\n{entry}\n");
+            assert!(Index::read_from(record.as_bytes()).is_err(), "{entry}");
+        }
     }
 
     #[test]
@@ -210,10 +284,22 @@ mod tests {
             "dir\\x.yaml",
             "./a",
             "a/.",
+            "z 1\n/data/x",
+            "a\rb",
+            "a\0b",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
         ] {
             assert!(unsafe_key(key).is_some(), "{key} should be unsafe");
         }
-        for key in ["a.yaml", "dir/b.yaml", ".hidden", "a..b/c...yaml"] {
+        for key in [
+            "a.yaml",
+            "dir/b.yaml",
+            ".hidden",
+            "a..b/c...yaml",
+            "with space/é.yaml",
+        ] {
             assert_eq!(unsafe_key(key), None, "{key} should be safe");
         }
     }

@@ -7,13 +7,14 @@
 //! change and written again after; a mirror found without its record starts over empty.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use futures::StreamExt;
 
 use super::client::{BucketClient, BucketError, Fetched};
-use super::index::{Index, normalize_etag};
+use super::index::{Index, normalize_etag, unsafe_key};
 use crate::artifact::ignore::SOURCE_IGNORE_FILE;
 // Temp files carry storage's marker, so the start-up sweep removes any a crash left.
 use crate::artifact::storage::TEMP_MARKER;
@@ -220,7 +221,7 @@ fn plan(recorded: Option<&Index>, wanted: &Index, files: &Path) -> (Vec<String>,
     };
     let fetch = wanted
         .iter()
-        .filter(|(key, etag)| recorded.get(key) != Some(*etag) || !files.join(key).is_file())
+        .filter(|(key, etag)| recorded.get(key) != Some(*etag) || !holds_file(files, key))
         .map(|(key, _)| key.to_string())
         .collect();
     let remove = recorded
@@ -240,7 +241,7 @@ async fn fetch_into(
     version: Option<&str>,
     limits: SyncLimits,
 ) -> Result<Fetched, SyncError> {
-    let dest = files.join(key);
+    let dest = confined(files, key)?;
     let parent = dest.parent().unwrap_or(files).to_path_buf();
     tokio::fs::create_dir_all(&parent)
         .await
@@ -277,7 +278,8 @@ async fn fetch_into(
                 source: e,
             }),
         Ok(Fetched::NotFound) => {
-            let _ = tokio::fs::remove_file(&dest).await;
+            let (files, gone) = (files.to_path_buf(), key.to_string());
+            let _ = blocking(move || remove_file_and_empty_parents(&files, &gone)).await;
             Ok(Fetched::NotFound)
         }
         Err(e) => Err(e),
@@ -314,16 +316,95 @@ fn remove_tree(path: &Path) -> Result<(), SyncError> {
     }
 }
 
-/// Deletes a key's file and the directories it leaves empty (never `files` itself).
+/// The segments of `key` as file names, when every one of them is a plain name: no root, no
+/// `.` or `..`, no separator, nothing empty. Only such names are ever joined onto `files`, so
+/// a path built from them cannot leave it, whatever a record or a listing said.
+fn plain_segments(key: &str) -> Option<Vec<&OsStr>> {
+    if unsafe_key(key).is_some() {
+        return None;
+    }
+    key.split('/')
+        .map(|segment| {
+            let mut parts = Path::new(segment).components();
+            match (parts.next(), parts.next()) {
+                (Some(Component::Normal(name)), None) if name == OsStr::new(segment) => Some(name),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `files/<key>`, or an error for a key that could leave `files`.
+fn confined(files: &Path, key: &str) -> Result<PathBuf, SyncError> {
+    let segments = plain_segments(key).ok_or_else(|| outside(key))?;
+    Ok(segments.iter().fold(files.to_path_buf(), |p, s| p.join(s)))
+}
+
+fn outside(key: &str) -> SyncError {
+    SyncError::Storage(format!(
+        "refusing mirror path for key '{}': not a plain relative path",
+        key.escape_debug()
+    ))
+}
+
+/// Whether the key's file is in the mirror, as a regular file reached through real
+/// directories only.
+fn holds_file(files: &Path, key: &str) -> bool {
+    let Some(segments) = plain_segments(key) else {
+        return false;
+    };
+    let Some((name, dirs)) = segments.split_last() else {
+        return false;
+    };
+    real_dirs(files, dirs)
+        .ok()
+        .flatten()
+        .and_then(|dir| std::fs::symlink_metadata(dir.join(name)).ok())
+        .is_some_and(|m| m.file_type().is_file())
+}
+
+/// `files/<dirs...>` when `files` and every step below it is a directory and not a symlink
+/// (`None` when one is missing or is something else: then nothing of the mirror's is there).
+fn real_dirs(files: &Path, dirs: &[&OsStr]) -> Result<Option<PathBuf>, SyncError> {
+    let mut dir = files.to_path_buf();
+    for step in std::iter::once(None).chain(dirs.iter().map(Some)) {
+        if let Some(name) = step {
+            dir.push(name);
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("inspect", &dir)(e)),
+        }
+    }
+    Ok(Some(dir))
+}
+
+/// Deletes a key's file and the directories it leaves empty (never `files` itself). The path
+/// is built from plain names only and walked without following a symlink: the removal stays
+/// inside `files` whatever the key says and whatever the tree holds.
 fn remove_file_and_empty_parents(files: &Path, key: &str) -> Result<(), SyncError> {
-    let path = files.join(key);
-    remove_if_present(&path)?;
-    let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| *d != files && d.starts_with(files)) {
-        if std::fs::remove_dir(d).is_err() {
+    let segments = plain_segments(key).ok_or_else(|| outside(key))?;
+    let Some((name, dirs)) = segments.split_last() else {
+        return Ok(());
+    };
+    let Some(mut dir) = real_dirs(files, dirs)? else {
+        return Ok(());
+    };
+    let path = dir.join(name);
+    match std::fs::symlink_metadata(&path) {
+        // A directory where the key's file was is another key's: left alone.
+        Ok(m) if m.file_type().is_dir() => return Ok(()),
+        Ok(_) => remove_if_present(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspect", &path)(e)),
+    }
+    for _ in dirs {
+        if std::fs::remove_dir(&dir).is_err() {
             break;
         }
-        dir = d.parent();
+        dir.pop();
     }
     Ok(())
 }
@@ -373,6 +454,77 @@ mod tests {
         remove_file_and_empty_parents(dir.path(), "a/keep.yaml").unwrap();
         assert!(!dir.path().join("a").exists());
         assert!(dir.path().exists());
+    }
+
+    /// A key that would leave `files` is refused before any path is built from it, whether it
+    /// came from a listing or from a record.
+    #[test]
+    fn removals_refuse_keys_that_leave_the_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let absolute = victim.display().to_string();
+        for key in [
+            absolute.as_str(),
+            "../victim",
+            "a/../../victim",
+            "./../victim",
+            "",
+        ] {
+            assert!(
+                remove_file_and_empty_parents(&files, key).is_err(),
+                "{key:?} refused"
+            );
+            assert!(confined(&files, key).is_err(), "{key:?} has no mirror path");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            confined(&files, "a/z 1/b.yaml").unwrap(),
+            files.join("a").join("z 1").join("b.yaml")
+        );
+    }
+
+    /// The walk to a key's file never follows a symlink: not in place of a directory, not as
+    /// the mirror's root, and a symlink where the file was is removed itself, not its target.
+    #[test]
+    fn removals_never_follow_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+        std::fs::write(elsewhere.join("sub/victim.yaml"), "keep").unwrap();
+        std::fs::write(elsewhere.join("target.yaml"), "keep").unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, files.join("link")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("target.yaml"), files.join("file.yaml")).unwrap();
+        remove_file_and_empty_parents(&files, "link/sub/victim.yaml").unwrap();
+        assert!(elsewhere.join("sub/victim.yaml").is_file());
+        assert!(!holds_file(&files, "link/sub/victim.yaml"));
+        remove_file_and_empty_parents(&files, "file.yaml").unwrap();
+        assert!(!files.join("file.yaml").exists());
+        assert!(elsewhere.join("target.yaml").is_file());
+
+        let linked_root = dir.path().join("linked-files");
+        std::os::unix::fs::symlink(&elsewhere, &linked_root).unwrap();
+        remove_file_and_empty_parents(&linked_root, "target.yaml").unwrap();
+        assert!(elsewhere.join("target.yaml").is_file());
+    }
+
+    /// A record in the first format (`<key> <etag>` lines) is not read: the mirror starts
+    /// over instead of deleting what such lines name.
+    #[test]
+    fn a_first_format_record_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::new(dir.path());
+        std::fs::create_dir_all(&mirror.root).unwrap();
+        std::fs::write(
+            mirror.root.join(RECORD_FILE),
+            "z 1\n/data/ocirepository/victim/app/latest.tar.gz abc\n",
+        )
+        .unwrap();
+        assert_eq!(mirror.recorded(), None);
     }
 
     #[test]

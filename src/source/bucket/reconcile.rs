@@ -7,15 +7,16 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
-use super::client::{BucketClient, BucketError, Listed};
+use super::client::{BucketClient, BucketError, ListLimits, Listed};
 use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
-use super::index::{Index, KeyFilter, Skip, normalize_etag};
+use super::index::{EtagStyle, Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
 use super::s3::{self, AwsAuth, S3Client, StaticKeys};
 use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
 use crate::api::{Artifact, Bucket, BucketStatus};
 use crate::artifact::archive::KeepAll;
+use crate::artifact::extract::ExtractLimits;
 use crate::artifact::ignore::{MAX_SOURCE_IGNORE_BYTES, SOURCE_IGNORE_FILE};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
@@ -25,8 +26,9 @@ use crate::source::oci::registry::{ProxyConfig, Transport};
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
-/// How many unsafe keys a warning names.
+/// How many unsafe keys a warning names, and how much of each.
 const UNSAFE_EXAMPLES: usize = 5;
+const UNSAFE_EXAMPLE_BYTES: usize = 200;
 
 impl_source_status!(BucketStatus);
 
@@ -64,6 +66,67 @@ struct Listing {
     source_ignore: Option<Vec<u8>>,
 }
 
+/// What a listed object is checked against as the listing streams in.
+struct Admission<'a> {
+    filter: KeyFilter,
+    style: EtagStyle,
+    recorded: Option<&'a Index>,
+    max_object_bytes: u64,
+    limits: ExtractLimits,
+}
+
+impl Listing {
+    /// Indexes one listed object, or skips it; the artifact's limits are enforced here, as
+    /// keys arrive, so a listing that would break them ends before memory holds it.
+    fn add(&mut self, object: Listed, admission: &Admission<'_>) -> Result<(), BucketError> {
+        match admission.filter.check(&object.key) {
+            Ok(()) => {}
+            Err(Skip::Unsafe(why)) => {
+                self.note_unsafe(&object.key, why);
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
+        let (max_object, limits) = (admission.max_object_bytes, admission.limits);
+        if object.size > max_object {
+            return Err(BucketError::Limit(format!(
+                "object '{}' is {} bytes, over the per-object limit of {max_object} bytes (--bucket-max-object-size)",
+                object.key, object.size
+            )));
+        }
+        self.total_bytes = self.total_bytes.saturating_add(object.size);
+        if self.total_bytes > limits.max_bytes {
+            return Err(BucketError::Limit(format!(
+                "objects to store total more than {0} bytes, over the artifact limit of {0} bytes (--artifact-max-bytes)",
+                limits.max_bytes
+            )));
+        }
+        let etag = normalize_etag(admission.style, &object.etag);
+        if let Some(version) = object.version
+            && admission.recorded.and_then(|r| r.get(&object.key)) != Some(etag.as_str())
+        {
+            self.versions.insert(object.key.clone(), version);
+        }
+        self.index.insert(object.key, etag);
+        if self.index.len() as u64 > limits.max_files {
+            return Err(BucketError::Limit(format!(
+                "more than {0} objects to store, over the artifact limit of {0} files (--artifact-max-files)",
+                limits.max_files
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts a skipped key; the first few are kept, cut short, for the warning.
+    fn note_unsafe(&mut self, key: &str, why: &'static str) {
+        self.unsafe_count += 1;
+        if self.unsafe_keys.len() < UNSAFE_EXAMPLES {
+            self.unsafe_keys
+                .push((crate::util::truncate(key, UNSAFE_EXAMPLE_BYTES), why));
+        }
+    }
+}
+
 impl Pass<'_, Bucket> {
     async fn run_bucket(&mut self) -> Result<(), Failure> {
         let previous_digest = self.previous_digest();
@@ -81,7 +144,6 @@ impl Pass<'_, Bucket> {
                     ))
                 })??;
         self.warn_unsafe_keys(&listing).await;
-        self.check_limits(&listing)?;
         let revision = listing.index.revision();
         if self
             .status
@@ -195,44 +257,29 @@ impl Pass<'_, Bucket> {
             total_bytes: 0,
             source_ignore,
         };
-        let style = client.etag_style();
-        let max_object = self.ctx.config.bucket_max_object_bytes;
+        let admission = Admission {
+            filter,
+            style: client.etag_style(),
+            recorded,
+            max_object_bytes: self.ctx.config.bucket_max_object_bytes,
+            limits: self.ctx.config.limits,
+        };
         let mut add_page = |page: Vec<Listed>| -> Result<(), BucketError> {
-            for object in page {
-                match filter.check(&object.key) {
-                    Ok(()) => {}
-                    Err(Skip::Unsafe(why)) => {
-                        listing.unsafe_count += 1;
-                        if listing.unsafe_keys.len() < UNSAFE_EXAMPLES {
-                            listing.unsafe_keys.push((object.key, why));
-                        }
-                        continue;
-                    }
-                    Err(_) => continue,
-                }
-                if object.size > max_object {
-                    return Err(BucketError::request(format!(
-                        "object '{}' is {} bytes, over the per-object limit of {max_object} bytes (--bucket-max-object-size)",
-                        object.key, object.size
-                    )));
-                }
-                listing.total_bytes += object.size;
-                let etag = normalize_etag(style, &object.etag);
-                if let Some(version) = object.version
-                    && recorded.and_then(|r| r.get(&object.key)) != Some(etag.as_str())
-                {
-                    listing.versions.insert(object.key.clone(), version);
-                }
-                listing.index.insert(object.key, etag);
-            }
-            Ok(())
+            page.into_iter()
+                .try_for_each(|object| listing.add(object, &admission))
         };
         let prefix = self.obj.spec.prefix.clone().unwrap_or_default();
-        client.list(&prefix, &mut add_page).await.map_err(|e| {
-            self.bucket_failure(format!(
-                "indexation of objects from bucket '{bucket}' failed: listing objects from bucket '{bucket}' failed: {e}"
-            ))
-        })?;
+        let limits = ListLimits {
+            max_bytes: self.ctx.config.bucket_max_listing_bytes,
+        };
+        client
+            .list(&prefix, limits, &mut add_page)
+            .await
+            .map_err(|e| {
+                self.bucket_failure(format!(
+                    "indexation of objects from bucket '{bucket}' failed: listing objects from bucket '{bucket}' failed: {e}"
+                ))
+            })?;
         Ok(listing)
     }
 
@@ -256,25 +303,6 @@ impl Pass<'_, Bucket> {
             }
         );
         self.warn(reason::UNSAFE_OBJECT_KEYS, &message).await;
-    }
-
-    fn check_limits(&self, listing: &Listing) -> Result<(), Failure> {
-        let limits = self.ctx.config.limits;
-        if listing.total_bytes > limits.max_bytes {
-            return Err(self.bucket_failure(format!(
-                "objects in bucket '{}' total {} bytes, over the artifact limit of {} bytes (--artifact-max-bytes)",
-                self.obj.spec.bucket_name, listing.total_bytes, limits.max_bytes
-            )));
-        }
-        if listing.index.len() as u64 > limits.max_files {
-            return Err(self.bucket_failure(format!(
-                "bucket '{}' has {} objects to store, over the artifact limit of {} files (--artifact-max-files)",
-                self.obj.spec.bucket_name,
-                listing.index.len(),
-                limits.max_files
-            )));
-        }
-        Ok(())
     }
 
     /// Archives the mirror as `bucket/<ns>/<name>/<hex>.tar.gz` and points `latest` at it.

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
-use super::client::{BucketError, Fetched, Listed, response_error, uri_encode, write_body};
+use super::client::{
+    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
+    write_body,
+};
 use crate::identity::endpoints::aws_regional_sts;
 use crate::source::oci::registry::error_chain;
 
@@ -275,6 +278,7 @@ impl S3Client {
     pub async fn list(
         &self,
         prefix: &str,
+        budget: &mut ListBudget,
         visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
     ) -> Result<(), BucketError> {
         let mut token: Option<String> = None;
@@ -294,14 +298,15 @@ impl S3Client {
             if !response.status().is_success() {
                 return Err(response_error("ListObjectsV2", response).await);
             }
-            let body = response
-                .text()
-                .await
-                .map_err(|e| BucketError::request(format!("reading ListObjectsV2: {e}")))?;
+            let body = budget.read_page(response).await?;
             let (entries, next) = list_page(&body)?;
+            drop(body);
             visit(entries)?;
             match next {
-                Some(next) => token = Some(next),
+                Some(next) => {
+                    budget.follow(&next)?;
+                    token = Some(next);
+                }
                 None => return Ok(()),
             }
         }
@@ -336,12 +341,13 @@ impl S3Client {
 
 /// One ListObjectsV2 answer: its objects, and the continuation token when there is more.
 #[doc(hidden)]
-pub fn list_page(body: &str) -> Result<(Vec<Listed>, Option<String>), BucketError> {
-    let page: ListBucketResult = quick_xml::de::from_str(body)
+pub fn list_page(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), BucketError> {
+    let page: ListBucketResult = quick_xml::de::from_str(&String::from_utf8_lossy(body))
         .map_err(|e| BucketError::request(format!("invalid ListObjectsV2 answer: {e}")))?;
     let url_encoded = page.encoding_type.as_deref() == Some("url");
     let entries = page
         .contents
+        .0
         .into_iter()
         .map(|c| Listed {
             key: if url_encoded {
@@ -371,7 +377,7 @@ struct ListBucketResult {
     #[serde(default)]
     encoding_type: Option<String>,
     #[serde(default)]
-    contents: Vec<Contents>,
+    contents: PageEntries<Contents>,
 }
 
 #[derive(Deserialize)]
@@ -545,7 +551,7 @@ async fn sts_call(
         .await
         .map_err(|e| format!("STS request to {endpoint} failed: {}", error_chain(&e)))?;
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    let body = answer_text(response).await;
     if !status.is_success() {
         let detail =
             xml_text(&body, "Message").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
@@ -783,14 +789,28 @@ mod tests {
         let page: ListBucketResult = quick_xml::de::from_str(xml).unwrap();
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("t1"));
-        assert_eq!(page.contents.len(), 2);
-        assert_eq!(url_decode(&page.contents[0].key), "a b.yaml");
-        assert_eq!(page.contents[1].etag, "def");
+        assert_eq!(page.contents.0.len(), 2);
+        assert_eq!(url_decode(&page.contents.0[0].key), "a b.yaml");
+        assert_eq!(page.contents.0[1].etag, "def");
         let empty: ListBucketResult = quick_xml::de::from_str(
             "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
         )
         .unwrap();
-        assert!(empty.contents.is_empty());
+        assert!(empty.contents.0.is_empty());
+    }
+
+    #[test]
+    fn list_pages_with_too_many_keys_are_refused() {
+        let entry = "<Contents><Key>k</Key><ETag>e</ETag><Size>1</Size></Contents>";
+        let page = |n: usize| format!("<ListBucketResult>{}</ListBucketResult>", entry.repeat(n));
+        let max = crate::source::bucket::client::MAX_PAGE_ENTRIES;
+        let ok: ListBucketResult = quick_xml::de::from_str(&page(max)).unwrap();
+        assert_eq!(ok.contents.0.len(), max);
+        let err = quick_xml::de::from_str::<ListBucketResult>(&page(max + 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("more than 10000 entries"), "{err}");
     }
 
     #[test]
@@ -817,6 +837,33 @@ mod tests {
         .unwrap();
         assert_eq!(aws.url("k", &[]), "https://my-bucket.s3.amazonaws.com/k");
         assert!(S3Client::new(http, "h:1/path", false, "b", None, AwsAuth::Anonymous).is_err());
+    }
+
+    /// `spec.sts.endpoint` is the tenant's: an endpoint that answers without end (16 KiB a
+    /// millisecond here, so that an unbounded read fails the test by time, not by memory) is
+    /// read up to a bound, and the call ends.
+    #[tokio::test]
+    async fn endless_sts_answers_are_read_in_part() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+        let endless = || async {
+            let chunks = futures::stream::unfold((), |()| async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                let chunk = bytes::Bytes::from(vec![b'x'; 16 << 10]);
+                Some((Ok::<_, std::io::Error>(chunk), ()))
+            });
+            axum::body::Body::from_stream(chunks)
+        };
+        let app = axum::Router::new().fallback(endless);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let call = sts_call(&http, &endpoint, &[("Action", "x")]);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("the call ends")
+            .err()
+            .unwrap();
+        assert_eq!(err, "STS answer has no AccessKeyId");
     }
 
     #[test]
