@@ -841,6 +841,94 @@ async fn digest_mismatch_and_hostile_archives_apply_nothing() {
     );
 }
 
+/// A ConfigMap whose one anchored string of `size` bytes is referenced `aliases` times.
+fn wide_laughs(name: &str, size: usize, aliases: usize) -> String {
+    let mut text = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: &a \"{}\"\n",
+        "x".repeat(size)
+    );
+    for i in 0..aliases {
+        text.push_str(&format!("  k{i}: *a\n"));
+    }
+    text
+}
+
+/// The classic: nine levels of ten references each.
+fn billion_laughs() -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\ndata:\n  a0: &a0 \"lol\"\n",
+    );
+    for level in 1..10 {
+        let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+        text.push_str(&format!("  a{level}: &a{level} [{refs}]\n"));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn yaml_alias_bombs_fail_the_build_and_the_controller_stays_up() {
+    let e = env("ks-laughs").await;
+    let rev = e.publish("laughs", &[("a.yaml", &cm("before", "1"))]).await;
+    e.create("laughs", e.spec("laughs", json!({}))).await;
+    e.wait_ready_at("laughs", &rev).await;
+
+    let classic = billion_laughs();
+    // 1 MiB referenced 40 times: 41 MiB from one file, under serde-saphyr's default budget.
+    let one_file = wide_laughs("wide", 1 << 20, 40);
+    // 1 MiB of expansion per file, eight files: each alone is harmless.
+    let across: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("laughs-{i}.yaml"),
+                wide_laughs(&format!("laughs-{i}"), 64 << 10, 16),
+            )
+        })
+        .collect();
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
+        ("classic", vec![("laughs.yaml", classic.as_str())]),
+        ("one-file", vec![("wide.yaml", one_file.as_str())]),
+        (
+            "across-files",
+            across
+                .iter()
+                .map(|(p, c)| (p.as_str(), c.as_str()))
+                .collect(),
+        ),
+    ];
+    for (case, files) in cases {
+        let rev = e.publish("laughs", &files).await;
+        let obj = e
+            .wait_until("laughs", &format!("{case}: failing at {rev}"), |o| {
+                ready(o).is_some_and(|(s, _)| s == ConditionStatus::False)
+                    && o.status
+                        .as_ref()
+                        .and_then(|s| s.last_attempted_revision.as_deref())
+                        == Some(rev.as_str())
+            })
+            .await;
+        let msg = message(&obj, "Ready");
+        assert_eq!(ready(&obj).unwrap().1, "BuildFailed", "{case}: {msg}");
+        assert!(
+            msg.contains("failed to decode Kubernetes YAML"),
+            "{case}: {msg}"
+        );
+        assert!(msg.contains("aliases may add at most"), "{case}: {msg}");
+        assert!(
+            msg.len() < 8192,
+            "{case}: a bounded message, got {} bytes",
+            msg.len()
+        );
+        // Nothing of the bomb was applied; what the last good revision applied stays.
+        assert!(e.configmap("before").await.is_some(), "{case}");
+        assert!(e.configmap("wide").await.is_none(), "{case}");
+        assert!(e.configmap("laughs-0").await.is_none(), "{case}");
+    }
+    // The controller is still there and applies the next good revision.
+    let rev = e.publish("laughs", &[("a.yaml", &cm("after", "2"))]).await;
+    e.wait_ready_at("laughs", &rev).await;
+    assert!(e.configmap("after").await.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_policies() {
     let e = env("ks-delete").await;

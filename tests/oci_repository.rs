@@ -470,6 +470,99 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
     out
 }
 
+/// A gzip tarball of regular files only: their parent directories are implied, not listed
+/// (names over 100 bytes go through GNU long-name entries, as `tar` writes them).
+fn files_only_layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, path, &content[..]).unwrap();
+    }
+    gzip(&tar.into_inner().unwrap())
+}
+
+/// `count` files, each `depth` components deep under its own top-level directory.
+fn deep_files(count: usize, depth: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let dirs = vec!["a"; depth - 2].join("/");
+            (format!("d{i}/{dirs}/f.yaml"), b"x\n".to_vec())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn archive_limits_cover_implied_directories_deep_paths_and_sourceignore() {
+    let e = env_with("oci-limits", &["--artifact-max-files=1000"]).await;
+    let repo = e.repo("limits");
+    let registry = client(&e.registry());
+    e.push(&repo, "latest", flux_layer(&[("good.yaml", "ok\n")]))
+        .await;
+    e.create("limits", e.spec(&repo, serde_json::json!({})))
+        .await;
+    let good = e.wait_ready("limits").await;
+    let good_bytes = e.download(&good);
+
+    let big_ignore = vec![(".sourceignore".to_string(), b"x\n".repeat(600 << 10))];
+    // (case, layer, condition, reason, what the message must name)
+    let cases = [
+        (
+            // 100 entries, but 100 x 59 directories: over 1000 only if directories count.
+            "implied-directories",
+            files_only_layer(&deep_files(100, 60)),
+            "FetchFailed",
+            "OCIArtifactLayerOperationFailed",
+            "limit of 1000 files and directories (--artifact-max-files)",
+        ),
+        (
+            "too-deep",
+            files_only_layer(&deep_files(100, 200)),
+            "FetchFailed",
+            "OCIArtifactLayerOperationFailed",
+            "path has 200 components, more than the limit of 64",
+        ),
+        (
+            "huge-sourceignore",
+            files_only_layer(&big_ignore),
+            "StorageOperationFailed",
+            "ArchiveOperationFailed",
+            "'.sourceignore' files total more than the limit of 1048576 bytes",
+        ),
+    ];
+    for (name, layer, condition_type, reason, names) in cases {
+        push_flux_artifact(
+            &registry,
+            &repo,
+            "latest",
+            layer,
+            FLUX_LAYER,
+            &[("case", name)],
+        )
+        .await;
+        let obj = e.request_reconcile("limits").await;
+        let failed = condition(&obj, condition_type)
+            .unwrap_or_else(|| panic!("{name}: no {condition_type} condition"));
+        assert_eq!(failed.reason, reason, "{name}: {}", failed.message);
+        assert!(failed.message.contains(names), "{name}: {}", failed.message);
+        let ready = condition(&obj, "Ready").expect("Ready");
+        assert_eq!(ready.status, ConditionStatus::False, "{name}: Ready=False");
+        assert!(ready.message.contains(names), "{name}: {}", ready.message);
+        // The previous artifact stays in the status and is still served, byte for byte.
+        assert_eq!(
+            revision(&obj),
+            revision(&good),
+            "{name}: status keeps the good artifact"
+        );
+        assert_eq!(
+            e.download(&obj),
+            good_bytes,
+            "{name}: the good artifact is still served"
+        );
+    }
+}
+
 #[tokio::test]
 async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
     let e = env_with(
