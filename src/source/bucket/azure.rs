@@ -247,15 +247,8 @@ impl AzureClient {
             if !response.status().is_success() {
                 return Err(response_error("list blobs", response).await);
             }
-            let body = budget.read_page(response).await?;
-            let (entries, next) = list_page(&body)?;
-            drop(body);
-            visit(entries)?;
-            match next {
-                Some(next) => {
-                    budget.follow(&next)?;
-                    marker = Some(next);
-                }
+            match budget.take_page(response, list_page, visit).await? {
+                Some(next) => marker = Some(next),
                 None => return Ok(()),
             }
         }

@@ -197,6 +197,9 @@ pub struct ListLimits {
 
 /// A listing's running account: bytes read, pages, and (hashed) the continuation tokens
 /// followed.
+/// A provider's parser of one listing page: its entries and the token of the next page.
+pub type PageParser = fn(&[u8]) -> Result<(Vec<Listed>, Option<String>), BucketError>;
+
 pub struct ListBudget {
     limits: ListLimits,
     read: u64,
@@ -242,6 +245,24 @@ impl ListBudget {
         };
         self.read += body.len() as u64;
         Ok(body)
+    }
+
+    /// One page of a listing: read within the budget, parsed by the provider's `parse`, its
+    /// entries handed to `visit`; the token to follow next (checked), or `None` at the end.
+    pub async fn take_page(
+        &mut self,
+        response: reqwest::Response,
+        parse: PageParser,
+        visit: &mut (dyn FnMut(Vec<Listed>) -> Result<(), BucketError> + Send),
+    ) -> Result<Option<String>, BucketError> {
+        let body = self.read_page(response).await?;
+        let (entries, next) = parse(&body)?;
+        drop(body);
+        visit(entries)?;
+        if let Some(token) = &next {
+            self.follow(token)?;
+        }
+        Ok(next)
     }
 
     /// Checks the token a truncated page ended with before it is followed: a server that

@@ -206,15 +206,8 @@ impl GcsClient {
             if !response.status().is_success() {
                 return Err(response_error("list objects", response).await);
             }
-            let body = budget.read_page(response).await?;
-            let (entries, next) = list_page(&body)?;
-            drop(body);
-            visit(entries)?;
-            match next {
-                Some(next) => {
-                    budget.follow(&next)?;
-                    page_token = Some(next);
-                }
+            match budget.take_page(response, list_page, visit).await? {
+                Some(next) => page_token = Some(next),
                 None => return Ok(()),
             }
         }

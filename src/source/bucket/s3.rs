@@ -298,15 +298,8 @@ impl S3Client {
             if !response.status().is_success() {
                 return Err(response_error("ListObjectsV2", response).await);
             }
-            let body = budget.read_page(response).await?;
-            let (entries, next) = list_page(&body)?;
-            drop(body);
-            visit(entries)?;
-            match next {
-                Some(next) => {
-                    budget.follow(&next)?;
-                    token = Some(next);
-                }
+            match budget.take_page(response, list_page, visit).await? {
+                Some(next) => token = Some(next),
                 None => return Ok(()),
             }
         }
