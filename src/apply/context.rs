@@ -9,10 +9,10 @@ use super::fetch::{ArtifactCache, Retries};
 use super::ssa::Mapper;
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::events::Events;
+use crate::controller::frame::{FrameContext, StatusWrites};
 use crate::controller::metrics::Metrics;
 use crate::controller::requeue::Backoff;
 
-pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// The field manager of applied objects, as Flux's kustomize-controller names it.
 pub const FIELD_MANAGER: &str = "kustomize-controller";
 /// The field manager of status writes.
@@ -44,16 +44,29 @@ pub struct ApplyContext {
     pub artifacts: ArtifactCache,
     pub backoff: Backoff,
     pub settings: ApplySettings,
+    pub status_writes: StatusWrites,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyControllerError {
-    #[error("kubernetes API: {0}")]
-    Kube(#[source] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ApplyControllerError>>),
-    #[error("{0}")]
-    Cleanup(String),
-    #[error(transparent)]
-    Panicked(#[from] crate::controller::panics::Panicked),
+impl FrameContext for ApplyContext {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+    fn events(&self) -> &Events {
+        &self.events
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    fn status_writes(&self) -> &StatusWrites {
+        &self.status_writes
+    }
+    fn jitter_percentage(&self) -> u8 {
+        self.settings.jitter_percentage
+    }
+    fn status_manager(&self) -> &str {
+        STATUS_MANAGER
+    }
 }

@@ -10,20 +10,21 @@ use anyhow::Context as _;
 use clap::Args;
 use futures::StreamExt;
 use kube::api::DynamicObject;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{ApplyContext, ApplyControllerError, ApplySettings};
+use super::context::{ApplyContext, ApplySettings};
 use super::fetch::{ArtifactCache, Retries};
-use super::reconcile::{self, source_resource};
+use super::reconcile::source_resource;
 use super::ssa::Mapper;
 use crate::api::kustomization::SourceKind;
 use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
+use crate::controller::frame::{StatusWrites, error_policy, reconcile};
 use crate::controller::gates::{FeatureGates, Gate};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
@@ -124,6 +125,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             },
             health_poll: args.health_check_poll,
         },
+        status_writes: StatusWrites::default(),
     });
     let api: Api<Kustomization> = match args.common.watch_all_namespaces {
         true => Api::all(client.clone()),
@@ -169,7 +171,11 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     tracing::info!(concurrent = args.concurrent, kustomize = ?args.kustomize_path, "starting Kustomization controller");
     let run = controller
         .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx)
+        .run(
+            reconcile::<Kustomization>,
+            error_policy::<Kustomization>,
+            ctx,
+        )
         .for_each(|result| async move { log_result(result) });
     leader::run_while_leading(
         leadership,
@@ -270,15 +276,4 @@ fn users(
         })
         .map(|k| QueueRef::from_obj(k.as_ref()))
         .collect()
-}
-
-fn error_policy(
-    obj: Arc<Kustomization>,
-    error: &ApplyControllerError,
-    ctx: Arc<ApplyContext>,
-) -> Action {
-    let key = object_key(obj.as_ref());
-    tracing::warn!(object = %key, %error, "reconcile error");
-    let delay = ctx.backoff.next_delay(&key);
-    ctx.metrics.queues.requeue(CONTROLLER, &key, delay)
 }

@@ -8,18 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
-use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
 use super::build::{self, BuildError};
-use super::context::{
-    ApplyContext, ApplyControllerError, FIELD_MANAGER, FINALIZER, STATUS_MANAGER,
-};
+use super::context::{ApplyContext, FIELD_MANAGER};
 use super::fetch::FetchError;
 use super::health::{self, Health};
 use super::inventory::{self, ObjectRef};
@@ -33,11 +28,12 @@ use crate::api::kustomization::{
     SubstituteKind, SubstituteStrategy,
 };
 use crate::api::{Artifact, ConditionStatus};
-use crate::controller::conditions::{Conditions, READY, RECONCILING, STALLED};
+use crate::controller::conditions::{READY, RECONCILING, STALLED};
+use crate::controller::frame::{FrameError, Reconciled, impl_object_status};
 use crate::controller::objects::{kube_message, secret_data};
-use crate::controller::patch::merge_patch;
-use crate::controller::requeue::{check_durations, jittered, parse_duration};
-use crate::source::context::REQUESTED_AT;
+use crate::controller::outcome::{Failure, ReadySummary, Summary};
+use crate::controller::pass::Pass;
+use crate::controller::requeue::parse_duration;
 
 const KIND: &str = "Kustomization";
 const HEALTHY: &str = "Healthy";
@@ -59,82 +55,80 @@ pub mod reason {
     pub use crate::controller::conditions::reason::{INTERNAL_ERROR, INVALID_DURATION};
 }
 
-/// A step's failure: the `Ready` reason and message, and when to try again.
-#[derive(Debug)]
-struct Failure {
-    reason: &'static str,
-    message: String,
+/// A Kustomization's failures: each is `Ready=False` with Flux's reason.
+trait KustomizationFailure {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self;
     /// Terminal until the spec changes (`Stalled=True`).
-    stalled: bool,
+    fn stalled(reason: &'static str, message: impl Into<String>) -> Self;
     /// Sooner than `retryInterval` (dependencies and sources that are not ready yet).
-    requeue: Option<Duration>,
+    fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Self;
 }
 
-impl Failure {
+impl KustomizationFailure for Failure {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            reason,
-            message: message.into(),
-            stalled: false,
-            requeue: None,
-        }
+        Failure::on(READY, reason, message)
     }
     fn stalled(reason: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            stalled: true,
-            ..Self::new(reason, message)
-        }
+        Failure::on(READY, reason, message).stall()
     }
     fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Self {
-        Failure {
-            requeue: Some(after),
-            ..Self::new(reason, message)
-        }
+        Failure::on(READY, reason, message).retry_after(after)
     }
 }
 
-pub async fn reconcile(
-    obj: Arc<Kustomization>,
-    ctx: Arc<ApplyContext>,
-) -> Result<Action, ApplyControllerError> {
-    let api: Api<Kustomization> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let span = tracing::info_span!(
-        "reconcile",
-        kind = KIND,
-        namespace = %obj.namespace().unwrap_or_default(),
-        name = %obj.name_any()
-    );
-    let key = crate::controller::watch::object_key(obj.as_ref());
-    let _working = ctx.metrics.working("kustomization", &key);
-    let work = finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(obj) => reconcile_live(&obj, &ctx).await,
-            FinalizerEvent::Cleanup(obj) => {
-                let done = cleanup(&obj, &ctx).await;
-                if done.is_ok() {
-                    ctx.metrics.forget(&labels(&obj));
-                }
-                done
-            }
-        }
-    })
-    .instrument(span);
-    // The steps report their own panics on the object; this catches one in the frame itself.
-    crate::controller::panics::guard(&key, work)
-        .await?
-        .map_err(|e| ApplyControllerError::Finalizer(Box::new(e)))
-}
+impl_object_status!(KustomizationStatus);
 
-struct Pass<'a> {
-    obj: &'a Kustomization,
-    ctx: &'a ApplyContext,
-    status: KustomizationStatus,
-    conditions: Conditions,
-    generation: i64,
-    written: Value,
-    /// The digest of what was built, once it was (for `status.history`).
-    built: Option<String>,
+impl Reconciled for Kustomization {
+    type Status = KustomizationStatus;
+    type Context = ApplyContext;
+    /// The digest of what the pass built, once it did (for `status.history`).
+    type Memo = Option<String>;
+    const KIND: &'static str = KIND;
+    const SUMMARY: Summary = Summary {
+        ready: ReadySummary::SetBySteps,
+        in_progress: "Reconciliation in progress",
+    };
+    const FRAME_FAILURE: &'static str = READY;
+    fn status(&self) -> Option<&KustomizationStatus> {
+        self.status.as_ref()
+    }
+    fn suspended(&self) -> bool {
+        self.spec.suspend
+    }
+    fn interval(&self) -> &str {
+        &self.spec.interval
+    }
+    fn durations(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("spec.interval", self.spec.interval.as_str()),
+            ("spec.timeout", self.spec.timeout.as_deref().unwrap_or("0")),
+            (
+                "spec.retryInterval",
+                self.spec.retry_interval.as_deref().unwrap_or("0"),
+            ),
+        ]
+    }
+    fn retry_interval(&self) -> Option<Duration> {
+        Some(retry_interval(self))
+    }
+    fn event_metadata(status: &KustomizationStatus) -> Vec<(&'static str, String)> {
+        status
+            .last_attempted_revision
+            .iter()
+            .map(|rev| ("kustomize.toolkit.fluxcd.io/revision", rev.clone()))
+            .collect()
+    }
+    async fn run(pass: &mut Pass<'_, Self>) -> Result<(), Failure> {
+        let done = pass.run_steps().await?;
+        pass.succeeded(done).await;
+        Ok(())
+    }
+    fn ended(pass: &mut Pass<'_, Self>, took: Duration) {
+        pass.record_history(took);
+    }
+    async fn cleanup(obj: &Self, ctx: &ApplyContext) -> Result<(), FrameError> {
+        cleanup(obj, ctx).await
+    }
 }
 
 /// What a successful pass did, for status and events.
@@ -146,66 +140,8 @@ struct Outcome {
     inventory: ResourceInventory,
 }
 
-async fn reconcile_live(
-    obj: &Kustomization,
-    ctx: &ApplyContext,
-) -> Result<Action, ApplyControllerError> {
-    let started = Instant::now();
-    let generation = obj.metadata.generation.unwrap_or(0);
-    let status = obj.status.clone().unwrap_or_default();
-    let mut pass = Pass {
-        obj,
-        ctx,
-        conditions: Conditions::new(status.conditions.clone(), generation),
-        written: serde_json::to_value(&status).unwrap_or_default(),
-        status,
-        generation,
-        built: None,
-    };
-    ctx.metrics.record_suspend(&labels(obj), obj.spec.suspend);
-    if obj.spec.suspend {
-        pass.status.last_handled_reconcile_at = requested_at(obj);
-        pass.patch_status().await?;
-        return Ok(Action::await_change());
-    }
-    let outcome = match check_durations([
-        ("spec.interval", obj.spec.interval.as_str()),
-        ("spec.timeout", obj.spec.timeout.as_deref().unwrap_or("0")),
-        (
-            "spec.retryInterval",
-            obj.spec.retry_interval.as_deref().unwrap_or("0"),
-        ),
-    ]) {
-        Err(invalid) => Err(Failure::stalled(
-            reason::INVALID_DURATION,
-            invalid.to_string(),
-        )),
-        Ok(()) => {
-            let key = pass.key();
-            // A panic in the steps (a bug some input reached) fails this object only.
-            crate::controller::panics::guard_steps(&key, pass.run())
-                .await
-                .unwrap_or_else(|panicked| {
-                    Err(Failure::new(reason::INTERNAL_ERROR, panicked.to_string()))
-                })
-        }
-    };
-    let action = pass.finish(outcome, started).await;
-    ctx.metrics
-        .observe_duration(&labels(obj), started.elapsed());
-    action
-}
-
-impl Pass<'_> {
-    fn namespace(&self) -> String {
-        self.obj.namespace().unwrap_or_default()
-    }
-
-    fn key(&self) -> String {
-        format!("{}/{}", self.namespace(), self.obj.name_any())
-    }
-
-    async fn run(&mut self) -> Result<Outcome, Failure> {
+impl Pass<'_, Kustomization> {
+    async fn run_steps(&mut self) -> Result<Outcome, Failure> {
         self.conditions.delete(STALLED);
         self.check_supported()?;
         self.refuse_cross_namespace_dependencies()?;
@@ -234,7 +170,7 @@ impl Pass<'_> {
         ));
         let objects = self.build(&content, work.path()).await?;
         let objects = self.finalize_objects(objects).await?;
-        self.built = Some(super::history::build_digest(&objects));
+        self.memo = Some(super::history::build_digest(&objects));
         let client = self.client()?;
         let applier = Applier {
             client: &client,
@@ -320,27 +256,11 @@ impl Pass<'_> {
     }
 
     fn timeout(&self) -> Duration {
-        let interval = parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
-        let configured = self
-            .obj
-            .spec
-            .timeout
-            .as_deref()
-            .and_then(|t| parse_duration(t).ok());
-        configured
-            .unwrap_or(interval.saturating_sub(Duration::from_secs(30)))
-            .max(Duration::from_secs(30))
+        timeout(self.obj)
     }
 
     fn retry_interval(&self) -> Duration {
-        self.obj
-            .spec
-            .retry_interval
-            .as_deref()
-            .and_then(|r| parse_duration(r).ok())
-            .unwrap_or_else(|| {
-                parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600))
-            })
+        retry_interval(self.obj)
     }
 
     /// `--no-cross-namespace-refs` covers dependencies as it covers the source: before any
@@ -710,7 +630,7 @@ impl Pass<'_> {
             .map(|a| format!("{} {}", a.object.subject(), a.action.as_str()))
             .collect();
         if !changed.is_empty() {
-            self.event(false, reason::PROGRESSING, &changed.join("\n"))
+            self.event(reason::PROGRESSING, &changed.join("\n"), &[])
                 .await;
         }
         Ok(applied)
@@ -780,7 +700,7 @@ impl Pass<'_> {
                 .iter()
                 .map(|r| format!("{} deleted", r.subject()))
                 .collect();
-            self.event(false, reason::PROGRESSING, &lines.join("\n"))
+            self.event(reason::PROGRESSING, &lines.join("\n"), &[])
                 .await;
         }
         if errors.is_empty() {
@@ -906,100 +826,33 @@ impl Pass<'_> {
         Failure::new(reason::HEALTH_CHECK_FAILED, message)
     }
 
-    async fn finish(
-        &mut self,
-        outcome: Result<Outcome, Failure>,
-        started: Instant,
-    ) -> Result<Action, ApplyControllerError> {
-        self.status.last_handled_reconcile_at = requested_at(self.obj);
-        let key = self.key();
-        let action = match outcome {
-            Ok(done) => {
-                let message = format!("Applied revision: {}", done.revision);
-                self.status.last_applied_revision = Some(done.revision.clone());
-                self.status.last_applied_origin_revision = done.origin_revision.clone();
-                self.status.inventory = Some(done.inventory);
-                self.status.observed_generation = Some(self.generation);
-                self.conditions.delete(RECONCILING);
-                self.conditions.delete(STALLED);
-                self.conditions
-                    .mark_true(READY, reason::SUCCEEDED, &message);
-                self.ctx.backoff.reset(&key);
-                let interval =
-                    parse_duration(&self.obj.spec.interval).unwrap_or(Duration::from_secs(600));
-                let next = jittered(interval, self.ctx.settings.jitter_percentage);
-                if !done
-                    .changes
-                    .iter()
-                    .all(|c| matches!(c.action, ApplyAction::Unchanged | ApplyAction::Skipped))
-                    || !done.pruned.is_empty()
-                {
-                    self.event(
-                        false,
-                        reason::SUCCEEDED,
-                        &format!(
-                            "Reconciliation finished in {:?}, next run in {}",
-                            started.elapsed(),
-                            self.obj.spec.interval
-                        ),
-                    )
-                    .await;
-                }
-                self.ctx.metrics.record_result("kustomization", "success");
-                let key = self.key();
-                self.ctx.metrics.queues.requeue("kustomization", &key, next)
-            }
-            Err(failure) => {
-                self.conditions
-                    .mark_false(READY, failure.reason, &failure.message);
-                self.event(true, failure.reason, &failure.message).await;
-                self.ctx.metrics.record_result("kustomization", "error");
-                if failure.stalled {
-                    self.conditions
-                        .mark_true(STALLED, failure.reason, &failure.message);
-                    self.conditions.delete(RECONCILING);
-                    self.status.observed_generation = Some(self.generation);
-                    Action::await_change()
-                } else {
-                    let message = self
-                        .conditions
-                        .get(RECONCILING)
-                        .map(|c| c.message.clone())
-                        .unwrap_or_else(|| "Reconciliation in progress".into());
-                    self.conditions.mark_true(
-                        RECONCILING,
-                        reason::PROGRESSING_WITH_RETRY,
-                        &message,
-                    );
-                    let delay = failure.requeue.unwrap_or_else(|| self.retry_interval());
-                    let key = self.key();
-                    self.ctx
-                        .metrics
-                        .queues
-                        .requeue("kustomization", &key, delay)
-                }
-            }
-        };
-        self.record_history(started.elapsed());
-        for type_ in [READY, RECONCILING, STALLED] {
-            let status = match self.conditions.get(type_).map(|c| c.status) {
-                Some(ConditionStatus::True) => "True",
-                Some(ConditionStatus::False) => "False",
-                Some(ConditionStatus::Unknown) => "Unknown",
-                None => "Deleted",
-            };
-            self.ctx
-                .metrics
-                .record_condition(&labels(self.obj), type_, status);
+    /// Record what a successful pass applied, and announce it when something changed.
+    async fn succeeded(&mut self, done: Outcome) {
+        let message = format!("Applied revision: {}", done.revision);
+        self.status.last_applied_revision = Some(done.revision.clone());
+        self.status.last_applied_origin_revision = done.origin_revision.clone();
+        self.status.inventory = Some(done.inventory);
+        self.conditions
+            .mark_true(READY, reason::SUCCEEDED, &message);
+        let changed = !done
+            .changes
+            .iter()
+            .all(|c| matches!(c.action, ApplyAction::Unchanged | ApplyAction::Skipped))
+            || !done.pruned.is_empty();
+        if changed {
+            let message = format!(
+                "Reconciliation finished in {:?}, next run in {}",
+                self.started.elapsed(),
+                self.obj.spec.interval
+            );
+            self.event(reason::SUCCEEDED, &message, &[]).await;
         }
-        self.patch_status().await?;
-        Ok(action)
     }
 
     /// One entry of `status.history` per pass that built something, keyed by what it built
     /// and how the pass ended.
     fn record_history(&mut self, took: Duration) {
-        let Some(digest) = self.built.clone() else {
+        let Some(digest) = self.memo.clone() else {
             return;
         };
         let outcome = self
@@ -1023,43 +876,6 @@ impl Pass<'_> {
             &outcome,
             metadata,
         );
-    }
-
-    async fn event(&self, warning: bool, reason: &str, message: &str) {
-        let mut metadata = BTreeMap::new();
-        if let Some(rev) = &self.status.last_attempted_revision {
-            metadata.insert(
-                "kustomize.toolkit.fluxcd.io/revision".to_string(),
-                rev.clone(),
-            );
-        }
-        let r = self.obj.object_ref(&());
-        match warning {
-            true => self.ctx.events.warning(&r, reason, message, metadata).await,
-            false => self.ctx.events.normal(&r, reason, message, metadata).await,
-        }
-    }
-
-    async fn patch_status(&mut self) -> Result<(), ApplyControllerError> {
-        self.conditions.sort();
-        self.status.conditions = self.conditions.list.clone();
-        let status = serde_json::to_value(&self.status).unwrap_or_default();
-        let Some(diff) = merge_patch(&self.written, &status) else {
-            return Ok(());
-        };
-        let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
-        api.patch_status(
-            &self.obj.name_any(),
-            &PatchParams {
-                field_manager: Some(STATUS_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&json!({ "status": diff })),
-        )
-        .await
-        .map_err(ApplyControllerError::Kube)?;
-        self.written = status;
-        Ok(())
     }
 }
 
@@ -1090,7 +906,7 @@ fn substituted(
 }
 
 /// Deletion with the spec's `deletionPolicy` (Flux §3.11).
-async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, ApplyControllerError> {
+async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameError> {
     let inventory = obj
         .status
         .as_ref()
@@ -1106,7 +922,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, Appl
         DeletionPolicy::Orphan => false,
     };
     if obj.spec.suspend || inventory.entries.is_empty() || !delete {
-        return Ok(Action::await_change());
+        return Ok(());
     }
     let ns = obj.namespace().unwrap_or_default();
     let sa = obj
@@ -1119,7 +935,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, Appl
         Some(sa) => {
             let mut config = ctx.config.clone();
             config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{sa}"));
-            Client::try_from(config).map_err(|e| ApplyControllerError::Cleanup(e.to_string()))?
+            Client::try_from(config).map_err(|e| FrameError::Cleanup(e.to_string()))?
         }
     };
     let applier = Applier {
@@ -1136,7 +952,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, Appl
         if applier
             .delete_owned(r, (&obj.name_any(), &ns))
             .await
-            .map_err(|e| ApplyControllerError::Cleanup(e.to_string()))?
+            .map_err(|e| FrameError::Cleanup(e.to_string()))?
         {
             deleted.push(r.clone());
         }
@@ -1177,15 +993,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<Action, Appl
                 .await;
         }
     }
-    Ok(Action::await_change())
-}
-
-fn requested_at(obj: &Kustomization) -> Option<String> {
-    obj.annotations().get(REQUESTED_AT).cloned().or_else(|| {
-        obj.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.clone())
-    })
+    Ok(())
 }
 
 pub fn kind_name(kind: SourceKind) -> &'static str {
@@ -1228,10 +1036,24 @@ fn local_url(url: &str) -> String {
     }
 }
 
-fn labels(obj: &Kustomization) -> crate::controller::metrics::ObjectLabels {
-    crate::controller::metrics::ObjectLabels {
-        kind: KIND.into(),
-        name: obj.name_any(),
-        namespace: obj.namespace().unwrap_or_default(),
-    }
+/// How long one pass may take: `spec.timeout`, else the interval less 30 s, at least 30 s.
+fn timeout(obj: &Kustomization) -> Duration {
+    let interval = parse_duration(&obj.spec.interval).unwrap_or(Duration::from_secs(600));
+    let configured = obj
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok());
+    configured
+        .unwrap_or(interval.saturating_sub(Duration::from_secs(30)))
+        .max(Duration::from_secs(30))
+}
+
+/// The delay after a failure: `spec.retryInterval`, else the interval.
+fn retry_interval(obj: &Kustomization) -> Duration {
+    obj.spec
+        .retry_interval
+        .as_deref()
+        .and_then(|r| parse_duration(r).ok())
+        .unwrap_or_else(|| parse_duration(&obj.spec.interval).unwrap_or(Duration::from_secs(600)))
 }

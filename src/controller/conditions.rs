@@ -53,6 +53,12 @@ const NEGATIVE: &[&str] = &[
 /// Conditions whose False is as abnormal as a negative condition's True.
 const BIPOLAR: &[&str] = &[SOURCE_VERIFIED];
 
+/// Whether `type_` is abnormal when True, so a failure recorded on it is True (on a positive
+/// condition such as `Ready` or `SourceVerified`, a failure is False).
+pub fn is_negative(type_: &str) -> bool {
+    NEGATIVE.contains(&type_)
+}
+
 /// Kubernetes caps condition messages; longer ones are cut and marked.
 pub const MAX_MESSAGE: usize = 32768;
 

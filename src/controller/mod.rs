@@ -1,13 +1,16 @@
-//! What every reconciler shares: conditions, events, requeue timing and metrics.
+//! What every reconciler shares: the reconcile frame, conditions, events, requeue timing and metrics.
 
 pub mod args;
 pub mod conditions;
 pub mod events;
+pub mod frame;
 pub mod gates;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod outcome;
 pub mod panics;
+pub mod pass;
 pub mod patch;
 pub mod queue;
 pub mod requeue;

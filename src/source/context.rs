@@ -3,34 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use kube::{Client, Resource, ResourceExt};
+use kube::Client;
 
 use super::oci::registry::{Credentials, RegistryClient, RegistryConnection, Transport};
-use crate::api::ConditionStatus;
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::Storage;
-use crate::controller::conditions::{self as cond, Conditions};
 use crate::controller::events::Events;
-use crate::controller::metrics::{Metrics, ObjectLabels};
+use crate::controller::frame::{FrameContext, StatusWrites};
+use crate::controller::metrics::Metrics;
 use crate::controller::requeue::Backoff;
-
-pub const FINALIZER: &str = "finalizers.fluxcd.io";
-pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
-
-/// Errors that escape a pass (step failures are reported as conditions instead).
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("kubernetes API: {0}")]
-    Kube(#[source] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<SourceError>>),
-    #[error("storage: {0}")]
-    Storage(String),
-    #[error(transparent)]
-    Panicked(#[from] crate::controller::panics::Panicked),
-}
 
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -67,8 +49,7 @@ pub struct Context {
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryConnection>>>,
     /// HTTP clients of Bucket passes, per transport: building one loads the system roots.
     http_clients: Mutex<HashMap<Transport, reqwest::Client>>,
-    /// The resourceVersion our last status write returned, per object.
-    written: Mutex<HashMap<String, String>>,
+    status_writes: StatusWrites,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -93,12 +74,8 @@ impl Context {
             backoff,
             registries: Mutex::new(HashMap::new()),
             http_clients: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
+            status_writes: StatusWrites::default(),
         }
-    }
-
-    pub fn key<K: Resource>(&self, obj: &K) -> String {
-        crate::controller::watch::object_key(obj)
     }
 
     /// A new sequence of requests over the connection of this credential set (one per set, so
@@ -144,72 +121,28 @@ impl Context {
         clients.insert(transport, client.clone());
         Ok(client)
     }
-
-    /// Remember the resourceVersion a status write of ours produced.
-    pub fn wrote(&self, key: &str, resource_version: Option<String>) {
-        let mut written = self.written.lock().expect("written lock");
-        match resource_version {
-            Some(rv) => written.insert(key.to_string(), rv),
-            None => written.remove(key),
-        };
-    }
-
-    /// Whether the cached object may predate our last status write: it is not the version
-    /// that write returned. (A newer version from someone else also reads as "may lag"; that
-    /// costs one GET.)
-    pub fn cache_may_lag(&self, key: &str, cached_version: Option<&str>) -> bool {
-        let written = self.written.lock().expect("written lock");
-        written
-            .get(key)
-            .is_some_and(|rv| Some(rv.as_str()) != cached_version)
-    }
-
-    /// Drop what is kept per object once it is deleted.
-    pub fn forget(&self, kind: &str, ns: &str, name: &str) {
-        let key = format!("{ns}/{name}");
-        self.written.lock().expect("written lock").remove(&key);
-        self.backoff.reset(&key);
-        self.metrics.forget(&labels(kind, ns, name));
-    }
-
-    pub fn record_suspend<K: Resource>(&self, kind: &str, obj: &K, suspended: bool) {
-        self.metrics.record_suspend(
-            &labels(kind, &obj.namespace().unwrap_or_default(), &obj.name_any()),
-            suspended,
-        );
-    }
-
-    pub fn observe<K: Resource>(
-        &self,
-        kind: &str,
-        obj: &K,
-        took: Duration,
-        conditions: &Conditions,
-    ) {
-        let l = labels(kind, &obj.namespace().unwrap_or_default(), &obj.name_any());
-        self.metrics.observe_duration(&l, took);
-        for type_ in [cond::READY, cond::RECONCILING, cond::STALLED] {
-            let status = match conditions.get(type_).map(|c| c.status) {
-                Some(ConditionStatus::True) => "True",
-                Some(ConditionStatus::False) => "False",
-                Some(ConditionStatus::Unknown) => "Unknown",
-                None => "Deleted",
-            };
-            self.metrics.record_condition(&l, type_, status);
-        }
-        let result = if conditions.is_true(cond::READY) {
-            "success"
-        } else {
-            "error"
-        };
-        self.metrics.record_result(&kind.to_lowercase(), result);
-    }
 }
 
-fn labels(kind: &str, ns: &str, name: &str) -> ObjectLabels {
-    ObjectLabels {
-        kind: kind.into(),
-        name: name.into(),
-        namespace: ns.into(),
+impl FrameContext for Context {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+    fn events(&self) -> &Events {
+        &self.events
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    fn status_writes(&self) -> &StatusWrites {
+        &self.status_writes
+    }
+    fn jitter_percentage(&self) -> u8 {
+        self.config.jitter_percentage
+    }
+    fn status_manager(&self) -> &str {
+        &self.config.field_manager
     }
 }

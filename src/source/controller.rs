@@ -13,17 +13,18 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{Context, SourceConfig, SourceError};
-use super::pass::{SourceObject, reconcile};
+use super::context::{Context, SourceConfig};
+use super::steps::SourceObject;
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
+use crate::controller::frame::{error_policy, reconcile};
 use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
@@ -198,15 +199,6 @@ pub(crate) async fn serve_probes(
         .route("/readyz", get(readyz));
     serve(health_addr, probes, "health").await?;
     Ok(ready)
-}
-
-fn error_policy<K: SourceObject>(obj: Arc<K>, error: &SourceError, ctx: Arc<Context>) -> Action {
-    let key = ctx.key(obj.as_ref());
-    tracing::warn!(object = %key, %error, "reconcile error");
-    let delay = ctx.backoff.next_delay(&key);
-    ctx.metrics
-        .queues
-        .requeue(&K::KIND.to_lowercase(), &key, delay)
 }
 
 fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {

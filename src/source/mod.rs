@@ -4,5 +4,5 @@ pub mod bucket;
 pub mod context;
 pub mod controller;
 pub mod oci;
-pub mod pass;
+pub mod steps;
 pub mod store;

@@ -19,11 +19,15 @@ use crate::artifact::archive::KeepAll;
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::ignore::{MAX_SOURCE_IGNORE_BYTES, SOURCE_IGNORE_FILE};
 use crate::controller::conditions::{self as cond, reason};
+use crate::controller::frame::{FrameError, Reconciled};
+use crate::controller::outcome::{Failure, Summary};
+use crate::controller::pass::Pass;
 use crate::controller::requeue::parse_duration;
 use crate::identity::endpoints::{CloudService, aws_regional_sts};
+use crate::source::context::Context;
 use crate::source::oci::credentials::{self, TlsMaterial, proxy_from_secret, tls_from_secret};
 use crate::source::oci::registry::{ProxyConfig, Transport};
-use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
+use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// How many unsafe keys a warning names, and how much of each.
@@ -32,26 +36,41 @@ const UNSAFE_EXAMPLE_BYTES: usize = 200;
 
 impl_source_status!(BucketStatus);
 
-impl SourceObject for Bucket {
+impl Reconciled for Bucket {
     type Status = BucketStatus;
+    type Context = Context;
+    type Memo = ();
     const KIND: &'static str = "Bucket";
-    const STORAGE_KIND: &'static str = "bucket";
+    const SUMMARY: Summary = SOURCE_SUMMARY;
+    const FRAME_FAILURE: &'static str = cond::FETCH_FAILED;
     fn status(&self) -> Option<&BucketStatus> {
         self.status.as_ref()
-    }
-    fn interval(&self) -> &str {
-        &self.spec.interval
-    }
-    fn timeout(&self) -> &str {
-        &self.spec.timeout
     }
     fn suspended(&self) -> bool {
         self.spec.suspend
     }
-    fn run(
-        pass: &mut Pass<'_, Self>,
-    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
-        pass.run_bucket()
+    fn interval(&self) -> &str {
+        &self.spec.interval
+    }
+    fn durations(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("spec.interval", &self.spec.interval),
+            ("spec.timeout", &self.spec.timeout),
+        ]
+    }
+    async fn run(pass: &mut Pass<'_, Self>) -> Result<(), Failure> {
+        steps::begin(pass).await;
+        pass.run_bucket().await
+    }
+    async fn cleanup(obj: &Self, ctx: &Context) -> Result<(), FrameError> {
+        steps::remove_artifacts(obj, ctx).await
+    }
+}
+
+impl SourceObject for Bucket {
+    const STORAGE_KIND: &'static str = "bucket";
+    fn timeout(&self) -> &str {
+        &self.spec.timeout
     }
 }
 
@@ -154,7 +173,7 @@ impl Pass<'_, Bucket> {
             self.conditions.delete(cond::FETCH_FAILED);
             self.conditions.delete(cond::ARTIFACT_OUTDATED);
             self.mark_stored(&revision);
-            tracing::debug!(object = %self.ctx.key(self.obj), %revision, "artifact up-to-date with remote revision");
+            tracing::debug!(object = %self.key(), %revision, "artifact up-to-date with remote revision");
             return Ok(());
         }
         self.announce_new_revision(&format!("new upstream revision '{revision}'"))
@@ -186,7 +205,7 @@ impl Pass<'_, Bucket> {
                     self.obj.spec.bucket_name
                 )),
             })?;
-        tracing::debug!(object = %self.ctx.key(self.obj), downloaded = stats.downloaded, bytes = stats.downloaded_bytes, removed = stats.removed, "mirror synced");
+        tracing::debug!(object = %self.key(), downloaded = stats.downloaded, bytes = stats.downloaded_bytes, removed = stats.removed, "mirror synced");
         self.ctx
             .metrics
             .record_bucket_sync(stats.downloaded, stats.downloaded_bytes);
@@ -837,7 +856,7 @@ mod tests {
         let refused = |t: BucketTransport, target: &str| {
             check_controller_transport(&t, target)
                 .err()
-                .map(|f| (f.reason, f.stalled, f.message))
+                .map(|f| (f.reason, f.is_stalled(), f.message))
         };
         let (reason, stalled, message) = refused(transport(true, false, false), https).unwrap();
         assert_eq!(

@@ -19,8 +19,13 @@ use crate::api::oci_repository::{
 use crate::api::oci_repository::{OCIRepositoryVerification, VerifiedSignature};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
 use crate::controller::conditions::{self as cond, reason};
+use crate::controller::frame::{FrameError, Reconciled};
+use crate::controller::objects::kube_message;
+use crate::controller::outcome::{Failure, Summary};
+use crate::controller::pass::Pass;
 use crate::controller::requeue::parse_duration;
-use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status, kube_message};
+use crate::source::context::Context;
+use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use crate::verify::oci::VerifyError;
 use crate::verify::trust::TrustedRoot;
 use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified, Verified, VerifiedSigner};
@@ -40,26 +45,41 @@ struct Resolved {
 
 impl_source_status!(OCIRepositoryStatus);
 
-impl SourceObject for OCIRepository {
+impl Reconciled for OCIRepository {
     type Status = OCIRepositoryStatus;
+    type Context = Context;
+    type Memo = ();
     const KIND: &'static str = "OCIRepository";
-    const STORAGE_KIND: &'static str = "ocirepository";
+    const SUMMARY: Summary = SOURCE_SUMMARY;
+    const FRAME_FAILURE: &'static str = cond::FETCH_FAILED;
     fn status(&self) -> Option<&OCIRepositoryStatus> {
         self.status.as_ref()
-    }
-    fn interval(&self) -> &str {
-        &self.spec.interval
-    }
-    fn timeout(&self) -> &str {
-        &self.spec.timeout
     }
     fn suspended(&self) -> bool {
         self.spec.suspend
     }
-    fn run(
-        pass: &mut Pass<'_, Self>,
-    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
-        pass.run_oci()
+    fn interval(&self) -> &str {
+        &self.spec.interval
+    }
+    fn durations(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("spec.interval", &self.spec.interval),
+            ("spec.timeout", &self.spec.timeout),
+        ]
+    }
+    async fn run(pass: &mut Pass<'_, Self>) -> Result<(), Failure> {
+        steps::begin(pass).await;
+        pass.run_oci().await
+    }
+    async fn cleanup(obj: &Self, ctx: &Context) -> Result<(), FrameError> {
+        steps::remove_artifacts(obj, ctx).await
+    }
+}
+
+impl SourceObject for OCIRepository {
+    const STORAGE_KIND: &'static str = "ocirepository";
+    fn timeout(&self) -> &str {
+        &self.spec.timeout
     }
 }
 
@@ -84,7 +104,7 @@ impl Pass<'_, OCIRepository> {
             self.conditions.delete(cond::FETCH_FAILED);
             self.conditions.delete(cond::ARTIFACT_OUTDATED);
             self.mark_stored(&revision);
-            tracing::debug!(object = %self.ctx.key(self.obj), %revision, "artifact up-to-date with remote revision");
+            tracing::debug!(object = %self.key(), %revision, "artifact up-to-date with remote revision");
             return Ok(());
         }
         // `reference` is the one the revision was resolved from (`host/repo:tag` or `@digest`).
@@ -321,7 +341,7 @@ impl Pass<'_, OCIRepository> {
             reason::SUCCEEDED,
             &format!("verified signature of revision {revision}"),
         );
-        tracing::debug!(object = %self.ctx.key(self.obj), ?found, %signed, "signature verified");
+        tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
         self.status.verified_signature = Some(verified_signature(&found));
         Ok(())
     }
