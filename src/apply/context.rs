@@ -9,8 +9,8 @@ use super::fetch::{ArtifactCache, Retries};
 use super::ssa::Mapper;
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::events::Events;
-use crate::controller::frame::{FrameContext, StatusWrites};
 use crate::controller::metrics::Metrics;
+use crate::controller::pass::{FrameContext, StatusWrites};
 use crate::controller::requeue::Backoff;
 
 /// The field manager of applied objects, as Flux's kustomize-controller names it.

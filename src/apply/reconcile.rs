@@ -29,10 +29,10 @@ use crate::api::kustomization::{
 };
 use crate::api::{Artifact, ConditionStatus};
 use crate::controller::conditions::{READY, RECONCILING, STALLED};
-use crate::controller::frame::{FrameError, Reconciled, impl_object_status};
 use crate::controller::objects::{kube_message, secret_data};
 use crate::controller::outcome::{Failure, ReadySummary, Summary};
 use crate::controller::pass::Pass;
+use crate::controller::pass::{FrameError, Reconciled, impl_object_status};
 use crate::controller::requeue::parse_duration;
 
 const KIND: &str = "Kustomization";

@@ -4,6 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 
+/// The finalizer every Flux controller puts on the objects it reconciles.
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+/// The annotation `flux reconcile` sets to ask for a pass now.
+pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+
 /// A Secret's data, with `stringData` filling keys `data` lacks.
 pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret

@@ -1,22 +1,173 @@
-//! One pass over one object: what it started from, the conditions and status it builds up,
-//! and the writes and reads every kind's steps make through it.
+//! One pass over one object, and what a kind implements to be reconciled by passes: its status
+//! fields, its timing and steps (`Reconciled`), and what the frame needs of its context.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::api::Condition;
 use crate::controller::conditions::Conditions;
-use crate::controller::frame::{FrameContext, FrameError, ObjectStatus, Reconciled};
+use crate::controller::events::Events;
+use crate::controller::metrics::Metrics;
 use crate::controller::objects::{kube_message, secret_data};
+use crate::controller::outcome::{Failure, Summary};
 use crate::controller::patch::merge_patch;
+use crate::controller::requeue::Backoff;
 
 /// The prefix of annotations Flux forwards as event metadata (without the prefix).
 const EVENT_ANNOTATION_PREFIX: &str = "event.toolkit.fluxcd.io/";
 
+/// Errors that escape a pass (step failures are reported as conditions instead).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<FrameError>>),
+    /// Removing what a deleted object left behind failed; the deletion is retried.
+    #[error("cleanup: {0}")]
+    Cleanup(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::controller::panics::Panicked),
+}
+
+/// The status fields every kind has.
+pub trait ObjectStatus: Default + Clone + Serialize + Send + Sync {
+    fn conditions(&self) -> &Vec<Condition>;
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn observed_generation(&self) -> Option<i64>;
+    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+    fn last_handled_reconcile_at(&self) -> Option<&String>;
+    fn last_handled_reconcile_at_mut(&mut self) -> &mut Option<String>;
+}
+
+/// Implements `ObjectStatus` for a status struct with Flux's common field names.
+macro_rules! impl_object_status {
+    ($status:ty) => {
+        impl $crate::controller::pass::ObjectStatus for $status {
+            fn conditions(&self) -> &Vec<$crate::api::Condition> {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<$crate::api::Condition> {
+                &mut self.conditions
+            }
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+                &mut self.observed_generation
+            }
+            fn last_handled_reconcile_at(&self) -> Option<&String> {
+                self.last_handled_reconcile_at.as_ref()
+            }
+            fn last_handled_reconcile_at_mut(&mut self) -> &mut Option<String> {
+                &mut self.last_handled_reconcile_at
+            }
+        }
+    };
+}
+pub(crate) use impl_object_status;
+
+/// What the frame needs from a controller's context.
+pub trait FrameContext: Send + Sync + 'static {
+    fn client(&self) -> &Client;
+    fn events(&self) -> &Events;
+    fn metrics(&self) -> &Metrics;
+    fn backoff(&self) -> &Backoff;
+    fn status_writes(&self) -> &StatusWrites;
+    fn jitter_percentage(&self) -> u8;
+    /// The field manager of status writes.
+    fn status_manager(&self) -> &str;
+}
+
+/// A kind the frame can reconcile: its spec's timing, its Ready summary and its steps.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: ObjectStatus;
+    type Context: FrameContext;
+    /// What the steps leave for `ended` (Kustomization: the digest of what it built).
+    type Memo: Default + Send + Sync;
+    const KIND: &'static str;
+    /// How `Ready` is decided and what a retry says when no step said what it was doing.
+    const SUMMARY: Summary;
+    /// The condition a failure outside the steps (a bad duration, a panic) is recorded on.
+    const FRAME_FAILURE: &'static str;
+
+    fn status(&self) -> Option<&Self::Status>;
+    fn suspended(&self) -> bool;
+    fn interval(&self) -> &str;
+    /// Every duration of the spec, by field path, checked before any step runs.
+    fn durations(&self) -> Vec<(&'static str, &str)>;
+    /// The delay of `Retry::Backoff`: `None` is the controller's exponential backoff.
+    fn retry_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Metadata the kind adds to every event of this object.
+    fn event_metadata(_status: &Self::Status) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The kind's steps; the frame writes their outcome.
+    fn run(pass: &mut Pass<'_, Self>) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Bookkeeping once the outcome's conditions are known, before the status write.
+    fn ended(_pass: &mut Pass<'_, Self>, _took: Duration) {}
+    /// What deletion of the object has to undo.
+    fn cleanup(
+        obj: &Self,
+        ctx: &Self::Context,
+    ) -> impl Future<Output = Result<(), FrameError>> + Send;
+}
+
+/// The resourceVersion our last status write returned, per object: a cached object older than
+/// that predates the write, and a pass started from it would redo (and re-announce) work.
+#[derive(Default)]
+pub struct StatusWrites {
+    written: Mutex<HashMap<String, String>>,
+}
+
+impl StatusWrites {
+    pub fn wrote(&self, key: &str, resource_version: Option<String>) {
+        let mut written = self.written.lock().expect("status writes lock");
+        match resource_version {
+            Some(rv) => written.insert(key.to_string(), rv),
+            None => written.remove(key),
+        };
+    }
+
+    /// Whether the cached object may predate our last status write: it is not the version
+    /// that write returned. (A newer version from someone else also reads as "may lag"; that
+    /// costs one GET.)
+    pub fn cache_may_lag(&self, key: &str, cached_version: Option<&str>) -> bool {
+        let written = self.written.lock().expect("status writes lock");
+        written
+            .get(key)
+            .is_some_and(|rv| Some(rv.as_str()) != cached_version)
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.written.lock().expect("status writes lock").remove(key);
+    }
+}
+
+/// One pass over one object: what it started from and what it builds up.
 pub struct Pass<'a, K: Reconciled> {
     pub obj: &'a K,
     pub ctx: &'a K::Context,

@@ -7,7 +7,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::controller::frame::REQUESTED_AT;
+use crate::controller::objects::REQUESTED_AT;
 
 /// The objects of one kind to reconcile, cached in `store`. managedFields are never read here and
 /// are most of an object's size in memory; and like Flux's predicates, only what asks for work

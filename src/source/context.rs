@@ -10,8 +10,8 @@ use super::oci::registry::{Credentials, RegistryClient, RegistryConnection, Tran
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::Storage;
 use crate::controller::events::Events;
-use crate::controller::frame::{FrameContext, StatusWrites};
 use crate::controller::metrics::Metrics;
+use crate::controller::pass::{FrameContext, StatusWrites};
 use crate::controller::requeue::Backoff;
 
 #[derive(Debug, Clone)]

@@ -4,9 +4,10 @@
 use crate::api::Artifact;
 use crate::artifact::storage::StoredArtifactRecord;
 use crate::controller::conditions::{self as cond, reason};
-use crate::controller::frame::{FrameError, ObjectStatus, Reconciled, requested_at};
+use crate::controller::frame::requested_at;
 use crate::controller::outcome::{Failure, ReadySummary, Summary};
 use crate::controller::pass::Pass;
+use crate::controller::pass::{FrameError, ObjectStatus, Reconciled};
 use crate::source::context::Context;
 
 /// How a source's `Ready` is summarised (Flux's per-kind summary table; Bucket's lacks nothing
@@ -26,7 +27,7 @@ pub trait SourceStatus: ObjectStatus {
 /// Implements `ObjectStatus` and `SourceStatus` for a status struct with Flux's field names.
 macro_rules! impl_source_status {
     ($status:ty) => {
-        $crate::controller::frame::impl_object_status!($status);
+        $crate::controller::pass::impl_object_status!($status);
         impl $crate::source::steps::SourceStatus for $status {
             fn artifact(&self) -> Option<&$crate::api::Artifact> {
                 self.artifact.as_ref()

@@ -11,7 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use driftless::api::{Artifact, Condition, ConditionStatus};
-use driftless::controller::frame::ObjectStatus;
+use driftless::controller::pass::ObjectStatus;
 use driftless::source::steps::{SourceObject, SourceStatus};
 
 use super::controller::{SourceController, http_get_bytes};

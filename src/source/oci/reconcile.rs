@@ -19,10 +19,10 @@ use crate::api::oci_repository::{
 use crate::api::oci_repository::{OCIRepositoryVerification, VerifiedSignature};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
 use crate::controller::conditions::{self as cond, reason};
-use crate::controller::frame::{FrameError, Reconciled};
 use crate::controller::objects::kube_message;
 use crate::controller::outcome::{Failure, Summary};
 use crate::controller::pass::Pass;
+use crate::controller::pass::{FrameError, Reconciled};
 use crate::controller::requeue::parse_duration;
 use crate::source::context::Context;
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
