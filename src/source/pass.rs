@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::api::{Artifact, Condition, ConditionStatus};
-use crate::artifact::storage::StoredArtifactRecord;
+use crate::artifact::storage::{ArtifactLocation, StoredArtifactRecord};
 use crate::controller::conditions::{self as cond, Conditions, reason};
 pub use crate::controller::objects::kube_message;
 use crate::controller::objects::secret_data;
@@ -91,6 +91,14 @@ pub trait SourceObject:
     const KIND: &'static str;
     /// The directory under the storage root (`ocirepository`, `bucket`).
     const STORAGE_KIND: &'static str;
+    /// Where this object's artifacts live in storage.
+    fn artifact_location(&self) -> ArtifactLocation {
+        ArtifactLocation::new(
+            Self::STORAGE_KIND,
+            &self.namespace().unwrap_or_default(),
+            &self.name_any(),
+        )
+    }
     fn status(&self) -> Option<&Self::Status>;
     fn interval(&self) -> &str;
     fn timeout(&self) -> &str;
@@ -183,8 +191,8 @@ pub async fn reconcile<K: SourceObject>(
 async fn cleanup<K: SourceObject>(obj: &K, ctx: &Context) -> Result<Action, SourceError> {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let storage = ctx.storage.clone();
-    let (n, m) = (ns.clone(), name.clone());
-    tokio::task::spawn_blocking(move || storage.remove_object(K::STORAGE_KIND, &n, &m))
+    let location = obj.artifact_location();
+    tokio::task::spawn_blocking(move || storage.remove_object(&location))
         .await
         .map_err(|e| SourceError::Storage(e.to_string()))?
         .map_err(|e| {
@@ -317,13 +325,13 @@ impl<K: SourceObject> Pass<'_, K> {
 
     /// Garbage-collect old files and make sure the recorded artifact is still on disk.
     async fn check_storage(&mut self) {
-        let (ns, name) = (self.namespace(), self.name());
+        let location = self.obj.artifact_location();
         let recorded = self.status.artifact().cloned();
         let storage = self.ctx.storage.clone();
         // GC and (after a restart) one re-hash are file-system work: off the async runtime.
         let intact = tokio::task::spawn_blocking(move || {
             let current = recorded.as_ref().and_then(|a| a.path.rsplit('/').next());
-            if let Err(e) = storage.gc(K::STORAGE_KIND, &ns, &name, current) {
+            if let Err(e) = storage.gc(&location, current) {
                 tracing::debug!(error = %e, "garbage collection failed");
             }
             recorded.is_some_and(|a| {
@@ -359,7 +367,7 @@ impl<K: SourceObject> Pass<'_, K> {
             *self.status.url_mut() = self
                 .ctx
                 .storage
-                .latest_url(K::STORAGE_KIND, &self.namespace(), &self.name())
+                .latest_url(&self.obj.artifact_location())
                 .ok();
         }
     }
