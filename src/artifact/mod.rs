@@ -16,6 +16,6 @@ pub use extract::{ExtractError, ExtractLimits, ExtractStats, extract_tar_gz};
 pub use ignore::{DefaultPatterns, IgnoreError, IgnoreRules};
 pub use server::router;
 pub use storage::{
-    Storage, StorageConfig, StorageError, StoredArtifact, StoredArtifactRecord,
-    advertised_host_from_addr, artifact_path,
+    ArtifactLocation, Storage, StorageConfig, StorageError, StoredArtifact, StoredArtifactRecord,
+    advertised_host_from_addr,
 };

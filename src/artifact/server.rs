@@ -388,7 +388,7 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    use crate::artifact::storage::StorageConfig;
+    use crate::artifact::storage::{ArtifactLocation, StorageConfig};
 
     const CONTENT: &[u8] = b"0123456789abcdefghij";
     const PATH: &str = "/ocirepository/ns/app/sha256:abc.tar.gz";
@@ -407,12 +407,11 @@ mod tests {
             retention_records: 2,
         })
         .unwrap();
+        let location = ArtifactLocation::new("OCIRepository", "ns", "app");
         let stored = storage
-            .copy_artifact_from_reader("OCIRepository", "ns", "app", "sha256:abc.tar.gz", CONTENT)
+            .copy_artifact_from_reader(&location, "sha256:abc.tar.gz", CONTENT)
             .unwrap();
-        storage
-            .set_latest("OCIRepository", "ns", "app", &stored.path)
-            .unwrap();
+        storage.set_latest(&location, &stored.path).unwrap();
         Fixture {
             _tmp: tmp,
             storage: Arc::new(storage),

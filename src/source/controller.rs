@@ -255,14 +255,15 @@ async fn remove_orphaned_storage<K: SourceObject>(
         .collect();
     let only_ns = (!args.common.watch_all_namespaces)
         .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
-    for (ns, name) in storage.stored_objects(K::STORAGE_KIND) {
-        if only_ns.as_ref().is_some_and(|only| *only != ns)
-            || live.contains(&(ns.clone(), name.clone()))
+    for location in storage.stored_objects(K::STORAGE_KIND) {
+        let (ns, name) = (location.namespace(), location.name());
+        if only_ns.as_deref().is_some_and(|only| only != ns)
+            || live.contains(&(ns.to_string(), name.to_string()))
         {
             continue;
         }
         tracing::info!(namespace = %ns, %name, kind = K::KIND, "removing storage of a deleted object");
-        if let Err(e) = storage.remove_object(K::STORAGE_KIND, &ns, &name) {
+        if let Err(e) = storage.remove_object(&location) {
             tracing::warn!(namespace = %ns, %name, error = %e, "could not remove orphaned storage");
         }
     }

@@ -2,7 +2,7 @@
 //! record and announcement of a new artifact, and the removal of its files on deletion.
 
 use crate::api::Artifact;
-use crate::artifact::storage::StoredArtifactRecord;
+use crate::artifact::storage::{ArtifactLocation, StoredArtifactRecord};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::frame::requested_at;
 use crate::controller::outcome::{Failure, ReadySummary, Summary};
@@ -48,6 +48,15 @@ pub trait SourceObject: Reconciled<Context = Context, Status: SourceStatus> {
     /// The directory under the storage root (`ocirepository`, `bucket`).
     const STORAGE_KIND: &'static str;
     fn timeout(&self) -> &str;
+    /// Where this object's artifacts live in storage.
+    fn artifact_location(&self) -> ArtifactLocation {
+        use kube::ResourceExt;
+        ArtifactLocation::new(
+            Self::STORAGE_KIND,
+            &self.namespace().unwrap_or_default(),
+            &self.name_any(),
+        )
+    }
 }
 
 /// The failures of source steps, each on the condition Flux records it on.
@@ -92,8 +101,8 @@ pub async fn remove_artifacts<K: SourceObject>(obj: &K, ctx: &Context) -> Result
     use kube::ResourceExt;
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let storage = ctx.storage.clone();
-    let (n, m) = (ns.clone(), name.clone());
-    tokio::task::spawn_blocking(move || storage.remove_object(K::STORAGE_KIND, &n, &m))
+    let location = obj.artifact_location();
+    tokio::task::spawn_blocking(move || storage.remove_object(&location))
         .await
         .map_err(|e| FrameError::Cleanup(e.to_string()))?
         .map_err(|e| {
@@ -135,13 +144,13 @@ impl<K: SourceObject> Pass<'_, K> {
 
     /// Garbage-collect old files and make sure the recorded artifact is still on disk.
     async fn check_storage(&mut self) {
-        let (ns, name) = (self.namespace(), self.name());
+        let location = self.obj.artifact_location();
         let recorded = self.status.artifact().cloned();
         let storage = self.ctx.storage.clone();
         // GC and (after a restart) one re-hash are file-system work: off the async runtime.
         let intact = tokio::task::spawn_blocking(move || {
             let current = recorded.as_ref().and_then(|a| a.path.rsplit('/').next());
-            if let Err(e) = storage.gc(K::STORAGE_KIND, &ns, &name, current) {
+            if let Err(e) = storage.gc(&location, current) {
                 tracing::debug!(error = %e, "garbage collection failed");
             }
             recorded.is_some_and(|a| {
@@ -177,7 +186,7 @@ impl<K: SourceObject> Pass<'_, K> {
             *self.status.url_mut() = self
                 .ctx
                 .storage
-                .latest_url(K::STORAGE_KIND, &self.namespace(), &self.name())
+                .latest_url(&self.obj.artifact_location())
                 .ok();
         }
     }

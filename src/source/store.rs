@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::api::oci_repository::LayerOperation;
 use crate::artifact::extract::{ExtractError, ExtractLimits, extract_tar_gz};
 use crate::artifact::ignore::{IgnoreError, IgnoreRules};
-use crate::artifact::storage::{Storage, StoredArtifact};
+use crate::artifact::storage::{ArtifactLocation, Storage, StoredArtifact};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,30 +21,37 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A downloaded layer and how to turn it into an artifact.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerToStore<'a> {
+    /// The layer blob as downloaded (a `tar.gz`).
+    pub blob: &'a Path,
+    /// The artifact's file name in the object's directory.
+    pub file_name: &'a str,
+    pub operation: LayerOperation,
+    /// `spec.ignore`, applied on top of the layer's `.sourceignore` files.
+    pub spec_ignore: Option<&'a str>,
+    pub limits: ExtractLimits,
+    /// A scratch directory the layer may be extracted into.
+    pub work: &'a Path,
+}
+
 pub fn store_layer(
     storage: &Storage,
-    kind: &str,
-    ns: &str,
-    name: &str,
-    file_name: &str,
-    blob: &Path,
-    work: &Path,
-    operation: LayerOperation,
-    spec_ignore: Option<&str>,
-    limits: ExtractLimits,
+    location: &ArtifactLocation,
+    layer: &LayerToStore<'_>,
 ) -> Result<StoredArtifact, StoreError> {
-    match operation {
+    match layer.operation {
         LayerOperation::Copy => storage
-            .copy_artifact_from_reader(kind, ns, name, file_name, File::open(blob)?)
+            .copy_artifact_from_reader(location, layer.file_name, File::open(layer.blob)?)
             .map_err(|e| StoreError::Storage(e.to_string())),
         LayerOperation::Extract => {
-            let content = work.join("content");
+            let content = layer.work.join("content");
             std::fs::create_dir_all(&content)?;
-            extract_tar_gz(File::open(blob)?, &content, limits)?;
-            let rules = IgnoreRules::load(&content, spec_ignore)?;
+            extract_tar_gz(File::open(layer.blob)?, &content, layer.limits)?;
+            let rules = IgnoreRules::load(&content, layer.spec_ignore)?;
             storage
-                .write_archive_artifact(kind, ns, name, file_name, &content, &rules)
+                .write_archive_artifact(location, layer.file_name, &content, &rules)
                 .map_err(|e| StoreError::Storage(e.to_string()))
         }
     }

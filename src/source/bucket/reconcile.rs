@@ -234,7 +234,7 @@ impl Pass<'_, Bucket> {
         let dir = self
             .ctx
             .storage
-            .object_dir(Bucket::STORAGE_KIND, &self.namespace(), &self.name())
+            .object_dir(&self.obj.artifact_location())
             .map_err(|e| Failure::storage(reason::INVALID_PATH, e.to_string()))?;
         Ok(Mirror::new(&dir))
     }
@@ -330,21 +330,14 @@ impl Pass<'_, Bucket> {
         mirror: &Mirror,
         revision: &str,
     ) -> Result<(Artifact, Option<String>), Failure> {
-        let (ns, name) = (self.namespace(), self.name());
+        let location = self.obj.artifact_location();
         let storage = self.ctx.storage.clone();
         let files = mirror.files();
         let file_name = format!("{}.tar.gz", revision.trim_start_matches("sha256:"));
         let (stored, latest) = tokio::task::spawn_blocking(move || {
-            let stored = storage.write_archive_artifact(
-                Bucket::STORAGE_KIND,
-                &ns,
-                &name,
-                &file_name,
-                &files,
-                &KeepAll,
-            )?;
+            let stored = storage.write_archive_artifact(&location, &file_name, &files, &KeepAll)?;
             let latest = storage
-                .set_latest(Bucket::STORAGE_KIND, &ns, &name, &stored.path)
+                .set_latest(&location, &stored.path)
                 .inspect_err(|e| tracing::debug!(error = %e, "failed to update status URL symlink"))
                 .ok();
             Ok::<_, crate::artifact::storage::StorageError>((stored, latest))

@@ -450,27 +450,24 @@ impl Pass<'_, OCIRepository> {
         .map_err(|_| pull_failed(PullError::TimedOut(MAX_PULL_TIME)))?
         .map_err(pull_failed)?;
         let file_name = format!("{}.tar.gz", digest_of_revision(revision));
-        let (ns, name) = (self.namespace(), self.obj.name_any());
+        let location = self.obj.artifact_location();
         let storage = self.ctx.storage.clone();
         let limits = self.ctx.config.limits;
         let ignore = self.obj.spec.ignore.clone();
         let operation = selector.operation.unwrap_or(LayerOperation::Extract);
         let (stored, latest) = tokio::task::spawn_blocking(move || {
-            let stored = crate::source::store::store_layer(
-                &storage,
-                OCIRepository::STORAGE_KIND,
-                &ns,
-                &name,
-                &file_name,
-                &blob,
-                work.path(),
+            let layer = crate::source::store::LayerToStore {
+                blob: &blob,
+                file_name: &file_name,
                 operation,
-                ignore.as_deref(),
+                spec_ignore: ignore.as_deref(),
                 limits,
-            )?;
+                work: work.path(),
+            };
+            let stored = crate::source::store::store_layer(&storage, &location, &layer)?;
             // The latest.tar.gz link is best effort, as in Flux.
             let latest = storage
-                .set_latest(OCIRepository::STORAGE_KIND, &ns, &name, &stored.path)
+                .set_latest(&location, &stored.path)
                 .inspect_err(|e| tracing::debug!(error = %e, "failed to update status URL symlink"))
                 .ok();
             Ok::<_, crate::source::store::StoreError>((stored, latest))
