@@ -10,6 +10,8 @@ pub mod artifact;
 pub mod cli;
 pub mod controller;
 pub mod identity;
+pub mod oci;
 pub mod source;
+pub mod transport;
 pub mod util;
 pub mod verify;

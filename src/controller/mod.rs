@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod objects;
 pub mod panics;
 pub mod patch;
+pub mod probes;
 pub mod queue;
 pub mod requeue;
 pub mod watch;

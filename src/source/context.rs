@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use kube::{Client, Resource, ResourceExt};
 
-use super::oci::registry::{Credentials, RegistryClient, RegistryConnection, Transport};
 use crate::api::ConditionStatus;
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::Storage;
@@ -15,6 +14,8 @@ use crate::controller::conditions::{self as cond, Conditions};
 use crate::controller::events::Events;
 use crate::controller::metrics::{Metrics, ObjectLabels};
 use crate::controller::requeue::Backoff;
+use crate::oci::registry::{Credentials, RegistryClient, RegistryConnection};
+use crate::transport::{HttpClients, Transport};
 
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
 pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
@@ -65,8 +66,8 @@ pub struct Context {
     pub config: SourceConfig,
     pub backoff: Backoff,
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryConnection>>>,
-    /// HTTP clients of Bucket passes, per transport: building one loads the system roots.
-    http_clients: Mutex<HashMap<Transport, reqwest::Client>>,
+    /// HTTP clients of Bucket passes, per transport.
+    pub http_clients: HttpClients,
     /// The resourceVersion our last status write returned, per object.
     written: Mutex<HashMap<String, String>>,
 }
@@ -84,6 +85,7 @@ impl Context {
         config: SourceConfig,
         backoff: Backoff,
     ) -> Self {
+        let http_clients = HttpClients::new(&config.user_agent);
         Context {
             client,
             storage,
@@ -92,7 +94,7 @@ impl Context {
             config,
             backoff,
             registries: Mutex::new(HashMap::new()),
-            http_clients: Mutex::new(HashMap::new()),
+            http_clients,
             written: Mutex::new(HashMap::new()),
         }
     }
@@ -129,20 +131,6 @@ impl Context {
         )?;
         clients.insert(key, connection.clone());
         Ok(RegistryClient::session(&connection))
-    }
-
-    /// One HTTP client per transport (TLS material, proxy), shared by every Bucket using it.
-    pub fn http_client(&self, transport: Transport) -> Result<reqwest::Client, String> {
-        let mut clients = self.http_clients.lock().expect("http client cache lock");
-        if let Some(client) = clients.get(&transport) {
-            return Ok(client.clone());
-        }
-        if clients.len() >= MAX_REGISTRY_CLIENTS {
-            clients.clear();
-        }
-        let client = super::oci::registry::build_http_client(&transport, &self.config.user_agent)?;
-        clients.insert(transport, client.clone());
-        Ok(client)
     }
 
     /// Remember the resourceVersion a status write of ours produced.

@@ -1,16 +1,12 @@
 //! `driftless source-controller`: flags with Flux's names, the servers (artifacts, metrics,
 //! health) and the OCIRepository controller.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -27,6 +23,7 @@ use crate::controller::events::Events;
 use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
+use crate::controller::probes::{serve, serve_probes};
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 use crate::identity::endpoints::AmbientEndpoints;
@@ -170,36 +167,6 @@ fn controller<K: SourceObject>(
         .for_each(|result| async move { log_result(result) }))
 }
 
-/// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
-/// the artifact server is up (on the leader).
-pub(crate) async fn serve_probes(
-    metrics_addr: &str,
-    health_addr: &str,
-    metrics: &Metrics,
-) -> anyhow::Result<Arc<AtomicBool>> {
-    let render = metrics.clone();
-    serve(
-        metrics_addr,
-        Router::new().route("/metrics", get(move || async move { render.render() })),
-        "metrics",
-    )
-    .await?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let readiness = ready.clone();
-    let readyz = move || {
-        let status = match readiness.load(Ordering::Relaxed) {
-            true => (StatusCode::OK, "ok"),
-            false => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        };
-        async move { status }
-    };
-    let probes = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
-    serve(health_addr, probes, "health").await?;
-    Ok(ready)
-}
-
 fn error_policy<K: SourceObject>(obj: Arc<K>, error: &SourceError, ctx: Arc<Context>) -> Action {
     let key = ctx.key(obj.as_ref());
     tracing::warn!(object = %key, %error, "reconcile error");
@@ -275,30 +242,4 @@ async fn remove_orphaned_storage<K: SourceObject>(
         }
     }
     Ok(())
-}
-
-/// Start an HTTP server in the background; a bind failure stops start-up.
-async fn serve(addr: &str, router: Router, what: &'static str) -> anyhow::Result<()> {
-    let addr = listen_addr(addr)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{what}: binding {addr}"))?;
-    tracing::info!(%addr, "{what} listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "{what} stopped");
-        }
-    });
-    Ok(())
-}
-
-/// Go-style listen addresses: `:9090` means every interface.
-pub fn listen_addr(addr: &str) -> anyhow::Result<SocketAddr> {
-    let full = if addr.starts_with(':') {
-        format!("0.0.0.0{addr}")
-    } else {
-        addr.to_string()
-    };
-    full.parse()
-        .with_context(|| format!("invalid listen address '{addr}'"))
 }

@@ -15,7 +15,7 @@ use super::client::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
     write_body,
 };
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 use crate::util::pem_blocks;
 
 const API_VERSION: &str = "2021-08-06";

@@ -12,7 +12,7 @@ use super::client::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
     uri_encode, write_body,
 };
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";

@@ -21,9 +21,8 @@ use crate::artifact::ignore::{MAX_SOURCE_IGNORE_BYTES, SOURCE_IGNORE_FILE};
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::requeue::parse_duration;
 use crate::identity::endpoints::{CloudService, aws_regional_sts};
-use crate::source::oci::credentials::{self, TlsMaterial, proxy_from_secret, tls_from_secret};
-use crate::source::oci::registry::{ProxyConfig, Transport};
 use crate::source::pass::{Failure, Pass, SourceObject, impl_source_status};
+use crate::transport::{ProxyConfig, TlsMaterial, Transport, proxy_from_secret, tls_from_secret};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// How many unsafe keys a warning names, and how much of each.
@@ -541,16 +540,14 @@ impl Pass<'_, Bucket> {
         }
         let storage = self
             .ctx
-            .http_client(credentials::transport(
-                false,
-                transport.tls,
-                transport.proxy,
-            ))
+            .http_clients
+            .get(Transport::new(false, transport.tls, transport.proxy))
             .map_err(auth_failed)?;
         let credentials = match controller_held {
             true => self
                 .ctx
-                .http_client(Transport::default())
+                .http_clients
+                .get(Transport::default())
                 .map_err(auth_failed)?,
             false => storage.clone(),
         };

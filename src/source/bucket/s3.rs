@@ -13,7 +13,7 @@ use super::client::{
     write_body,
 };
 use crate::identity::endpoints::aws_regional_sts;
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 pub const DEFAULT_REGION: &str = "us-east-1";
