@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
-use super::client::{
+use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
     uri_encode, write_body,
 };
@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(page.items.0[0].name, "a.yaml");
         assert_eq!(page.next_page_token.as_deref(), Some("n"));
         let item = r#"{"name":"k","etag":"e"}"#;
-        let items = vec![item; crate::source::bucket::client::MAX_PAGE_ENTRIES + 1].join(",");
+        let items = vec![item; crate::source::bucket::object::MAX_PAGE_ENTRIES + 1].join(",");
         let err = serde_json::from_str::<ObjectList>(&format!(r#"{{"items":[{items}]}}"#))
             .err()
             .unwrap()

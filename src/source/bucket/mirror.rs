@@ -13,8 +13,9 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::StreamExt;
 
-use super::client::{BucketClient, BucketError, Fetched};
+use super::client::BucketClient;
 use super::index::{Index, normalize_etag, unsafe_key};
+use super::object::{BucketError, Fetched};
 use crate::artifact::ignore::SOURCE_IGNORE_FILE;
 // Temp files carry storage's marker, so the start-up sweep removes any a crash left.
 use crate::artifact::storage::TEMP_MARKER;

@@ -7,10 +7,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
-use super::client::{BucketClient, BucketError, ListLimits, Listed};
+use super::client::BucketClient;
 use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
 use super::index::{EtagStyle, Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
+use super::object::{BucketError, ListLimits, Listed};
 use super::s3::{self, AwsAuth, S3Client, StaticKeys};
 use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
