@@ -135,7 +135,7 @@ fn without_userinfo(address: &str) -> String {
     }
 }
 
-/// An HTTP client that connects as `transport` says; reads stall out after a minute.
+/// An HTTP client that connects as `transport` says and gives up on a read stalled for a minute.
 pub fn build_http_client(
     transport: &Transport,
     user_agent: &str,

@@ -1,11 +1,11 @@
 //! A client for the OCI distribution API: just what a source controller and a CI pusher need.
-//!
-//! Why not `oci-client`: it cannot present a TLS client certificate (`certSecretRef` mTLS) and
-//! does not follow `Link` pagination when listing tags, both part of Flux's contract; it also
-//! hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. A
-//! [`RegistryConnection`] keeps the token cache inside itself, so one connection per credential
-//! set is also one token cache per credential set; a [`RegistryClient`] is one sequence of
-//! requests over it (see [`Scheme`] for why that matters).
+
+// Why not `oci-client`: it cannot present a TLS client certificate (`certSecretRef` mTLS) and
+// does not follow `Link` pagination when listing tags, both part of Flux's contract; it also
+// hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. A
+// [`RegistryConnection`] keeps the token cache inside itself, so one connection per credential
+// set is also one token cache per credential set; a [`RegistryClient`] is one sequence of
+// requests over it (see [`Scheme`] for why that matters).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

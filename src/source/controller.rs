@@ -1,5 +1,5 @@
-//! `driftless source-controller`: flags with Flux's names, the servers (artifacts, metrics,
-//! health) and the OCIRepository controller.
+//! `driftless source-controller`: flags with Flux's names, storage, the artifact server and the
+//! OCIRepository and Bucket controllers.
 
 use std::path::PathBuf;
 use std::sync::Arc;

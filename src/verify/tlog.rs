@@ -1,7 +1,9 @@
-//! Transparency-log proofs, checked offline against the logs of a trusted root: the signed entry
-//! timestamp (the log's promise to include the entry, which also vouches for its time) and the
-//! inclusion proof (a Merkle path to a tree head in a checkpoint the log signed). The entry's
-//! body must describe the very signature being verified.
+//! Transparency-log proofs, checked offline against the logs of a trusted root: an entry's signed
+//! entry timestamp and inclusion proof, and that its body describes the very signature being
+//! verified.
+
+// The signed entry timestamp is the log's promise to include the entry, which also vouches for its
+// time; the inclusion proof is a Merkle path to a tree head in a checkpoint the log signed.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

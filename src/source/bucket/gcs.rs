@@ -1,7 +1,7 @@
-//! Google Cloud Storage through its JSON API (provider `gcp`): bucket metadata, object
-//! listing with the `etag` attribute Flux indexes, and media downloads bound to the listed
-//! generation. Credentials: a service-account key, else Google's default chain
-//! (`GOOGLE_APPLICATION_CREDENTIALS`, then the GKE/GCE metadata server).
+//! Google Cloud Storage through its JSON API (provider `gcp`): bucket metadata, object listing with
+//! the `etag` attribute Flux indexes, and media downloads bound to the listed generation, with a
+//! service-account key or else Google's default chain (`GOOGLE_APPLICATION_CREDENTIALS`, then the
+//! GKE/GCE metadata server) as credentials.
 
 use std::path::Path;
 
