@@ -60,6 +60,7 @@ crds:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	hack/module-graph
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## up / down: start or stop the test platform by hand (state in .platform/).

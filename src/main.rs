@@ -1,3 +1,5 @@
+//! The driftless binary: parses the command line and runs a controller or an `artifact` command.
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};

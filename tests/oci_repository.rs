@@ -923,12 +923,13 @@ async fn a_restarted_controller_serves_without_pulling_again() {
 struct Mode {
     registry: String,
     insecure: bool,
-    credentials: driftless::source::oci::registry::Credentials,
-    transport: driftless::source::oci::registry::Transport,
+    credentials: driftless::oci::registry::Credentials,
+    transport: driftless::transport::Transport,
 }
 
 fn mode(e: &Env, var: &str) -> Mode {
-    use driftless::source::oci::registry::{Credentials, Transport};
+    use driftless::oci::registry::Credentials;
+    use driftless::transport::Transport;
     let env = &e.platform.env;
     let read = |k: &str| std::fs::read(&env[k]).unwrap();
     let basic = Credentials::Basic {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use driftless::source::oci::credentials::{DockerConfig, proxy_from_secret};
+use driftless::oci::credentials::DockerConfig;
+use driftless::transport::proxy_from_secret;
 use libfuzzer_sys::fuzz_target;
 
 const REPOSITORIES: &[(&str, &str)] = &[

@@ -1,9 +1,9 @@
 //! Image manifests and indexes from a registry: what parses re-serialises to the same value.
 #![no_main]
 
-use driftless::source::oci::pull::{metadata, select_layer};
-use driftless::source::oci::registry::{ImageIndex, ImageManifest};
-use driftless::source::oci::semver::HELM_CHART_LAYER;
+use driftless::oci::pull::{metadata, select_layer};
+use driftless::oci::registry::{ImageIndex, ImageManifest};
+use driftless::oci::semver::HELM_CHART_LAYER;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

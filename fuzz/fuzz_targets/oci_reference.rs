@@ -1,7 +1,7 @@
 //! `spec.url` of an OCIRepository: a parsed reference re-serialises to one that parses the same.
 #![no_main]
 
-use driftless::source::oci::reference::RepositoryUrl;
+use driftless::oci::reference::RepositoryUrl;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! optionally NUL and a `semverFilter`. The tag picked satisfies the constraint.
 #![no_main]
 
-use driftless::source::oci::semver::{Constraint, parse_version, select_tag};
+use driftless::oci::semver::{Constraint, parse_version, select_tag};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

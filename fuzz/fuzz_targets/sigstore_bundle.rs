@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let _ = cert.identity().to_string();
     }
-    let digest = bundle.content.signed_digest().unwrap_or_default();
+    let digest = bundle.content.subject_digest().unwrap_or_default();
     let candidate = Candidate::Bundle(Ok(bundle));
     for root in ROOTS.iter() {
         let policy = Policy::Keyless {

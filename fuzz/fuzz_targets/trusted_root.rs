@@ -14,7 +14,7 @@ static BUNDLE: LazyLock<(Candidate, String)> = LazyLock::new(|| {
     let bundle = Bundle::parse(json).expect("fixture bundle parses");
     let digest = bundle
         .content
-        .signed_digest()
+        .subject_digest()
         .expect("fixture bundle signs a digest");
     (Candidate::Bundle(Ok(bundle)), digest)
 });

@@ -1,10 +1,10 @@
 //! The CustomResourceDefinitions, generated from the Rust types and shaped like Flux's.
-//!
-//! kube-derive's output differs from controller-gen's in ways a Flux client can see, so they are
-//! undone here, in one place: it marks every `Option` field `nullable` and lets optional enums
-//! take `null` (Flux's schemas never accept `null`), it makes `spec` required (Flux's do not),
-//! and its root schema lacks the `apiVersion`, `kind` and `metadata` properties. Descriptions
-//! are reflowed so that `kubectl explain` reads well.
+
+// kube-derive's output differs from controller-gen's in ways a Flux client can see, so they are
+// undone here, in one place: it marks every `Option` field `nullable` and lets optional enums
+// take `null` (Flux's schemas never accept `null`), it makes `spec` required (Flux's do not),
+// and its root schema lacks the `apiVersion`, `kind` and `metadata` properties. Descriptions
+// are reflowed so that `kubectl explain` reads well.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

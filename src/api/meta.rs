@@ -1,7 +1,7 @@
 //! Types every Flux kind shares: object references, the artifact record and conditions.
-//!
-//! These mirror `fluxcd/pkg/apis/meta` field for field, because Flux consumers (kustomize-controller,
-//! helm-controller, the flux CLI) read them from our objects.
+
+// These mirror `fluxcd/pkg/apis/meta` field for field, because Flux consumers (kustomize-controller,
+// helm-controller, the flux CLI) read them from our objects.
 
 use std::collections::BTreeMap;
 

@@ -32,6 +32,7 @@ use crate::controller::pass::StatusWrites;
 use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
+use crate::transport::{Transport, build_http_client};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
 /// The controller's name in work-queue metrics (controller-runtime's: the kind, lowercase).
@@ -73,7 +74,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         .context("loading the Kubernetes client configuration")?;
     let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
-    let ready = crate::source::controller::serve_probes(
+    let ready = crate::controller::probes::serve_probes(
         &args.common.metrics_addr,
         &args.common.health_addr,
         &metrics,
@@ -90,14 +91,15 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(ApplyContext {
         client: client.clone(),
         config,
-        http: reqwest::Client::builder()
-            .user_agent(format!(
+        http: build_http_client(
+            &Transport::default(),
+            &format!(
                 "driftless/{} (kustomize-controller)",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .build()?,
+            ),
+            Duration::from_secs(15),
+        )
+        .map_err(anyhow::Error::msg)?,
         events: Events::new(client.clone(), CONTROLLER_NAME)
             .forwarding_to(&args.common.events_addr)
             .map_err(anyhow::Error::msg)?,

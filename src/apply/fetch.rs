@@ -218,7 +218,7 @@ async fn download_once(
         .get(url)
         .send()
         .await
-        .map_err(|e| Attempt::Retry(failed(crate::source::oci::registry::error_chain(&e))))?;
+        .map_err(|e| Attempt::Retry(failed(crate::transport::error_chain(&e))))?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(Attempt::Final(FetchError::NotFound(url.into())));

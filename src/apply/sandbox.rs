@@ -1,12 +1,14 @@
-//! kustomize runs on tenants' kustomization files. Every remote reference is refused before it
-//! runs (`build::refuse_remote_references`), and this makes the refusal not the only wall: the
-//! kustomize process cannot open an IPv4 or IPv6 socket at all (a seccomp filter installed
-//! between fork and exec), so a check that misses some remote form still fetches nothing and
-//! reaches no address from inside the cluster.
-//!
-//! The filter needs no privilege (it sets `no_new_privs` first) and stacks on the container
-//! runtime's own seccomp profile. A kernel or architecture without seccomp fails the build
-//! closed rather than run kustomize unconfined.
+//! Runs kustomize where it cannot open an IPv4 or IPv6 socket at all: a seccomp filter installed
+//! between fork and exec.
+
+// kustomize runs on tenants' kustomization files. Every remote reference is refused before it
+// runs (`build::refuse_remote_references`), and the filter makes the refusal not the only wall:
+// a check that misses some remote form still fetches nothing and reaches no address from
+// inside the cluster.
+//
+// The filter needs no privilege (it sets `no_new_privs` first) and stacks on the container
+// runtime's own seccomp profile. A kernel or architecture without seccomp fails the build
+// closed rather than run kustomize unconfined.
 
 use std::sync::{Arc, OnceLock};
 

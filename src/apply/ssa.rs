@@ -1,7 +1,7 @@
-//! Server-side apply as Flux does it: staged (cluster definitions first), a dry run per
-//! object to find what would change, writes only for what did, forced ownership under one
-//! field manager, recreation on immutable-field errors when asked, and Flux's opt-out
-//! annotations. Also prune and delete with Flux's ownership guards.
+//! Server-side apply as Flux does it (staged with cluster definitions first, a dry run per object
+//! to find what would change, writes only for what did, forced ownership under one field manager,
+//! recreation on immutable-field errors when asked, Flux's opt-out annotations), and prune and
+//! delete with Flux's ownership guards.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,6 +1,8 @@
-//! Post-build variable substitution, as Flux runs it on each built object: bash-style
-//! `${var}` references in the object's YAML. An unset variable without a default becomes empty,
-//! or fails the build in strict mode (Flux's `StrictPostBuildSubstitutions` gate).
+//! Post-build variable substitution as Flux runs it on each built object: bash-style `${var}`
+//! references in the object's YAML.
+
+// An unset variable without a default becomes empty, or fails the build in strict mode (Flux's
+// `StrictPostBuildSubstitutions` gate).
 
 use std::collections::BTreeMap;
 

@@ -1,14 +1,14 @@
 //! YAML from artifacts (and from post-build substitution), parsed within explicit budgets.
-//!
-//! serde-saphyr's default budget caps one parse only: a file whose aliases expand to 64 MiB
-//! of strings passes, and a build parses every file of the artifact with a fresh budget, so
-//! an artifact of many small alias bombs ("billion laughs" kept under the per-parse caps)
-//! would multiply into the controller's memory. Here the budget of one parse is the file's own
-//! size plus what is left of a per-build allowance for alias expansion: YAML without aliases
-//! can never need more nodes or string bytes than it has bytes of text, so it always fits,
-//! and whatever a file expands to beyond its size is charged to the build. In total a build
-//! then holds at most about twice what plain YAML of the artifact's size could (bounded by
-//! `--artifact-max-bytes`), plus the allowance.
+
+// serde-saphyr's default budget caps one parse only: a file whose aliases expand to 64 MiB
+// of strings passes, and a build parses every file of the artifact with a fresh budget, so
+// an artifact of many small alias bombs ("billion laughs" kept under the per-parse caps)
+// would multiply into the controller's memory. Here the budget of one parse is the file's own
+// size plus what is left of a per-build allowance for alias expansion: YAML without aliases
+// can never need more nodes or string bytes than it has bytes of text, so it always fits,
+// and whatever a file expands to beyond its size is charged to the build. In total a build
+// then holds at most about twice what plain YAML of the artifact's size could (bounded by
+// `--artifact-max-bytes`), plus the allowance.
 
 use std::cell::Cell;
 use std::io::Read;

@@ -1,8 +1,8 @@
 //! Deterministic tar.gz of a directory tree in Flux's artifact format (reference §5.2).
-//!
-//! Walk order is lexical and depth-first, the root is the entry `.`, and every header is
-//! sanitised (uid/gid 0, no user/group names, mtime 0, normalised mode), so the same tree
-//! always produces the same bytes regardless of ownership, timestamps or `readdir` order.
+
+// Walk order is lexical and depth-first, the root is the entry `.`, and every header is
+// sanitised (uid/gid 0, no user/group names, mtime 0, normalised mode), so the same tree
+// always produces the same bytes regardless of ownership, timestamps or `readdir` order.
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};

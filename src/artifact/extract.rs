@@ -1,19 +1,19 @@
 //! Safe, bounded, streaming extraction of an untrusted gzip-compressed tarball.
-//!
-//! Flux's policy (reference §4.6): entries with absolute paths, `..` or `\` are refused,
-//! symlinks and hard links are dropped, any other special entry is refused. On top of that
-//! every write stays inside the target even if something replaced a directory there by a
-//! symlink, and what an archive may cost is capped:
-//! - bytes: every byte of the decompressed tar stream (headers, metadata entries, padding,
-//!   the data of directories and skipped entries, file contents) is charged by the reader the
-//!   tar parser reads from, so nothing the archive carries escapes the count and a gzip bomb
-//!   stops at the limit with memory that does not depend on the archive size;
-//! - inodes: every entry and every directory created for one (implied parents included);
-//! - paths: depth, length and component length, so no entry needs more than a bounded walk;
-//! - time: a deadline checked at every read, so a slow stream or a slow disk ends too.
-//!
-//! The tar stream is read in raw mode: GNU long names and PAX headers are handled here with a
-//! size cap, because the `tar` crate would otherwise buffer them whole, whatever their size.
+
+// Flux's policy (reference §4.6): entries with absolute paths, `..` or `\` are refused,
+// symlinks and hard links are dropped, any other special entry is refused. On top of that
+// every write stays inside the target even if something replaced a directory there by a
+// symlink, and what an archive may cost is capped:
+// - bytes: every byte of the decompressed tar stream (headers, metadata entries, padding,
+//   the data of directories and skipped entries, file contents) is charged by the reader the
+//   tar parser reads from, so nothing the archive carries escapes the count and a gzip bomb
+//   stops at the limit with memory that does not depend on the archive size;
+// - inodes: every entry and every directory created for one (implied parents included);
+// - paths: depth, length and component length, so no entry needs more than a bounded walk;
+// - time: a deadline checked at every read, so a slow stream or a slow disk ends too.
+//
+// The tar stream is read in raw mode: GNU long names and PAX headers are handled here with a
+// size cap, because the `tar` crate would otherwise buffer them whole, whatever their size.
 
 use std::cell::Cell;
 use std::fs::{self, DirBuilder, File, Permissions};

@@ -1,15 +1,15 @@
 //! Flux's source ignore rules (reference §5.3 for OCI `extract`, §8.4 for Bucket keys).
-//!
-//! Flux evaluates one ordered list of gitignore patterns the go-git way: patterns are tried
-//! from the last to the first, and the first pattern that matches the path *or any of its
-//! parent directories* decides. Order, lowest precedence first: the default lists, every
-//! `.sourceignore` in walk order (each scoped to its own directory), then `spec.ignore`.
-//!
-//! Each pattern source becomes one `ignore::gitignore::Gitignore` matcher for its scope. A
-//! matcher answers "which of my patterns matched last" for one path, so asking it about the
-//! path and each parent and keeping the highest pattern index reproduces go-git's order.
-//! Single patterns follow git's glob rules (the `ignore` crate); one known corner differs:
-//! go-git's `dir/**` also matches `dir` itself, so Flux leaves out that empty directory entry.
+
+// Flux evaluates one ordered list of gitignore patterns the go-git way: patterns are tried
+// from the last to the first, and the first pattern that matches the path *or any of its
+// parent directories* decides. Order, lowest precedence first: the default lists, every
+// `.sourceignore` in walk order (each scoped to its own directory), then `spec.ignore`.
+//
+// Each pattern source becomes one `ignore::gitignore::Gitignore` matcher for its scope. A
+// matcher answers "which of my patterns matched last" for one path, so asking it about the
+// path and each parent and keeping the highest pattern index reproduces go-git's order.
+// Single patterns follow git's glob rules (the `ignore` crate); one known corner differs:
+// go-git's `dir/**` also matches `dir` itself, so Flux leaves out that empty directory entry.
 
 use std::fs;
 use std::io::{self, Read};

@@ -1,7 +1,7 @@
 //! Artifacts: deterministic archives, safe extraction, ignore rules, storage and the HTTP server.
-//!
-//! Everything here is blocking except the server; async callers run archive, extract and
-//! storage calls in `tokio::task::spawn_blocking`.
+
+// Everything here is blocking except the server; async callers run archive, extract and
+// storage calls in `tokio::task::spawn_blocking`.
 
 pub mod archive;
 pub mod digest;

@@ -1,8 +1,10 @@
 //! The artifact HTTP server (reference §6.1): `GET`/`HEAD /<kind>/<ns>/<name>/<file>` from the
-//! storage root, with the semantics consumers rely on from Go's file server (Range,
-//! Last-Modified, conditional requests, following `latest.tar.gz`), and `GET /` answering 200
-//! for the readiness probe. Only regular files under the root are served; directories, lock
-//! and temp files, and anything resolving outside the root are 404.
+//! storage root, with the semantics consumers rely on from Go's file server (Range, Last-Modified,
+//! conditional requests, following `latest.tar.gz`), and `GET /` answering 200 for the readiness
+//! probe.
+
+// Only regular files under the root are served; directories, lock and temp files, and anything
+// resolving outside the root are 404.
 
 use std::ffi::OsStr;
 use std::io::SeekFrom;

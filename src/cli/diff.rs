@@ -1,6 +1,6 @@
-//! `driftless artifact diff`: a local directory against an artifact (file by file), or one
-//! artifact against another, object by object: which Kubernetes objects were added, removed
-//! or changed, with a unified YAML diff of each change. Exits 1 when they differ.
+//! `driftless artifact diff`: a local directory against an artifact (file by file) or one artifact
+//! against another (object by object: which Kubernetes objects were added, removed or changed, with
+//! a unified YAML diff of each change), exiting 1 when they differ.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -8,8 +8,8 @@ use anyhow::Context;
 
 use super::registry::Target;
 use crate::artifact::extract::{ExtractLimits, extract_tar_gz};
-use crate::source::oci::pull::{download_blob, image_manifest, select_layer};
-use crate::source::oci::registry::{ImageManifest, RegistryClient};
+use crate::oci::pull::{download_blob, image_manifest, select_layer};
+use crate::oci::registry::{ImageManifest, RegistryClient};
 
 /// What was pulled: the manifest digest and the manifest (for its annotations).
 pub struct Pulled {

@@ -4,8 +4,8 @@ use clap::Args;
 
 use super::fetch::annotation;
 use super::registry::{RegistryArgs, Target};
-use crate::source::oci::pull::image_manifest;
-use crate::source::oci::semver::{Constraint, parse_version};
+use crate::oci::pull::image_manifest;
+use crate::oci::semver::{Constraint, parse_version};
 
 #[derive(Args, Debug)]
 pub struct ListArgs {

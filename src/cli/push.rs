@@ -12,7 +12,7 @@ use flate2::write::GzEncoder;
 use super::registry::{RegistryArgs, Target};
 use crate::artifact::archive::{Modes, write_archive_with_modes};
 use crate::artifact::ignore::{EXTENSION_PATTERNS, IgnoreRules, VCS_PATTERNS};
-use crate::source::oci::registry::{Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient};
+use crate::oci::registry::{Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient};
 
 pub const FLUX_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
 pub const FLUX_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";

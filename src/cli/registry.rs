@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::source::oci::credentials::DockerConfig;
-use crate::source::oci::reference::RepositoryUrl;
-use crate::source::oci::registry::{Credentials, RegistryClient, Transport};
+use crate::oci::credentials::DockerConfig;
+use crate::oci::reference::RepositoryUrl;
+use crate::oci::registry::{Credentials, RegistryClient};
+use crate::transport::Transport;
 
 /// Flags that say how to reach the registry.
 #[derive(Args, Debug, Clone, Default)]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::source::oci::registry::{
+use crate::oci::registry::{
     Descriptor, ImageManifest, OCI_MANIFEST, RegistryClient, RegistryError,
 };
 use crate::verify::cosign::{

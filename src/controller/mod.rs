@@ -12,6 +12,7 @@ pub mod outcome;
 pub mod panics;
 pub mod pass;
 pub mod patch;
+pub mod probes;
 pub mod queue;
 pub mod requeue;
 pub mod watch;

@@ -1,11 +1,11 @@
 //! Where credentials the controller holds may be sent.
-//!
-//! The controller's ambient identity (its environment, its pod's or node's cloud identity) and
-//! the tokens it mints for an object's ServiceAccount stand for the controller, not for the
-//! tenant who wrote the object. A tenant who could point them at a host of its choosing would
-//! walk away with them, so they go only to the cloud's own service hosts over HTTPS, or to
-//! hosts the operator lists in `--allowed-ambient-credential-endpoints`. Credentials from an
-//! object's own Secret are the tenant's, and go wherever its endpoint points.
+
+// The controller's ambient identity (its environment, its pod's or node's cloud identity) and
+// the tokens it mints for an object's ServiceAccount stand for the controller, not for the
+// tenant who wrote the object. A tenant who could point them at a host of its choosing would
+// walk away with them, so they go only to the cloud's own service hosts over HTTPS, or to
+// hosts the operator lists in `--allowed-ambient-credential-endpoints`. Credentials from an
+// object's own Secret are the tenant's, and go wherever its endpoint points.
 
 use reqwest::Url;
 use url_host::normalized_domain;

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use kube::Client;
 
-use super::oci::registry::{Credentials, RegistryClient, RegistryConnection, Transport};
 use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::Storage;
 use crate::controller::events::Events;
 use crate::controller::metrics::Metrics;
 use crate::controller::pass::{FrameContext, StatusWrites};
 use crate::controller::requeue::Backoff;
+use crate::oci::registry::{Credentials, RegistryClient, RegistryConnection};
+use crate::transport::{HttpClients, Transport};
 
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -47,8 +48,8 @@ pub struct Context {
     pub config: SourceConfig,
     pub backoff: Backoff,
     registries: Mutex<HashMap<RegistryKey, Arc<RegistryConnection>>>,
-    /// HTTP clients of Bucket passes, per transport: building one loads the system roots.
-    http_clients: Mutex<HashMap<Transport, reqwest::Client>>,
+    /// HTTP clients of Bucket passes, per transport.
+    pub http_clients: HttpClients,
     status_writes: StatusWrites,
 }
 
@@ -65,6 +66,7 @@ impl Context {
         config: SourceConfig,
         backoff: Backoff,
     ) -> Self {
+        let http_clients = HttpClients::new(&config.user_agent);
         Context {
             client,
             storage,
@@ -73,7 +75,7 @@ impl Context {
             config,
             backoff,
             registries: Mutex::new(HashMap::new()),
-            http_clients: Mutex::new(HashMap::new()),
+            http_clients,
             status_writes: StatusWrites::default(),
         }
     }
@@ -106,20 +108,6 @@ impl Context {
         )?;
         clients.insert(key, connection.clone());
         Ok(RegistryClient::session(&connection))
-    }
-
-    /// One HTTP client per transport (TLS material, proxy), shared by every Bucket using it.
-    pub fn http_client(&self, transport: Transport) -> Result<reqwest::Client, String> {
-        let mut clients = self.http_clients.lock().expect("http client cache lock");
-        if let Some(client) = clients.get(&transport) {
-            return Ok(client.clone());
-        }
-        if clients.len() >= MAX_REGISTRY_CLIENTS {
-            clients.clear();
-        }
-        let client = super::oci::registry::build_http_client(&transport, &self.config.user_agent)?;
-        clients.insert(transport, client.clone());
-        Ok(client)
     }
 }
 

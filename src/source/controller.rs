@@ -1,16 +1,12 @@
-//! `driftless source-controller`: flags with Flux's names, the servers (artifacts, metrics,
-//! health) and the OCIRepository controller.
+//! `driftless source-controller`: flags with Flux's names, storage, the artifact server and the
+//! OCIRepository and Bucket controllers.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -28,6 +24,7 @@ use crate::controller::frame::{error_policy, reconcile};
 use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
+use crate::controller::probes::{serve, serve_probes};
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 use crate::identity::endpoints::AmbientEndpoints;
@@ -171,36 +168,6 @@ fn controller<K: SourceObject>(
         .for_each(|result| async move { log_result(result) }))
 }
 
-/// `/metrics`, and `/healthz` + `/readyz`; readiness turns true once storage is reconciled and
-/// the artifact server is up (on the leader).
-pub(crate) async fn serve_probes(
-    metrics_addr: &str,
-    health_addr: &str,
-    metrics: &Metrics,
-) -> anyhow::Result<Arc<AtomicBool>> {
-    let render = metrics.clone();
-    serve(
-        metrics_addr,
-        Router::new().route("/metrics", get(move || async move { render.render() })),
-        "metrics",
-    )
-    .await?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let readiness = ready.clone();
-    let readyz = move || {
-        let status = match readiness.load(Ordering::Relaxed) {
-            true => (StatusCode::OK, "ok"),
-            false => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        };
-        async move { status }
-    };
-    let probes = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
-    serve(health_addr, probes, "health").await?;
-    Ok(ready)
-}
-
 fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {
     std::fs::create_dir_all(&args.storage_path)
         .with_context(|| format!("creating storage path {}", args.storage_path.display()))?;
@@ -268,30 +235,4 @@ async fn remove_orphaned_storage<K: SourceObject>(
         }
     }
     Ok(())
-}
-
-/// Start an HTTP server in the background; a bind failure stops start-up.
-async fn serve(addr: &str, router: Router, what: &'static str) -> anyhow::Result<()> {
-    let addr = listen_addr(addr)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{what}: binding {addr}"))?;
-    tracing::info!(%addr, "{what} listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "{what} stopped");
-        }
-    });
-    Ok(())
-}
-
-/// Go-style listen addresses: `:9090` means every interface.
-pub fn listen_addr(addr: &str) -> anyhow::Result<SocketAddr> {
-    let full = if addr.starts_with(':') {
-        format!("0.0.0.0{addr}")
-    } else {
-        addr.to_string()
-    };
-    full.parse()
-        .with_context(|| format!("invalid listen address '{addr}'"))
 }

@@ -7,9 +7,7 @@ use base64::Engine;
 use super::bundle::{self, Bundle, Content};
 use super::cosign::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, signature_tag};
 use super::{Candidate, Policy, Unverified, Verified, first_verified};
-use crate::source::oci::registry::{
-    Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError,
-};
+use crate::oci::registry::{Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError};
 
 const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";

@@ -1,6 +1,8 @@
-//! Signed certificate timestamps (RFC 6962) embedded in Fulcio certificates: a CT log's promise
-//! that it logged the precertificate, so that a certificate the CA issued in secret is not
-//! accepted. Checked offline against the CT log keys of the trusted root.
+//! Signed certificate timestamps (RFC 6962) embedded in Fulcio certificates, checked offline
+//! against the CT log keys of the trusted root.
+
+// An SCT is a CT log's promise that it logged the precertificate, so that a certificate the CA
+// issued in secret is not accepted.
 
 use sha2::{Digest, Sha256};
 

@@ -1,7 +1,7 @@
 //! Sigstore trusted roots (`trusted_root.json`): the certificate authorities that issue signing
-//! certificates and the transparency logs that vouch for signatures, each trusted for a time
-//! range. The public-good Sigstore root is compiled in, so keyless verification never needs
-//! the network.
+//! certificates and the transparency logs that vouch for signatures, each trusted for a time range.
+
+// The public-good Sigstore root is compiled in, so keyless verification never needs the network.
 
 use std::sync::{Arc, LazyLock};
 

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 pub const FLUX_LAYER: &str = driftless::cli::push::FLUX_LAYER_MEDIA_TYPE;
-use driftless::source::oci::registry::{Credentials, RegistryClient, Transport};
+use driftless::oci::registry::{Credentials, RegistryClient};
+use driftless::transport::Transport;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 

@@ -11,18 +11,18 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
-use super::client::{
+use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
     write_body,
 };
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 use crate::util::pem_blocks;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Azure would send up to 5,000 a page; 1,000 keeps an honest page (names of up to 1,024
-/// characters, escaped, and a dozen properties each) well under `client::MAX_PAGE_BYTES`.
+/// characters, escaped, and a dozen properties each) well under `object::MAX_PAGE_BYTES`.
 const LIST_PAGE: u32 = 1000;
 
 #[derive(Clone)]
@@ -711,7 +711,7 @@ mod tests {
                 blob.repeat(n)
             )
         };
-        let max = crate::source::bucket::client::MAX_PAGE_ENTRIES;
+        let max = crate::source::bucket::object::MAX_PAGE_ENTRIES;
         let ok: EnumerationResults = quick_xml::de::from_str(&page(max)).unwrap();
         assert_eq!(ok.blobs.blob.0.len(), max);
         let err = quick_xml::de::from_str::<EnumerationResults>(&page(max + 1))

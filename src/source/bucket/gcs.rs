@@ -1,18 +1,18 @@
-//! Google Cloud Storage through its JSON API (provider `gcp`): bucket metadata, object
-//! listing with the `etag` attribute Flux indexes, and media downloads bound to the listed
-//! generation. Credentials: a service-account key, else Google's default chain
-//! (`GOOGLE_APPLICATION_CREDENTIALS`, then the GKE/GCE metadata server).
+//! Google Cloud Storage through its JSON API (provider `gcp`): bucket metadata, object listing with
+//! the `etag` attribute Flux indexes, and media downloads bound to the listed generation, with a
+//! service-account key or else Google's default chain (`GOOGLE_APPLICATION_CREDENTIALS`, then the
+//! GKE/GCE metadata server) as credentials.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
-use super::client::{
+use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
     uri_encode, write_body,
 };
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(page.items.0[0].name, "a.yaml");
         assert_eq!(page.next_page_token.as_deref(), Some("n"));
         let item = r#"{"name":"k","etag":"e"}"#;
-        let items = vec![item; crate::source::bucket::client::MAX_PAGE_ENTRIES + 1].join(",");
+        let items = vec![item; crate::source::bucket::object::MAX_PAGE_ENTRIES + 1].join(",");
         let err = serde_json::from_str::<ObjectList>(&format!(r#"{{"items":[{items}]}}"#))
             .err()
             .unwrap()

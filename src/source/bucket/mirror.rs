@@ -1,10 +1,11 @@
-//! A persistent copy of a Bucket's indexed objects in storage, so that a change downloads only
-//! the objects whose etag changed and deletes the keys that went away. It lives in the
-//! object's storage directory under a dot-name, which the artifact server never serves and
-//! object deletion removes with the artifacts.
-//!
-//! Crash safety: the record of what the files hold (`index`) is removed before the files
-//! change and written again after; a mirror found without its record starts over empty.
+//! A persistent copy of a Bucket's indexed objects in storage, so that a change downloads only the
+//! objects whose etag changed and deletes the keys that went away.
+
+// It lives in the object's storage directory under a dot-name, which the artifact server never
+// serves and object deletion removes with the artifacts.
+//
+// Crash safety: the record of what the files hold (`index`) is removed before the files change and
+// written again after; a mirror found without its record starts over empty.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -13,8 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::StreamExt;
 
-use super::client::{BucketClient, BucketError, Fetched};
+use super::client::BucketClient;
 use super::index::{Index, normalize_etag, unsafe_key};
+use super::object::{BucketError, Fetched};
 use crate::artifact::ignore::SOURCE_IGNORE_FILE;
 // Temp files carry storage's marker, so the start-up sweep removes any a crash left.
 use crate::artifact::storage::TEMP_MARKER;

@@ -7,6 +7,7 @@ pub mod client;
 pub mod gcs;
 pub mod index;
 pub mod mirror;
+pub mod object;
 pub mod reconcile;
 pub mod s3;
 pub mod workload;

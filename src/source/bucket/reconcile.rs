@@ -7,10 +7,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
-use super::client::{BucketClient, BucketError, ListLimits, Listed};
+use super::client::BucketClient;
 use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
 use super::index::{EtagStyle, Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
+use super::object::{BucketError, ListLimits, Listed};
 use super::s3::{self, AwsAuth, S3Client, StaticKeys};
 use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
@@ -25,9 +26,8 @@ use crate::controller::pass::{FrameError, Reconciled};
 use crate::controller::requeue::parse_duration;
 use crate::identity::endpoints::{CloudService, aws_regional_sts};
 use crate::source::context::Context;
-use crate::source::oci::credentials::{self, TlsMaterial, proxy_from_secret, tls_from_secret};
-use crate::source::oci::registry::{ProxyConfig, Transport};
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
+use crate::transport::{ProxyConfig, TlsMaterial, Transport, proxy_from_secret, tls_from_secret};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// How many unsafe keys a warning names, and how much of each.
@@ -553,16 +553,14 @@ impl Pass<'_, Bucket> {
         }
         let storage = self
             .ctx
-            .http_client(credentials::transport(
-                false,
-                transport.tls,
-                transport.proxy,
-            ))
+            .http_clients
+            .get(Transport::new(false, transport.tls, transport.proxy))
             .map_err(auth_failed)?;
         let credentials = match controller_held {
             true => self
                 .ctx
-                .http_client(Transport::default())
+                .http_clients
+                .get(Transport::default())
                 .map_err(auth_failed)?,
             false => storage.clone(),
         };

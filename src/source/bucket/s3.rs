@@ -8,12 +8,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, Token, cached_token, hmac_sha256, xml_text};
-use super::client::{
+use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
     write_body,
 };
 use crate::identity::endpoints::aws_regional_sts;
-use crate::source::oci::registry::error_chain;
+use crate::transport::error_chain;
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -796,7 +796,7 @@ mod tests {
     fn list_pages_with_too_many_keys_are_refused() {
         let entry = "<Contents><Key>k</Key><ETag>e</ETag><Size>1</Size></Contents>";
         let page = |n: usize| format!("<ListBucketResult>{}</ListBucketResult>", entry.repeat(n));
-        let max = crate::source::bucket::client::MAX_PAGE_ENTRIES;
+        let max = crate::source::bucket::object::MAX_PAGE_ENTRIES;
         let ok: ListBucketResult = quick_xml::de::from_str(&page(max)).unwrap();
         assert_eq!(ok.contents.0.len(), max);
         let err = quick_xml::de::from_str::<ListBucketResult>(&page(max + 1))

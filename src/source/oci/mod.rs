@@ -1,8 +1,2 @@
-//! OCI registries: the distribution API client, credentials and reference resolution.
-pub mod credentials;
-pub mod digest;
-pub mod pull;
+//! The OCIRepository source: its reconciler, built on the OCI client in `crate::oci`.
 pub mod reconcile;
-pub mod reference;
-pub mod registry;
-pub mod semver;

@@ -8,11 +8,6 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
-use super::credentials::{DockerConfig, Keychain, proxy_from_secret, tls_from_secret, transport};
-use super::pull::{self, PullError};
-use super::reference::RepositoryUrl;
-use super::registry::{RegistryClient, Transport, is_sha256_digest};
-use super::semver::{HELM_CHART_LAYER, select_tag};
 use crate::api::oci_repository::{
     LayerOperation, OCILayerSelector, OCIProvider, VerificationProvider,
 };
@@ -24,8 +19,14 @@ use crate::controller::outcome::{Failure, Summary};
 use crate::controller::pass::Pass;
 use crate::controller::pass::{FrameError, Reconciled};
 use crate::controller::requeue::parse_duration;
+use crate::oci::credentials::{DockerConfig, Keychain};
+use crate::oci::pull::{self, PullError};
+use crate::oci::reference::RepositoryUrl;
+use crate::oci::registry::{RegistryClient, is_sha256_digest};
+use crate::oci::semver::{HELM_CHART_LAYER, select_tag};
 use crate::source::context::Context;
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
+use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
 use crate::verify::oci::VerifyError;
 use crate::verify::trust::TrustedRoot;
 use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified, Verified, VerifiedSigner};
@@ -212,7 +213,7 @@ impl Pass<'_, OCIRepository> {
                     })?,
             ),
         };
-        let mut transport = transport(self.obj.spec.insecure, tls, proxy);
+        let mut transport = Transport::new(self.obj.spec.insecure, tls, proxy);
         transport.request_timeout = parse_duration(&self.obj.spec.timeout).ok();
         Ok(transport)
     }

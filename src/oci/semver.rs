@@ -1,8 +1,9 @@
-//! Semver tag selection with the constraint language Flux uses (Masterminds semver v3):
-//! `>=`, `<=`, `>`, `<`, `=`, `!=`, `~`, `^`, wildcards (`1.2.x`, `*`), hyphen ranges
-//! (`1.2 - 1.4.5`), AND with `,` or spaces, OR with `||`. A version with a prerelease only
-//! satisfies a comparison that itself names a prerelease (so `>= 6.1.x-0` admits `6.2.0-rc.1`
-//! while `>= 6.1.0` does not).
+//! Semver tag selection with the constraint language Flux uses (Masterminds semver v3): `>=`, `<=`,
+//! `>`, `<`, `=`, `!=`, `~`, `^`, wildcards (`1.2.x`, `*`), hyphen ranges (`1.2 - 1.4.5`), AND with
+//! `,` or spaces, OR with `||`.
+
+// A version with a prerelease only satisfies a comparison that itself names a prerelease (so `>=
+// 6.1.x-0` admits `6.2.0-rc.1` while `>= 6.1.0` does not).
 
 use std::cmp::Ordering;
 use std::sync::LazyLock;

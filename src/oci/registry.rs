@@ -1,11 +1,11 @@
 //! A client for the OCI distribution API: just what a source controller and a CI pusher need.
-//!
-//! Why not `oci-client`: it cannot present a TLS client certificate (`certSecretRef` mTLS) and
-//! does not follow `Link` pagination when listing tags, both part of Flux's contract; it also
-//! hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. A
-//! [`RegistryConnection`] keeps the token cache inside itself, so one connection per credential
-//! set is also one token cache per credential set; a [`RegistryClient`] is one sequence of
-//! requests over it (see [`Scheme`] for why that matters).
+
+// Why not `oci-client`: it cannot present a TLS client certificate (`certSecretRef` mTLS) and
+// does not follow `Link` pagination when listing tags, both part of Flux's contract; it also
+// hides the HTTP exchange, and we promise exactly one request per unchanged reconcile. A
+// [`RegistryConnection`] keeps the token cache inside itself, so one connection per credential
+// set is also one token cache per credential set; a [`RegistryClient`] is one sequence of
+// requests over it (see [`Scheme`] for why that matters).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::digest::{self as content_digest, DigestError};
+use crate::transport::{CONNECT_TIMEOUT, Transport, build_http_client, error_chain};
 use crate::util::truncate;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -111,49 +112,6 @@ impl std::fmt::Debug for Credentials {
             Credentials::IdentityToken(_) => f.write_str("IdentityToken(***)"),
             Credentials::RegistryToken(_) => f.write_str("RegistryToken(***)"),
         }
-    }
-}
-
-/// Connection settings that decide the HTTP client: TLS material, proxy, plain HTTP.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Transport {
-    /// Plain HTTP, and without a CA, no TLS verification (Flux's `insecure`).
-    pub insecure: bool,
-    /// PEM CA certificates added to the system roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM client certificate and key, for mTLS.
-    pub client_identity_pem: Option<Vec<u8>>,
-    /// Proxy URL, with optional basic credentials.
-    pub proxy: Option<ProxyConfig>,
-    /// Upper bound for each request other than blob downloads (`spec.timeout`).
-    pub request_timeout: Option<Duration>,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ProxyConfig {
-    pub address: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for ProxyConfig {
-    // The password never reaches logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyConfig")
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("insecure", &self.insecure)
-            .field("ca", &self.ca_pem.is_some())
-            .field("client_identity", &self.client_identity_pem.is_some())
-            .field("proxy", &self.proxy.as_ref().map(|p| &p.address))
-            .finish()
     }
 }
 
@@ -299,7 +257,7 @@ impl RegistryConnection {
         user_agent: &str,
     ) -> Result<Arc<Self>, String> {
         Ok(Arc::new(RegistryConnection {
-            http: build_http_client(transport, user_agent)?,
+            http: build_http_client(transport, user_agent, CONNECT_TIMEOUT)?,
             registry: registry.to_string(),
             http_fallback: plain_http_allowed(registry, transport.insecure),
             insecure: transport.insecure,
@@ -858,57 +816,6 @@ fn plain_http_allowed(registry: &str, insecure: bool) -> bool {
         Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
         Err(_) => false,
     }
-}
-
-pub(crate) fn build_http_client(
-    transport: &Transport,
-    user_agent: &str,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(user_agent)
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(60))
-        .pool_idle_timeout(Duration::from_secs(90));
-    if let Some(ca) = &transport.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(ca)
-            .map_err(|e| format!("invalid CA certificate: {e}"))?;
-        builder = builder.tls_certs_merge(certs);
-    } else if transport.insecure && transport.client_identity_pem.is_none() {
-        // Flux skips verification only when `insecure` is set and no certSecretRef was given.
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    if let Some(identity) = &transport.client_identity_pem {
-        let identity = reqwest::Identity::from_pem(identity)
-            .map_err(|e| format!("invalid client certificate or key: {e}"))?;
-        builder = builder.identity(identity);
-    }
-    if let Some(proxy) = &transport.proxy {
-        let mut p = reqwest::Proxy::all(&proxy.address)
-            .map_err(|e| format!("invalid proxy address: {e}"))?;
-        if let Some(user) = &proxy.username {
-            p = p.basic_auth(user, proxy.password.as_deref().unwrap_or_default());
-        }
-        builder = builder.proxy(p);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build HTTP client: {e}"))
-}
-
-/// An error with its causes: reqwest's own message ("error sending request") hides the one
-/// that matters (an unknown certificate issuer, a refused connection).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {

@@ -1,7 +1,8 @@
 //! Content digests as the OCI image spec defines them: `<algorithm>:<encoded>`, where the
-//! registered algorithms are sha256 (64 lowercase hex) and sha512 (128 lowercase hex). Anything
-//! a registry hands us by digest (an index's children, layers, signatures) is checked against
-//! the digest that named it; a digest we cannot check is refused, never trusted.
+//! registered algorithms are sha256 (64 lowercase hex) and sha512 (128 lowercase hex).
+
+// Anything a registry hands us by digest (an index's children, layers, signatures) is checked
+// against the digest that named it; a digest we cannot check is refused, never trusted.
 
 use sha2::{Digest as _, Sha256, Sha512};
 

@@ -104,7 +104,7 @@ pub async fn download_blob(
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
-            .map_err(|e| PullError::Io(std::io::Error::other(super::registry::error_chain(&e))))?;
+            .map_err(|e| PullError::Io(std::io::Error::other(crate::transport::error_chain(&e))))?;
         written = written.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
         if written > limit {
             return Err(PullError::TooLarge { limit });

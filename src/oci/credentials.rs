@@ -1,12 +1,12 @@
-//! Registry credentials and connection settings from Kubernetes Secrets: docker config pull
-//! secrets (matched by registry host as the kubelet's keyring does), TLS material and proxies.
+//! Registry credentials from docker config pull secrets, matched by registry host as the
+//! kubelet's keyring does.
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use serde::Deserialize;
 
-use super::registry::{Credentials, ProxyConfig, Transport};
+use super::registry::Credentials;
 
 /// One docker config (`.dockerconfigjson`, or the legacy `.dockercfg` map).
 #[derive(Debug, Clone, Default)]
@@ -181,94 +181,6 @@ impl Keychain {
     }
 }
 
-/// PEM material for TLS: extra CA certificates and a client certificate with its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsMaterial {
-    pub ca_pem: Option<Vec<u8>>,
-    pub identity_pem: Option<Vec<u8>>,
-}
-
-/// TLS material from a `certSecretRef` Secret: `ca.crt` and/or `tls.crt` + `tls.key`
-/// (with Flux's legacy `caFile`/`certFile`/`keyFile` keys as fallbacks).
-pub fn tls_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<TlsMaterial, String> {
-    let get = |k: &str, legacy: &str| {
-        data.get(k)
-            .or_else(|| data.get(legacy))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
-    let ca = get("ca.crt", "caFile");
-    let identity = match (get("tls.crt", "certFile"), get("tls.key", "keyFile")) {
-        (Some(mut cert), Some(key)) => {
-            cert.push(b'\n');
-            cert.extend_from_slice(&key);
-            Some(cert)
-        }
-        (None, None) => None,
-        _ => return Err("'tls.crt' and 'tls.key' must be set together".into()),
-    };
-    if ca.is_none() && identity.is_none() {
-        return Err("secret holds neither 'ca.crt' nor 'tls.crt' and 'tls.key'".into());
-    }
-    Ok(TlsMaterial {
-        ca_pem: ca,
-        identity_pem: identity,
-    })
-}
-
-/// A proxy from a `proxySecretRef` Secret: `address` (required), `username`, `password`.
-pub fn proxy_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<ProxyConfig, String> {
-    let text = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(v).trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let address = text("address").ok_or("secret has no 'address' key")?;
-    let scheme_ok = ["http://", "https://", "socks5://"]
-        .iter()
-        .any(|s| address.starts_with(s));
-    if !scheme_ok {
-        return Err(format!(
-            "proxy address '{}' must start with http://, https:// or socks5://",
-            without_userinfo(&address)
-        ));
-    }
-    Ok(ProxyConfig {
-        address,
-        username: text("username"),
-        password: text("password"),
-    })
-}
-
-/// An address with any `user:password@` removed, for messages.
-fn without_userinfo(address: &str) -> String {
-    let (scheme, rest) = address
-        .split_once("://")
-        .map_or(("", address), |(s, r)| (s, r));
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    if scheme.is_empty() {
-        rest.to_string()
-    } else {
-        format!("{scheme}://{rest}")
-    }
-}
-
-/// Everything that decides the HTTP connection, from the spec and its Secrets.
-pub fn transport(
-    insecure: bool,
-    tls: Option<TlsMaterial>,
-    proxy: Option<ProxyConfig>,
-) -> Transport {
-    let tls = tls.unwrap_or_default();
-    Transport {
-        insecure,
-        ca_pem: tls.ca_pem,
-        client_identity_pem: tls.identity_pem,
-        proxy,
-        request_timeout: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,24 +275,5 @@ mod tests {
         assert_eq!(chain.resolve("r.example.com", "x"), basic("first", "1"));
         assert_eq!(chain.resolve("s.example.com", "x"), basic("s", "3"));
         assert_eq!(chain.resolve("t.example.com", "x"), Credentials::Anonymous);
-    }
-
-    #[test]
-    fn tls_and_proxy_secrets() {
-        let mut data = secret("tls.crt", "CERT");
-        assert!(tls_from_secret(&data).unwrap_err().contains("together"));
-        data.insert("tls.key".into(), b"KEY".to_vec());
-        let tls = tls_from_secret(&data).unwrap();
-        assert!(tls.ca_pem.is_none() && tls.identity_pem.unwrap().starts_with(b"CERT"));
-        let tls = tls_from_secret(&secret("caFile", "CA")).unwrap();
-        assert_eq!(tls.ca_pem.unwrap(), b"CA");
-        assert!(tls_from_secret(&secret("other", "x")).is_err());
-
-        assert!(proxy_from_secret(&secret("username", "u")).is_err());
-        assert!(proxy_from_secret(&secret("address", "proxy:3128")).is_err());
-        let err = proxy_from_secret(&secret("address", "user:hunter2@proxy:3128")).unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
-        let p = proxy_from_secret(&secret("address", "http://proxy:3128")).unwrap();
-        assert_eq!(p.address, "http://proxy:3128");
     }
 }

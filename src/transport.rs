@@ -1,0 +1,253 @@
+//! How driftless reaches a server over HTTP: the connection settings (TLS material, proxy,
+//! plain HTTP) and the Secrets that give them, the clients built from them, and errors that
+//! name their cause.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Connection settings that decide the HTTP client: TLS material, proxy, plain HTTP.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// Plain HTTP, and without a CA, no TLS verification (Flux's `insecure`).
+    pub insecure: bool,
+    /// PEM CA certificates added to the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, for mTLS.
+    pub client_identity_pem: Option<Vec<u8>>,
+    /// Proxy URL, with optional basic credentials.
+    pub proxy: Option<ProxyConfig>,
+    /// Upper bound for each request other than blob downloads (`spec.timeout`).
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProxyConfig {
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    // The password never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("insecure", &self.insecure)
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .field("proxy", &self.proxy.as_ref().map(|p| &p.address))
+            .finish()
+    }
+}
+
+impl Transport {
+    /// Everything that decides the HTTP connection, from the spec and its Secrets.
+    pub fn new(insecure: bool, tls: Option<TlsMaterial>, proxy: Option<ProxyConfig>) -> Self {
+        let tls = tls.unwrap_or_default();
+        Transport {
+            insecure,
+            ca_pem: tls.ca_pem,
+            client_identity_pem: tls.identity_pem,
+            proxy,
+            request_timeout: None,
+        }
+    }
+}
+
+/// PEM material for TLS: extra CA certificates and a client certificate with its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    pub ca_pem: Option<Vec<u8>>,
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+/// TLS material from a `certSecretRef` Secret: `ca.crt` and/or `tls.crt` + `tls.key`
+/// (with Flux's legacy `caFile`/`certFile`/`keyFile` keys as fallbacks).
+pub fn tls_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<TlsMaterial, String> {
+    let get = |k: &str, legacy: &str| {
+        data.get(k)
+            .or_else(|| data.get(legacy))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let ca = get("ca.crt", "caFile");
+    let identity = match (get("tls.crt", "certFile"), get("tls.key", "keyFile")) {
+        (Some(mut cert), Some(key)) => {
+            cert.push(b'\n');
+            cert.extend_from_slice(&key);
+            Some(cert)
+        }
+        (None, None) => None,
+        _ => return Err("'tls.crt' and 'tls.key' must be set together".into()),
+    };
+    if ca.is_none() && identity.is_none() {
+        return Err("secret holds neither 'ca.crt' nor 'tls.crt' and 'tls.key'".into());
+    }
+    Ok(TlsMaterial {
+        ca_pem: ca,
+        identity_pem: identity,
+    })
+}
+
+/// A proxy from a `proxySecretRef` Secret: `address` (required), `username`, `password`.
+pub fn proxy_from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<ProxyConfig, String> {
+    let text = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let address = text("address").ok_or("secret has no 'address' key")?;
+    let scheme_ok = ["http://", "https://", "socks5://"]
+        .iter()
+        .any(|s| address.starts_with(s));
+    if !scheme_ok {
+        return Err(format!(
+            "proxy address '{}' must start with http://, https:// or socks5://",
+            without_userinfo(&address)
+        ));
+    }
+    Ok(ProxyConfig {
+        address,
+        username: text("username"),
+        password: text("password"),
+    })
+}
+
+/// An address with any `user:password@` removed, for messages.
+fn without_userinfo(address: &str) -> String {
+    let (scheme, rest) = address
+        .split_once("://")
+        .map_or(("", address), |(s, r)| (s, r));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
+/// An HTTP client that connects as `transport` says and gives up on a read stalled for a minute.
+pub fn build_http_client(
+    transport: &Transport,
+    user_agent: &str,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(connect_timeout)
+        .read_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(90));
+    if let Some(ca) = &transport.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(ca)
+            .map_err(|e| format!("invalid CA certificate: {e}"))?;
+        builder = builder.tls_certs_merge(certs);
+    } else if transport.insecure && transport.client_identity_pem.is_none() {
+        // Flux skips verification only when `insecure` is set and no certSecretRef was given.
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(identity) = &transport.client_identity_pem {
+        let identity = reqwest::Identity::from_pem(identity)
+            .map_err(|e| format!("invalid client certificate or key: {e}"))?;
+        builder = builder.identity(identity);
+    }
+    if let Some(proxy) = &transport.proxy {
+        let mut p = reqwest::Proxy::all(&proxy.address)
+            .map_err(|e| format!("invalid proxy address: {e}"))?;
+        if let Some(user) = &proxy.username {
+            p = p.basic_auth(user, proxy.password.as_deref().unwrap_or_default());
+        }
+        builder = builder.proxy(p);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") hides the one
+/// that matters (an unknown certificate issuer, a refused connection).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// How long the sources' clients wait for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Clients are kept per transport; past this many the cache starts over, so rotated TLS
+/// material cannot grow it without bound.
+const MAX_CLIENTS: usize = 4096;
+
+/// One HTTP client per transport (TLS material, proxy), shared by every object using it:
+/// building one loads the system roots.
+pub struct HttpClients {
+    user_agent: String,
+    clients: Mutex<HashMap<Transport, reqwest::Client>>,
+}
+
+impl HttpClients {
+    pub fn new(user_agent: &str) -> Self {
+        HttpClients {
+            user_agent: user_agent.to_string(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, transport: Transport) -> Result<reqwest::Client, String> {
+        let mut clients = self.clients.lock().expect("http client cache lock");
+        if let Some(client) = clients.get(&transport) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        let client = build_http_client(&transport, &self.user_agent, CONNECT_TIMEOUT)?;
+        clients.insert(transport, client.clone());
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(key: &str, value: &str) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([(key.to_string(), value.as_bytes().to_vec())])
+    }
+
+    #[test]
+    fn tls_and_proxy_secrets() {
+        let mut data = secret("tls.crt", "CERT");
+        assert!(tls_from_secret(&data).unwrap_err().contains("together"));
+        data.insert("tls.key".into(), b"KEY".to_vec());
+        let tls = tls_from_secret(&data).unwrap();
+        assert!(tls.ca_pem.is_none() && tls.identity_pem.unwrap().starts_with(b"CERT"));
+        let tls = tls_from_secret(&secret("caFile", "CA")).unwrap();
+        assert_eq!(tls.ca_pem.unwrap(), b"CA");
+        assert!(tls_from_secret(&secret("other", "x")).is_err());
+
+        assert!(proxy_from_secret(&secret("username", "u")).is_err());
+        assert!(proxy_from_secret(&secret("address", "proxy:3128")).is_err());
+        let err = proxy_from_secret(&secret("address", "user:hunter2@proxy:3128")).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let p = proxy_from_secret(&secret("address", "http://proxy:3128")).unwrap();
+        assert_eq!(p.address, "http://proxy:3128");
+    }
+}
