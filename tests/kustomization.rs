@@ -16,6 +16,7 @@ use driftless::api::{Bucket, ConditionStatus, Kustomization, OCIRepository};
 use support::controller::{ApplyController, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact};
 use support::source::{Sources, tail};
+use support::wait::{Wait, poll};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -113,27 +114,18 @@ impl Env {
         spec
     }
 
+    /// Waits on the Kustomizations, showing the apply-controller log's tail on a timeout.
+    fn wait(&self) -> Wait<'_, Kustomization> {
+        Wait::new(&self.ks, WAIT).log(|| tail(&self.apply.log_text(), 30))
+    }
+
     async fn wait_until(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&Kustomization) -> bool,
     ) -> Kustomization {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let obj = self.ks.get_opt(name).await.expect("get Kustomization");
-            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
-                return obj.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{name}: not {what} within {WAIT:?}; status: {}\napply-controller log (tail):\n{}",
-                    serde_json::to_string_pretty(&obj.and_then(|o| o.status)).unwrap(),
-                    tail(&self.apply.log_text(), 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait().until(name, what, check).await
     }
 
     async fn wait_ready_at(&self, name: &str, revision: &str) -> Kustomization {
@@ -148,10 +140,7 @@ impl Env {
     }
 
     async fn wait_failing(&self, name: &str, reason: &str) -> Kustomization {
-        self.wait_until(name, &format!("failing with {reason}"), |o| {
-            ready(o).is_some_and(|(s, r)| s == ConditionStatus::False && r == reason)
-        })
-        .await
+        self.wait().failing(name, reason).await
     }
 
     async fn request_reconcile(&self, name: &str) -> Kustomization {
@@ -186,14 +175,8 @@ impl Env {
     }
 
     async fn wait_configmap_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.configmap(name).await.is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "ConfigMap {name} still there"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let configmaps = self.configmaps();
+        Wait::new(&configmaps, WAIT).gone(name).await
     }
 }
 
@@ -413,16 +396,12 @@ async fn a_crd_and_its_custom_resource_in_one_artifact() {
     // Deleting the Kustomization prunes both (MirrorPrune with prune: true).
     e.ks.delete("crd", &DeleteParams::default()).await.unwrap();
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(e.client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while crds
-        .get_opt(&format!("widgets.{group}"))
-        .await
-        .unwrap()
-        .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "CRD not deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll("the CRD deleted", WAIT, async || {
+        let crd = crds.get_opt(&format!("widgets.{group}")).await.unwrap();
+        crd.is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -963,15 +942,7 @@ async fn deletion_policies() {
         e.ks.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for (name, _) in &cases {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while e.ks.get_opt(name).await.unwrap().is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} not finalized; log:\n{}",
-                tail(&e.apply.log_text(), 30)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        e.wait().gone(name).await;
     }
     e.wait_configmap_gone("mirror-cm").await;
     e.wait_configmap_gone("delete-cm").await;
