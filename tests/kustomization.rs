@@ -683,6 +683,121 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
             .as_deref(),
         Some(rev.as_str())
     );
+
+    // An exec plugin (a KRM function that runs a script) is refused: the build fails and
+    // nothing is applied, nothing generated.
+    let plugin = root.join("exec-plugin");
+    let plugin_files: Vec<(String, String)> =
+        ["kustomization.yaml", "generator.yaml", "generate.sh"]
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    std::fs::read_to_string(plugin.join(f)).unwrap(),
+                )
+            })
+            .collect();
+    let plugin_files: Vec<(&str, &str)> = plugin_files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let rev = e.publish("exec", &plugin_files).await;
+    e.create("exec", e.spec("exec", json!({}))).await;
+    let obj = e.wait_failing("exec", "BuildFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("external plugins disabled"),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+    assert!(
+        e.configmap("generated-by-exec").await.is_none(),
+        "the plugin's output is not applied"
+    );
+    assert!(inventory_ids(&obj).is_empty(), "nothing applied");
+}
+
+/// A copy of `dirs` of the kustomize fixtures under a fresh directory, as an artifact would be
+/// extracted (executable bits kept: a refused exec plugin must be refused, not just missing its
+/// mode).
+fn fixture_tree(dirs: &[&str]) -> tempfile::TempDir {
+    let fixtures = support::repo_root().join("tests/fixtures/kustomize");
+    let root = tempfile::tempdir().unwrap();
+    for dir in dirs {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, root.path().join(dir).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+/// A spec building `path` of the artifact, with nothing of Flux's transformers set.
+fn plain_spec(path: &str) -> driftless::api::kustomization::KustomizationSpec {
+    serde_json::from_value(json!({
+        "interval": "10m", "prune": true, "path": path,
+        "sourceRef": {"kind": "OCIRepository", "name": "fixtures"},
+    }))
+    .unwrap()
+}
+
+/// The overlay fixture, built as the apply-controller builds an artifact, is exactly what
+/// `expected/overlay.yaml` records (what `kustomize build` prints): every object, every field,
+/// in the same order. And the exec-plugin fixture is refused by that same build, before its
+/// script could run.
+#[tokio::test]
+async fn the_kustomize_fixtures_build_to_what_is_recorded_and_exec_plugins_are_refused() {
+    let platform = support::platform();
+    let kustomize = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+    let fixtures = support::repo_root().join("tests/fixtures/kustomize");
+    let expected_text = std::fs::read_to_string(fixtures.join("expected/overlay.yaml")).unwrap();
+    let expected =
+        driftless::apply::build::decode(&expected_text, "expected/overlay.yaml").unwrap();
+    assert_eq!(expected.len(), 3, "the fixture records three objects");
+
+    let tree = fixture_tree(&["base", "overlay", "components/debug"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let built = driftless::apply::build::build(
+        tree.path(),
+        &plain_spec("./overlay"),
+        Some(&kustomize),
+        scratch.path(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("build the overlay fixture: {e}"));
+    assert!(
+        built == expected,
+        "the overlay builds to something else than expected/overlay.yaml:\n{}",
+        serde_json::to_string_pretty(&built).unwrap()
+    );
+
+    let tree = fixture_tree(&["exec-plugin"]);
+    use std::os::unix::fs::PermissionsExt;
+    let script = tree.path().join("exec-plugin/generate.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let refused = driftless::apply::build::build(
+        tree.path(),
+        &plain_spec("./exec-plugin"),
+        Some(&kustomize),
+        scratch.path(),
+    )
+    .await
+    .expect_err("a kustomization with an exec plugin is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("external plugins disabled; unable to load external plugin 'ShellGenerator'"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
