@@ -446,6 +446,8 @@ async fn artifacts_cross_between_the_flux_cli_and_driftless() {
 /// Flux's Helm source CRDs, from the source-controller module the testbin build downloaded:
 /// Flux's source-controller does not start without them.
 fn install_flux_helm_crds(platform: &support::Platform) {
+    // Built first: the stamp it leaves names the version whose CRDs match the binary.
+    ensure_built("flux-source-controller");
     let dir = Command::new("go")
         .args([
             "mod",
