@@ -1114,13 +1114,8 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
     spec["sourceRef"] = json!({"kind": "OCIRepository", "name": "oci", "namespace": "elsewhere"});
     e.create("cross", spec).await;
     let obj = e
-        .wait_until("cross", "stalled", |o| {
-            o.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
-            })
-        })
+        .wait()
+        .for_condition("cross", "Stalled", |c| c.reason == "AccessDenied")
         .await;
     assert_eq!(
         message(&obj, "Ready"),
@@ -1132,13 +1127,8 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
     spec["dependsOn"] = json!([{"name": "dep", "namespace": "elsewhere"}]);
     e.create("cross-dep", spec).await;
     let obj = e
-        .wait_until("cross-dep", "stalled", |o| {
-            o.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
-            })
-        })
+        .wait()
+        .for_condition("cross-dep", "Stalled", |c| c.reason == "AccessDenied")
         .await;
     assert_eq!(
         message(&obj, "Ready"),
@@ -1273,13 +1263,8 @@ async fn durations_out_of_range_stall_the_object_only() {
         e.create(name, e.spec("dur", json!({ (field): value })))
             .await;
         let obj = e
-            .wait_until(name, "stalled on its duration", |o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Stalled" && c.reason == "InvalidDuration")
-                })
-            })
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "InvalidDuration")
             .await;
         assert!(
             message(&obj, "Ready")

@@ -754,9 +754,8 @@ async fn hostile_durations_and_panics_fail_one_object_not_the_process() {
         ("huge-timeout", "spec.timeout"),
     ] {
         let obj = e
-            .wait_until(name, "stalled on its duration", |o| {
-                condition(o, "Stalled").is_some_and(|c| c.reason == "InvalidDuration")
-            })
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "InvalidDuration")
             .await;
         let ready = condition(&obj, "Ready").unwrap();
         assert_eq!(ready.status, ConditionStatus::False);
@@ -1751,8 +1750,9 @@ async fn keyless_legacy_signature_tags_with_a_rekor_entry_are_accepted() {
     // Without its Rekor entry the signature proves no signing time: refused.
     create_keyless(&e, &sigstore, &repo).await;
     let obj = e
-        .wait_until("app", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("app", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let refused = condition(&obj, "SourceVerified").unwrap();
@@ -2195,8 +2195,9 @@ async fn attestations_by_a_trusted_signer_do_not_verify_an_artifact() {
     create_keyless(&e, &sigstore, &repo).await;
     let attestation = "a Sigstore bundle holds an attestation (predicate type 'https://slsa.dev/provenance/v0.2'), not a signature ('https://sigstore.dev/cosign/sign/v1')";
     let refused = e
-        .wait_until("app", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("app", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let verified = condition(&refused, "SourceVerified").unwrap();
@@ -2228,8 +2229,9 @@ async fn attestations_by_a_trusted_signer_do_not_verify_an_artifact() {
         serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "keys"}}});
     e.create("keyed", e.spec(&keyed_repo, verify)).await;
     let refused = e
-        .wait_until("keyed", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("keyed", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let message = &condition(&refused, "SourceVerified").unwrap().message;

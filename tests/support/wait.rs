@@ -42,14 +42,6 @@ pub fn condition_of<K: Serialize>(o: &K, type_: &str) -> Option<Condition> {
     conditions(o).into_iter().find(|c| c.type_ == type_)
 }
 
-/// `status.observedGeneration` is the object's generation.
-pub fn observed<K: Object>(o: &K) -> bool {
-    let observed = serde_json::to_value(o)
-        .ok()
-        .and_then(|v| v.pointer("/status/observedGeneration")?.as_i64());
-    observed == o.meta().generation
-}
-
 /// Waits on the objects of one `Api`, for at most `limit` each time; on a timeout the failure
 /// shows the object's status and `log()` (the tail of the controller's log, say).
 pub struct Wait<'a, K> {
@@ -141,18 +133,6 @@ impl<'a, K: Object> Wait<'a, K> {
             tokio::time::sleep(POLL).await;
         }
     }
-}
-
-/// Waits until object `name` has a condition of type `type_` satisfying `check`.
-pub async fn wait_for_condition<K: Object>(
-    api: &Api<K>,
-    name: &str,
-    type_: &str,
-    check: impl Fn(&Condition) -> bool,
-) -> K {
-    Wait::new(api, super::source::WAIT)
-        .for_condition(name, type_, check)
-        .await
 }
 
 /// Polls `check` until it gives a value, for at most `limit`: for what is not an object
