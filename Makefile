@@ -9,7 +9,7 @@ all: build
 build:
 	$(CARGO) build
 
-## test: build and install whatever is missing, start the platform, run every test.
+## test: build and install whatever is missing, start the platform, run clippy and every test.
 test:
 	hack/test
 

@@ -1,6 +1,8 @@
 //! The CRDs: what `crds/` holds is what the types generate, and the generated schemas carry
 //! every field fact of Flux's own CRDs (the oracle files in `tests/fixtures/flux-crd-schema/`).
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use driftless::api::crds::{self, FieldFacts};
@@ -91,9 +93,66 @@ fn crd_for(oracle: &Oracle) -> CustomResourceDefinition {
         .unwrap_or_else(|| panic!("no driftless CRD for {plural} ({})", oracle.file))
 }
 
+/// The files of a directory, name → content.
+fn read_dir(dir: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (
+                path.file_name().unwrap().to_string_lossy().to_string(),
+                text,
+            )
+        })
+        .collect()
+}
+
+/// `crds/` is what the binary writes (`driftless crds --dir`, which `make crds` runs) and
+/// prints (`driftless crds`, which hack/demo pipes to kubectl): a stale `crds/` fails here.
 #[test]
 fn committed_crds_are_what_the_types_generate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let committed = read_dir(&dir);
+
+    let generated = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::controller::driftless_bin())
+        .args(["crds", "--dir"])
+        .arg(generated.path())
+        .output()
+        .expect("run driftless crds --dir");
+    assert!(
+        out.status.success(),
+        "driftless crds --dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = read_dir(generated.path());
+    assert_eq!(
+        committed.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>(),
+        "crds/ holds other files than `driftless crds` writes: run `make crds` and commit the result"
+    );
+    for (name, text) in &written {
+        assert!(
+            committed[name] == *text,
+            "crds/{name} differs from what `driftless crds` writes: run `make crds` and commit the result"
+        );
+    }
+    let out = std::process::Command::new(support::controller::driftless_bin())
+        .arg("crds")
+        .output()
+        .expect("run driftless crds");
+    assert!(out.status.success());
+    let in_order: String = crds::all()
+        .iter()
+        .map(|crd| committed[&crds::file_name(crd)].as_str())
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == in_order,
+        "`driftless crds` prints something else than the files of crds/, one after the other"
+    );
+
     for crd in crds::all() {
         let path = dir.join(crds::file_name(&crd));
         let committed = std::fs::read_to_string(&path)

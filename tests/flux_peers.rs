@@ -4,8 +4,8 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -13,9 +13,10 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
-use support::controller::{SourceController, free_port};
+use support::controller::{Launcher, Process, SourceController, free_port};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, tail};
+use support::wait::{Wait, condition_of};
 
 /// Builds a peer (`hack/testbin.sh TARGET`, a no-op once built), one build at a time: the tests
 /// of this file run in parallel and a cold build of one target must not race itself.
@@ -29,78 +30,59 @@ fn ensure_built(target: &str) {
     assert!(status.success(), "hack/testbin.sh {target} failed");
 }
 
+/// The version `hack/testbin.sh` built a peer from (the stamp beside the binary): the pin lives
+/// in hack/testbin.sh alone, so a bump there is the only line to change.
+fn built_version(platform: &support::Platform, binary: &str) -> String {
+    let stamp = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
+        .join("bin")
+        .join(format!(".{binary}.version"));
+    let version = std::fs::read_to_string(&stamp)
+        .unwrap_or_else(|e| panic!("{}: {e} (run hack/testbin.sh)", stamp.display()));
+    let version = version.trim();
+    assert!(!version.is_empty(), "{} is empty", stamp.display());
+    format!("v{version}")
+}
+
 /// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
 /// watching one namespace, stopped on drop.
-struct FluxKustomizeController {
-    child: Child,
-    log: std::path::PathBuf,
+struct FluxController {
+    process: Process,
     _dir: tempfile::TempDir,
 }
 
-impl FluxKustomizeController {
-    fn start(platform: &support::Platform, namespace: &str) -> Self {
-        Self::start_controller(platform, namespace, "kustomize-controller", &[])
-    }
-
-    fn start_controller(
-        platform: &support::Platform,
-        namespace: &str,
-        name: &str,
-        extra: &[String],
-    ) -> Self {
+impl FluxController {
+    fn start(platform: &support::Platform, namespace: &str, name: &str, extra: &[String]) -> Self {
         ensure_built(&format!("flux-{name}"));
         let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
             .join("bin")
             .join(name);
-        let (metrics, health) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        let child = Command::new(binary)
-            .args([
-                "--watch-all-namespaces=false",
-                "--enable-leader-election=false",
-                "--log-level=debug",
-            ])
-            .args(extra)
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics}"))
-            .arg(format!("--health-addr=127.0.0.1:{health}"))
-            .env("KUBECONFIG", platform.kubeconfig())
-            .env("RUNTIME_NAMESPACE", namespace)
-            .env("HOME", dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start Flux's {name}: {e}"));
-        let mut controller = FluxKustomizeController {
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while support::controller::http_get_status(health, "/readyz") != Some(200) {
-            if let Some(status) = controller.child.try_wait().unwrap() {
-                panic!("{name} exited with {status}:\n{}", controller.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready:\n{}",
-                controller.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        controller
+        let process = Launcher::new(
+            name,
+            binary,
+            platform,
+            namespace,
+            dir.path().join(format!("{name}.log")),
+        )
+        .args(["--enable-leader-election=false", "--log-level=debug"])
+        .args(extra)
+        .env("HOME", dir.path())
+        .within(Duration::from_secs(60))
+        .start();
+        FluxController { process, _dir: dir }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 }
 
-impl Drop for FluxKustomizeController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits on Kustomizations reconciled by `log`'s controller, 90 s at most.
+fn kustomizations<'a>(
+    api: &'a Api<Kustomization>,
+    log: impl Fn() -> String + 'a,
+) -> Wait<'a, Kustomization> {
+    Wait::new(api, Duration::from_secs(90)).log(log)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,7 +93,7 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     support::install_git_repository_crd(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-kc").await;
     let source = SourceController::start(&platform, &ns.name, &[]);
-    let kc = FluxKustomizeController::start(&platform, &ns.name);
+    let kc = FluxController::start(&platform, &ns.name, "kustomize-controller", &[]);
 
     let repo = format!("{}/app", ns.name);
     let origin = "main@sha1:0123456789abcdef0123456789abcdef01234567";
@@ -146,26 +128,17 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     }))
     .unwrap();
     ks.create(&PostParams::default(), &obj).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let applied = loop {
-        let obj = ks.get("app").await.unwrap();
-        let status = obj.status.clone().unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True);
-        // Flux writes Ready and the applied revision in separate status patches.
-        if ready && status.last_applied_revision.is_some() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Flux's kustomize-controller did not get Ready: {}\nits log:\n{}",
-            serde_json::to_string_pretty(&status).unwrap(),
-            tail(&kc.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Flux writes Ready and the applied revision in separate status patches.
+    let applied = kustomizations(&ks, || tail(&kc.log_text(), 30))
+        .until("app", "Ready with an applied revision", |o| {
+            condition_of(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+                && o.status
+                    .as_ref()
+                    .is_some_and(|s| s.last_applied_revision.is_some())
+        })
+        .await
+        .status
+        .unwrap_or_default();
     assert_eq!(
         applied.last_applied_revision.as_deref(),
         Some(revision.as_str())
@@ -224,23 +197,14 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     }))
     .unwrap();
     ks.create(&PostParams::default(), &obj).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while ks
-        .get("from-bucket")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.last_applied_revision)
-        .as_deref()
-        != Some(bucket_revision.as_str())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "Flux's kustomize-controller did not apply the Bucket:\n{}",
-            tail(&kc.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    kustomizations(&ks, || tail(&kc.log_text(), 30))
+        .until("from-bucket", "applied from the Bucket", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_applied_revision.as_deref())
+                == Some(bucket_revision.as_str())
+        })
+        .await;
     assert!(
         Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
             .get_opt("from-bucket")
@@ -265,7 +229,8 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     );
 }
 
-/// The flux CLI (v2.7.5, built from its Go module) against the platform.
+/// The flux CLI (at the version hack/testbin.sh pins, built from its Go module) against the
+/// platform.
 fn flux(platform: &support::Platform, args: &[&str]) -> std::process::Output {
     ensure_built("flux");
     let home = tempfile::tempdir().unwrap();
@@ -481,12 +446,17 @@ async fn artifacts_cross_between_the_flux_cli_and_driftless() {
 /// Flux's Helm source CRDs, from the source-controller module the testbin build downloaded:
 /// Flux's source-controller does not start without them.
 fn install_flux_helm_crds(platform: &support::Platform) {
+    // Built first: the stamp it leaves names the version whose CRDs match the binary.
+    ensure_built("flux-source-controller");
     let dir = Command::new("go")
         .args([
             "mod",
             "download",
             "-json",
-            "github.com/fluxcd/source-controller@v1.7.3",
+            &format!(
+                "github.com/fluxcd/source-controller@{}",
+                built_version(platform, "source-controller")
+            ),
         ])
         .current_dir(std::env::temp_dir())
         .output()
@@ -558,12 +528,8 @@ async fn flux_and_driftless_source_controllers_agree() {
         format!("--storage-addr=127.0.0.1:{port}"),
         format!("--storage-adv-addr=127.0.0.1:{port}"),
     ];
-    let flux_source = FluxKustomizeController::start_controller(
-        &platform,
-        &ns.name,
-        "source-controller",
-        &storage_flags,
-    );
+    let flux_source =
+        FluxController::start(&platform, &ns.name, "source-controller", &storage_flags);
     let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
     let obj: OCIRepository = serde_json::from_value(json!({
         "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
@@ -588,20 +554,15 @@ async fn flux_and_driftless_source_controllers_agree() {
     }))
     .unwrap();
     ks.create(&PostParams::default(), &k).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = ks.get("app").await.unwrap().status.unwrap_or_default();
-        if status.last_applied_revision.as_deref() == Some(by_flux.revision.as_str()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not applied: {}\n{}",
-            serde_json::to_string_pretty(&status).unwrap(),
-            tail(&apply.log_text(), 20)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Wait::new(&ks, Duration::from_secs(60))
+        .log(|| tail(&apply.log_text(), 20))
+        .until("app", "applied at Flux's revision", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_applied_revision.as_deref())
+                == Some(by_flux.revision.as_str())
+        })
+        .await;
     let applied = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
         .get_opt("from-flux")
         .await
@@ -636,35 +597,24 @@ async fn flux_and_driftless_source_controllers_agree() {
     );
 }
 
-/// Polls until the object is Ready with an artifact served from `host`.
+/// Waits until the object is Ready with an artifact served from `host`.
 async fn wait_for(
     api: &Api<OCIRepository>,
     host: &str,
     log: impl Fn() -> String,
 ) -> driftless::api::Artifact {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let obj = api.get("app").await.unwrap();
-        let status = obj.status.clone().unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True);
-        if let Some(a) = status
-            .artifact
-            .clone()
-            .filter(|a| ready && a.url.contains(host))
-        {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no artifact from {host}: {}\n{}",
-            serde_json::to_string_pretty(&status).unwrap(),
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let served_from_host = |o: &OCIRepository| {
+        let status = o.status.clone().unwrap_or_default();
+        let ready = condition_of(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
+        status.artifact.filter(|a| ready && a.url.contains(host))
+    };
+    let obj = Wait::new(api, Duration::from_secs(90))
+        .log(log)
+        .until("app", &format!("Ready with an artifact from {host}"), |o| {
+            served_from_host(o).is_some()
+        })
+        .await;
+    served_from_host(&obj).expect("checked by the wait")
 }
 
 async fn fetch(url: &str) -> Vec<u8> {

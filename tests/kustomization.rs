@@ -16,6 +16,7 @@ use driftless::api::{Bucket, ConditionStatus, Kustomization, OCIRepository};
 use support::controller::{ApplyController, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact};
 use support::source::{Sources, tail};
+use support::wait::{Wait, poll};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -113,27 +114,18 @@ impl Env {
         spec
     }
 
+    /// Waits on the Kustomizations, showing the apply-controller log's tail on a timeout.
+    fn wait(&self) -> Wait<'_, Kustomization> {
+        Wait::new(&self.ks, WAIT).log(|| tail(&self.apply.log_text(), 30))
+    }
+
     async fn wait_until(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&Kustomization) -> bool,
     ) -> Kustomization {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let obj = self.ks.get_opt(name).await.expect("get Kustomization");
-            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
-                return obj.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{name}: not {what} within {WAIT:?}; status: {}\napply-controller log (tail):\n{}",
-                    serde_json::to_string_pretty(&obj.and_then(|o| o.status)).unwrap(),
-                    tail(&self.apply.log_text(), 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait().until(name, what, check).await
     }
 
     async fn wait_ready_at(&self, name: &str, revision: &str) -> Kustomization {
@@ -148,10 +140,7 @@ impl Env {
     }
 
     async fn wait_failing(&self, name: &str, reason: &str) -> Kustomization {
-        self.wait_until(name, &format!("failing with {reason}"), |o| {
-            ready(o).is_some_and(|(s, r)| s == ConditionStatus::False && r == reason)
-        })
-        .await
+        self.wait().failing(name, reason).await
     }
 
     async fn request_reconcile(&self, name: &str) -> Kustomization {
@@ -186,14 +175,8 @@ impl Env {
     }
 
     async fn wait_configmap_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.configmap(name).await.is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "ConfigMap {name} still there"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let configmaps = self.configmaps();
+        Wait::new(&configmaps, WAIT).gone(name).await
     }
 }
 
@@ -413,16 +396,12 @@ async fn a_crd_and_its_custom_resource_in_one_artifact() {
     // Deleting the Kustomization prunes both (MirrorPrune with prune: true).
     e.ks.delete("crd", &DeleteParams::default()).await.unwrap();
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(e.client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while crds
-        .get_opt(&format!("widgets.{group}"))
-        .await
-        .unwrap()
-        .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "CRD not deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll("the CRD deleted", WAIT, async || {
+        let crd = crds.get_opt(&format!("widgets.{group}")).await.unwrap();
+        crd.is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -704,6 +683,121 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
             .as_deref(),
         Some(rev.as_str())
     );
+
+    // An exec plugin (a KRM function that runs a script) is refused: the build fails and
+    // nothing is applied, nothing generated.
+    let plugin = root.join("exec-plugin");
+    let plugin_files: Vec<(String, String)> =
+        ["kustomization.yaml", "generator.yaml", "generate.sh"]
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    std::fs::read_to_string(plugin.join(f)).unwrap(),
+                )
+            })
+            .collect();
+    let plugin_files: Vec<(&str, &str)> = plugin_files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let rev = e.publish("exec", &plugin_files).await;
+    e.create("exec", e.spec("exec", json!({}))).await;
+    let obj = e.wait_failing("exec", "BuildFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("external plugins disabled"),
+        "{}",
+        message(&obj, "Ready")
+    );
+    assert_eq!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revision
+            .as_deref(),
+        Some(rev.as_str())
+    );
+    assert!(
+        e.configmap("generated-by-exec").await.is_none(),
+        "the plugin's output is not applied"
+    );
+    assert!(inventory_ids(&obj).is_empty(), "nothing applied");
+}
+
+/// A copy of `dirs` of the kustomize fixtures under a fresh directory, as an artifact would be
+/// extracted (executable bits kept: a refused exec plugin must be refused, not just missing its
+/// mode).
+fn fixture_tree(dirs: &[&str]) -> tempfile::TempDir {
+    let fixtures = support::repo_root().join("tests/fixtures/kustomize");
+    let root = tempfile::tempdir().unwrap();
+    for dir in dirs {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, root.path().join(dir).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+/// A spec building `path` of the artifact, with nothing of Flux's transformers set.
+fn plain_spec(path: &str) -> driftless::api::kustomization::KustomizationSpec {
+    serde_json::from_value(json!({
+        "interval": "10m", "prune": true, "path": path,
+        "sourceRef": {"kind": "OCIRepository", "name": "fixtures"},
+    }))
+    .unwrap()
+}
+
+/// The overlay fixture, built as the apply-controller builds an artifact, is exactly what
+/// `expected/overlay.yaml` records (what `kustomize build` prints): every object, every field,
+/// in the same order. And the exec-plugin fixture is refused by that same build, before its
+/// script could run.
+#[tokio::test]
+async fn the_kustomize_fixtures_build_to_what_is_recorded_and_exec_plugins_are_refused() {
+    let platform = support::platform();
+    let kustomize = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+    let fixtures = support::repo_root().join("tests/fixtures/kustomize");
+    let expected_text = std::fs::read_to_string(fixtures.join("expected/overlay.yaml")).unwrap();
+    let expected =
+        driftless::apply::build::decode(&expected_text, "expected/overlay.yaml").unwrap();
+    assert_eq!(expected.len(), 3, "the fixture records three objects");
+
+    let tree = fixture_tree(&["base", "overlay", "components/debug"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let built = driftless::apply::build::build(
+        tree.path(),
+        &plain_spec("./overlay"),
+        Some(&kustomize),
+        scratch.path(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("build the overlay fixture: {e}"));
+    assert!(
+        built == expected,
+        "the overlay builds to something else than expected/overlay.yaml:\n{}",
+        serde_json::to_string_pretty(&built).unwrap()
+    );
+
+    let tree = fixture_tree(&["exec-plugin"]);
+    use std::os::unix::fs::PermissionsExt;
+    let script = tree.path().join("exec-plugin/generate.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let refused = driftless::apply::build::build(
+        tree.path(),
+        &plain_spec("./exec-plugin"),
+        Some(&kustomize),
+        scratch.path(),
+    )
+    .await
+    .expect_err("a kustomization with an exec plugin is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("external plugins disabled; unable to load external plugin 'ShellGenerator'"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -963,15 +1057,7 @@ async fn deletion_policies() {
         e.ks.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for (name, _) in &cases {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while e.ks.get_opt(name).await.unwrap().is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} not finalized; log:\n{}",
-                tail(&e.apply.log_text(), 30)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        e.wait().gone(name).await;
     }
     e.wait_configmap_gone("mirror-cm").await;
     e.wait_configmap_gone("delete-cm").await;
@@ -1028,13 +1114,8 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
     spec["sourceRef"] = json!({"kind": "OCIRepository", "name": "oci", "namespace": "elsewhere"});
     e.create("cross", spec).await;
     let obj = e
-        .wait_until("cross", "stalled", |o| {
-            o.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
-            })
-        })
+        .wait()
+        .for_condition("cross", "Stalled", |c| c.reason == "AccessDenied")
         .await;
     assert_eq!(
         message(&obj, "Ready"),
@@ -1046,13 +1127,8 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
     spec["dependsOn"] = json!([{"name": "dep", "namespace": "elsewhere"}]);
     e.create("cross-dep", spec).await;
     let obj = e
-        .wait_until("cross-dep", "stalled", |o| {
-            o.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Stalled" && c.reason == "AccessDenied")
-            })
-        })
+        .wait()
+        .for_condition("cross-dep", "Stalled", |c| c.reason == "AccessDenied")
         .await;
     assert_eq!(
         message(&obj, "Ready"),
@@ -1187,13 +1263,8 @@ async fn durations_out_of_range_stall_the_object_only() {
         e.create(name, e.spec("dur", json!({ (field): value })))
             .await;
         let obj = e
-            .wait_until(name, "stalled on its duration", |o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Stalled" && c.reason == "InvalidDuration")
-                })
-            })
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "InvalidDuration")
             .await;
         assert!(
             message(&obj, "Ready")

@@ -9,8 +9,9 @@ use driftless::api::OCIRepository;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use support::controller::SourceController;
+use support::controller::{SourceController, listening};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::wait::{holds_for, poll};
 
 const ELECTION: &[&str] = &[
     "--enable-leader-election",
@@ -18,19 +19,40 @@ const ELECTION: &[&str] = &[
     "--leader-election-renew-deadline=4s",
 ];
 
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+const LEASE: &str = "source-controller-leader-election";
+/// The lease duration above: a standby replica is watched for this long (and a little more,
+/// so at least one renewal by the leader falls inside) before it is believed to stay passive.
+const LEASE_WINDOW: Duration = Duration::from_secs(8);
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt(LEASE)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
 }
 
-async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// While `leader` holds the Lease, the replica whose artifact server is on `standby_port`
+/// never serves: looked at repeatedly over a whole lease duration, not once.
+async fn stays_passive(leases: &Api<Lease>, leader: &str, standby_port: u16) {
+    holds_for(
+        "the standby replica stays passive while the leader holds the Lease",
+        LEASE_WINDOW,
+        async || {
+            let now = holder(leases).await;
+            if now.as_deref() != Some(leader) {
+                return Err(format!("the Lease holder is {now:?}, not {leader}"));
+            }
+            if listening(standby_port) {
+                return Err("the standby replica serves artifacts".into());
+            }
+            Ok(())
+        },
+    )
+    .await;
 }
 
 fn ready_revision(o: &OCIRepository) -> Option<(String, String)> {
@@ -52,15 +74,8 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
     let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
 
     let mut first = SourceController::start(&platform, &ns.name, ELECTION);
-    let holder = poll("a Lease holder", async || {
-        let lease = leases
-            .get_opt("source-controller-leader-election")
-            .await
-            .ok()??;
-        lease.spec?.holder_identity
-    })
-    .await;
-    poll("the leader's artifact server", async || {
+    let leader = poll("a Lease holder", WAIT, async || holder(&leases).await).await;
+    poll("the leader's artifact server", WAIT, async || {
         listening(first.storage_port).then_some(())
     })
     .await;
@@ -69,6 +84,7 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
         !listening(second.storage_port),
         "a replica that is not the leader serves no artifacts"
     );
+    stays_passive(&leases, &leader, second.storage_port).await;
 
     let repo = format!("{}/app", ns.name);
     let registry = client(platform.registry());
@@ -89,7 +105,7 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &obj).await.unwrap();
-    let (_, url) = poll("Ready from the leader", async || {
+    let (_, url) = poll("Ready from the leader", WAIT, async || {
         ready_revision(&api.get("app").await.ok()?)
     })
     .await;
@@ -101,30 +117,21 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
     // The leader shuts down and releases the Lease on its way out (it does not wait for the
     // 6 s lease to expire), and the other replica takes over.
     first.stop();
-    let lease = leases
-        .get("source-controller-leader-election")
-        .await
-        .unwrap();
+    let lease = leases.get(LEASE).await.unwrap();
     let holder_after_stop = lease
         .spec
         .and_then(|s| s.holder_identity)
         .unwrap_or_default();
     assert_ne!(
-        holder_after_stop, holder,
+        holder_after_stop, leader,
         "the Lease was released when the leader stopped"
     );
-    let new_holder = poll("a new Lease holder", async || {
-        let h = leases
-            .get_opt("source-controller-leader-election")
-            .await
-            .ok()??
-            .spec?
-            .holder_identity?;
-        (!h.is_empty() && h != holder).then_some(h)
+    let new_holder = poll("a new Lease holder", WAIT, async || {
+        holder(&leases).await.filter(|h| *h != leader)
     })
     .await;
     assert!(!new_holder.is_empty());
-    poll("the new leader's artifact server", async || {
+    poll("the new leader's artifact server", WAIT, async || {
         listening(second.storage_port).then_some(())
     })
     .await;
@@ -142,7 +149,7 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
     api.patch("app", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let (revision, url) = poll("the new leader's artifact", async || {
+    let (revision, url) = poll("the new leader's artifact", WAIT, async || {
         ready_revision(&api.get("app").await.ok()?).filter(|(r, _)| r.ends_with(&d2))
     })
     .await;
@@ -162,29 +169,21 @@ async fn a_killed_leaders_lease_is_taken_over_after_it_expires() {
     support::install_crds(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "leader-kill").await;
     let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
-    let holder = async || -> Option<String> {
-        leases
-            .get_opt("source-controller-leader-election")
-            .await
-            .ok()??
-            .spec?
-            .holder_identity
-            .filter(|h| !h.is_empty())
-    };
     let mut first = SourceController::start(&platform, &ns.name, ELECTION);
-    let leader = poll("a Lease holder", holder).await;
+    let leader = poll("a Lease holder", WAIT, async || holder(&leases).await).await;
     let second = SourceController::start(&platform, &ns.name, ELECTION);
     assert!(!listening(second.storage_port), "not the leader yet");
+    stays_passive(&leases, &leader, second.storage_port).await;
 
     let killed_at = Instant::now();
     first.kill();
     assert_eq!(
-        holder().await.as_deref(),
+        holder(&leases).await.as_deref(),
         Some(leader.as_str()),
         "a killed leader leaves its name on the Lease"
     );
-    let new_leader = poll("the second replica to take the Lease", async || {
-        holder().await.filter(|h| *h != leader)
+    let new_leader = poll("the second replica to take the Lease", WAIT, async || {
+        holder(&leases).await.filter(|h| *h != leader)
     })
     .await;
     assert!(
@@ -192,7 +191,7 @@ async fn a_killed_leaders_lease_is_taken_over_after_it_expires() {
         "taken over only after the Lease ran out"
     );
     assert!(!new_leader.is_empty());
-    poll("the new leader's artifact server", async || {
+    poll("the new leader's artifact server", WAIT, async || {
         listening(second.storage_port).then_some(())
     })
     .await;
@@ -215,7 +214,7 @@ async fn a_killed_leaders_lease_is_taken_over_after_it_expires() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &obj).await.unwrap();
-    let (_, url) = poll("Ready from the new leader", async || {
+    let (_, url) = poll("Ready from the new leader", WAIT, async || {
         ready_revision(&api.get("app").await.ok()?)
     })
     .await;

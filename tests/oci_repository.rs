@@ -15,7 +15,8 @@ use support::controller::{SourceController, http_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, gzip, push_flux_artifact, registry_requests};
 use support::sigstore::{ISSUER, ISSUER_RE, LOG_INDEX, SUBJECT, SUBJECT_RE, Sigstore};
 use support::source::{
-    Sources, WAIT, condition, files, has_condition, is_current, ready_status, revision, tail, untar,
+    Case, Expect, Message, Sources, WAIT, case, condition, files, has_condition, is_current,
+    ready_status, revision, tail, untar,
 };
 
 struct Env {
@@ -303,37 +304,34 @@ async fn semver_with_filter_and_prereleases() {
         .await;
         digests.insert(tag, d);
     }
-    let url = format!("oci://{}/{repo}", e.registry());
-    e.create("stable", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": "6.x"}})).await;
-    e.create("pre", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 6.1.x-0 <7.0.0-0"}})).await;
-    e.create("filtered", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 6.1.x-0", "semverFilter": ".*-alpha.*"}})).await;
-    e.create("none", serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"semver": ">= 9.0.0"}})).await;
-
-    assert_eq!(
-        revision(&e.wait_ready("stable").await),
-        format!("v6.1.5@{}", digests["v6.1.5"])
-    );
-    assert_eq!(
-        revision(&e.wait_ready("pre").await),
-        format!("6.2.0-rc.1@{}", digests["6.2.0-rc.1"])
-    );
-    assert_eq!(
-        revision(&e.wait_ready("filtered").await),
-        format!("6.2.0-alpha.1@{}", digests["6.2.0-alpha.1"])
-    );
-    let none = e
-        .wait_until("none", "failed", |o| has_condition(o, "FetchFailed"))
-        .await;
-    let failed = condition(&none, "FetchFailed").unwrap();
-    assert_eq!(failed.reason, "ReadOperationFailed");
-    assert!(
-        failed
-            .message
-            .ends_with("no match found for semver: >= 9.0.0"),
-        "{}",
-        failed.message
-    );
-    assert_eq!(ready_status(&none), Some(ConditionStatus::False));
+    let semver = |range: serde_json::Value| e.spec(&repo, serde_json::json!({"ref": range}));
+    let at = |tag: &str| Expect::ready(format!("{tag}@{}", digests[tag]));
+    e.run_cases(&[
+        case(
+            "stable",
+            semver(serde_json::json!({"semver": "6.x"})),
+            at("v6.1.5"),
+        ),
+        case(
+            "pre",
+            semver(serde_json::json!({"semver": ">= 6.1.x-0 <7.0.0-0"})),
+            at("6.2.0-rc.1"),
+        ),
+        case(
+            "filtered",
+            semver(serde_json::json!({"semver": ">= 6.1.x-0", "semverFilter": ".*-alpha.*"})),
+            at("6.2.0-alpha.1"),
+        ),
+        case(
+            "none",
+            semver(serde_json::json!({"semver": ">= 9.0.0"})),
+            Expect::fetch_failed(
+                "ReadOperationFailed",
+                Message::ends_with("no match found for semver: >= 9.0.0"),
+            ),
+        ),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -365,7 +363,7 @@ async fn layer_selector_copy_and_extract_and_ignore() {
     let repo = e.repo("chart");
     let chart_type = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
     let chart = flux_layer(&[("podinfo/Chart.yaml", "name: podinfo\n")]);
-    push_flux_artifact(
+    let chart_digest = push_flux_artifact(
         &client(&e.registry()),
         &repo,
         "6.0.0",
@@ -374,22 +372,34 @@ async fn layer_selector_copy_and_extract_and_ignore() {
         &[],
     )
     .await;
-    let url = format!("oci://{}/{repo}", e.registry());
-    e.create(
-        "copy",
-        serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"tag": "6.0.0"},
-        "layerSelector": {"mediaType": chart_type, "operation": "copy"}}),
-    )
-    .await;
-    e.create(
-        "wrong-type",
-        serde_json::json!({"url": url, "interval": "10m", "insecure": true, "ref": {"tag": "6.0.0"},
-        "layerSelector": {"mediaType": "application/x-other"}}),
-    )
-    .await;
-    let copied = e.wait_ready("copy").await;
+    let selecting = |selector: serde_json::Value| {
+        e.spec(
+            &repo,
+            serde_json::json!({"ref": {"tag": "6.0.0"}, "layerSelector": selector}),
+        )
+    };
+    let objects = e
+        .run_cases(&[
+            case(
+                "copy",
+                selecting(serde_json::json!({"mediaType": chart_type, "operation": "copy"})),
+                Expect::ready(format!("6.0.0@{chart_digest}")),
+            ),
+            case(
+                "wrong-type",
+                selecting(serde_json::json!({"mediaType": "application/x-other"})),
+                Expect::fetch_failed(
+                    "OCIArtifactLayerOperationFailed",
+                    Message::is(
+                        "failed to find layer with media type 'application/x-other' in artifact",
+                    ),
+                ),
+            ),
+        ])
+        .await;
+    let copied = &objects["copy"];
     assert_eq!(
-        e.download(&copied),
+        e.download(copied),
         chart,
         "copy stores the layer's bytes unchanged"
     );
@@ -404,15 +414,6 @@ async fn layer_selector_copy_and_extract_and_ignore() {
             .media_type
             .as_deref(),
         Some(chart_type)
-    );
-    let wrong = e
-        .wait_until("wrong-type", "failed", |o| has_condition(o, "FetchFailed"))
-        .await;
-    let failed = condition(&wrong, "FetchFailed").unwrap();
-    assert_eq!(failed.reason, "OCIArtifactLayerOperationFailed");
-    assert_eq!(
-        failed.message,
-        "failed to find layer with media type 'application/x-other' in artifact"
     );
 
     let repo = e.repo("site");
@@ -671,6 +672,16 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
             .exists(),
         "nothing was written outside storage"
     );
+    // A layer is downloaded and extracted in a working directory under the controller's
+    // TMPDIR (`<tmp>/ocirepository-<ns>-<name>-*/content`), so "../../escaped" would land in
+    // `<tmp>/escaped`; the working directories are removed after each pass, so whatever named
+    // `escaped` is left anywhere under `<tmp>` got out of one.
+    assert!(
+        !e.controller.tmp.join("escaped").exists(),
+        "nothing was written outside the extraction directory"
+    );
+    let escaped = named_anywhere(&e.controller.tmp, "escaped");
+    assert!(escaped.is_empty(), "written outside it: {escaped:?}");
     assert!(!std::path::Path::new("/tmp/driftless-escaped").exists());
 
     // A symlink is skipped, as Flux skips it: a file "under" it lands inside the artifact.
@@ -704,6 +715,21 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
     );
 }
 
+/// Every path under `dir` whose file name is `name`.
+fn named_anywhere(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_name() == name {
+            found.push(path.clone());
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(named_anywhere(&path, name));
+        }
+    }
+    found
+}
+
 /// A duration past Go's range stalls its object and a panic in one object's reconcile fails
 /// only that object: the process stays up and every other object keeps reconciling.
 #[tokio::test]
@@ -728,9 +754,8 @@ async fn hostile_durations_and_panics_fail_one_object_not_the_process() {
         ("huge-timeout", "spec.timeout"),
     ] {
         let obj = e
-            .wait_until(name, "stalled on its duration", |o| {
-                condition(o, "Stalled").is_some_and(|c| c.reason == "InvalidDuration")
-            })
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "InvalidDuration")
             .await;
         let ready = condition(&obj, "Ready").unwrap();
         assert_eq!(ready.status, ConditionStatus::False);
@@ -1053,43 +1078,47 @@ async fn basic_and_token_auth_succeed_with_credentials_and_fail_clearly_without(
         e.docker_secret(&format!("{label}-wrong"), &m.registry, &user, "wrong")
             .await;
 
-        e.create(&format!("{label}-ok"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": format!("{label}-creds")}})).await;
-        e.create(
-            &format!("{label}-anon"),
-            serde_json::json!({"url": url, "interval": "10m", "insecure": true}),
-        )
+        let spec = |secret: Option<String>| {
+            let mut spec = serde_json::json!({"url": url, "interval": "10m", "insecure": true});
+            if let Some(name) = secret {
+                spec["secretRef"] = serde_json::json!({"name": name});
+            }
+            spec
+        };
+        let refused = || {
+            Expect::fetch_failed(
+                "OCIArtifactPullFailed",
+                Message::All(vec![
+                    Message::starts_with("failed to determine artifact digest: "),
+                    Message::AnyOf(vec![
+                        Message::contains("unauthorized"),
+                        Message::contains("token exchange"),
+                    ]),
+                ]),
+            )
+        };
+        e.run_cases(&[
+            case(
+                format!("{label}-ok"),
+                spec(Some(format!("{label}-creds"))),
+                Expect::ready(format!("latest@{digest}")),
+            ),
+            case(format!("{label}-anon"), spec(None), refused()),
+            case(
+                format!("{label}-wrong"),
+                spec(Some(format!("{label}-wrong"))),
+                refused(),
+            ),
+            case(
+                format!("{label}-missing"),
+                spec(Some("absent".into())),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::is(r#"failed to get credential: secrets "absent" not found"#),
+                ),
+            ),
+        ])
         .await;
-        e.create(&format!("{label}-wrong"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": format!("{label}-wrong")}})).await;
-        e.create(&format!("{label}-missing"), serde_json::json!({"url": url, "interval": "10m", "insecure": true, "secretRef": {"name": "absent"}})).await;
-
-        assert_eq!(
-            revision(&e.wait_ready(&format!("{label}-ok")).await),
-            format!("latest@{digest}"),
-            "{label}"
-        );
-        for case in ["anon", "wrong"] {
-            let failed = e.wait_failed(&format!("{label}-{case}")).await;
-            assert_eq!(failed.reason, "OCIArtifactPullFailed", "{label}-{case}");
-            assert!(
-                failed
-                    .message
-                    .starts_with("failed to determine artifact digest: "),
-                "{label}-{case}: {}",
-                failed.message
-            );
-            assert!(
-                failed.message.contains("unauthorized")
-                    || failed.message.contains("token exchange"),
-                "{label}-{case}: {}",
-                failed.message
-            );
-        }
-        let missing = e.wait_failed(&format!("{label}-missing")).await;
-        assert_eq!(missing.reason, "AuthenticationFailed");
-        assert_eq!(
-            missing.message,
-            r#"failed to get credential: secrets "absent" not found"#
-        );
     }
 }
 
@@ -1149,131 +1178,115 @@ async fn tls_and_mutual_tls_with_cert_secret_ref() {
     let repo = e.repo("tls");
     let digest = push_to(&tls, &repo).await;
     let url = format!("oci://{}/{repo}", tls.registry);
-    e.create(
-        "tls-ok",
-        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "ca-only"}}),
-    )
+    let with_certs = |url: &str, secret: Option<&str>| {
+        let mut spec = serde_json::json!({"url": url, "interval": "10m"});
+        if let Some(name) = secret {
+            spec["certSecretRef"] = serde_json::json!({"name": name});
+        }
+        spec
+    };
+    e.run_cases(&[
+        case(
+            "tls-ok",
+            with_certs(&url, Some("ca-only")),
+            Expect::ready(format!("latest@{digest}")),
+        ),
+        case(
+            "tls-untrusted",
+            with_certs(&url, None),
+            Expect::fetch_failed("OCIArtifactPullFailed", Message::contains("UnknownIssuer")),
+        ),
+    ])
     .await;
-    e.create(
-        "tls-untrusted",
-        serde_json::json!({"url": url, "interval": "10m"}),
-    )
-    .await;
-    assert_eq!(
-        revision(&e.wait_ready("tls-ok").await),
-        format!("latest@{digest}")
-    );
-    let untrusted = e.wait_failed("tls-untrusted").await;
-    assert_eq!(untrusted.reason, "OCIArtifactPullFailed");
-    assert!(
-        untrusted.message.contains("UnknownIssuer"),
-        "the cause is named: {}",
-        untrusted.message
-    );
 
     let mtls = mode(&e, "DRIFTLESS_REGISTRY_MTLS");
     let repo = e.repo("mtls");
     let digest = push_to(&mtls, &repo).await;
     let url = format!("oci://{}/{repo}", mtls.registry);
-    e.create(
-        "mtls-ok",
-        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "client"}}),
-    )
+    e.run_cases(&[
+        case(
+            "mtls-ok",
+            with_certs(&url, Some("client")),
+            Expect::ready(format!("latest@{digest}")),
+        ),
+        case(
+            "mtls-no-client-cert",
+            with_certs(&url, Some("ca-only")),
+            Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
+        ),
+        case(
+            "mtls-half",
+            with_certs(&url, Some("half")),
+            Expect::fetch_failed(
+                "AuthenticationFailed",
+                Message::contains("'tls.crt' and 'tls.key' must be set together"),
+            ),
+        ),
+    ])
     .await;
-    e.create(
-        "mtls-no-client-cert",
-        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "ca-only"}}),
-    )
-    .await;
-    e.create(
-        "mtls-half",
-        serde_json::json!({"url": url, "interval": "10m", "certSecretRef": {"name": "half"}}),
-    )
-    .await;
-    assert_eq!(
-        revision(&e.wait_ready("mtls-ok").await),
-        format!("latest@{digest}")
-    );
-    assert_eq!(
-        e.wait_failed("mtls-no-client-cert").await.reason,
-        "OCIArtifactPullFailed"
-    );
-    let half = e.wait_failed("mtls-half").await;
-    assert_eq!(half.reason, "AuthenticationFailed");
-    assert!(
-        half.message
-            .contains("'tls.crt' and 'tls.key' must be set together"),
-        "{}",
-        half.message
-    );
     let _ = (tls.insecure, mtls.insecure);
 }
 
 #[tokio::test]
 async fn invalid_urls_and_cloud_providers_stall() {
     let e = env("oci-stall").await;
-    e.create(
-        "tagged",
-        serde_json::json!({"url": format!("oci://{}/app:v1", e.registry()), "interval": "10m"}),
-    )
-    .await;
-    e.create("aws", serde_json::json!({"url": "oci://123456789000.dkr.ecr.us-east-2.amazonaws.com/app", "interval": "10m", "provider": "aws"})).await;
     let repo = e.repo("signed");
     e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
-    e.create(
-        "signed",
-        e.spec(
-            &repo,
-            serde_json::json!({"verify": {"provider": "notation", "secretRef": {"name": "trust-policy"}}}),
-        ),
-    )
-    .await;
-    let signed = e
-        .wait_until("signed", "stalled", |o| has_condition(o, "Stalled"))
+    let objects = e
+        .run_cases(&[
+            case(
+                "tagged",
+                serde_json::json!({"url": format!("oci://{}/app:v1", e.registry()), "interval": "10m"}),
+                Expect::stalled(
+                    "URLInvalid",
+                    Message::is(format!(
+                        "URL validation failed for 'oci://{}/app:v1': URL must not contain a tag; remove ':v1'",
+                        e.registry()
+                    )),
+                ),
+            ),
+            case(
+                "aws",
+                serde_json::json!({"url": "oci://123456789000.dkr.ecr.us-east-2.amazonaws.com/app",
+                                   "interval": "10m", "provider": "aws"}),
+                Expect::stalled(
+                    "UnsupportedProvider",
+                    Message::contains("provider \"aws\" is not yet supported"),
+                ),
+            ),
+            case(
+                "signed",
+                e.spec(
+                    &repo,
+                    serde_json::json!({"verify": {"provider": "notation", "secretRef": {"name": "trust-policy"}}}),
+                ),
+                Expect::Fails {
+                    until: "Stalled",
+                    condition: "SourceVerified",
+                    status: ConditionStatus::False,
+                    reason: "VerificationError",
+                    message: Message::is(
+                        "failed to verify the signature using provider 'notation': notation verification is not supported by driftless yet; nothing was pulled",
+                    ),
+                },
+            ),
+        ])
         .await;
-    let verified = condition(&signed, "SourceVerified").unwrap();
-    assert_eq!(
-        (verified.status, verified.reason.as_str()),
-        (ConditionStatus::False, "VerificationError")
-    );
-    assert_eq!(
-        verified.message,
-        "failed to verify the signature using provider 'notation': notation verification is not supported by driftless yet; nothing was pulled"
-    );
-    assert_eq!(ready_status(&signed), Some(ConditionStatus::False));
     assert!(
-        signed.status.as_ref().unwrap().artifact.is_none(),
+        objects["signed"]
+            .status
+            .as_ref()
+            .unwrap()
+            .artifact
+            .is_none(),
         "unverified content is never stored"
     );
-    let tagged = e
-        .wait_until("tagged", "stalled", |o| has_condition(o, "Stalled"))
-        .await;
-    let stalled = condition(&tagged, "Stalled").unwrap();
-    assert_eq!(stalled.reason, "URLInvalid");
-    assert_eq!(
-        stalled.message,
-        format!(
-            "URL validation failed for 'oci://{}/app:v1': URL must not contain a tag; remove ':v1'",
-            e.registry()
-        )
-    );
+    let tagged = &objects["tagged"];
     assert_eq!(
         tagged.status.as_ref().unwrap().observed_generation,
         tagged.metadata.generation,
         "stalled objects are observed"
     );
-    let aws = e
-        .wait_until("aws", "stalled", |o| has_condition(o, "Stalled"))
-        .await;
-    let stalled = condition(&aws, "Stalled").unwrap();
-    assert!(
-        stalled
-            .message
-            .contains("provider \"aws\" is not yet supported"),
-        "{}",
-        stalled.message
-    );
-    assert_eq!(ready_status(&aws), Some(ConditionStatus::False));
 }
 
 #[tokio::test]
@@ -1302,53 +1315,38 @@ async fn proxy_secret_ref_routes_registry_traffic_through_the_proxy() {
     )
     .await;
 
-    e.create(
-        "via-proxy",
+    let proxied = |secret: &str| {
         e.spec(
             &repo,
-            serde_json::json!({"proxySecretRef": {"name": "proxy"}}),
+            serde_json::json!({"proxySecretRef": {"name": secret}}),
+        )
+    };
+    e.run_cases(&[
+        case(
+            "via-proxy",
+            proxied("proxy"),
+            Expect::ready(format!("latest@{digest}")),
         ),
-    )
-    .await;
-    e.create(
-        "proxy-refuses",
-        e.spec(
-            &repo,
-            serde_json::json!({"proxySecretRef": {"name": "proxy-no-auth"}}),
+        case(
+            "proxy-refuses",
+            proxied("proxy-no-auth"),
+            Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
         ),
-    )
-    .await;
-    e.create(
-        "proxy-invalid",
-        e.spec(
-            &repo,
-            serde_json::json!({"proxySecretRef": {"name": "proxy-bad"}}),
+        case(
+            "proxy-invalid",
+            proxied("proxy-bad"),
+            Expect::fetch_failed(
+                "AuthenticationFailed",
+                Message::starts_with("failed to get proxy address: "),
+            ),
         ),
-    )
+    ])
     .await;
-
-    assert_eq!(
-        revision(&e.wait_ready("via-proxy").await),
-        format!("latest@{digest}")
-    );
     let seen = proxy.seen.lock().unwrap().clone();
     assert!(
         seen.iter()
             .any(|l| l.contains(&format!("/v2/{repo}/manifests/latest"))),
         "the registry was reached through the proxy: {seen:?}"
-    );
-    let refused = e.wait_failed("proxy-refuses").await;
-    assert_eq!(
-        refused.reason, "OCIArtifactPullFailed",
-        "{}",
-        refused.message
-    );
-    let invalid = e.wait_failed("proxy-invalid").await;
-    assert_eq!(invalid.reason, "AuthenticationFailed");
-    assert!(
-        invalid.message.starts_with("failed to get proxy address: "),
-        "{}",
-        invalid.message
     );
 }
 
@@ -1753,8 +1751,9 @@ async fn keyless_legacy_signature_tags_with_a_rekor_entry_are_accepted() {
     // Without its Rekor entry the signature proves no signing time: refused.
     create_keyless(&e, &sigstore, &repo).await;
     let obj = e
-        .wait_until("app", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("app", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let refused = condition(&obj, "SourceVerified").unwrap();
@@ -1930,34 +1929,29 @@ async fn hostile_tag_lists_end_in_a_named_limit_within_bounded_memory() {
         ),
         ("packed", "the tag list exceeds the limit of 100000 tags"),
     ];
-    for (list, _) in lists {
-        e.create(
-            list,
-            serde_json::json!({"url": format!("oci://{hostile}/{list}"), "interval": "10m",
-                               "insecure": true, "ref": {"semver": ">=0.0.0"}}),
-        )
-        .await;
-    }
-    let mut failures = Vec::new();
-    for (list, limit) in lists {
-        failures.push((list, limit, e.wait_failed(list).await));
-    }
+    let cases: Vec<Case> = lists
+        .iter()
+        .map(|(list, limit)| {
+            let prefix = format!(
+                "failed to determine the artifact tag for 'oci://{hostile}/{list}': listing tags at http://{hostile}/v2/{list}/tags/list"
+            );
+            case(
+                *list,
+                serde_json::json!({"url": format!("oci://{hostile}/{list}"), "interval": "10m",
+                                   "insecure": true, "ref": {"semver": ">=0.0.0"}}),
+                Expect::fetch_failed(
+                    "ReadOperationFailed",
+                    Message::All(vec![Message::starts_with(prefix), Message::ends_with(*limit)]),
+                ),
+            )
+        })
+        .collect();
+    e.run_cases(&cases).await;
     let peak = e.controller.peak_rss_kib();
     assert!(
         peak < MAX_PEAK_RSS_KIB,
         "peak RSS {peak} KiB, more than {MAX_PEAK_RSS_KIB} KiB"
     );
-    for (list, limit, failed) in failures {
-        assert_eq!(failed.reason, "ReadOperationFailed", "{list}");
-        let prefix = format!(
-            "failed to determine the artifact tag for 'oci://{hostile}/{list}': listing tags at http://{hostile}/v2/{list}/tags/list"
-        );
-        assert!(
-            failed.message.starts_with(&prefix) && failed.message.ends_with(limit),
-            "{list}: {}",
-            failed.message
-        );
-    }
     // The controller is still up and serving.
     let repo = e.repo("after");
     let digest = e.push(&repo, "latest", flux_layer(&[("a", "1")])).await;
@@ -2137,36 +2131,43 @@ async fn index_children_are_verified_whatever_their_digest_algorithm() {
         add(path, "application/octet-stream", layer.clone());
     }
     let hostile = support::hostile::serve(support::hostile::fixed(content)).await;
-    for (tag, _) in &entries {
-        e.create(
-            tag,
-            serde_json::json!({"url": format!("oci://{hostile}/app"), "interval": "10m",
-                               "insecure": true, "ref": {"tag": tag}}),
-        )
+    let by_tag = |tag: &str| {
+        serde_json::json!({"url": format!("oci://{hostile}/app"), "interval": "10m",
+                           "insecure": true, "ref": {"tag": tag}})
+    };
+    let objects = e
+        .run_cases(&[
+            case(
+                "mismatch",
+                by_tag("mismatch"),
+                Expect::fetch_failed(
+                    "OCIArtifactPullFailed",
+                    Message::All(vec![
+                        Message::contains(format!(
+                            "/v2/app/manifests/{} has digest sha512:",
+                            sha512(&announced)
+                        )),
+                        Message::ends_with(format!("expected {}", sha512(&announced))),
+                    ]),
+                ),
+            ),
+            case(
+                "bogus",
+                by_tag("bogus"),
+                Expect::fetch_failed(
+                    "OCIArtifactPullFailed",
+                    Message::ends_with(format!(
+                        "digest '{md5}' uses the algorithm 'md5': only sha256 and sha512 can be verified"
+                    )),
+                ),
+            ),
+            case(
+                "honest",
+                by_tag("honest"),
+                Expect::Ready(None),
+            ),
+        ])
         .await;
-    }
-
-    let mismatch = e.wait_failed("mismatch").await;
-    assert_eq!(mismatch.reason, "OCIArtifactPullFailed");
-    assert!(
-        mismatch.message.contains(&format!(
-            "/v2/app/manifests/{} has digest sha512:",
-            sha512(&announced)
-        )) && mismatch
-            .message
-            .ends_with(&format!("expected {}", sha512(&announced))),
-        "{}",
-        mismatch.message
-    );
-    let bogus = e.wait_failed("bogus").await;
-    assert_eq!(bogus.reason, "OCIArtifactPullFailed");
-    assert!(
-        bogus.message.ends_with(&format!(
-            "digest '{md5}' uses the algorithm 'md5': only sha256 and sha512 can be verified"
-        )),
-        "{}",
-        bogus.message
-    );
     for name in ["mismatch", "bogus"] {
         let obj = e.api.get(name).await.unwrap();
         assert!(
@@ -2174,9 +2175,8 @@ async fn index_children_are_verified_whatever_their_digest_algorithm() {
             "{name}: nothing stored"
         );
     }
-    let obj = e.wait_ready("honest").await;
     assert_eq!(
-        untar(&e.download(&obj)),
+        untar(&e.download(&objects["honest"])),
         files(&[("a.yaml", "signed-off: true\n")])
     );
 }
@@ -2196,8 +2196,9 @@ async fn attestations_by_a_trusted_signer_do_not_verify_an_artifact() {
     create_keyless(&e, &sigstore, &repo).await;
     let attestation = "a Sigstore bundle holds an attestation (predicate type 'https://slsa.dev/provenance/v0.2'), not a signature ('https://sigstore.dev/cosign/sign/v1')";
     let refused = e
-        .wait_until("app", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("app", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let verified = condition(&refused, "SourceVerified").unwrap();
@@ -2229,8 +2230,9 @@ async fn attestations_by_a_trusted_signer_do_not_verify_an_artifact() {
         serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "keys"}}});
     e.create("keyed", e.spec(&keyed_repo, verify)).await;
     let refused = e
-        .wait_until("keyed", "refused", |o| {
-            condition(o, "SourceVerified").is_some_and(|c| c.status == ConditionStatus::False)
+        .wait()
+        .for_condition("keyed", "SourceVerified", |c| {
+            c.status == ConditionStatus::False
         })
         .await;
     let message = &condition(&refused, "SourceVerified").unwrap().message;

@@ -1,6 +1,8 @@
-//! A real `driftless source-controller` process for one test: watching only the test's
-//! namespace, storing into a directory of its own, on free ports, stopped on drop.
+//! Controller processes for tests: one launcher (program, arguments, environment, a log file,
+//! a readiness wait on the probe endpoint, stopped on drop) that starts driftless's
+//! source-controller and apply-controller and Flux's own controllers alike.
 
+use std::ffi::{OsStr, OsString};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,30 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::Platform;
 
-pub struct SourceController {
-    child: Option<Child>,
-    pub storage: PathBuf,
-    pub storage_port: u16,
-    pub metrics_port: u16,
-    pub log: PathBuf,
-    namespace: String,
-    platform: Platform,
-    waits_for_lease: bool,
-    _dir: Option<tempfile::TempDir>,
-}
-
 /// The binary under test: cargo's, or `DRIFTLESS_BIN` (as hack/test-chart takes it) when a
 /// build directory shared between checkouts may hold another checkout's binary.
 pub fn driftless_bin() -> PathBuf {
     std::env::var_os("DRIFTLESS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_driftless")))
-}
-
-/// Debug logs unless the caller chose a level (clap refuses a flag given twice).
-fn default_log_level(extra_args: &[&str]) -> Option<&'static str> {
-    let chosen = extra_args.iter().any(|a| a.starts_with("--log-level"));
-    (!chosen).then_some("--log-level=debug")
 }
 
 /// A free local port, never one this test process handed out before: the OS may give a port
@@ -51,6 +35,256 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// When a started process counts as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// `/readyz` on the health port answers 200.
+    Ready,
+    /// The health port accepts connections: a replica waiting for the leader Lease is alive
+    /// but, by design, not ready.
+    Listening,
+}
+
+/// How one controller process is started. Every controller gets free metrics and health
+/// ports, the platform's kubeconfig, one namespace to watch and a log file; the caller adds
+/// its own arguments and environment.
+pub struct Launcher {
+    role: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    log: PathBuf,
+    readiness: Readiness,
+    limit: Duration,
+    metrics_port: u16,
+    health_port: u16,
+}
+
+impl Launcher {
+    /// `program`, watching only `namespace` of the platform, logging (stderr) to `log`.
+    pub fn new(
+        role: &str,
+        program: impl Into<PathBuf>,
+        platform: &Platform,
+        namespace: &str,
+        log: impl Into<PathBuf>,
+    ) -> Self {
+        let (metrics_port, health_port) = (free_port(), free_port());
+        Launcher {
+            role: role.to_string(),
+            program: program.into(),
+            args: vec![
+                "--watch-all-namespaces=false".into(),
+                format!("--metrics-addr=127.0.0.1:{metrics_port}").into(),
+                format!("--health-addr=127.0.0.1:{health_port}").into(),
+            ],
+            env: vec![
+                ("KUBECONFIG".into(), platform.kubeconfig().into()),
+                ("RUNTIME_NAMESPACE".into(), namespace.into()),
+            ],
+            log: log.into(),
+            readiness: Readiness::Ready,
+            limit: Duration::from_secs(30),
+            metrics_port,
+            health_port,
+        }
+    }
+
+    /// The driftless binary under test running `subcommand`, with debug logs unless the caller
+    /// picks a level in `extra_args` (clap refuses a flag given twice).
+    pub fn driftless(
+        subcommand: &str,
+        platform: &Platform,
+        namespace: &str,
+        log: impl Into<PathBuf>,
+        extra_args: &[&str],
+    ) -> Self {
+        let mut launcher = Launcher::new(subcommand, driftless_bin(), platform, namespace, log);
+        launcher.args.insert(0, subcommand.into());
+        if !extra_args.iter().any(|a| a.starts_with("--log-level")) {
+            launcher = launcher.arg("--log-level=debug");
+        }
+        if extra_args.contains(&"--enable-leader-election") {
+            launcher = launcher.readiness(Readiness::Listening);
+        }
+        launcher.args(extra_args)
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// How long the process may take to get ready (a cold Go controller takes longer).
+    pub fn within(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Starts the process and waits until it is ready, failing with its log if it exits first
+    /// or takes longer than the limit.
+    pub fn start(self) -> Process {
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&self.log)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", self.log.display())),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {} ({}): {e}", self.role, self.program.display()));
+        let mut process = Process {
+            child: Some(child),
+            role: self.role,
+            log: self.log,
+            metrics_port: self.metrics_port,
+            health_port: self.health_port,
+        };
+        process.wait_ready(self.readiness, self.limit);
+        process
+    }
+}
+
+/// A started controller process; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Process {
+    child: Option<Child>,
+    role: String,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    pub health_port: u16,
+}
+
+impl Process {
+    fn wait_ready(&mut self, readiness: Readiness, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{} exited with {status}; log:\n{}",
+                    self.role,
+                    self.log_text()
+                );
+            }
+            let up = match readiness {
+                Readiness::Listening => listening(self.health_port),
+                Readiness::Ready => http_get_status(self.health_port, "/readyz") == Some(200),
+            };
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within {limit:?}; log:\n{}",
+                self.role,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s: a graceful shutdown, bounded.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: the process dies without releasing anything (a node failure, an OOM kill).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process's peak resident set size (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.pid())
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").1
+    }
+
+    /// A counter or gauge from /metrics (the sum over its label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real `driftless source-controller` process for one test: watching only the test's
+/// namespace, storing into a directory of its own, with a temporary directory of its own
+/// (`TMPDIR`, where it unpacks what it pulls), on free ports, stopped on drop.
+pub struct SourceController {
+    process: Process,
+    pub storage: PathBuf,
+    /// The process's `TMPDIR`: pulled layers are downloaded and extracted under it.
+    pub tmp: PathBuf,
+    pub storage_port: u16,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    namespace: String,
+    platform: Platform,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl SourceController {
@@ -90,80 +324,55 @@ impl SourceController {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let (storage_port, metrics_port, health_port) = (free_port(), free_port(), free_port());
+        let storage_port = free_port();
         let log = storage.with_extension(format!("controller-{storage_port}.log"));
+        let tmp = storage.with_extension("tmp");
         std::fs::create_dir_all(storage).unwrap();
-        let child = Command::new(driftless_bin())
-            .arg("source-controller")
-            .arg(format!("--storage-path={}", storage.display()))
-            .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
-            .arg(format!("--storage-adv-addr=127.0.0.1:{storage_port}"))
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
-            .arg("--watch-all-namespaces=false")
-            .args(default_log_level(extra_args))
-            .args(extra_args)
-            .env("KUBECONFIG", platform.kubeconfig())
-            .env("RUNTIME_NAMESPACE", namespace)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start driftless source-controller");
-        let mut controller = SourceController {
-            child: Some(child),
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut launcher =
+            Launcher::driftless("source-controller", platform, namespace, &log, extra_args)
+                .arg(format!("--storage-path={}", storage.display()))
+                .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
+                .arg(format!("--storage-adv-addr=127.0.0.1:{storage_port}"))
+                .env("TMPDIR", &tmp);
+        for (k, v) in env {
+            launcher = launcher.env(k, v);
+        }
+        let process = launcher.start();
+        SourceController {
+            metrics_port: process.metrics_port,
+            process,
             storage: storage.to_path_buf(),
+            tmp,
             storage_port,
-            metrics_port,
             log,
             namespace: namespace.to_string(),
             platform: platform.clone(),
-            waits_for_lease: extra_args.contains(&"--enable-leader-election"),
             _dir: None,
-        };
-        controller.wait_healthy(health_port);
-        controller
-    }
-
-    fn wait_healthy(&mut self, port: u16) {
-        let lease_only = self.waits_for_lease;
-        wait_healthy(
-            self.child.as_mut().unwrap(),
-            "source-controller",
-            port,
-            lease_only,
-            &self.log,
-        );
+        }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.process.pid()
     }
 
     /// The process has not exited.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.process.is_running()
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// Stop the process (SIGTERM, then SIGKILL) and keep its storage.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_child(child);
-        }
+        self.process.stop();
     }
 
     /// SIGKILL: the process dies without releasing anything (a node failure, an OOM kill).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// The same storage, a new process: what a pod restart with a persistent volume does.
@@ -181,16 +390,57 @@ impl SourceController {
 
     /// The process's peak resident set size (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        peak_rss_kib(self.pid())
+        self.process.peak_rss_kib()
     }
 
     /// CPU time (user + system) the process has used so far.
     pub fn cpu_time(&self) -> Duration {
-        cpu_time(self.pid())
+        self.process.cpu_time()
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics").1
+        self.process.metrics()
+    }
+}
+
+/// A real `driftless apply-controller` process for one test: watching only the test's
+/// namespace, with the platform's kustomize, on free ports, stopped on drop.
+pub struct ApplyController {
+    process: Process,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ApplyController {
+    pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("apply-controller.log");
+        let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+        let process =
+            Launcher::driftless("apply-controller", platform, namespace, &log, extra_args)
+                .arg(format!("--kustomize-path={}", kustomize.display()))
+                .args(["--requeue-dependency=2s", "--health-check-poll=500ms"])
+                .start();
+        ApplyController {
+            metrics_port: process.metrics_port,
+            process,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.process.peak_rss_kib()
+    }
+
+    /// A counter or gauge from /metrics (the sum over its label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.process.metric(name)
     }
 }
 
@@ -226,50 +476,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn terminate(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-}
-
-impl Drop for SourceController {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Waits until a controller process is ready (or, for a replica waiting for the leader Lease,
-/// alive and listening), failing with its log if it exits or takes too long.
-fn wait_healthy(child: &mut Child, role: &str, port: u16, lease_only: bool, log: &Path) {
-    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{role} exited with {status}; log:\n{}", log_text());
-        }
-        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        if listening && (lease_only || http_get(port, "/readyz").0 == 200) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{role} not healthy; log:\n{}",
-            log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Stops a controller process: SIGTERM, then SIGKILL after 10 s.
-fn stop_child(mut child: Child) {
-    terminate(child.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+/// Something accepts connections on the loopback port.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// The status of a GET, or `None` while nothing listens on the port.
@@ -301,78 +510,4 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, raw[split + 4..].to_vec())
-}
-
-/// A real `driftless apply-controller` process for one test: watching only the test's
-/// namespace, with the platform's kustomize, on free ports, stopped on drop.
-pub struct ApplyController {
-    child: Option<Child>,
-    pub metrics_port: u16,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ApplyController {
-    pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (metrics_port, health_port) = (free_port(), free_port());
-        let log = dir.path().join("apply-controller.log");
-        let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
-        let child = Command::new(driftless_bin())
-            .arg("apply-controller")
-            .arg(format!("--kustomize-path={}", kustomize.display()))
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
-            .arg("--watch-all-namespaces=false")
-            .arg("--requeue-dependency=2s")
-            .arg("--health-check-poll=500ms")
-            .args(default_log_level(extra_args))
-            .args(extra_args)
-            .env("KUBECONFIG", platform.kubeconfig())
-            .env("RUNTIME_NAMESPACE", namespace)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start driftless apply-controller");
-        let mut controller = ApplyController {
-            child: Some(child),
-            metrics_port,
-            log,
-            _dir: dir,
-        };
-        wait_healthy(
-            controller.child.as_mut().unwrap(),
-            "apply-controller",
-            health_port,
-            false,
-            &controller.log,
-        );
-        controller
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn peak_rss_kib(&self) -> u64 {
-        peak_rss_kib(self.child.as_ref().map(|c| c.id()).unwrap_or(0))
-    }
-
-    /// A counter or gauge from /metrics (the sum over its label sets).
-    pub fn metric(&self, name: &str) -> f64 {
-        http_get(self.metrics_port, "/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for ApplyController {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_child(child);
-        }
-    }
 }

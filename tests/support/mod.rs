@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod relay;
 pub mod sigstore;
 pub mod source;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use driftless::controller::pass::ObjectStatus;
 use driftless::source::steps::{SourceObject, SourceStatus};
 
 use super::controller::{SourceController, http_get_bytes};
+use super::wait::Wait;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -64,24 +65,16 @@ impl<K: SourceObject> Sources<K> {
             .unwrap();
     }
 
+    /// Waits on this kind's objects, showing the controller log's tail on a timeout.
+    pub fn wait(&self) -> Wait<'_, K> {
+        Wait::new(&self.api, WAIT)
+            .log(|| tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40))
+    }
+
     /// Wait until the object satisfies `check`, or fail with its status and the controller
     /// log. Polls the API server: the condition is checked, never a fixed delay assumed.
     pub async fn wait_until(&self, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let obj = self.api.get_opt(name).await.expect("get object");
-            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
-                return obj.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{name}: not {what} within {WAIT:?}; status: {}\ncontroller log (tail):\n{}",
-                    serde_json::to_string_pretty(&obj.as_ref().and_then(|o| o.status())).unwrap(),
-                    tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait().until(name, what, check).await
     }
 
     pub async fn wait_ready(&self, name: &str) -> K {
@@ -91,13 +84,9 @@ impl<K: SourceObject> Sources<K> {
         .await
     }
 
-    /// Wait for Ready=False with `reason` on the current generation.
+    /// Wait for Ready=False with `reason`.
     pub async fn wait_failing(&self, name: &str, reason: &str) -> K {
-        self.wait_until(name, &format!("failing with {reason}"), |o| {
-            condition(o, "Ready")
-                .is_some_and(|c| c.status == ConditionStatus::False && c.reason == reason)
-        })
-        .await
+        self.wait().failing(name, reason).await
     }
 
     /// Ask for a reconcile as `flux reconcile source` does, and wait until it was handled.
@@ -123,15 +112,7 @@ impl<K: SourceObject> Sources<K> {
 
     /// Wait until the object is deleted (its finalizer handled).
     pub async fn wait_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.api.get_opt(name).await.expect("get object").is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} not deleted within {WAIT:?}; controller log (tail):\n{}",
-                tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait().gone(name).await
     }
 
     pub async fn events(&self, name: &str) -> Vec<Event> {
@@ -212,4 +193,168 @@ pub fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// What a table-driven case expects its object to end up as.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// Ready=True on the current generation, serving this artifact revision (any revision if
+    /// `None`).
+    Ready(Option<String>),
+    /// Once condition `until` is there: Ready=False, and condition `condition` has `status`,
+    /// `reason` and a message that `message` describes.
+    Fails {
+        until: &'static str,
+        condition: &'static str,
+        status: ConditionStatus,
+        reason: &'static str,
+        message: Message,
+    },
+}
+
+impl Expect {
+    pub fn ready(revision: impl Into<String>) -> Self {
+        Expect::Ready(Some(revision.into()))
+    }
+
+    /// FetchFailed=True with `reason` (a failure that is retried).
+    pub fn fetch_failed(reason: &'static str, message: Message) -> Self {
+        Expect::Fails {
+            until: "FetchFailed",
+            condition: "FetchFailed",
+            status: ConditionStatus::True,
+            reason,
+            message,
+        }
+    }
+
+    /// Stalled=True with `reason` (a failure no retry mends).
+    pub fn stalled(reason: &'static str, message: Message) -> Self {
+        Expect::Fails {
+            until: "Stalled",
+            condition: "Stalled",
+            status: ConditionStatus::True,
+            reason,
+            message,
+        }
+    }
+}
+
+/// What a condition message must look like.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Anything: the reason says it all.
+    Any,
+    Is(String),
+    StartsWith(String),
+    EndsWith(String),
+    Contains(String),
+    /// Every one of these.
+    All(Vec<Message>),
+    /// At least one of these.
+    AnyOf(Vec<Message>),
+}
+
+impl Message {
+    pub fn is(text: impl Into<String>) -> Self {
+        Message::Is(text.into())
+    }
+
+    pub fn starts_with(text: impl Into<String>) -> Self {
+        Message::StartsWith(text.into())
+    }
+
+    pub fn ends_with(text: impl Into<String>) -> Self {
+        Message::EndsWith(text.into())
+    }
+
+    pub fn contains(text: impl Into<String>) -> Self {
+        Message::Contains(text.into())
+    }
+
+    pub fn matches(&self, message: &str) -> bool {
+        match self {
+            Message::Any => true,
+            Message::Is(t) => message == t,
+            Message::StartsWith(t) => message.starts_with(t.as_str()),
+            Message::EndsWith(t) => message.ends_with(t.as_str()),
+            Message::Contains(t) => message.contains(t.as_str()),
+            Message::All(all) => all.iter().all(|m| m.matches(message)),
+            Message::AnyOf(any) => any.iter().any(|m| m.matches(message)),
+        }
+    }
+}
+
+/// One row of a table-driven test: an object, its spec, and where it must end up.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub expect: Expect,
+}
+
+pub fn case(name: impl Into<String>, spec: serde_json::Value, expect: Expect) -> Case {
+    Case {
+        name: name.into(),
+        spec,
+        expect,
+    }
+}
+
+impl<K: SourceObject> Sources<K> {
+    /// Creates every case's object first (so they reconcile side by side), then waits for each
+    /// in table order and checks it against its row. Returns the objects as they were when
+    /// checked, by name, for what a row does not say.
+    pub async fn run_cases(&self, cases: &[Case]) -> BTreeMap<String, K> {
+        for c in cases {
+            self.create(&c.name, c.spec.clone()).await;
+        }
+        let mut objects = BTreeMap::new();
+        for c in cases {
+            let name = c.name.as_str();
+            let obj = match &c.expect {
+                Expect::Ready(expected) => {
+                    let obj = self.wait_ready(name).await;
+                    if let Some(expected) = expected {
+                        assert_eq!(&revision(&obj), expected, "{name}: revision");
+                    }
+                    obj
+                }
+                Expect::Fails {
+                    until,
+                    condition: type_,
+                    status,
+                    reason,
+                    message,
+                } => {
+                    let obj = self
+                        .wait_until(name, &format!("failed ({until})"), |o| {
+                            has_condition(o, until)
+                        })
+                        .await;
+                    assert_eq!(
+                        ready_status(&obj),
+                        Some(ConditionStatus::False),
+                        "{name}: Ready=False"
+                    );
+                    let found = condition(&obj, type_)
+                        .unwrap_or_else(|| panic!("{name}: no {type_} condition"));
+                    assert_eq!(
+                        (found.status, found.reason.as_str()),
+                        (*status, *reason),
+                        "{name}: {type_} status and reason ({})",
+                        found.message
+                    );
+                    assert!(
+                        message.matches(&found.message),
+                        "{name}: {type_} message {:?} is not {message:?}",
+                        found.message
+                    );
+                    obj
+                }
+            };
+            objects.insert(c.name.clone(), obj);
+        }
+        objects
+    }
 }
