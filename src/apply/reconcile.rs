@@ -38,9 +38,9 @@ use crate::controller::requeue::parse_duration;
 const KIND: &str = "Kustomization";
 const HEALTHY: &str = "Healthy";
 
+/// kustomize-controller's own reasons; the ones every controller shares come from
+/// `controller::conditions::reason`.
 pub mod reason {
-    pub const PROGRESSING: &str = "Progressing";
-    pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
     pub const SUCCEEDED: &str = "ReconciliationSucceeded";
     pub const FAILED: &str = "ReconciliationFailed";
     pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
@@ -51,8 +51,9 @@ pub mod reason {
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const UNSUPPORTED: &str = "UnsupportedFeature";
-    pub const HEALTH_SUCCEEDED: &str = "Succeeded";
-    pub use crate::controller::conditions::reason::{INTERNAL_ERROR, INVALID_DURATION};
+    pub use crate::controller::conditions::reason::{
+        INTERNAL_ERROR, INVALID_DURATION, PROGRESSING, SUCCEEDED as HEALTH_SUCCEEDED,
+    };
 }
 
 /// A Kustomization's failures: each is `Ready=False` with Flux's reason.
