@@ -1,9 +1,9 @@
 //! Kubernetes Events with Flux's reasons, reported as the controller Flux users know.
-//!
-//! kube-runtime's `Recorder` folds every event with the same reason into one series and keeps
-//! the first note, so a second `NewArtifact` would still show the first revision. Flux (through
-//! client-go) keeps events apart when their messages differ and only counts exact repeats; this
-//! recorder does the same.
+
+// kube-runtime's `Recorder` folds every event with the same reason into one series and keeps
+// the first note, so a second `NewArtifact` would still show the first revision. Flux (through
+// client-go) keeps events apart when their messages differ and only counts exact repeats; this
+// recorder does the same.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

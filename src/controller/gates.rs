@@ -1,5 +1,4 @@
-//! `--feature-gates` as Flux's controllers take it: `Name=true,Other=false`. Gates this build
-//! does not know are refused, not ignored.
+//! `--feature-gates` as Flux's controllers take it (`Name=true,Other=false`), unknown gates refused.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {

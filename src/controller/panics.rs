@@ -1,7 +1,8 @@
-//! A panic in one object's reconcile (a bug that some input reached, in our code or a
-//! dependency's) must cost that object a failed pass, not every tenant the process: the
-//! reconcile futures run inside kube-runtime's controller stream, where an unwinding panic
-//! would end the controller and so the process.
+//! Containment of a panic in one object's reconcile, so it costs that object a failed pass and not the process.
+
+// A panic is a bug that some input reached, in our code or a dependency's. The reconcile
+// futures run inside kube-runtime's controller stream, where an unwinding panic would end the
+// controller and so every tenant's reconciles.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

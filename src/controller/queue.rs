@@ -1,8 +1,8 @@
-//! controller-runtime's work-queue metrics (`workqueue_depth`, `workqueue_adds_total`,
-//! `workqueue_queue_duration_seconds`, labelled `name` = the controller), reconstructed around
-//! kube-runtime, whose scheduler keeps its queue private: an object is queued from the moment
-//! something asks for its reconcile (a watch event, a source change, a requeue falling due)
-//! until a worker starts it.
+//! controller-runtime's work-queue metrics, reconstructed around kube-runtime's private scheduler queue.
+
+// `workqueue_depth`, `workqueue_adds_total`, `workqueue_queue_duration_seconds`, labelled
+// `name` = the controller: an object is queued from the moment something asks for its reconcile
+// (a watch event, a source change, a requeue falling due) until a worker starts it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
