@@ -93,6 +93,7 @@ async fn reconcile_live<K: Reconciled>(cached: &K, ctx: &K::Context) -> Result<A
     if obj.suspended() {
         return suspend(&mut pass).await;
     }
+    K::begin(&mut pass).await;
     let outcome = match check_durations(obj.durations()) {
         Err(invalid) => Err(Failure::on(
             K::FRAME_FAILURE,

@@ -125,6 +125,12 @@ pub trait Reconciled:
         Vec::new()
     }
 
+    /// What every pass of the kind does first, whatever follows: clear what a pass re-decides,
+    /// check what the last one left (before the spec's durations are checked, so a stalled
+    /// object still has its stored artifact checked and its stale failures cleared).
+    fn begin(_pass: &mut Pass<'_, Self>) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The kind's steps; the frame writes their outcome.
     fn run(pass: &mut Pass<'_, Self>) -> impl Future<Output = Result<(), Failure>> + Send;
     /// Bookkeeping once the outcome's conditions are known, before the status write.

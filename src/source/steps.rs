@@ -180,7 +180,7 @@ impl<K: SourceObject> Pass<'_, K> {
             let _ = self.patch_status().await;
             return;
         }
-        // A changed --storage-adv-addr reaches every object on its next self.
+        // A changed --storage-adv-addr reaches every object on its next pass.
         artifact.url = self.ctx.storage.url_for(&artifact.path);
         if has_url {
             *self.status.url_mut() = self

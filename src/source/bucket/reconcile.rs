@@ -58,8 +58,10 @@ impl Reconciled for Bucket {
             ("spec.timeout", &self.spec.timeout),
         ]
     }
+    async fn begin(pass: &mut Pass<'_, Self>) {
+        steps::begin(pass).await
+    }
     async fn run(pass: &mut Pass<'_, Self>) -> Result<(), Failure> {
-        steps::begin(pass).await;
         pass.run_bucket().await
     }
     async fn cleanup(obj: &Self, ctx: &Context) -> Result<(), FrameError> {

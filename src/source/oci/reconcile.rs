@@ -68,8 +68,10 @@ impl Reconciled for OCIRepository {
             ("spec.timeout", &self.spec.timeout),
         ]
     }
+    async fn begin(pass: &mut Pass<'_, Self>) {
+        steps::begin(pass).await
+    }
     async fn run(pass: &mut Pass<'_, Self>) -> Result<(), Failure> {
-        steps::begin(pass).await;
         pass.run_oci().await
     }
     async fn cleanup(obj: &Self, ctx: &Context) -> Result<(), FrameError> {
