@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use driftless::apply::build::decode;
 use driftless::apply::substitute::{substitute, validate_names};
+use driftless::apply::yaml::{Budget, Dialect, document};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         if let Ok(text) = substitute(&text, &vars, false) {
-            let _ = serde_saphyr::from_str::<serde_json::Value>(&text);
+            let _ = document(&text, &mut Budget::default(), Dialect::SigsYaml);
         }
     }
 });

@@ -190,7 +190,8 @@ fn read_yaml(path: &Path, source: &str) -> Result<String, BuildError> {
     })
 }
 
-/// The Kubernetes objects in a multi-document YAML text.
+/// The Kubernetes objects in a multi-document YAML text (a manifest, or `kustomize build`
+/// output), read as kustomize reads it.
 pub fn decode(text: &str, source: &str) -> Result<Vec<Value>, BuildError> {
     decode_within(text, source, &mut yaml::Budget::default())
 }
@@ -201,10 +202,11 @@ fn decode_within(
     source: &str,
     budget: &mut yaml::Budget,
 ) -> Result<Vec<Value>, BuildError> {
-    let docs = yaml::documents(text, budget).map_err(|e| BuildError::Decode {
-        path: source.to_string(),
-        message: e.to_string(),
-    })?;
+    let docs =
+        yaml::documents(text, budget, yaml::Dialect::Kustomize).map_err(|e| BuildError::Decode {
+            path: source.to_string(),
+            message: e.to_string(),
+        })?;
     let mut objects = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -511,14 +513,20 @@ fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// A kustomization file as Flux's generator reads it (sigs.k8s.io/yaml, numbers and booleans
+/// under string fields made strings), so that the one written back for kustomize holds what
+/// Flux's would.
 fn read_kustomization(path: &Path, rel: &str) -> Result<Map<String, Value>, BuildError> {
     let text = yaml::read_file(path).map_err(|e| BuildError::Io(e.to_string()))?;
     let value =
-        yaml::document(&text, &mut yaml::Budget::default()).map_err(|e| BuildError::Decode {
+        yaml::kustomization(&text, &mut yaml::Budget::default()).map_err(|e| BuildError::Decode {
             path: rel.to_string(),
             message: e.to_string(),
         })?;
-    Ok(value.as_object().cloned().unwrap_or_default())
+    Ok(match value {
+        Value::Object(k) => k,
+        _ => Map::new(),
+    })
 }
 
 /// `kustomize build` of `dir`, confined: no plugins, nothing outside `dir`, no network.

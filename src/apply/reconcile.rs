@@ -898,7 +898,8 @@ fn substituted(
             format!("{subject}: post build failed: {e}"),
         )
     })?;
-    super::yaml::document(&text, budget).map_err(|e| {
+    // Flux reads the substituted text back with sigs.k8s.io/yaml (go-yaml v2: `on` is true).
+    super::yaml::document(&text, budget, super::yaml::Dialect::SigsYaml).map_err(|e| {
         Failure::new(
             reason::BUILD_FAILED,
             format!("{subject}: post build produced invalid YAML: {e}"),

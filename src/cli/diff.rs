@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::fetch::pull_into;
 use super::push::build_layer;
 use super::registry::{RegistryArgs, Target};
+use crate::apply::yaml;
 use crate::artifact::extract::{ExtractLimits, extract_tar_gz};
 
 #[derive(Args, Debug)]
@@ -137,8 +138,9 @@ pub fn objects(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
             continue;
         }
         let text = String::from_utf8_lossy(&bytes);
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).with_context(|| format!("parsing {path}"))?;
+        // Read as the apply-controller reads an artifact's manifests (kustomize's YAML).
+        let docs = yaml::documents(&text, &mut yaml::Budget::default(), yaml::Dialect::Kustomize)
+            .with_context(|| format!("parsing {path}"))?;
         for doc in docs.into_iter().filter(|d| d.get("kind").is_some()) {
             out.insert(object_id(&doc), serde_saphyr::to_string(&doc)?);
         }
