@@ -15,9 +15,9 @@ set -euo pipefail
 # v3.6.18 and later are refused).
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.6.17}
-# kustomize/v5 v5.7.1 is built on sigs.k8s.io/kustomize/api v0.20.1, the API Flux's
-# kustomize-controller v1.7 builds with (v1.8 uses api v0.21.1: KUSTOMIZE_VERSION=5.8.1).
-KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.7.1}
+# kustomize/v5 v5.8.1 is built on sigs.k8s.io/kustomize/api v0.21.1, the API Flux's
+# kustomize-controller v1.9 builds with.
+KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.8.1}
 # helm v3.22.0, the newest v3 on the module proxy (needs Go >= 1.26.0; built on client-go v0.37),
 # for hack/test-chart's lint, template and install of charts/driftless.
 HELM_VERSION=${HELM_VERSION:-3.22.0}
