@@ -150,10 +150,13 @@ impl CommonArgs {
             self.leader_election_renew_deadline < self.leader_election_lease_duration,
             "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"
         );
+        // client-go's rule: the renew deadline must exceed the retry period with its 1.2 jitter.
+        let jittered = self.leader_election_retry_period.checked_mul(6);
+        let deadline = self.leader_election_renew_deadline.checked_mul(5);
         anyhow::ensure!(
             self.leader_election_retry_period >= Duration::from_secs(1)
-                && self.leader_election_retry_period < self.leader_election_renew_deadline,
-            "--leader-election-retry-period must be at least 1s and shorter than --leader-election-renew-deadline"
+                && jittered.zip(deadline).is_some_and(|(j, d)| j < d),
+            "--leader-election-renew-deadline must be greater than 1.2 × --leader-election-retry-period (at least 1s)"
         );
         Ok(leader::ElectionConfig {
             lease_name: leader::lease_name(controller, &self.watch_label_selector),
