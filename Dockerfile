@@ -9,9 +9,9 @@
 
 ARG RUST_VERSION=1.95
 ARG GO_VERSION=1.26
-# The kustomize CLI the apply-controller runs; v5.7.1 is on sigs.k8s.io/kustomize/api v0.20.1,
-# the API Flux's kustomize-controller v1.7 builds with (the same pin as hack/testbin.sh).
-ARG KUSTOMIZE_VERSION=5.7.1
+# The kustomize CLI the apply-controller runs; v5.8.1 is on sigs.k8s.io/kustomize/api v0.21.1,
+# the API Flux's kustomize-controller v1.9 builds with (the same pin as hack/testbin.sh).
+ARG KUSTOMIZE_VERSION=5.8.1
 
 # kustomize/v5 has no local replace directives, so `go install module@version` builds the
 # release's own dependency versions. CGO off: a static binary that needs nothing from the runtime.

@@ -3,19 +3,21 @@
 #   ${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}/bin/{kube-apiserver,kubectl,etcd,kustomize,helm,cosign}
 #   .../bin/referrers-registry (hack/referrers-registry: an OCI registry with the referrers API)
 # and, on request only (not part of `all`), cosign v3 and the Flux peers:
-#   .../bin/{cosign3,kustomize-controller,source-controller,flux}
+#   .../bin/{cosign3,kustomize-controller,source-controller,helm-controller,flux}
 # and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
 #   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers|rekor-tiles|timestamp-authority]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux|peers|rekor-tiles|timestamp-authority]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-1.36.3}
-ETCD_VERSION=${ETCD_VERSION:-3.6.16}
-# kustomize/v5 v5.7.1 is built on sigs.k8s.io/kustomize/api v0.20.1, the API Flux's
-# kustomize-controller v1.7 builds with (v1.8 uses api v0.21.1: KUSTOMIZE_VERSION=5.8.1).
-KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.7.1}
+# v1.37.2 and v3.6.17: the newest v1.37 and v3.6 patches the module proxy serves (v1.37.3 and
+# v3.6.18 and later are refused).
+K8S_VERSION=${K8S_VERSION:-1.37.2}
+ETCD_VERSION=${ETCD_VERSION:-3.6.17}
+# kustomize/v5 v5.8.1 is built on sigs.k8s.io/kustomize/api v0.21.1, the API Flux's
+# kustomize-controller v1.9 builds with.
+KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-5.8.1}
 # helm v3.22.0, the newest v3 on the module proxy (needs Go >= 1.26.0; built on client-go v0.37),
 # for hack/test-chart's lint, template and install of charts/driftless.
 HELM_VERSION=${HELM_VERSION:-3.22.0}
@@ -24,12 +26,25 @@ HELM_VERSION=${HELM_VERSION:-3.22.0}
 # bundles by default (OCI referrers, or the `sha256-<hex>` tag-schema fallback).
 COSIGN_VERSION=${COSIGN_VERSION:-2.6.5}
 COSIGN3_VERSION=${COSIGN3_VERSION:-3.1.3}
-# The Flux peers of Flux 2.7: flux2 v2.7.5 ships kustomize-controller v1.7.3 and source-controller
-# v1.7.4, but the module proxy refuses source-controller v1.7.4 (and v1.7.1) with 403, so
-# source-controller is pinned to v1.7.3 (Flux 2.7.3/2.7.4), the newest v1.7 it serves.
-FLUX_KC_VERSION=${FLUX_KC_VERSION:-1.7.3}
-FLUX_SC_VERSION=${FLUX_SC_VERSION:-1.7.3}
-FLUX_VERSION=${FLUX_VERSION:-2.7.5}
+# The Flux peers are Flux 2.9's, the newest that build from the module proxy. Flux 2.10's do not:
+# source-controller and kustomize-controller v1.10.x need fluxcd/pkg/apis/crypto and
+# fluxcd/pkg/spiffe, of which the proxy serves no version at all, and it refuses flux2 v2.10.x
+# and helm-controller v1.7.x outright (hack/PEERS.md). source-controller and kustomize-controller
+# v1.9.6 are the newest v1.9 served (flux2 v2.9.5 ships v1.9.5), helm-controller v1.6.4 is the one
+# flux2 v2.9.5 ships (v1.6.5 is refused), flux2 v2.9.5 the newest served.
+FLUX_KC_VERSION=${FLUX_KC_VERSION:-1.9.6}
+FLUX_SC_VERSION=${FLUX_SC_VERSION:-1.9.6}
+FLUX_HC_VERSION=${FLUX_HC_VERSION:-1.6.4}
+FLUX_VERSION=${FLUX_VERSION:-2.9.5}
+# Dependencies the module proxy refuses (403 on the .zip), each replaced in the consumer module by
+# the nearest version it serves, keyed by NAME@VERSION. The peer's own source builds unchanged.
+# source-controller v1.9.6 requires fluxcd/pkg/artifact v0.18.3 (v0.18.2 is refused too).
+declare -A REFUSED_REPLACES=(
+  [source-controller@1.9.6]="github.com/fluxcd/pkg/artifact=github.com/fluxcd/pkg/artifact@v0.18.1"
+)
+# The toolchain for a module whose go.mod needs a newer Go than the local one (Flux 2.10's
+# controllers say `go 1.27.0`); the go command fetches it from the module proxy, once.
+GO_NEXT_TOOLCHAIN=${GO_NEXT_TOOLCHAIN:-go1.27.3}
 # hack/referrers-registry is built on go-containerregistry's pkg/registry; v0.21.7 is the
 # version cosign v3.1.3 builds with.
 GGCR_VERSION=${GGCR_VERSION:-0.21.7}
@@ -54,6 +69,26 @@ log() { printf '[testbin] %s\n' "$*" >&2; }
 is_built() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$BIN/.$1.version"; }
 
+# gomod MODULE VERSION: the path of MODULE@VERSION's go.mod in the module cache. Run outside the
+# consumer module, whose go.mod (once built with $GO_NEXT_TOOLCHAIN) the local Go may refuse.
+gomod() { (cd "$TESTBIN" && go mod download -json "$1@$2") | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'; }
+
+# go_toolchain MODULE VERSION: the GOTOOLCHAIN for building MODULE@VERSION: `local` when the local
+# Go is at least the `go` line of its go.mod, else $GO_NEXT_TOOLCHAIN (GOTOOLCHAIN=local is kept
+# for everything else, so no build switches toolchains behind our back).
+go_toolchain() {
+  local need have
+  need=$(go mod edit -json "$(gomod "$1" "$2")" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Go") or "0")')
+  have=$(go env GOVERSION); have=${have#go}
+  if [ "$(printf '%s\n' "$need" "$have" | sort -V | head -1)" = "$need" ]; then echo local; else echo "$GO_NEXT_TOOLCHAIN"; fi
+}
+
+# refused_replaces NAME VERSION: replace the dependencies the proxy refuses (REFUSED_REPLACES).
+refused_replaces() {
+  local r
+  for r in ${REFUSED_REPLACES[$1@$2]:-}; do go mod edit -replace="$r"; done
+}
+
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths,
 # which a consumer module ignores; replace each with the published v0.<minor>.<patch> instead.
 build_kube() {
@@ -73,12 +108,14 @@ build_kube() {
     done
     go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
   fi
-  log "building kube-apiserver and kubectl v$K8S_VERSION (cold: several minutes)"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION"
-  go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.}" \
+  local tc
+  tc=$(go_toolchain k8s.io/kubernetes "v$K8S_VERSION")
+  log "building kube-apiserver and kubectl v$K8S_VERSION with Go $tc (cold: several minutes)"
+  GOTOOLCHAIN=$tc go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION"
+  GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.}" \
     -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
   mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver" && stamp kube-apiserver "$K8S_VERSION"
-  go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
+  GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
     -o "$BIN/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl
   mv "$BIN/kubectl.tmp" "$BIN/kubectl" && stamp kubectl "$K8S_VERSION"
 }
@@ -103,10 +140,12 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
   fi
-  log "building etcd v$ETCD_VERSION"
-  go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
-  go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" .
+  local tc
+  tc=$(go_toolchain go.etcd.io/etcd/server/v3 "v$ETCD_VERSION")
+  log "building etcd v$ETCD_VERSION with Go $tc"
+  GOTOOLCHAIN=$tc go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+  GOTOOLCHAIN=$tc go mod tidy
+  GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" .
   mv "$BIN/etcd.tmp" "$BIN/etcd" && stamp etcd "$ETCD_VERSION"
 }
 
@@ -163,9 +202,6 @@ build_referrers_registry() {
   mv "$BIN/referrers-registry.tmp" "$BIN/referrers-registry" && stamp referrers-registry "$version"
 }
 
-# gomod MODULE VERSION: the path of MODULE@VERSION's go.mod in the module cache.
-gomod() { go mod download -json "$1@$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'; }
-
 # copy_replaces MODULE VERSION: a dependency's replace directives are ignored, so copy the
 # upstream go.mod's module-to-module replaces into the consumer module. Replaces by a local path
 # (`.../api => ./api`) are left out: the consumer requires the separately tagged module instead,
@@ -219,7 +255,8 @@ build_sigstore_server() { # NAME PACKAGE VERSION
 
 # A Flux controller's main package is its module root, and its go.mod replaces its api module
 # with ./api and pins go-digest (and kustomize's api/kyaml) by replace: a consumer module with
-# the non-local replaces copied resolves the release's own dependency versions.
+# the non-local replaces copied resolves the release's own dependency versions, except for the
+# dependencies the proxy refuses (REFUSED_REPLACES).
 build_flux_controller() { # NAME VERSION
   local name=$1 version=$2 module=github.com/fluxcd/$1
   if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
@@ -228,10 +265,13 @@ build_flux_controller() { # NAME VERSION
   if [ ! -f go.mod ]; then
     go mod init "driftless.testbin/$name" >/dev/null 2>&1
     copy_replaces "$module" "v$version"
+    refused_replaces "$name" "$version"
   fi
-  log "building $name v$version (cold: several minutes)"
-  go get "$module@v$version"
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$module"
+  local tc
+  tc=$(go_toolchain "$module" "v$version")
+  log "building $name v$version with Go $tc (cold: several minutes)"
+  GOTOOLCHAIN=$tc go get "$module@v$version"
+  CGO_ENABLED=0 GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$module"
   mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
 }
 
@@ -249,6 +289,7 @@ build_flux() {
     rm -rf go.mod go.sum flux2
     go mod init driftless.testbin/flux >/dev/null 2>&1
     copy_replaces "$module" "v$FLUX_VERSION"
+    refused_replaces flux "$FLUX_VERSION"
     local src
     src=$(go mod download -json "$module@v$FLUX_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
     cp -r "$src" flux2 && chmod -R u+w flux2
@@ -256,9 +297,11 @@ build_flux() {
     printf '# placeholder: no install manifests embedded (hack/testbin.sh)\n' >flux2/cmd/flux/manifests/placeholder.yaml
     go mod edit -replace="$module=./flux2" -require="$module@v$FLUX_VERSION"
   fi
-  log "building flux v$FLUX_VERSION (cold: several minutes)"
-  go get "$module/cmd/flux@v$FLUX_VERSION"
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.VERSION=$FLUX_VERSION" -o "$BIN/flux.tmp" "$module/cmd/flux"
+  local tc
+  tc=$(go_toolchain "$module" "v$FLUX_VERSION")
+  log "building flux v$FLUX_VERSION with Go $tc (cold: several minutes)"
+  GOTOOLCHAIN=$tc go get "$module/cmd/flux@v$FLUX_VERSION"
+  CGO_ENABLED=0 GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w -X main.VERSION=$FLUX_VERSION" -o "$BIN/flux.tmp" "$module/cmd/flux"
   mv "$BIN/flux.tmp" "$BIN/flux" && stamp flux "$FLUX_VERSION"
 }
 
@@ -275,14 +318,16 @@ case "${1:-all}" in
   cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
   flux-kustomize-controller) build_flux_controller kustomize-controller "$FLUX_KC_VERSION" ;;
   flux-source-controller) build_flux_controller source-controller "$FLUX_SC_VERSION" ;;
+  helm-controller) build_flux_controller helm-controller "$FLUX_HC_VERSION" ;;
   flux) build_flux ;;
   peers) build_cosign cosign v2 "$COSIGN_VERSION"; build_cosign cosign3 v3 "$COSIGN3_VERSION"
     build_flux_controller kustomize-controller "$FLUX_KC_VERSION"
-    build_flux_controller source-controller "$FLUX_SC_VERSION"; build_flux ;;
+    build_flux_controller source-controller "$FLUX_SC_VERSION"
+    build_flux_controller helm-controller "$FLUX_HC_VERSION"; build_flux ;;
   # Not in `all` or `peers`: see "Rekor v2 and a timestamp authority" in hack/PEERS.md.
   rekor-tiles) build_sigstore_server rekor-tiles-server \
     github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
 esac

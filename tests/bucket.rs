@@ -660,18 +660,14 @@ async fn sts_and_workload_identity_misconfigurations_are_explained() {
             .contains("'ldap' STS provider")
     );
 
+    // Object-level identity needs no gate since Flux 2.10: a missing ServiceAccount is named.
     let spec = serde_json::json!({"provider": "aws", "bucketName": "b", "endpoint": address, "interval": "10m", "serviceAccountName": "sa"});
     buckets.create("wi", spec).await;
-    let obj = buckets
-        .wait_until("wi", "stalled", |o| {
-            condition(o, "Stalled").is_some_and(|c| c.reason == "FeatureGateDisabled")
-        })
-        .await;
+    let obj = buckets.wait_failing("wi", "AuthenticationFailed").await;
+    let message = &condition(&obj, "FetchFailed").unwrap().message;
     assert!(
-        condition(&obj, "FetchFailed")
-            .unwrap()
-            .message
-            .contains("ObjectLevelWorkloadIdentity")
+        message.contains(&format!("failed to get service account '{}/sa'", e.ns.name)),
+        "{message}"
     );
 }
 
@@ -690,6 +686,7 @@ async fn object_level_workload_identity_exchanges_a_service_account_token() {
     let s3 = Provider::S3.address(&support::platform());
     // Both are plain-HTTP test endpoints: the operator has to allow them.
     let allow = format!("--allowed-ambient-credential-endpoints={sts},http://{s3}");
+    // The retired gate is still accepted, as Flux 2.10 accepts it.
     let e = env(
         "bucket-wi",
         &["--feature-gates=ObjectLevelWorkloadIdentity=true", &allow],
@@ -922,12 +919,7 @@ async fn assert_refused(buckets: &Sources<Bucket>, name: &str, reason: &str, end
 async fn controller_aws_credentials_never_reach_a_tenant_endpoint() {
     let identity = ControllerIdentity::new().await;
     let tenant = Listener::start(refusing_sts).await;
-    let e = controller_with_identity(
-        "bucket-ambient-aws",
-        &["--feature-gates=ObjectLevelWorkloadIdentity=true"],
-        &identity,
-    )
-    .await;
+    let e = controller_with_identity("bucket-ambient-aws", &[], &identity).await;
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(e.client.clone(), &e.ns.name);
     let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "reader", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/flux-reader"}}})).unwrap();

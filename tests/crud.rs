@@ -217,6 +217,10 @@ async fn oci_repository_lifecycle() {
             timestamped_at: None,
             key: None,
         }),
+        // Flux v1.10's field: the API server must keep it too.
+        source_verification_fingerprint: Some(
+            "sha256:15e73a459672b2a4a6830d6c7bfe5bfc9ea72681203ca2bff47860be77def83c".into(),
+        ),
     };
     lifecycle(
         &client,

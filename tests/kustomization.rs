@@ -547,11 +547,15 @@ async fn post_build_substitution_from_values_and_configmaps() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unset_variables_are_empty_unless_strict_substitutions_are_gated_on() {
+async fn unset_variables_fail_the_build_unless_strict_substitutions_are_gated_off() {
     let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unset-demo\ndata:\n  key: \"${greeting}-${unset}\"\n";
     let vars = json!({"postBuild": {"substitute": {"greeting": "hi"}}});
-    // Flux's default: the unset variable becomes empty.
-    let lenient = env("ks-unset").await;
+    // With the gate off (Flux before 2.9), the unset variable becomes empty.
+    let lenient = env_with(
+        "ks-unset",
+        &["--feature-gates=StrictPostBuildSubstitutions=false"],
+    )
+    .await;
     let rev = lenient.publish("unset", &[("app.yaml", template)]).await;
     lenient
         .create("unset", lenient.spec("unset", vars.clone()))
@@ -562,11 +566,8 @@ async fn unset_variables_are_empty_unless_strict_substitutions_are_gated_on() {
         "hi-"
     );
 
-    let strict = env_with(
-        "ks-strict",
-        &["--feature-gates=StrictPostBuildSubstitutions=true"],
-    )
-    .await;
+    // Flux 2.9's default, and driftless's: strict.
+    let strict = env("ks-strict").await;
     strict.publish("unset", &[("app.yaml", template)]).await;
     strict.create("unset", strict.spec("unset", vars)).await;
     let obj = strict.wait_failing("unset", "BuildFailed").await;
@@ -579,20 +580,25 @@ async fn unset_variables_are_empty_unless_strict_substitutions_are_gated_on() {
 }
 
 #[test]
-fn gates_of_the_other_controller_are_refused_not_ignored() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args([
-            "apply-controller",
-            "--feature-gates=ObjectLevelWorkloadIdentity=true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unknown feature gate 'ObjectLevelWorkloadIdentity' (this controller knows: StrictPostBuildSubstitutions)"),
-        "{stderr}"
-    );
+fn gates_driftless_cannot_honour_are_refused_at_start_up_not_ignored() {
+    for (gates, expected) in [
+        (
+            "--feature-gates=ExternalArtifact=true",
+            "feature gate ExternalArtifact=true is not supported",
+        ),
+        (
+            "--feature-gates=Nope=true",
+            "unknown feature gate 'Nope' (this controller knows: CacheSecretsAndConfigMaps, StrictPostBuildSubstitutions",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["apply-controller", gates])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{gates}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{gates}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -652,7 +658,7 @@ async fn a_kustomize_overlay_is_built_with_kustomize() {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(e.client.clone(), &e.ns.name);
     let d = deployments.get("staging-app-x").await.unwrap();
-    let spec = d.spec.unwrap();
+    let spec = d.spec;
     assert_eq!(spec.replicas, Some(3));
     let image = spec.template.spec.unwrap().containers[0]
         .image
@@ -890,10 +896,10 @@ async fn digest_mismatch_and_hostile_archives_apply_nothing() {
     spec["sourceRef"] = json!({"kind": "Bucket", "name": "tampered"});
     e.create("tampered", spec).await;
     let obj = e.wait_failing("tampered", "ArtifactFailed").await;
-    assert!(
-        message(&obj, "Ready").contains("computed digest doesn't match"),
-        "{}",
-        message(&obj, "Ready")
+    // Flux 1.10.1's words: the source is expected to publish the artifact its status names soon.
+    assert_eq!(
+        message(&obj, "Ready"),
+        "Source is not ready, artifact digest changed, retrying in 2s"
     );
     assert!(e.configmap("never").await.is_none());
 
@@ -1276,4 +1282,51 @@ async fn durations_out_of_range_stall_the_object_only() {
     e.create("fine", e.spec("dur", json!({}))).await;
     e.wait_ready_at("fine", &rev).await;
     assert!(e.configmap("durations-cm").await.is_some());
+}
+
+/// Every Flux v1.10 field driftless cannot honour yet stalls the object with a condition that
+/// names it; nothing is applied as if the field were not there.
+#[tokio::test(flavor = "multi_thread")]
+async fn fields_not_supported_yet_stall_naming_the_field() {
+    let e = env("ks-unsupported").await;
+    e.publish("src", &[("a.yaml", &cm("unsupported-cm", "1"))])
+        .await;
+    for (name, extra, field) in [
+        (
+            "sops",
+            json!({"decryption": {"provider": "sops"}}),
+            "spec.decryption (SOPS)",
+        ),
+        (
+            "remote",
+            json!({"kubeConfig": {"secretRef": {"name": "kubeconfig"}}}),
+            "spec.kubeConfig (remote clusters)",
+        ),
+        (
+            "cel-health",
+            json!({"healthCheckExprs": [{"apiVersion": "example.com/v1", "kind": "Thing", "current": "true"}]}),
+            "spec.healthCheckExprs (CEL)",
+        ),
+        (
+            "cel-deps",
+            json!({"dependsOn": [{"name": "other", "readyExpr": "true"}]}),
+            "spec.dependsOn[].readyExpr (CEL)",
+        ),
+        (
+            "drift-ignore",
+            json!({"ignore": [{"paths": ["/data/key"], "target": {"kind": "ConfigMap"}}]}),
+            "spec.ignore (drift-ignore rules)",
+        ),
+    ] {
+        e.create(name, e.spec("src", extra)).await;
+        let obj = e
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "UnsupportedFeature")
+            .await;
+        assert_eq!(
+            message(&obj, "Ready"),
+            format!("{field} is not supported by this driftless build"),
+        );
+    }
+    assert!(e.configmap("unsupported-cm").await.is_none());
 }

@@ -17,6 +17,9 @@ const ELECTION: &[&str] = &[
     "--enable-leader-election",
     "--leader-election-lease-duration=6s",
     "--leader-election-renew-deadline=4s",
+    // client-go (and so Flux) refuses a retry period (5s by default) that is not shorter than
+    // the renew deadline; so does driftless.
+    "--leader-election-retry-period=1s",
 ];
 
 const LEASE: &str = "source-controller-leader-election";

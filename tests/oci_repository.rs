@@ -673,9 +673,9 @@ async fn hostile_archives_are_refused_and_the_last_artifact_kept() {
         "nothing was written outside storage"
     );
     // A layer is downloaded and extracted in a working directory under the controller's
-    // TMPDIR (`<tmp>/ocirepository-<ns>-<name>-*/content`), so "../../escaped" would land in
-    // `<tmp>/escaped`; the working directories are removed after each pass, so whatever named
-    // `escaped` is left anywhere under `<tmp>` got out of one.
+    // private temporary directory (`<tmp>/driftless-source-controller/ocirepository-<ns>-<name>-*/content`),
+    // so "../../escaped" would land beside those; the working directories are removed after
+    // each pass, so whatever named `escaped` is left anywhere under `<tmp>` got out of one.
     assert!(
         !e.controller.tmp.join("escaped").exists(),
         "nothing was written outside the extraction directory"
@@ -1417,6 +1417,19 @@ async fn events_are_forwarded_to_notification_controller_in_flux_format() {
     assert_eq!(
         info["metadata"]["team"], "platform",
         "event.toolkit.fluxcd.io/ annotations travel as metadata"
+    );
+    // Flux 1.10: the pushed revision travels as originRevision; the message names both origins.
+    let origin = format!("main@sha1:{}", "0".repeat(40));
+    assert_eq!(
+        info["metadata"]["source.toolkit.fluxcd.io/originRevision"],
+        origin.as_str()
+    );
+    assert!(
+        info["message"].as_str().unwrap().ends_with(&format!(
+            ", origin source 'https://github.com/example/manifests', origin revision '{origin}'"
+        )),
+        "{}",
+        info["message"]
     );
     assert!(
         info["message"]

@@ -138,11 +138,15 @@ async fn invalid_kustomizations_are_refused_for_their_reason() {
 fn every_cel_rule_has_an_invalid_fixture_that_breaks_it() {
     // The schemas' CEL messages must each appear as an expectation, so a new rule cannot be
     // added without a fixture proving the server enforces it.
-    let expectations: Vec<String> = ["invalid-buckets.yaml", "invalid-kustomizations.yaml"]
-        .iter()
-        .flat_map(|f| fixtures(f))
-        .filter_map(|o| o.metadata.annotations.and_then(|mut a| a.remove(EXPECT)))
-        .collect();
+    let expectations: Vec<String> = [
+        "invalid-buckets.yaml",
+        "invalid-kustomizations.yaml",
+        "invalid-ocirepositories.yaml",
+    ]
+    .iter()
+    .flat_map(|f| fixtures(f))
+    .filter_map(|o| o.metadata.annotations.and_then(|mut a| a.remove(EXPECT)))
+    .collect();
     for crd in driftless::api::crds::all() {
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
         let mut messages = Vec::new();
@@ -189,8 +193,17 @@ async fn server_applies_flux_defaults() {
         .create(&dry_run(), &oci)
         .await
         .unwrap();
-    assert_eq!(created.data["spec"]["provider"], "generic");
-    assert_eq!(created.data["spec"]["timeout"], "60s");
+    // Flux v1.10 applies OCIRepository's provider and timeout defaults in the controller.
+    assert!(
+        created.data["spec"]["provider"].is_null(),
+        "{}",
+        created.data
+    );
+    assert!(
+        created.data["spec"]["timeout"].is_null(),
+        "{}",
+        created.data
+    );
 
     let bucket = fixtures("valid-buckets.yaml").remove(0);
     let created = api_for(&client, &ns.name, &bucket)

@@ -97,6 +97,9 @@ fn shape_root(schema: &mut Value, kind: &str) {
     };
     root.remove("required");
     root.remove("title");
+    if let Some(rules) = root_rules(kind) {
+        root.insert("x-kubernetes-validations".into(), rules);
+    }
     let properties = root
         .entry("properties")
         .or_insert_with(|| Value::Object(Default::default()))
@@ -117,6 +120,17 @@ fn shape_root(schema: &mut Value, kind: &str) {
         }),
     );
     properties.insert("metadata".into(), serde_json::json!({"type": "object"}));
+}
+
+/// Rules on the whole object: Flux v1.10 requires OCIRepository's `spec.url` and
+/// `spec.interval` this way (so that a missing field is reported by name).
+fn root_rules(kind: &str) -> Option<Value> {
+    (kind == "OCIRepository").then(|| {
+        serde_json::json!([
+            {"rule": "has(self.spec) && has(self.spec.url)", "message": "spec.url is required"},
+            {"rule": "has(self.spec) && has(self.spec.interval)", "message": "spec.interval is required"}
+        ])
+    })
 }
 
 /// One field of a CRD schema in the form of the Flux oracle files

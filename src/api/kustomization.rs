@@ -373,10 +373,8 @@ pub enum DecryptionProvider {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.configMapRef) || has(self.secretRef)",
-     "message": "one of kubeConfig.configMapRef or kubeConfig.secretRef must be set"},
-    {"rule": "!has(self.configMapRef) || !has(self.secretRef)",
-     "message": "kubeConfig.configMapRef and kubeConfig.secretRef cannot both be set"}
+    {"rule": "has(self.configMapRef) != has(self.secretRef)",
+     "message": "exactly one of spec.kubeConfig.configMapRef or spec.kubeConfig.secretRef must be specified"}
 ]))]
 pub struct KubeConfigReference {
     /// ConfigMap describing the cluster for secret-less (workload identity) access.

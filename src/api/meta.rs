@@ -20,6 +20,11 @@ pub(crate) fn default_timeout() -> String {
     "60s".to_string()
 }
 
+/// Schema transform: a field whose default the controller applies, not the API server.
+pub(crate) fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }

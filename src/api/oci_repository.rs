@@ -46,7 +46,9 @@ use super::meta::{
 pub struct OCIRepositorySpec {
     /// Address of the repository, `oci://<host>[:<port>]/<path>`, without a tag or digest
     /// (choose those with `ref`).
-    #[schemars(pattern(r"^oci://.*$"))]
+    // Required through the root rule (Flux v1.10), so the schema has no `required` or default.
+    #[serde(default)]
+    #[schemars(pattern(r"^oci://.*$"), transform = super::meta::no_default)]
     pub url: String,
 
     /// Which artifact of the repository to follow. Precedence: `digest`, then `semver`, then
@@ -60,8 +62,11 @@ pub struct OCIRepositorySpec {
     pub layer_selector: Option<OCILayerSelector>,
 
     /// Cloud provider whose workload identity is used to log in to the registry when no
-    /// static credentials are given. `generic` uses only Secrets or anonymous access.
+    /// static credentials are given. `generic` (the default) uses only Secrets or anonymous
+    /// access.
+    // Flux v1.10 applies the default in the controller, not in the schema.
     #[serde(default)]
+    #[schemars(transform = super::meta::no_default)]
     pub provider: OCIProvider,
 
     /// Secret of type `kubernetes.io/dockerconfigjson` with credentials for the registry,
@@ -90,12 +95,13 @@ pub struct OCIRepositorySpec {
     pub proxy_secret_ref: Option<LocalObjectReference>,
 
     /// How often the repository is checked for a new artifact, for example `5m` or `1h30m`.
-    #[schemars(pattern(DURATION_PATTERN))]
+    #[serde(default)]
+    #[schemars(pattern(DURATION_PATTERN), transform = super::meta::no_default)]
     pub interval: String,
 
-    /// Upper bound for registry logins and signature verification.
+    /// Upper bound for registry logins and signature verification (default `60s`).
     #[serde(default = "default_timeout")]
-    #[schemars(pattern(TIMEOUT_PATTERN))]
+    #[schemars(pattern(TIMEOUT_PATTERN), transform = super::meta::no_default)]
     pub timeout: String,
 
     /// Extra exclusion rules in `.gitignore` syntax, applied when the layer is extracted and
@@ -242,6 +248,10 @@ pub struct OCIRepositoryStatus {
     /// (driftless only; absent without `spec.verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_signature: Option<VerifiedSignature>,
+    /// Fingerprint of the verification material (provider, trusted root, public keys) the
+    /// current artifact was verified with, computed as Flux computes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_verification_fingerprint: Option<String>,
 }
 
 /// The signature that verified a revision, and what it proved.

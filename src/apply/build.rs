@@ -81,7 +81,8 @@ pub async fn build(
         || spec.name_suffix.is_some()
         || spec.patches.as_ref().is_some_and(|p| !p.is_empty())
         || spec.images.as_ref().is_some_and(|i| !i.is_empty())
-        || spec.components.as_ref().is_some_and(|c| !c.is_empty());
+        || spec.components.as_ref().is_some_and(|c| !c.is_empty())
+        || spec.build_metadata.as_ref().is_some_and(|m| !m.is_empty());
     if !has_kustomization && !wants_transformers {
         let dir = dir.to_path_buf();
         return tokio::task::spawn_blocking(move || plain_objects(&dir))

@@ -31,6 +31,8 @@ pub struct ApplySettings {
     pub retries: Retries,
     /// How often health checks look again.
     pub health_poll: Duration,
+    /// Objects of one kind dry-run and applied at a time (`--concurrent-ssa`).
+    pub concurrent_ssa: usize,
 }
 
 pub struct ApplyContext {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{ArgAction, Args};
 use futures::StreamExt;
 use kube::api::DynamicObject;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -24,6 +24,7 @@ use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
+use crate::controller::flags::{go_bool, go_uint};
 use crate::controller::frame::{error_policy, reconcile};
 use crate::controller::gates::{FeatureGates, Gate};
 use crate::controller::leader;
@@ -44,35 +45,64 @@ pub struct ApplyControllerArgs {
     #[arg(long, env = "KUSTOMIZE_PATH")]
     pub kustomize_path: Option<PathBuf>,
     /// Concurrent Kustomization reconciles.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = go_uint::<u16>)]
     pub concurrent: u16,
+    /// Objects of one kind a Kustomization dry-runs and applies at a time.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    pub concurrent_ssa: u16,
     /// Requeue delay while dependencies or source artifacts are not ready.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub requeue_dependency: Duration,
     /// Refuse sourceRefs and dependsOn in other namespaces.
-    #[arg(long)]
+    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub no_cross_namespace_refs: bool,
+    /// Refuse remote kustomize bases. driftless always does (everything must come from the
+    /// verified artifact), so only true is accepted.
+    #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = remote_bases_refused)]
+    pub no_remote_bases: bool,
     /// Impersonate this service account when a Kustomization names none.
     #[arg(long, default_value = "")]
     pub default_service_account: String,
-    /// Artifact download attempts.
-    #[arg(long, default_value_t = 4)]
+    /// Artifact download retries after the first attempt (Flux's default: 9).
+    #[arg(long, default_value_t = 9, value_parser = go_uint::<u32>)]
     pub http_retry: u32,
     #[command(flatten)]
     pub common: CommonArgs,
     /// How often health checks look at the objects again.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub health_check_poll: Duration,
-    /// Flux's feature gates this controller honours: `StrictPostBuildSubstitutions`.
-    #[arg(long, default_value = "", value_parser = FeatureGates::parse_apply)]
-    pub feature_gates: FeatureGates,
+    /// Flux kustomize-controller's feature gates, `Name=true|false,...` (repeatable; see README).
+    #[arg(long, action = ArgAction::Append)]
+    pub feature_gates: Vec<String>,
+}
+
+/// `--no-remote-bases`: only true.
+fn remote_bases_refused(text: &str) -> Result<bool, String> {
+    match go_bool(text)? {
+        true => Ok(true),
+        false => Err(
+            "driftless never fetches remote kustomize bases: everything must come \
+                      from the verified artifact"
+                .into(),
+        ),
+    }
+}
+
+/// A concurrency flag: 1 or more.
+fn at_least_one(text: &str) -> Result<u16, String> {
+    match go_uint::<u16>(text)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
 }
 
 pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
+    let gates = FeatureGates::parse_apply(&args.feature_gates).map_err(anyhow::Error::msg)?;
     let config = kube::Config::infer()
         .await
         .context("loading the Kubernetes client configuration")?;
     let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
+    args.common.check_api_server(&client, &gates.notes).await?;
     let metrics = Metrics::new();
     let ready = crate::controller::probes::serve_probes(
         &args.common.metrics_addr,
@@ -114,19 +144,18 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             default_service_account: Some(args.default_service_account.clone())
                 .filter(|s| !s.is_empty()),
             requeue_dependency: args.requeue_dependency,
-            strict_substitution: args
-                .feature_gates
-                .enabled(Gate::StrictPostBuildSubstitutions),
+            strict_substitution: gates.enabled(Gate::StrictPostBuildSubstitutions),
             limits: ExtractLimits {
                 max_bytes: args.common.artifact_max_bytes,
                 max_files: args.common.artifact_max_files,
                 max_duration: args.common.artifact_extract_timeout,
             },
             retries: Retries {
-                attempts: args.http_retry.max(1),
+                attempts: args.http_retry.saturating_add(1),
                 ..Retries::default()
             },
             health_poll: args.health_check_poll,
+            concurrent_ssa: usize::from(args.concurrent_ssa),
         },
         status_writes: StatusWrites::default(),
     });

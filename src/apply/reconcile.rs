@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
@@ -20,7 +21,7 @@ use super::health::{self, Health};
 use super::inventory::{self, ObjectRef};
 use super::ssa::{
     Action as ApplyAction, Applied, Applier, OWNER_NAME, OWNER_NAMESPACE, is_definition,
-    sort_for_apply,
+    runs_of_equal_rank, sort_for_apply,
 };
 use super::substitute;
 use crate::api::kustomization::{
@@ -33,7 +34,7 @@ use crate::controller::objects::{kube_message, secret_data};
 use crate::controller::outcome::{Failure, ReadySummary, Summary};
 use crate::controller::pass::Pass;
 use crate::controller::pass::{FrameError, Reconciled, impl_object_status};
-use crate::controller::requeue::parse_duration;
+use crate::controller::requeue::{go_duration, parse_duration};
 
 const KIND: &str = "Kustomization";
 const HEALTHY: &str = "Healthy";
@@ -253,6 +254,9 @@ impl Pass<'_, Kustomization> {
         {
             return Err(unsupported("spec.dependsOn[].readyExpr (CEL)"));
         }
+        if spec.ignore.as_ref().is_some_and(|rules| !rules.is_empty()) {
+            return Err(unsupported("spec.ignore (drift-ignore rules)"));
+        }
         Ok(())
     }
 
@@ -415,13 +419,23 @@ impl Pass<'_, Kustomization> {
                 settings.retries,
             )
             .await
-            .map_err(|e| match e {
-                FetchError::NotFound(_) => Failure::waiting(
+            .map_err(|e| {
+                // Flux 1.10.1: the source moved on (or the file went) between its status and the
+                // download; the next artifact is expected soon, so retry at the dependency pace.
+                let cause = match e {
+                    FetchError::NotFound(_) => "artifact not found",
+                    FetchError::DigestMismatch { .. } => "artifact digest changed",
+                    e => return Failure::new(reason::ARTIFACT_FAILED, e.to_string()),
+                };
+                tracing::info!(error = %e, "artifact download failed");
+                Failure::waiting(
                     reason::ARTIFACT_FAILED,
-                    format!("Source is not ready, artifact not found: {e}"),
+                    format!(
+                        "Source is not ready, {cause}, retrying in {}",
+                        go_duration(settings.requeue_dependency)
+                    ),
                     settings.requeue_dependency,
-                ),
-                e => Failure::new(reason::ARTIFACT_FAILED, e.to_string()),
+                )
             })
     }
 
@@ -606,25 +620,9 @@ impl Pass<'_, Kustomization> {
             refs.into_iter().partition(|(r, _)| is_definition(r));
         sort_for_apply(&mut definitions);
         sort_for_apply(&mut rest);
-        let target_ns = self.obj.spec.target_namespace.as_deref();
-        let mut applied = Vec::new();
-        for (_, object) in definitions {
-            applied.push(
-                applier
-                    .apply(object, target_ns)
-                    .await
-                    .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?,
-            );
-        }
+        let mut applied = self.apply_stage(applier, definitions).await?;
         self.wait_for_definitions(applier, &applied).await?;
-        for (_, object) in rest {
-            applied.push(
-                applier
-                    .apply(object, target_ns)
-                    .await
-                    .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?,
-            );
-        }
+        applied.extend(self.apply_stage(applier, rest).await?);
         let changed: Vec<String> = applied
             .iter()
             .filter(|a| matches!(a.action, ApplyAction::Created | ApplyAction::Configured))
@@ -633,6 +631,27 @@ impl Pass<'_, Kustomization> {
         if !changed.is_empty() {
             self.event(reason::PROGRESSING, &changed.join("\n"), &[])
                 .await;
+        }
+        Ok(applied)
+    }
+
+    /// Applies a sorted stage: kinds in Flux's order, objects of one kind `--concurrent-ssa` at
+    /// a time. The results keep the stage's order; the first failure ends the stage.
+    async fn apply_stage(
+        &self,
+        applier: &Applier<'_>,
+        stage: Vec<(ObjectRef, Value)>,
+    ) -> Result<Vec<Applied>, Failure> {
+        let target_ns = self.obj.spec.target_namespace.as_deref();
+        let mut applied = Vec::with_capacity(stage.len());
+        for run in runs_of_equal_rank(stage) {
+            let results: Vec<Applied> = futures::stream::iter(run)
+                .map(|(_, object)| applier.apply(object, target_ns))
+                .buffered(self.ctx.settings.concurrent_ssa.max(1))
+                .map_err(|e| Failure::new(reason::FAILED, e.to_string()))
+                .try_collect()
+                .await?;
+            applied.extend(results);
         }
         Ok(applied)
     }

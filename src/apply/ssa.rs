@@ -132,6 +132,25 @@ pub fn sort_for_apply(objects: &mut [(ObjectRef, Value)]) {
     });
 }
 
+/// Consecutive runs of objects (sorted by [`sort_for_apply`]) that share a kind rank: objects
+/// of one run do not depend on each other and can be applied concurrently.
+pub fn runs_of_equal_rank(objects: Vec<(ObjectRef, Value)>) -> Vec<Vec<(ObjectRef, Value)>> {
+    let mut runs: Vec<Vec<(ObjectRef, Value)>> = Vec::new();
+    for (r, object) in objects {
+        match runs.last_mut() {
+            Some(run)
+                if run
+                    .first()
+                    .is_some_and(|(f, _)| kind_rank(f) == kind_rank(&r)) =>
+            {
+                run.push((r, object))
+            }
+            _ => runs.push(vec![(r, object)]),
+        }
+    }
+    runs
+}
+
 fn kind_rank(r: &ObjectRef) -> usize {
     const ORDER: [&str; 23] = [
         "CustomResourceDefinition",

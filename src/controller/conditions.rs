@@ -32,7 +32,6 @@ pub mod reason {
     pub const BUCKET_OPERATION_FAILED: &str = "BucketOperationFailed";
     pub const INVALID_PATH: &str = "InvalidPath";
     pub const INVALID_STS_CONFIGURATION: &str = "InvalidSTSConfiguration";
-    pub const FEATURE_GATE_DISABLED: &str = "FeatureGateDisabled";
     pub const INVALID_PROVIDER_CONFIGURATION: &str = "InvalidProviderConfiguration";
     /// Ours: a spec duration that does not parse or is beyond Go's range (~292 years).
     pub const INVALID_DURATION: &str = "InvalidDuration";

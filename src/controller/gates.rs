@@ -1,73 +1,175 @@
-//! `--feature-gates` as Flux's controllers take it (`Name=true,Other=false`), unknown gates refused.
+//! `--feature-gates` as Flux v1.10's controllers take it: every Flux gate name is known, each
+//! either honoured, without effect here, or refused when set away from Flux's default.
 
+/// A gate driftless acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// source-controller: `spec.serviceAccountName` on objects that authenticate to a cloud
-    /// (default off).
-    ObjectLevelWorkloadIdentity,
     /// apply-controller: an unset `${var}` without a default fails the build instead of
-    /// becoming empty (default off, as in Flux).
+    /// becoming empty (Flux: on by default since kustomize-controller v1.9).
     StrictPostBuildSubstitutions,
 }
 
-/// A gate a controller accepts, and its default.
-type Known = (&'static str, Gate, bool);
+/// What driftless does with a Flux gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Support {
+    /// Honoured: the value changes behaviour as it does in Flux.
+    Honoured(Gate),
+    /// Either value behaves as Flux does (the gate tunes Flux internals driftless does not have).
+    NoEffect(&'static str),
+    /// Only Flux's default is available; the other value is refused at start-up.
+    DefaultOnly(&'static str),
+}
 
-/// The gates of the source-controller.
-pub const SOURCE_GATES: &[Known] = &[(
+/// One of Flux's gates: its name, Flux's default, and what driftless does with it.
+struct Known {
+    name: &'static str,
+    default: bool,
+    support: Support,
+}
+
+const fn known(name: &'static str, default: bool, support: Support) -> Known {
+    Known {
+        name,
+        default,
+        support,
+    }
+}
+
+const CACHE: Support = Support::NoEffect(
+    "driftless reads Secrets and ConfigMaps from the API server when it needs them either way",
+);
+
+/// source-controller v1.10.1's gates.
+const SOURCE_GATES: &[Known] = &[known("CacheSecretsAndConfigMaps", false, CACHE)];
+
+/// kustomize-controller v1.10.1's gates.
+const APPLY_GATES: &[Known] = &[
+    known("CacheSecretsAndConfigMaps", false, CACHE),
+    known(
+        "StrictPostBuildSubstitutions",
+        true,
+        Support::Honoured(Gate::StrictPostBuildSubstitutions),
+    ),
+    known(
+        "DisableStatusPollerCache",
+        true,
+        Support::NoEffect("driftless's health checks read each object from the API server"),
+    ),
+    known(
+        "DirectSourceFetch",
+        false,
+        Support::NoEffect("driftless reads source objects from the API server before fetching"),
+    ),
+    known(
+        "DisableCommitStatusEvent",
+        false,
+        Support::NoEffect("driftless sends no commit-status event (its sources are not Git)"),
+    ),
+    known(
+        "DisableFailFastBehavior",
+        false,
+        Support::DefaultOnly("health checks keep failing fast on a failed workload"),
+    ),
+    known(
+        "GroupChangeLog",
+        false,
+        Support::DefaultOnly("events list each changed object"),
+    ),
+    known(
+        "AdditiveCELDependencyCheck",
+        false,
+        Support::DefaultOnly("dependsOn readyExpr is not supported by driftless yet"),
+    ),
+    known(
+        "ExternalArtifact",
+        false,
+        Support::DefaultOnly("ExternalArtifact sources are not supported by driftless yet"),
+    ),
+    known(
+        "CancelHealthCheckOnNewRevision",
+        false,
+        Support::DefaultOnly("cancelling health checks is not supported by driftless yet"),
+    ),
+    known(
+        "DisableConfigWatchers",
+        false,
+        Support::DefaultOnly("the ConfigMap and Secret watches cannot be turned off"),
+    ),
+    known(
+        "MigrateAPIVersion",
+        false,
+        Support::DefaultOnly("managed objects' API versions are not migrated by driftless"),
+    ),
+];
+
+/// Gates Flux v1.10 retired: accepted with any value and without effect, as Flux does.
+const RETIRED: &[(&str, &str)] = &[(
     "ObjectLevelWorkloadIdentity",
-    Gate::ObjectLevelWorkloadIdentity,
-    false,
-)];
-
-/// The gates of the apply-controller.
-pub const APPLY_GATES: &[Known] = &[(
-    "StrictPostBuildSubstitutions",
-    Gate::StrictPostBuildSubstitutions,
-    false,
+    "object-level workload identity is always enabled",
 )];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeatureGates {
     enabled: Vec<Gate>,
+    /// Notes for the start-up log: retired gates and gates without effect that were set.
+    pub notes: Vec<String>,
 }
 
 impl FeatureGates {
-    /// `--feature-gates` of the source-controller.
-    pub fn parse_source(text: &str) -> Result<FeatureGates, String> {
-        Self::parse(SOURCE_GATES, text)
+    /// Every `--feature-gates` of the source-controller, in order (later keys win).
+    pub fn parse_source(occurrences: &[String]) -> Result<FeatureGates, String> {
+        Self::parse(SOURCE_GATES, occurrences)
     }
 
-    /// `--feature-gates` of the apply-controller.
-    pub fn parse_apply(text: &str) -> Result<FeatureGates, String> {
-        Self::parse(APPLY_GATES, text)
+    /// Every `--feature-gates` of the apply-controller, in order (later keys win).
+    pub fn parse_apply(occurrences: &[String]) -> Result<FeatureGates, String> {
+        Self::parse(APPLY_GATES, occurrences)
     }
 
-    fn parse(known: &[Known], text: &str) -> Result<FeatureGates, String> {
-        let mut gates = FeatureGates {
-            enabled: known
+    fn parse(known: &[Known], occurrences: &[String]) -> Result<FeatureGates, String> {
+        let mut set: Vec<(String, bool)> = Vec::new();
+        for (name, value) in occurrences.iter().flat_map(|o| pairs(o)) {
+            let (name, value) = (name?, value);
+            set.retain(|(n, _)| *n != name);
+            set.push((name, value));
+        }
+        let mut gates = FeatureGates::default();
+        for k in known {
+            let value = set
                 .iter()
-                .filter(|(_, _, on)| *on)
-                .map(|(_, g, _)| *g)
-                .collect(),
-        };
-        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (name, value) = item
-                .split_once('=')
-                .ok_or_else(|| format!("feature gate '{item}' must be Name=true or Name=false"))?;
-            let on: bool = value.trim().parse().map_err(|_| {
-                format!("feature gate '{name}' must be true or false, not '{value}'")
-            })?;
-            let Some((_, gate, _)) = known.iter().find(|(n, _, _)| *n == name.trim()) else {
-                let names: Vec<&str> = known.iter().map(|(n, _, _)| *n).collect();
-                return Err(format!(
-                    "unknown feature gate '{name}' (this controller knows: {})",
-                    names.join(", ")
-                ));
-            };
-            gates.enabled.retain(|g| g != gate);
-            if on {
-                gates.enabled.push(*gate);
+                .find(|(n, _)| n == k.name)
+                .map_or(k.default, |(_, v)| *v);
+            match k.support {
+                Support::Honoured(gate) if value => gates.enabled.push(gate),
+                Support::Honoured(_) => {}
+                Support::NoEffect(why) if value != k.default => gates.notes.push(format!(
+                    "feature gate {}={value} has no effect: {why}",
+                    k.name
+                )),
+                Support::DefaultOnly(why) if value != k.default => {
+                    return Err(format!(
+                        "feature gate {}={value} is not supported: {why}",
+                        k.name
+                    ));
+                }
+                Support::NoEffect(_) | Support::DefaultOnly(_) => {}
+            }
+        }
+        for (name, value) in &set {
+            if known.iter().any(|k| k.name == name) {
+                continue;
+            }
+            match RETIRED.iter().find(|(n, _)| n == name) {
+                Some((_, why)) => gates
+                    .notes
+                    .push(format!("feature gate {name}={value} is retired: {why}")),
+                None => {
+                    let names: Vec<&str> = known.iter().map(|k| k.name).collect();
+                    return Err(format!(
+                        "unknown feature gate '{name}' (this controller knows: {})",
+                        names.join(", ")
+                    ));
+                }
             }
         }
         Ok(gates)
@@ -78,56 +180,117 @@ impl FeatureGates {
     }
 }
 
+/// `A=true, B=false,` as Kubernetes' `MapStringBool` reads it: empty items skipped, key and
+/// value trimmed, the value a Go boolean.
+fn pairs(text: &str) -> impl Iterator<Item = (Result<String, String>, bool)> + '_ {
+    text.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| match item.split_once('=') {
+            None => (
+                Err(format!(
+                    "malformed feature gate '{}': expected Name=true or Name=false",
+                    crate::util::truncate(item, 64)
+                )),
+                false,
+            ),
+            Some((name, value)) => match super::flags::go_bool(value.trim()) {
+                Ok(on) => (Ok(name.trim().to_string()), on),
+                Err(e) => (Err(format!("feature gate '{}': {e}", name.trim())), false),
+            },
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn gates_parse_and_unknown_ones_are_refused() {
-        assert!(
-            !FeatureGates::parse_source("")
-                .unwrap()
-                .enabled(Gate::ObjectLevelWorkloadIdentity)
-        );
-        assert!(
-            FeatureGates::parse_source("ObjectLevelWorkloadIdentity=true")
-                .unwrap()
-                .enabled(Gate::ObjectLevelWorkloadIdentity)
-        );
-        assert!(
-            !FeatureGates::parse_source(
-                "ObjectLevelWorkloadIdentity=true,ObjectLevelWorkloadIdentity=false"
-            )
-            .unwrap()
-            .enabled(Gate::ObjectLevelWorkloadIdentity)
-        );
-        assert!(
-            FeatureGates::parse_source("Nope=true")
-                .unwrap_err()
-                .contains("unknown feature gate 'Nope'")
-        );
-        assert!(FeatureGates::parse_source("ObjectLevelWorkloadIdentity").is_err());
-        assert!(FeatureGates::parse_source("ObjectLevelWorkloadIdentity=yes").is_err());
+    fn apply(items: &[&str]) -> Result<FeatureGates, String> {
+        FeatureGates::parse_apply(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn source(items: &[&str]) -> Result<FeatureGates, String> {
+        FeatureGates::parse_source(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn each_controller_accepts_only_its_own_gates() {
-        let strict = "StrictPostBuildSubstitutions=true";
+    fn strict_substitution_is_on_unless_turned_off() {
+        let strict = Gate::StrictPostBuildSubstitutions;
+        assert!(apply(&[]).unwrap().enabled(strict));
         assert!(
-            FeatureGates::parse_apply(strict)
+            !apply(&["StrictPostBuildSubstitutions=false"])
                 .unwrap()
-                .enabled(Gate::StrictPostBuildSubstitutions)
+                .enabled(strict)
         );
         assert!(
-            !FeatureGates::parse_apply("")
+            !apply(&["StrictPostBuildSubstitutions=F"])
                 .unwrap()
-                .enabled(Gate::StrictPostBuildSubstitutions)
+                .enabled(strict)
         );
-        assert!(FeatureGates::parse_source(strict).is_err());
+        // Later occurrences and later keys win, as Flux's map flag merges them.
         assert!(
-            FeatureGates::parse_apply("ObjectLevelWorkloadIdentity=true")
+            apply(&[
+                "StrictPostBuildSubstitutions=false",
+                "StrictPostBuildSubstitutions=true"
+            ])
+            .unwrap()
+            .enabled(strict)
+        );
+        assert!(
+            !apply(&["StrictPostBuildSubstitutions=true,,StrictPostBuildSubstitutions=0,"])
+                .unwrap()
+                .enabled(strict)
+        );
+    }
+
+    #[test]
+    fn retired_gates_are_accepted_with_a_note() {
+        for gates in [
+            source(&["ObjectLevelWorkloadIdentity=true"]).unwrap(),
+            apply(&["ObjectLevelWorkloadIdentity=false"]).unwrap(),
+        ] {
+            assert_eq!(gates.notes.len(), 1);
+            assert!(gates.notes[0].contains("retired"), "{:?}", gates.notes);
+        }
+    }
+
+    #[test]
+    fn flux_defaults_are_accepted_and_other_values_refused_by_name() {
+        let defaults = apply(&[
+            "DisableFailFastBehavior=false,ExternalArtifact=false,DisableStatusPollerCache=true",
+        ])
+        .unwrap();
+        assert!(defaults.notes.is_empty());
+        let refused = apply(&["ExternalArtifact=true"]).unwrap_err();
+        assert!(
+            refused.contains("ExternalArtifact=true is not supported"),
+            "{refused}"
+        );
+        let noted = apply(&["CacheSecretsAndConfigMaps=true"]).unwrap();
+        assert!(
+            noted.notes[0].contains("has no effect"),
+            "{:?}",
+            noted.notes
+        );
+    }
+
+    #[test]
+    fn unknown_and_malformed_gates_are_refused() {
+        assert!(
+            source(&["Nope=true"])
                 .unwrap_err()
-                .contains("this controller knows: StrictPostBuildSubstitutions")
+                .contains("unknown feature gate 'Nope'")
         );
+        // Each controller knows only its own Flux counterpart's gates.
+        assert!(
+            source(&["StrictPostBuildSubstitutions=true"])
+                .unwrap_err()
+                .contains("this controller knows: CacheSecretsAndConfigMaps")
+        );
+        assert!(
+            source(&["CacheSecretsAndConfigMaps"])
+                .unwrap_err()
+                .contains("malformed")
+        );
+        assert!(source(&["CacheSecretsAndConfigMaps=yes"]).is_err());
     }
 }

@@ -10,13 +10,26 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Flux's flags and defaults: lease 35s, renew deadline 30s.
+/// Flux's flags and defaults: lease 35s, renew deadline 30s, retry period 5s.
 #[derive(Debug, Clone)]
 pub struct ElectionConfig {
     pub lease_name: String,
     pub namespace: String,
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
+    /// The holder renews this often (client-go's retry period); the Lease manager expresses
+    /// that as the time left on the Lease when it renews.
+    pub retry_period: Duration,
+}
+
+impl ElectionConfig {
+    /// Renew when `lease_duration - retry_period` is left, i.e. every `retry_period`.
+    fn renew_when_left(&self) -> u64 {
+        let lease = self.lease_duration.as_secs().max(2);
+        lease
+            .saturating_sub(self.retry_period.as_secs())
+            .clamp(1, lease - 1)
+    }
 }
 
 /// The Lease name Flux uses: `<controller>-leader-election`, suffixed with the first eight hex
@@ -46,12 +59,7 @@ pub async fn acquire(client: Client, config: &ElectionConfig) -> anyhow::Result<
         .with_namespace(&config.namespace)
         .with_identity(&identity)
         .with_duration(config.lease_duration.as_secs().max(2))
-        .with_grace(
-            config
-                .renew_deadline
-                .as_secs()
-                .clamp(1, config.lease_duration.as_secs().max(2) - 1),
-        )
+        .with_grace(config.renew_when_left())
         .build()
         .await
         .with_context(|| format!("preparing Lease {}/{}", config.namespace, config.lease_name))?;
@@ -111,6 +119,22 @@ pub async fn run_while_leading(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_renews_every_retry_period() {
+        let config = |lease, retry| ElectionConfig {
+            lease_name: "l".into(),
+            namespace: "n".into(),
+            lease_duration: Duration::from_secs(lease),
+            renew_deadline: Duration::from_secs(lease - 1),
+            retry_period: Duration::from_secs(retry),
+        };
+        assert_eq!(config(35, 5).renew_when_left(), 30);
+        assert_eq!(config(15, 2).renew_when_left(), 13);
+        // Always a valid grace for the Lease manager: at least 1s, below the duration.
+        assert_eq!(config(3, 10).renew_when_left(), 1);
+        assert_eq!(config(35, 0).renew_when_left(), 34);
+    }
 
     #[test]
     fn lease_names_follow_flux() {

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod conditions;
 pub mod events;
+pub mod flags;
 pub mod frame;
 pub mod gates;
 pub mod leader;
@@ -15,4 +16,5 @@ pub mod patch;
 pub mod probes;
 pub mod queue;
 pub mod requeue;
+pub mod tmp;
 pub mod watch;

@@ -166,9 +166,70 @@ impl Backoff {
     }
 }
 
+/// Go's `time.Duration.String()`: `30s`, `1m0s`, `1h0m0s`, `1.5s`, `500ms` — Flux writes
+/// durations this way in its messages.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000_000_000 {
+        let (divisor, unit) = match nanos {
+            0..1_000 => (1, "ns"),
+            1_000..1_000_000 => (1_000, "µs"),
+            _ => (1_000_000, "ms"),
+        };
+        return format!("{}{unit}", decimal(nanos, divisor));
+    }
+    let seconds = nanos / 1_000_000_000;
+    let (hours, minutes) = (seconds / 3600, seconds % 3600 / 60);
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    out.push_str(&decimal(nanos % 60_000_000_000, 1_000_000_000));
+    out.push('s');
+    out
+}
+
+/// `value / divisor` in decimal, without trailing zeros (`divisor` a power of ten).
+fn decimal(value: u128, divisor: u128) -> String {
+    let (whole, rest) = (value / divisor, value % divisor);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = divisor.ilog10() as usize;
+    let fraction = format!("{rest:0width$}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(1), "1ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_millis(750), "750ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(60), "1m0s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3_723), "1h2m3s"),
+            (Duration::from_nanos(61_000_000_001), "1m1.000000001s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want, "{d:?}");
+            // What Go prints, Go (and driftless) reads back.
+            assert_eq!(parse_duration(want), Ok(d), "{want}");
+        }
+    }
 
     #[test]
     fn durations_parse_like_go() {

@@ -27,8 +27,6 @@ pub struct SourceConfig {
     pub bucket_max_object_bytes: u64,
     /// Most bytes one Bucket listing may send, all pages together.
     pub bucket_max_listing_bytes: u64,
-    /// Flux's `ObjectLevelWorkloadIdentity` gate: `spec.serviceAccountName` on Buckets.
-    pub object_level_workload_identity: bool,
     /// Hosts besides the clouds' own that may receive the controller's credentials.
     pub ambient_endpoints: crate::identity::endpoints::AmbientEndpoints,
 }

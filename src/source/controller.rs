@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{ArgAction, Args};
 use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 
@@ -20,8 +20,9 @@ use crate::artifact::extract::ExtractLimits;
 use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
+use crate::controller::flags::go_uint;
 use crate::controller::frame::{error_policy, reconcile};
-use crate::controller::gates::{FeatureGates, Gate::ObjectLevelWorkloadIdentity};
+use crate::controller::gates::FeatureGates;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::probes::{serve, serve_probes};
@@ -44,12 +45,18 @@ pub struct SourceControllerArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub artifact_retention_ttl: Duration,
     /// Artifacts kept per object, current one included.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = go_uint::<usize>)]
     pub artifact_retention_records: usize,
-    /// Flux feature gates, `Name=true|false,...`. Known: ObjectLevelWorkloadIdentity
-    /// (default false): Buckets may authenticate as their `spec.serviceAccountName`.
-    #[arg(long, default_value = "", value_parser = FeatureGates::parse_source)]
-    pub feature_gates: FeatureGates,
+    /// Digest algorithm of artifacts: driftless writes sha256 (Flux's default) only.
+    #[arg(long, default_value = "sha256", value_parser = ["sha256"])]
+    pub artifact_digest_algo: String,
+    /// Flux's source-controller takes this flag and does nothing with it (it watches no
+    /// ConfigMaps); so does driftless, so that Flux's arguments start it unchanged.
+    #[arg(long, default_value = "reconcile.fluxcd.io/watch=Enabled")]
+    pub watch_configs_label_selector: String,
+    /// Flux source-controller's feature gates, `Name=true|false,...` (repeatable; see README).
+    #[arg(long, action = ArgAction::Append)]
+    pub feature_gates: Vec<String>,
     /// Hosts that may receive the controller's own cloud credentials (its ambient identity and
     /// the workload identity tokens it obtains) besides the clouds' genuine service endpoints,
     /// comma-separated: `host[:port]` (HTTPS; port 443 by default) or `http://host[:port]`
@@ -57,17 +64,17 @@ pub struct SourceControllerArgs {
     #[arg(long, default_value = "", value_parser = AmbientEndpoints::parse)]
     pub allowed_ambient_credential_endpoints: AmbientEndpoints,
     /// Concurrent object downloads per Bucket reconcile.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 16, value_parser = download_concurrency)]
     pub bucket_download_concurrency: u16,
     /// Largest single object a Bucket may hold, in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, default_value_t = 256 << 20, value_parser = go_uint::<u64>)]
     pub bucket_max_object_size: u64,
     /// Most bytes one Bucket listing may send, all its pages together; a server that sends
     /// more (endless or oversized pages) fails the reconcile instead of filling memory.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, default_value_t = 256 << 20, value_parser = go_uint::<u64>)]
     pub bucket_max_listing_bytes: u64,
     /// Concurrent reconciles per kind.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = go_uint::<u16>)]
     pub concurrent: u16,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -75,10 +82,20 @@ pub struct SourceControllerArgs {
 
 const CONTROLLER_NAME: &str = "source-controller";
 
+/// `--bucket-download-concurrency`: 1 to 256.
+fn download_concurrency(text: &str) -> Result<u16, String> {
+    match go_uint::<u16>(text)? {
+        n @ 1..=256 => Ok(n),
+        _ => Err("must be between 1 and 256".into()),
+    }
+}
+
 pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
+    let gates = FeatureGates::parse_source(&args.feature_gates).map_err(anyhow::Error::msg)?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
+    args.common.check_api_server(&client, &gates.notes).await?;
     let metrics = Metrics::new();
     let ready = serve_probes(
         &args.common.metrics_addr,
@@ -109,7 +126,6 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             bucket_concurrency: usize::from(args.bucket_download_concurrency),
             bucket_max_object_bytes: args.bucket_max_object_size,
             bucket_max_listing_bytes: args.bucket_max_listing_bytes,
-            object_level_workload_identity: args.feature_gates.enabled(ObjectLevelWorkloadIdentity),
             ambient_endpoints: args.allowed_ambient_credential_endpoints.clone(),
         },
         Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),

@@ -553,18 +553,23 @@ impl Pass<'_, Bucket> {
         if controller_held {
             check_controller_transport(&transport, target)?;
         }
+        let sts = transport
+            .sts_tls
+            .map(|tls| Transport::new(false, Some(tls), transport.proxy.clone()));
         let storage = self
             .ctx
             .http_clients
             .get(Transport::new(false, transport.tls, transport.proxy))
             .map_err(auth_failed)?;
-        let credentials = match controller_held {
-            true => self
+        let credentials = match (controller_held, sts) {
+            (true, _) => self
                 .ctx
                 .http_clients
                 .get(Transport::default())
                 .map_err(auth_failed)?,
-            false => storage.clone(),
+            // An LDAP STS endpoint with its own CA or client certificate (`spec.sts.certSecretRef`).
+            (false, Some(sts)) => self.ctx.http_clients.get(sts).map_err(auth_failed)?,
+            (false, None) => storage.clone(),
         };
         Ok(BucketHttp {
             storage,
@@ -572,20 +577,14 @@ impl Pass<'_, Bucket> {
         })
     }
 
-    /// `spec.serviceAccountName` and its ServiceAccount, when object-level workload identity
-    /// is asked for and allowed (Flux's `ObjectLevelWorkloadIdentity` gate).
+    /// `spec.serviceAccountName` and its ServiceAccount: object-level workload identity, always
+    /// on since Flux 2.10 retired its `ObjectLevelWorkloadIdentity` gate.
     async fn object_identity(
         &self,
     ) -> Result<Option<(workload::Identity, ServiceAccount)>, Failure> {
         let Some(name) = &self.obj.spec.service_account_name else {
             return Ok(None);
         };
-        if !self.ctx.config.object_level_workload_identity {
-            return Err(Failure::stalled(
-                reason::FEATURE_GATE_DISABLED,
-                "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
-            ));
-        }
         if self.obj.spec.provider == BucketProvider::Generic {
             return Err(Failure::stalled(
                 reason::INVALID_PROVIDER_CONFIGURATION,
@@ -715,7 +714,19 @@ impl Pass<'_, Bucket> {
                     .map_err(|e| auth_failed(format!("failed to get proxy URL: {e}")))?,
             ),
         };
-        Ok(BucketTransport { tls, proxy })
+        let sts_tls = match spec.sts.as_ref().and_then(|s| s.cert_secret_ref.as_ref()) {
+            None => None,
+            Some(r) => Some(
+                self.parse_secret(&r.name, tls_from_secret)
+                    .await
+                    .map_err(|e| auth_failed(format!("failed to get STS TLS config: {e}")))?,
+            ),
+        };
+        Ok(BucketTransport {
+            tls,
+            proxy,
+            sts_tls,
+        })
     }
 }
 
@@ -727,6 +738,8 @@ type SecretData = BTreeMap<String, Vec<u8>>;
 struct BucketTransport {
     tls: Option<TlsMaterial>,
     proxy: Option<ProxyConfig>,
+    /// `spec.sts.certSecretRef`: TLS towards the (LDAP) STS endpoint only.
+    sts_tls: Option<TlsMaterial>,
 }
 
 struct BucketHttp {
@@ -840,6 +853,7 @@ mod tests {
                 username: None,
                 password: None,
             }),
+            sts_tls: None,
         }
     }
 

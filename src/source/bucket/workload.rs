@@ -43,11 +43,11 @@ impl Identity {
     /// A fresh token for the ServiceAccount with the given audience.
     pub async fn token(&self, audience: &str) -> Result<String, String> {
         let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![audience.to_string()],
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![audience.to_string()]),
                 expiration_seconds: Some(3600),
                 ..Default::default()
-            },
+            }),
             ..Default::default()
         };
         let issued = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
@@ -63,7 +63,8 @@ impl Identity {
             })?;
         issued
             .status
-            .map(|s| s.token)
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| "the API server issued no token".to_string())
     }
 

@@ -294,6 +294,7 @@ impl Pass<'_, OCIRepository> {
         let Some(verify) = self.obj.spec.verify.clone() else {
             self.conditions.delete(cond::SOURCE_VERIFIED);
             self.status.verified_signature = None;
+            self.status.source_verification_fingerprint = None;
             return Ok(());
         };
         let verified = self.conditions.get(cond::SOURCE_VERIFIED).is_some_and(|c| {
@@ -317,13 +318,13 @@ impl Pass<'_, OCIRepository> {
                 "failed to verify the signature using provider '{provider}': {why}"
             ))
         };
-        let policy = self
-            .verification_policy(&verify)
-            .await
-            .map_err(|e| match e {
-                PolicyError::Spec(why) => stalled(why),
-                PolicyError::Secret(why) => unverified(why),
-            })?;
+        let (policy, fingerprint) =
+            self.verification_policy(&verify)
+                .await
+                .map_err(|e| match e {
+                    PolicyError::Spec(why) => stalled(why),
+                    PolicyError::Secret(why) => unverified(why),
+                })?;
         let signed = format!("{}/{}@{digest}", url.registry, url.repository);
         let found = verify::oci::verify_manifest(client, &url.repository, digest, &policy)
             .await
@@ -346,15 +347,17 @@ impl Pass<'_, OCIRepository> {
         );
         tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
         self.status.verified_signature = Some(verified_signature(&found));
+        self.status.source_verification_fingerprint = Some(fingerprint);
         Ok(())
     }
 
-    /// The keys, or the trusted root and identities, a signature must satisfy. Spec mistakes
-    /// stall; a missing or bad Secret is retried (it may be created or fixed).
+    /// The keys, or the trusted root and identities, a signature must satisfy, and Flux's
+    /// fingerprint of that material. Spec mistakes stall; a missing or bad Secret is retried
+    /// (it may be created or fixed).
     async fn verification_policy(
         &self,
         verify: &OCIRepositoryVerification,
-    ) -> Result<Policy, PolicyError> {
+    ) -> Result<(Policy, String), PolicyError> {
         if verify.provider == VerificationProvider::Notation {
             return Err(PolicyError::Spec(
                 "notation verification is not supported by driftless yet; nothing was pulled"
@@ -362,11 +365,16 @@ impl Pass<'_, OCIRepository> {
             ));
         }
         if let Some(secret) = &verify.secret_ref {
-            let keys = self
-                .parse_secret(&secret.name, public_keys)
+            let data = self
+                .read_secret(&secret.name)
                 .await
                 .map_err(PolicyError::Secret)?;
-            return Ok(Policy::Keys(keys));
+            let keys = public_keys(&data)
+                .map_err(|e| PolicyError::Secret(format!("secret '{}': {e}", secret.name)))?;
+            let values = data.iter().filter(|(k, _)| k.ends_with(".pub"));
+            let fingerprint =
+                verification_fingerprint(None, values.map(|(_, v)| v.as_slice()).collect());
+            return Ok((Policy::Keys(keys), fingerprint));
         }
         let identities = verify
             .match_oidc_identity
@@ -375,15 +383,23 @@ impl Pass<'_, OCIRepository> {
             .map(|m| IdentityMatch::new(&m.issuer, &m.subject))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PolicyError::Spec(format!("spec.verify.matchOIDCIdentity: {e}")))?;
-        let root = match &verify.trusted_root_secret_ref {
-            Some(secret) => Arc::new(
-                self.parse_secret(&secret.name, trusted_root)
+        let (root, fingerprint) = match &verify.trusted_root_secret_ref {
+            Some(secret) => {
+                let data = self
+                    .read_secret(&secret.name)
                     .await
-                    .map_err(PolicyError::Secret)?,
+                    .map_err(PolicyError::Secret)?;
+                let root = trusted_root(&data)
+                    .map_err(|e| PolicyError::Secret(format!("secret '{}': {e}", secret.name)))?;
+                let json = data.get(TRUSTED_ROOT_KEY).map(Vec::as_slice);
+                (Arc::new(root), verification_fingerprint(json, Vec::new()))
+            }
+            None => (
+                TrustedRoot::public_good(),
+                verification_fingerprint(None, Vec::new()),
             ),
-            None => TrustedRoot::public_good(),
         };
-        Ok(Policy::Keyless { root, identities })
+        Ok((Policy::Keyless { root, identities }, fingerprint))
     }
 
     fn layer_selector(&self) -> OCILayerSelector {
@@ -531,7 +547,15 @@ impl Pass<'_, OCIRepository> {
             .as_ref()
             .map(verification_metadata)
             .unwrap_or_default();
-        let extra: Vec<(&str, &str)> = verification.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut extra: Vec<(&str, &str)> =
+            verification.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // Flux 1.10: the pusher's revision travels with the event, whatever else is annotated.
+        if let Some(origin) = meta
+            .get("org.opencontainers.image.revision")
+            .filter(|r| !r.is_empty())
+        {
+            extra.push(("source.toolkit.fluxcd.io/originRevision", origin));
+        }
         self.emit_new_artifact(artifact, &message, &extra).await;
     }
 }
@@ -562,12 +586,36 @@ fn public_keys(
     Ok(keys)
 }
 
+const TRUSTED_ROOT_KEY: &str = "trusted_root.json";
+
 /// The `trusted_root.json` entry of a `trustedRootSecretRef` Secret.
 fn trusted_root(data: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<TrustedRoot, String> {
     let json = data
-        .get("trusted_root.json")
+        .get(TRUSTED_ROOT_KEY)
         .ok_or("no 'trusted_root.json' entry in the secret")?;
     TrustedRoot::from_json(json)
+}
+
+/// Flux's `status.sourceVerificationFingerprint` for cosign: sha256 over the provider, the
+/// trusted root given in a Secret, and the public keys sorted by value, each NUL-terminated.
+/// The same material gives the same value as Flux, so a switch between the two does not look
+/// like a policy change.
+fn verification_fingerprint(trusted_root: Option<&[u8]>, mut public_keys: Vec<&[u8]>) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"provider:cosign\0");
+    if let Some(root) = trusted_root {
+        hash.update(b"trustedroot:");
+        hash.update(root);
+        hash.update(b"\0");
+    }
+    public_keys.sort();
+    for key in public_keys {
+        hash.update(b"pub:");
+        hash.update(key);
+        hash.update(b"\0");
+    }
+    format!("sha256:{}", hex::encode(hash.finalize()))
 }
 
 fn verified_signature(found: &Verified) -> VerifiedSignature {
@@ -627,6 +675,24 @@ fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_fingerprints_are_fluxs() {
+        // Expected values: `printf '<the bytes>' | sha256sum` (GNU coreutils), for the byte
+        // strings Flux's source-controller v1.10.1 hashes (ocirepository_controller.go).
+        assert_eq!(
+            verification_fingerprint(None, vec![b"-----B", b"-----A"]),
+            "sha256:a0828fe019513ad12a63eaf128e7f6a1d2723b7056d514fc95a5acc50160cc29"
+        );
+        assert_eq!(
+            verification_fingerprint(Some(br#"{"root":1}"#), Vec::new()),
+            "sha256:9f14d5ce99f33a81759c322346ec9e605529e602d889392a6890e41a1aee2583"
+        );
+        assert_eq!(
+            verification_fingerprint(None, Vec::new()),
+            "sha256:15e73a459672b2a4a6830d6c7bfe5bfc9ea72681203ca2bff47860be77def83c"
+        );
+    }
 
     #[test]
     fn file_names_come_from_the_digest_part_of_the_revision() {
