@@ -25,9 +25,14 @@ fn expected(name: &str) -> String {
 
 /// A golden file: one JSON object per line.
 fn golden(name: &str) -> BTreeMap<String, Value> {
-    by_id(expected(name).lines().filter(|l| !l.trim().is_empty()).map(|line| {
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"))
-    }))
+    by_id(
+        expected(name)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"))
+            }),
+    )
 }
 
 /// Objects by kind and name: kustomize orders them its own way.
@@ -57,7 +62,10 @@ fn assert_same(what: &str, got: &BTreeMap<String, Value>, want: &BTreeMap<String
             serde_json::to_string_pretty(&got[id]).unwrap(),
             serde_json::to_string_pretty(object).unwrap(),
         );
-        assert!(got == want, "{what}: {id} is\n{got}\nbut Flux applies\n{want}");
+        assert!(
+            got == want,
+            "{what}: {id} is\n{got}\nbut Flux applies\n{want}"
+        );
     }
 }
 
@@ -176,7 +184,10 @@ fn the_recorded_kustomize_output_is_current() {
     );
     for case in ["dup", "inf", "nested-key"] {
         let refused = kustomize_build(&fixtures().join("errors").join(case));
-        assert!(refused.is_err(), "kustomize built errors/{case}: {refused:?}");
+        assert!(
+            refused.is_err(),
+            "kustomize built errors/{case}: {refused:?}"
+        );
     }
 }
 

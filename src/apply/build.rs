@@ -203,11 +203,12 @@ fn decode_within(
     source: &str,
     budget: &mut yaml::Budget,
 ) -> Result<Vec<Value>, BuildError> {
-    let docs =
-        yaml::documents(text, budget, yaml::Dialect::Kustomize).map_err(|e| BuildError::Decode {
+    let docs = yaml::documents(text, budget, yaml::Dialect::Kustomize).map_err(|e| {
+        BuildError::Decode {
             path: source.to_string(),
             message: e.to_string(),
-        })?;
+        }
+    })?;
     let mut objects = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -519,11 +520,12 @@ fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
 /// Flux's would.
 fn read_kustomization(path: &Path, rel: &str) -> Result<Map<String, Value>, BuildError> {
     let text = yaml::read_file(path).map_err(|e| BuildError::Io(e.to_string()))?;
-    let value =
-        yaml::kustomization(&text, &mut yaml::Budget::default()).map_err(|e| BuildError::Decode {
+    let value = yaml::kustomization(&text, &mut yaml::Budget::default()).map_err(|e| {
+        BuildError::Decode {
             path: rel.to_string(),
             message: e.to_string(),
-        })?;
+        }
+    })?;
     Ok(match value {
         Value::Object(k) => k,
         _ => Map::new(),

@@ -260,7 +260,11 @@ mod tests {
     #[test]
     fn the_classic_billion_laughs_is_refused() {
         for dialect in [K, S] {
-            assert_over_budget(documents(&billion_laughs(), &mut Budget::default(), dialect));
+            assert_over_budget(documents(
+                &billion_laughs(),
+                &mut Budget::default(),
+                dialect,
+            ));
         }
     }
 
@@ -321,7 +325,9 @@ mod tests {
         let mut text = String::from("a0: &a0 {k0: x, k1: x, k2: x, k3: x, k4: x}\n");
         for level in 1..10 {
             let refs = vec![format!("*a{}", level - 1); 10].join(",");
-            text.push_str(&format!("a{level}: &a{level} {{<<: [{refs}], l{level}: x}}\n"));
+            text.push_str(&format!(
+                "a{level}: &a{level} {{<<: [{refs}], l{level}: x}}\n"
+            ));
         }
         for dialect in [K, S] {
             assert_over_budget(read(dialect, &text));
@@ -417,23 +423,63 @@ mod tests {
         (r#"1.5"#, r#"1.5"#, r#"1.5"#),
         (r#"1.20"#, r#"1.2"#, r#"1.2"#),
         (r#"1e400"#, r#""1e400""#, r#""1e400""#),
-        (r#"99999999999999999999"#, r#"100000000000000000000"#, r#"100000000000000000000"#),
-        (r#"18446744073709551615"#, r#"18446744073709551615"#, r#"18446744073709552000"#),
-        (r#"9223372036854775807"#, r#"9223372036854775807"#, r#"9223372036854776000"#),
-        (r#"9223372036854775808"#, r#"9223372036854775808"#, r#"9223372036854776000"#),
-        (r#"-9223372036854775808"#, r#"-9223372036854775808"#, r#"-9223372036854776000"#),
-        (r#"-9223372036854775809"#, r#"-9223372036854776000"#, r#"-9223372036854776000"#),
-        (r#"9007199254740993"#, r#"9007199254740993"#, r#"9007199254740992"#),
+        (
+            r#"99999999999999999999"#,
+            r#"100000000000000000000"#,
+            r#"100000000000000000000"#,
+        ),
+        (
+            r#"18446744073709551615"#,
+            r#"18446744073709551615"#,
+            r#"18446744073709552000"#,
+        ),
+        (
+            r#"9223372036854775807"#,
+            r#"9223372036854775807"#,
+            r#"9223372036854776000"#,
+        ),
+        (
+            r#"9223372036854775808"#,
+            r#"9223372036854775808"#,
+            r#"9223372036854776000"#,
+        ),
+        (
+            r#"-9223372036854775808"#,
+            r#"-9223372036854775808"#,
+            r#"-9223372036854776000"#,
+        ),
+        (
+            r#"-9223372036854775809"#,
+            r#"-9223372036854776000"#,
+            r#"-9223372036854776000"#,
+        ),
+        (
+            r#"9007199254740993"#,
+            r#"9007199254740993"#,
+            r#"9007199254740992"#,
+        ),
         (r#"12:30:00"#, r#""12:30:00""#, r#""12:30:00""#),
         (r#"190:20:30"#, r#""190:20:30""#, r#""190:20:30""#),
-        (r#"2001-12-14"#, r#""2001-12-14T00:00:00Z""#, r#""2001-12-14""#),
+        (
+            r#"2001-12-14"#,
+            r#""2001-12-14T00:00:00Z""#,
+            r#""2001-12-14""#,
+        ),
         (
             r#"2001-12-14t21:59:43.10-05:00"#,
             r#""2001-12-14T21:59:43.1-05:00""#,
             r#""2001-12-14t21:59:43.10-05:00""#,
         ),
-        (r#"2001-12-14 21:59:43.10"#, r#""2001-12-14T21:59:43.1Z""#, r#""2001-12-14 21:59:43.10""#),
-        (r#"2001-12-14T21:59:43,5Z"#, r#""2001-12-14T21:59:43.5Z""#, r#""2001-12-14T21:59:43,5Z""#),
+        (
+            r#"2001-12-14 21:59:43.10"#,
+            r#""2001-12-14T21:59:43.1Z""#,
+            r#""2001-12-14 21:59:43.10""#,
+        ),
+        (
+            r#"2001-12-14T21:59:43,5Z"#,
+            r#""2001-12-14T21:59:43.5Z""#,
+            r#""2001-12-14T21:59:43,5Z""#,
+        ),
         (
             r#"2001-12-14T21:59:43.1234567891Z"#,
             r#""2001-12-14T21:59:43.123456789Z""#,
@@ -451,9 +497,21 @@ mod tests {
         ),
         (r#"2001-1-2"#, r#""2001-01-02T00:00:00Z""#, r#""2001-1-2""#),
         (r#"2001-02-29"#, r#""2001-02-29""#, r#""2001-02-29""#),
-        (r#"2000-02-29"#, r#""2000-02-29T00:00:00Z""#, r#""2000-02-29""#),
-        (r#"2001-12-14T24:00:00Z"#, r#""2001-12-14T24:00:00Z""#, r#""2001-12-14T24:00:00Z""#),
-        (r#"2001-12-14T21:59:43"#, r#""2001-12-14T21:59:43""#, r#""2001-12-14T21:59:43""#),
+        (
+            r#"2000-02-29"#,
+            r#""2000-02-29T00:00:00Z""#,
+            r#""2000-02-29""#,
+        ),
+        (
+            r#"2001-12-14T24:00:00Z"#,
+            r#""2001-12-14T24:00:00Z""#,
+            r#""2001-12-14T24:00:00Z""#,
+        ),
+        (
+            r#"2001-12-14T21:59:43"#,
+            r#""2001-12-14T21:59:43""#,
+            r#""2001-12-14T21:59:43""#,
+        ),
         (r#""2001-12-14""#, r#""2001-12-14""#, r#""2001-12-14""#),
         (r#"!!str 1"#, r#""1""#, r#""1""#),
         (r#"!!str on"#, r#""on""#, r#""on""#),
@@ -464,7 +522,11 @@ mod tests {
         (r#"!!float "1""#, r#"1"#, r#"1"#),
         (r#"!!binary aGVsbG8="#, r#""hello""#, r#""hello""#),
         (r#"!!binary /w=="#, "\"\u{FFFD}\"", "\"\u{FFFD}\""),
-        (r#"!!timestamp 2001-12-14"#, r#""2001-12-14T00:00:00Z""#, r#""2001-12-14""#),
+        (
+            r#"!!timestamp 2001-12-14"#,
+            r#""2001-12-14T00:00:00Z""#,
+            r#""2001-12-14""#,
+        ),
         (r#"!!null """#, r#"null"#, r#"null"#),
         (r#"!!bool "true""#, r#"true"#, r#"true"#),
         (r#"!!bool True"#, r#"true"#, r#"true"#),
@@ -490,10 +552,22 @@ mod tests {
         (r#"1_"#, r#"1"#, r#"1"#),
         (r#"_1_"#, r#""_1_""#, r#""_1_""#),
         (r#"0_755"#, r#"493"#, r#"493"#),
-        (r#"0777777777777777777777"#, r#"9223372036854775807"#, r#"9223372036854776000"#),
+        (
+            r#"0777777777777777777777"#,
+            r#"9223372036854775807"#,
+            r#"9223372036854776000"#,
+        ),
         (r#"1e21"#, r#"1e+21"#, r#"1e+21"#),
-        (r#"1.0e20"#, r#"100000000000000000000"#, r#"100000000000000000000"#),
-        (r#"123456789012345678901234"#, r#"1.2345678901234569e+23"#, r#"1.2345678901234569e+23"#),
+        (
+            r#"1.0e20"#,
+            r#"100000000000000000000"#,
+            r#"100000000000000000000"#,
+        ),
+        (
+            r#"123456789012345678901234"#,
+            r#"1.2345678901234569e+23"#,
+            r#"1.2345678901234569e+23"#,
+        ),
         (r#"-0.0"#, r#"0"#, r#"0"#),
         (r#"0.000001"#, r#"0.000001"#, r#"0.000001"#),
         (r#"1e-7"#, r#"1e-7"#, r#"1e-7"#),
@@ -525,7 +599,10 @@ mod tests {
         // The API server gets `1000` from Flux, which its JSON decoder makes an int64; a
         // float 1000.0 would differ in a server-side apply comparison.
         let doc = read(K, "a: 1e3\nb: 1.0\nc: 0755\n").unwrap();
-        assert_eq!(serde_json::to_string(&doc).unwrap(), r#"{"a":1000,"b":1,"c":493}"#);
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"a":1000,"b":1,"c":493}"#
+        );
     }
 
     #[test]
@@ -596,10 +673,18 @@ mod tests {
                 None,
                 Some(r#"{"s":{".inf":"b",".nan":"c"}}"#),
             ),
-            ("s: {2001-12-14: b}\n", None, Some(r#"{"s":{"2001-12-14":"b"}}"#)),
+            (
+                "s: {2001-12-14: b}\n",
+                None,
+                Some(r#"{"s":{"2001-12-14":"b"}}"#),
+            ),
             ("s: {!foo a: b}\n", None, Some(r#"{"s":{"a":"b"}}"#)),
             ("s: {!!binary aGk=: a}\n", None, Some(r#"{"s":{"hi":"a"}}"#)),
-            ("!!bool yes: a\nkind: K\n", None, Some(r#"{"kind":"K","true":"a"}"#)),
+            (
+                "!!bool yes: a\nkind: K\n",
+                None,
+                Some(r#"{"kind":"K","true":"a"}"#),
+            ),
             ("~: x\nkind: K\n", None, None),
             ("s: {~: b}\n", None, None),
             ("s: {18446744073709551615: b}\n", None, None),
@@ -632,9 +717,15 @@ mod tests {
             assert_eq!(read(S, text).ok(), Some(json(last)), "{text:?}");
         }
         let err = read(K, "a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(err.to_string(), r#"line 3: mapping key "a" already defined at line 1"#);
+        assert_eq!(
+            err.to_string(),
+            r#"line 3: mapping key "a" already defined at line 1"#
+        );
         // Keys written differently are different keys for go-yaml v3.
-        assert_eq!(read(K, "s: {a: 1, b: 2}\n").unwrap(), json(r#"{"s":{"a":1,"b":2}}"#));
+        assert_eq!(
+            read(K, "s: {a: 1, b: 2}\n").unwrap(),
+            json(r#"{"s":{"a":1,"b":2}}"#)
+        );
     }
 
     /// Merge keys, checked with hack/yaml-oracle: kyaml (kustomize) lets the mapping's own
@@ -643,22 +734,54 @@ mod tests {
     #[test]
     fn merge_keys_merge_as_each_reader_merges() {
         for (text, kustomize, sigs_yaml) in [
-            ("s: {a: 1, <<: {a: 2, b: 2}}\n", Some(r#"{"a":1,"b":2}"#), Some(r#"{"a":2,"b":2}"#)),
-            ("s: {<<: {a: 2, b: 2}, a: 1}\n", Some(r#"{"a":1,"b":2}"#), Some(r#"{"a":1,"b":2}"#)),
+            (
+                "s: {a: 1, <<: {a: 2, b: 2}}\n",
+                Some(r#"{"a":1,"b":2}"#),
+                Some(r#"{"a":2,"b":2}"#),
+            ),
+            (
+                "s: {<<: {a: 2, b: 2}, a: 1}\n",
+                Some(r#"{"a":1,"b":2}"#),
+                Some(r#"{"a":1,"b":2}"#),
+            ),
             (
                 "d: [&a {x: a, w: a}, &b {x: b, z: b}]\ns: {<<: [*a, *b], w: own}\n",
                 Some(r#"{"w":"own","x":"a","z":"b"}"#),
                 Some(r#"{"w":"own","x":"a","z":"b"}"#),
             ),
-            ("d: [&a {x: a}, &b {x: b}]\ns: {<<: *a, <<: *b}\n", None, Some(r#"{"x":"b"}"#)),
-            ("s: {<<: {a: 1}, <<: {b: 1}}\n", None, Some(r#"{"a":1,"b":1}"#)),
-            ("s: {<<: [], a: 1}\n", Some(r#"{"a":1}"#), Some(r#"{"a":1}"#)),
+            (
+                "d: [&a {x: a}, &b {x: b}]\ns: {<<: *a, <<: *b}\n",
+                None,
+                Some(r#"{"x":"b"}"#),
+            ),
+            (
+                "s: {<<: {a: 1}, <<: {b: 1}}\n",
+                None,
+                Some(r#"{"a":1,"b":1}"#),
+            ),
+            (
+                "s: {<<: [], a: 1}\n",
+                Some(r#"{"a":1}"#),
+                Some(r#"{"a":1}"#),
+            ),
             // kyaml deletes a quoted `<<`; after post-build substitution it merges, own keys
             // first, because go-yaml v3 writes it back unquoted.
             ("s: {\"<<\": {a: 1}}\n", Some("{}"), Some(r#"{"a":1}"#)),
-            ("s: {a: 2, \"<<\": {a: 1, b: 1}}\n", Some(r#"{"a":2}"#), Some(r#"{"a":2,"b":1}"#)),
-            ("s: {! <<: {a: 1}}\n", Some(r#"{"a":1}"#), Some(r#"{"a":1}"#)),
-            ("s: {!!merge \"<<\": {a: 1}}\n", Some(r#"{"a":1}"#), Some(r#"{"a":1}"#)),
+            (
+                "s: {a: 2, \"<<\": {a: 1, b: 1}}\n",
+                Some(r#"{"a":2}"#),
+                Some(r#"{"a":2,"b":1}"#),
+            ),
+            (
+                "s: {! <<: {a: 1}}\n",
+                Some(r#"{"a":1}"#),
+                Some(r#"{"a":1}"#),
+            ),
+            (
+                "s: {!!merge \"<<\": {a: 1}}\n",
+                Some(r#"{"a":1}"#),
+                Some(r#"{"a":1}"#),
+            ),
             ("s: {<<: 1}\n", None, None),
             ("s: {<<: }\n", None, None),
             ("s: {<<: [[]]}\n", None, None),
@@ -696,11 +819,24 @@ mod tests {
             })
         );
         assert_eq!(doc["data"], json!({"x": 493}));
-        assert_eq!(doc["template"], json!({"metadata": {"annotations": {"a": 493}}}));
-        assert_eq!(read(S, text).unwrap()["metadata"]["annotations"]["b"], json!(493));
+        assert_eq!(
+            doc["template"],
+            json!({"metadata": {"annotations": {"a": 493}}})
+        );
+        assert_eq!(
+            read(S, text).unwrap()["metadata"]["annotations"]["b"],
+            json!(493)
+        );
         for empty in ["{}", "x", "", "~"] {
-            let doc = read(K, &format!("kind: K\nmetadata:\n  name: n\n  annotations: {empty}\n"));
-            assert_eq!(doc.unwrap(), json!({"kind": "K", "metadata": {"name": "n"}}), "{empty}");
+            let doc = read(
+                K,
+                &format!("kind: K\nmetadata:\n  name: n\n  annotations: {empty}\n"),
+            );
+            assert_eq!(
+                doc.unwrap(),
+                json!({"kind": "K", "metadata": {"name": "n"}}),
+                "{empty}"
+            );
         }
         assert!(read(K, "metadata:\n  annotations: [a]\n").is_err());
         // Written back unquoted, this key is a number to go-yaml.
@@ -725,7 +861,11 @@ mod tests {
         assert_eq!(read(S, "").unwrap(), Value::Null);
         assert!(documents("", &mut Budget::default(), K).unwrap().is_empty());
         // Comment-only documents are empty (`Null`, which callers skip), `...` ends one.
-        let docs = documents("a: 1\n---\n# c\n---\nb: 2\n...\n", &mut Budget::default(), K);
+        let docs = documents(
+            "a: 1\n---\n# c\n---\nb: 2\n...\n",
+            &mut Budget::default(),
+            K,
+        );
         let objects: Vec<Value> = docs.unwrap().into_iter().filter(|d| !d.is_null()).collect();
         assert_eq!(objects, vec![json!({"a": 1}), json!({"b": 2})]);
     }

@@ -139,8 +139,12 @@ pub fn objects(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         }
         let text = String::from_utf8_lossy(&bytes);
         // Read as the apply-controller reads an artifact's manifests (kustomize's YAML).
-        let docs = yaml::documents(&text, &mut yaml::Budget::default(), yaml::Dialect::Kustomize)
-            .with_context(|| format!("parsing {path}"))?;
+        let docs = yaml::documents(
+            &text,
+            &mut yaml::Budget::default(),
+            yaml::Dialect::Kustomize,
+        )
+        .with_context(|| format!("parsing {path}"))?;
         for doc in docs.into_iter().filter(|d| d.get("kind").is_some()) {
             out.insert(object_id(&doc), serde_saphyr::to_string(&doc)?);
         }

@@ -94,7 +94,11 @@ const SELECTOR: &[Field] = &[
     ("labelSelector", Text),
 ];
 
-const PATCH: &[Field] = &[("path", Text), ("patch", Text), ("target", Object(SELECTOR))];
+const PATCH: &[Field] = &[
+    ("path", Text),
+    ("patch", Text),
+    ("target", Object(SELECTOR)),
+];
 
 const IMAGE: &[Field] = &[
     ("name", Text),
@@ -255,7 +259,11 @@ fn field<'f>(fields: &'f [Field], key: &str) -> Option<&'f Shape> {
     fields
         .iter()
         .find(|(name, _)| *name == key)
-        .or_else(|| fields.iter().find(|(name, _)| name.eq_ignore_ascii_case(key)))
+        .or_else(|| {
+            fields
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(key))
+        })
         .map(|(_, shape)| shape)
 }
 
@@ -288,6 +296,8 @@ mod tests {
 
     /// Flux's generator output for the same file (hack/yaml-oracle `flux-kus`).
     #[test]
+    // 3.14159265358979 is only a long float, rounded to float32 as Flux formats it.
+    #[allow(clippy::approx_constant)]
     fn string_fields_get_gos_text_and_the_rest_keeps_its_type() {
         let mut k = json!({
             "namespace": 493,

@@ -203,10 +203,20 @@ impl Loader {
                 }
                 Event::Scalar(value, style, anchor, tag) => {
                     let tag = TagKind::of(tag.as_deref());
-                    self.scalar(&value, style, tag, anchor, line)?;
+                    // The parser reports an empty node as a plain `~`; what was written (an
+                    // annotation keeps it) is nothing.
+                    let empty = span.start.index() == span.end.index();
+                    let text = if empty && style == ScalarStyle::Plain {
+                        ""
+                    } else {
+                        &value
+                    };
+                    self.scalar(text, style, tag, anchor, line)?;
                 }
                 Event::SequenceStart(_, anchor, _) => self.open(Body::Seq(Vec::new()), anchor)?,
-                Event::MappingStart(_, anchor, _) => self.open(Body::Map(MapBody::new()), anchor)?,
+                Event::MappingStart(_, anchor, _) => {
+                    self.open(Body::Map(MapBody::new()), anchor)?
+                }
                 Event::SequenceEnd | Event::MappingEnd => self.close(line)?,
                 Event::Alias(id) => self.alias(id, line)?,
                 Event::StreamEnd => break,
@@ -219,7 +229,9 @@ impl Loader {
     fn start_document(&mut self) -> Result<(), YamlError> {
         self.used.documents += 1;
         if self.used.documents > MAX_DOCUMENTS {
-            return Err(over_budget(format!("more than {MAX_DOCUMENTS} documents in one file")));
+            return Err(over_budget(format!(
+                "more than {MAX_DOCUMENTS} documents in one file"
+            )));
         }
         self.stack.clear();
         self.root = None;
@@ -289,7 +301,9 @@ impl Loader {
     fn open(&mut self, body: Body, anchor: usize) -> Result<(), YamlError> {
         if self.expecting_key().is_some() {
             // go-yaml v3 cannot make a string of it, v2 calls it an invalid map key.
-            return Err(YamlError::Invalid("a mapping or sequence as a mapping key".to_string()));
+            return Err(YamlError::Invalid(
+                "a mapping or sequence as a mapping key".to_string(),
+            ));
         }
         if self.stack.len() >= MAX_DEPTH {
             return Err(over_budget(format!(
@@ -311,7 +325,9 @@ impl Loader {
 
     fn close(&mut self, line: usize) -> Result<(), YamlError> {
         let Some(frame) = self.stack.pop() else {
-            return Err(YamlError::Invalid("a collection ends that never started".to_string()));
+            return Err(YamlError::Invalid(
+                "a collection ends that never started".to_string(),
+            ));
         };
         let node = match frame.body {
             Body::Seq(items) => Node::Seq(items),
@@ -323,7 +339,10 @@ impl Loader {
                 let node = Rc::new(node);
                 let size = Counts {
                     nodes: self.used.nodes.saturating_sub(frame.start.nodes),
-                    scalar_bytes: self.used.scalar_bytes.saturating_sub(frame.start.scalar_bytes),
+                    scalar_bytes: self
+                        .used
+                        .scalar_bytes
+                        .saturating_sub(frame.start.scalar_bytes),
                     ..Counts::default()
                 };
                 self.anchors.insert(
@@ -343,7 +362,9 @@ impl Loader {
     fn alias(&mut self, id: usize, line: usize) -> Result<(), YamlError> {
         self.used.aliases += 1;
         if self.used.aliases > MAX_ALIASES {
-            return Err(over_budget(format!("more than {MAX_ALIASES} aliases in one file")));
+            return Err(over_budget(format!(
+                "more than {MAX_ALIASES} aliases in one file"
+            )));
         }
         // A collection's anchor is stored when it ends, so an alias inside it finds nothing.
         let anchor = self.anchors.get(&id).ok_or_else(|| YamlError::Rejected {
@@ -410,9 +431,7 @@ impl Loader {
             return Role::Other;
         }
         match (&parent.body, parent.role) {
-            (Body::Map(map), Role::Root) if map.pending_key() == Some("metadata") => {
-                Role::Metadata
-            }
+            (Body::Map(map), Role::Root) if map.pending_key() == Some("metadata") => Role::Metadata,
             (Body::Map(map), Role::Metadata) if map.pending_key() == Some("annotations") => {
                 Role::Annotations
             }
@@ -432,7 +451,9 @@ impl Loader {
             ..
         }) = self.stack.last_mut()
         else {
-            return Err(YamlError::Invalid("a mapping key outside a mapping".to_string()));
+            return Err(YamlError::Invalid(
+                "a mapping key outside a mapping".to_string(),
+            ));
         };
         map.pending = Some(match key {
             Key::Text(text) if dialect == Dialect::SigsYaml && text == "<<" => Pending::LateMerge,

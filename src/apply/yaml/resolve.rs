@@ -177,9 +177,10 @@ pub(super) fn value(typed: Typed) -> Result<Value, String> {
             None => return Err(format!("json: unsupported value: {}", go_float_name(f))),
         },
         Typed::Str(s) => Value::String(s),
-        Typed::Timestamp(t) => Value::String(t.to_json().map_err(|e| {
-            format!("json: error calling MarshalJSON for type time.Time: {e}")
-        })?),
+        Typed::Timestamp(t) => Value::String(
+            t.to_json()
+                .map_err(|e| format!("json: error calling MarshalJSON for type time.Time: {e}"))?,
+        ),
     })
 }
 
@@ -215,8 +216,7 @@ pub(super) fn plain_is_string(dialect: Dialect, text: &str) -> bool {
 fn is_merge_key(text: &str, style: ScalarStyle, tag: TagKind) -> bool {
     text == "<<"
         && (tag == TagKind::Merge
-            || (style == ScalarStyle::Plain
-                && matches!(tag, TagKind::None | TagKind::NonSpecific)))
+            || (style == ScalarStyle::Plain && matches!(tag, TagKind::None | TagKind::NonSpecific)))
 }
 
 /// go-yaml v3 decodes a mapping with only `!!str` keys into a `map[string]interface{}`, any
@@ -450,19 +450,43 @@ mod tests {
     #[test]
     fn tag_checks_fail_as_go_yamls() {
         for (dialect, tag, text, message) in [
-            (K, TagKind::Bool, "yes", "cannot decode !!str `yes` as a !!bool"),
-            (K, TagKind::Int, "1.5", "cannot decode !!float `1.5` as a !!int"),
+            (
+                K,
+                TagKind::Bool,
+                "yes",
+                "cannot decode !!str `yes` as a !!bool",
+            ),
+            (
+                K,
+                TagKind::Int,
+                "1.5",
+                "cannot decode !!float `1.5` as a !!int",
+            ),
             (
                 S,
                 TagKind::Float,
                 "18446744073709551615",
                 "cannot decode !!int `18446744073709551615` as a !!float",
             ),
-            (K, TagKind::Timestamp, "foo", "cannot decode !!str `foo` as a !!timestamp"),
+            (
+                K,
+                TagKind::Timestamp,
+                "foo",
+                "cannot decode !!str `foo` as a !!timestamp",
+            ),
             (K, TagKind::Null, "x", "cannot decode !!str `x` as a !!null"),
-            (K, TagKind::Float, "1e400", "cannot decode !!str `1e400` as a !!float"),
+            (
+                K,
+                TagKind::Float,
+                "1e400",
+                "cannot decode !!str `1e400` as a !!float",
+            ),
         ] {
-            assert_eq!(tagged(dialect, tag, text), Err(message.to_string()), "{text}");
+            assert_eq!(
+                tagged(dialect, tag, text),
+                Err(message.to_string()),
+                "{text}"
+            );
         }
         assert_eq!(tagged(S, TagKind::Bool, "yes"), Ok(Value::Bool(true)));
     }
@@ -472,11 +496,18 @@ mod tests {
         for text in [".inf", "-.Inf", "+.INF", ".nan"] {
             for dialect in [K, S] {
                 let err = plain(dialect, text).unwrap_err();
-                assert!(err.starts_with("json: unsupported value: "), "{text}: {err}");
+                assert!(
+                    err.starts_with("json: unsupported value: "),
+                    "{text}: {err}"
+                );
             }
         }
         for text in ["+.nan", "inf", "NaN", "-.nan"] {
-            assert_eq!(plain(K, text), Ok(Value::String(text.to_string())), "{text}");
+            assert_eq!(
+                plain(K, text),
+                Ok(Value::String(text.to_string())),
+                "{text}"
+            );
         }
     }
 
@@ -512,7 +543,10 @@ mod tests {
         assert_eq!(key(S, "1.0", p, TagKind::None, false), text("1"));
         assert_eq!(key(S, "1e6", p, TagKind::None, false), text("1e+06"));
         assert_eq!(key(S, ".inf", p, TagKind::None, false), text(".inf"));
-        assert_eq!(key(S, "2001-12-14", p, TagKind::None, false), text("2001-12-14"));
+        assert_eq!(
+            key(S, "2001-12-14", p, TagKind::None, false),
+            text("2001-12-14")
+        );
         assert!(key(S, "~", p, TagKind::None, false).is_err());
         assert!(key(S, "18446744073709551615", p, TagKind::None, false).is_err());
     }
