@@ -302,13 +302,21 @@ mod tests {
     #[test]
     fn every_flux_source_controller_flag_is_taken_or_refused_by_name() {
         let refused = each_flag_is_taken_or_refused("source-controller", FLUX_SOURCE_FLAGS);
-        assert_eq!(refused.len(), flags::SOURCE_REFUSED.len(), "{refused:?}");
+        assert_eq!(
+            refused.len(),
+            flags::SOURCE_REFUSED.len() + flags::SHARED_REFUSED.len(),
+            "{refused:?}"
+        );
     }
 
     #[test]
     fn every_flux_kustomize_controller_flag_is_taken_or_refused_by_name() {
         let refused = each_flag_is_taken_or_refused("apply-controller", FLUX_APPLY_FLAGS);
-        assert_eq!(refused.len(), flags::APPLY_REFUSED.len(), "{refused:?}");
+        assert_eq!(
+            refused.len(),
+            flags::APPLY_REFUSED.len() + flags::SHARED_REFUSED.len(),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -89,7 +89,32 @@ const GIT_KINDS: &str = "driftless reconciles OCIRepository and Bucket only; kee
 const SPIFFE: &str = "SPIFFE mTLS for artifacts and events is not supported by driftless yet";
 const TOKEN_CACHE: &str = "driftless does not cache cloud tokens yet, so there is no cache to size";
 
-/// Flux source-controller v1.10.1 flags that `driftless source-controller` refuses.
+/// Flags both Flux controllers have and both driftless controllers refuse.
+pub const SHARED_REFUSED: &[Refused] = &[
+    Refused {
+        flag: "authorized-event-server-spiffe-id",
+        reason: SPIFFE,
+    },
+    Refused {
+        flag: "spiffe-broker-endpoint",
+        reason: SPIFFE,
+    },
+    Refused {
+        flag: "spiffe-broker-id",
+        reason: SPIFFE,
+    },
+    Refused {
+        flag: "token-cache-max-size",
+        reason: TOKEN_CACHE,
+    },
+    Refused {
+        flag: "token-cache-max-duration",
+        reason: TOKEN_CACHE,
+    },
+];
+
+/// Flux source-controller v1.10.1 flags that `driftless source-controller` refuses (besides
+/// [`SHARED_REFUSED`]).
 pub const SOURCE_REFUSED: &[Refused] = &[
     Refused {
         flag: "requeue-dependency",
@@ -136,29 +161,10 @@ pub const SOURCE_REFUSED: &[Refused] = &[
         flag: "authorized-artifact-client-spiffe-id",
         reason: SPIFFE,
     },
-    Refused {
-        flag: "authorized-event-server-spiffe-id",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "spiffe-broker-endpoint",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "spiffe-broker-id",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "token-cache-max-size",
-        reason: TOKEN_CACHE,
-    },
-    Refused {
-        flag: "token-cache-max-duration",
-        reason: TOKEN_CACHE,
-    },
 ];
 
-/// Flux kustomize-controller v1.10.1 flags that `driftless apply-controller` refuses.
+/// Flux kustomize-controller v1.10.1 flags that `driftless apply-controller` refuses (besides
+/// [`SHARED_REFUSED`]).
 pub const APPLY_REFUSED: &[Refused] = &[
     Refused {
         flag: "default-decryption-service-account",
@@ -207,26 +213,6 @@ pub const APPLY_REFUSED: &[Refused] = &[
         flag: "authorized-artifact-server-spiffe-id",
         reason: SPIFFE,
     },
-    Refused {
-        flag: "authorized-event-server-spiffe-id",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "spiffe-broker-endpoint",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "spiffe-broker-id",
-        reason: SPIFFE,
-    },
-    Refused {
-        flag: "token-cache-max-size",
-        reason: TOKEN_CACHE,
-    },
-    Refused {
-        flag: "token-cache-max-duration",
-        reason: TOKEN_CACHE,
-    },
 ];
 
 /// The refusal for the first Flux flag in `args` that the controller `subcommand` refuses.
@@ -244,7 +230,7 @@ pub fn refused_flag(args: &[OsString]) -> Option<String> {
         .take_while(|w| **w != "--")
         .filter_map(|w| w.strip_prefix("--"))
         .map(|w| w.split_once('=').map_or(w, |(name, _)| name))
-        .find_map(|name| table.iter().find(|r| r.flag == name))
+        .find_map(|name| table.iter().chain(SHARED_REFUSED).find(|r| r.flag == name))
         .map(|r| {
             format!(
                 "driftless {controller}: flag --{} is not supported: {}",
