@@ -1312,11 +1312,6 @@ async fn fields_not_supported_yet_stall_naming_the_field() {
             json!({"dependsOn": [{"name": "other", "readyExpr": "true"}]}),
             "spec.dependsOn[].readyExpr (CEL)",
         ),
-        (
-            "drift-ignore",
-            json!({"ignore": [{"paths": ["/data/key"], "target": {"kind": "ConfigMap"}}]}),
-            "spec.ignore (drift-ignore rules)",
-        ),
     ] {
         e.create(name, e.spec("src", extra)).await;
         let obj = e
@@ -1329,4 +1324,179 @@ async fn fields_not_supported_yet_stall_naming_the_field() {
         );
     }
     assert!(e.configmap("unsupported-cm").await.is_none());
+}
+
+fn deployment(name: &str, replicas: u32, tier: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels:\n    tier: {tier}\n\
+         spec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n\
+         \x20 template:\n    metadata:\n      labels:\n        app: {name}\n\
+         \x20   spec:\n      containers:\n      - name: app\n        image: registry.example/app:1\n"
+    )
+}
+
+fn cm_with(name: &str, key: &str, owned: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{key}\"\n  owned: \"{owned}\"\n"
+    )
+}
+
+/// Whether `manager`'s Apply entry on the object holds `data.<key>`.
+fn applies_data_key(cm: &ConfigMap, manager: &str, key: &str) -> bool {
+    cm.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer(&format!("/f:data/f:{key}")))
+                .is_some()
+    })
+}
+
+/// `spec.ignore` as Flux 2.9 defines it: a scale through `/scale` and a value another
+/// server-side applier wrote survive reconciles; the scaled value is adopted, the other
+/// applier's field is left to it; a change in ignored fields only writes nothing; objects the
+/// target does not select are reverted as before; a malformed rule stalls naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_rules_leave_fields_to_other_writers() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let e = env("ks-ignore").await;
+    let manifests = |key: &str, tier: &str| {
+        vec![
+            ("web.yaml".to_string(), deployment("web", 1, tier)),
+            ("shared.yaml".to_string(), cm_with("shared", key, "ours")),
+            ("plain.yaml".to_string(), cm_with("plain", key, "ours")),
+        ]
+    };
+    let publish = |files: Vec<(String, String)>| {
+        let e = &e;
+        async move {
+            let files: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(n, c)| (n.as_str(), c.as_str()))
+                .collect();
+            e.publish("app", &files).await
+        }
+    };
+    let first = publish(manifests("1", "a")).await;
+    e.create(
+        "app",
+        e.spec(
+            "app",
+            json!({"ignore": [
+                {"paths": ["/spec/replicas"], "target": {"kind": "Deploy.*", "group": "apps"}},
+                {"paths": ["/data/owned"], "target": {"kind": "ConfigMap", "name": "shar.*"}},
+            ]}),
+        ),
+    )
+    .await;
+    e.wait_ready_at("app", &first).await;
+
+    // An autoscaler scales through /scale; another tool applies its own value server-side.
+    let deployments: Api<Deployment> = Api::namespaced(e.client.clone(), &e.ns.name);
+    deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    let other = PatchParams::apply("other-tool").force();
+    for name in ["shared", "plain"] {
+        let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"owned": "theirs"}});
+        e.configmaps()
+            .patch(name, &other, &Patch::Apply(&theirs))
+            .await
+            .unwrap();
+    }
+    let replicas = |d: Deployment| d.spec.replicas;
+    let owned = |cm: &ConfigMap| {
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("owned"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let shared_version = e
+        .configmap("shared")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let web_version = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    e.request_reconcile("app").await;
+    assert_eq!(replicas(deployments.get("web").await.unwrap()), Some(5));
+    assert_eq!(owned(&e.configmap("shared").await.unwrap()), "theirs");
+    assert_eq!(
+        owned(&e.configmap("plain").await.unwrap()),
+        "ours",
+        "a ConfigMap the rule's target does not select is reverted"
+    );
+    assert_eq!(
+        e.configmap("shared")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        shared_version,
+        "drift in ignored fields only is no drift: nothing written"
+    );
+    assert_eq!(
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        web_version
+    );
+
+    // A new revision changes both objects elsewhere: they are applied, and the ignored fields
+    // keep the other writers' values — adopted (replicas), or left to the other applier.
+    let second = publish(manifests("2", "b")).await;
+    e.wait_ready_at("app", &second).await;
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(
+        web.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("tier"))
+            .map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(replicas(web), Some(5), "the scaled replicas are kept");
+    let shared = e.configmap("shared").await.unwrap();
+    assert_eq!(data_key(&shared), "2");
+    assert_eq!(owned(&shared), "theirs");
+    assert!(
+        !applies_data_key(&shared, "kustomize-controller", "owned"),
+        "the other applier's field is left out of our apply"
+    );
+    assert!(applies_data_key(&shared, "other-tool", "owned"));
+    assert!(applies_data_key(&shared, "kustomize-controller", "key"));
+
+    // A rule that cannot be compiled stalls the Kustomization naming the rule.
+    e.ks.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"ignore": [{"paths": ["/data/owned"], "target": {"labelSelector": "app in"}}]}})),
+    )
+    .await
+    .unwrap();
+    let obj = e
+        .wait()
+        .for_condition("app", "Stalled", |c| c.reason == "ReconciliationFailed")
+        .await;
+    assert!(
+        message(&obj, "Ready").starts_with("spec.ignore[0].target: invalid labelSelector 'app in'"),
+        "{}",
+        message(&obj, "Ready")
+    );
 }

@@ -18,6 +18,7 @@ use super::build::{self, BuildError};
 use super::context::{ApplyContext, FIELD_MANAGER};
 use super::fetch::FetchError;
 use super::health::{self, Health};
+use super::ignore::DriftIgnore;
 use super::inventory::{self, ObjectRef};
 use super::ssa::{
     Action as ApplyAction, Applied, Applier, OWNER_NAME, OWNER_NAMESPACE, is_definition,
@@ -170,6 +171,7 @@ impl Pass<'_, Kustomization> {
             "Building manifests for revision {revision} with a timeout of {:?}",
             self.timeout()
         ));
+        let ignore = self.drift_ignore()?;
         let objects = self.build(&content, work.path()).await?;
         let objects = self.finalize_objects(objects).await?;
         self.memo = Some(super::history::build_digest(&objects));
@@ -180,6 +182,7 @@ impl Pass<'_, Kustomization> {
             field_manager: FIELD_MANAGER,
             force: self.obj.spec.force,
             writes: &self.ctx.metrics.apply_writes,
+            ignore: &ignore,
         };
         self.progress(&format!(
             "Detecting drift for revision {revision} with a timeout of {:?}",
@@ -254,10 +257,13 @@ impl Pass<'_, Kustomization> {
         {
             return Err(unsupported("spec.dependsOn[].readyExpr (CEL)"));
         }
-        if spec.ignore.as_ref().is_some_and(|rules| !rules.is_empty()) {
-            return Err(unsupported("spec.ignore (drift-ignore rules)"));
-        }
         Ok(())
+    }
+
+    /// `spec.ignore`, compiled once per pass; a rule that cannot be compiled is a spec error.
+    fn drift_ignore(&self) -> Result<DriftIgnore, Failure> {
+        let rules = self.obj.spec.ignore.as_deref().unwrap_or_default();
+        DriftIgnore::compile(rules).map_err(|e| Failure::stalled(reason::FAILED, e))
     }
 
     fn timeout(&self) -> Duration {
@@ -965,6 +971,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameErr
         field_manager: FIELD_MANAGER,
         force: false,
         writes: &ctx.metrics.apply_writes,
+        ignore: &DriftIgnore::default(),
     };
     let mut refs = inventory::stale(&inventory, &ResourceInventory::default());
     refs.reverse();

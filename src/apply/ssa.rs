@@ -13,6 +13,7 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::ignore::{self, DriftIgnore};
 use super::inventory::ObjectRef;
 use crate::controller::objects::kube_message;
 
@@ -101,6 +102,8 @@ pub struct Applier<'a> {
     pub force: bool,
     /// Writes made (apply patches, deletions), for the zero-write promise.
     pub writes: &'a prometheus_client::metrics::counter::Counter,
+    /// `spec.ignore`: fields left out of drift detection and of updates.
+    pub ignore: &'a DriftIgnore,
 }
 
 /// One applied object and what happened to it.
@@ -230,12 +233,14 @@ impl Applier<'_> {
                 action: Action::Skipped,
             });
         }
-        if let Some(live) = &live_value
+        let mut live_value = live_value;
+        if let Some(live) = &mut live_value
             && !has_marker(&object, SSA_KEY, "merge")
             && !has_marker(live, SSA_KEY, "merge")
             && let Some(fields) = takeover(live, self.field_manager)
         {
-            self.take_over(&api, &r, fields).await?;
+            self.take_over(&api, &r, fields.clone()).await?;
+            live["metadata"]["managedFields"] = Value::Array(fields);
         }
         let dry = match self.dry_run(&api, &r, &object).await {
             Ok(dry) => dry,
@@ -254,17 +259,22 @@ impl Applier<'_> {
                 });
             }
         };
-        let action = match &live_value {
-            None => Action::Created,
-            Some(live) if drifted(live, &dry) => Action::Configured,
-            Some(_) => {
-                return Ok(Applied {
-                    object: r,
-                    action: Action::Unchanged,
-                });
-            }
+        let Some(live) = &live_value else {
+            return self.write(&api, &r, &object, Action::Created).await;
         };
-        self.write(&api, &r, &object, action).await
+        let ignored = self.ignore.paths_for(&dry);
+        if !drifted(
+            &ignore::without(live, &ignored),
+            &ignore::without(&dry, &ignored),
+        ) {
+            return Ok(Applied {
+                object: r,
+                action: Action::Unchanged,
+            });
+        }
+        let drifted_ignored = ignore::drifted(live, &dry, &ignored);
+        ignore::shape_payload(&mut object, live, &drifted_ignored, self.field_manager);
+        self.write(&api, &r, &object, Action::Configured).await
     }
 
     fn api(&self, resource: &ApiResource, r: &ObjectRef) -> Api<DynamicObject> {
