@@ -1500,3 +1500,109 @@ async fn ignore_rules_leave_fields_to_other_writers() {
         message(&obj, "Ready")
     );
 }
+
+fn service(name: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n{ports}"
+    )
+}
+
+/// `--override-manager` (prefixes, after the dry run) and `--override-manager-before-dry-run`
+/// (exact names, before it): a stale co-owner's port left in a Service makes the dry run of the
+/// next revision invalid (two ports, one unnamed) unless its fields are taken over first; a
+/// field another tool added is removed once its manager is overridden, even when nothing else
+/// drifted; a manager no flag names keeps its field.
+#[tokio::test(flavor = "multi_thread")]
+async fn override_managers_take_over_fields_as_flux_does() {
+    let e = env_with(
+        "ks-override",
+        &[
+            "--override-manager=helm",
+            "--override-manager-before-dry-run=stale-operator",
+        ],
+    )
+    .await;
+    let named = "  - name: https\n    port: 8443\n";
+    let unnamed = "  - port: 8443\n";
+    let first_taken = e
+        .publish("taken", &[("svc.yaml", &service("taken", named))])
+        .await;
+    let first_kept = e
+        .publish("kept", &[("svc.yaml", &service("kept", named))])
+        .await;
+    e.create("taken", e.spec("taken", json!({}))).await;
+    e.create("kept", e.spec("kept", json!({}))).await;
+    e.wait_ready_at("taken", &first_taken).await;
+    e.wait_ready_at("kept", &first_kept).await;
+
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    for (name, manager) in [("taken", "stale-operator"), ("kept", "other-operator")] {
+        let port = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
+        services
+            .patch(name, &PatchParams::apply(manager), &Patch::Apply(&port))
+            .await
+            .unwrap();
+    }
+    let second_taken = e
+        .publish("taken", &[("svc.yaml", &service("taken", unnamed))])
+        .await;
+    e.publish("kept", &[("svc.yaml", &service("kept", unnamed))])
+        .await;
+    e.wait_ready_at("taken", &second_taken).await;
+    let ports = |s: k8s_openapi::api::core::v1::Service| -> Vec<i32> {
+        s.spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.port)
+            .collect()
+    };
+    assert_eq!(
+        ports(services.get("taken").await.unwrap()),
+        [8443],
+        "the stale operator's port was taken over before the dry run, then removed"
+    );
+    let obj = e.wait_failing("kept", "ReconciliationFailed").await;
+    assert!(
+        message(&obj, "Ready").contains("dry-run failed")
+            && message(&obj, "Ready").contains("Required value"),
+        "{}",
+        message(&obj, "Ready")
+    );
+
+    // After the dry run: helm's field is taken over and pruned although nothing else changed;
+    // argocd's stays.
+    let rev = e
+        .publish("cms", &[("cm.yaml", &cm("override-cm", "1"))])
+        .await;
+    e.create("cms", e.spec("cms", json!({}))).await;
+    e.wait_ready_at("cms", &rev).await;
+    for manager in ["helm-controller", "argocd"] {
+        let extra = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "override-cm"}, "data": {manager: "added"}});
+        e.configmaps()
+            .patch(
+                "override-cm",
+                &PatchParams::apply(manager),
+                &Patch::Apply(&extra),
+            )
+            .await
+            .unwrap();
+    }
+    e.request_reconcile("cms").await;
+    let data = e
+        .configmap("override-cm")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(data.get("key").map(String::as_str), Some("1"));
+    assert_eq!(data.get("helm-controller"), None, "overridden: removed");
+    assert_eq!(
+        data.get("argocd").map(String::as_str),
+        Some("added"),
+        "not overridden: kept"
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use kube::Client;
 
 use super::fetch::{ArtifactCache, Retries};
-use super::ssa::Mapper;
+use super::ssa::{ManagerOverrides, Mapper};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::events::Events;
 use crate::controller::metrics::Metrics;
@@ -33,6 +33,10 @@ pub struct ApplySettings {
     pub health_poll: Duration,
     /// Objects of one kind dry-run and applied at a time (`--concurrent-ssa`).
     pub concurrent_ssa: usize,
+    /// `--override-manager` and `--override-manager-before-dry-run`.
+    pub overrides: ManagerOverrides,
+    /// `--custom-apply-stage-kinds`: (group, kind) pairs.
+    pub custom_stage_kinds: Vec<(String, String)>,
 }
 
 pub struct ApplyContext {

@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use super::context::{ApplyContext, ApplySettings};
 use super::fetch::{ArtifactCache, Retries};
 use super::reconcile::source_resource;
-use super::ssa::Mapper;
+use super::ssa::{ManagerOverrides, Mapper, parse_group_kinds};
 use crate::api::kustomization::SourceKind;
 use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
@@ -71,6 +71,17 @@ pub struct ApplyControllerArgs {
     /// How often health checks look at the objects again.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub health_check_poll: Duration,
+    /// A field manager (name prefix) whose fields are taken over after the dry run, besides
+    /// kubectl's (repeatable).
+    #[arg(long, action = ArgAction::Append)]
+    pub override_manager: Vec<String>,
+    /// A field manager (exact name) whose fields are taken over before the dry run (repeatable).
+    #[arg(long, action = ArgAction::Append)]
+    pub override_manager_before_dry_run: Vec<String>,
+    /// Kinds (`group/Kind`, or `Kind` for the core group; comma-separated) applied in a stage of
+    /// their own after cluster definitions and classes, before everything else.
+    #[arg(long, default_value = "")]
+    pub custom_apply_stage_kinds: String,
     /// Flux kustomize-controller's feature gates, `Name=true|false,...` (repeatable; see README).
     #[arg(long, action = ArgAction::Append)]
     pub feature_gates: Vec<String>,
@@ -86,6 +97,11 @@ fn remote_bases_refused(text: &str) -> Result<bool, String> {
                 .into(),
         ),
     }
+}
+
+/// An empty manager name would be a prefix of every manager: dropped.
+fn non_empty(names: &[String]) -> Vec<String> {
+    names.iter().filter(|n| !n.is_empty()).cloned().collect()
 }
 
 /// A concurrency flag: 1 or more.
@@ -156,6 +172,11 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             },
             health_poll: args.health_check_poll,
             concurrent_ssa: usize::from(args.concurrent_ssa),
+            overrides: ManagerOverrides {
+                after_dry_run: non_empty(&args.override_manager),
+                before_dry_run: non_empty(&args.override_manager_before_dry_run),
+            },
+            custom_stage_kinds: parse_group_kinds(&args.custom_apply_stage_kinds),
         },
         status_writes: StatusWrites::default(),
     });

@@ -21,8 +21,8 @@ use super::health::{self, Health};
 use super::ignore::DriftIgnore;
 use super::inventory::{self, ObjectRef};
 use super::ssa::{
-    Action as ApplyAction, Applied, Applier, OWNER_NAME, OWNER_NAMESPACE, is_definition,
-    runs_of_equal_rank, sort_for_apply,
+    Action as ApplyAction, Applied, Applier, ManagerOverrides, OWNER_NAME, OWNER_NAMESPACE,
+    runs_of_equal_rank, stages,
 };
 use super::substitute;
 use crate::api::kustomization::{
@@ -183,6 +183,7 @@ impl Pass<'_, Kustomization> {
             force: self.obj.spec.force,
             writes: &self.ctx.metrics.apply_writes,
             ignore: &ignore,
+            overrides: &self.ctx.settings.overrides,
         };
         self.progress(&format!(
             "Detecting drift for revision {revision} with a timeout of {:?}",
@@ -622,13 +623,13 @@ impl Pass<'_, Kustomization> {
             })?;
             refs.push((r, object));
         }
-        let (mut definitions, mut rest): (Vec<_>, Vec<_>) =
-            refs.into_iter().partition(|(r, _)| is_definition(r));
-        sort_for_apply(&mut definitions);
-        sort_for_apply(&mut rest);
+        let [definitions, classes, custom, rest] =
+            stages(refs, &self.ctx.settings.custom_stage_kinds);
         let mut applied = self.apply_stage(applier, definitions).await?;
         self.wait_for_definitions(applier, &applied).await?;
-        applied.extend(self.apply_stage(applier, rest).await?);
+        for stage in [classes, custom, rest] {
+            applied.extend(self.apply_stage(applier, stage).await?);
+        }
         let changed: Vec<String> = applied
             .iter()
             .filter(|a| matches!(a.action, ApplyAction::Created | ApplyAction::Configured))
@@ -972,6 +973,7 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameErr
         force: false,
         writes: &ctx.metrics.apply_writes,
         ignore: &DriftIgnore::default(),
+        overrides: &ManagerOverrides::default(),
     };
     let mut refs = inventory::stale(&inventory, &ResourceInventory::default());
     refs.reverse();

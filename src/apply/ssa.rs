@@ -104,6 +104,41 @@ pub struct Applier<'a> {
     pub writes: &'a prometheus_client::metrics::counter::Counter,
     /// `spec.ignore`: fields left out of drift detection and of updates.
     pub ignore: &'a DriftIgnore,
+    /// Field managers whose fields this controller takes over (`--override-manager*`).
+    pub overrides: &'a ManagerOverrides,
+}
+
+/// The field managers whose fields the controller makes its own, besides Flux's built-in list
+/// (`kubectl`, `before-first-apply`, the controller's own pre-SSA updates).
+#[derive(Debug, Clone, Default)]
+pub struct ManagerOverrides {
+    /// `--override-manager`: name prefixes, taken over after a successful dry run.
+    pub after_dry_run: Vec<String>,
+    /// `--override-manager-before-dry-run`: exact names, taken over before the dry run so a
+    /// stale co-owner cannot wedge it (and not given back if the apply then fails, as in Flux).
+    pub before_dry_run: Vec<String>,
+}
+
+impl ManagerOverrides {
+    /// Flux's post-dry-run list: prefix matches, Apply or Update, never a subresource.
+    fn after(&self, own: &str) -> impl Fn(&str, &str) -> bool {
+        let extra = self.after_dry_run.clone();
+        let own = own.to_string();
+        move |manager: &str, op: &str| {
+            let any_op = op == "Apply" || op == "Update";
+            (manager.starts_with("kubectl") && any_op)
+                || (manager.starts_with("before-first-apply") && op == "Update")
+                || (manager.starts_with(own.as_str()) && op == "Update")
+                || (any_op && extra.iter().any(|m| manager.starts_with(m.as_str())))
+        }
+    }
+
+    fn before(&self) -> impl Fn(&str, &str) -> bool {
+        let names = self.before_dry_run.clone();
+        move |manager: &str, op: &str| {
+            (op == "Apply" || op == "Update") && names.iter().any(|m| m == manager)
+        }
+    }
 }
 
 /// One applied object and what happened to it.
@@ -121,6 +156,51 @@ pub fn is_definition(r: &ObjectRef) -> bool {
             | ("", "Namespace")
             | ("rbac.authorization.k8s.io", "ClusterRole")
     )
+}
+
+/// Flux's class stage: kinds named `...Class` (StorageClass, IngressClass, a CRD's
+/// `WidgetClass`), applied after the cluster definitions and before everything else.
+pub fn is_class(r: &ObjectRef) -> bool {
+    r.kind.ends_with("Class")
+}
+
+/// `--custom-apply-stage-kinds` as Flux parses it: comma-separated `group/Kind`, or `Kind`
+/// for the core group.
+pub fn parse_group_kinds(text: &str) -> Vec<(String, String)> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.split(',')
+        .map(|item| match item.trim().split_once('/') {
+            Some((group, kind)) => (group.to_string(), kind.to_string()),
+            None => (String::new(), item.trim().to_string()),
+        })
+        .collect()
+}
+
+/// Flux's stages, each sorted: cluster definitions (CRDs, Namespaces, ClusterRoles), classes,
+/// the `--custom-apply-stage-kinds` (`custom`: (group, kind) pairs), then the rest.
+pub fn stages(
+    objects: Vec<(ObjectRef, Value)>,
+    custom: &[(String, String)],
+) -> [Vec<(ObjectRef, Value)>; 4] {
+    let mut stages: [Vec<(ObjectRef, Value)>; 4] = Default::default();
+    for (r, object) in objects {
+        let stage = if is_definition(&r) {
+            0
+        } else if is_class(&r) {
+            1
+        } else if custom.iter().any(|(g, k)| *g == r.group && *k == r.kind) {
+            2
+        } else {
+            3
+        };
+        stages[stage].push((r, object));
+    }
+    for stage in &mut stages {
+        sort_for_apply(stage);
+    }
+    stages
 }
 
 /// Flux's apply order inside a stage: kind rank, then namespace and name.
@@ -234,14 +314,15 @@ impl Applier<'_> {
             });
         }
         let mut live_value = live_value;
-        if let Some(live) = &mut live_value
-            && !has_marker(&object, SSA_KEY, "merge")
-            && !has_marker(live, SSA_KEY, "merge")
-            && let Some(fields) = takeover(live, self.field_manager)
-        {
-            self.take_over(&api, &r, fields.clone()).await?;
-            live["metadata"]["managedFields"] = Value::Array(fields);
-        }
+        let mut patched = self
+            .take_over_where(
+                &api,
+                &r,
+                &object,
+                live_value.as_mut(),
+                self.overrides.before(),
+            )
+            .await?;
         let dry = match self.dry_run(&api, &r, &object).await {
             Ok(dry) => dry,
             Err(message)
@@ -259,14 +340,25 @@ impl Applier<'_> {
                 });
             }
         };
+        patched |= self
+            .take_over_where(
+                &api,
+                &r,
+                &object,
+                live_value.as_mut(),
+                self.overrides.after(self.field_manager),
+            )
+            .await?;
         let Some(live) = &live_value else {
             return self.write(&api, &r, &object, Action::Created).await;
         };
         let ignored = self.ignore.paths_for(&dry);
-        if !drifted(
-            &ignore::without(live, &ignored),
-            &ignore::without(&dry, &ignored),
-        ) {
+        if !patched
+            && !drifted(
+                &ignore::without(live, &ignored),
+                &ignore::without(&dry, &ignored),
+            )
+        {
             return Ok(Applied {
                 object: r,
                 action: Action::Unchanged,
@@ -318,13 +410,25 @@ impl Applier<'_> {
         })
     }
 
-    /// Makes the fields other managers wrote ours (see [`takeover`]).
-    async fn take_over(
+    /// Makes the fields of the managers `taken` selects ours (see [`takeover`]) on an existing
+    /// object that `ssa: Merge` does not exclude; the live copy follows. `true`: taken.
+    async fn take_over_where(
         &self,
         api: &Api<DynamicObject>,
         r: &ObjectRef,
-        managed_fields: Vec<Value>,
-    ) -> Result<(), ApplyError> {
+        desired: &Value,
+        live: Option<&mut Value>,
+        taken: impl Fn(&str, &str) -> bool,
+    ) -> Result<bool, ApplyError> {
+        let Some(live) = live else {
+            return Ok(false);
+        };
+        if has_marker(desired, SSA_KEY, "merge") || has_marker(live, SSA_KEY, "merge") {
+            return Ok(false);
+        }
+        let Some(managed_fields) = takeover(live, self.field_manager, taken) else {
+            return Ok(false);
+        };
         self.writes.inc();
         let patch = serde_json::json!({"metadata": {"managedFields": managed_fields}});
         api.patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -332,11 +436,12 @@ impl Applier<'_> {
             .map_err(|e| ApplyError::Apply {
                 subject: r.subject(),
                 message: format!(
-                    "taking over fields managed by kubectl: {}",
+                    "taking over fields of other field managers: {}",
                     kube_message(&e)
                 ),
             })?;
-        Ok(())
+        live["metadata"]["managedFields"] = Value::Array(managed_fields);
+        Ok(true)
     }
 
     /// Deletes and waits until the object is gone, so it can be created again.
@@ -458,34 +563,37 @@ fn is_immutable(message: &str) -> bool {
         || message.contains("field is immutable")
 }
 
-/// Flux's managed-fields takeover: fields written by `kubectl` (apply, edit, patch...), by
-/// `before-first-apply`, or by this manager's own pre-SSA updates are merged into this
-/// manager's Apply entry, so that the next apply removes those the artifact does not have —
-/// that is how a manual `kubectl edit` that added a field is undone. `None`: nothing to take.
-pub fn takeover(live: &Value, manager: &str) -> Option<Vec<Value>> {
+/// Flux's managed-fields takeover: the fields of the managers `taken(manager, operation)`
+/// selects (by default `kubectl` apply/edit/patch, `before-first-apply`, this manager's own
+/// pre-SSA updates; see [`ManagerOverrides`]) are merged into this manager's Apply entry, so
+/// that the next apply removes those the artifact does not have — that is how a manual
+/// `kubectl edit` that added a field is undone. `None`: nothing to take.
+pub fn takeover(
+    live: &Value,
+    manager: &str,
+    taken: impl Fn(&str, &str) -> bool,
+) -> Option<Vec<Value>> {
     let entries = live.pointer("/metadata/managedFields")?.as_array()?;
-    let taken = |e: &Value| {
-        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-        let (m, op) = (text("manager"), text("operation"));
-        text("subresource").is_empty()
-            && ((m.starts_with("kubectl") && (op == "Apply" || op == "Update"))
-                || (m == "before-first-apply" && op == "Update")
-                || (m == manager && op == "Update"))
+    let is_ours = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").is_none_or(|s| s.as_str() == Some(""))
     };
-    if !entries.iter().any(taken) {
+    let is_taken = |e: &Value| {
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+        !is_ours(e) && text("subresource").is_empty() && taken(text("manager"), text("operation"))
+    };
+    if !entries.iter().any(is_taken) {
         return None;
     }
     let mut merged = serde_json::Map::new();
     let mut kept = Vec::new();
     let mut ours: Option<Value> = None;
     for e in entries {
-        let is_ours = e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Apply")
-            && e.get("subresource").is_none_or(|s| s.as_str() == Some(""));
-        if taken(e) {
-            merge_fields(&mut merged, e.get("fieldsV1"));
-        } else if is_ours {
+        if is_ours(e) {
             ours = Some(e.clone());
+        } else if is_taken(e) {
+            merge_fields(&mut merged, e.get("fieldsV1"));
         } else {
             kept.push(e.clone());
         }
@@ -569,7 +677,13 @@ mod tests {
             {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}},
             {"manager": "kubectl", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
         ]}});
-        let fields = takeover(&live, "kustomize-controller").unwrap();
+        let defaults = ManagerOverrides::default();
+        let fields = takeover(
+            &live,
+            "kustomize-controller",
+            defaults.after("kustomize-controller"),
+        )
+        .unwrap();
         let managers: Vec<&str> = fields
             .iter()
             .map(|f| f["manager"].as_str().unwrap())
@@ -583,7 +697,103 @@ mod tests {
             json!({"f:data": {"f:a": {}, "f:b": {}}})
         );
         let clean = json!({"metadata": {"managedFields": [{"manager": "kustomize-controller", "operation": "Apply", "fieldsV1": {}}]}});
-        assert_eq!(takeover(&clean, "kustomize-controller"), None);
+        assert_eq!(
+            takeover(
+                &clean,
+                "kustomize-controller",
+                defaults.after("kustomize-controller")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn override_managers_match_as_flux_matches_them() {
+        let overrides = ManagerOverrides {
+            after_dry_run: vec!["helm".into(), "kustomize".into()],
+            before_dry_run: vec!["stale-operator".into()],
+        };
+        let after = overrides.after("kustomize-controller");
+        assert!(after("helm-controller", "Apply"), "prefix");
+        assert!(after("helm", "Update"));
+        assert!(after("kubectl-client-side-apply", "Update"));
+        assert!(after("before-first-apply", "Update"));
+        assert!(!after("before-first-apply", "Apply"));
+        assert!(
+            after("kustomize-controller", "Update"),
+            "own pre-SSA updates"
+        );
+        assert!(!after("argocd", "Apply"));
+        let before = overrides.before();
+        assert!(before("stale-operator", "Apply") && before("stale-operator", "Update"));
+        assert!(!before("stale-operator-2", "Apply"), "exact names only");
+        assert!(
+            !before("kubectl", "Update"),
+            "no built-ins before the dry run"
+        );
+
+        // Our own Apply entry is never taken, even by a prefix that matches it.
+        let live = json!({"metadata": {"managedFields": [
+            {"manager": "kustomize-controller", "operation": "Apply", "fieldsV1": {"f:data": {"f:a": {}}}},
+            {"manager": "helm-controller", "operation": "Apply", "fieldsV1": {"f:data": {"f:h": {}}}},
+            {"manager": "helm-controller", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+        ]}});
+        let fields = takeover(&live, "kustomize-controller", after).unwrap();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert_eq!(fields[0]["subresource"], "status");
+        assert_eq!(fields[1]["manager"], "kustomize-controller");
+        assert_eq!(
+            fields[1]["fieldsV1"],
+            json!({"f:data": {"f:a": {}, "f:h": {}}})
+        );
+    }
+
+    #[test]
+    fn custom_kinds_get_a_stage_after_definitions_and_classes() {
+        let r = |group: &str, kind: &str| ObjectRef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: "ns".into(),
+            name: "x".into(),
+        };
+        let objects = vec![
+            (r("rbac.authorization.k8s.io", "RoleBinding"), json!({})),
+            (r("", "ConfigMap"), json!({})),
+            (r("rbac.authorization.k8s.io", "Role"), json!({})),
+            (r("example.com", "WidgetClass"), json!({})),
+            (r("", "Namespace"), json!({})),
+        ];
+        let kinds = |stages: [Vec<(ObjectRef, Value)>; 4]| {
+            stages.map(|s| s.iter().map(|(r, _)| r.kind.clone()).collect::<Vec<_>>())
+        };
+        let custom = parse_group_kinds("rbac.authorization.k8s.io/Role");
+        assert_eq!(
+            kinds(stages(objects.clone(), &custom)),
+            [
+                vec!["Namespace"],
+                vec!["WidgetClass"],
+                vec!["Role"],
+                vec!["RoleBinding", "ConfigMap"],
+            ]
+        );
+        assert_eq!(
+            kinds(stages(objects, &[]))[3],
+            ["Role", "RoleBinding", "ConfigMap"]
+        );
+    }
+
+    #[test]
+    fn custom_stage_kinds_parse_as_flux_parses_them() {
+        assert!(parse_group_kinds("").is_empty());
+        assert_eq!(
+            parse_group_kinds("rbac.authorization.k8s.io/Role, ConfigMap,example.com/a/b"),
+            [
+                ("rbac.authorization.k8s.io".to_string(), "Role".to_string()),
+                (String::new(), "ConfigMap".to_string()),
+                ("example.com".to_string(), "a/b".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -191,20 +191,6 @@ pub const APPLY_REFUSED: &[Refused] = &[
         reason: "spec.kubeConfig (remote clusters) is not supported by driftless yet",
     },
     Refused {
-        flag: "custom-apply-stage-kinds",
-        reason: "extra apply stages are not supported by driftless yet",
-    },
-    Refused {
-        flag: "override-manager",
-        reason: "taking over fields of other managers beyond kubectl's is not supported by \
-                 driftless yet",
-    },
-    Refused {
-        flag: "override-manager-before-dry-run",
-        reason: "taking over fields of other managers beyond kubectl's is not supported by \
-                 driftless yet",
-    },
-    Refused {
         flag: "watch-configs-label-selector",
         reason: "watching the ConfigMaps and Secrets of substituteFrom is not supported by \
                  driftless yet",
