@@ -1606,3 +1606,73 @@ async fn override_managers_take_over_fields_as_flux_does() {
         "not overridden: kept"
     );
 }
+
+/// A labelled ConfigMap or Secret that `postBuild.substituteFrom` names reconciles its
+/// Kustomizations as soon as it changes (Flux 2.7's config watches), with no reconcile request
+/// and a 10-minute interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn substitute_from_changes_reconcile_at_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    let e = env("ks-watch-configs").await;
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered\ndata:\n  key: \"${colour}-${secret_word}\"\n";
+    let rev = e.publish("app", &[("app.yaml", template)]).await;
+    let watched = json!({"reconcile.fluxcd.io/watch": "Enabled"});
+    let vars: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "vars", "labels": watched}, "data": {"colour": "red"}}))
+    .unwrap();
+    e.configmaps()
+        .create(&PostParams::default(), &vars)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "secret-vars", "labels": watched},
+        "stringData": {"secret_word": "one"}}))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let spec = e.spec(
+        "app",
+        json!({"postBuild": {"substituteFrom": [
+        {"kind": "ConfigMap", "name": "vars"}, {"kind": "Secret", "name": "secret-vars"}]}}),
+    );
+    e.create("app", spec).await;
+    e.wait_ready_at("app", &rev).await;
+    assert_eq!(data_key(&e.configmap("rendered").await.unwrap()), "red-one");
+
+    let rendered = async |want: &str| {
+        poll(&format!("rendered = {want}"), WAIT, async || {
+            let got = data_key(&e.configmap("rendered").await?);
+            (got == want).then_some(())
+        })
+        .await
+    };
+    let set = |data: Value| json!({"data": data});
+    e.configmaps()
+        .patch(
+            "vars",
+            &PatchParams::default(),
+            &Patch::Merge(&set(json!({"colour": "blue"}))),
+        )
+        .await
+        .unwrap();
+    rendered("blue-one").await;
+    secrets
+        .patch(
+            "secret-vars",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"secret_word": "two"}})),
+        )
+        .await
+        .unwrap();
+    rendered("blue-two").await;
+    let handled =
+        e.ks.get("app")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_handled_reconcile_at);
+    assert_eq!(handled, None, "no reconcile was requested");
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgAction, Args};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
 use kube::runtime::watcher;
@@ -19,7 +21,7 @@ use super::context::{ApplyContext, ApplySettings};
 use super::fetch::{ArtifactCache, Retries};
 use super::reconcile::source_resource;
 use super::ssa::{ManagerOverrides, Mapper, parse_group_kinds};
-use crate::api::kustomization::SourceKind;
+use crate::api::kustomization::{SourceKind, SubstituteKind};
 use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
@@ -82,6 +84,10 @@ pub struct ApplyControllerArgs {
     /// their own after cluster definitions and classes, before everything else.
     #[arg(long, default_value = "")]
     pub custom_apply_stage_kinds: String,
+    /// ConfigMaps and Secrets with these labels, when a Kustomization's
+    /// `postBuild.substituteFrom` names them, reconcile it as soon as they change (empty: all).
+    #[arg(long, default_value = "reconcile.fluxcd.io/watch=Enabled")]
+    pub watch_configs_label_selector: String,
     /// Flux kustomize-controller's feature gates, `Name=true|false,...` (repeatable; see README).
     #[arg(long, action = ArgAction::Append)]
     pub feature_gates: Vec<String>,
@@ -220,6 +226,19 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if !gates.enabled(Gate::DisableConfigWatchers) {
+        controller = controller
+            .watches(
+                config_api::<ConfigMap>(&client, &args),
+                config_watch(&args),
+                substituting(store.clone(), SubstituteKind::ConfigMap, &queues),
+            )
+            .watches(
+                config_api::<Secret>(&client, &args),
+                config_watch(&args),
+                substituting(store.clone(), SubstituteKind::Secret, &queues),
+            );
+    }
     ready.store(true, Ordering::Relaxed);
     tracing::info!(concurrent = args.concurrent, kustomize = ?args.kustomize_path, "starting Kustomization controller");
     let run = controller
@@ -273,6 +292,56 @@ async fn dynamic_source_api(
             ),
         },
     )
+}
+
+/// The labelled ConfigMaps or Secrets, metadata only: their data is read when a reconcile
+/// needs it, never kept in memory here.
+fn config_api<K>(client: &Client, args: &ApplyControllerArgs) -> Api<PartialObjectMeta<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match args.common.watch_all_namespaces {
+        true => Api::all(client.clone()),
+        false => Api::namespaced(
+            client.clone(),
+            &std::env::var("RUNTIME_NAMESPACE").unwrap_or_default(),
+        ),
+    }
+}
+
+/// `--watch-configs-label-selector`, applied by the API server; empty selects all.
+fn config_watch(args: &ApplyControllerArgs) -> watcher::Config {
+    match args.watch_configs_label_selector.as_str() {
+        "" => watcher::Config::default(),
+        selector => watcher::Config::default().labels(selector),
+    }
+}
+
+/// The Kustomizations whose `postBuild.substituteFrom` names this ConfigMap or Secret
+/// (optional references included: their creation matters too).
+fn substituting<K: kube::Resource<DynamicType = ()>>(
+    store: Store<Kustomization>,
+    kind: SubstituteKind,
+    queues: &WorkQueues,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
+    let queues = queues.clone();
+    move |config: PartialObjectMeta<K>| {
+        let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
+        let refs = store
+            .state()
+            .iter()
+            .filter(|k| k.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|k| {
+                k.spec
+                    .post_build
+                    .as_ref()
+                    .and_then(|p| p.substitute_from.as_ref())
+                    .is_some_and(|from| from.iter().any(|r| r.kind == kind && r.name == name))
+            })
+            .map(|k| QueueRef::from_obj(k.as_ref()))
+            .collect();
+        queued(&queues, refs)
+    }
 }
 
 /// The Kustomizations whose sourceRef names this source.

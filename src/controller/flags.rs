@@ -191,11 +191,6 @@ pub const APPLY_REFUSED: &[Refused] = &[
         reason: "spec.kubeConfig (remote clusters) is not supported by driftless yet",
     },
     Refused {
-        flag: "watch-configs-label-selector",
-        reason: "watching the ConfigMaps and Secrets of substituteFrom is not supported by \
-                 driftless yet",
-    },
-    Refused {
         flag: "authorized-artifact-server-spiffe-id",
         reason: SPIFFE,
     },

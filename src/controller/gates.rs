@@ -7,6 +7,8 @@ pub enum Gate {
     /// apply-controller: an unset `${var}` without a default fails the build instead of
     /// becoming empty (Flux: on by default since kustomize-controller v1.9).
     StrictPostBuildSubstitutions,
+    /// apply-controller: no ConfigMap/Secret watches for `postBuild.substituteFrom`.
+    DisableConfigWatchers,
 }
 
 /// What driftless does with a Flux gate.
@@ -93,7 +95,7 @@ const APPLY_GATES: &[Known] = &[
     known(
         "DisableConfigWatchers",
         false,
-        Support::DefaultOnly("the ConfigMap and Secret watches cannot be turned off"),
+        Support::Honoured(Gate::DisableConfigWatchers),
     ),
     known(
         "MigrateAPIVersion",
