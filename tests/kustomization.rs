@@ -1676,3 +1676,73 @@ async fn substitute_from_changes_reconcile_at_once() {
             .and_then(|s| s.last_handled_reconcile_at);
     assert_eq!(handled, None, "no reconcile was requested");
 }
+
+/// `CancelHealthCheckOnNewRevision`: a health check waiting on a Deployment that cannot become
+/// ready (the platform runs no controller-manager) gives way to a new source revision at once,
+/// with Flux's info event, instead of holding it back until the 10-minute timeout (without the
+/// gate this test times out: checked by hand).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_revision_cancels_a_health_check_in_progress() {
+    let e = env_with(
+        "ks-cancel-health",
+        &["--feature-gates=CancelHealthCheckOnNewRevision=true"],
+    )
+    .await;
+    let stuck = deployment("never-ready", 1, "a");
+    let first = e.publish("app", &[("web.yaml", &stuck)]).await;
+    e.create(
+        "app",
+        e.spec("app", json!({"wait": true, "timeout": "10m"})),
+    )
+    .await;
+    e.wait_until("app", "running health checks", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_attempted_revision.as_deref())
+            == Some(first.as_str())
+            && message(o, "Reconciling").starts_with("Running health checks")
+    })
+    .await;
+    let second = e
+        .publish("app", &[("cm.yaml", &cm("after-cancel", "1"))])
+        .await;
+    let obj = e.wait_ready_at("app", &second).await;
+    assert!(e.configmap("after-cancel").await.is_some());
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let canceled: Vec<_> = events
+        .list(
+            &kube::api::ListParams::default()
+                .fields("involvedObject.name=app,reason=HealthCheckCanceled"),
+        )
+        .await
+        .unwrap()
+        .items;
+    let source = format!("OCIRepository/{}/app", e.ns.name);
+    assert!(
+        canceled
+            .iter()
+            .any(|ev| ev.type_.as_deref() == Some("Normal")
+                && ev.message.as_deref()
+                    == Some(
+                        format!(
+                            "Health checks canceled due to new reconciliation triggered by {source}"
+                        )
+                        .as_str()
+                    )),
+        "{canceled:?}"
+    );
+    let history = obj
+        .status
+        .as_ref()
+        .unwrap()
+        .history
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        history
+            .iter()
+            .all(|h| h.last_reconciled_status != "HealthCheckCanceled"),
+        "a canceled pass leaves no history entry: {history:?}"
+    );
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use kube::Client;
 
 use super::fetch::{ArtifactCache, Retries};
+use super::interrupt::Interrupts;
 use super::ssa::{ManagerOverrides, Mapper};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::events::Events;
@@ -51,6 +52,8 @@ pub struct ApplyContext {
     pub backoff: Backoff,
     pub settings: ApplySettings,
     pub status_writes: StatusWrites,
+    /// `CancelHealthCheckOnNewRevision`: the reconciles whose health checks may be cut short.
+    pub interrupts: Interrupts,
 }
 
 impl FrameContext for ApplyContext {

@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::context::{ApplyContext, ApplySettings};
 use super::fetch::{ArtifactCache, Retries};
+use super::interrupt::Interrupts;
 use super::reconcile::source_resource;
 use super::ssa::{ManagerOverrides, Mapper, parse_group_kinds};
 use crate::api::kustomization::{SourceKind, SubstituteKind};
@@ -27,7 +28,7 @@ use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
 use crate::controller::flags::{go_bool, go_uint};
-use crate::controller::frame::{error_policy, reconcile};
+use crate::controller::frame::{error_policy, reconcile, requested_at};
 use crate::controller::gates::{FeatureGates, Gate};
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
@@ -185,6 +186,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             custom_stage_kinds: parse_group_kinds(&args.custom_apply_stage_kinds),
         },
         status_writes: StatusWrites::default(),
+        interrupts: Interrupts::new(gates.enabled(Gate::CancelHealthCheckOnNewRevision)),
     });
     let api: Api<Kustomization> = match args.common.watch_all_namespaces {
         true => Api::all(client.clone()),
@@ -198,9 +200,12 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     let queues = ctx.metrics.queues.clone();
     queues.watch(CONTROLLER, store_has(store.clone()));
     let watch_queues = queues.clone();
+    let interrupts = ctx.interrupts.clone();
     let objects = objects.inspect(move |event| {
         if let Ok(obj) = event {
-            watch_queues.add(CONTROLLER, &object_key(obj));
+            let key = object_key(obj);
+            interrupts.object_seen(&key, obj.metadata.generation, requested_at(obj).as_deref());
+            watch_queues.add(CONTROLLER, &key);
         }
     });
     let mut controller = Controller::for_stream(objects, store.clone())
@@ -208,12 +213,12 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         .watches(
             source_api::<OCIRepository>(&client, &args),
             watcher::Config::default(),
-            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository, &queues),
+            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository, &queues, &ctx),
         )
         .watches(
             source_api::<Bucket>(&client, &args),
             watcher::Config::default(),
-            referencing::<Bucket>(store.clone(), SourceKind::Bucket, &queues),
+            referencing::<Bucket>(store.clone(), SourceKind::Bucket, &queues, &ctx),
         );
     for kind in [SourceKind::GitRepository, SourceKind::ExternalArtifact] {
         // Flux's own source kinds are watched when their CRDs are installed.
@@ -222,7 +227,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 api,
                 source_resource(kind),
                 watcher::Config::default(),
-                referencing_dynamic(store.clone(), kind, &queues),
+                referencing_dynamic(store.clone(), kind, &queues, &ctx),
             );
         }
     }
@@ -231,12 +236,12 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             .watches(
                 config_api::<ConfigMap>(&client, &args),
                 config_watch(&args),
-                substituting(store.clone(), SubstituteKind::ConfigMap, &queues),
+                substituting(store.clone(), SubstituteKind::ConfigMap, &queues, &ctx),
             )
             .watches(
                 config_api::<Secret>(&client, &args),
                 config_watch(&args),
-                substituting(store.clone(), SubstituteKind::Secret, &queues),
+                substituting(store.clone(), SubstituteKind::Secret, &queues, &ctx),
             );
     }
     ready.store(true, Ordering::Relaxed);
@@ -323,8 +328,10 @@ fn substituting<K: kube::Resource<DynamicType = ()>>(
     store: Store<Kustomization>,
     kind: SubstituteKind,
     queues: &WorkQueues,
+    ctx: &ApplyContext,
 ) -> impl Fn(PartialObjectMeta<K>) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
     let queues = queues.clone();
+    let interrupts = ctx.interrupts.clone();
     move |config: PartialObjectMeta<K>| {
         let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
         let refs = store
@@ -340,20 +347,45 @@ fn substituting<K: kube::Resource<DynamicType = ()>>(
             })
             .map(|k| QueueRef::from_obj(k.as_ref()))
             .collect();
+        let by = format!("{}/{ns}/{name}", kind_name(kind));
+        for r in &refs {
+            interrupts.config_changed(&queue_key(r), &by);
+        }
         queued(&queues, refs)
     }
 }
 
+fn kind_name(kind: SubstituteKind) -> &'static str {
+    match kind {
+        SubstituteKind::ConfigMap => "ConfigMap",
+        SubstituteKind::Secret => "Secret",
+    }
+}
+
+fn queue_key(r: &QueueRef<Kustomization>) -> String {
+    format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name)
+}
+
 /// The Kustomizations whose sourceRef names this source.
-fn referencing<K: kube::Resource<DynamicType = ()>>(
+fn referencing<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
     store: Store<Kustomization>,
     kind: SourceKind,
     queues: &WorkQueues,
+    ctx: &ApplyContext,
 ) -> impl Fn(K) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
     let queues = queues.clone();
+    let interrupts = ctx.interrupts.clone();
     move |source: K| {
-        let ns = source.namespace().unwrap_or_default();
-        queued(&queues, users(&store, kind, &ns, &source.name_any()))
+        let revision = serde_json::to_value(&source)
+            .ok()
+            .and_then(|v| artifact_revision(&v));
+        let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
+        let refs = users(&store, kind, &ns, &name);
+        let by = format!("{}/{ns}/{name}", K::kind(&()));
+        for r in &refs {
+            interrupts.source_seen(&queue_key(r), &by, revision.as_deref());
+        }
+        queued(&queues, refs)
     }
 }
 
@@ -361,12 +393,28 @@ fn referencing_dynamic(
     store: Store<Kustomization>,
     kind: SourceKind,
     queues: &WorkQueues,
+    ctx: &ApplyContext,
 ) -> impl Fn(DynamicObject) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
     let queues = queues.clone();
+    let interrupts = ctx.interrupts.clone();
     move |source: DynamicObject| {
-        let ns = source.namespace().unwrap_or_default();
-        queued(&queues, users(&store, kind, &ns, &source.name_any()))
+        let revision = artifact_revision(&source.data);
+        let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
+        let refs = users(&store, kind, &ns, &name);
+        let by = format!("{}/{ns}/{name}", source_resource(kind).kind);
+        for r in &refs {
+            interrupts.source_seen(&queue_key(r), &by, revision.as_deref());
+        }
+        queued(&queues, refs)
     }
+}
+
+/// A source's `status.artifact.revision` (a dynamic object keeps its status in `data`).
+fn artifact_revision(source: &serde_json::Value) -> Option<String> {
+    source
+        .pointer("/status/artifact/revision")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
 }
 
 /// The Kustomizations a source change triggers, counted into the work queue.

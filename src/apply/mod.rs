@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod health;
 pub mod history;
 pub mod ignore;
+pub mod interrupt;
 pub mod inventory;
 pub mod reconcile;
 pub mod sandbox;

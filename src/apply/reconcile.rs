@@ -19,6 +19,7 @@ use super::context::{ApplyContext, FIELD_MANAGER};
 use super::fetch::FetchError;
 use super::health::{self, Health};
 use super::ignore::DriftIgnore;
+use super::interrupt::Registration;
 use super::inventory::{self, ObjectRef};
 use super::ssa::{
     Action as ApplyAction, Applied, Applier, ManagerOverrides, OWNER_NAME, OWNER_NAMESPACE,
@@ -53,6 +54,7 @@ pub mod reason {
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const UNSUPPORTED: &str = "UnsupportedFeature";
+    pub const HEALTH_CHECK_CANCELED: &str = "HealthCheckCanceled";
     pub use crate::controller::conditions::reason::{
         INTERNAL_ERROR, INVALID_DURATION, PROGRESSING, SUCCEEDED as HEALTH_SUCCEEDED,
     };
@@ -148,7 +150,15 @@ impl Pass<'_, Kustomization> {
         self.conditions.delete(STALLED);
         self.check_supported()?;
         self.refuse_cross_namespace_dependencies()?;
+        let mut interrupt = self.ctx.interrupts.register(
+            &self.key(),
+            Some(self.generation),
+            crate::controller::frame::requested_at(self.obj),
+        );
         let artifact = self.source_artifact().await?;
+        if let Some(i) = &interrupt {
+            i.applying(&artifact.revision);
+        }
         self.check_dependencies(&artifact).await?;
         let revision = artifact.revision.clone();
         self.progress(&format!(
@@ -198,7 +208,8 @@ impl Pass<'_, Kustomization> {
             true => self.prune(&applier, &old_inventory, &new_inventory).await?,
             false => Vec::new(),
         };
-        self.check_health(&applier, &changes).await?;
+        self.check_health(&applier, &changes, interrupt.as_mut())
+            .await?;
         Ok(Outcome {
             origin_revision: artifact
                 .metadata
@@ -443,6 +454,8 @@ impl Pass<'_, Kustomization> {
                     ),
                     settings.requeue_dependency,
                 )
+                // Flux records this wait in the condition only: no event.
+                .without_warning()
             })
     }
 
@@ -749,6 +762,7 @@ impl Pass<'_, Kustomization> {
         &mut self,
         applier: &Applier<'_>,
         changes: &[Applied],
+        mut interrupt: Option<&mut Registration>,
     ) -> Result<(), Failure> {
         let targets: Vec<ObjectRef> = match self.obj.spec.wait {
             true => changes
@@ -809,6 +823,9 @@ impl Pass<'_, Kustomization> {
         let _ = self.patch_status().await;
         let started = Instant::now();
         loop {
+            if let Some(by) = interrupt.as_ref().and_then(|i| i.cause()) {
+                return Err(self.health_check_canceled(&by).await);
+            }
             let mut pending = Vec::new();
             let mut failed = Vec::new();
             for t in &targets {
@@ -837,14 +854,41 @@ impl Pass<'_, Kustomization> {
                     pending.join(", ")
                 )));
             }
-            tokio::time::sleep(
+            let pause = tokio::time::sleep(
                 self.ctx
                     .settings
                     .health_poll
                     .min(timeout.saturating_sub(elapsed)),
-            )
-            .await;
+            );
+            match interrupt.as_deref_mut() {
+                Some(i) => {
+                    tokio::select! {
+                        _ = pause => {}
+                        by = i.interrupted() => return Err(self.health_check_canceled(&by).await),
+                    }
+                }
+                None => pause.await,
+            }
         }
+    }
+
+    /// Flux's outcome of an interrupted health check: `Ready=False`, `HealthCheckCanceled`, an
+    /// info event instead of a warning, no history entry, and a reconcile at once.
+    async fn health_check_canceled(&mut self, by: &str) -> Failure {
+        tracing::info!(object = %self.key(), by, "new reconciliation triggered, canceling health checks");
+        self.event(
+            reason::HEALTH_CHECK_CANCELED,
+            &format!("Health checks canceled due to new reconciliation triggered by {by}"),
+            &[],
+        )
+        .await;
+        self.memo = None;
+        Failure::new(
+            reason::HEALTH_CHECK_CANCELED,
+            format!("New reconciliation triggered by {by}"),
+        )
+        .without_warning()
+        .retry_after(Duration::ZERO)
     }
 
     fn health_failed(&mut self, message: String) -> Failure {

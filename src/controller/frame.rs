@@ -167,7 +167,9 @@ async fn finish<K: Reconciled>(
     if verdict.reset_backoff {
         pass.ctx.backoff().reset(&key);
     }
-    if let Err(failure) = &outcome {
+    if let Err(failure) = &outcome
+        && failure.warn
+    {
         pass.warn(failure.reason, &failure.message).await;
     }
     K::ended(pass, pass.started.elapsed());

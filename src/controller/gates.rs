@@ -9,6 +9,8 @@ pub enum Gate {
     StrictPostBuildSubstitutions,
     /// apply-controller: no ConfigMap/Secret watches for `postBuild.substituteFrom`.
     DisableConfigWatchers,
+    /// apply-controller: a new reconcile request interrupts a health check in progress.
+    CancelHealthCheckOnNewRevision,
 }
 
 /// What driftless does with a Flux gate.
@@ -90,7 +92,7 @@ const APPLY_GATES: &[Known] = &[
     known(
         "CancelHealthCheckOnNewRevision",
         false,
-        Support::DefaultOnly("cancelling health checks is not supported by driftless yet"),
+        Support::Honoured(Gate::CancelHealthCheckOnNewRevision),
     ),
     known(
         "DisableConfigWatchers",

@@ -14,6 +14,9 @@ pub struct Failure {
     pub reason: &'static str,
     pub message: String,
     pub retry: Retry,
+    /// Announced with a warning event (the default) or left to the step that failed, which
+    /// tells it its own way (Flux announces some outcomes as info or not at all).
+    pub warn: bool,
 }
 
 /// When a failed pass runs again.
@@ -34,6 +37,15 @@ impl Failure {
             reason,
             message: message.into(),
             retry: Retry::Backoff,
+            warn: true,
+        }
+    }
+
+    /// No warning event for this failure.
+    pub fn without_warning(self) -> Self {
+        Failure {
+            warn: false,
+            ..self
         }
     }
 
