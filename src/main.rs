@@ -43,6 +43,11 @@ enum Command {
         /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also Flux's other source CRDs (GitRepository, HelmRepository, HelmChart,
+        /// ExternalArtifact; not reconciled by driftless), for a cluster without Flux's
+        /// source-controller whose Flux kustomize- or helm-controller needs them to start.
+        #[arg(long)]
+        flux_sources: bool,
     },
 }
 
@@ -67,7 +72,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse_from(args);
     init_logging(&cli.log_level, &cli.log_encoding)?;
     match cli.command {
-        Command::Crds { dir } => print_or_write_crds(dir),
+        Command::Crds { dir, flux_sources } => print_or_write_crds(dir, flux_sources),
         Command::SourceController(args) => {
             driftless::controller::tmp::use_private_temp_root("source-controller");
             runtime()?.block_on(driftless::source::controller::run(args))
@@ -126,19 +131,26 @@ fn init_logging(level: &str, encoding: &str) -> Result<()> {
     Ok(())
 }
 
-fn print_or_write_crds(dir: Option<PathBuf>) -> Result<()> {
-    let crds = driftless::api::crds::all();
+fn print_or_write_crds(dir: Option<PathBuf>, flux_sources: bool) -> Result<()> {
+    use driftless::api::crds;
+    let mut files: Vec<(String, String)> = Vec::new();
+    for crd in &crds::all() {
+        files.push((crds::file_name(crd), crds::to_yaml(crd)?));
+    }
+    if flux_sources {
+        files.extend(
+            crds::FLUX_SOURCES
+                .iter()
+                .map(|(name, yaml)| (name.to_string(), yaml.to_string())),
+        );
+    }
     match dir {
-        None => {
-            for crd in &crds {
-                print!("{}", driftless::api::crds::to_yaml(crd)?);
-            }
-        }
+        None => files.iter().for_each(|(_, yaml)| print!("{yaml}")),
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for crd in &crds {
-                let path = dir.join(driftless::api::crds::file_name(crd));
-                std::fs::write(&path, driftless::api::crds::to_yaml(crd)?)
+            for (name, yaml) in &files {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }

@@ -93,12 +93,13 @@ fn crd_for(oracle: &Oracle) -> CustomResourceDefinition {
         .unwrap_or_else(|| panic!("no driftless CRD for {plural} ({})", oracle.file))
 }
 
-/// The files of a directory, name → content.
+/// The files of a directory (not its subdirectories), name → content.
 fn read_dir(dir: &std::path::Path) -> BTreeMap<String, String> {
     std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| {
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (
@@ -163,7 +164,21 @@ fn committed_crds_are_what_the_types_generate() {
             path.display()
         );
     }
-    let files = std::fs::read_dir(&dir).unwrap().count();
+    let with_flux = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::controller::driftless_bin())
+        .args(["crds", "--flux-sources", "--dir"])
+        .arg(with_flux.path())
+        .output()
+        .expect("run driftless crds --flux-sources --dir");
+    assert!(out.status.success());
+    let mut expected = committed.clone();
+    expected.extend(read_dir(&dir.join("flux-sources")));
+    assert_eq!(
+        read_dir(with_flux.path()),
+        expected,
+        "`driftless crds --flux-sources` writes crds/ and crds/flux-sources/"
+    );
+    let files = read_dir(&dir).len();
     assert_eq!(
         files,
         crds::all().len(),
@@ -393,5 +408,42 @@ fn find_undocumented(node: &Value, path: &str, out: &mut Vec<String>) {
     }
     if let Some(items) = node.get("items") {
         find_undocumented(items, &format!("{path}[]"), out);
+    }
+}
+
+/// `crds/flux-sources/` is Flux source-controller v1.10.1's own GitRepository, HelmRepository,
+/// HelmChart and ExternalArtifact CRDs less their descriptions, read from its Go module: every
+/// schema fact, name, version and printer column as Flux ships it. `DRIFTLESS_REGENERATE=1`
+/// rewrites the files (and the chart's copy) instead of comparing.
+#[test]
+fn flux_source_crds_are_flux_own_without_descriptions() {
+    let module = support::go_module_dir(
+        "github.com/fluxcd/source-controller",
+        crds::FLUX_SOURCES_VERSION,
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let regenerate = std::env::var_os("DRIFTLESS_REGENERATE").is_some();
+    for (file, committed) in crds::FLUX_SOURCES {
+        let text = std::fs::read_to_string(module.join("config/crd/bases").join(file))
+            .unwrap_or_else(|e| panic!("{file} in the module: {e}"));
+        let flux: Value = serde_saphyr::from_str(&text).unwrap();
+        let ours = crds::flux_source_yaml(&flux).unwrap();
+        if regenerate {
+            for dir in ["crds/flux-sources", "charts/driftless/flux-source-crds"] {
+                std::fs::create_dir_all(root.join(dir)).unwrap();
+                std::fs::write(root.join(dir).join(file), &ours).unwrap();
+            }
+            continue;
+        }
+        assert_eq!(
+            committed, ours,
+            "{file} differs from Flux's (see the test's doc)"
+        );
+        let parsed: Value = serde_saphyr::from_str(committed).unwrap();
+        assert_eq!(parsed["kind"], "CustomResourceDefinition");
+        assert!(
+            !committed.contains("description:"),
+            "{file}: no prose of Flux's"
+        );
     }
 }

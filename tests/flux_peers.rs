@@ -30,19 +30,6 @@ fn ensure_built(target: &str) {
     assert!(status.success(), "hack/testbin.sh {target} failed");
 }
 
-/// The version `hack/testbin.sh` built a peer from (the stamp beside the binary): the pin lives
-/// in hack/testbin.sh alone, so a bump there is the only line to change.
-fn built_version(platform: &support::Platform, binary: &str) -> String {
-    let stamp = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
-        .join("bin")
-        .join(format!(".{binary}.version"));
-    let version = std::fs::read_to_string(&stamp)
-        .unwrap_or_else(|e| panic!("{}: {e} (run hack/testbin.sh)", stamp.display()));
-    let version = version.trim();
-    assert!(!version.is_empty(), "{} is empty", stamp.display());
-    format!("v{version}")
-}
-
 /// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
 /// watching one namespace, stopped on drop.
 struct FluxController {
@@ -90,7 +77,7 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
     let platform = support::platform();
     let kube = platform.client().await;
     support::install_crds(&kube).await;
-    support::install_git_repository_crd(&kube).await;
+    support::install_flux_source_crds(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-kc").await;
     let source = SourceController::start(&platform, &ns.name, &[]);
     let kc = FluxController::start(&platform, &ns.name, "kustomize-controller", &[]);
@@ -443,55 +430,6 @@ async fn artifacts_cross_between_the_flux_cli_and_driftless() {
     assert_eq!(tree(&pulled), expected, "flux pulls what driftless pushed");
 }
 
-/// Flux's Helm source CRDs, from the source-controller module the testbin build downloaded:
-/// Flux's source-controller does not start without them.
-fn install_flux_helm_crds(platform: &support::Platform) {
-    // Built first: the stamp it leaves names the version whose CRDs match the binary.
-    ensure_built("flux-source-controller");
-    let dir = Command::new("go")
-        .args([
-            "mod",
-            "download",
-            "-json",
-            &format!(
-                "github.com/fluxcd/source-controller@{}",
-                built_version(platform, "source-controller")
-            ),
-        ])
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("go mod download");
-    let json: serde_json::Value =
-        serde_json::from_slice(&dir.stdout).expect("go mod download -json");
-    let bases = std::path::Path::new(json["Dir"].as_str().unwrap()).join("config/crd/bases");
-    for kind in ["helmrepositories", "helmcharts"] {
-        let file = bases.join(format!("source.toolkit.fluxcd.io_{kind}.yaml"));
-        let out = platform
-            .kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl apply {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let crd = format!("crd/{kind}.source.toolkit.fluxcd.io");
-        let out = platform
-            .kubectl()
-            .args(["wait", "--for=condition=Established", "--timeout=60s", &crd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{crd} not established: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// The same OCIRepository, reconciled first by Flux's source-controller (whose artifact
 /// driftless's apply-controller applies) and then by driftless's: same revision, same metadata,
 /// same storage path, a tarball with the same files.
@@ -500,8 +438,7 @@ async fn flux_and_driftless_source_controllers_agree() {
     let platform = support::platform();
     let kube = platform.client().await;
     support::install_crds(&kube).await;
-    support::install_git_repository_crd(&kube).await;
-    install_flux_helm_crds(&platform);
+    support::install_flux_source_crds(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-sc").await;
     let repo = format!("{}/app", ns.name);
     let annotations = [(

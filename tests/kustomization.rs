@@ -1090,7 +1090,7 @@ async fn flux_git_sources_are_read_and_cross_namespace_refs_can_be_blocked() {
         .artifact
         .unwrap();
 
-    support::install_git_repository_crd(&e.client).await;
+    support::install_flux_source_crds(&e.client).await;
     let resource = ApiResource {
         group: "source.toolkit.fluxcd.io".into(),
         version: "v1".into(),

@@ -189,34 +189,30 @@ fn unique_suffix() -> String {
     )
 }
 
-/// Flux's GitRepository kind, as far as consumers read it: a CRD in source.toolkit.fluxcd.io
-/// with a status subresource (Flux's kustomize-controller also needs it to start).
-pub async fn install_git_repository_crd(client: &Client) {
+/// Flux's other source CRDs exactly as driftless ships them (`crds/flux-sources/`, `driftless
+/// crds --flux-sources`): Flux's kustomize- and source-controller start only with them, and
+/// tests of GitRepository sources need the kind.
+pub async fn install_flux_source_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
-        "spec": {"group": "source.toolkit.fluxcd.io", "scope": "Namespaced",
-                 "names": {"plural": "gitrepositories", "singular": "gitrepository", "kind": "GitRepository"},
-                 "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
-                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
-    }))
-    .unwrap();
-    let name = "gitrepositories.source.toolkit.fluxcd.io";
-    crds.patch(
-        name,
-        &PatchParams::apply("driftless-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("GitRepository CRD established")
-    .unwrap();
+    for (file, yaml) in driftless::api::crds::FLUX_SOURCES {
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let name = crd.metadata.name.clone().expect("a CRD has a name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("driftless-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name} established within 60s"))
+        .unwrap();
+    }
 }
 
 /// Benchmarks only (a benchmark may poll; a test may not): polls the list until `n` objects
@@ -257,4 +253,28 @@ where
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+}
+
+/// The extracted source of Go module `module@version`, downloaded through the Go module proxy
+/// (`go mod download`; modules that need a newer Go than the local one use the toolchain
+/// `hack/testbin.sh` builds them with, `$GO_NEXT_TOOLCHAIN`).
+pub fn go_module_dir(module: &str, version: &str) -> std::path::PathBuf {
+    let toolchain = std::env::var("GO_NEXT_TOOLCHAIN").unwrap_or_else(|_| "go1.27.3".into());
+    let out = std::process::Command::new("go")
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .env("GOTOOLCHAIN", toolchain)
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go mod download");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "go mod download {module}@{version}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    match json["Dir"].as_str() {
+        Some(dir) => dir.into(),
+        None => panic!("go mod download {module}@{version}: {json}"),
+    }
 }
