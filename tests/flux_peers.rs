@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
@@ -730,4 +730,168 @@ async fn driftless_and_flux_push_the_same_artifact() {
             "{key}"
         );
     }
+}
+
+/// Incremental adoption with Flux's sharding label, as the README describes it: Flux's
+/// source-controller keeps everything without `sharding.fluxcd.io/key`, driftless takes the
+/// objects labelled `sharding.fluxcd.io/key=driftless`, and Flux's kustomize-controller applies
+/// artifacts from both. Relabelling moves an OCIRepository from one to the other and back with
+/// no failed Kustomization on the way; when driftless hands an object back, it removes the
+/// storage it leaves behind once Flux has published (Flux never removes its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn side_by_side_adoption_with_the_sharding_label() {
+    use futures::StreamExt;
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    support::install_flux_source_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-shard").await;
+    let flux_storage = tempfile::tempdir().unwrap();
+    let flux_port = free_port();
+    let flux_source = FluxController::start(
+        &platform,
+        &ns.name,
+        "source-controller",
+        &[
+            format!("--storage-path={}", flux_storage.path().display()),
+            format!("--storage-addr=127.0.0.1:{flux_port}"),
+            format!("--storage-adv-addr=127.0.0.1:{flux_port}"),
+            "--watch-label-selector=!sharding.fluxcd.io/key".into(),
+        ],
+    );
+    let source = SourceController::start(
+        &platform,
+        &ns.name,
+        &["--watch-label-selector=sharding.fluxcd.io/key=driftless"],
+    );
+    let kc = FluxController::start(&platform, &ns.name, "kustomize-controller", &[]);
+    let flux_host = format!("127.0.0.1:{flux_port}/");
+    let our_host = format!("127.0.0.1:{}/", source.storage_port);
+
+    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
+    let ks: Api<Kustomization> = Api::namespaced(kube.clone(), &ns.name);
+    let cm = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: moved\ndata:\n  key: \"{v}\"\n"
+        )
+    };
+    let repo = format!("{}/app", ns.name);
+    let push = |v: String| {
+        let (platform, repo) = (&platform, &repo);
+        async move {
+            push_flux_artifact(
+                &client(platform.registry()),
+                repo,
+                "latest",
+                flux_layer(&[("cm.yaml", &v)]),
+                FLUX_LAYER,
+                &[],
+            )
+            .await
+        }
+    };
+    push(cm("1")).await;
+    let obj: OCIRepository = serde_json::from_value(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": "app"},
+        "spec": {"url": format!("oci://{}/{repo}", platform.registry()), "interval": "1h", "insecure": true},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let by_flux = wait_for(&api, &flux_host, || tail(&flux_source.log_text(), 30)).await;
+    let k: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
+        "spec": {"interval": "1h", "prune": true, "targetNamespace": ns.name,
+                 "sourceRef": {"kind": "OCIRepository", "name": "app"}},
+    }))
+    .unwrap();
+    ks.create(&PostParams::default(), &k).await.unwrap();
+    let applied_at = |revision: String| {
+        let (ks, kc) = (&ks, &kc);
+        async move {
+            kustomizations(ks, || tail(&kc.log_text(), 30))
+                .until("app", &format!("Ready at {revision}"), |o| {
+                    condition_of(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+                        && o.status
+                            .as_ref()
+                            .and_then(|s| s.last_applied_revision.as_deref())
+                            == Some(revision.as_str())
+                })
+                .await
+        }
+    };
+    applied_at(by_flux.revision.clone()).await;
+
+    // From here on, every state of the Kustomization is recorded: none may be a failure.
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorder = {
+        let failures = failures.clone();
+        let watch = kube::runtime::watcher(
+            ks.clone(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=app"),
+        );
+        tokio::spawn(async move {
+            let mut objects = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(watch));
+            while let Some(Ok(o)) = objects.next().await {
+                if let Some(c) =
+                    condition_of(&o, "Ready").filter(|c| c.status == ConditionStatus::False)
+                {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {}", c.reason, c.message));
+                }
+            }
+        })
+    };
+    let relabel = |value: Option<&str>| {
+        let api = &api;
+        let patch = json!({"metadata": {"labels": {"sharding.fluxcd.io/key": value}}});
+        async move {
+            api.patch("app", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+
+    // Flux → driftless: driftless publishes the same revision; a new one is applied from it.
+    relabel(Some("driftless")).await;
+    let by_us = wait_for(&api, &our_host, || tail(&source.log_text(), 30)).await;
+    assert_eq!(by_us.revision, by_flux.revision);
+    let digest = push(cm("2")).await;
+    let patch =
+        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "after-move"}}});
+    api.patch("app", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    applied_at(format!("latest@{digest}")).await;
+    let ours_dir = source
+        .storage
+        .join(format!("ocirepository/{}/app", ns.name));
+    assert!(ours_dir.is_dir(), "driftless stores the artifact");
+
+    // driftless → Flux: Flux publishes; driftless's storage for the object is then removed.
+    relabel(None).await;
+    let back = wait_for(&api, &flux_host, || tail(&flux_source.log_text(), 30)).await;
+    assert_eq!(back.revision, format!("latest@{digest}"));
+    applied_at(back.revision.clone()).await;
+    support::wait::poll(
+        "driftless's storage of the handed-back object removed",
+        Duration::from_secs(60),
+        async || (!ours_dir.exists()).then_some(()),
+    )
+    .await;
+    let data = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
+        .get("moved")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(data.get("key").map(String::as_str), Some("2"));
+    recorder.abort();
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "the Kustomization failed while its source moved: {:?}",
+        failures.lock().unwrap()
+    );
 }

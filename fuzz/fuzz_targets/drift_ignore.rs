@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use driftless::apply::ignore::{Pointer, owned_by_another_applier};
-use driftless::apply::selector::LabelSelector;
+use driftless::controller::labels::LabelSelector;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 

@@ -196,7 +196,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 .context("--watch-all-namespaces=false needs RUNTIME_NAMESPACE")?,
         ),
     };
-    let (objects, store) = watched_objects(api, &args.common.watch_label_selector);
+    let (objects, store) = watched_objects(api, &args.common.watch_label_selector, |_| {});
     let queues = ctx.metrics.queues.clone();
     queues.watch(CONTROLLER, store_has(store.clone()));
     let watch_queues = queues.clone();

@@ -6,6 +6,7 @@ pub mod events;
 pub mod flags;
 pub mod frame;
 pub mod gates;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

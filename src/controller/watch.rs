@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 
+use futures::StreamExt;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -13,9 +14,12 @@ use crate::controller::objects::REQUESTED_AT;
 /// are most of an object's size in memory; and like Flux's predicates, only what asks for work
 /// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
 /// our own status writes do not.
+/// `left` hears of every object the watch stops seeing: deleted, or relabelled out of
+/// `label_selector`.
 pub fn watched_objects<K>(
     api: Api<K>,
     label_selector: &str,
+    left: impl Fn(&K) + Send + 'static,
 ) -> (
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     reflector::Store<K>,
@@ -32,6 +36,11 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                left(obj);
+            }
+        })
         .touched_objects()
         .predicate_filter(wants_reconcile, PredicateConfig::default());
     (objects, store)

@@ -14,6 +14,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::{Api, Client, ResourceExt};
 
 use super::context::{Context, SourceConfig};
+use super::handover;
 use super::steps::SourceObject;
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
@@ -23,6 +24,7 @@ use crate::controller::events::Events;
 use crate::controller::flags::go_uint;
 use crate::controller::frame::{error_policy, reconcile};
 use crate::controller::gates::FeatureGates;
+use crate::controller::labels::LabelSelector;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
 use crate::controller::probes::{serve, serve_probes};
@@ -161,10 +163,12 @@ fn controller<K: SourceObject>(
     args: &SourceControllerArgs,
     ctx: Arc<Context>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
-    let (objects, store) = watched_objects(
-        watched_api::<K>(client, args)?,
-        &args.common.watch_label_selector,
-    );
+    let api = watched_api::<K>(client, args)?;
+    let (storage, selector) = (ctx.storage.clone(), own_selector(args)?);
+    let released = api.clone();
+    let (objects, store) = watched_objects(api, &args.common.watch_label_selector, move |obj| {
+        handover::released(released.clone(), storage.clone(), selector.clone(), obj)
+    });
     let queues = ctx.metrics.queues.clone();
     queues.watch(&K::KIND.to_lowercase(), store_has(store.clone()));
     let objects = objects.inspect(move |event| {
@@ -217,17 +221,46 @@ fn watched_api<K: SourceObject>(
     Ok(Api::namespaced(client.clone(), &ns))
 }
 
-/// Artifacts of objects deleted while the controller was down are removed at start-up.
+/// `--watch-label-selector`, parsed here too: the hand-over tells by it whether an object came
+/// back to this controller.
+fn own_selector(args: &SourceControllerArgs) -> anyhow::Result<Arc<LabelSelector>> {
+    LabelSelector::parse(&args.common.watch_label_selector)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))
+}
+
+/// Artifacts of objects deleted while the controller was down are removed at start-up; with a
+/// label selector, those of objects outside it are handed over (see `handover`).
 async fn remove_orphaned_storage<K: SourceObject>(
     client: &Client,
-    storage: &Storage,
+    storage: &Arc<Storage>,
     args: &SourceControllerArgs,
 ) -> anyhow::Result<()> {
+    let api = watched_api::<K>(client, args)?;
+    let only_ns = (!args.common.watch_all_namespaces)
+        .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
     if !args.common.watch_label_selector.is_empty() {
-        // With sharding other controllers own the other objects' storage.
+        let selected: std::collections::HashSet<(String, String)> = api
+            .list_metadata(
+                &kube::api::ListParams::default()
+                    .match_any()
+                    .labels(&args.common.watch_label_selector),
+            )
+            .await
+            .with_context(|| format!("listing {}s", K::KIND))?
+            .items
+            .iter()
+            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+            .collect();
+        handover::release_stored_outside(
+            api,
+            storage.clone(),
+            own_selector(args)?,
+            &selected,
+            only_ns.as_deref(),
+        );
         return Ok(());
     }
-    let api = watched_api::<K>(client, args)?;
     let live: std::collections::HashSet<(String, String)> = api
         .list_metadata(&kube::api::ListParams::default().match_any())
         .await
@@ -236,8 +269,6 @@ async fn remove_orphaned_storage<K: SourceObject>(
         .iter()
         .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
         .collect();
-    let only_ns = (!args.common.watch_all_namespaces)
-        .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
     for location in storage.stored_objects(K::STORAGE_KIND) {
         let (ns, name) = (location.namespace(), location.name());
         if only_ns.as_deref().is_some_and(|only| only != ns)

@@ -3,6 +3,7 @@
 pub mod bucket;
 pub mod context;
 pub mod controller;
+pub mod handover;
 pub mod oci;
 pub mod steps;
 pub mod store;
