@@ -7,7 +7,7 @@
 # and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
 #   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux|peers|rekor-tiles|timestamp-authority]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -318,7 +318,7 @@ case "${1:-all}" in
   cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
   flux-kustomize-controller) build_flux_controller kustomize-controller "$FLUX_KC_VERSION" ;;
   flux-source-controller) build_flux_controller source-controller "$FLUX_SC_VERSION" ;;
-  helm-controller) build_flux_controller helm-controller "$FLUX_HC_VERSION" ;;
+  helm-controller|flux-helm-controller) build_flux_controller helm-controller "$FLUX_HC_VERSION" ;;
   flux) build_flux ;;
   peers) build_cosign cosign v2 "$COSIGN_VERSION"; build_cosign cosign3 v3 "$COSIGN3_VERSION"
     build_flux_controller kustomize-controller "$FLUX_KC_VERSION"
@@ -329,5 +329,5 @@ case "${1:-all}" in
     github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
 esac

@@ -895,3 +895,392 @@ async fn side_by_side_adoption_with_the_sharding_label() {
         failures.lock().unwrap()
     );
 }
+
+/// Bucket revisions proven against Flux itself: Flux's source-controller and driftless's
+/// reconcile the same bucket (generic S3 on SeaweedFS, and on rclone, whose ETags come
+/// unquoted) — nested keys, a `.sourceignore`, `spec.ignore`, a prefix — and agree on
+/// `status.artifact.revision` and on the files of the tarball. Azure is not compared: Flux takes
+/// the storage account from the endpoint's host name, so it cannot sign requests for Azurite's
+/// path-style account (403 AuthorizationFailure); GCS: Flux's client needs Google credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn bucket_revisions_match_flux_source_controller() {
+    use support::objectstore::{ObjectStore, Provider};
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    support::install_flux_source_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-bucket").await;
+    let flux_storage = tempfile::tempdir().unwrap();
+    let flux_port = free_port();
+    let flux_source = FluxController::start(
+        &platform,
+        &ns.name,
+        "source-controller",
+        &[
+            format!("--storage-path={}", flux_storage.path().display()),
+            format!("--storage-addr=127.0.0.1:{flux_port}"),
+            format!("--storage-adv-addr=127.0.0.1:{flux_port}"),
+            "--watch-label-selector=!sharding.fluxcd.io/key".into(),
+        ],
+    );
+    let source = SourceController::start(
+        &platform,
+        &ns.name,
+        &["--watch-label-selector=sharding.fluxcd.io/key=driftless"],
+    );
+    let api: Api<driftless::api::Bucket> = Api::namespaced(kube.clone(), &ns.name);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kube.clone(), &ns.name);
+    let files: [(&str, &str); 6] = [
+        ("app/cm.yaml", "kind: ConfigMap\n"),
+        ("app/nested/deep/deploy.yaml", "kind: Deployment\n"),
+        ("app/notes.txt", "ignored by .sourceignore\n"),
+        ("app/.sourceignore", "*.txt\n"),
+        ("app/skip/secret.yaml", "ignored by spec.ignore\n"),
+        ("other/outside.yaml", "outside the prefix\n"),
+    ];
+    for provider in [Provider::S3, Provider::S3b] {
+        let store = ObjectStore::new(&platform, provider);
+        let bucket = format!("cmp-{}-{}", provider.tool_name(), ns.name)
+            .chars()
+            .take(60)
+            .collect::<String>();
+        store.mkbucket(&bucket);
+        for (key, content) in files {
+            store.put(&bucket, key, content.as_bytes());
+        }
+        let secret_name = format!("creds-{}", provider.tool_name());
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": secret_name},
+            "stringData": provider.secret(&platform).unwrap(),
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let endpoint = provider.endpoint(&platform, &provider.address(&platform));
+        let spec = json!({"provider": provider.spec_provider(), "bucketName": bucket,
+            "endpoint": endpoint, "insecure": true, "interval": "1h", "prefix": "app/",
+            "ignore": "skip/\n", "secretRef": {"name": secret_name}});
+        let mut artifacts = Vec::new();
+        for (owner, labels, host) in [
+            ("flux", json!({}), format!("127.0.0.1:{flux_port}/")),
+            (
+                "ours",
+                json!({"sharding.fluxcd.io/key": "driftless"}),
+                format!("127.0.0.1:{}/", source.storage_port),
+            ),
+        ] {
+            let name = format!("{owner}-{}", provider.tool_name());
+            let obj: driftless::api::Bucket = serde_json::from_value(json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "Bucket",
+                "metadata": {"name": name, "labels": labels}, "spec": spec,
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &obj).await.unwrap();
+            let served = |o: &driftless::api::Bucket| {
+                let ready =
+                    condition_of(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
+                o.status
+                    .clone()
+                    .unwrap_or_default()
+                    .artifact
+                    .filter(|a| ready && a.url.contains(&host))
+            };
+            let logs = || {
+                format!(
+                    "{}\n---\n{}",
+                    tail(&flux_source.log_text(), 15),
+                    tail(&source.log_text(), 15)
+                )
+            };
+            let done = Wait::new(&api, Duration::from_secs(90))
+                .log(logs)
+                .until(&name, &format!("Ready with an artifact from {host}"), |o| {
+                    served(o).is_some()
+                })
+                .await;
+            let artifact = served(&done).expect("checked by the wait");
+            let tarball = support::source::untar(&fetch(&artifact.url).await);
+            artifacts.push((artifact.revision, tarball));
+        }
+        let (theirs, ours) = (&artifacts[0], &artifacts[1]);
+        assert_eq!(
+            ours.0, theirs.0,
+            "{provider:?}: the same revision as Flux's"
+        );
+        assert_eq!(
+            ours.1.keys().collect::<Vec<_>>(),
+            theirs.1.keys().collect::<Vec<_>>(),
+            "{provider:?}: the same files as Flux's"
+        );
+        assert_eq!(
+            ours.1, theirs.1,
+            "{provider:?}: the same contents as Flux's"
+        );
+        assert!(
+            ours.1
+                .keys()
+                .any(|k| k.ends_with("nested/deep/deploy.yaml"))
+                && !ours
+                    .1
+                    .keys()
+                    .any(|k| k.ends_with("secret.yaml") || k.ends_with("outside.yaml")),
+            "{provider:?}: {:?}",
+            ours.1.keys()
+        );
+    }
+}
+
+/// The version `hack/testbin.sh` built a peer from (the stamp beside the binary): the pin lives
+/// in hack/testbin.sh alone.
+fn built_version(platform: &support::Platform, binary: &str) -> String {
+    let stamp = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
+        .join("bin")
+        .join(format!(".{binary}.version"));
+    let version = std::fs::read_to_string(&stamp)
+        .unwrap_or_else(|e| panic!("{}: {e} (run hack/testbin.sh)", stamp.display()));
+    format!("v{}", version.trim())
+}
+
+/// helm-controller's own CRD (HelmRelease), from the module its binary was built from.
+fn install_helm_release_crd(platform: &support::Platform) {
+    ensure_built("flux-helm-controller");
+    let module = support::go_module_dir(
+        "github.com/fluxcd/helm-controller",
+        &built_version(platform, "helm-controller"),
+    );
+    let file = module.join("config/crd/bases/helm.toolkit.fluxcd.io_helmreleases.yaml");
+    let out = platform
+        .kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = platform
+        .kubectl()
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/helmreleases.helm.toolkit.fluxcd.io",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "HelmRelease CRD: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real `helm` (hack/testbin.sh), with its configuration in `home`.
+fn helm(platform: &support::Platform, home: &std::path::Path, args: &[&str]) -> String {
+    let out =
+        Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/helm"))
+            .args(args)
+            .env("HOME", home)
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()
+            .expect("run helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?}: {text}");
+    text
+}
+
+/// The seed's other consumer: Flux's helm-controller installs and upgrades a chart that the real
+/// `helm push` put in the registry, which driftless resolves by semver, verifies with cosign and
+/// serves as an OCIRepository with Helm's chart layer copied (`chartRef: {kind: OCIRepository}`);
+/// an unsigned chart version is refused before helm-controller sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_controller_installs_and_upgrades_charts_driftless_serves() {
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    support::install_flux_source_crds(&kube).await;
+    install_helm_release_crd(&platform);
+    let ns = support::TestNamespace::new(&platform, &kube, "peer-hc").await;
+    let source = SourceController::start(&platform, &ns.name, &[]);
+    let hc = FluxController::start(&platform, &ns.name, "helm-controller", &[]);
+
+    let work = tempfile::tempdir().unwrap();
+    support::cosign::generate_key_pair(&platform, work.path());
+    let charts = format!("{}/{}/charts", platform.registry(), ns.name);
+    let push_chart = |version: &str, signed: bool| {
+        let dir = work.path().join(format!("demo-{version}"));
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(
+            dir.join("Chart.yaml"),
+            format!("apiVersion: v2\nname: demo\nversion: {version}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  version: {{ .Chart.Version | quote }}\n  greeting: {{ .Values.greeting | quote }}\n",
+        )
+        .unwrap();
+        let out = work.path().join("packages");
+        helm(
+            &platform,
+            work.path(),
+            &[
+                "package",
+                dir.to_str().unwrap(),
+                "-d",
+                out.to_str().unwrap(),
+            ],
+        );
+        let pushed = helm(
+            &platform,
+            work.path(),
+            &[
+                "push",
+                out.join(format!("demo-{version}.tgz")).to_str().unwrap(),
+                &format!("oci://{charts}"),
+                "--plain-http",
+            ],
+        );
+        let digest = pushed
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest in: {pushed}"))
+            .to_string();
+        if signed {
+            support::cosign::sign(
+                &platform,
+                work.path(),
+                "cosign.key",
+                &format!("{charts}/demo@{digest}"),
+            );
+        }
+        format!("{version}@{digest}")
+    };
+    let first = push_chart("0.1.0", true);
+    let public = std::fs::read_to_string(work.path().join("cosign.pub")).unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "chart-keys"}, "stringData": {"cosign.pub": public}}))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &source);
+    sources
+        .create("demo", json!({
+            "url": format!("oci://{charts}/demo"), "interval": "1h", "insecure": true,
+            "ref": {"semver": ">=0.1.0"},
+            "layerSelector": {"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "operation": "copy"},
+            "verify": {"provider": "cosign", "secretRef": {"name": "chart-keys"}},
+        }))
+        .await;
+    sources
+        .wait_until("demo", "serving 0.1.0", |o| {
+            support::source::revision(o) == first
+        })
+        .await;
+
+    let resource = ApiResource {
+        group: "helm.toolkit.fluxcd.io".into(),
+        version: "v2".into(),
+        api_version: "helm.toolkit.fluxcd.io/v2".into(),
+        kind: "HelmRelease".into(),
+        plural: "helmreleases".into(),
+    };
+    let releases: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &ns.name, &resource);
+    let release: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "demo", "namespace": ns.name},
+        "spec": {"interval": "1h", "chartRef": {"kind": "OCIRepository", "name": "demo"},
+                 "values": {"greeting": "hello"}},
+    }))
+    .unwrap();
+    releases
+        .create(&PostParams::default(), &release)
+        .await
+        .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(kube.clone(), &ns.name);
+    let installed = |version: &'static str| {
+        let (configmaps, releases, hc) = (&configmaps, &releases, &hc);
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let release = releases.get("demo").await.unwrap();
+                let ready = release.data["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                let version_now = configmaps
+                    .get_opt("demo-cm")
+                    .await
+                    .unwrap()
+                    .and_then(|cm| cm.data?.get("version").cloned());
+                // helm-controller records a chart from an OCIRepository as
+                // `<version>+<digest prefix>` (the OCI digest as build metadata).
+                let at_version = version_now
+                    .as_deref()
+                    .is_some_and(|v| v.split('+').next() == Some(version));
+                if ready && at_version {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "chart {version} not installed by helm-controller within 120s; HelmRelease status: {}\nlog:\n{}",
+                    serde_json::to_string_pretty(&release.data["status"]).unwrap(),
+                    tail(&hc.log_text(), 20)
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    installed("0.1.0").await;
+    let data = configmaps.get("demo-cm").await.unwrap().data.unwrap();
+    assert_eq!(data.get("greeting").map(String::as_str), Some("hello"));
+
+    // A new signed version is picked up by semver, verified, served and upgraded to.
+    let second = push_chart("0.2.0", true);
+    sources.request_reconcile("demo").await;
+    sources
+        .wait_until("demo", "serving 0.2.0", |o| {
+            support::source::revision(o) == second
+        })
+        .await;
+    installed("0.2.0").await;
+
+    // An unsigned one is refused: the verified 0.2.0 stays served and installed.
+    push_chart("0.3.0", false);
+    let refused = sources.request_reconcile("demo").await;
+    let verified = support::source::condition(&refused, "SourceVerified").expect("SourceVerified");
+    assert_eq!(verified.status, ConditionStatus::False, "{verified:?}");
+    assert_eq!(
+        support::source::revision(&refused),
+        second,
+        "the last verified chart stays served"
+    );
+    let data = configmaps.get("demo-cm").await.unwrap().data.unwrap();
+    let digest = second.split_once("@sha256:").unwrap().1;
+    assert_eq!(
+        data.get("version").map(String::as_str),
+        Some(format!("0.2.0+{}", &digest[..12]).as_str()),
+        "still the verified 0.2.0, from the digest driftless served"
+    );
+    assert!(
+        !hc.log_text().contains("0.3.0"),
+        "helm-controller never saw the unsigned chart"
+    );
+}
