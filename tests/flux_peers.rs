@@ -732,6 +732,47 @@ async fn driftless_and_flux_push_the_same_artifact() {
     }
 }
 
+/// Flux's source-controller for the objects without `sharding.fluxcd.io/key` and driftless's
+/// for those labelled `sharding.fluxcd.io/key=driftless`, in one namespace: the README's
+/// adoption set-up. Both stop on drop.
+struct SideBySide {
+    flux: FluxController,
+    flux_host: String,
+    _flux_storage: tempfile::TempDir,
+    ours: SourceController,
+    our_host: String,
+}
+
+impl SideBySide {
+    fn start(platform: &support::Platform, namespace: &str) -> Self {
+        let flux_storage = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let flux = FluxController::start(
+            platform,
+            namespace,
+            "source-controller",
+            &[
+                format!("--storage-path={}", flux_storage.path().display()),
+                format!("--storage-addr=127.0.0.1:{port}"),
+                format!("--storage-adv-addr=127.0.0.1:{port}"),
+                "--watch-label-selector=!sharding.fluxcd.io/key".into(),
+            ],
+        );
+        let ours = SourceController::start(
+            platform,
+            namespace,
+            &["--watch-label-selector=sharding.fluxcd.io/key=driftless"],
+        );
+        SideBySide {
+            flux,
+            flux_host: format!("127.0.0.1:{port}/"),
+            _flux_storage: flux_storage,
+            our_host: format!("127.0.0.1:{}/", ours.storage_port),
+            ours,
+        }
+    }
+}
+
 /// Incremental adoption with Flux's sharding label, as the README describes it: Flux's
 /// source-controller keeps everything without `sharding.fluxcd.io/key`, driftless takes the
 /// objects labelled `sharding.fluxcd.io/key=driftless`, and Flux's kustomize-controller applies
@@ -746,27 +787,14 @@ async fn side_by_side_adoption_with_the_sharding_label() {
     support::install_crds(&kube).await;
     support::install_flux_source_crds(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-shard").await;
-    let flux_storage = tempfile::tempdir().unwrap();
-    let flux_port = free_port();
-    let flux_source = FluxController::start(
-        &platform,
-        &ns.name,
-        "source-controller",
-        &[
-            format!("--storage-path={}", flux_storage.path().display()),
-            format!("--storage-addr=127.0.0.1:{flux_port}"),
-            format!("--storage-adv-addr=127.0.0.1:{flux_port}"),
-            "--watch-label-selector=!sharding.fluxcd.io/key".into(),
-        ],
-    );
-    let source = SourceController::start(
-        &platform,
-        &ns.name,
-        &["--watch-label-selector=sharding.fluxcd.io/key=driftless"],
-    );
+    let SideBySide {
+        flux: flux_source,
+        flux_host,
+        ours: source,
+        our_host,
+        ..
+    } = SideBySide::start(&platform, &ns.name);
     let kc = FluxController::start(&platform, &ns.name, "kustomize-controller", &[]);
-    let flux_host = format!("127.0.0.1:{flux_port}/");
-    let our_host = format!("127.0.0.1:{}/", source.storage_port);
 
     let api: Api<OCIRepository> = Api::namespaced(kube.clone(), &ns.name);
     let ks: Api<Kustomization> = Api::namespaced(kube.clone(), &ns.name);
@@ -910,24 +938,13 @@ async fn bucket_revisions_match_flux_source_controller() {
     support::install_crds(&kube).await;
     support::install_flux_source_crds(&kube).await;
     let ns = support::TestNamespace::new(&platform, &kube, "peer-bucket").await;
-    let flux_storage = tempfile::tempdir().unwrap();
-    let flux_port = free_port();
-    let flux_source = FluxController::start(
-        &platform,
-        &ns.name,
-        "source-controller",
-        &[
-            format!("--storage-path={}", flux_storage.path().display()),
-            format!("--storage-addr=127.0.0.1:{flux_port}"),
-            format!("--storage-adv-addr=127.0.0.1:{flux_port}"),
-            "--watch-label-selector=!sharding.fluxcd.io/key".into(),
-        ],
-    );
-    let source = SourceController::start(
-        &platform,
-        &ns.name,
-        &["--watch-label-selector=sharding.fluxcd.io/key=driftless"],
-    );
+    let SideBySide {
+        flux: flux_source,
+        flux_host,
+        ours: source,
+        our_host,
+        ..
+    } = SideBySide::start(&platform, &ns.name);
     let api: Api<driftless::api::Bucket> = Api::namespaced(kube.clone(), &ns.name);
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kube.clone(), &ns.name);
     let files: [(&str, &str); 6] = [
@@ -964,11 +981,11 @@ async fn bucket_revisions_match_flux_source_controller() {
             "ignore": "skip/\n", "secretRef": {"name": secret_name}});
         let mut artifacts = Vec::new();
         for (owner, labels, host) in [
-            ("flux", json!({}), format!("127.0.0.1:{flux_port}/")),
+            ("flux", json!({}), &flux_host),
             (
                 "ours",
                 json!({"sharding.fluxcd.io/key": "driftless"}),
-                format!("127.0.0.1:{}/", source.storage_port),
+                &our_host,
             ),
         ] {
             let name = format!("{owner}-{}", provider.tool_name());
@@ -985,7 +1002,7 @@ async fn bucket_revisions_match_flux_source_controller() {
                     .clone()
                     .unwrap_or_default()
                     .artifact
-                    .filter(|a| ready && a.url.contains(&host))
+                    .filter(|a| ready && a.url.contains(host.as_str()))
             };
             let logs = || {
                 format!(

@@ -221,6 +221,24 @@ fn watched_api<K: SourceObject>(
     Ok(Api::namespaced(client.clone(), &ns))
 }
 
+/// The (namespace, name) of the objects the label selector selects (all for "").
+async fn object_names<K: SourceObject>(
+    api: &Api<K>,
+    label_selector: &str,
+) -> anyhow::Result<std::collections::HashSet<(String, String)>> {
+    let params = kube::api::ListParams::default()
+        .match_any()
+        .labels(label_selector);
+    Ok(api
+        .list_metadata(&params)
+        .await
+        .with_context(|| format!("listing {}s", K::KIND))?
+        .items
+        .iter()
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+        .collect())
+}
+
 /// `--watch-label-selector`, parsed here too: the hand-over tells by it whether an object came
 /// back to this controller.
 fn own_selector(args: &SourceControllerArgs) -> anyhow::Result<Arc<LabelSelector>> {
@@ -240,18 +258,7 @@ async fn remove_orphaned_storage<K: SourceObject>(
     let only_ns = (!args.common.watch_all_namespaces)
         .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default());
     if !args.common.watch_label_selector.is_empty() {
-        let selected: std::collections::HashSet<(String, String)> = api
-            .list_metadata(
-                &kube::api::ListParams::default()
-                    .match_any()
-                    .labels(&args.common.watch_label_selector),
-            )
-            .await
-            .with_context(|| format!("listing {}s", K::KIND))?
-            .items
-            .iter()
-            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-            .collect();
+        let selected = object_names(&api, &args.common.watch_label_selector).await?;
         handover::release_stored_outside(
             api,
             storage.clone(),
@@ -261,14 +268,7 @@ async fn remove_orphaned_storage<K: SourceObject>(
         );
         return Ok(());
     }
-    let live: std::collections::HashSet<(String, String)> = api
-        .list_metadata(&kube::api::ListParams::default().match_any())
-        .await
-        .with_context(|| format!("listing {}s", K::KIND))?
-        .items
-        .iter()
-        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-        .collect();
+    let live = object_names(&api, "").await?;
     for location in storage.stored_objects(K::STORAGE_KIND) {
         let (ns, name) = (location.namespace(), location.name());
         if only_ns.as_deref().is_some_and(|only| only != ns)
