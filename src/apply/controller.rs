@@ -213,12 +213,36 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         .watches(
             source_api::<OCIRepository>(&client, &args),
             watcher::Config::default(),
-            referencing::<OCIRepository>(store.clone(), SourceKind::OciRepository, &queues, &ctx),
+            referencing(
+                store.clone(),
+                SourceKind::OciRepository,
+                &queues,
+                &ctx,
+                |o: &OCIRepository| {
+                    o.status
+                        .as_ref()?
+                        .artifact
+                        .as_ref()
+                        .map(|a| a.revision.clone())
+                },
+            ),
         )
         .watches(
             source_api::<Bucket>(&client, &args),
             watcher::Config::default(),
-            referencing::<Bucket>(store.clone(), SourceKind::Bucket, &queues, &ctx),
+            referencing(
+                store.clone(),
+                SourceKind::Bucket,
+                &queues,
+                &ctx,
+                |o: &Bucket| {
+                    o.status
+                        .as_ref()?
+                        .artifact
+                        .as_ref()
+                        .map(|a| a.revision.clone())
+                },
+            ),
         );
     for kind in [SourceKind::GitRepository, SourceKind::ExternalArtifact] {
         // Flux's own source kinds are watched when their CRDs are installed.
@@ -270,7 +294,18 @@ fn source_api<K>(client: &Client, args: &ApplyControllerArgs) -> Api<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    match args.common.watch_all_namespaces || !args.no_cross_namespace_refs {
+    everywhere_or_own(
+        client,
+        args.common.watch_all_namespaces || !args.no_cross_namespace_refs,
+    )
+}
+
+/// Every namespace, or only the controller's own (`RUNTIME_NAMESPACE`).
+fn everywhere_or_own<K>(client: &Client, everywhere: bool) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match everywhere {
         true => Api::all(client.clone()),
         false => Api::namespaced(
             client.clone(),
@@ -305,13 +340,7 @@ fn config_api<K>(client: &Client, args: &ApplyControllerArgs) -> Api<PartialObje
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    match args.common.watch_all_namespaces {
-        true => Api::all(client.clone()),
-        false => Api::namespaced(
-            client.clone(),
-            &std::env::var("RUNTIME_NAMESPACE").unwrap_or_default(),
-        ),
-    }
+    everywhere_or_own(client, args.common.watch_all_namespaces)
 }
 
 /// `--watch-configs-label-selector`, applied by the API server; empty selects all.
@@ -367,18 +396,17 @@ fn queue_key(r: &QueueRef<Kustomization>) -> String {
 }
 
 /// The Kustomizations whose sourceRef names this source.
-fn referencing<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
+fn referencing<K: kube::Resource<DynamicType = ()> + 'static>(
     store: Store<Kustomization>,
     kind: SourceKind,
     queues: &WorkQueues,
     ctx: &ApplyContext,
+    artifact_revision: fn(&K) -> Option<String>,
 ) -> impl Fn(K) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
     let queues = queues.clone();
     let interrupts = ctx.interrupts.clone();
     move |source: K| {
-        let revision = serde_json::to_value(&source)
-            .ok()
-            .and_then(|v| artifact_revision(&v));
+        let revision = artifact_revision(&source);
         let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
         let refs = users(&store, kind, &ns, &name);
         let by = format!("{}/{ns}/{name}", K::kind(&()));
@@ -398,7 +426,11 @@ fn referencing_dynamic(
     let queues = queues.clone();
     let interrupts = ctx.interrupts.clone();
     move |source: DynamicObject| {
-        let revision = artifact_revision(&source.data);
+        let revision = source
+            .data
+            .pointer("/status/artifact/revision")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
         let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
         let refs = users(&store, kind, &ns, &name);
         let by = format!("{}/{ns}/{name}", source_resource(kind).kind);
@@ -407,14 +439,6 @@ fn referencing_dynamic(
         }
         queued(&queues, refs)
     }
-}
-
-/// A source's `status.artifact.revision` (a dynamic object keeps its status in `data`).
-fn artifact_revision(source: &serde_json::Value) -> Option<String> {
-    source
-        .pointer("/status/artifact/revision")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
 }
 
 /// The Kustomizations a source change triggers, counted into the work queue.

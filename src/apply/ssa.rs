@@ -121,22 +121,23 @@ pub struct ManagerOverrides {
 
 impl ManagerOverrides {
     /// Flux's post-dry-run list: prefix matches, Apply or Update, never a subresource.
-    fn after(&self, own: &str) -> impl Fn(&str, &str) -> bool {
-        let extra = self.after_dry_run.clone();
-        let own = own.to_string();
+    fn after<'a>(&'a self, own: &'a str) -> impl Fn(&str, &str) -> bool + 'a {
         move |manager: &str, op: &str| {
             let any_op = op == "Apply" || op == "Update";
             (manager.starts_with("kubectl") && any_op)
                 || (manager.starts_with("before-first-apply") && op == "Update")
-                || (manager.starts_with(own.as_str()) && op == "Update")
-                || (any_op && extra.iter().any(|m| manager.starts_with(m.as_str())))
+                || (manager.starts_with(own) && op == "Update")
+                || (any_op
+                    && self
+                        .after_dry_run
+                        .iter()
+                        .any(|m| manager.starts_with(m.as_str())))
         }
     }
 
-    fn before(&self) -> impl Fn(&str, &str) -> bool {
-        let names = self.before_dry_run.clone();
+    fn before(&self) -> impl Fn(&str, &str) -> bool + '_ {
         move |manager: &str, op: &str| {
-            (op == "Apply" || op == "Update") && names.iter().any(|m| m == manager)
+            (op == "Apply" || op == "Update") && self.before_dry_run.iter().any(|m| m == manager)
         }
     }
 }
@@ -353,12 +354,15 @@ impl Applier<'_> {
             return self.write(&api, &r, &object, Action::Created).await;
         };
         let ignored = self.ignore.paths_for(&dry);
-        if !patched
-            && !drifted(
+        // Copies without the ignored fields only when there are any: this runs for every object.
+        let changed = match ignored.is_empty() {
+            true => drifted(live, &dry),
+            false => drifted(
                 &ignore::without(live, &ignored),
                 &ignore::without(&dry, &ignored),
-            )
-        {
+            ),
+        };
+        if !patched && !changed {
             return Ok(Applied {
                 object: r,
                 action: Action::Unchanged,
