@@ -703,6 +703,17 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_that_reached_unreachable_in_quick_xml_0_38_is_refused() {
+        // Found by the azure_listing fuzz target: quick-xml 0.38.4 hit `unreachable!()` on two
+        // consecutive text events; the listing must instead be refused as malformed.
+        let body = include_bytes!("../../../fuzz/seeds/azure_listing/quick-xml-0.38.4-unreachable");
+        let Err(err) = list_page(body) else {
+            panic!("a malformed listing must be refused");
+        };
+        assert!(err.to_string().contains("invalid blob listing"), "{err}");
+    }
+
+    #[test]
     fn listing_pages_with_too_many_blobs_are_refused() {
         let blob = "<Blob><Name>k</Name><Properties><Etag>0x1</Etag></Properties></Blob>";
         let page = |n: usize| {
