@@ -2,6 +2,7 @@
 //! plain HTTP) and the Secrets that give them, the clients built from them, and errors that
 //! name their cause.
 
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -222,6 +223,32 @@ impl HttpClients {
         clients.insert(transport, client.clone());
         Ok(client)
     }
+}
+
+/// At most the first `max` bytes of a body (what is left is not read); errors end it early.
+pub async fn read_prefix(response: reqwest::Response, max: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() as u64 >= max {
+            break;
+        }
+    }
+    body
+}
+
+/// Token and STS answers are a few KiB from an honest endpoint, and the endpoint may be one a
+/// tenant named (`spec.sts.endpoint`, a key's `token_uri`, a Secret's `authorityHost`).
+const MAX_ANSWER_BYTES: u64 = 1 << 20;
+
+/// A token or STS answer as text, at most `MAX_ANSWER_BYTES` of it: what is cut off a longer
+/// one is never read, and the rest then fails to parse.
+pub async fn answer_text(response: reqwest::Response) -> String {
+    String::from_utf8_lossy(&read_prefix(response, MAX_ANSWER_BYTES).await).into_owned()
 }
 
 #[cfg(test)]

@@ -44,9 +44,29 @@ pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
     blocks
 }
 
+/// Percent-encodes every byte outside RFC 3986's unreserved set (what SigV4 and the GCS
+/// object path want); `keep_slash` leaves `/` as is for paths.
+pub fn uri_encode(s: &str, keep_slash: bool) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
+    utf8_percent_encode(s, if keep_slash { PATH } else { UNRESERVED }).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_encode_keeps_unreserved_and_optionally_slashes() {
+        assert_eq!(uri_encode("a b/c~d.e", true), "a%20b/c~d.e");
+        assert_eq!(uri_encode("a b/c", false), "a%20b%2Fc");
+        assert_eq!(uri_encode("ü+=", false), "%C3%BC%2B%3D");
+    }
 
     #[test]
     fn truncation_respects_the_limit_and_char_boundaries() {

@@ -749,7 +749,7 @@ async fn object_level_workload_identity_exchanges_a_service_account_token() {
     let obj = buckets.wait_failing("noanno", "AuthenticationFailed").await;
     let message = condition(&obj, "FetchFailed").unwrap().message.clone();
     assert!(
-        message.contains("'eks.amazonaws.com/role-arn'"),
+        message.contains("invalid eks.amazonaws.com/role-arn annotation: ''"),
         "{message}"
     );
 }

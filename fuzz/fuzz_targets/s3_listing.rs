@@ -1,7 +1,7 @@
 //! A ListObjectsV2 page from an S3 endpoint (and its error bodies).
 #![no_main]
 
-use driftless::source::bucket::auth::xml_text;
+use driftless::identity::auth::xml_text;
 use driftless::source::bucket::index::{EtagStyle, normalize_etag, unsafe_key};
 use driftless::source::bucket::s3::list_page;
 use libfuzzer_sys::fuzz_target;

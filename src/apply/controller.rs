@@ -121,12 +121,17 @@ fn at_least_one(text: &str) -> Result<u16, String> {
 
 pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     let gates = FeatureGates::parse_apply(&args.feature_gates).map_err(anyhow::Error::msg)?;
-    let config = kube::Config::infer()
+    let config = crate::controller::apiserver::config()
         .await
         .context("loading the Kubernetes client configuration")?;
     let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
     args.common.check_api_server(&client, &gates.notes).await?;
     let metrics = Metrics::new();
+    crate::identity::cache::install(
+        args.common.token_cache_max_size,
+        args.common.token_cache_max_duration,
+        &metrics,
+    );
     let ready = crate::controller::probes::serve_probes(
         &args.common.metrics_addr,
         &args.common.health_addr,

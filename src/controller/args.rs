@@ -35,6 +35,12 @@ pub struct CommonArgs {
     /// Spread requeues over interval ± this percentage.
     #[arg(long, default_value_t = 5, value_parser = jitter_percentage)]
     pub interval_jitter_percentage: u8,
+    /// Most cloud tokens and registry logins kept (0: none are kept).
+    #[arg(long, default_value_t = 100, value_parser = go_uint::<usize>)]
+    pub token_cache_max_size: usize,
+    /// Longest a cached token is kept (at most 1h, as in Flux).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_cache_max_duration: Duration,
     /// Backoff after the first failure.
     #[arg(long, default_value = "750ms", value_parser = parse_duration)]
     pub min_retry_delay: Duration,

@@ -87,7 +87,6 @@ const HELM_KINDS: &str = "driftless reconciles OCIRepository and Bucket only; ke
 const GIT_KINDS: &str = "driftless reconciles OCIRepository and Bucket only; keep Flux's \
      source-controller for GitRepository (see README, side-by-side adoption)";
 const SPIFFE: &str = "SPIFFE mTLS for artifacts and events is not supported by driftless yet";
-const TOKEN_CACHE: &str = "driftless does not cache cloud tokens yet, so there is no cache to size";
 
 /// Flags both Flux controllers have and both driftless controllers refuse.
 pub const SHARED_REFUSED: &[Refused] = &[
@@ -102,14 +101,6 @@ pub const SHARED_REFUSED: &[Refused] = &[
     Refused {
         flag: "spiffe-broker-id",
         reason: SPIFFE,
-    },
-    Refused {
-        flag: "token-cache-max-size",
-        reason: TOKEN_CACHE,
-    },
-    Refused {
-        flag: "token-cache-max-duration",
-        reason: TOKEN_CACHE,
     },
 ];
 

@@ -217,6 +217,19 @@ impl Metrics {
         WorkerGuard(gauge)
     }
 
+    /// Adds a metric kept elsewhere (the token cache's) under `name`.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .expect("metrics registry lock")
+            .register(name, help, metric);
+    }
+
     /// The text exposition format, with the process metrics every Go controller exports.
     pub fn render(&self) -> String {
         self.queues.refresh();

@@ -1,5 +1,6 @@
 //! What every reconciler shares: the reconcile frame, conditions, events, requeue timing and metrics.
 
+pub mod apiserver;
 pub mod args;
 pub mod conditions;
 pub mod events;

@@ -20,6 +20,8 @@ pub enum CloudService {
     AwsSts,
     /// Amazon S3: receives requests signed with the controller's keys and session token.
     AwsS3,
+    /// Amazon ECR's API: receives GetAuthorizationToken signed with the controller's keys.
+    AwsEcr,
     /// Azure Blob Storage: receives the controller's Entra ID access token.
     AzureBlob,
     /// Google Cloud Storage: receives the controller's OAuth access token.
@@ -31,6 +33,7 @@ impl CloudService {
         match self {
             CloudService::AwsSts => "AWS STS",
             CloudService::AwsS3 => "Amazon S3",
+            CloudService::AwsEcr => "Amazon ECR",
             CloudService::AzureBlob => "Azure Blob Storage",
             CloudService::GoogleStorage => "Google Cloud Storage",
         }
@@ -41,6 +44,7 @@ impl CloudService {
         match self {
             CloudService::AwsSts => aws::is_sts(host),
             CloudService::AwsS3 => aws::is_s3(host),
+            CloudService::AwsEcr => aws::is_ecr_api(host),
             CloudService::AzureBlob => azure::is_blob(host),
             CloudService::GoogleStorage => host == "storage.googleapis.com",
         }
@@ -204,6 +208,11 @@ pub fn aws_regional_sts(region: &str) -> Result<String, String> {
     Ok(format!("https://sts.{region}.{suffix}"))
 }
 
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, ...: a name that may become part of a host.
+pub fn is_aws_region(s: &str) -> bool {
+    aws::is_region(s)
+}
+
 mod url_host {
     use reqwest::Url;
 
@@ -299,6 +308,19 @@ mod aws {
             ([vpce, "sts", region, "vpce"], Partition::Global | Partition::China) => {
                 is_vpce_id(vpce) && in_partition(region, partition)
             }
+            _ => false,
+        }
+    }
+
+    /// `api.ecr.<region>`, `ecr-fips.<region>` and ECR Public's `api.ecr-public.us-east-1`.
+    pub fn is_ecr_api(host: &str) -> bool {
+        let Some((labels, partition)) = split(host) else {
+            return false;
+        };
+        match (labels.as_slice(), partition) {
+            (["api", "ecr-public", "us-east-1"], Partition::Global) => true,
+            (["api", "ecr", region], Partition::Global | Partition::China)
+            | (["ecr-fips", region], Partition::Global) => in_partition(region, partition),
             _ => false,
         }
     }
@@ -496,6 +518,30 @@ mod tests {
             "http://127.0.0.1:10000/devstoreaccount1",
         ] {
             assert!(!ok(CloudService::AzureBlob, url), "{url} must be refused");
+        }
+    }
+
+    #[test]
+    fn genuine_and_lookalike_ecr_api_hosts() {
+        for url in [
+            "https://api.ecr.us-east-1.amazonaws.com",
+            "https://api.ecr.cn-north-1.amazonaws.com.cn",
+            "https://ecr-fips.us-gov-west-1.amazonaws.com",
+            "https://api.ecr-public.us-east-1.amazonaws.com",
+        ] {
+            assert!(ok(CloudService::AwsEcr, url), "{url} is genuine ECR");
+        }
+        for url in [
+            "http://api.ecr.us-east-1.amazonaws.com",
+            "https://api.ecr.us-east-1.amazonaws.com.evil.com",
+            "https://api.ecr.cn-north-1.amazonaws.com",
+            "https://x.api.ecr.us-east-1.amazonaws.com",
+            "https://123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "https://api.ecr-public.eu-west-1.amazonaws.com",
+            "https://api.ecr.us-east-1.amazonaws.com:8443",
+            "http://127.0.0.1:5000",
+        ] {
+            assert!(!ok(CloudService::AwsEcr, url), "{url} must be refused");
         }
     }
 

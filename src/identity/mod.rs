@@ -1,5 +1,10 @@
-//! Cloud identity: where the credentials the controller itself holds may be used.
+//! Cloud identity: the credentials the controller holds or obtains for an object's
+//! ServiceAccount (AWS chains and SigV4, workload identity tokens, a cache of short-lived
+//! tokens), and where they may be sent.
 
-// Bucket sources use it today; the cloud providers of OCI sources are meant to share the same rule.
-
+pub mod auth;
+pub mod aws;
+pub mod cache;
+pub mod ecr;
 pub mod endpoints;
+pub mod workload;

@@ -94,11 +94,17 @@ fn download_concurrency(text: &str) -> Result<u16, String> {
 
 pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let gates = FeatureGates::parse_source(&args.feature_gates).map_err(anyhow::Error::msg)?;
-    let client = Client::try_default()
+    let config = crate::controller::apiserver::config()
         .await
-        .context("connecting to the Kubernetes API")?;
+        .context("loading the Kubernetes client configuration")?;
+    let client = Client::try_from(config).context("connecting to the Kubernetes API")?;
     args.common.check_api_server(&client, &gates.notes).await?;
     let metrics = Metrics::new();
+    crate::identity::cache::install(
+        args.common.token_cache_max_size,
+        args.common.token_cache_max_duration,
+        &metrics,
+    );
     let ready = serve_probes(
         &args.common.metrics_addr,
         &args.common.health_addr,

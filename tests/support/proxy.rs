@@ -16,6 +16,22 @@ impl Proxy {
     /// Start on a free port; with `credentials`, requests without the matching
     /// `Proxy-Authorization: Basic ...` get 407.
     pub async fn start(credentials: Option<(&str, &str)>) -> Proxy {
+        Self::start_routing(credentials, &[]).await
+    }
+
+    /// As `start`, and connections to an authority in `routes` (`host:port`, as the client
+    /// names it) go to the address it maps to: how tests give a local server a cloud's host
+    /// name, with TLS still ending at that server.
+    pub async fn start_routing(
+        credentials: Option<(&str, &str)>,
+        routes: &[(&str, &str)],
+    ) -> Proxy {
+        let routes: Arc<Vec<(String, String)>> = Arc::new(
+            routes
+                .iter()
+                .map(|(from, to)| (from.to_string(), to.to_string()))
+                .collect(),
+        );
         use base64::Engine;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -29,9 +45,9 @@ impl Proxy {
         let log = seen.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (log, expected) = (log.clone(), expected.clone());
+                let (log, expected, routes) = (log.clone(), expected.clone(), routes.clone());
                 tokio::spawn(async move {
-                    let _ = relay(client, log, expected).await;
+                    let _ = relay(client, log, expected, &routes).await;
                 });
             }
         });
@@ -43,6 +59,7 @@ async fn relay(
     mut client: TcpStream,
     log: Arc<Mutex<Vec<String>>>,
     expected: Option<String>,
+    routes: &[(String, String)],
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -73,6 +90,10 @@ async fn relay(
         .strip_prefix("http://")
         .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
         .unwrap_or_else(|| target.to_string());
+    let authority = routes
+        .iter()
+        .find(|(from, _)| from.eq_ignore_ascii_case(&authority))
+        .map_or(authority, |(_, to)| to.clone());
     let mut upstream = TcpStream::connect(&authority).await?;
     if request_line.starts_with("CONNECT ") {
         client

@@ -10,13 +10,14 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
-use super::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
 use super::object::{
-    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, response_error, uri_encode,
-    write_body,
+    BucketError, Fetched, ListBudget, Listed, PageEntries, response_error, write_body,
 };
+use crate::identity::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
+use crate::transport::answer_text;
 use crate::transport::error_chain;
 use crate::util::pem_blocks;
+use crate::util::uri_encode;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
@@ -68,7 +69,7 @@ pub enum EntraCredential {
         authority: String,
         tenant: String,
         client_id: String,
-        identity: super::workload::Identity,
+        identity: crate::identity::workload::Identity,
     },
 }
 
@@ -537,7 +538,9 @@ async fn fetch_entra_token(
             client_id,
             identity,
         } => {
-            let assertion = identity.token(super::workload::AZURE_AUDIENCE).await?;
+            let assertion = identity
+                .token(crate::identity::workload::AZURE_AUDIENCE)
+                .await?;
             assertion_request(
                 http,
                 token_endpoint(authority, tenant),

@@ -7,12 +7,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
 use super::object::{
-    BucketError, Fetched, ListBudget, Listed, PageEntries, answer_text, read_body, response_error,
-    uri_encode, write_body,
+    BucketError, Fetched, ListBudget, Listed, PageEntries, read_body, response_error, write_body,
 };
+use crate::identity::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
+use crate::transport::answer_text;
 use crate::transport::error_chain;
+use crate::util::uri_encode;
 
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const READ_ONLY_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
@@ -30,7 +31,7 @@ pub enum GcsAuth {
     /// A ServiceAccount's token exchanged at Google's STS (workload identity federation), then,
     /// with `iam.gke.io/gcp-service-account`, for that Google service account's token.
     ObjectWorkloadIdentity {
-        identity: super::workload::Identity,
+        identity: crate::identity::workload::Identity,
         /// `projects/<n>/locations/global/workloadIdentityPools/<pool>/providers/<p>` from the
         /// `gcp.auth.fluxcd.io/workload-identity-provider` annotation; GKE's when absent.
         provider: Option<String>,
@@ -372,7 +373,7 @@ async fn service_account_token(
 /// exchanged at Google's STS, and optionally for a Google service account's token.
 async fn federated_token(
     http: &reqwest::Client,
-    identity: &super::workload::Identity,
+    identity: &crate::identity::workload::Identity,
     provider: Option<&str>,
     impersonate: Option<&str>,
 ) -> Result<Token, String> {
@@ -468,7 +469,7 @@ async fn gke_audiences(http: &reqwest::Client) -> Result<(String, String), Strin
         let value = get(path)
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("object-level workload identity on GCP needs GKE's metadata server or the '{}' annotation: {}", super::workload::GCP_PROVIDER, error_chain(&e)))?
+            .map_err(|e| format!("object-level workload identity on GCP needs GKE's metadata server or the '{}' annotation: {}", crate::identity::workload::GCP_PROVIDER, error_chain(&e)))?
             .text()
             .await
             .map_err(|e| e.to_string())?;

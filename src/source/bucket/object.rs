@@ -6,7 +6,8 @@ use std::path::Path;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::auth::sanitize;
+use crate::identity::auth::sanitize;
+use crate::transport::read_prefix;
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,32 +223,6 @@ async fn read_capped(response: reqwest::Response, max: u64) -> Result<Capped, Bu
     Ok(Capped::Whole(body))
 }
 
-/// At most the first `max` bytes of a body (what is left is not read); errors end it early.
-pub async fn read_prefix(response: reqwest::Response, max: u64) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = usize::try_from(max)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() as u64 >= max {
-            break;
-        }
-    }
-    body
-}
-
-/// Token and STS answers are a few KiB from an honest endpoint, and the endpoint may be one a
-/// tenant named (`spec.sts.endpoint`, a key's `token_uri`, a Secret's `authorityHost`).
-const MAX_ANSWER_BYTES: u64 = 1 << 20;
-
-/// A token or STS answer as text, at most `MAX_ANSWER_BYTES` of it: what is cut off a longer
-/// one is never read, and the rest then fails to parse.
-pub async fn answer_text(response: reqwest::Response) -> String {
-    String::from_utf8_lossy(&read_prefix(response, MAX_ANSWER_BYTES).await).into_owned()
-}
-
 /// A body read whole for parsing, refused past `max` bytes (token and attribute answers).
 pub async fn read_body(
     response: reqwest::Response,
@@ -319,7 +294,7 @@ pub async fn response_error(what: &str, response: reqwest::Response) -> BucketEr
 }
 
 fn service_error_detail(body: &str) -> Option<String> {
-    use super::auth::xml_text;
+    use crate::identity::auth::xml_text;
     let code = xml_text(body, "Code");
     let message = xml_text(body, "Message");
     match (code, message) {
@@ -334,29 +309,9 @@ fn service_error_detail(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Percent-encodes every byte outside RFC 3986's unreserved set (what SigV4 and the GCS
-/// object path want); `keep_slash` leaves `/` as is for paths.
-pub fn uri_encode(s: &str, keep_slash: bool) -> String {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
-    utf8_percent_encode(s, if keep_slash { PATH } else { UNRESERVED }).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uri_encode_keeps_unreserved_and_optionally_slashes() {
-        assert_eq!(uri_encode("a b/c~d.e", true), "a%20b/c~d.e");
-        assert_eq!(uri_encode("a b/c", false), "a%20b%2Fc");
-        assert_eq!(uri_encode("ü+=", false), "%C3%BC%2B%3D");
-    }
 
     /// A response whose body arrives in `chunks` pieces of `chunk` bytes, without a
     /// Content-Length (as a chunked answer would).

@@ -13,7 +13,6 @@ use super::index::{EtagStyle, Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
 use super::object::{BucketError, ListLimits, Listed};
 use super::s3::{self, AwsAuth, S3Client, StaticKeys};
-use super::workload;
 use crate::api::bucket::{BucketProvider, STSProvider};
 use crate::api::{Artifact, Bucket, BucketStatus};
 use crate::artifact::archive::KeepAll;
@@ -24,7 +23,9 @@ use crate::controller::outcome::{Failure, Summary};
 use crate::controller::pass::Pass;
 use crate::controller::pass::{FrameError, Reconciled};
 use crate::controller::requeue::parse_duration;
+use crate::identity::aws::role_arn;
 use crate::identity::endpoints::{CloudService, aws_regional_sts};
+use crate::identity::workload;
 use crate::source::context::Context;
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use crate::transport::{ProxyConfig, TlsMaterial, Transport, proxy_from_secret, tls_from_secret};
@@ -411,8 +412,7 @@ impl Pass<'_, Bucket> {
         let (auth, controller_held) = match (&secret, identity) {
             (Some((name, data)), _) => (aws_secret_auth(name, data)?, false),
             (None, Some((identity, sa))) => {
-                let role_arn = workload::required_annotation(&sa, workload::AWS_ROLE_ARN)
-                    .map_err(auth_failed)?;
+                let role_arn = role_arn(&identity, &sa).map_err(auth_failed)?;
                 let sts_endpoint = spec.sts.as_ref().map(|s| s.endpoint.clone());
                 let auth = AwsAuth::ObjectWebIdentity {
                     identity,

@@ -8,9 +8,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
-use crate::api::oci_repository::{
-    LayerOperation, OCILayerSelector, OCIProvider, VerificationProvider,
-};
+use crate::api::oci_repository::{LayerOperation, OCILayerSelector, VerificationProvider};
 use crate::api::oci_repository::{OCIRepositoryVerification, VerifiedSignature};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
 use crate::controller::conditions::{self as cond, reason};
@@ -128,17 +126,12 @@ impl Pass<'_, OCIRepository> {
 
     async fn registry_client(&self, url: &RepositoryUrl) -> Result<RegistryClient, Failure> {
         let keychain = self.keychain().await?;
-        if keychain.is_empty() && self.obj.spec.provider != OCIProvider::Generic {
-            let provider = serde_json::to_value(self.obj.spec.provider).unwrap_or_default();
-            return Err(Failure::stalled(
-                reason::UNSUPPORTED_PROVIDER,
-                format!(
-                    "provider {provider} is not yet supported by driftless: use spec.secretRef with registry credentials, or provider 'generic'"
-                ),
-            ));
-        }
-        let credentials = keychain.resolve(&url.registry, &url.repository);
         let transport = self.transport().await?;
+        // Pull secrets win over the cloud provider, as in Flux.
+        let credentials = match keychain.is_empty() {
+            true => self.cloud_credentials(url, &transport).await?,
+            false => keychain.resolve(&url.registry, &url.repository),
+        };
         self.ctx
             .registry_client(&url.registry, credentials, transport)
             .map_err(|e| {

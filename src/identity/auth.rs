@@ -1,50 +1,14 @@
-//! What the cloud clients share for authentication: a process-wide cache of short-lived
-//! tokens, RS256 JWTs (GCP service accounts, Azure client certificates), PEM decoding and
-//! HMAC-SHA256 (SigV4, Azure shared key).
+//! What the cloud clients share for authentication: keys and lifetimes for the token cache
+//! (`super::cache`), RS256 JWTs (GCP service accounts, Azure client certificates), PEM decoding
+//! and HMAC-SHA256 (SigV4, Azure shared key).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::{hmac, rand::SystemRandom, signature};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// A bearer token (or a session credential serialised into one string) and when it lapses.
-#[derive(Clone)]
-pub struct Token {
-    pub value: String,
-    pub expires: Instant,
-}
-
-/// Tokens are refreshed this long before they lapse, so none expires mid-pass.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// Past this many cached tokens the cache starts over (rotated credentials cannot grow it).
-const MAX_TOKENS: usize = 4096;
-
-static TOKENS: LazyLock<Mutex<HashMap<String, Token>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// The cached token for `key` (a hash of the credential material), else a fresh one.
-pub async fn cached_token<F, Fut>(key: &str, fetch: F) -> Result<String, String>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Token, String>>,
-{
-    if let Some(token) = TOKENS.lock().expect("token cache").get(key)
-        && token.expires > Instant::now() + REFRESH_MARGIN
-    {
-        return Ok(token.value.clone());
-    }
-    let token = fetch().await?;
-    let mut tokens = TOKENS.lock().expect("token cache");
-    if tokens.len() >= MAX_TOKENS {
-        tokens.clear();
-    }
-    tokens.insert(key.to_string(), token.clone());
-    Ok(token.value)
-}
+pub use super::cache::{Token, cached_token};
 
 /// A cache key that names the credential without holding it.
 pub fn cache_key(parts: &[&[u8]]) -> String {
@@ -179,40 +143,5 @@ mod tests {
             hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[tokio::test]
-    async fn tokens_are_reused_until_near_expiry() {
-        let key = cache_key(&[b"test-token-reuse"]);
-        let first = cached_token(&key, || async {
-            Ok(Token {
-                value: "one".into(),
-                expires: expiry(Some(3600)),
-            })
-        })
-        .await
-        .unwrap();
-        let second = cached_token(&key, || async { Err("must not fetch".to_string()) })
-            .await
-            .unwrap();
-        assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
-        let stale = cache_key(&[b"test-token-stale"]);
-        cached_token(&stale, || async {
-            Ok(Token {
-                value: "old".into(),
-                expires: expiry(Some(10)),
-            })
-        })
-        .await
-        .unwrap();
-        let refreshed = cached_token(&stale, || async {
-            Ok(Token {
-                value: "new".into(),
-                expires: expiry(Some(3600)),
-            })
-        })
-        .await
-        .unwrap();
-        assert_eq!(refreshed, "new");
     }
 }
