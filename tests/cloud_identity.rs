@@ -166,6 +166,39 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `driftless artifact ARGS --provider aws` with AWS keys in its environment, the ECR API
+    /// at moto and the registry's ECR name through the proxy. It runs without blocking: the
+    /// relay and the proxy serve it from this test's runtime.
+    async fn cli(&self, keys: &[(&str, String)], args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(support::controller::driftless_bin())
+            .arg("artifact")
+            .args(args)
+            .args(["--provider", "aws"])
+            .envs(keys.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HOME", "/nonexistent")
+            .env(
+                "AWS_ENDPOINT_URL_ECR",
+                format!("http://{}", self.aws.address),
+            )
+            .env(
+                "HTTPS_PROXY",
+                format!("http://127.0.0.1:{}", self.proxy.port),
+            )
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("SSL_CERT_FILE", &self.platform.env["DRIFTLESS_REGISTRY_CA"])
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
 fn ecr_host(account: &str) -> String {
     format!("{account}.dkr.ecr.us-east-1.amazonaws.com")
 }
@@ -407,5 +440,75 @@ async fn eks_pod_identity_credentials_log_in_to_ecr() {
         e.assume_role_calls(&role_arn),
         0,
         "the controller made no STS call of its own"
+    );
+}
+
+/// `driftless artifact push|list|pull --provider aws` in CI: the job's AWS keys (here a role of
+/// the registry's account, from moto's STS) logged in to ECR by the same code as the controller.
+#[tokio::test]
+async fn the_cli_logs_in_to_ecr_with_the_environments_aws_identity() {
+    let e = Env::new("ecr-cli").await;
+    let answer = reqwest::Client::new()
+        .post(&e.platform.env["DRIFTLESS_MOTO"])
+        .form(&[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", role(&e.account, "ci").as_str()),
+            ("RoleSessionName", "ci"),
+            ("WebIdentityToken", "github-actions-oidc"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = |tag: &str| driftless::identity::auth::xml_text(&answer, tag).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), "kind: ConfigMap\n").unwrap();
+    let url = format!("oci://{}/{}/app:v1", ecr_host(&e.account), e.ns.name);
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", field("AccessKeyId")),
+        ("AWS_SECRET_ACCESS_KEY", field("SecretAccessKey")),
+        ("AWS_SESSION_TOKEN", field("SessionToken")),
+    ];
+    let path = dir.path().to_str().unwrap();
+    let (ok, out) = e
+        .cli(
+            &keys,
+            &[
+                "push",
+                &url,
+                "--path",
+                path,
+                "--source",
+                "s",
+                "--revision",
+                "r",
+            ],
+        )
+        .await;
+    assert!(ok, "push: {out}");
+    let (ok, out) = e.cli(&keys, &["list", url.trim_end_matches(":v1")]).await;
+    assert!(ok && out.contains("v1"), "list: {out}");
+    assert!(e.ecr_calls() >= 2, "each command logged in through ECR");
+    let (ok, out) = e
+        .cli(
+            &keys,
+            &[
+                "push",
+                &url.replace(&ecr_host(&e.account), e.platform.registry()),
+                "--path",
+                path,
+                "--source",
+                "s",
+                "--revision",
+                "r",
+            ],
+        )
+        .await;
+    assert!(
+        !ok && out.contains("is not an Amazon ECR registry"),
+        "{out}"
     );
 }

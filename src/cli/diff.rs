@@ -63,11 +63,11 @@ pub async fn run(args: DiffArgs, registry: &RegistryArgs) -> anyhow::Result<bool
     let a = Target::parse(&args.url)?;
     let work = tempfile::tempdir()?;
     let (left, right) = (work.path().join("a"), work.path().join("b"));
-    pull_into(&registry.client(&a.url)?, &a, &left, limits).await?;
+    pull_into(&registry.client(&a.url).await?, &a, &left, limits).await?;
     let difference = match (&args.other, &args.path) {
         (Some(other), None) => {
             let b = Target::parse(other)?;
-            pull_into(&registry.client(&b.url)?, &b, &right, limits).await?;
+            pull_into(&registry.client(&b.url).await?, &b, &right, limits).await?;
             diff_objects(&objects(&left)?, &objects(&right)?)
         }
         (None, Some(path)) => {

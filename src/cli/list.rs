@@ -29,7 +29,7 @@ struct Row {
 
 pub async fn run(args: ListArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
-    let client = registry.client(&target.url)?;
+    let client = registry.client(&target.url).await?;
     let constraint = args.semver.as_deref().map(Constraint::parse).transpose()?;
     let mut tags = client.list_tags(&target.url.repository).await?;
     tags.sort();

@@ -25,7 +25,7 @@ pub struct PullArgs {
 
 pub async fn run(args: PullArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
-    let client = registry.client(&target.url)?;
+    let client = registry.client(&target.url).await?;
     let limits = ExtractLimits {
         max_bytes: args.max_bytes,
         max_files: args.max_files,

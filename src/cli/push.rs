@@ -75,7 +75,7 @@ pub async fn run(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> 
         crate::util::now_whole_seconds().to_string()
     };
     let annotations = annotations(&args, &created)?;
-    let client = registry.client(&url)?;
+    let client = registry.client(&url).await?;
     let digest = push_layer(
         &client,
         &url.repository,

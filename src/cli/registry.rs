@@ -24,6 +24,17 @@ pub struct RegistryArgs {
     /// PEM CA certificate(s) to trust in addition to the system roots.
     #[arg(long, global = true)]
     pub ca_file: Option<PathBuf>,
+    /// Where credentials come from, as `flux push artifact --provider`: `generic` (`--creds`,
+    /// else the Docker config) or `aws` (the environment's AWS identity, logged in to ECR).
+    #[arg(long, global = true, value_enum, default_value_t = Provider::Generic)]
+    pub provider: Provider,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Provider {
+    #[default]
+    Generic,
+    Aws,
 }
 
 /// `oci://host/repo:tag`, `oci://host/repo@sha256:...` or (for listing) `oci://host/repo`.
@@ -61,14 +72,59 @@ impl Target {
 }
 
 impl RegistryArgs {
-    pub fn client(&self, url: &RepositoryUrl) -> anyhow::Result<RegistryClient> {
+    pub async fn client(&self, url: &RepositoryUrl) -> anyhow::Result<RegistryClient> {
+        let credentials = match self.provider {
+            Provider::Generic => self.credentials(url)?,
+            Provider::Aws => self.ecr_login(url).await?,
+        };
         RegistryClient::new(
             &url.registry,
-            self.credentials(url)?,
+            credentials,
             &self.transport()?,
             "driftless-cli",
         )
         .map_err(anyhow::Error::msg)
+    }
+
+    /// The ECR login for the environment's AWS identity (the SDKs' chain: keys, web identity,
+    /// container credentials, instance profile), as the source-controller makes it.
+    async fn ecr_login(&self, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
+        use crate::identity::aws::{AwsAuth, session_keys};
+        use crate::identity::ecr::{self, EcrRegistry};
+        if self.insecure_registry {
+            bail!("--provider aws sends AWS credentials only over TLS: drop --insecure-registry");
+        }
+        let Some(registry) = EcrRegistry::parse(&url.registry) else {
+            bail!(
+                "'{}' is not an Amazon ECR registry: --provider aws expects {}",
+                url.registry,
+                ecr::HOST_PATTERNS
+            );
+        };
+        let http = crate::transport::build_http_client(
+            &Transport::default(),
+            "driftless-cli",
+            crate::transport::CONNECT_TIMEOUT,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let region = registry.region().to_string();
+        let login = ecr::login(
+            &http,
+            &registry,
+            &registry.api_endpoint(),
+            "cli",
+            || async {
+                session_keys(&AwsAuth::Chain { sts_endpoint: None }, &http, &region)
+                    .await?
+                    .ok_or_else(|| "no AWS credentials".to_string())
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
+        Ok(Credentials::Basic {
+            username: login.username,
+            password: login.password,
+        })
     }
 
     fn credentials(&self, url: &RepositoryUrl) -> anyhow::Result<Credentials> {

@@ -15,7 +15,7 @@ pub struct TagArgs {
 
 pub async fn run(args: TagArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
-    let client = registry.client(&target.url)?;
+    let client = registry.client(&target.url).await?;
     let manifest = client
         .get_manifest(&target.url.repository, target.reference()?)
         .await?;
