@@ -1344,3 +1344,62 @@ async fn hostile_s3_listings_end_in_clear_failures_with_bounded_memory() {
         "peak RSS {peak_mib} MiB over 150 MiB while listing hostile endpoints"
     );
 }
+
+/// `--default-service-account` (Flux's lockdown): an `aws` Bucket with neither a Secret nor a
+/// ServiceAccount borrows that ServiceAccount of its namespace (named as Flux names it when it
+/// is missing), never the controller's own identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_service_account_stands_in_for_buckets_without_identity() {
+    use base64::Engine;
+    let sts_listener = Listener::start(refusing_sts).await;
+    let sts = format!("http://{}", sts_listener.address());
+    let s3 = Provider::S3.address(&support::platform());
+    let allow = format!("--allowed-ambient-credential-endpoints={sts},http://{s3}");
+    let e = env(
+        "bucket-lockdown",
+        &["--default-service-account=tenant-default", &allow],
+    )
+    .await;
+    let buckets = e.buckets();
+    let spec = serde_json::json!({
+        "provider": "aws", "bucketName": "b", "endpoint": s3, "insecure": true,
+        "interval": "10m", "region": "eu-west-1", "sts": {"provider": "aws", "endpoint": sts},
+    });
+    buckets.create("locked", spec.clone()).await;
+    let obj = buckets.wait_failing("locked", "AuthenticationFailed").await;
+    let message = condition(&obj, "FetchFailed").unwrap().message.clone();
+    assert!(
+        message.contains(&format!("failed to get service account '{}/tenant-default': the specified default service account does not exist in the object namespace", e.ns.name)),
+        "{message}"
+    );
+    assert!(sts_listener.requests().is_empty(), "no identity was used");
+
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "tenant-default", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tenant"}}})).unwrap();
+    accounts.create(&Default::default(), &sa).await.unwrap();
+    let obj = buckets.request_reconcile("locked").await;
+    let message = condition(&obj, "FetchFailed").unwrap().message.clone();
+    assert!(
+        message.contains("Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+        "{message}"
+    );
+    let request = sts_listener
+        .requests()
+        .first()
+        .cloned()
+        .expect("STS was called");
+    let form = url_form(&request.body);
+    assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/tenant");
+    let claims = form["WebIdentityToken"].split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["sub"],
+        format!("system:serviceaccount:{}:tenant-default", e.ns.name)
+    );
+}

@@ -65,6 +65,10 @@ impl Env {
     /// controller's credentials), the proxy that gives the registry its ECR names, and the
     /// platform CA in the controller's trust store.
     fn controller(&self, identity: &[(&str, String)]) -> SourceController {
+        self.controller_with_args(identity, &[])
+    }
+
+    fn controller_with_args(&self, identity: &[(&str, String)], args: &[&str]) -> SourceController {
         let endpoint = format!("http://{}", self.aws.address);
         let mut vars: Vec<(&str, String)> = vec![
             ("AWS_ENDPOINT_URL_STS", endpoint.clone()),
@@ -82,7 +86,9 @@ impl Env {
         vars.extend(identity.iter().cloned());
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let allow = format!("--allowed-ambient-credential-endpoints={endpoint}");
-        SourceController::start_with_env(&self.platform, &self.ns.name, &[&allow], &vars)
+        let mut all = vec![allow.as_str()];
+        all.extend_from_slice(args);
+        SourceController::start_with_env(&self.platform, &self.ns.name, &all, &vars)
     }
 
     /// Push an artifact to the cloud registry (with the login it takes); returns its digest.
@@ -317,11 +323,12 @@ async fn object_identity_uses_the_service_accounts_role_once_and_outages_keep_th
                 e.spec(&e.account, &repo, serde_json::json!({})),
                 Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
             ),
+            // Retried, not stalled: annotating the ServiceAccount later heals the object.
             case(
                 "no-role",
                 with_sa("unannotated"),
-                Expect::stalled(
-                    "InvalidProviderConfiguration",
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
                     Message::contains("invalid eks.amazonaws.com/role-arn annotation: ''"),
                 ),
             ),
@@ -334,7 +341,7 @@ async fn object_identity_uses_the_service_accounts_role_once_and_outages_keep_th
     );
     assert!(
         e.assume_role_calls(&controller_role) >= 1,
-        "the controller's own role was used only where no ServiceAccount was named"
+        "the controller's own role was used for the object that names no ServiceAccount"
     );
 
     // AWS goes away: the login cannot be renewed (moto's logins are already expired), the
@@ -436,11 +443,6 @@ async fn eks_pod_identity_credentials_log_in_to_ecr() {
             .any(|r| r.header("authorization") == Some(POD_IDENTITY_TOKEN)),
         "the agent was asked with the projected token: {asked:?}"
     );
-    assert_eq!(
-        e.assume_role_calls(&role_arn),
-        0,
-        "the controller made no STS call of its own"
-    );
 }
 
 /// `driftless artifact push|list|pull --provider aws` in CI: the job's AWS keys (here a role of
@@ -510,5 +512,64 @@ async fn the_cli_logs_in_to_ecr_with_the_environments_aws_identity() {
     assert!(
         !ok && out.contains("is not an Amazon ECR registry"),
         "{out}"
+    );
+}
+
+/// `--default-service-account` (Flux's lockdown): an object that names no ServiceAccount
+/// borrows that one of its namespace, never the controller's identity; without it there, the
+/// object fails with Flux's lockdown message.
+#[tokio::test]
+async fn the_default_service_account_locks_out_the_controllers_identity() {
+    let e = Env::new("ecr-lockdown").await;
+    let repo = format!("{}/app", e.ns.name);
+    let digest = e.push(&repo).await;
+    let token = e
+        .projected_token("driftless-controller", "sts.amazonaws.com")
+        .await;
+    // The controller's own role would get a login the registry refuses.
+    let controller = e.controller_with_args(
+        &[
+            ("AWS_ROLE_ARN", role(OTHER_ACCOUNT, "driftless-controller")),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ],
+        &["--default-service-account=tenant-default"],
+    );
+    let tenant_role = role(&e.account, "tenant-default");
+    e.service_account(
+        "tenant-default",
+        &[("eks.amazonaws.com/role-arn", tenant_role.clone())],
+    )
+    .await;
+    let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
+    sources
+        .run_cases(&[case(
+            "locked",
+            e.spec(&e.account, &repo, serde_json::json!({})),
+            Expect::ready(format!("latest@{digest}")),
+        )])
+        .await;
+    assert_eq!(
+        e.assume_role_calls(&tenant_role),
+        1,
+        "the default SA's role"
+    );
+    assert_eq!(
+        e.assume_role_calls(&role(OTHER_ACCOUNT, "driftless-controller")),
+        0,
+        "never the controller's own"
+    );
+
+    Api::<ServiceAccount>::namespaced(e.client.clone(), &e.ns.name)
+        .delete("tenant-default", &Default::default())
+        .await
+        .unwrap();
+    let failed = sources.request_reconcile("locked").await;
+    let fetch_failed = condition(&failed, "FetchFailed").expect("FetchFailed");
+    assert!(
+        fetch_failed
+            .message
+            .contains("your cluster is subject to multi-tenant workload identity lockdown"),
+        "{}",
+        fetch_failed.message
     );
 }

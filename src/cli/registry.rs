@@ -121,7 +121,7 @@ impl RegistryArgs {
         )
         .await
         .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
-        Ok(Credentials::Basic {
+        Ok(Credentials::CloudLogin {
             username: login.username,
             password: login.password,
         })

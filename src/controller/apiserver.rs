@@ -1,41 +1,39 @@
-//! How the controllers reach the Kubernetes API server: kube's inferred configuration, with
-//! the proxy chosen as Go's clients choose it.
+//! How the controllers reach the Kubernetes API server: kube's inferred configuration, always
+//! without a proxy.
 //!
-//! kube-client 5 takes `HTTPS_PROXY` for the API server from the environment but tests
-//! `NO_PROXY` against the proxy's own address instead of the server's, so an operator's
-//! `HTTPS_PROXY` with `NO_PROXY=<the API server>` (Flux's documented proxy setup) would send the
-//! API server's traffic to the proxy. Here `NO_PROXY` is matched against the server.
+//! kube-client 5 takes `HTTPS_PROXY` from the environment for a kubeconfig's server (in-cluster
+//! it never does), tests `NO_PROXY` against the proxy's own address instead of the server's, and
+//! without its `http-proxy` feature cannot tunnel at all — so a controller run with Flux's
+//! documented proxy setup (`HTTPS_PROXY` for registries and clouds, `NO_PROXY` for the cluster)
+//! could not start. The API server is reached directly, as in-cluster; `HTTPS_PROXY` and
+//! `NO_PROXY` keep applying to registries, buckets and cloud endpoints.
 
 use std::net::IpAddr;
 
-/// The inferred configuration, its proxy decided against the API server's address.
+/// The inferred configuration, without a proxy for the API server.
 pub async fn config() -> Result<kube::Config, kube::config::InferConfigError> {
     let mut config = kube::Config::infer().await?;
-    // A kubeconfig's own `proxy-url` is kept, as client-go keeps it.
-    let from_env = env_proxy().and_then(|u| u.parse::<http::Uri>().ok());
-    if config.proxy_url.is_some() && config.proxy_url == from_env {
+    if let Some(proxy) = config.proxy_url.take() {
         let no_proxy = std::env::var("NO_PROXY")
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| std::env::var("no_proxy").ok())
             .unwrap_or_default();
-        if bypasses(&no_proxy, &config.cluster_url) {
-            config.proxy_url = None;
+        if !bypasses(&no_proxy, &config.cluster_url) {
+            tracing::warn!(
+                api_server = %config.cluster_url,
+                %proxy,
+                "the proxy would apply to the API server, which driftless reaches directly; add it to NO_PROXY to silence this"
+            );
         }
     }
     Ok(config)
 }
 
-/// `HTTPS_PROXY`, as kube reads it.
-fn env_proxy() -> Option<String> {
-    ["HTTPS_PROXY", "https_proxy"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-}
-
-/// Whether a `NO_PROXY` list exempts `target`, as Go's `httpproxy` reads it: `*`; an IP
-/// address or CIDR range; a domain, which covers itself and its subdomains (with a leading `.`
-/// or `*.`, its subdomains only); names and addresses optionally with `:port`.
+/// Whether a `NO_PROXY` list exempts `target`, as Go's `httpproxy` reads it: `localhost` and
+/// loopback addresses always; `*`; an IP address or CIDR range; a domain, which covers itself
+/// and its subdomains (with a leading `.` or `*.`, its subdomains only); names and addresses
+/// optionally with `:port` (`[v6]:port`). Empty entries are skipped.
 pub fn bypasses(no_proxy: &str, target: &http::Uri) -> bool {
     let Some(host) = target.host() else {
         return false;
@@ -49,6 +47,9 @@ pub fn bypasses(no_proxy: &str, target: &http::Uri) -> bool {
         _ => 443,
     });
     let ip = host.parse::<IpAddr>().ok();
+    if host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
+        return true;
+    }
     no_proxy
         .split(',')
         .map(str::trim)
@@ -71,10 +72,14 @@ fn entry_matches(entry: &str, host: &str, ip: Option<IpAddr>, port: u16) -> bool
         return Some(addr) == ip;
     }
     let (name, entry_port) = match entry.rsplit_once(':') {
-        Some((name, p)) if !name.contains(':') => match p.parse::<u16>() {
-            Ok(p) => (name, Some(p)),
-            Err(_) => return false,
-        },
+        Some((name, p))
+            if !name.contains(':') || (name.starts_with('[') && name.ends_with(']')) =>
+        {
+            match p.parse::<u16>() {
+                Ok(p) => (name, Some(p)),
+                Err(_) => return false,
+            }
+        }
         _ => (entry, None),
     };
     if let Ok(addr) = name
@@ -120,19 +125,29 @@ mod tests {
 
     #[test]
     fn no_proxy_is_matched_against_the_api_server() {
-        let server = uri("https://127.0.0.1:6443");
+        // Loopback never goes through a proxy, whatever the list says.
+        for server in [
+            "https://127.0.0.1:6443",
+            "https://localhost:6443",
+            "https://[::1]:6443",
+        ] {
+            assert!(bypasses("", &uri(server)), "{server}");
+        }
+        let server = uri("https://10.96.0.1:6443");
         for list in [
-            "127.0.0.1",
-            "localhost,127.0.0.1",
-            "127.0.0.0/8",
+            "10.96.0.1",
+            "a,,10.96.0.1,",
+            "10.0.0.0/8",
             "*",
-            "127.0.0.1:6443",
+            "10.96.0.1:6443",
         ] {
             assert!(bypasses(list, &server), "{list}");
         }
-        for list in ["", "10.0.0.0/8", "127.0.0.2", "127.0.0.1:443", "localhost"] {
+        for list in ["", "10.96.0.2", "10.96.0.1:443", "localhost", "11.0.0.0/8"] {
             assert!(!bypasses(list, &server), "{list}");
         }
+        assert!(bypasses("[fd00::1]:6443", &uri("https://[fd00::1]:6443")));
+        assert!(!bypasses("[fd00::1]:443", &uri("https://[fd00::1]:6443")));
         let named = uri("https://api.cluster.example.com");
         for list in [
             "example.com",

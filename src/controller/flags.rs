@@ -144,11 +144,6 @@ pub const SOURCE_REFUSED: &[Refused] = &[
         reason: GIT_KINDS,
     },
     Refused {
-        flag: "default-service-account",
-        reason: "a default identity for objects without spec.serviceAccountName is not \
-                 supported by driftless yet; set spec.serviceAccountName on each object",
-    },
-    Refused {
         flag: "authorized-artifact-client-spiffe-id",
         reason: SPIFFE,
     },

@@ -41,8 +41,9 @@ pub struct TokenCache {
     max_size: usize,
     max_duration: Duration,
     entries: Mutex<Entries>,
-    /// One lock per key being fetched: later askers wait for the first fetch.
-    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch per key in flight: askers meanwhile take its result, failures included (a
+    /// hanging endpoint costs one timeout, not one per object).
+    flights: Mutex<HashMap<String, Flight>>,
     metrics: TokenMetrics,
 }
 
@@ -78,6 +79,8 @@ impl TokenMetrics {
         self.requests.get_or_create(&StatusLabels { status }).get()
     }
 }
+
+type Flight = Arc<tokio::sync::OnceCell<Result<String, String>>>;
 
 #[derive(Default)]
 struct Entries {
@@ -175,23 +178,32 @@ impl TokenCache {
             .entry(key.to_string())
             .or_default()
             .clone();
-        let _turn = flight.lock().await;
-        // Whoever held the turn before may have fetched it.
-        if let Some(value) = self.lookup(key) {
-            return Ok(value);
-        }
-        self.metrics
-            .events
-            .get_or_create(&EventLabels {
-                event_type: "cache_miss",
+        let result = flight
+            .get_or_init(|| async {
+                // A flight that ended just before this one began may have filled the cache.
+                if let Some(value) = self.lookup(key) {
+                    return Ok(value);
+                }
+                self.metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        event_type: "cache_miss",
+                    })
+                    .inc();
+                let fetched = self.fetch(fetch).await;
+                if let Ok(token) = &fetched {
+                    self.insert(key, token);
+                }
+                fetched.map(|t| t.value)
             })
-            .inc();
-        let fetched = self.fetch(fetch).await;
-        if let Ok(token) = &fetched {
-            self.insert(key, token);
+            .await
+            .clone();
+        // Landed: later askers go to the cache (or start a new flight after a failure).
+        let mut flights = self.flights.lock().expect("token flights");
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(key);
         }
-        self.flights.lock().expect("token flights").remove(key);
-        fetched.map(|t| t.value)
+        result
     }
 
     async fn fetch<F, Fut>(&self, fetch: F) -> Result<Token, String>
@@ -344,6 +356,45 @@ mod tests {
         assert_eq!(a.await.unwrap().unwrap(), "t");
         assert_eq!(b.await.unwrap().unwrap(), "t");
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for both");
+    }
+
+    #[tokio::test]
+    async fn askers_during_a_failing_fetch_share_its_failure() {
+        let cache = Arc::new(TokenCache::new(10, MAX_DURATION));
+        let calls = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let ask = |cache: Arc<TokenCache>,
+                   calls: Arc<AtomicU64>,
+                   gate: Arc<tokio::sync::Notify>| async move {
+            cache
+                .get_or_fetch("failing", || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    Err::<Token, _>("endpoint down".to_string())
+                })
+                .await
+        };
+        let a = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let b = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_waiters();
+        assert_eq!(a.await.unwrap(), Err("endpoint down".to_string()));
+        assert_eq!(b.await.unwrap(), Err("endpoint down".to_string()));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one fetch, one failure shared"
+        );
+        // The next asker starts over.
+        let after = cache
+            .get_or_fetch("failing", || async { Ok(token("back", 3600)) })
+            .await;
+        assert_eq!(after.as_deref(), Ok("back"));
     }
 
     #[tokio::test]

@@ -52,7 +52,12 @@ impl EcrRegistry {
             |l: &str| !l.is_empty() && l.len() <= 12 && l.bytes().all(|b| b.is_ascii_digit());
         match labels.as_slice() {
             [acct, "dkr-ecr", region, "on", "aws"] if account(acct) => {
-                private(region, "amazonaws.com")
+                // Dual-stack registries use the partition's regular API host.
+                let suffix = match region.starts_with("cn-") {
+                    true => "amazonaws.com.cn",
+                    false => "amazonaws.com",
+                };
+                private(region, suffix)
             }
             [acct, "dkr", "ecr" | "ecr-fips", region, suffix @ ..] if account(acct) => {
                 let suffix = suffix.join(".");
@@ -100,7 +105,6 @@ impl EcrRegistry {
 fn private(region: &str, suffix: &str) -> Option<EcrRegistry> {
     super::endpoints::is_aws_region(region).then(|| EcrRegistry::Private {
         region: region.to_string(),
-        // Dual-stack registries use the partition's regular API host.
         api_suffix: suffix.to_string(),
     })
 }

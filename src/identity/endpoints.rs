@@ -266,13 +266,13 @@ mod aws {
         Some((prefix.split('.').collect(), partition))
     }
 
-    /// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`, ...
+    /// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`, `eusc-de-east-1`, ...
     pub fn is_region(s: &str) -> bool {
         let parts: Vec<&str> = s.split('-').collect();
         let [first, middle @ .., last] = parts.as_slice() else {
             return false;
         };
-        first.len() == 2
+        (2..=4).contains(&first.len())
             && first.bytes().all(|b| b.is_ascii_lowercase())
             && !middle.is_empty()
             && middle

@@ -40,6 +40,22 @@ impl Identity {
             })
     }
 
+    /// As `service_account`; a missing `--default-service-account` (`defaulted`) is named as
+    /// Flux names it.
+    pub async fn service_account_or_missing_default(
+        &self,
+        defaulted: bool,
+    ) -> Result<ServiceAccount, String> {
+        let found = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(&self.name)
+            .await;
+        match found {
+            Ok(None) if defaulted => Err(missing_default(&self.namespace, &self.name)),
+            Ok(Some(sa)) => Ok(sa),
+            _ => self.service_account().await,
+        }
+    }
+
     /// A fresh token for the ServiceAccount with the given audience.
     pub async fn token(&self, audience: &str) -> Result<String, String> {
         let request = TokenRequest {
@@ -71,6 +87,28 @@ impl Identity {
     pub fn cache_key(&self, what: &[u8]) -> String {
         super::auth::cache_key(&[what, self.namespace.as_bytes(), self.name.as_bytes()])
     }
+}
+
+/// The ServiceAccount whose identity an object of a cloud provider borrows: its own
+/// `serviceAccountName`, else the operator's `--default-service-account` (Flux's lockdown, in
+/// which the controller's own identity is never used); `None`: the controller's.
+pub fn borrowed_name(own: Option<&str>, default: Option<&str>) -> Option<(String, bool)> {
+    match (
+        own.filter(|n| !n.is_empty()),
+        default.filter(|n| !n.is_empty()),
+    ) {
+        (Some(own), _) => Some((own.to_string(), false)),
+        (None, Some(default)) => Some((default.to_string(), true)),
+        (None, None) => None,
+    }
+}
+
+/// Flux's message when the lockdown's default ServiceAccount is missing in the object's
+/// namespace.
+pub fn missing_default(namespace: &str, name: &str) -> String {
+    format!(
+        "failed to get service account '{namespace}/{name}': the specified default service account does not exist in the object namespace. your cluster is subject to multi-tenant workload identity lockdown, reach out to your cluster administrator for help"
+    )
 }
 
 /// An annotation of the ServiceAccount that workload identity needs.

@@ -101,6 +101,12 @@ pub enum Credentials {
     IdentityToken(String),
     /// A ready bearer token (docker config `registrytoken`), sent as it is.
     RegistryToken(String),
+    /// A login a cloud issued for this one registry (ECR's `AWS:<password>`): Basic, sent to
+    /// the registry and to a token endpoint on the registry's own host only, over HTTPS.
+    CloudLogin {
+        username: String,
+        password: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -109,10 +115,19 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Anonymous => f.write_str("Anonymous"),
             Credentials::Basic { username, .. } => write!(f, "Basic({username}:***)"),
+            Credentials::CloudLogin { username, .. } => write!(f, "CloudLogin({username}:***)"),
             Credentials::IdentityToken(_) => f.write_str("IdentityToken(***)"),
             Credentials::RegistryToken(_) => f.write_str("RegistryToken(***)"),
         }
     }
+}
+
+/// Whether a token endpoint is `https://<registry host>/...` (same host and port).
+fn realm_on_host(realm: &str, registry: &str) -> bool {
+    realm
+        .strip_prefix("https://")
+        .and_then(|rest| rest.strip_prefix(registry))
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A manifest as fetched: its bytes, media type and digest.
@@ -666,9 +681,11 @@ impl RegistryConnection {
         match (challenge, &self.credentials) {
             (_, Credentials::RegistryToken(token)) => Ok(Some(format!("Bearer {token}"))),
             (None, _) => Ok(None),
-            (Some(Challenge::Basic), Credentials::Basic { username, password }) => {
-                Ok(Some(basic_header(username, password)))
-            }
+            (
+                Some(Challenge::Basic),
+                Credentials::Basic { username, password }
+                | Credentials::CloudLogin { username, password },
+            ) => Ok(Some(basic_header(username, password))),
             (Some(Challenge::Basic), _) => Ok(None),
             // Anonymous clients fetch anonymous tokens: registries like Docker Hub require them.
             (Some(Challenge::Bearer { realm, service }), _) => {
@@ -728,6 +745,14 @@ impl RegistryConnection {
             reason,
         };
         let sends_credentials = !matches!(self.credentials, Credentials::Anonymous);
+        if matches!(self.credentials, Credentials::CloudLogin { .. })
+            && !realm_on_host(realm, &self.registry)
+        {
+            return Err(fail(format!(
+                "the token endpoint is not on the registry's own host '{}' over HTTPS; a cloud login goes nowhere else",
+                self.registry
+            )));
+        }
         if sends_credentials && !realm.starts_with("https://") && !self.insecure {
             return Err(fail(
                 "the token endpoint is plain HTTP; credentials are sent over plain HTTP only when the object sets `insecure: true`".into(),
@@ -747,7 +772,8 @@ impl RegistryConnection {
                 ]);
                 self.http.post(realm).form(&form)
             }
-            Credentials::Basic { username, password } => self
+            Credentials::Basic { username, password }
+            | Credentials::CloudLogin { username, password } => self
                 .http
                 .get(realm)
                 .query(&query)
@@ -1120,6 +1146,22 @@ fn sniff_media_type(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_logins_go_to_token_endpoints_on_the_registry_host_only() {
+        let host = "1.dkr.ecr.us-east-1.amazonaws.com";
+        assert!(realm_on_host(&format!("https://{host}/oauth2/token"), host));
+        for realm in [
+            format!("http://{host}/oauth2/token"),
+            format!("https://{host}.evil.com/token"),
+            format!("https://{host}:8443/token"),
+            format!("https://{host}@evil.com/token"),
+            "https://auth.example.com/token".to_string(),
+            format!("https://{host}"),
+        ] {
+            assert!(!realm_on_host(&realm, host), "{realm}");
+        }
+    }
     use reqwest::header::HeaderValue;
 
     #[test]

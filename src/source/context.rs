@@ -29,6 +29,8 @@ pub struct SourceConfig {
     pub bucket_max_listing_bytes: u64,
     /// Hosts besides the clouds' own that may receive the controller's credentials.
     pub ambient_endpoints: crate::identity::endpoints::AmbientEndpoints,
+    /// `--default-service-account`: the identity of cloud-provider objects that name none.
+    pub default_service_account: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]

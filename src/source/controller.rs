@@ -65,6 +65,10 @@ pub struct SourceControllerArgs {
     /// (plain HTTP allowed too). Empty: only the genuine endpoints, over HTTPS.
     #[arg(long, default_value = "", value_parser = AmbientEndpoints::parse)]
     pub allowed_ambient_credential_endpoints: AmbientEndpoints,
+    /// Default service account to use for workload identity when not specified in resources
+    /// (Flux's lockdown: with it, cloud providers never use the controller's own identity).
+    #[arg(long, default_value = "")]
+    pub default_service_account: String,
     /// Concurrent object downloads per Bucket reconcile.
     #[arg(long, default_value_t = 16, value_parser = download_concurrency)]
     pub bucket_download_concurrency: u16,
@@ -135,6 +139,8 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
             bucket_max_object_bytes: args.bucket_max_object_size,
             bucket_max_listing_bytes: args.bucket_max_listing_bytes,
             ambient_endpoints: args.allowed_ambient_credential_endpoints.clone(),
+            default_service_account: Some(args.default_service_account.clone())
+                .filter(|s| !s.is_empty()),
         },
         Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),
     ));

@@ -582,22 +582,30 @@ impl Pass<'_, Bucket> {
     async fn object_identity(
         &self,
     ) -> Result<Option<(workload::Identity, ServiceAccount)>, Failure> {
-        let Some(name) = &self.obj.spec.service_account_name else {
-            return Ok(None);
-        };
-        if self.obj.spec.provider == BucketProvider::Generic {
+        let spec = &self.obj.spec;
+        if spec.service_account_name.is_some() && spec.provider == BucketProvider::Generic {
             return Err(Failure::stalled(
                 reason::INVALID_PROVIDER_CONFIGURATION,
                 "ServiceAccountName is not supported for the 'generic' Bucket provider",
             ));
         }
+        // The lockdown's default identity stands in only where the controller's would be used.
+        let default = match (spec.provider, &spec.secret_ref) {
+            (BucketProvider::Generic, _) | (_, Some(_)) => None,
+            _ => self.ctx.config.default_service_account.as_deref(),
+        };
+        let Some((name, defaulted)) =
+            workload::borrowed_name(spec.service_account_name.as_deref(), default)
+        else {
+            return Ok(None);
+        };
         let identity = workload::Identity {
             client: self.ctx.client.clone(),
             namespace: self.namespace(),
-            name: name.clone(),
+            name,
         };
         let sa = identity
-            .service_account()
+            .service_account_or_missing_default(defaulted)
             .await
             .map_err(|e| Failure::fetch(reason::AUTHENTICATION_FAILED, e))?;
         Ok(Some((identity, sa)))

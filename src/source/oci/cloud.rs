@@ -12,7 +12,7 @@ use crate::controller::pass::Pass;
 use crate::identity::aws::{AwsAuth, role_arn, session_keys};
 use crate::identity::ecr::{self, EcrRegistry};
 use crate::identity::endpoints::{CloudService, aws_regional_sts};
-use crate::identity::workload::Identity;
+use crate::identity::workload::{self, Identity};
 use crate::oci::reference::RepositoryUrl;
 use crate::oci::registry::Credentials;
 use crate::source::steps::SourceFailure;
@@ -59,7 +59,7 @@ impl Pass<'_, OCIRepository> {
         let region = registry.region().to_string();
         let (auth, who) = match self.object_identity().await? {
             Some((identity, sa)) => {
-                let role_arn = role_arn(&identity, &sa).map_err(misconfigured)?;
+                let role_arn = role_arn(&identity, &sa).map_err(auth_failed)?;
                 let sts = match std::env::var("AWS_ENDPOINT_URL_STS") {
                     Ok(e) if !e.is_empty() => e,
                     _ => aws_regional_sts(&region).map_err(misconfigured)?,
@@ -93,23 +93,30 @@ impl Pass<'_, OCIRepository> {
         })
         .await
         .map_err(|e| auth_failed(format!("failed to get credential from 'aws': {e}")))?;
-        Ok(Credentials::Basic {
+        Ok(Credentials::CloudLogin {
             username: login.username,
             password: login.password,
         })
     }
 
-    /// `spec.serviceAccountName`: that ServiceAccount's identity, never the controller's.
+    /// `spec.serviceAccountName` (else `--default-service-account`): that ServiceAccount's
+    /// identity, never the controller's.
     async fn object_identity(&self) -> Result<Option<(Identity, ServiceAccount)>, Failure> {
-        let Some(name) = &self.obj.spec.service_account_name else {
+        let Some((name, defaulted)) = workload::borrowed_name(
+            self.obj.spec.service_account_name.as_deref(),
+            self.ctx.config.default_service_account.as_deref(),
+        ) else {
             return Ok(None);
         };
         let identity = Identity {
             client: self.ctx.client.clone(),
             namespace: self.namespace(),
-            name: name.clone(),
+            name,
         };
-        let sa = identity.service_account().await.map_err(auth_failed)?;
+        let sa = identity
+            .service_account_or_missing_default(defaulted)
+            .await
+            .map_err(auth_failed)?;
         Ok(Some((identity, sa)))
     }
 
@@ -117,7 +124,8 @@ impl Pass<'_, OCIRepository> {
     /// registry region's), when the controller has one.
     fn guard_controller_sts(&self, region: &str) -> Result<(), Failure> {
         let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-        if !set("AWS_WEB_IDENTITY_TOKEN_FILE") || set("AWS_ACCESS_KEY_ID") {
+        let static_keys = set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY");
+        if !set("AWS_WEB_IDENTITY_TOKEN_FILE") || static_keys {
             return Ok(());
         }
         let sts = match std::env::var("AWS_ENDPOINT_URL_STS") {
