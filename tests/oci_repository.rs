@@ -1246,12 +1246,12 @@ async fn invalid_urls_and_cloud_providers_stall() {
                 ),
             ),
             case(
-                "aws",
-                serde_json::json!({"url": "oci://123456789000.dkr.ecr.us-east-2.amazonaws.com/app",
-                                   "interval": "10m", "provider": "aws"}),
+                "azure",
+                serde_json::json!({"url": "oci://example.azurecr.io/app",
+                                   "interval": "10m", "provider": "azure"}),
                 Expect::stalled(
                     "UnsupportedProvider",
-                    Message::contains("provider \"aws\" is not yet supported"),
+                    Message::contains("provider \"azure\" is not yet supported"),
                 ),
             ),
             case(
