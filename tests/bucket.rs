@@ -680,7 +680,6 @@ fn refusing_sts(_: &Request) -> Answer {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn object_level_workload_identity_exchanges_a_service_account_token() {
-    use base64::Engine;
     let sts_listener = Listener::start(refusing_sts).await;
     let sts = format!("http://{}", sts_listener.address());
     let s3 = Provider::S3.address(&support::platform());
@@ -725,13 +724,7 @@ async fn object_level_workload_identity_exchanges_a_service_account_token() {
         form["RoleArn"],
         "arn:aws:iam::123456789012:role/flux-reader"
     );
-    let claims = form["WebIdentityToken"].split('.').nth(1).expect("a JWT");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(claims)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_claims(&form["WebIdentityToken"]);
     assert_eq!(
         claims["sub"],
         format!("system:serviceaccount:{}:reader", e.ns.name),
@@ -752,6 +745,18 @@ async fn object_level_workload_identity_exchanges_a_service_account_token() {
         message.contains("invalid eks.amazonaws.com/role-arn annotation: ''"),
         "{message}"
     );
+}
+
+/// The claims of a JWT, unverified.
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let claims = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn url_form(body: &str) -> std::collections::HashMap<String, String> {
@@ -1350,7 +1355,6 @@ async fn hostile_s3_listings_end_in_clear_failures_with_bounded_memory() {
 /// is missing), never the controller's own identity.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_service_account_stands_in_for_buckets_without_identity() {
-    use base64::Engine;
     let sts_listener = Listener::start(refusing_sts).await;
     let sts = format!("http://{}", sts_listener.address());
     let s3 = Provider::S3.address(&support::platform());
@@ -1391,13 +1395,7 @@ async fn the_default_service_account_stands_in_for_buckets_without_identity() {
         .expect("STS was called");
     let form = url_form(&request.body);
     assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/tenant");
-    let claims = form["WebIdentityToken"].split('.').nth(1).expect("a JWT");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(claims)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_claims(&form["WebIdentityToken"]);
     assert_eq!(
         claims["sub"],
         format!("system:serviceaccount:{}:tenant-default", e.ns.name)

@@ -205,6 +205,29 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Session keys of `role` from moto's STS, asked directly (not through the relay), by the
+    /// names of its answer: `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`.
+    async fn moto_keys(&self, role: &str) -> impl Fn(&str) -> String + use<> {
+        let answer = reqwest::Client::new()
+            .post(&self.platform.env["DRIFTLESS_MOTO"])
+            .form(&[
+                ("Action", "AssumeRoleWithWebIdentity"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", role),
+                ("RoleSessionName", "driftless-tests"),
+                ("WebIdentityToken", "test"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        move |tag: &str| driftless::identity::auth::xml_text(&answer, tag).unwrap()
+    }
+}
+
 fn ecr_host(account: &str) -> String {
     format!("{account}.dkr.ecr.us-east-1.amazonaws.com")
 }
@@ -388,22 +411,7 @@ async fn eks_pod_identity_credentials_log_in_to_ecr() {
     let digest = e.push(&repo).await;
     // The keys of a role in the registry's account, as the agent would have them.
     let role_arn = role(&e.account, "pod-identity");
-    let answer = reqwest::Client::new()
-        .post(&e.platform.env["DRIFTLESS_MOTO"])
-        .form(&[
-            ("Action", "AssumeRoleWithWebIdentity"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", role_arn.as_str()),
-            ("RoleSessionName", "pod-identity-agent"),
-            ("WebIdentityToken", "agent"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let field = |tag: &str| driftless::identity::auth::xml_text(&answer, tag).unwrap();
+    let field = e.moto_keys(&role_arn).await;
     POD_IDENTITY_KEYS
         .set(
             serde_json::json!({
@@ -450,22 +458,7 @@ async fn eks_pod_identity_credentials_log_in_to_ecr() {
 #[tokio::test]
 async fn the_cli_logs_in_to_ecr_with_the_environments_aws_identity() {
     let e = Env::new("ecr-cli").await;
-    let answer = reqwest::Client::new()
-        .post(&e.platform.env["DRIFTLESS_MOTO"])
-        .form(&[
-            ("Action", "AssumeRoleWithWebIdentity"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", role(&e.account, "ci").as_str()),
-            ("RoleSessionName", "ci"),
-            ("WebIdentityToken", "github-actions-oidc"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let field = |tag: &str| driftless::identity::auth::xml_text(&answer, tag).unwrap();
+    let field = e.moto_keys(&role(&e.account, "ci")).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.yaml"), "kind: ConfigMap\n").unwrap();
     let url = format!("oci://{}/{}/app:v1", ecr_host(&e.account), e.ns.name);

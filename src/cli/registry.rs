@@ -89,7 +89,7 @@ impl RegistryArgs {
     /// The ECR login for the environment's AWS identity (the SDKs' chain: keys, web identity,
     /// container credentials, instance profile), as the source-controller makes it.
     async fn ecr_login(&self, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
-        use crate::identity::aws::{AwsAuth, session_keys};
+        use crate::identity::aws::AwsAuth;
         use crate::identity::ecr::{self, EcrRegistry};
         if self.insecure_registry {
             bail!("--provider aws sends AWS credentials only over TLS: drop --insecure-registry");
@@ -107,20 +107,10 @@ impl RegistryArgs {
             crate::transport::CONNECT_TIMEOUT,
         )
         .map_err(anyhow::Error::msg)?;
-        let region = registry.region().to_string();
-        let login = ecr::login(
-            &http,
-            &registry,
-            &registry.api_endpoint(),
-            "cli",
-            || async {
-                session_keys(&AwsAuth::Chain { sts_endpoint: None }, &http, &region)
-                    .await?
-                    .ok_or_else(|| "no AWS credentials".to_string())
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
+        let auth = AwsAuth::Chain { sts_endpoint: None };
+        let login = ecr::login(&http, &registry, &registry.api_endpoint(), &auth)
+            .await
+            .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
         Ok(Credentials::CloudLogin {
             username: login.username,
             password: login.password,

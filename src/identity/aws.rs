@@ -50,6 +50,43 @@ pub enum AwsAuth {
     },
 }
 
+impl AwsAuth {
+    /// What makes the keys someone's, for cache keys of what is made with them: the
+    /// controller's own chain, or a ServiceAccount and its role (never the object asking).
+    pub fn identity_key(&self) -> String {
+        match self {
+            AwsAuth::Anonymous => "anonymous".into(),
+            AwsAuth::Static(keys) => auth::cache_key(&[
+                b"static",
+                keys.access_key.as_bytes(),
+                keys.secret_key.as_bytes(),
+            ]),
+            AwsAuth::Ldap {
+                endpoint,
+                username,
+                password,
+            } => auth::cache_key(&[
+                b"ldap",
+                endpoint.as_bytes(),
+                username.as_bytes(),
+                password.as_bytes(),
+            ]),
+            AwsAuth::Chain { .. } => "controller".into(),
+            AwsAuth::ObjectWebIdentity {
+                identity, role_arn, ..
+            } => format!("sa {}/{} {role_arn}", identity.namespace, identity.name),
+        }
+    }
+}
+
+/// The STS the operator's `AWS_ENDPOINT_URL_STS` names, else the region's own.
+pub fn operator_sts_endpoint(region: &str) -> Result<String, String> {
+    match std::env::var("AWS_ENDPOINT_URL_STS") {
+        Ok(e) if !e.is_empty() => Ok(e),
+        _ => aws_regional_sts(region),
+    }
+}
+
 /// The keys `auth` stands for now (`None`: requests go unsigned), fetched through `http`
 /// (the controller's own transport when the credentials are the controller's) and cached.
 pub async fn session_keys(
@@ -373,12 +410,9 @@ async fn chain_keys(
     if let (Some(token_file), Some(role)) =
         (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN"))
     {
-        let endpoint = match sts_endpoint
-            .map(str::to_string)
-            .or_else(|| env("AWS_ENDPOINT_URL_STS"))
-        {
-            Some(e) => e,
-            None => aws_regional_sts(region)?,
+        let endpoint = match sts_endpoint {
+            Some(e) => e.to_string(),
+            None => operator_sts_endpoint(region)?,
         };
         let key = auth::cache_key(&[b"web-identity", endpoint.as_bytes(), role.as_bytes()]);
         let value = cached_token(&key, || async {
@@ -468,38 +502,35 @@ async fn container_credentials(http: &reqwest::Client, uri: &str) -> Result<Toke
 async fn instance_credentials(http: &reqwest::Client) -> Result<Token, String> {
     const IMDS: &str = "http://169.254.169.254";
     let timeout = std::time::Duration::from_secs(2);
-    let session = http
-        .put(format!("{IMDS}/latest/api/token"))
-        .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
-        .timeout(timeout)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| error_chain(&e))?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
+    let session = imds_answer(
+        http.put(format!("{IMDS}/latest/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
+            .timeout(timeout),
+    )
+    .await?;
     let get = |path: String| {
         http.get(format!("{IMDS}{path}"))
             .header("X-aws-ec2-metadata-token", &session)
             .timeout(timeout)
-            .send()
     };
-    let role = get("/latest/meta-data/iam/security-credentials/".into())
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| error_chain(&e))?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
+    let role = imds_answer(get("/latest/meta-data/iam/security-credentials/".into())).await?;
     let role = role.lines().next().unwrap_or_default().trim().to_string();
-    let answer = get(format!("/latest/meta-data/iam/security-credentials/{role}"))
+    let answer = imds_answer(get(format!(
+        "/latest/meta-data/iam/security-credentials/{role}"
+    )))
+    .await?;
+    let creds: JsonCredentials = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+    Ok(creds.into_token())
+}
+
+/// One IMDS answer, refused unless successful, read within the bound of token answers.
+async fn imds_answer(request: reqwest::RequestBuilder) -> Result<String, String> {
+    let response = request
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| error_chain(&e))?;
-    let creds: JsonCredentials =
-        serde_json::from_str(&answer_text(answer).await).map_err(|e| e.to_string())?;
-    Ok(creds.into_token())
+    Ok(answer_text(response).await)
 }
 
 #[cfg(test)]

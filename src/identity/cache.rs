@@ -331,67 +331,79 @@ mod tests {
         assert_eq!((stats.hits, stats.misses, stats.fetched), (1, 3, 3));
     }
 
+    /// Askers of one key whose fetch counts itself and waits for the gate before giving
+    /// `outcome` (a token, or an error).
+    struct Gated {
+        cache: Arc<TokenCache>,
+        calls: Arc<AtomicU64>,
+        gate: Arc<tokio::sync::Notify>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Gated {
+                cache: Arc::new(TokenCache::new(10, MAX_DURATION)),
+                calls: Arc::default(),
+                gate: Arc::default(),
+            }
+        }
+
+        fn ask(
+            &self,
+            key: &'static str,
+            outcome: Result<&'static str, &'static str>,
+        ) -> tokio::task::JoinHandle<Result<String, String>> {
+            let (cache, calls, gate) = (self.cache.clone(), self.calls.clone(), self.gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        gate.notified().await;
+                        outcome.map(|v| token(v, 3600)).map_err(str::to_string)
+                    })
+                    .await
+            })
+        }
+
+        async fn until_fetching(&self) {
+            while self.calls.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_askers_share_one_fetch() {
-        let cache = Arc::new(TokenCache::new(10, MAX_DURATION));
-        let calls = Arc::new(AtomicU64::new(0));
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let ask = |cache: Arc<TokenCache>,
-                   calls: Arc<AtomicU64>,
-                   gate: Arc<tokio::sync::Notify>| async move {
-            cache
-                .get_or_fetch("shared", || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    gate.notified().await;
-                    Ok(token("t", 3600))
-                })
-                .await
-        };
-        let a = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
-        let b = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        gate.notify_waiters();
+        let g = Gated::new();
+        let a = g.ask("shared", Ok("t"));
+        let b = g.ask("shared", Ok("t"));
+        g.until_fetching().await;
+        g.gate.notify_waiters();
         assert_eq!(a.await.unwrap().unwrap(), "t");
         assert_eq!(b.await.unwrap().unwrap(), "t");
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for both");
+        assert_eq!(g.calls.load(Ordering::SeqCst), 1, "one fetch for both");
     }
 
     #[tokio::test]
     async fn askers_during_a_failing_fetch_share_its_failure() {
-        let cache = Arc::new(TokenCache::new(10, MAX_DURATION));
-        let calls = Arc::new(AtomicU64::new(0));
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let ask = |cache: Arc<TokenCache>,
-                   calls: Arc<AtomicU64>,
-                   gate: Arc<tokio::sync::Notify>| async move {
-            cache
-                .get_or_fetch("failing", || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    gate.notified().await;
-                    Err::<Token, _>("endpoint down".to_string())
-                })
-                .await
-        };
-        let a = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        let b = tokio::spawn(ask(cache.clone(), calls.clone(), gate.clone()));
+        let g = Gated::new();
+        let a = g.ask("failing", Err("endpoint down"));
+        g.until_fetching().await;
+        let b = g.ask("failing", Err("endpoint down"));
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
-        gate.notify_waiters();
+        g.gate.notify_waiters();
         assert_eq!(a.await.unwrap(), Err("endpoint down".to_string()));
         assert_eq!(b.await.unwrap(), Err("endpoint down".to_string()));
         assert_eq!(
-            calls.load(Ordering::SeqCst),
+            g.calls.load(Ordering::SeqCst),
             1,
             "one fetch, one failure shared"
         );
         // The next asker starts over.
-        let after = cache
+        let after = g
+            .cache
             .get_or_fetch("failing", || async { Ok(token("back", 3600)) })
             .await;
         assert_eq!(after.as_deref(), Ok("back"));

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token};
-use super::aws::{SigningRequest, StaticKeys, host_header, sign_v4};
+use super::aws::{AwsAuth, SigningRequest, StaticKeys, host_header, session_keys, sign_v4};
 use crate::transport::{answer_text, error_chain};
 
 /// The DNS suffixes of the partitions ECR registries live in (as Flux's registry pattern
@@ -125,29 +125,30 @@ impl std::fmt::Debug for RegistryLogin {
     }
 }
 
-/// The login for `registry`, made with the keys `keys` resolves to; cached per `identity`
-/// (what makes the keys someone's: the controller, or a ServiceAccount and its role) and
-/// registry region until shortly before ECR says it lapses.
-pub async fn login<F, Fut>(
+/// The login for `registry`, made with the keys `auth` stands for (fetched through `http`);
+/// cached per identity (`AwsAuth::identity_key`), registry and endpoint until shortly before
+/// ECR says it lapses.
+pub async fn login(
     http: &reqwest::Client,
     registry: &EcrRegistry,
     endpoint: &str,
-    identity: &str,
-    keys: F,
-) -> Result<RegistryLogin, String>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<StaticKeys, String>>,
-{
+    auth: &AwsAuth,
+) -> Result<RegistryLogin, String> {
+    let kind: &[u8] = match registry {
+        EcrRegistry::Private { .. } => b"private",
+        EcrRegistry::Public => b"public",
+    };
     let key = auth::cache_key(&[
         b"ecr",
-        identity.as_bytes(),
+        auth.identity_key().as_bytes(),
+        kind,
         registry.region().as_bytes(),
-        format!("{:?}", matches!(registry, EcrRegistry::Public)).as_bytes(),
         endpoint.as_bytes(),
     ]);
     let value = cached_token(&key, || async {
-        let keys = keys().await?;
+        let keys = session_keys(auth, http, registry.region())
+            .await?
+            .ok_or("no AWS credentials")?;
         authorization_token(http, registry, endpoint, &keys).await
     })
     .await?;

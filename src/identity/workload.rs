@@ -103,6 +103,28 @@ pub fn borrowed_name(own: Option<&str>, default: Option<&str>) -> Option<(String
     }
 }
 
+/// The ServiceAccount an object borrows (`borrowed_name`) in its namespace, read from the API
+/// server; `None`: the controller's own identity.
+pub async fn borrow(
+    client: &Client,
+    namespace: &str,
+    own: Option<&str>,
+    default: Option<&str>,
+) -> Result<Option<(Identity, ServiceAccount)>, String> {
+    let Some((name, defaulted)) = borrowed_name(own, default) else {
+        return Ok(None);
+    };
+    let identity = Identity {
+        client: client.clone(),
+        namespace: namespace.to_string(),
+        name,
+    };
+    let sa = identity
+        .service_account_or_missing_default(defaulted)
+        .await?;
+    Ok(Some((identity, sa)))
+}
+
 /// Flux's message when the lockdown's default ServiceAccount is missing in the object's
 /// namespace.
 pub fn missing_default(namespace: &str, name: &str) -> String {

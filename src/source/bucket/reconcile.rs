@@ -594,21 +594,14 @@ impl Pass<'_, Bucket> {
             (BucketProvider::Generic, _) | (_, Some(_)) => None,
             _ => self.ctx.config.default_service_account.as_deref(),
         };
-        let Some((name, defaulted)) =
-            workload::borrowed_name(spec.service_account_name.as_deref(), default)
-        else {
-            return Ok(None);
-        };
-        let identity = workload::Identity {
-            client: self.ctx.client.clone(),
-            namespace: self.namespace(),
-            name,
-        };
-        let sa = identity
-            .service_account_or_missing_default(defaulted)
-            .await
-            .map_err(|e| Failure::fetch(reason::AUTHENTICATION_FAILED, e))?;
-        Ok(Some((identity, sa)))
+        workload::borrow(
+            &self.ctx.client,
+            &self.namespace(),
+            spec.service_account_name.as_deref(),
+            default,
+        )
+        .await
+        .map_err(|e| Failure::fetch(reason::AUTHENTICATION_FAILED, e))
     }
 
     /// Flux re-validates what the CEL rules check, for objects stored before the rules.

@@ -9,9 +9,9 @@ use crate::api::oci_repository::OCIProvider;
 use crate::controller::conditions::reason;
 use crate::controller::outcome::Failure;
 use crate::controller::pass::Pass;
-use crate::identity::aws::{AwsAuth, role_arn, session_keys};
+use crate::identity::aws::{AwsAuth, operator_sts_endpoint, role_arn};
 use crate::identity::ecr::{self, EcrRegistry};
-use crate::identity::endpoints::{CloudService, aws_regional_sts};
+use crate::identity::endpoints::CloudService;
 use crate::identity::workload::{self, Identity};
 use crate::oci::reference::RepositoryUrl;
 use crate::oci::registry::Credentials;
@@ -56,29 +56,21 @@ impl Pass<'_, OCIRepository> {
         check_transport(transport)?;
         let endpoint = registry.api_endpoint();
         self.guard(CloudService::AwsEcr, &endpoint)?;
-        let region = registry.region().to_string();
-        let (auth, who) = match self.object_identity().await? {
+        let region = registry.region();
+        let auth = match self.object_identity().await? {
             Some((identity, sa)) => {
                 let role_arn = role_arn(&identity, &sa).map_err(auth_failed)?;
-                let sts = match std::env::var("AWS_ENDPOINT_URL_STS") {
-                    Ok(e) if !e.is_empty() => e,
-                    _ => aws_regional_sts(&region).map_err(misconfigured)?,
-                };
+                let sts = operator_sts_endpoint(region).map_err(misconfigured)?;
                 self.guard(CloudService::AwsSts, &sts)?;
-                let who = format!("sa {}/{} {role_arn}", identity.namespace, identity.name);
-                let auth = AwsAuth::ObjectWebIdentity {
+                AwsAuth::ObjectWebIdentity {
                     identity,
                     role_arn,
                     sts_endpoint: Some(sts),
-                };
-                (auth, who)
+                }
             }
             None => {
-                self.guard_controller_sts(&region)?;
-                (
-                    AwsAuth::Chain { sts_endpoint: None },
-                    "controller".to_string(),
-                )
+                self.guard_controller_sts(region)?;
+                AwsAuth::Chain { sts_endpoint: None }
             }
         };
         let http = self
@@ -86,13 +78,9 @@ impl Pass<'_, OCIRepository> {
             .http_clients
             .get(Transport::default())
             .map_err(|e| auth_failed(format!("failed to build the credential client: {e}")))?;
-        let login = ecr::login(&http, &registry, &endpoint, &who, || async {
-            session_keys(&auth, &http, &region)
-                .await?
-                .ok_or_else(|| "no AWS credentials".to_string())
-        })
-        .await
-        .map_err(|e| auth_failed(format!("failed to get credential from 'aws': {e}")))?;
+        let login = ecr::login(&http, &registry, &endpoint, &auth)
+            .await
+            .map_err(|e| auth_failed(format!("failed to get credential from 'aws': {e}")))?;
         Ok(Credentials::CloudLogin {
             username: login.username,
             password: login.password,
@@ -102,22 +90,14 @@ impl Pass<'_, OCIRepository> {
     /// `spec.serviceAccountName` (else `--default-service-account`): that ServiceAccount's
     /// identity, never the controller's.
     async fn object_identity(&self) -> Result<Option<(Identity, ServiceAccount)>, Failure> {
-        let Some((name, defaulted)) = workload::borrowed_name(
+        workload::borrow(
+            &self.ctx.client,
+            &self.namespace(),
             self.obj.spec.service_account_name.as_deref(),
             self.ctx.config.default_service_account.as_deref(),
-        ) else {
-            return Ok(None);
-        };
-        let identity = Identity {
-            client: self.ctx.client.clone(),
-            namespace: self.namespace(),
-            name,
-        };
-        let sa = identity
-            .service_account_or_missing_default(defaulted)
-            .await
-            .map_err(auth_failed)?;
-        Ok(Some((identity, sa)))
+        )
+        .await
+        .map_err(auth_failed)
     }
 
     /// The STS the controller's web identity token would go to (`AWS_ENDPOINT_URL_STS` or the
@@ -128,10 +108,7 @@ impl Pass<'_, OCIRepository> {
         if !set("AWS_WEB_IDENTITY_TOKEN_FILE") || static_keys {
             return Ok(());
         }
-        let sts = match std::env::var("AWS_ENDPOINT_URL_STS") {
-            Ok(e) if !e.is_empty() => e,
-            _ => aws_regional_sts(region).map_err(misconfigured)?,
-        };
+        let sts = operator_sts_endpoint(region).map_err(misconfigured)?;
         self.guard(CloudService::AwsSts, &sts)
     }
 
