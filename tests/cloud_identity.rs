@@ -1,7 +1,12 @@
-//! OCIRepository `provider: aws` end to end: the controller's own identity (IRSA web identity,
-//! EKS Pod Identity) and a ServiceAccount's (object-level workload identity) turned into an
-//! ECR login by moto's STS and ECR, and used on a TLS registry that answers to an ECR host name
-//! (through a proxy that maps the name to it) and takes only the login ECR gave.
+//! OCIRepository `spec.provider` end to end, through a proxy that gives the platform's TLS
+//! registries cloud host names:
+//! - `aws`: the controller's own identity (IRSA web identity, EKS Pod Identity) and a
+//!   ServiceAccount's (object-level workload identity) turned into an ECR login by moto's STS
+//!   and ECR, used on a registry that answers to an ECR name and takes only that login;
+//! - `azure`: Entra ID tokens (from a token service that checks the assertion it is given)
+//!   exchanged at hack/cloud-registry.py's ACR `/oauth2/exchange`;
+//! - `gcp`: Google access tokens from the metadata server or its Google STS, taken by its
+//!   Artifact Registry.
 
 mod support;
 
@@ -42,9 +47,14 @@ impl Env {
         let aws = Relay::start(moto).await;
         let registry = platform.env["DRIFTLESS_CLOUD_REGISTRY"].clone();
         let account = platform.env["DRIFTLESS_ECR_ACCOUNT"].clone();
+        let clouds = platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY"].clone();
         let routes = [
             (ecr_host(&account) + ":443", registry.clone()),
             (ecr_host(OTHER_ACCOUNT) + ":443", registry.clone()),
+            (format!("{ACR_HOST}:443"), clouds.clone()),
+            (format!("{GAR_HOST}:443"), clouds.clone()),
+            ("sts.googleapis.com:443".into(), clouds.clone()),
+            ("iamcredentials.googleapis.com:443".into(), clouds),
         ];
         let routes: Vec<(&str, &str)> = routes
             .iter()
@@ -177,10 +187,19 @@ impl Env {
     /// at moto and the registry's ECR name through the proxy. It runs without blocking: the
     /// relay and the proxy serve it from this test's runtime.
     async fn cli(&self, keys: &[(&str, String)], args: &[&str]) -> (bool, String) {
+        self.cli_as("aws", keys, args).await
+    }
+
+    async fn cli_as(
+        &self,
+        provider: &str,
+        keys: &[(&str, String)],
+        args: &[&str],
+    ) -> (bool, String) {
         let out = tokio::process::Command::new(support::controller::driftless_bin())
             .arg("artifact")
             .args(args)
-            .args(["--provider", "aws"])
+            .args(["--provider", provider])
             .envs(keys.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", "/nonexistent")
             .env(
@@ -564,5 +583,625 @@ async fn the_default_service_account_locks_out_the_controllers_identity() {
             .contains("your cluster is subject to multi-tenant workload identity lockdown"),
         "{}",
         fetch_failed.message
+    );
+}
+
+// Azure and Google: hack/cloud-registry.py answers as ACR under ACR_HOST and as Artifact
+// Registry under GAR_HOST, and takes only the platform's Entra ID and Google tokens.
+
+const ACR_HOST: &str = "driftless.azurecr.io";
+const GAR_HOST: &str = "europe-docker.pkg.dev";
+const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
+const TENANT: &str = "driftless-tenant";
+const ACR_CLIENT: &str = "acr-reader";
+
+impl Env {
+    /// Push an artifact to the cloud token registry with its admin login; returns its digest.
+    async fn push_to_clouds(&self, repo: &str) -> String {
+        let ca = std::fs::read(&self.platform.env["DRIFTLESS_REGISTRY_CA"]).unwrap();
+        let registry = client_with(
+            &self.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY"],
+            Credentials::Basic {
+                username: self.platform.env["DRIFTLESS_REGISTRY_USER"].clone(),
+                password: self.platform.env["DRIFTLESS_REGISTRY_PASSWORD"].clone(),
+            },
+            Transport {
+                ca_pem: Some(ca),
+                ..Default::default()
+            },
+        );
+        let layer = flux_layer(&[("app.yaml", "kind: ConfigMap\n")]);
+        push_flux_artifact(&registry, repo, "latest", layer, FLUX_LAYER, &[]).await
+    }
+
+    fn cloud_spec(
+        &self,
+        provider: &str,
+        host: &str,
+        repo: &str,
+        sa: Option<&str>,
+    ) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "url": format!("oci://{host}/{repo}"), "interval": "10m", "provider": provider,
+        });
+        if let Some(sa) = sa {
+            spec["serviceAccountName"] = sa.into();
+        }
+        spec
+    }
+}
+
+fn form(body: &str) -> std::collections::HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        })
+        .and_then(|c| serde_json::from_slice(&c).ok())
+        .unwrap_or_default()
+}
+
+fn json_answer(status: u16, body: serde_json::Value) -> support::listener::Answer {
+    (
+        status,
+        vec![("Content-Type", "application/json".into())],
+        body.to_string(),
+    )
+}
+
+/// Entra ID's token endpoint for TENANT, as far as ACR logins use it: the client-credentials
+/// grant for ACR's scope, with ACR_CLIENT's client secret or a ServiceAccount token (audience
+/// `api://AzureADTokenExchange`) as the assertion; it answers with the token the platform's ACR
+/// takes, and refuses anything else naming the reason.
+fn entra(request: &support::listener::Request) -> support::listener::Answer {
+    let f = form(&request.body);
+    let field = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
+    let claims = jwt_claims(field("client_assertion"));
+    let audience_ok = claims["aud"]
+        .as_array()
+        .is_some_and(|a| a.contains(&serde_json::json!("api://AzureADTokenExchange")));
+    let refusal = if request.path != format!("/{TENANT}/oauth2/v2.0/token") {
+        Some(format!("unknown tenant in {}", request.path))
+    } else if field("grant_type") != "client_credentials" || field("scope") != ACR_SCOPE {
+        Some(format!(
+            "grant {} for scope {}",
+            field("grant_type"),
+            field("scope")
+        ))
+    } else if field("client_id") != ACR_CLIENT {
+        Some(format!(
+            "AADSTS700016: application {} not found",
+            field("client_id")
+        ))
+    } else if field("client_secret") == "acr-reader-secret" {
+        None
+    } else if field("client_assertion_type")
+        != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        || !audience_ok
+    {
+        Some(format!(
+            "AADSTS700024: client assertion not accepted: {claims}"
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        None => json_answer(
+            200,
+            serde_json::json!({"access_token": support::platform().env["DRIFTLESS_ENTRA_ACCESS_TOKEN"], "expires_in": 3600, "token_type": "Bearer"}),
+        ),
+        Some(why) => json_answer(
+            400,
+            serde_json::json!({"error": "invalid_client", "error_description": why}),
+        ),
+    }
+}
+
+/// The pod's Azure workload identity (the federated token file) logs in to ACR through the
+/// registry's token exchange; a ServiceAccount's identity does so with its own token, one
+/// Entra ID request for several objects; a ServiceAccount without Flux's annotations fails
+/// with Flux's message; a host that is not ACR's never receives the token.
+#[tokio::test]
+async fn azure_identities_log_in_to_acr_through_its_token_exchange() {
+    let e = Env::new("acr").await;
+    let repo = format!("{}/app", e.ns.name);
+    let digest = e.push_to_clouds(&repo).await;
+    let entra = support::listener::Listener::start(entra).await;
+    let federated = e
+        .projected_token("driftless-controller", "api://AzureADTokenExchange")
+        .await;
+    let controller = e.controller(&[
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            federated.display().to_string(),
+        ),
+        ("AZURE_CLIENT_ID", ACR_CLIENT.into()),
+        ("AZURE_TENANT_ID", TENANT.into()),
+        (
+            "AZURE_AUTHORITY_HOST",
+            format!("http://{}", entra.address()),
+        ),
+    ]);
+    let annotations = |client: &str| {
+        vec![
+            ("azure.workload.identity/tenant-id", TENANT.to_string()),
+            ("azure.workload.identity/client-id", client.to_string()),
+        ]
+    };
+    e.service_account("acr-reader", &annotations(ACR_CLIENT))
+        .await;
+    e.service_account("stranger", &annotations("unknown-client"))
+        .await;
+    e.service_account(
+        "no-tenant",
+        &[("azure.workload.identity/client-id", ACR_CLIENT.to_string())],
+    )
+    .await;
+    let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
+    let spec = |sa: Option<&str>| e.cloud_spec("azure", ACR_HOST, &repo, sa);
+    let revision = format!("latest@{digest}");
+    sources
+        .run_cases(&[
+            case("controller", spec(None), Expect::ready(revision.clone())),
+            case(
+                "object-1",
+                spec(Some("acr-reader")),
+                Expect::ready(revision.clone()),
+            ),
+            case(
+                "object-2",
+                spec(Some("acr-reader")),
+                Expect::ready(revision.clone()),
+            ),
+            case(
+                "stranger",
+                spec(Some("stranger")),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::contains("AADSTS700016: application unknown-client not found"),
+                ),
+            ),
+            case(
+                "no-tenant",
+                spec(Some("no-tenant")),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::contains("failed to get provider identity from service account"),
+                ),
+            ),
+            case(
+                "not-acr",
+                serde_json::json!({"url": format!("oci://{}/{repo}", e.platform.registry()),
+                                   "interval": "10m", "provider": "azure"}),
+                Expect::stalled(
+                    "InvalidProviderConfiguration",
+                    Message::contains("is not an Azure Container Registry"),
+                ),
+            ),
+        ])
+        .await;
+    let no_tenant = sources
+        .wait_failing("no-tenant", "AuthenticationFailed")
+        .await;
+    let message = &condition(&no_tenant, "FetchFailed").unwrap().message;
+    assert!(
+        message.contains("azure tenant ID is not set in the service account annotation azure.workload.identity/tenant-id"),
+        "{message}"
+    );
+
+    let asked = entra.requests();
+    let subjects: Vec<String> = asked
+        .iter()
+        .map(|r| {
+            let claims = jwt_claims(form(&r.body).get("client_assertion").unwrap());
+            claims["sub"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    let of = |sa: &str| {
+        let sub = format!("system:serviceaccount:{}:{sa}", e.ns.name);
+        subjects.iter().filter(|s| **s == sub).count()
+    };
+    assert_eq!(
+        of("driftless-controller"),
+        1,
+        "the pod's federated token: {subjects:?}"
+    );
+    assert_eq!(
+        of("acr-reader"),
+        1,
+        "one exchange for two objects of one identity: {subjects:?}"
+    );
+    assert!(
+        of("stranger") >= 1,
+        "the stranger's own token was used: {subjects:?}"
+    );
+    assert_eq!(of("no-tenant"), 0, "an incomplete identity asks nothing");
+    let seen = e.proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("CONNECT {ACR_HOST}:443"))),
+        "the registry was reached under its ACR name: {seen:?}"
+    );
+
+    // Flux's per-object token cache series, gone with the object.
+    let series = |name: &str| {
+        format!(
+            "{{event_type=\"cache_miss\",kind=\"OCIRepository\",name=\"{name}\",namespace=\"{}\",operation=\"reconcile\"}}",
+            e.ns.name
+        )
+    };
+    let named = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("gotk_token_cache_events_total{}", series(name))))
+    };
+    let metrics = controller.metrics();
+    assert!(named(&metrics, "controller"), "{metrics}");
+    sources
+        .api
+        .delete("controller", &Default::default())
+        .await
+        .unwrap();
+    sources.wait_gone("controller").await;
+    let metrics = controller.metrics();
+    assert!(
+        !named(&metrics, "controller"),
+        "forgotten with the object: {metrics}"
+    );
+}
+
+/// The GKE/GCE metadata server's token for the node's service account: `Metadata-Flavor`
+/// required, scopes named.
+fn metadata_server(request: &support::listener::Request) -> support::listener::Answer {
+    let token_path = "/computeMetadata/v1/instance/service-accounts/default/token?scopes=";
+    match (
+        request.header("metadata-flavor"),
+        request.path.strip_prefix(token_path),
+    ) {
+        (Some("Google"), Some(scopes)) if scopes.contains("cloud-platform") => json_answer(
+            200,
+            serde_json::json!({"access_token": support::platform().env["DRIFTLESS_GOOGLE_ACCESS_TOKEN"], "expires_in": 3599, "token_type": "Bearer"}),
+        ),
+        _ => (404, vec![], "not found".into()),
+    }
+}
+
+/// The node's Google identity (metadata server) logs in to Artifact Registry, and so does
+/// the CLI in CI; a ServiceAccount with Flux's workload identity pool annotation exchanges its
+/// token at Google STS and impersonates its Google service account; bad annotations fail with
+/// Flux's messages; a host that is not Google's never receives a token.
+#[tokio::test]
+async fn google_identities_log_in_to_artifact_registry() {
+    let e = Env::new("gar").await;
+    let repo = format!("project/{}/app", e.ns.name);
+    let digest = e.push_to_clouds(&repo).await;
+    let metadata = support::listener::Listener::start(metadata_server).await;
+    let controller = e.controller(&[("GCE_METADATA_HOST", metadata.address())]);
+    let pool = "projects/123456/locations/global/workloadIdentityPools/driftless/providers/kube";
+    e.service_account(
+        "gar-reader",
+        &[
+            (
+                "gcp.auth.fluxcd.io/workload-identity-provider",
+                pool.to_string(),
+            ),
+            (
+                "iam.gke.io/gcp-service-account",
+                "reader@project.iam.gserviceaccount.com".to_string(),
+            ),
+        ],
+    )
+    .await;
+    e.service_account(
+        "bad-gsa",
+        &[(
+            "iam.gke.io/gcp-service-account",
+            "reader@example.com".to_string(),
+        )],
+    )
+    .await;
+    let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
+    let spec = |sa: Option<&str>| e.cloud_spec("gcp", GAR_HOST, &repo, sa);
+    let revision = format!("latest@{digest}");
+    sources
+        .run_cases(&[
+            case("node", spec(None), Expect::ready(revision.clone())),
+            case("federated", spec(Some("gar-reader")), Expect::ready(revision.clone())),
+            case(
+                "bad-gsa",
+                spec(Some("bad-gsa")),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::contains("invalid iam.gke.io/gcp-service-account annotation: 'reader@example.com'. must match"),
+                ),
+            ),
+            case(
+                "not-google",
+                serde_json::json!({"url": format!("oci://{}/{repo}", e.platform.registry()),
+                                   "interval": "10m", "provider": "gcp"}),
+                Expect::stalled(
+                    "InvalidProviderConfiguration",
+                    Message::contains("is not a Google registry"),
+                ),
+            ),
+        ])
+        .await;
+    assert_eq!(
+        metadata.requests().len(),
+        1,
+        "the node's token is fetched once"
+    );
+    let seen = e.proxy.seen.lock().unwrap().clone();
+    for host in [
+        GAR_HOST,
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with(&format!("CONNECT {host}:443"))),
+            "{host} was reached: {seen:?}"
+        );
+    }
+
+    let url = format!("oci://{GAR_HOST}/{repo}");
+    let node = [("GCE_METADATA_HOST", metadata.address())];
+    let (ok, out) = e.cli_as("gcp", &node, &["list", &url]).await;
+    assert!(ok && out.contains("latest"), "list: {out}");
+    let (ok, out) = e
+        .cli_as(
+            "gcp",
+            &[("GCE_METADATA_HOST", "127.0.0.1:9".into())],
+            &["list", &url],
+        )
+        .await;
+    assert!(
+        !ok && out.contains("metadata server is unreachable"),
+        "{out}"
+    );
+}
+
+/// `--provider azure` in CI: a service principal's secret from the environment, logged in to
+/// ACR by the same exchange as the controller.
+#[tokio::test]
+async fn the_cli_logs_in_to_acr_with_the_environments_service_principal() {
+    let e = Env::new("acr-cli").await;
+    let repo = format!("{}/app", e.ns.name);
+    e.push_to_clouds(&repo).await;
+    let entra = support::listener::Listener::start(entra).await;
+    let principal = |secret: &str| {
+        vec![
+            ("AZURE_TENANT_ID", TENANT.to_string()),
+            ("AZURE_CLIENT_ID", ACR_CLIENT.to_string()),
+            ("AZURE_CLIENT_SECRET", secret.to_string()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                format!("http://{}", entra.address()),
+            ),
+        ]
+    };
+    let url = format!("oci://{ACR_HOST}/{repo}");
+    let (ok, out) = e
+        .cli_as("azure", &principal("acr-reader-secret"), &["list", &url])
+        .await;
+    assert!(ok && out.contains("latest"), "list: {out}");
+    let (ok, out) = e
+        .cli_as("azure", &principal("wrong"), &["list", &url])
+        .await;
+    assert!(
+        !ok && out.contains("Entra ID refused the token request"),
+        "{out}"
+    );
+    let (ok, out) = e
+        .cli_as(
+            "azure",
+            &principal("acr-reader-secret"),
+            &["list", &format!("oci://{GAR_HOST}/{repo}")],
+        )
+        .await;
+    assert!(
+        !ok && out.contains("is not an Azure Container Registry"),
+        "{out}"
+    );
+    assert_eq!(
+        entra.requests().len(),
+        2,
+        "a host that is not ACR's asks for no token"
+    );
+}
+
+/// Logins are renewed when their cache entry lapses (here after a second, with
+/// `--token-cache-max-duration=1s`), with the federated token file read afresh: the kubelet
+/// rotates it. The object stays Ready on its artifact throughout.
+#[tokio::test]
+async fn lapsed_logins_are_renewed_with_the_rotated_federated_token() {
+    let e = Env::new("acr-renew").await;
+    let repo = format!("{}/app", e.ns.name);
+    let digest = e.push_to_clouds(&repo).await;
+    let entra = support::listener::Listener::start(entra).await;
+    let federated = e
+        .projected_token("driftless-controller", "api://AzureADTokenExchange")
+        .await;
+    let controller = e.controller_with_args(
+        &[
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                federated.display().to_string(),
+            ),
+            ("AZURE_CLIENT_ID", ACR_CLIENT.into()),
+            ("AZURE_TENANT_ID", TENANT.into()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                format!("http://{}", entra.address()),
+            ),
+        ],
+        &["--token-cache-max-duration=1s"],
+    );
+    let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
+    let expected = format!("latest@{digest}");
+    sources
+        .run_cases(&[case(
+            "renewed",
+            e.cloud_spec("azure", ACR_HOST, &repo, None),
+            Expect::ready(expected.clone()),
+        )])
+        .await;
+    assert_eq!(entra.requests().len(), 1);
+
+    // The kubelet's rotation: the same file now holds a new token (of another ServiceAccount,
+    // so that its use can be told apart).
+    let rotated = e
+        .projected_token("rotated", "api://AzureADTokenExchange")
+        .await;
+    std::fs::copy(&rotated, &federated).unwrap();
+    let subject = format!("system:serviceaccount:{}:rotated", e.ns.name);
+    let used_rotated = || {
+        entra.requests().iter().any(|r| {
+            jwt_claims(
+                form(&r.body)
+                    .get("client_assertion")
+                    .map_or("", String::as_str),
+            )["sub"]
+                == subject.as_str()
+        })
+    };
+    let deadline = std::time::Instant::now() + support::source::WAIT;
+    while !used_rotated() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the login was not renewed with the rotated token: {:?}",
+            entra.requests().len()
+        );
+        let obj = sources.request_reconcile("renewed").await;
+        assert_eq!(revision(&obj), expected, "still serving the artifact");
+    }
+}
+
+/// `provider: generic` with a ServiceAccount that opts in to Flux's `kubernetes` credential
+/// provider: the API server issues the ServiceAccount a token for the registry's name, sent as
+/// a bearer token (or, with a username annotation, as the Basic password at the token
+/// endpoint); the registry accepts it only after its own TokenReview. Tokens for another
+/// audience are refused there; unsupported annotations fail naming themselves; without the
+/// opt-in the object stays anonymous.
+#[tokio::test]
+async fn service_account_tokens_reach_a_registry_that_reviews_them() {
+    let e = Env::new("sa-token").await;
+    let repo = format!("{}/app", e.ns.name);
+    let digest = e.push_to_clouds(&repo).await;
+    let controller = e.controller(&[]);
+    let ca = std::fs::read_to_string(&e.platform.env["DRIFTLESS_REGISTRY_CA"]).unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "registry-ca"}, "stringData": {"ca.crt": ca},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(e.client.clone(), &e.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    fn opt_in<'a>(extra: &[(&'a str, &str)]) -> Vec<(&'a str, String)> {
+        let mut a = vec![(
+            "credential.auth.fluxcd.io/provider",
+            "kubernetes".to_string(),
+        )];
+        a.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        a
+    }
+    e.service_account(
+        "bearer",
+        &opt_in(&[("credential.auth.fluxcd.io/type", "jwt")]),
+    )
+    .await;
+    e.service_account(
+        "basic",
+        &opt_in(&[
+            ("credential.auth.fluxcd.io/username", "flux"),
+            ("credential.auth.fluxcd.io/expiration-seconds", "900"),
+        ]),
+    )
+    .await;
+    e.service_account(
+        "elsewhere",
+        &opt_in(&[(
+            "credential.auth.fluxcd.io/audiences",
+            "https://other-registry.example",
+        )]),
+    )
+    .await;
+    e.service_account(
+        "x509",
+        &opt_in(&[("credential.auth.fluxcd.io/type", "x509")]),
+    )
+    .await;
+    e.service_account("anonymous", &[]).await;
+    let registry = e.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY"].clone();
+    let spec = |sa: &str| {
+        serde_json::json!({
+            "url": format!("oci://{registry}/{repo}"), "interval": "10m",
+            "serviceAccountName": sa, "certSecretRef": {"name": "registry-ca"},
+        })
+    };
+    let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
+    let revision = format!("latest@{digest}");
+    sources
+        .run_cases(&[
+            case("bearer", spec("bearer"), Expect::ready(revision.clone())),
+            case("basic", spec("basic"), Expect::ready(revision.clone())),
+            case(
+                "elsewhere",
+                spec("elsewhere"),
+                Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
+            ),
+            case(
+                "x509",
+                spec("x509"),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::contains("unsupported credential type 'x509'"),
+                ),
+            ),
+            case(
+                "anonymous",
+                spec("anonymous"),
+                Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
+            ),
+        ])
+        .await;
+    let log =
+        std::fs::read_to_string(&e.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY_LOG"]).unwrap();
+    let reviewed = |how: &str, sa: &str| {
+        log.contains(&format!(
+            "tokenreview {how} ok for system:serviceaccount:{}:{sa}",
+            e.ns.name
+        ))
+    };
+    assert!(
+        reviewed("bearer", "bearer"),
+        "the bearer token was reviewed"
+    );
+    assert!(
+        reviewed("basic", "basic"),
+        "the Basic password was reviewed"
+    );
+    assert!(
+        !reviewed("bearer", "elsewhere"),
+        "a token for another audience is refused"
     );
 }

@@ -1245,13 +1245,23 @@ async fn invalid_urls_and_cloud_providers_stall() {
                     )),
                 ),
             ),
+            // Cloud tokens go only to the cloud's own registries: never to the object's host.
             case(
                 "azure",
-                serde_json::json!({"url": "oci://example.azurecr.io/app",
+                serde_json::json!({"url": format!("oci://{}/app", e.registry()),
                                    "interval": "10m", "provider": "azure"}),
                 Expect::stalled(
-                    "UnsupportedProvider",
-                    Message::contains("provider \"azure\" is not yet supported"),
+                    "InvalidProviderConfiguration",
+                    Message::contains("is not an Azure Container Registry: provider 'azure' sends Entra ID tokens only to hosts of the form <name>.azurecr.io"),
+                ),
+            ),
+            case(
+                "gcp",
+                serde_json::json!({"url": "oci://gcr.io.example.net/app",
+                                   "interval": "10m", "provider": "gcp"}),
+                Expect::stalled(
+                    "InvalidProviderConfiguration",
+                    Message::contains("the registry 'gcr.io.example.net' is not a Google registry"),
                 ),
             ),
             case(

@@ -697,7 +697,9 @@ impl Pass<'_, Kustomization> {
                     .await
                     .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?;
                 match health::status(live.as_ref()) {
-                    Health::Current => break,
+                    Health::Current if served_kinds_resolve(applier, live.as_ref()).await => {
+                        break;
+                    }
                     Health::Failed => {
                         return Err(Failure::new(
                             reason::FAILED,
@@ -1130,4 +1132,34 @@ fn retry_interval(obj: &Kustomization) -> Duration {
         .as_deref()
         .and_then(|r| parse_duration(r).ok())
         .unwrap_or_else(|| parse_duration(&obj.spec.interval).unwrap_or(Duration::from_secs(600)))
+}
+
+/// Whether discovery serves every version of an established CRD: the API server marks a CRD
+/// Established a moment before its group is in discovery, and a custom resource applied in
+/// that moment fails with 404.
+async fn served_kinds_resolve(applier: &Applier<'_>, crd: Option<&serde_json::Value>) -> bool {
+    let Some(spec) = crd.and_then(|c| c.get("spec")) else {
+        return true;
+    };
+    let group = spec["group"].as_str().unwrap_or_default();
+    let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    for version in versions.iter().filter(|v| v["served"] == true) {
+        let probe = ObjectRef {
+            group: group.to_string(),
+            version: version["name"].as_str().unwrap_or_default().to_string(),
+            kind: kind.to_string(),
+            namespace: String::new(),
+            name: String::new(),
+        };
+        if applier
+            .mapper
+            .resolve(applier.client, &probe)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
 }

@@ -25,7 +25,8 @@ pub struct RegistryArgs {
     #[arg(long, global = true)]
     pub ca_file: Option<PathBuf>,
     /// Where credentials come from, as `flux push artifact --provider`: `generic` (`--creds`,
-    /// else the Docker config) or `aws` (the environment's AWS identity, logged in to ECR).
+    /// else the Docker config), or the environment's cloud identity logged in to its registry:
+    /// `aws` (ECR), `azure` (ACR), `gcp` (Artifact Registry, Container Registry).
     #[arg(long, global = true, value_enum, default_value_t = Provider::Generic)]
     pub provider: Provider,
 }
@@ -35,6 +36,8 @@ pub enum Provider {
     #[default]
     Generic,
     Aws,
+    Azure,
+    Gcp,
 }
 
 /// `oci://host/repo:tag`, `oci://host/repo@sha256:...` or (for listing) `oci://host/repo`.
@@ -75,7 +78,7 @@ impl RegistryArgs {
     pub async fn client(&self, url: &RepositoryUrl) -> anyhow::Result<RegistryClient> {
         let credentials = match self.provider {
             Provider::Generic => self.credentials(url)?,
-            Provider::Aws => self.ecr_login(url).await?,
+            cloud => self.cloud_login(cloud, url).await?,
         };
         RegistryClient::new(
             &url.registry,
@@ -86,20 +89,31 @@ impl RegistryArgs {
         .map_err(anyhow::Error::msg)
     }
 
-    /// The ECR login for the environment's AWS identity (the SDKs' chain: keys, web identity,
-    /// container credentials, instance profile), as the source-controller makes it.
-    async fn ecr_login(&self, url: &RepositoryUrl) -> anyhow::Result<Credentials> {
+    /// The registry login for the environment's cloud identity, as the source-controller
+    /// makes it for its own: AWS's chain (keys, web identity, container credentials, instance
+    /// profile) for ECR, Azure's (service principal, workload identity, managed identity) for
+    /// ACR, Google's (`GOOGLE_APPLICATION_CREDENTIALS`, metadata server) for Google's registries.
+    async fn cloud_login(
+        &self,
+        provider: Provider,
+        url: &RepositoryUrl,
+    ) -> anyhow::Result<Credentials> {
         use crate::identity::aws::AwsAuth;
         use crate::identity::ecr::{self, EcrRegistry};
+        use crate::identity::entra::EntraCredential;
+        use crate::identity::google::GoogleCredential;
+        use crate::identity::{acr, gar};
+        let name = format!("{provider:?}").to_lowercase();
         if self.insecure_registry {
-            bail!("--provider aws sends AWS credentials only over TLS: drop --insecure-registry");
-        }
-        let Some(registry) = EcrRegistry::parse(&url.registry) else {
             bail!(
-                "'{}' is not an Amazon ECR registry: --provider aws expects {}",
-                url.registry,
-                ecr::HOST_PATTERNS
+                "--provider {name} sends cloud credentials only over TLS: drop --insecure-registry"
             );
+        }
+        let not_the_cloud = |what: &str, patterns: &str| {
+            anyhow::anyhow!(
+                "'{}' is not {what}: --provider {name} expects {patterns}",
+                url.registry
+            )
         };
         let http = crate::transport::build_http_client(
             &Transport::default(),
@@ -107,10 +121,33 @@ impl RegistryArgs {
             crate::transport::CONNECT_TIMEOUT,
         )
         .map_err(anyhow::Error::msg)?;
-        let auth = AwsAuth::Chain { sts_endpoint: None };
-        let login = ecr::login(&http, &registry, &registry.api_endpoint(), &auth)
-            .await
-            .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
+        let login = match provider {
+            Provider::Aws => {
+                let registry = EcrRegistry::parse(&url.registry)
+                    .ok_or_else(|| not_the_cloud("an Amazon ECR registry", ecr::HOST_PATTERNS))?;
+                let auth = AwsAuth::Chain { sts_endpoint: None };
+                ecr::login(&http, &registry, &registry.api_endpoint(), &auth).await
+            }
+            Provider::Azure => {
+                if !acr::is_registry(&url.registry) {
+                    return Err(not_the_cloud(
+                        "an Azure Container Registry",
+                        acr::HOST_PATTERNS,
+                    ));
+                }
+                acr::login(&http, &url.registry, &EntraCredential::from_environment()).await
+            }
+            Provider::Gcp => {
+                if !gar::is_registry(&url.registry) {
+                    return Err(not_the_cloud("a Google registry", gar::HOST_PATTERNS));
+                }
+                let credential =
+                    GoogleCredential::from_environment().map_err(anyhow::Error::msg)?;
+                gar::login(&http, &credential).await
+            }
+            Provider::Generic => return self.credentials(url),
+        }
+        .map_err(|e| anyhow::anyhow!("logging in to {}: {e}", url.registry))?;
         Ok(Credentials::CloudLogin {
             username: login.username,
             password: login.password,

@@ -27,7 +27,6 @@ pub mod reason {
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const ARCHIVE_OPERATION_FAILED: &str = "ArchiveOperationFailed";
     pub const VERIFICATION_ERROR: &str = "VerificationError";
-    pub const UNSUPPORTED_PROVIDER: &str = "UnsupportedProvider";
     pub const NEW_ARTIFACT: &str = "NewArtifact";
     pub const BUCKET_OPERATION_FAILED: &str = "BucketOperationFailed";
     pub const INVALID_PATH: &str = "InvalidPath";

@@ -33,6 +33,7 @@ pub async fn reconcile<K: Reconciled>(
         tracing::info_span!("reconcile", kind = K::KIND, namespace = %ns, name = %obj.name_any());
     let _working = ctx.metrics().working(&controller_name::<K>(), &key);
     let api: Api<K> = Api::namespaced(ctx.client().clone(), &ns);
+    let object = labels(obj.as_ref());
     let work = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => reconcile_live(obj.as_ref(), ctx.as_ref()).await,
@@ -44,6 +45,7 @@ pub async fn reconcile<K: Reconciled>(
         }
     })
     .instrument(span);
+    let work = crate::controller::metrics::reconciling(object, work);
     // The steps report their own panics on the object; this catches one in the frame itself.
     crate::controller::panics::guard(&key, work)
         .await?

@@ -1,5 +1,6 @@
 //! Prometheus metrics with Flux's names, so Flux's dashboards and alerts work unchanged.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +52,25 @@ pub struct Metrics {
     pub apply_writes: Counter,
     pub active_workers: Family<ControllerLabels, Gauge>,
     pub queues: super::queue::WorkQueues,
+    /// Series of lower layers that name objects (the token cache's), dropped with the object.
+    forgetters: Arc<Mutex<Vec<Forgetter>>>,
+}
+
+type Forgetter = Box<dyn Fn(&ObjectLabels) + Send + Sync>;
+
+tokio::task_local! {
+    static RECONCILING: ObjectLabels;
+}
+
+/// Runs `work`, a reconcile pass of `object`: metrics that lower layers record meanwhile
+/// (`reconciling_object`) name it, as Flux's per-object series do.
+pub async fn reconciling<F: Future>(object: ObjectLabels, work: F) -> F::Output {
+    RECONCILING.scope(object, work).await
+}
+
+/// The object whose reconcile pass is running on this task, if any.
+pub fn reconciling_object() -> Option<ObjectLabels> {
+    RECONCILING.try_with(ObjectLabels::clone).ok()
 }
 
 impl Default for Metrics {
@@ -122,6 +142,7 @@ impl Metrics {
         let queues = super::queue::WorkQueues::register(&mut registry);
         Metrics {
             queues,
+            forgetters: Arc::default(),
             registry: Arc::new(Mutex::new(registry)),
             active_workers,
             apply_writes,
@@ -183,7 +204,18 @@ impl Metrics {
     }
 
     /// Drop the series of a deleted object.
+    /// `forget` also calls `forgetter`: for series registered by other layers.
+    pub fn on_forget(&self, forgetter: impl Fn(&ObjectLabels) + Send + Sync + 'static) {
+        self.forgetters
+            .lock()
+            .expect("metrics forgetters")
+            .push(Box::new(forgetter));
+    }
+
     pub fn forget(&self, object: &ObjectLabels) {
+        for forgetter in self.forgetters.lock().expect("metrics forgetters").iter() {
+            forgetter(object);
+        }
         self.queues.forget(
             &object.kind.to_lowercase(),
             &format!("{}/{}", object.namespace, object.name),

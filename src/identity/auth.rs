@@ -10,6 +10,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use super::cache::{Token, cached_token};
 
+/// A registry login: Basic credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    // The password never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A cache key that names the credential without holding it.
 pub fn cache_key(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};

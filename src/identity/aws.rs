@@ -569,6 +569,54 @@ mod tests {
     /// The signature AWS's documentation gives for this request.
     const SIGV4_EXPECTED: &str = "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
 
+    /// The PUT Object example of the same documentation: a body (whose SHA-256 is signed and
+    /// sent as `x-amz-content-sha256`), a `$` encoded in the path, and extra signed headers.
+    /// Signature from the documentation: 98ad7217...108bd.
+    #[test]
+    fn sigv4_signs_a_body_like_aws_documents() {
+        let keys = StaticKeys {
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+        };
+        let now: jiff::Timestamp = "2013-05-24T00:00:00Z".parse().unwrap();
+        let headers = sign_v4(
+            &SigningRequest {
+                method: "PUT",
+                host: "examplebucket.s3.amazonaws.com",
+                path: "/test%24file.text",
+                query: &[],
+                headers: &[
+                    ("Date", "Fri, 24 May 2013 00:00:00 GMT".into()),
+                    ("x-amz-storage-class", "REDUCED_REDUNDANCY".into()),
+                ],
+                service: "s3",
+                body: b"Welcome to Amazon S3.",
+            },
+            &keys,
+            "us-east-1",
+            now,
+        );
+        let auth = &headers[0].1;
+        assert!(
+            auth.contains(
+                "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class, "
+            ),
+            "{auth}"
+        );
+        assert_eq!(
+            auth.rsplit('=').next().unwrap(),
+            "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+        );
+        assert_eq!(
+            headers[1],
+            (
+                "x-amz-content-sha256",
+                "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072".to_string()
+            )
+        );
+    }
+
     #[test]
     fn role_arns_are_checked_as_flux_checks_them() {
         for ok in [

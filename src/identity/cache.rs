@@ -3,13 +3,16 @@
 //! entry lives 80% of the lifetime its issuer gave it, at most `--token-cache-max-duration`
 //! (itself at most an hour); and one fetch per key at a time, so that many objects of one
 //! identity make one exchange. Keys name the credential material (identity, audience, region,
-//! endpoint), never the object that asked.
+//! endpoint), never the object that asked; the hit and miss counts name it, as Flux's do, and
+//! go with the object.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::controller::metrics::ObjectLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,11 +48,49 @@ pub struct TokenCache {
     /// hanging endpoint costs one timeout, not one per object).
     flights: Mutex<HashMap<String, Flight>>,
     metrics: TokenMetrics,
+    /// Totals across objects, for `stats`.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub event_type: &'static str,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub operation: &'static str,
+}
+
+/// Labels of an event: Flux's `kind`, `name`, `namespace` and `operation="reconcile"` in a
+/// reconcile pass, empty outside one (the CLI).
+fn event_labels(event_type: &'static str) -> EventLabels {
+    match crate::controller::metrics::reconciling_object() {
+        Some(object) => EventLabels {
+            event_type,
+            kind: object.kind,
+            name: object.name,
+            namespace: object.namespace,
+            operation: "reconcile",
+        },
+        None => EventLabels {
+            event_type,
+            ..Default::default()
+        },
+    }
+}
+
+/// Drops a deleted object's event series, as Flux does.
+fn forget_object(events: &Family<EventLabels, Counter>, object: &ObjectLabels) {
+    for event_type in ["cache_hit", "cache_miss"] {
+        events.remove(&EventLabels {
+            event_type,
+            kind: object.kind.clone(),
+            name: object.name.clone(),
+            namespace: object.namespace.clone(),
+            operation: "reconcile",
+        });
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,11 +98,10 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
-/// Flux's `gotk_token_*` metrics (without the per-object labels: entries are shared by every
-/// object of one identity).
+/// Flux's `gotk_token_*` metrics.
 #[derive(Clone, Default)]
 pub struct TokenMetrics {
-    /// `gotk_token_cache_events_total{event_type="cache_hit"|"cache_miss"}`
+    /// `gotk_token_cache_events_total{event_type="cache_hit"|"cache_miss",kind,name,namespace,operation}`
     pub events: Family<EventLabels, Counter>,
     /// `gotk_token_cached_items`
     pub items: Gauge,
@@ -72,9 +112,6 @@ pub struct TokenMetrics {
 }
 
 impl TokenMetrics {
-    fn event(&self, event_type: &'static str) -> u64 {
-        self.events.get_or_create(&EventLabels { event_type }).get()
-    }
     fn request(&self, status: &'static str) -> u64 {
         self.requests.get_or_create(&StatusLabels { status }).get()
     }
@@ -105,6 +142,8 @@ pub fn install(
 ) {
     let _ = CACHE.set(TokenCache::new(max_size, max_duration));
     let m = metrics();
+    let events = m.events.clone();
+    registry.on_forget(move |object| forget_object(&events, object));
     registry.register(
         "gotk_token_cache_events",
         "Token cache lookups, by hit or miss.",
@@ -157,6 +196,8 @@ impl TokenCache {
             entries: Mutex::default(),
             flights: Mutex::default(),
             metrics: TokenMetrics::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -184,12 +225,7 @@ impl TokenCache {
                 if let Some(value) = self.lookup(key) {
                     return Ok(value);
                 }
-                self.metrics
-                    .events
-                    .get_or_create(&EventLabels {
-                        event_type: "cache_miss",
-                    })
-                    .inc();
+                self.count("cache_miss");
                 let fetched = self.fetch(fetch).await;
                 if let Ok(token) = &fetched {
                     self.insert(key, token);
@@ -231,12 +267,7 @@ impl TokenCache {
         match entries.map.get_mut(key) {
             Some(entry) if entry.until > now => {
                 entry.used = clock;
-                self.metrics
-                    .events
-                    .get_or_create(&EventLabels {
-                        event_type: "cache_hit",
-                    })
-                    .inc();
+                self.count("cache_hit");
                 Some(entry.value.clone())
             }
             Some(_) => {
@@ -246,6 +277,18 @@ impl TokenCache {
             }
             None => None,
         }
+    }
+
+    fn count(&self, event_type: &'static str) {
+        self.metrics
+            .events
+            .get_or_create(&event_labels(event_type))
+            .inc();
+        match event_type {
+            "cache_hit" => &self.hits,
+            _ => &self.misses,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     fn insert(&self, key: &str, token: &Token) {
@@ -283,8 +326,8 @@ impl TokenCache {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            hits: self.metrics.event("cache_hit"),
-            misses: self.metrics.event("cache_miss"),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
             evictions: self.metrics.evictions.get(),
             fetched: self.metrics.request("success"),
             failed: self.metrics.request("failure"),

@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use super::auth::{self, Token, cached_token};
+use super::auth::{self, RegistryLogin, Token, cached_token};
 use super::aws::{AwsAuth, SigningRequest, StaticKeys, host_header, session_keys, sign_v4};
 use crate::transport::{answer_text, error_chain};
 
@@ -107,22 +107,6 @@ fn private(region: &str, suffix: &str) -> Option<EcrRegistry> {
         region: region.to_string(),
         api_suffix: suffix.to_string(),
     })
-}
-
-/// A registry login: Basic credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryLogin {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryLogin {
-    // The password never reaches logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The login for `registry`, made with the keys `auth` stands for (fetched through `http`);

@@ -213,6 +213,21 @@ pub fn is_aws_region(s: &str) -> bool {
     aws::is_region(s)
 }
 
+/// Dot-separated DNS labels (letters, digits, inner hyphens; 1 to 63 each): a name a
+/// registry host may have under a cloud's suffix.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 mod url_host {
     use reqwest::Url;
 

@@ -56,12 +56,24 @@ impl Identity {
         }
     }
 
-    /// A fresh token for the ServiceAccount with the given audience.
+    /// A fresh token for the ServiceAccount with the given audience, valid for an hour.
     pub async fn token(&self, audience: &str) -> Result<String, String> {
+        self.issue(&[audience.to_string()], Some(3600))
+            .await
+            .map(|(token, _)| token)
+    }
+
+    /// A fresh token for the ServiceAccount with these audiences, valid for
+    /// `expiration_seconds` (the API server's default when `None`), and when it lapses.
+    pub async fn issue(
+        &self,
+        audiences: &[String],
+        expiration_seconds: Option<i64>,
+    ) -> Result<(String, Option<jiff::Timestamp>), String> {
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
-                audiences: Some(vec![audience.to_string()]),
-                expiration_seconds: Some(3600),
+                audiences: Some(audiences.to_vec()),
+                expiration_seconds,
                 ..Default::default()
             }),
             ..Default::default()
@@ -71,17 +83,18 @@ impl Identity {
             .await
             .map_err(|e| {
                 format!(
-                    "failed to create a token for service account '{}/{}': {}",
+                    "failed to create kubernetes token for service account '{}/{}': {}",
                     self.namespace,
                     self.name,
                     kube_message(&e)
                 )
             })?;
-        issued
-            .status
-            .and_then(|s| s.token)
+        let status = issued.status.unwrap_or_default();
+        let token = status
+            .token
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| "the API server issued no token".to_string())
+            .ok_or_else(|| "the API server issued no token".to_string())?;
+        Ok((token, status.expiration_timestamp.map(|t| t.0)))
     }
 
     pub fn cache_key(&self, what: &[u8]) -> String {

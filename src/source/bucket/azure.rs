@@ -5,23 +5,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aws_lc_rs::digest;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, response_error, write_body,
 };
-use crate::identity::auth::{self, Token, cached_token, hmac_sha256, rs256_jwt, rsa_key};
-use crate::transport::answer_text;
+use crate::identity::auth::{self, hmac_sha256, rsa_key};
+use crate::identity::entra;
+pub use crate::identity::entra::EntraCredential;
 use crate::transport::error_chain;
 use crate::util::pem_blocks;
 use crate::util::uri_encode;
 
 const API_VERSION: &str = "2021-08-06";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Azure would send up to 5,000 a page; 1,000 keeps an honest page (names of up to 1,024
 /// characters, escaped, and a dozen properties each) well under `object::MAX_PAGE_BYTES`.
 const LIST_PAGE: u32 = 1000;
@@ -36,41 +35,6 @@ pub enum AzureAuth {
     /// A SAS query string added to every request.
     Sas(String),
     Entra(EntraCredential),
-}
-
-#[derive(Clone)]
-pub enum EntraCredential {
-    ClientSecret {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        secret: String,
-    },
-    ClientCertificate {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        /// Certificate chain and RSA key, PEM.
-        pem: String,
-        send_chain: bool,
-    },
-    ManagedIdentity {
-        client_id: Option<String>,
-    },
-    WorkloadIdentity {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        token_file: String,
-    },
-    /// A ServiceAccount's token as the client assertion of its `azure.workload.identity/*`
-    /// identity.
-    ObjectWorkloadIdentity {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        identity: crate::identity::workload::Identity,
-    },
 }
 
 /// The account URL and its account name, from `spec.endpoint`: `https://<account>.blob...`
@@ -197,7 +161,7 @@ impl AzureClient {
                     request.header("Authorization", format!("SharedKey {account}:{signature}"));
             }
             AzureAuth::Entra(credential) => {
-                let token = entra_token(&self.credential_http, credential)
+                let token = entra::access_token(&self.credential_http, credential, STORAGE_SCOPE)
                     .await
                     .map_err(BucketError::request)?;
                 request = request.bearer_auth(token);
@@ -360,7 +324,7 @@ pub fn auth_from_secret(
             .map(|v| String::from_utf8_lossy(v).trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let authority = text("authorityHost").unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+    let authority = text("authorityHost").unwrap_or_else(|| entra::DEFAULT_AUTHORITY.into());
     match (text("clientId"), text("tenantId")) {
         (Some(client_id), Some(tenant)) if text("clientSecret").is_some() => {
             return Ok(AzureAuth::Entra(EntraCredential::ClientSecret {
@@ -411,250 +375,12 @@ pub fn auth_from_secret(
 }
 
 /// Without a Secret: the environment's service principal, then workload identity, then
-/// anonymous access (public containers), as Flux's chain does.
+/// anonymous access (public containers).
 pub fn ambient_auth() -> AzureAuth {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let authority = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY.into());
-    if let (Some(tenant), Some(client_id), Some(secret)) = (
-        env("AZURE_TENANT_ID"),
-        env("AZURE_CLIENT_ID"),
-        env("AZURE_CLIENT_SECRET"),
-    ) {
-        return AzureAuth::Entra(EntraCredential::ClientSecret {
-            authority,
-            tenant,
-            client_id,
-            secret,
-        });
+    match EntraCredential::environment_has_credential() {
+        true => AzureAuth::Entra(EntraCredential::from_environment()),
+        false => AzureAuth::Anonymous,
     }
-    if let (Some(tenant), Some(client_id), Some(token_file)) = (
-        env("AZURE_TENANT_ID"),
-        env("AZURE_CLIENT_ID"),
-        env("AZURE_FEDERATED_TOKEN_FILE"),
-    ) {
-        return AzureAuth::Entra(EntraCredential::WorkloadIdentity {
-            authority,
-            tenant,
-            client_id,
-            token_file,
-        });
-    }
-    AzureAuth::Anonymous
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-}
-
-async fn entra_token(
-    http: &reqwest::Client,
-    credential: &EntraCredential,
-) -> Result<String, String> {
-    let key = match credential {
-        EntraCredential::ClientSecret {
-            tenant,
-            client_id,
-            secret,
-            ..
-        } => auth::cache_key(&[
-            b"entra-secret",
-            tenant.as_bytes(),
-            client_id.as_bytes(),
-            secret.as_bytes(),
-        ]),
-        EntraCredential::ClientCertificate {
-            tenant,
-            client_id,
-            pem,
-            ..
-        } => auth::cache_key(&[
-            b"entra-cert",
-            tenant.as_bytes(),
-            client_id.as_bytes(),
-            pem.as_bytes(),
-        ]),
-        EntraCredential::ManagedIdentity { client_id } => auth::cache_key(&[
-            b"entra-msi",
-            client_id.as_deref().unwrap_or_default().as_bytes(),
-        ]),
-        EntraCredential::WorkloadIdentity {
-            tenant, client_id, ..
-        } => auth::cache_key(&[b"entra-wi", tenant.as_bytes(), client_id.as_bytes()]),
-        EntraCredential::ObjectWorkloadIdentity {
-            tenant,
-            client_id,
-            identity,
-            ..
-        } => identity.cache_key(format!("azure {tenant} {client_id}").as_bytes()),
-    };
-    cached_token(&key, || fetch_entra_token(http, credential)).await
-}
-
-async fn fetch_entra_token(
-    http: &reqwest::Client,
-    credential: &EntraCredential,
-) -> Result<Token, String> {
-    let request = match credential {
-        EntraCredential::ManagedIdentity { client_id } => {
-            let mut url = format!(
-                "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
-                uri_encode("https://storage.azure.com/", false)
-            );
-            if let Some(id) = client_id {
-                url.push_str(&format!("&client_id={}", uri_encode(id, false)));
-            }
-            http.get(url)
-                .header("Metadata", "true")
-                .timeout(std::time::Duration::from_secs(5))
-        }
-        EntraCredential::ClientSecret {
-            authority,
-            tenant,
-            client_id,
-            secret,
-        } => http.post(token_endpoint(authority, tenant)).form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", secret),
-            ("scope", STORAGE_SCOPE),
-        ]),
-        EntraCredential::ClientCertificate {
-            authority,
-            tenant,
-            client_id,
-            pem,
-            send_chain,
-        } => {
-            let endpoint = token_endpoint(authority, tenant);
-            let assertion = certificate_assertion(&endpoint, client_id, pem, *send_chain)?;
-            assertion_request(http, endpoint, client_id, &assertion)
-        }
-        EntraCredential::ObjectWorkloadIdentity {
-            authority,
-            tenant,
-            client_id,
-            identity,
-        } => {
-            let assertion = identity
-                .token(crate::identity::workload::AZURE_AUDIENCE)
-                .await?;
-            assertion_request(
-                http,
-                token_endpoint(authority, tenant),
-                client_id,
-                &assertion,
-            )
-        }
-        EntraCredential::WorkloadIdentity {
-            authority,
-            tenant,
-            client_id,
-            token_file,
-        } => {
-            let assertion = std::fs::read_to_string(token_file)
-                .map_err(|e| format!("reading the federated token {token_file}: {e}"))?;
-            assertion_request(
-                http,
-                token_endpoint(authority, tenant),
-                client_id,
-                assertion.trim(),
-            )
-        }
-    };
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("Entra ID token request: {}", error_chain(&e)))?;
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        let body = answer_text(response).await;
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.get("error_description")
-                    .and_then(|d| d.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| crate::util::truncate(&body, 200));
-        return Err(format!(
-            "Entra ID refused the token request (HTTP {status}): {detail}"
-        ));
-    }
-    let token: TokenResponse =
-        serde_json::from_str(&answer_text(response).await).map_err(|e| e.to_string())?;
-    // Entra answers expires_in as a number, IMDS as a string.
-    let expires_in = token
-        .expires_in
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
-    Ok(Token {
-        value: token.access_token,
-        expires: auth::expiry(expires_in),
-    })
-}
-
-/// The client-credentials grant with a signed client assertion (certificate, federated token).
-fn assertion_request(
-    http: &reqwest::Client,
-    endpoint: String,
-    client_id: &str,
-    assertion: &str,
-) -> reqwest::RequestBuilder {
-    http.post(endpoint).form(&[
-        ("grant_type", "client_credentials"),
-        ("client_id", client_id),
-        (
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        ),
-        ("client_assertion", assertion),
-        ("scope", STORAGE_SCOPE),
-    ])
-}
-
-fn token_endpoint(authority: &str, tenant: &str) -> String {
-    format!(
-        "{}/{tenant}/oauth2/v2.0/token",
-        authority.trim_end_matches('/')
-    )
-}
-
-/// A client assertion signed with the certificate's key, naming the certificate by its
-/// SHA-1 thumbprint (`x5t`), and with the chain (`x5c`) when asked to send it.
-fn certificate_assertion(
-    audience: &str,
-    client_id: &str,
-    pem: &str,
-    send_chain: bool,
-) -> Result<String, String> {
-    let certs = pem_blocks(pem, "CERTIFICATE");
-    let leaf = certs
-        .first()
-        .ok_or("clientCertificate holds no certificate")?;
-    let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, leaf);
-    let mut header = serde_json::json!({
-        "alg": "RS256",
-        "typ": "JWT",
-        "x5t": URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
-    });
-    if send_chain {
-        header["x5c"] = certs.iter().map(|c| STANDARD.encode(c)).collect();
-    }
-    let now = auth::unix_now();
-    rs256_jwt(
-        &rsa_key(pem)?,
-        &header,
-        &serde_json::json!({
-            "aud": audience,
-            "iss": client_id,
-            "sub": client_id,
-            "jti": hex::encode(rand::random::<[u8; 16]>()),
-            "nbf": now,
-            "exp": now + 600,
-        }),
-    )
 }
 
 #[cfg(test)]

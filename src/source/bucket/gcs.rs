@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::object::{
     BucketError, Fetched, ListBudget, Listed, PageEntries, read_body, response_error, write_body,
 };
-use crate::identity::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
-use crate::transport::answer_text;
+use crate::identity::google;
+pub use crate::identity::google::{GoogleCredential, ServiceAccountKey};
 use crate::transport::error_chain;
 use crate::util::uri_encode;
 
@@ -25,40 +25,7 @@ const MAX_ATTRIBUTES_BYTES: u64 = 64 << 10;
 pub enum GcsAuth {
     /// Emulators and public buckets.
     Anonymous,
-    ServiceAccount(ServiceAccountKey),
-    /// The metadata server of the node (GKE workload identity, GCE service account).
-    Metadata,
-    /// A ServiceAccount's token exchanged at Google's STS (workload identity federation), then,
-    /// with `iam.gke.io/gcp-service-account`, for that Google service account's token.
-    ObjectWorkloadIdentity {
-        identity: crate::identity::workload::Identity,
-        /// `projects/<n>/locations/global/workloadIdentityPools/<pool>/providers/<p>` from the
-        /// `gcp.auth.fluxcd.io/workload-identity-provider` annotation; GKE's when absent.
-        provider: Option<String>,
-        impersonate: Option<String>,
-    },
-}
-
-/// The fields of a service-account JSON key that a token needs.
-#[derive(Clone, Deserialize)]
-pub struct ServiceAccountKey {
-    client_email: String,
-    private_key: String,
-    #[serde(default = "default_token_uri")]
-    token_uri: String,
-}
-
-fn default_token_uri() -> String {
-    "https://oauth2.googleapis.com/token".into()
-}
-
-impl ServiceAccountKey {
-    pub fn parse(json: &[u8]) -> Result<Self, String> {
-        let key: ServiceAccountKey = serde_json::from_slice(json)
-            .map_err(|e| format!("invalid service account JSON: {e}"))?;
-        rsa_key(&key.private_key).map_err(|e| format!("service account private_key: {e}"))?;
-        Ok(key)
-    }
+    Google(GoogleCredential),
 }
 
 pub struct GcsClient {
@@ -129,41 +96,13 @@ impl GcsClient {
     }
 
     async fn token(&self) -> Result<Option<String>, BucketError> {
-        let token = match &self.auth {
-            GcsAuth::Anonymous => return Ok(None),
-            GcsAuth::ServiceAccount(key) => {
-                let cache = auth::cache_key(&[
-                    b"gcs-sa",
-                    key.client_email.as_bytes(),
-                    key.private_key.as_bytes(),
-                ]);
-                cached_token(&cache, || service_account_token(&self.credential_http, key)).await
-            }
-            GcsAuth::Metadata => {
-                cached_token(&auth::cache_key(&[b"gcs-metadata"]), || {
-                    metadata_token(&self.credential_http)
-                })
-                .await
-            }
-            GcsAuth::ObjectWorkloadIdentity {
-                identity,
-                provider,
-                impersonate,
-            } => {
-                let key =
-                    identity.cache_key(format!("gcp {provider:?} {impersonate:?}").as_bytes());
-                cached_token(&key, || {
-                    federated_token(
-                        &self.credential_http,
-                        identity,
-                        provider.as_deref(),
-                        impersonate.as_deref(),
-                    )
-                })
-                .await
-            }
+        let GcsAuth::Google(credential) = &self.auth else {
+            return Ok(None);
         };
-        token.map(Some).map_err(BucketError::request)
+        google::access_token(&self.credential_http, credential, &[READ_ONLY_SCOPE])
+            .await
+            .map(Some)
+            .map_err(BucketError::request)
     }
 
     fn bucket_url(&self) -> String {
@@ -311,207 +250,6 @@ struct ObjectAttrs {
     generation: String,
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-impl TokenResponse {
-    fn into_token(self) -> Token {
-        Token {
-            value: self.access_token,
-            expires: auth::expiry(self.expires_in),
-        }
-    }
-}
-
-/// OAuth 2.0 JWT-bearer grant with the service account's key.
-async fn service_account_token(
-    http: &reqwest::Client,
-    key: &ServiceAccountKey,
-) -> Result<Token, String> {
-    let now = auth::unix_now();
-    let jwt = rs256_jwt(
-        &rsa_key(&key.private_key)?,
-        &serde_json::json!({"alg": "RS256", "typ": "JWT"}),
-        &serde_json::json!({
-            "iss": key.client_email,
-            "scope": READ_ONLY_SCOPE,
-            "aud": key.token_uri,
-            "iat": now,
-            "exp": now + 3600,
-        }),
-    )?;
-    let response = http
-        .post(&key.token_uri)
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", jwt.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| format!("token request to {}: {}", key.token_uri, error_chain(&e)))?;
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        let body = answer_text(response).await;
-        return Err(format!(
-            "token request for {} refused (HTTP {status}): {}",
-            key.client_email,
-            crate::util::truncate(&body, 200)
-        ));
-    }
-    Ok(
-        serde_json::from_str::<TokenResponse>(&answer_text(response).await)
-            .map_err(|e| e.to_string())?
-            .into_token(),
-    )
-}
-
-/// Workload identity federation: the ServiceAccount's token for the pool's audience,
-/// exchanged at Google's STS, and optionally for a Google service account's token.
-async fn federated_token(
-    http: &reqwest::Client,
-    identity: &crate::identity::workload::Identity,
-    provider: Option<&str>,
-    impersonate: Option<&str>,
-) -> Result<Token, String> {
-    let (kube_audience, sts_audience) = match provider {
-        Some(p) => {
-            let audience = format!(
-                "//iam.googleapis.com/{}",
-                p.trim_start_matches("//iam.googleapis.com/")
-            );
-            (audience.clone(), audience)
-        }
-        None => gke_audiences(http).await?,
-    };
-    let subject = identity.token(&kube_audience).await?;
-    let response = http
-        .post("https://sts.googleapis.com/v1/token")
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("audience", sts_audience.as_str()),
-            ("scope", "https://www.googleapis.com/auth/cloud-platform"),
-            (
-                "requested_token_type",
-                "urn:ietf:params:oauth:token-type:access_token",
-            ),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("subject_token", subject.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| format!("Google STS token exchange: {}", error_chain(&e)))?;
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        return Err(format!(
-            "Google STS refused the token exchange (HTTP {status}): {}",
-            crate::util::truncate(&body, 200)
-        ));
-    }
-    let federated = response
-        .json::<TokenResponse>()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_token();
-    let Some(gsa) = impersonate else {
-        return Ok(federated);
-    };
-    let url = format!(
-        "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{gsa}:generateAccessToken"
-    );
-    let response = http
-        .post(&url)
-        .bearer_auth(&federated.value)
-        .json(&serde_json::json!({"scope": [READ_ONLY_SCOPE]}))
-        .send()
-        .await
-        .map_err(|e| format!("impersonating {gsa}: {}", error_chain(&e)))?;
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        return Err(format!("impersonating {gsa} was refused (HTTP {status})"));
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Impersonated {
-        access_token: String,
-    }
-    let token: Impersonated = response.json().await.map_err(|e| e.to_string())?;
-    Ok(Token {
-        value: token.access_token,
-        expires: auth::expiry(None),
-    })
-}
-
-/// On GKE: the identity namespace (`<project>.svc.id.goog`) as the ServiceAccount token's
-/// audience, and the cluster's identity provider for the exchange, from the metadata server.
-async fn gke_audiences(http: &reqwest::Client) -> Result<(String, String), String> {
-    let host =
-        std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
-    let get = |path: &str| {
-        http.get(format!("http://{host}/computeMetadata/v1/{path}"))
-            .header("Metadata-Flavor", "Google")
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-    };
-    let mut values = Vec::new();
-    for path in [
-        "project/project-id",
-        "instance/attributes/cluster-location",
-        "instance/attributes/cluster-name",
-    ] {
-        let value = get(path)
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("object-level workload identity on GCP needs GKE's metadata server or the '{}' annotation: {}", crate::identity::workload::GCP_PROVIDER, error_chain(&e)))?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        values.push(value.trim().to_string());
-    }
-    let (project, location, cluster) = (&values[0], &values[1], &values[2]);
-    let namespace = format!("{project}.svc.id.goog");
-    let provider = format!(
-        "https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{cluster}"
-    );
-    Ok((
-        namespace.clone(),
-        format!("identitynamespace:{namespace}:{provider}"),
-    ))
-}
-
-async fn metadata_token(http: &reqwest::Client) -> Result<Token, String> {
-    let host =
-        std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
-    let url = format!(
-        "http://{host}/computeMetadata/v1/instance/service-accounts/default/token?scopes={READ_ONLY_SCOPE}"
-    );
-    let response = http
-        .get(&url)
-        .header("Metadata-Flavor", "Google")
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("no GCP credentials: no secretRef, no GOOGLE_APPLICATION_CREDENTIALS, and the metadata server is unreachable: {}", error_chain(&e)))?;
-    if !response.status().is_success() {
-        return Err(format!(
-            "metadata server token request: HTTP {}",
-            response.status().as_u16()
-        ));
-    }
-    Ok(response
-        .json::<TokenResponse>()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_token())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,14 +285,5 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("more than 10000 entries"), "{err}");
-    }
-
-    #[test]
-    fn service_account_keys_need_a_usable_private_key() {
-        let err = ServiceAccountKey::parse(br#"{"client_email":"a@b","private_key":"nope"}"#)
-            .err()
-            .unwrap();
-        assert!(err.contains("private_key"), "{err}");
-        assert!(ServiceAccountKey::parse(b"{").is_err());
     }
 }

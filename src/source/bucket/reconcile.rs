@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
 use super::client::BucketClient;
-use super::gcs::{self, GcsAuth, GcsClient, ServiceAccountKey};
+use super::gcs::{self, GcsAuth, GcsClient, GoogleCredential, ServiceAccountKey};
 use super::index::{EtagStyle, Index, KeyFilter, Skip, normalize_etag};
 use super::mirror::{Mirror, SyncError, SyncLimits};
 use super::object::{BucketError, ListLimits, Listed};
@@ -454,15 +454,13 @@ impl Pass<'_, Bucket> {
                 let json = data
                     .get("serviceaccount")
                     .ok_or_else(|| invalid_secret(name, "required fields 'serviceaccount'"))?;
-                GcsAuth::ServiceAccount(
+                GcsAuth::Google(GoogleCredential::ServiceAccount(
                     ServiceAccountKey::parse(json).map_err(|e| invalid_secret(name, &e))?,
-                )
+                ))
             }
-            (None, Some((identity, sa))) => GcsAuth::ObjectWorkloadIdentity {
-                identity,
-                provider: workload::annotation(&sa, workload::GCP_PROVIDER),
-                impersonate: workload::annotation(&sa, workload::GCP_SERVICE_ACCOUNT),
-            },
+            (None, Some((identity, sa))) => GcsAuth::Google(
+                GoogleCredential::for_service_account(identity, &sa).map_err(auth_failed)?,
+            ),
             (None, None) => ambient_gcs_auth(&base).map_err(auth_failed)?,
         };
         let controller_held = secret.is_none() && !matches!(auth, GcsAuth::Anonymous);
@@ -781,24 +779,9 @@ fn azure_object_auth(
     identity: workload::Identity,
     sa: &ServiceAccount,
 ) -> Result<AzureAuth, Failure> {
-    let tenant = workload::annotation(sa, workload::AZURE_TENANT_ID)
-        .or_else(|| std::env::var("AZURE_TENANT_ID").ok())
-        .ok_or_else(|| {
-            auth_failed(format!(
-                "service account '{}' has no '{}' annotation and AZURE_TENANT_ID is not set",
-                identity.name,
-                workload::AZURE_TENANT_ID
-            ))
-        })?;
-    let client_id =
-        workload::required_annotation(sa, workload::AZURE_CLIENT_ID).map_err(auth_failed)?;
-    Ok(AzureAuth::Entra(EntraCredential::ObjectWorkloadIdentity {
-        authority: std::env::var("AZURE_AUTHORITY_HOST")
-            .unwrap_or_else(|_| azure::DEFAULT_AUTHORITY.into()),
-        tenant,
-        client_id,
-        identity,
-    }))
+    EntraCredential::for_service_account(identity, sa)
+        .map(AzureAuth::Entra)
+        .map_err(auth_failed)
 }
 
 /// With the controller's credentials, a CA from the object is not trusted, and the object's
@@ -825,17 +808,10 @@ fn ambient_gcs_auth(base: &str) -> Result<GcsAuth, String> {
     if std::env::var("STORAGE_EMULATOR_HOST").is_ok_and(|h| !h.is_empty()) {
         return Ok(GcsAuth::Anonymous);
     }
-    if let Ok(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
-        && !path.is_empty()
-    {
-        let json = std::fs::read(&path)
-            .map_err(|e| format!("reading GOOGLE_APPLICATION_CREDENTIALS {path}: {e}"))?;
-        return ServiceAccountKey::parse(&json).map(GcsAuth::ServiceAccount);
+    match GoogleCredential::from_environment()? {
+        GoogleCredential::Metadata if base != gcs::GOOGLE_ENDPOINT => Ok(GcsAuth::Anonymous),
+        credential => Ok(GcsAuth::Google(credential)),
     }
-    Ok(match base == gcs::GOOGLE_ENDPOINT {
-        true => GcsAuth::Metadata,
-        false => GcsAuth::Anonymous,
-    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Registry logins from cloud identity (`spec.provider`: aws; azure and gcp to come): the
-//! controller's own identity, or with `spec.serviceAccountName` that ServiceAccount's, turned
-//! into the registry's own login. Used only when no pull secret gives credentials, as in Flux.
+//! Registry logins from cloud identity (`spec.provider`: aws, azure, gcp): the controller's own
+//! identity, or with `spec.serviceAccountName` that ServiceAccount's, turned into the
+//! registry's own login (ECR, ACR, Artifact Registry); with `generic`, a ServiceAccount that
+//! opts in to Flux's `kubernetes` credential provider lends its own token. Used only when no
+//! pull secret gives credentials, as in Flux.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 
@@ -9,10 +11,14 @@ use crate::api::oci_repository::OCIProvider;
 use crate::controller::conditions::reason;
 use crate::controller::outcome::Failure;
 use crate::controller::pass::Pass;
+use crate::identity::auth::RegistryLogin;
 use crate::identity::aws::{AwsAuth, operator_sts_endpoint, role_arn};
 use crate::identity::ecr::{self, EcrRegistry};
 use crate::identity::endpoints::CloudService;
+use crate::identity::entra::EntraCredential;
+use crate::identity::google::GoogleCredential;
 use crate::identity::workload::{self, Identity};
+use crate::identity::{acr, gar, sa_token};
 use crate::oci::reference::RepositoryUrl;
 use crate::oci::registry::Credentials;
 use crate::source::steps::SourceFailure;
@@ -26,26 +32,23 @@ impl Pass<'_, OCIRepository> {
         url: &RepositoryUrl,
         transport: &Transport,
     ) -> Result<Credentials, Failure> {
-        match self.obj.spec.provider {
-            OCIProvider::Generic => Ok(Credentials::Anonymous),
-            OCIProvider::Aws => self.ecr_login(url, transport).await,
-            other => {
-                let provider = serde_json::to_value(other).unwrap_or_default();
-                Err(Failure::stalled(
-                    reason::UNSUPPORTED_PROVIDER,
-                    format!(
-                        "provider {provider} is not yet supported by driftless: use spec.secretRef with registry credentials, or provider 'generic' or 'aws'"
-                    ),
-                ))
-            }
-        }
+        let login = match self.obj.spec.provider {
+            OCIProvider::Generic => return self.service_account_token(url).await,
+            OCIProvider::Aws => self.ecr_login(url, transport).await?,
+            OCIProvider::Azure => self.acr_login(url, transport).await?,
+            OCIProvider::Gcp => self.gar_login(url, transport).await?,
+        };
+        Ok(Credentials::CloudLogin {
+            username: login.username,
+            password: login.password,
+        })
     }
 
     async fn ecr_login(
         &self,
         url: &RepositoryUrl,
         transport: &Transport,
-    ) -> Result<Credentials, Failure> {
+    ) -> Result<RegistryLogin, Failure> {
         let registry = EcrRegistry::parse(&url.registry).ok_or_else(|| {
             misconfigured(format!(
                 "the registry '{}' is not an Amazon ECR registry: provider 'aws' sends AWS credentials only to hosts of the form {}",
@@ -53,7 +56,7 @@ impl Pass<'_, OCIRepository> {
                 ecr::HOST_PATTERNS
             ))
         })?;
-        check_transport(transport)?;
+        check_transport(transport, "aws")?;
         let endpoint = registry.api_endpoint();
         self.guard(CloudService::AwsEcr, &endpoint)?;
         let region = registry.region();
@@ -73,18 +76,106 @@ impl Pass<'_, OCIRepository> {
                 AwsAuth::Chain { sts_endpoint: None }
             }
         };
-        let http = self
-            .ctx
+        ecr::login(&self.credential_http()?, &registry, &endpoint, &auth)
+            .await
+            .map_err(|e| auth_failed(format!("failed to get credential from 'aws': {e}")))
+    }
+
+    /// An Entra ID token for ACR's scope, exchanged at the registry (which must be an ACR
+    /// host: the token is sent to it) for its refresh token.
+    async fn acr_login(
+        &self,
+        url: &RepositoryUrl,
+        transport: &Transport,
+    ) -> Result<RegistryLogin, Failure> {
+        if !acr::is_registry(&url.registry) {
+            return Err(misconfigured(format!(
+                "the registry '{}' is not an Azure Container Registry: provider 'azure' sends Entra ID tokens only to hosts of the form {}",
+                url.registry,
+                acr::HOST_PATTERNS
+            )));
+        }
+        check_transport(transport, "azure")?;
+        let credential = match self.object_identity().await? {
+            Some((identity, sa)) => {
+                EntraCredential::for_service_account(identity, &sa).map_err(auth_failed)?
+            }
+            None => EntraCredential::from_environment(),
+        };
+        acr::login(&self.credential_http()?, &url.registry, &credential)
+            .await
+            .map_err(|e| auth_failed(format!("failed to get credential from 'azure': {e}")))
+    }
+
+    /// A Google access token, sent to the registry (which must be Google's) as the
+    /// `oauth2accesstoken` user's password.
+    async fn gar_login(
+        &self,
+        url: &RepositoryUrl,
+        transport: &Transport,
+    ) -> Result<RegistryLogin, Failure> {
+        if !gar::is_registry(&url.registry) {
+            return Err(misconfigured(format!(
+                "the registry '{}' is not a Google registry: provider 'gcp' sends Google access tokens only to {}",
+                url.registry,
+                gar::HOST_PATTERNS
+            )));
+        }
+        check_transport(transport, "gcp")?;
+        let credential = match self.object_identity().await? {
+            Some((identity, sa)) => {
+                GoogleCredential::for_service_account(identity, &sa).map_err(auth_failed)?
+            }
+            None => GoogleCredential::from_environment().map_err(auth_failed)?,
+        };
+        gar::login(&self.credential_http()?, &credential)
+            .await
+            .map_err(|e| auth_failed(format!("failed to get credential from 'gcp': {e}")))
+    }
+
+    /// `spec.serviceAccountName`'s own token, when the ServiceAccount opts in
+    /// (`credential.auth.fluxcd.io/provider: kubernetes`): bearer, or Basic with its
+    /// `credential.auth.fluxcd.io/username`. It is the tenant's credential, so it goes wherever
+    /// the object points, as a pull secret would; without the opt-in, anonymous.
+    async fn service_account_token(&self, url: &RepositoryUrl) -> Result<Credentials, Failure> {
+        let Some(name) = self
+            .obj
+            .spec
+            .service_account_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        else {
+            return Ok(Credentials::Anonymous);
+        };
+        let identity = Identity {
+            client: self.ctx.client.clone(),
+            namespace: self.namespace(),
+            name: name.to_string(),
+        };
+        let sa = identity.service_account().await.map_err(auth_failed)?;
+        let Some(credential) = sa_token::credential(&sa, &url.registry).map_err(auth_failed)?
+        else {
+            return Ok(Credentials::Anonymous);
+        };
+        let token = sa_token::token(&identity, &credential)
+            .await
+            .map_err(|e| auth_failed(format!("failed to get credential from 'kubernetes': {e}")))?;
+        Ok(match credential.username {
+            Some(username) => Credentials::Basic {
+                username,
+                password: token,
+            },
+            None => Credentials::RegistryToken(token),
+        })
+    }
+
+    /// Token services are reached with the controller's own transport: never the object's
+    /// proxy or CA.
+    fn credential_http(&self) -> Result<reqwest::Client, Failure> {
+        self.ctx
             .http_clients
             .get(Transport::default())
-            .map_err(|e| auth_failed(format!("failed to build the credential client: {e}")))?;
-        let login = ecr::login(&http, &registry, &endpoint, &auth)
-            .await
-            .map_err(|e| auth_failed(format!("failed to get credential from 'aws': {e}")))?;
-        Ok(Credentials::CloudLogin {
-            username: login.username,
-            password: login.password,
-        })
+            .map_err(|e| auth_failed(format!("failed to build the credential client: {e}")))
     }
 
     /// `spec.serviceAccountName` (else `--default-service-account`): that ServiceAccount's
@@ -123,11 +214,11 @@ impl Pass<'_, OCIRepository> {
 
 /// The login goes over TLS, trusting only the controller's roots: a CA of the object's
 /// (with its proxy) could stand in for the registry and read it.
-fn check_transport(transport: &Transport) -> Result<(), Failure> {
+fn check_transport(transport: &Transport, provider: &str) -> Result<(), Failure> {
     if transport.insecure {
-        return Err(misconfigured(
-            "cloud provider credentials are sent only over TLS: spec.insecure cannot be used with provider 'aws'".to_string(),
-        ));
+        return Err(misconfigured(format!(
+            "cloud provider credentials are sent only over TLS: spec.insecure cannot be used with provider '{provider}'"
+        )));
     }
     if transport.ca_pem.is_some() {
         return Err(misconfigured(
