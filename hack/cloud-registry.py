@@ -23,8 +23,12 @@ request, or the password of Basic auth at the token endpoint. Each is checked wi
 TokenReview at the platform's API server, for the audience of the name it was reached by
 (host:port), and logged (`tokenreview bearer|basic ok for <user>`) for tests to find.
 
-Only the tokens it is told to accept (--entra-token, --google-token) are honoured, so a login
-that reaches the registry proves the whole exchange ran. Every refusal says why, in the body.
+Cloud tokens are honoured only with the prefix it is told (--entra-token, --google-token) and
+then name their identity (`<prefix>:<identity>`): a test's Entra ID and metadata server issue
+them so, and its own Google STS answers `<prefix>:sts:<ServiceAccount>` (after a TokenReview of
+the subject token for the requested audience) and IAM credentials `<prefix>:gsa:<email>`. Each
+accepted login is logged with that identity (`acr exchange ok for …`, `gar login ok for …`), so
+tests can tell whose credential reached the registry. Every refusal says why, in the body.
 """
 import argparse
 import base64
@@ -70,8 +74,8 @@ def parse_args():
     p.add_argument("--issuer", required=True)
     p.add_argument("--service", required=True, help="the registry's configured token service")
     p.add_argument("--admin", required=True, help="user:password that may push and pull")
-    p.add_argument("--entra-token", required=True, help="the Entra ID access token ACR accepts")
-    p.add_argument("--google-token", required=True, help="the Google access token accepted")
+    p.add_argument("--entra-token", required=True, help="prefix of the Entra ID access tokens ACR accepts")
+    p.add_argument("--google-token", required=True, help="prefix of the Google access tokens accepted")
     p.add_argument("--apiserver", required=True, help="https://host:port of the API server (TokenReview)")
     p.add_argument("--kube-ca", required=True)
     p.add_argument("--kube-cert", required=True, help="a client certificate allowed to create TokenReviews")
@@ -84,7 +88,8 @@ def make_handler(args):
     cert = x509.load_pem_x509_certificate(open(args.signer_cert, "rb").read())
     x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
     admin = tuple(args.admin.split(":", 1))
-    refresh_tokens = set()
+    refresh_tokens = set()  # (registry host, token)
+    entra_prefix, google_prefix = args.entra_token + ":", args.google_token + ":"
 
     def sign(claims):
         header = {"typ": "JWT", "alg": "ES256", "x5c": x5c}
@@ -221,11 +226,12 @@ def make_handler(args):
                 return self.refuse(400, f"grant_type must be access_token, not {field('grant_type')!r}")
             if field("service") != self.host():
                 return self.refuse(400, f"service must be {self.host()}, not {field('service')!r}")
-            if field("access_token") != args.entra_token:
+            if not field("access_token").startswith(entra_prefix):
                 return self.refuse(401, "the Entra ID access token is not valid for this registry")
+            self.log_message("acr exchange ok for %s at %s", field("access_token")[len(entra_prefix):], self.host())
             refresh = sign({"iss": "driftless-acr", "sub": "entra", "exp": int(time.time()) + 3 * 3600,
                             "grant_type": "refresh_token", "jti": secrets.token_hex(8)})
-            refresh_tokens.add(refresh)
+            refresh_tokens.add((self.host(), refresh))
             self.answer(200, {"refresh_token": refresh})
 
         def acr_token(self, url):
@@ -237,11 +243,13 @@ def make_handler(args):
                 credential = self.basic()
             if credential == admin:
                 subject = admin[0]
-            elif self.cloud() == "acr" and credential and credential[0] == ACR_USER and credential[1] in refresh_tokens:
+            elif self.cloud() == "acr" and credential and credential[0] == ACR_USER \
+                    and (self.host(), credential[1]) in refresh_tokens:
                 subject = "entra"
             elif credential and is_service_account_token(credential[1]):
                 subject, why = token_review(credential[1], self.authority())
                 if not subject:
+                    self.log_message("tokenreview basic refused for %s: %s", (jwt_claims(credential[1]) or {}).get("sub"), why)
                     return self.refuse(401, f"token review: {why}")
                 self.log_message("tokenreview basic ok for %s as %s", subject, credential[0])
             else:
@@ -255,9 +263,12 @@ def make_handler(args):
             if credential and is_service_account_token(credential[1]):
                 subject, why = token_review(credential[1], self.authority())
                 if not subject:
+                    self.log_message("tokenreview basic refused for %s: %s", (jwt_claims(credential[1]) or {}).get("sub"), why)
                     return self.refuse(401, f"token review: {why}")
                 self.log_message("tokenreview basic ok for %s as %s", subject, credential[0])
-            elif credential != admin and credential != (GOOGLE_USER, args.google_token):
+            elif credential and credential[0] == GOOGLE_USER and credential[1].startswith(google_prefix):
+                self.log_message("gar login ok for %s", credential[1][len(google_prefix):])
+            elif credential != admin:
                 return self.refuse(401, "unknown credentials")
             token = registry_token(subject, parse_qs(url.query).get("scope", []))
             self.answer(200, {"token": token, "access_token": token, "expires_in": 300})
@@ -274,26 +285,30 @@ def make_handler(args):
                 if field(k) != v:
                     return self.answer(400, {"error": "invalid_request", "error_description": f"{k} must be {v}"})
             audience = field("audience")
-            claims = jwt_claims(field("subject_token")) or {}
-            token_audiences = claims.get("aud") or []
-            token_audiences = [token_audiences] if isinstance(token_audiences, str) else token_audiences
             # A pool provider's audience is the token's; GKE's names the identity namespace.
             wanted = audience.split(":")[1] if audience.startswith("identitynamespace:") else audience
-            if not audience.startswith(("//iam.googleapis.com/projects/", "identitynamespace:")) \
-                    or wanted not in token_audiences:
-                return self.answer(400, {"error": "invalid_grant",
-                                         "error_description": f"the subject token's audience {token_audiences} does not match {audience!r}"})
+            if not audience.startswith(("//iam.googleapis.com/projects/", "identitynamespace:")):
+                return self.answer(400, {"error": "invalid_request", "error_description": f"unknown audience {audience!r}"})
+            subject, why = token_review(field("subject_token"), wanted)
+            if not subject:
+                return self.answer(400, {"error": "invalid_grant", "error_description": f"the subject token is not valid for {audience!r}: {why}"})
             if "cloud-platform" not in field("scope"):
                 return self.answer(400, {"error": "invalid_scope", "error_description": "scope must include cloud-platform"})
-            self.answer(200, {"access_token": args.google_token, "expires_in": 3600, "token_type": "Bearer",
+            self.log_message("google sts ok for %s", subject)
+            self.answer(200, {"access_token": f"{google_prefix}sts:{subject}", "expires_in": 3600, "token_type": "Bearer",
                               "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
 
         def google_impersonate(self):
-            if self.headers.get("Authorization") != f"Bearer {args.google_token}":
-                return self.answer(401, {"error": {"code": 401, "message": "unknown federated token"}})
-            self.body()
+            federated = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if not federated.startswith(google_prefix + "sts:"):
+                return self.answer(401, {"error": {"code": 401, "message": "not a federated token of this STS"}})
+            email = re.match(r"^/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken$", urlparse(self.path).path)
+            scopes = (json.loads(self.body() or b"{}").get("scope") or [])
+            if not email or not any("cloud-platform" in s for s in scopes):
+                return self.answer(400, {"error": {"code": 400, "message": "a service account and the cloud-platform scope are required"}})
+            self.log_message("google impersonation ok for %s by %s", email.group(1), federated[len(google_prefix) + 4:])
             expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-            self.answer(200, {"accessToken": args.google_token, "expireTime": expires})
+            self.answer(200, {"accessToken": f"{google_prefix}gsa:{email.group(1)}", "expireTime": expires})
 
         def relay(self, cloud):
             """The request to the registry behind; its challenge rewritten to name this host."""
@@ -303,6 +318,7 @@ def make_handler(args):
             if bearer and is_service_account_token(bearer):
                 subject, why = token_review(bearer, self.authority())
                 if not subject:
+                    self.log_message("tokenreview bearer refused for %s: %s", (jwt_claims(bearer) or {}).get("sub"), why)
                     return self.refuse(401, f"token review: {why}")
                 self.log_message("tokenreview bearer ok for %s", subject)
                 repository = re.match(r"^/v2/(.+)/(manifests|blobs|tags)/", urlparse(self.path).path)

@@ -20,6 +20,9 @@ pub struct Transport {
     pub proxy: Option<ProxyConfig>,
     /// Upper bound for each request other than blob downloads (`spec.timeout`).
     pub request_timeout: Option<Duration>,
+    /// For token services (`Transport::token_service`): no redirect is followed, since the
+    /// request body carries secrets that a redirect would take elsewhere.
+    pub token_service: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -60,9 +63,23 @@ impl Transport {
             client_identity_pem: tls.identity_pem,
             proxy,
             request_timeout: None,
+            token_service: false,
+        }
+    }
+
+    /// The controller's own connection to a cloud's token service: its trust store and
+    /// environment proxy, no redirects, and at most `TOKEN_SERVICE_TIMEOUT` a request.
+    pub fn token_service() -> Self {
+        Transport {
+            token_service: true,
+            ..Default::default()
         }
     }
 }
+
+/// How long a token service may take to answer, all told: a slow answer holds up every object
+/// waiting for the same token.
+pub const TOKEN_SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// PEM material for TLS: extra CA certificates and a client certificate with its key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,6 +177,11 @@ pub fn build_http_client(
             .map_err(|e| format!("invalid client certificate or key: {e}"))?;
         builder = builder.identity(identity);
     }
+    if transport.token_service {
+        builder = builder
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TOKEN_SERVICE_TIMEOUT);
+    }
     if let Some(proxy) = &transport.proxy {
         let mut p = reqwest::Proxy::all(&proxy.address)
             .map_err(|e| format!("invalid proxy address: {e}"))?;
@@ -249,6 +271,27 @@ const MAX_ANSWER_BYTES: u64 = 1 << 20;
 /// one is never read, and the rest then fails to parse.
 pub async fn answer_text(response: reqwest::Response) -> String {
     String::from_utf8_lossy(&read_prefix(response, MAX_ANSWER_BYTES).await).into_owned()
+}
+
+/// A token service's JSON answer, read within bounds: a success parsed, a refusal explained
+/// (`what` was refused (HTTP n): the OAuth `error_description`, else the start of the body).
+pub async fn token_answer<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<T, String> {
+    let status = response.status();
+    let body = answer_text(response).await;
+    if !status.is_success() {
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error_description")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| crate::util::truncate(&body, 200));
+        return Err(format!(
+            "{what} was refused (HTTP {}): {detail}",
+            status.as_u16()
+        ));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{what}: invalid answer: {e}"))
 }
 
 #[cfg(test)]

@@ -614,6 +614,12 @@ impl Env {
         push_flux_artifact(&registry, repo, "latest", layer, FLUX_LAYER, &[]).await
     }
 
+    /// What hack/cloud-registry.py logged so far (the identities it accepted, among others).
+    fn cloud_registry_log(&self) -> String {
+        std::fs::read_to_string(&self.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY_LOG"])
+            .unwrap_or_default()
+    }
+
     fn cloud_spec(
         &self,
         provider: &str,
@@ -704,10 +710,19 @@ fn entra(request: &support::listener::Request) -> support::listener::Answer {
         None
     };
     match refusal {
-        None => json_answer(
-            200,
-            serde_json::json!({"access_token": support::platform().env["DRIFTLESS_ENTRA_ACCESS_TOKEN"], "expires_in": 3600, "token_type": "Bearer"}),
-        ),
+        // The token names whom it was issued to: the registry's log tells whose reached it.
+        None => {
+            let who = claims["sub"].as_str().unwrap_or("secret");
+            let token = format!(
+                "{}:{}:{who}",
+                support::platform().env["DRIFTLESS_ENTRA_TOKEN_PREFIX"],
+                field("client_id")
+            );
+            json_answer(
+                200,
+                serde_json::json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}),
+            )
+        }
         Some(why) => json_answer(
             400,
             serde_json::json!({"error": "invalid_client", "error_description": why}),
@@ -834,6 +849,14 @@ async fn azure_identities_log_in_to_acr_through_its_token_exchange() {
         "the stranger's own token was used: {subjects:?}"
     );
     assert_eq!(of("no-tenant"), 0, "an incomplete identity asks nothing");
+    let log = e.cloud_registry_log();
+    for sa in ["driftless-controller", "acr-reader"] {
+        let exchanged = format!(
+            "acr exchange ok for {ACR_CLIENT}:system:serviceaccount:{}:{sa} at {ACR_HOST}",
+            e.ns.name
+        );
+        assert!(log.contains(&exchanged), "{exchanged}");
+    }
     let seen = e.proxy.seen.lock().unwrap().clone();
     assert!(
         seen.iter()
@@ -878,7 +901,7 @@ fn metadata_server(request: &support::listener::Request) -> support::listener::A
     ) {
         (Some("Google"), Some(scopes)) if scopes.contains("cloud-platform") => json_answer(
             200,
-            serde_json::json!({"access_token": support::platform().env["DRIFTLESS_GOOGLE_ACCESS_TOKEN"], "expires_in": 3599, "token_type": "Bearer"}),
+            serde_json::json!({"access_token": format!("{}:node", support::platform().env["DRIFTLESS_GOOGLE_TOKEN_PREFIX"]), "expires_in": 3599, "token_type": "Bearer"}),
         ),
         _ => (404, vec![], "not found".into()),
     }
@@ -949,6 +972,18 @@ async fn google_identities_log_in_to_artifact_registry() {
         1,
         "the node's token is fetched once"
     );
+    let log = e.cloud_registry_log();
+    let federated = format!("system:serviceaccount:{}:gar-reader", e.ns.name);
+    for line in [
+        "gar login ok for node".to_string(),
+        format!("google sts ok for {federated}"),
+        format!(
+            "google impersonation ok for reader@project.iam.gserviceaccount.com by {federated}"
+        ),
+        "gar login ok for gsa:reader@project.iam.gserviceaccount.com".to_string(),
+    ] {
+        assert!(log.contains(&line), "the registry's log lacks: {line}");
+    }
     let seen = e.proxy.seen.lock().unwrap().clone();
     for host in [
         GAR_HOST,
@@ -1007,7 +1042,7 @@ async fn the_cli_logs_in_to_acr_with_the_environments_service_principal() {
         .cli_as("azure", &principal("wrong"), &["list", &url])
         .await;
     assert!(
-        !ok && out.contains("Entra ID refused the token request"),
+        !ok && out.contains("the Entra ID token request was refused"),
         "{out}"
     );
     let (ok, out) = e
@@ -1026,6 +1061,8 @@ async fn the_cli_logs_in_to_acr_with_the_environments_service_principal() {
         2,
         "a host that is not ACR's asks for no token"
     );
+    let exchanged = format!("acr exchange ok for {ACR_CLIENT}:secret at {ACR_HOST}");
+    assert!(e.cloud_registry_log().contains(&exchanged), "{exchanged}");
 }
 
 /// Logins are renewed when their cache entry lapses (here after a second, with
@@ -1098,9 +1135,10 @@ async fn lapsed_logins_are_renewed_with_the_rotated_federated_token() {
 /// `provider: generic` with a ServiceAccount that opts in to Flux's `kubernetes` credential
 /// provider: the API server issues the ServiceAccount a token for the registry's name, sent as
 /// a bearer token (or, with a username annotation, as the Basic password at the token
-/// endpoint); the registry accepts it only after its own TokenReview. Tokens for another
-/// audience are refused there; unsupported annotations fail naming themselves; without the
-/// opt-in the object stays anonymous.
+/// endpoint); the registry accepts it only after its own TokenReview. A token for the
+/// registry's own name goes only over TLS the controller trusts (an object CA needs explicit
+/// audiences); tokens for another audience are refused by the registry; unsupported
+/// annotations fail naming themselves; without the opt-in the object stays anonymous.
 #[tokio::test]
 async fn service_account_tokens_reach_a_registry_that_reviews_them() {
     let e = Env::new("sa-token").await;
@@ -1152,11 +1190,21 @@ async fn service_account_tokens_reach_a_registry_that_reviews_them() {
     .await;
     e.service_account("anonymous", &[]).await;
     let registry = e.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY"].clone();
+    e.service_account(
+        "explicit",
+        &opt_in(&[("credential.auth.fluxcd.io/audiences", registry.as_str())]),
+    )
+    .await;
+    // The controller trusts the platform CA (SSL_CERT_FILE); `with_ca` adds it as the object's.
     let spec = |sa: &str| {
         serde_json::json!({
-            "url": format!("oci://{registry}/{repo}"), "interval": "10m",
-            "serviceAccountName": sa, "certSecretRef": {"name": "registry-ca"},
+            "url": format!("oci://{registry}/{repo}"), "interval": "10m", "serviceAccountName": sa,
         })
+    };
+    let with_ca = |sa: &str| {
+        let mut s = spec(sa);
+        s["certSecretRef"] = serde_json::json!({"name": "registry-ca"});
+        s
     };
     let sources: Sources<OCIRepository> = Sources::new(&e.client, &e.ns.name, &controller);
     let revision = format!("latest@{digest}");
@@ -1165,9 +1213,22 @@ async fn service_account_tokens_reach_a_registry_that_reviews_them() {
             case("bearer", spec("bearer"), Expect::ready(revision.clone())),
             case("basic", spec("basic"), Expect::ready(revision.clone())),
             case(
+                "explicit",
+                with_ca("explicit"),
+                Expect::ready(revision.clone()),
+            ),
+            case(
+                "default-with-ca",
+                with_ca("bearer"),
+                Expect::fetch_failed(
+                    "AuthenticationFailed",
+                    Message::contains("credential.auth.fluxcd.io/audiences"),
+                ),
+            ),
+            case(
                 "elsewhere",
-                spec("elsewhere"),
-                Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
+                with_ca("elsewhere"),
+                Expect::fetch_failed("OCIArtifactPullFailed", Message::contains("401")),
             ),
             case(
                 "x509",
@@ -1180,28 +1241,29 @@ async fn service_account_tokens_reach_a_registry_that_reviews_them() {
             case(
                 "anonymous",
                 spec("anonymous"),
-                Expect::fetch_failed("OCIArtifactPullFailed", Message::Any),
+                Expect::fetch_failed("OCIArtifactPullFailed", Message::contains("401")),
             ),
         ])
         .await;
-    let log =
-        std::fs::read_to_string(&e.platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY_LOG"]).unwrap();
+    let log = e.cloud_registry_log();
     let reviewed = |how: &str, sa: &str| {
         log.contains(&format!(
-            "tokenreview {how} ok for system:serviceaccount:{}:{sa}",
+            "tokenreview {how} for system:serviceaccount:{}:{sa}",
             e.ns.name
         ))
     };
+    assert!(reviewed("bearer ok", "bearer"), "the bearer token passed");
+    assert!(reviewed("basic ok", "basic"), "the Basic password passed");
     assert!(
-        reviewed("bearer", "bearer"),
-        "the bearer token was reviewed"
+        reviewed("bearer ok", "explicit"),
+        "the explicit audience passed"
     );
     assert!(
-        reviewed("basic", "basic"),
-        "the Basic password was reviewed"
+        reviewed("bearer refused", "elsewhere") && !reviewed("bearer ok", "elsewhere"),
+        "a token for another audience reached the registry and was refused there"
     );
     assert!(
-        !reviewed("bearer", "elsewhere"),
-        "a token for another audience is refused"
+        !log.contains(&format!("system:serviceaccount:{}:anonymous", e.ns.name)),
+        "no token without the opt-in"
     );
 }

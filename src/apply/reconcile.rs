@@ -696,24 +696,30 @@ impl Pass<'_, Kustomization> {
                     .get(crd)
                     .await
                     .map_err(|e| Failure::new(reason::FAILED, e.to_string()))?;
-                match health::status(live.as_ref()) {
-                    Health::Current if served_kinds_resolve(applier, live.as_ref()).await => {
-                        break;
-                    }
+                let established = match health::status(live.as_ref()) {
+                    Health::Current => true,
                     Health::Failed => {
                         return Err(Failure::new(
                             reason::FAILED,
                             format!("{} failed to become established", crd.subject()),
                         ));
                     }
-                    _ if Instant::now() > deadline => {
-                        return Err(Failure::new(
-                            reason::FAILED,
-                            format!("{} not established after 60s", crd.subject()),
-                        ));
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                    _ => false,
+                };
+                if established && served_kinds_resolve(applier, live.as_ref()).await {
+                    break;
                 }
+                if Instant::now() > deadline {
+                    let why = match established {
+                        true => "is established but discovery does not serve its kinds",
+                        false => "is not established",
+                    };
+                    return Err(Failure::new(
+                        reason::FAILED,
+                        format!("{} {why} after 60s", crd.subject()),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
         Ok(())

@@ -103,7 +103,9 @@ impl RegistryArgs {
         use crate::identity::entra::EntraCredential;
         use crate::identity::google::GoogleCredential;
         use crate::identity::{acr, gar};
-        let name = format!("{provider:?}").to_lowercase();
+        let name = clap::ValueEnum::to_possible_value(&provider)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
         if self.insecure_registry {
             bail!(
                 "--provider {name} sends cloud credentials only over TLS: drop --insecure-registry"
@@ -116,7 +118,7 @@ impl RegistryArgs {
             )
         };
         let http = crate::transport::build_http_client(
-            &Transport::default(),
+            &Transport::token_service(),
             "driftless-cli",
             crate::transport::CONNECT_TIMEOUT,
         )

@@ -2,7 +2,7 @@
 //! registry for an ACR refresh token, which the registry's own token service takes as the
 //! password of the null GUID user.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::auth::{self, RegistryLogin, Token, cached_token};
 use super::entra::{self, EntraCredential};
-use crate::transport::{answer_text, error_chain};
+use crate::transport::{error_chain, token_answer};
 
 /// The scope of the Entra ID token ACR exchanges (the same in every Azure cloud).
 pub const SCOPE: &str = "https://containerregistry.azure.net/.default";
@@ -83,17 +83,7 @@ async fn exchange(
         .send()
         .await
         .map_err(|e| format!("POST {url}: {}", error_chain(&e)))?;
-    let status = response.status();
-    let body = answer_text(response).await;
-    if !status.is_success() {
-        return Err(format!(
-            "the registry refused the token exchange (HTTP {}): {}",
-            status.as_u16(),
-            crate::util::truncate(&body, 200)
-        ));
-    }
-    let exchanged: Exchanged =
-        serde_json::from_str(&body).map_err(|e| format!("invalid token exchange answer: {e}"))?;
+    let exchanged: Exchanged = token_answer(response, "the registry's token exchange").await?;
     let expires = refresh_token_expiry(&exchanged.refresh_token, auth::unix_now())?;
     Ok(Token {
         value: exchanged.refresh_token,
@@ -118,7 +108,7 @@ fn refresh_token_expiry(token: &str, now: u64) -> Result<Instant, String> {
         .map_err(|e| invalid(e.to_string()))?;
     let claims: Claims = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
     match claims.exp.checked_sub(now) {
-        Some(left) if left > 0 => Ok(Instant::now() + Duration::from_secs(left)),
+        Some(left) if left > 0 => Ok(auth::lapses_in(left)),
         _ => Err(invalid("it has expired".into())),
     }
 }
@@ -158,6 +148,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_live_until_their_exp() {
+        use std::time::Duration;
         let lapses =
             refresh_token_expiry(&jwt(r#"{"exp":1000,"grant_type":"refresh_token"}"#), 400)
                 .unwrap();

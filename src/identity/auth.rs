@@ -39,7 +39,23 @@ pub fn cache_key(parts: &[&[u8]]) -> String {
 
 /// Lifetime of a token from an OAuth `expires_in` (seconds), defaulting to an hour.
 pub fn expiry(expires_in: Option<u64>) -> Instant {
-    Instant::now() + Duration::from_secs(expires_in.unwrap_or(3600))
+    lapses_in(expires_in.unwrap_or(3600))
+}
+
+/// The longest an issuer's word on a token's life is believed (ECR's logins, the longest-lived
+/// there are, last 12 hours): a larger number, from whoever answers, must not overflow the
+/// clock, and the cache keeps nothing past an hour anyway.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// When a token with `secs` seconds of life left lapses.
+pub fn lapses_in(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs).min(MAX_LIFETIME)
+}
+
+/// When a token that lapses at `unix` (seconds since the epoch) lapses; a past time is now.
+pub fn lapses_at(unix: i64) -> Instant {
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    lapses_in(u64::try_from(unix.saturating_sub(now)).unwrap_or(0))
 }
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -136,6 +152,23 @@ pub fn sanitize(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lifetimes come from token services (for a Bucket, the tenant's own): none may overflow.
+    #[test]
+    fn lifetimes_are_capped_and_never_overflow() {
+        let cap = Instant::now() + MAX_LIFETIME;
+        for lapses in [
+            expiry(Some(u64::MAX)),
+            lapses_in(u64::MAX),
+            lapses_at(i64::MAX),
+        ] {
+            assert!(lapses <= cap + Duration::from_secs(1));
+        }
+        assert!(lapses_at(i64::MIN) <= Instant::now());
+        assert!(lapses_at(0) <= Instant::now());
+        let in_a_minute = lapses_at(i64::try_from(unix_now()).unwrap() + 60);
+        assert!(in_a_minute > Instant::now() + Duration::from_secs(50));
+    }
 
     #[test]
     fn sanitize_strips_queries_from_urls_only() {

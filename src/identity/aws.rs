@@ -312,10 +312,7 @@ fn keys_token(keys: &StaticKeys, expires: Option<&str>) -> Token {
         serde_json::json!([keys.access_key, keys.secret_key, keys.session_token]).to_string();
     let expires = expires
         .and_then(|e| e.parse::<jiff::Timestamp>().ok())
-        .map(|t| {
-            let secs = (t.as_second() - jiff::Timestamp::now().as_second()).max(0);
-            std::time::Instant::now() + std::time::Duration::from_secs(secs as u64)
-        })
+        .map(|t| auth::lapses_at(t.as_second()))
         .unwrap_or_else(|| auth::expiry(None));
     Token { value, expires }
 }
@@ -691,6 +688,12 @@ mod tests {
             ),
             ("A", "S", Some("T"))
         );
-        assert!(token.expires > std::time::Instant::now() + std::time::Duration::from_secs(86400));
+        // A far expiry is held for at most auth::MAX_LIFETIME before it is fetched again.
+        let now = std::time::Instant::now();
+        assert!(
+            token.expires
+                > now + super::super::auth::MAX_LIFETIME - std::time::Duration::from_secs(60)
+        );
+        assert!(token.expires <= now + super::super::auth::MAX_LIFETIME);
     }
 }

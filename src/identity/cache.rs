@@ -219,8 +219,10 @@ impl TokenCache {
             .entry(key.to_string())
             .or_default()
             .clone();
+        let flew = std::sync::atomic::AtomicBool::new(false);
         let result = flight
             .get_or_init(|| async {
+                flew.store(true, Ordering::Relaxed);
                 // A flight that ended just before this one began may have filled the cache.
                 if let Some(value) = self.lookup(key) {
                     return Ok(value);
@@ -234,6 +236,10 @@ impl TokenCache {
             })
             .await
             .clone();
+        // Waiting for another asker's fetch is served from the cache, as far as it can tell.
+        if !flew.load(Ordering::Relaxed) && result.is_ok() {
+            self.count("cache_hit");
+        }
         // Landed: later askers go to the cache (or start a new flight after a failure).
         let mut flights = self.flights.lock().expect("token flights");
         if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -294,7 +300,8 @@ impl TokenCache {
     fn insert(&self, key: &str, token: &Token) {
         let now = Instant::now();
         let lifetime = token.expires.saturating_duration_since(now);
-        let keep = (lifetime * 8 / 10).min(self.max_duration);
+        // Bounded first: `* 8` of an issuer's outlandish lifetime would overflow.
+        let keep = (lifetime.min(MAX_DURATION * 2) * 8 / 10).min(self.max_duration);
         if keep.is_zero() {
             return;
         }
@@ -425,6 +432,12 @@ mod tests {
         assert_eq!(a.await.unwrap().unwrap(), "t");
         assert_eq!(b.await.unwrap().unwrap(), "t");
         assert_eq!(g.calls.load(Ordering::SeqCst), 1, "one fetch for both");
+        let stats = g.cache.stats();
+        assert_eq!(
+            (stats.misses, stats.hits),
+            (1, 1),
+            "the asker that waited counts as a hit"
+        );
     }
 
     #[tokio::test]

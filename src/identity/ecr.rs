@@ -234,15 +234,8 @@ fn decode_token(token: &str) -> Result<(String, String), String> {
 
 /// When a login that ECR says lapses at `expires_at` (epoch seconds) lapses here.
 fn lapse(expires_at: f64) -> std::time::Instant {
-    let now = auth::unix_now() as f64;
-    let left = if expires_at.is_finite() {
-        (expires_at - now).max(0.0)
-    } else {
-        0.0
-    };
-    // Logins last 12 hours; a later date is not believed.
-    let left = left.min(12.0 * 3600.0);
-    std::time::Instant::now() + std::time::Duration::from_secs(left as u64)
+    // `as` saturates (and takes NaN to 0, a time long past).
+    auth::lapses_at(expires_at as i64)
 }
 
 /// `__type` and `message` of an AWS JSON protocol error.

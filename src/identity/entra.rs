@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
 use super::workload::{self, Identity};
-use crate::transport::{answer_text, error_chain};
+use crate::transport::{error_chain, token_answer};
 use crate::util::{pem_blocks, uri_encode};
 
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -176,7 +176,15 @@ impl EntraCredential {
                 tenant,
                 client_id,
                 identity,
-            } => identity.cache_key(format!("azure {authority} {tenant} {client_id}").as_bytes()),
+            } => identity.cache_key(
+                auth::cache_key(&[
+                    b"azure",
+                    authority.as_bytes(),
+                    tenant.as_bytes(),
+                    client_id.as_bytes(),
+                ])
+                .as_bytes(),
+            ),
         }
     }
 
@@ -263,24 +271,7 @@ async fn fetch_token(
         .send()
         .await
         .map_err(|e| format!("Entra ID token request: {}", error_chain(&e)))?;
-    let status = response.status();
-    let body = answer_text(response).await;
-    if !status.is_success() {
-        let detail = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.get("error_description")
-                    .and_then(|d| d.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| crate::util::truncate(&body, 200));
-        return Err(format!(
-            "Entra ID refused the token request (HTTP {}): {detail}",
-            status.as_u16()
-        ));
-    }
-    let token: TokenResponse =
-        serde_json::from_str(&body).map_err(|e| format!("invalid Entra ID token response: {e}"))?;
+    let token: TokenResponse = token_answer(response, "the Entra ID token request").await?;
     // Entra answers expires_in as a number, IMDS as a string.
     let expires_in = token
         .expires_in

@@ -23,7 +23,10 @@ pub fn is_registry(registry: &str) -> bool {
             .is_some_and(super::endpoints::is_dns_name)
     };
     under(".gcr.io")
-        || (under(".pkg.dev") && host.trim_end_matches(".pkg.dev").ends_with("-docker"))
+        || (under(".pkg.dev")
+            && host
+                .strip_suffix(".pkg.dev")
+                .is_some_and(|h| h.ends_with("-docker")))
 }
 
 /// The login with the identity `credential` stands for (its token fetched through `http`,
@@ -71,6 +74,7 @@ mod tests {
             "us-docker.pkg.dev.evil",
             "x.s3nsregistry.fr",
             "a/b.gcr.io",
+            "x-docker.pkg.dev.pkg.dev",
         ] {
             assert!(!is_registry(host), "{host}");
         }

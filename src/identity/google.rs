@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::auth::{self, Token, cached_token, rs256_jwt, rsa_key};
 use super::workload::{self, Identity};
-use crate::transport::{answer_text, error_chain};
+use crate::transport::{answer_text, error_chain, token_answer};
 
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const USERINFO_EMAIL_SCOPE: &str = "https://www.googleapis.com/auth/userinfo.email";
@@ -204,24 +204,6 @@ impl TokenResponse {
     }
 }
 
-/// The answer of a token service: a successful one parsed, a refusal explained (read within
-/// bounds either way).
-async fn token_answer<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
-    what: &str,
-) -> Result<T, String> {
-    let status = response.status();
-    let body = answer_text(response).await;
-    if !status.is_success() {
-        return Err(format!(
-            "{what} was refused (HTTP {}): {}",
-            status.as_u16(),
-            crate::util::truncate(&body, 200)
-        ));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("{what}: invalid answer: {e}"))
-}
-
 /// OAuth 2.0 JWT-bearer grant with the service account's key.
 async fn service_account_token(
     http: &reqwest::Client,
@@ -377,7 +359,9 @@ async fn gke_audiences(http: &reqwest::Client) -> Result<(String, String), Strin
             })?;
         values.push(value);
     }
-    let (project, location, cluster) = (&values[0], &values[1], &values[2]);
+    let [project, location, cluster] = values.as_slice() else {
+        return Err("the metadata server's cluster attributes are incomplete".into());
+    };
     let namespace = format!("{project}.svc.id.goog");
     let provider = format!(
         "https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{cluster}"

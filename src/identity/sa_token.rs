@@ -5,11 +5,9 @@
 //! and Harbor have): a bearer token, or with `credential.auth.fluxcd.io/username` the password
 //! of Basic auth.
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::api::core::v1::ServiceAccount;
 
-use super::auth::{Token, cached_token};
+use super::auth::{self, Token, cached_token};
 use super::workload::{Identity, annotation};
 
 pub const PROVIDER: &str = "credential.auth.fluxcd.io/provider";
@@ -25,14 +23,17 @@ const MAX_EXPIRATION: i64 = 1 << 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenCredential {
     pub audiences: Vec<String>,
+    /// No `audiences` annotation: the token is for the service's own name.
+    pub default_audience: bool,
     pub expiration_seconds: Option<i64>,
     pub username: Option<String>,
 }
 
 /// The ServiceAccount's opt-in, if it makes one (`None`: it names no credential provider).
 /// Without `audiences` the token is for `service` (the registry's host, as the registry
-/// names itself): a token for the API server's own audience would let whoever runs the
-/// service act as the ServiceAccount on the cluster.
+/// names itself), never the API server's default audience, which would let whoever runs the
+/// service act as the ServiceAccount on the cluster. Since the object's author chooses that
+/// host, such a token must only reach the host's genuine owner (see `source::oci::cloud`).
 pub fn credential(sa: &ServiceAccount, service: &str) -> Result<Option<TokenCredential>, String> {
     let Some(provider) = annotation(sa, PROVIDER) else {
         return Ok(None);
@@ -50,6 +51,7 @@ pub fn credential(sa: &ServiceAccount, service: &str) -> Result<Option<TokenCred
             ));
         }
     }
+    let default_audience = annotation(sa, AUDIENCES).is_none();
     let audiences = match annotation(sa, AUDIENCES) {
         None => vec![service.to_string()],
         Some(list) => {
@@ -79,6 +81,7 @@ pub fn credential(sa: &ServiceAccount, service: &str) -> Result<Option<TokenCred
         .transpose()?;
     Ok(Some(TokenCredential {
         audiences,
+        default_audience,
         expiration_seconds,
         username: annotation(sa, USERNAME),
     }))
@@ -97,13 +100,11 @@ pub async fn token(identity: &Identity, credential: &TokenCredential) -> Result<
         let (value, lapses) = identity
             .issue(&credential.audiences, credential.expiration_seconds)
             .await?;
-        let left = lapses
-            .map(|t| t.duration_since(jiff::Timestamp::now()).as_secs())
-            .unwrap_or(credential.expiration_seconds.unwrap_or(3600));
-        Ok(Token {
-            value,
-            expires: Instant::now() + Duration::from_secs(left.max(0).unsigned_abs()),
-        })
+        let expires = match lapses {
+            Some(t) => auth::lapses_at(t.as_second()),
+            None => auth::expiry(credential.expiration_seconds.map(i64::unsigned_abs)),
+        };
+        Ok(Token { value, expires })
     })
     .await
 }
@@ -130,6 +131,7 @@ mod tests {
             plain,
             TokenCredential {
                 audiences: vec!["r.example:5000".into()],
+                default_audience: true,
                 expiration_seconds: None,
                 username: None,
             }

@@ -563,7 +563,7 @@ impl Pass<'_, Bucket> {
             (true, _) => self
                 .ctx
                 .http_clients
-                .get(Transport::default())
+                .get(Transport::token_service())
                 .map_err(auth_failed)?,
             // An LDAP STS endpoint with its own CA or client certificate (`spec.sts.certSecretRef`).
             (false, Some(sts)) => self.ctx.http_clients.get(sts).map_err(auth_failed)?,

@@ -33,7 +33,7 @@ impl Pass<'_, OCIRepository> {
         transport: &Transport,
     ) -> Result<Credentials, Failure> {
         let login = match self.obj.spec.provider {
-            OCIProvider::Generic => return self.service_account_token(url).await,
+            OCIProvider::Generic => return self.service_account_token(url, transport).await,
             OCIProvider::Aws => self.ecr_login(url, transport).await?,
             OCIProvider::Azure => self.acr_login(url, transport).await?,
             OCIProvider::Gcp => self.gar_login(url, transport).await?,
@@ -135,28 +135,33 @@ impl Pass<'_, OCIRepository> {
 
     /// `spec.serviceAccountName`'s own token, when the ServiceAccount opts in
     /// (`credential.auth.fluxcd.io/provider: kubernetes`): bearer, or Basic with its
-    /// `credential.auth.fluxcd.io/username`. It is the tenant's credential, so it goes wherever
-    /// the object points, as a pull secret would; without the opt-in, anonymous.
-    async fn service_account_token(&self, url: &RepositoryUrl) -> Result<Credentials, Failure> {
-        let Some(name) = self
-            .obj
-            .spec
-            .service_account_name
-            .as_deref()
-            .filter(|n| !n.is_empty())
+    /// `credential.auth.fluxcd.io/username`. Without the opt-in, anonymous.
+    async fn service_account_token(
+        &self,
+        url: &RepositoryUrl,
+        transport: &Transport,
+    ) -> Result<Credentials, Failure> {
+        let own = self.obj.spec.service_account_name.as_deref();
+        let Some((identity, sa)) = workload::borrow(&self.ctx.client, &self.namespace(), own, None)
+            .await
+            .map_err(auth_failed)?
         else {
             return Ok(Credentials::Anonymous);
         };
-        let identity = Identity {
-            client: self.ctx.client.clone(),
-            namespace: self.namespace(),
-            name: name.to_string(),
-        };
-        let sa = identity.service_account().await.map_err(auth_failed)?;
         let Some(credential) = sa_token::credential(&sa, &url.registry).map_err(auth_failed)?
         else {
             return Ok(Credentials::Anonymous);
         };
+        // The object's author names the host, and with it the default audience: only TLS
+        // that the controller's own roots vouch for keeps such a token from anyone but that
+        // host's owner (a proxy of the author's with a CA of the author's could read it).
+        if credential.default_audience && (transport.insecure || transport.ca_pem.is_some()) {
+            return Err(auth_failed(format!(
+                "a ServiceAccount token for the registry's own name ('{}') is sent only over TLS that the controller's trust store vouches for: without spec.insecure and the CA of spec.certSecretRef, or with an explicit {} annotation",
+                url.registry,
+                sa_token::AUDIENCES
+            )));
+        }
         let token = sa_token::token(&identity, &credential)
             .await
             .map_err(|e| auth_failed(format!("failed to get credential from 'kubernetes': {e}")))?;
@@ -174,7 +179,7 @@ impl Pass<'_, OCIRepository> {
     fn credential_http(&self) -> Result<reqwest::Client, Failure> {
         self.ctx
             .http_clients
-            .get(Transport::default())
+            .get(Transport::token_service())
             .map_err(|e| auth_failed(format!("failed to build the credential client: {e}")))
     }
 
