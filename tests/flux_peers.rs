@@ -897,6 +897,14 @@ async fn side_by_side_adoption_with_the_sharding_label() {
         .storage
         .join(format!("ocirepository/{}/app", ns.name));
     assert!(ours_dir.is_dir(), "driftless stores the artifact");
+    let ready_series = format!(
+        r#"gotk_reconcile_condition{{kind="OCIRepository",name="app",namespace="{}",type="Ready""#,
+        ns.name
+    );
+    assert!(
+        source.metrics().contains(&ready_series),
+        "driftless exports the object's series while it holds it"
+    );
 
     // driftless → Flux: Flux publishes; driftless's storage for the object is then removed.
     relabel(None).await;
@@ -909,6 +917,11 @@ async fn side_by_side_adoption_with_the_sharding_label() {
         async || (!ours_dir.exists()).then_some(()),
     )
     .await;
+    let metrics = source.metrics();
+    assert!(
+        !metrics.contains(&ready_series),
+        "the handed-back object's series are dropped:\n{metrics}"
+    );
     let data = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)
         .get("moved")
         .await

@@ -71,8 +71,9 @@ fn controller_name<K: Reconciled>() -> String {
     K::KIND.to_lowercase()
 }
 
-/// Drop what is kept per object once it is deleted.
-fn forget<K: Reconciled>(obj: &K, ctx: &K::Context) {
+/// Drop what is kept per object once it is deleted or has left this controller's selection
+/// (its metric series too: a sharded fleet must not export every object it ever held).
+pub fn forget<K: Reconciled>(obj: &K, ctx: &K::Context) {
     let key = crate::controller::watch::object_key(obj);
     ctx.status_writes().forget(&key);
     ctx.backoff().reset(&key);

@@ -177,8 +177,9 @@ fn controller<K: SourceObject>(
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
     let api = watched_api::<K>(client, args)?;
     let (storage, selector) = (ctx.storage.clone(), own_selector(args)?);
-    let released = api.clone();
+    let (released, gone) = (api.clone(), ctx.clone());
     let (objects, store) = watched_objects(api, &args.common.watch_label_selector, move |obj| {
+        crate::controller::frame::forget(obj, gone.as_ref());
         handover::released(released.clone(), storage.clone(), selector.clone(), obj)
     });
     let queues = ctx.metrics.queues.clone();
