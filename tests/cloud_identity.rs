@@ -1012,6 +1012,58 @@ async fn google_identities_log_in_to_artifact_registry() {
         !ok && out.contains("metadata server is unreachable"),
         "{out}"
     );
+
+    // CI's own workload identity federation: an external_account credentials file (as `gcloud
+    // iam workload-identity-pools create-cred-config` writes it) whose subject token is a
+    // ServiceAccount token for the pool's audience, exchanged at STS and for `ci@`'s token.
+    let audience = format!("//iam.googleapis.com/{pool}");
+    let subject = e.projected_token("ci-runner", &audience).await;
+    let config = std::env::temp_dir().join(format!("{}-external-account.json", e.ns.name));
+    let external_account = |source: serde_json::Value| {
+        serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": "https://sts.googleapis.com/v1/token",
+            "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/ci@project.iam.gserviceaccount.com:generateAccessToken",
+            "credential_source": source,
+        })
+        .to_string()
+    };
+    std::fs::write(
+        &config,
+        external_account(serde_json::json!({"file": subject})),
+    )
+    .unwrap();
+    let federation = [(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        config.to_string_lossy().into_owned(),
+    )];
+    let (ok, out) = e.cli_as("gcp", &federation, &["list", &url]).await;
+    assert!(ok && out.contains("latest"), "list: {out}");
+    let runner = format!("system:serviceaccount:{}:ci-runner", e.ns.name);
+    let log = e.cloud_registry_log();
+    for line in [
+        format!("google sts ok for {runner}"),
+        format!("google impersonation ok for ci@project.iam.gserviceaccount.com by {runner}"),
+        "gar login ok for gsa:ci@project.iam.gserviceaccount.com".to_string(),
+    ] {
+        assert!(log.contains(&line), "the registry's log lacks: {line}");
+    }
+    // A subject token for another audience is refused by STS, and the CLI says so.
+    let elsewhere = e
+        .projected_token("ci-elsewhere", "https://elsewhere.example")
+        .await;
+    std::fs::write(
+        &config,
+        external_account(serde_json::json!({"file": elsewhere})),
+    )
+    .unwrap();
+    let (ok, out) = e.cli_as("gcp", &federation, &["list", &url]).await;
+    assert!(
+        !ok && out.contains("the Google STS token exchange was refused"),
+        "{out}"
+    );
 }
 
 /// `--provider azure` in CI: a service principal's secret from the environment, logged in to
