@@ -1302,16 +1302,6 @@ async fn fields_not_supported_yet_stall_naming_the_field() {
             json!({"kubeConfig": {"secretRef": {"name": "kubeconfig"}}}),
             "spec.kubeConfig (remote clusters)",
         ),
-        (
-            "cel-health",
-            json!({"healthCheckExprs": [{"apiVersion": "example.com/v1", "kind": "Thing", "current": "true"}]}),
-            "spec.healthCheckExprs (CEL)",
-        ),
-        (
-            "cel-deps",
-            json!({"dependsOn": [{"name": "other", "readyExpr": "true"}]}),
-            "spec.dependsOn[].readyExpr (CEL)",
-        ),
     ] {
         e.create(name, e.spec("src", extra)).await;
         let obj = e
@@ -1745,4 +1735,251 @@ async fn a_new_revision_cancels_a_health_check_in_progress() {
             .all(|h| h.last_reconciled_status != "HealthCheckCanceled"),
         "a canceled pass leaves no history entry: {history:?}"
     );
+}
+
+/// A namespaced custom kind with a status subresource, in a group of the test's own.
+fn widget_crd(group: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    subresources: {{status: {{}}}}\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n"
+    )
+}
+
+fn widgets(e: &Env, group: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    Api::namespaced_with(e.client.clone(), &e.ns.name, &resource)
+}
+
+async fn set_widget_status(widgets: &Api<DynamicObject>, name: &str, status: Value) {
+    widgets
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .expect("patch the widget's status");
+}
+
+/// `healthCheckExprs` decide a custom kind's health on the real API server, in Flux's order:
+/// a field the object lacks leaves it Unknown (with the cause), `inProgress` is asked before
+/// `current`, `current` makes it healthy, `failed` fails the check at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn cel_health_checks_decide_a_custom_resource_s_health() {
+    let e = env("ks-cel-health").await;
+    let group = format!("{}.driftless.test", e.ns.name);
+    let widget = "apiVersion: GROUP/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n"
+        .replace("GROUP", &group);
+    let rev = e
+        .publish(
+            "widgets",
+            &[("crd.yaml", &widget_crd(&group)), ("w1.yaml", &widget)],
+        )
+        .await;
+    let ready_is = |s: &str| {
+        format!("status.conditions.filter(e, e.type == 'Ready').all(e, e.status == '{s}')")
+    };
+    e.create(
+        "cel",
+        e.spec(
+            "widgets",
+            json!({
+                "wait": true, "timeout": "8s", "retryInterval": "2s",
+                "healthCheckExprs": [{
+                    "apiVersion": format!("{group}/v1"), "kind": "Widget",
+                    "inProgress": "status.phase == 'Provisioning'",
+                    "failed": ready_is("False"),
+                    "current": ready_is("True"),
+                }],
+            }),
+        ),
+    )
+    .await;
+    let subject = format!("Widget/{}/w1", e.ns.name);
+    let failing_with = |what: String| {
+        move |o: &Kustomization| {
+            ready(o).is_some_and(|(s, r)| s == ConditionStatus::False && r == "HealthCheckFailed")
+                && message(o, "Ready").contains(&what)
+        }
+    };
+    let unknown = e
+        .wait_until(
+            "cel",
+            "the widget without a status is Unknown",
+            failing_with(format!("{subject} status: 'Unknown'")),
+        )
+        .await;
+    assert!(
+        message(&unknown, "Ready").contains("failed to evaluate the CEL expression"),
+        "{}",
+        message(&unknown, "Ready")
+    );
+    let widgets = widgets(&e, &group);
+    set_widget_status(
+        &widgets,
+        "w1",
+        json!({"phase": "Provisioning", "conditions": [{"type": "Ready", "status": "True"}]}),
+    )
+    .await;
+    e.wait_until(
+        "cel",
+        "inProgress decides before current",
+        failing_with(format!("{subject} status: 'InProgress'")),
+    )
+    .await;
+    set_widget_status(&widgets, "w1", json!({"phase": "Running"})).await;
+    let healthy = e.wait_ready_at("cel", &rev).await;
+    assert!(
+        message(&healthy, "Healthy").starts_with("Health check passed"),
+        "{}",
+        message(&healthy, "Healthy")
+    );
+    set_widget_status(
+        &widgets,
+        "w1",
+        json!({"conditions": [{"type": "Ready", "status": "False"}]}),
+    )
+    .await;
+    e.request_reconcile("cel").await;
+    let failed = e
+        .wait_until(
+            "cel",
+            "failed fails the check early",
+            failing_with(format!("{subject} status: 'Failed'")),
+        )
+        .await;
+    assert!(
+        message(&failed, "Ready").contains("failed early due to stalled resources"),
+        "{}",
+        message(&failed, "Ready")
+    );
+}
+
+/// `dependsOn[].readyExpr` over `self` and `dep` gates a Kustomization; by default it replaces
+/// the built-in readiness rule (the dependency here never becomes Ready); an expression that
+/// does not compile, or is not boolean, stalls the object naming it, as a bad
+/// `healthCheckExprs` entry does.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_expressions_gate_dependencies_and_bad_cel_stalls() {
+    let e = env("ks-cel-deps").await;
+    let rev = e
+        .publish("deps", &[("gated/a.yaml", &cm("gated-cm", "1"))])
+        .await;
+    // The dependency fails (its path does not exist), so the built-in rule would never pass.
+    e.create("dep", e.spec("deps", json!({"path": "./missing"})))
+        .await;
+    e.wait_failing("dep", "ArtifactFailed").await;
+    let expr = "dep.metadata.labels.stage == 'done' && self.metadata.name == 'gated'";
+    e.create(
+        "gated",
+        e.spec(
+            "deps",
+            json!({"path": "./gated", "dependsOn": [{"name": "dep", "readyExpr": expr}]}),
+        ),
+    )
+    .await;
+    let waiting = e
+        .wait_until("gated", "the expression cannot be evaluated yet", |o| {
+            ready(o).is_some_and(|(_, r)| r == "DependencyNotReady")
+                && message(o, "Ready").starts_with("failed to evaluate the CEL expression")
+        })
+        .await;
+    assert!(
+        message(&waiting, "Ready").contains("labels"),
+        "{}",
+        message(&waiting, "Ready")
+    );
+    assert!(e.configmap("gated-cm").await.is_none());
+    e.ks.patch(
+        "dep",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"stage": "not-yet"}}})),
+    )
+    .await
+    .unwrap();
+    e.wait_until("gated", "false is not ready", |o| {
+        message(o, "Ready")
+            == format!(
+                "dependency '{}/dep' is not ready according to readyExpr eval",
+                e.ns.name
+            )
+    })
+    .await;
+    assert!(e.configmap("gated-cm").await.is_none());
+    e.ks.patch(
+        "dep",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"stage": "done"}}})),
+    )
+    .await
+    .unwrap();
+    e.wait_ready_at("gated", &rev).await;
+    assert!(e.configmap("gated-cm").await.is_some());
+
+    for (name, extra, names) in [
+        (
+            "not-bool",
+            json!({"dependsOn": [{"name": "dep", "readyExpr": "dep.spec.suspend"}]}),
+            "expected bool",
+        ),
+        (
+            "undeclared",
+            json!({"dependsOn": [{"name": "dep", "readyExpr": "other.x == 1"}]}),
+            "undeclared reference to 'other'",
+        ),
+        (
+            "bad-health",
+            json!({"healthCheckExprs": [{"apiVersion": "example.com/v1", "current": "status.("}]}),
+            "healthchecks[0]: failed to parse the expression Current",
+        ),
+    ] {
+        let mut extra = extra;
+        extra["path"] = json!("./gated");
+        e.create(name, e.spec("deps", extra)).await;
+        let obj = e
+            .wait()
+            .for_condition(name, "Stalled", |c| c.reason == "InvalidCELExpression")
+            .await;
+        let msg = message(&obj, "Ready");
+        assert!(
+            msg.starts_with("Reconciliation failed terminally due to configuration error: ")
+                && msg.contains(names),
+            "{msg}"
+        );
+    }
+}
+
+/// With `AdditiveCELDependencyCheck` the built-in rule still applies after a true `readyExpr`:
+/// a dependency that is not Ready holds the dependent back.
+#[tokio::test(flavor = "multi_thread")]
+async fn additive_cel_dependency_check_keeps_the_built_in_rule() {
+    let e = env_with(
+        "ks-cel-additive",
+        &["--feature-gates=AdditiveCELDependencyCheck=true"],
+    )
+    .await;
+    e.publish("deps", &[("gated/a.yaml", &cm("additive-cm", "1"))])
+        .await;
+    e.create("dep", e.spec("deps", json!({"path": "./missing"})))
+        .await;
+    e.wait_failing("dep", "ArtifactFailed").await;
+    e.create(
+        "gated",
+        e.spec(
+            "deps",
+            json!({"path": "./gated", "dependsOn": [{"name": "dep", "readyExpr": "dep.metadata.name == 'dep'"}]}),
+        ),
+    )
+    .await;
+    let waiting = e.wait_failing("gated", "DependencyNotReady").await;
+    assert_eq!(
+        message(&waiting, "Ready"),
+        format!("dependency '{}/dep' is not ready: not ready", e.ns.name)
+    );
+    assert!(e.configmap("additive-cm").await.is_none());
 }

@@ -28,6 +28,8 @@ pub struct ApplySettings {
     pub requeue_dependency: Duration,
     /// `StrictPostBuildSubstitutions`: an unset variable fails the build.
     pub strict_substitution: bool,
+    /// `AdditiveCELDependencyCheck`: `readyExpr` adds to the built-in dependency check.
+    pub additive_cel_dependency_check: bool,
     pub limits: ExtractLimits,
     pub retries: Retries,
     /// How often health checks look again.

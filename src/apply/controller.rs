@@ -173,6 +173,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 .filter(|s| !s.is_empty()),
             requeue_dependency: args.requeue_dependency,
             strict_substitution: gates.enabled(Gate::StrictPostBuildSubstitutions),
+            additive_cel_dependency_check: gates.enabled(Gate::AdditiveCELDependencyCheck),
             limits: ExtractLimits {
                 max_bytes: args.common.artifact_max_bytes,
                 max_files: args.common.artifact_max_files,

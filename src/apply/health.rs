@@ -10,6 +10,8 @@ pub enum Health {
     Failed,
     Terminating,
     NotFound,
+    /// A custom rule could not be evaluated (kstatus's `Unknown`).
+    Unknown,
 }
 
 impl Health {
@@ -20,6 +22,7 @@ impl Health {
             Health::Failed => "Failed",
             Health::Terminating => "Terminating",
             Health::NotFound => "NotFound",
+            Health::Unknown => "Unknown",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! with server-side apply, inventory, prune and health checks.
 
 pub mod build;
+pub mod cel;
 pub mod context;
 pub mod controller;
 pub mod fetch;

@@ -15,6 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::build::{self, BuildError};
+use super::cel::{self, HealthExpressions};
 use super::context::{ApplyContext, FIELD_MANAGER};
 use super::fetch::FetchError;
 use super::health::{self, Health};
@@ -55,6 +56,7 @@ pub mod reason {
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
     pub const UNSUPPORTED: &str = "UnsupportedFeature";
     pub const HEALTH_CHECK_CANCELED: &str = "HealthCheckCanceled";
+    pub const INVALID_CEL_EXPRESSION: &str = "InvalidCELExpression";
     pub use crate::controller::conditions::reason::{
         INTERNAL_ERROR, INVALID_DURATION, PROGRESSING, SUCCEEDED as HEALTH_SUCCEEDED,
     };
@@ -149,6 +151,8 @@ impl Pass<'_, Kustomization> {
     async fn run_steps(&mut self) -> Result<Outcome, Failure> {
         self.conditions.delete(STALLED);
         self.check_supported()?;
+        let health_rules = self.health_expressions()?;
+        let ready_exprs = self.ready_expressions()?;
         self.refuse_cross_namespace_dependencies()?;
         let mut interrupt = self.ctx.interrupts.register(
             &self.key(),
@@ -159,7 +163,7 @@ impl Pass<'_, Kustomization> {
         if let Some(i) = &interrupt {
             i.applying(&artifact.revision);
         }
-        self.check_dependencies(&artifact).await?;
+        self.check_dependencies(&artifact, &ready_exprs).await?;
         let revision = artifact.revision.clone();
         self.progress(&format!(
             "Fetching manifests for revision {revision} with a timeout of {:?}",
@@ -208,7 +212,7 @@ impl Pass<'_, Kustomization> {
             true => self.prune(&applier, &old_inventory, &new_inventory).await?,
             false => Vec::new(),
         };
-        self.check_health(&applier, &changes, interrupt.as_mut())
+        self.check_health(&applier, &changes, &health_rules, interrupt.as_mut())
             .await?;
         Ok(Outcome {
             origin_revision: artifact
@@ -254,22 +258,30 @@ impl Pass<'_, Kustomization> {
         if spec.kube_config.is_some() {
             return Err(unsupported("spec.kubeConfig (remote clusters)"));
         }
-        if spec
-            .health_check_exprs
-            .as_ref()
-            .is_some_and(|e| !e.is_empty())
-        {
-            return Err(unsupported("spec.healthCheckExprs (CEL)"));
-        }
-        if spec
-            .depends_on
-            .iter()
-            .flatten()
-            .any(|d| d.ready_expr.is_some())
-        {
-            return Err(unsupported("spec.dependsOn[].readyExpr (CEL)"));
-        }
         Ok(())
+    }
+
+    /// `spec.healthCheckExprs`, parsed once per pass; an expression that does not parse is a
+    /// configuration error until the spec changes.
+    fn health_expressions(&self) -> Result<HealthExpressions, Failure> {
+        let checks = self
+            .obj
+            .spec
+            .health_check_exprs
+            .as_deref()
+            .unwrap_or_default();
+        HealthExpressions::compile(checks).map_err(invalid_cel)
+    }
+
+    /// Every `dependsOn[].readyExpr`, compiled before any dependency is read (Flux compiles
+    /// each as it reaches it; the outcome for a bad expression is the same terminal error).
+    fn ready_expressions(&self) -> Result<BTreeMap<String, Arc<cel::Expression>>, Failure> {
+        let dependencies = self.obj.spec.depends_on.iter().flatten();
+        let exprs = dependencies.filter_map(|d| {
+            let source = d.ready_expr.as_deref().filter(|e| !e.is_empty())?;
+            Some((d.name.as_str(), source))
+        });
+        cel::compile_ready_exprs(exprs).map_err(invalid_cel)
     }
 
     /// `spec.ignore`, compiled once per pass; a rule that cannot be compiled is a spec error.
@@ -369,8 +381,14 @@ impl Pass<'_, Kustomization> {
     }
 
     /// Flux's rule: each dependency exists, is Ready for its current generation, and, when
-    /// it uses the same source, has applied the same revision.
-    async fn check_dependencies(&self, artifact: &Artifact) -> Result<(), Failure> {
+    /// it uses the same source, has applied the same revision. A `readyExpr` over `self` and
+    /// `dep` replaces that rule (or, with `AdditiveCELDependencyCheck`, comes before it).
+    async fn check_dependencies(
+        &self,
+        artifact: &Artifact,
+        ready_exprs: &BTreeMap<String, Arc<cel::Expression>>,
+    ) -> Result<(), Failure> {
+        let mut own: Option<Value> = None;
         for dep in self.obj.spec.depends_on.iter().flatten() {
             let ns = dep.namespace.clone().unwrap_or_else(|| self.namespace());
             let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &ns);
@@ -388,6 +406,14 @@ impl Pass<'_, Kustomization> {
             else {
                 return Err(not_ready("not found".into()));
             };
+            if let Some(expr) = dep.ready_expr.as_deref().and_then(|e| ready_exprs.get(e)) {
+                let own = own.get_or_insert_with(|| as_cel_variable(self.obj)).clone();
+                self.ready_by_expression(Arc::clone(expr), own, &other, &ns, &dep.name)
+                    .await?;
+                if !self.ctx.settings.additive_cel_dependency_check {
+                    continue;
+                }
+            }
             let status = other.status.clone().unwrap_or_default();
             let ready = status
                 .conditions
@@ -421,6 +447,33 @@ impl Pass<'_, Kustomization> {
             }
         }
         Ok(())
+    }
+
+    /// One dependency's `readyExpr`: false is "not ready according to readyExpr eval" (Flux's
+    /// words); an evaluation error (a field the dependency lacks) is not ready either, with
+    /// the cause.
+    async fn ready_by_expression(
+        &self,
+        expr: Arc<cel::Expression>,
+        own: Value,
+        dependency: &Kustomization,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), Failure> {
+        let dep = as_cel_variable(dependency);
+        let verdict = cel::evaluate_apart(expr, vec![("self", own), ("dep", dep)]).await;
+        let message = match verdict {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                format!("dependency '{ns}/{name}' is not ready according to readyExpr eval")
+            }
+            Err(e) => e,
+        };
+        Err(Failure::waiting(
+            reason::DEPENDENCY_NOT_READY,
+            message,
+            self.ctx.settings.requeue_dependency,
+        ))
     }
 
     /// The extracted artifact, from the cache shared by all Kustomizations.
@@ -770,6 +823,7 @@ impl Pass<'_, Kustomization> {
         &mut self,
         applier: &Applier<'_>,
         changes: &[Applied],
+        rules: &HealthExpressions,
         mut interrupt: Option<&mut Registration>,
     ) -> Result<(), Failure> {
         let targets: Vec<ObjectRef> = match self.obj.spec.wait {
@@ -838,10 +892,14 @@ impl Pass<'_, Kustomization> {
             let mut failed = Vec::new();
             for t in &targets {
                 let live = applier.get(t).await.unwrap_or(None);
-                match health::status(live.as_ref()) {
+                let verdict = judge(rules, t, live).await;
+                match verdict.health {
                     Health::Current => {}
                     Health::Failed => failed.push(format!("{} status: 'Failed'", t.subject())),
-                    other => pending.push(format!("{} status: '{}'", t.subject(), other.as_str())),
+                    other => pending.push(match verdict.error {
+                        Some(e) => format!("{} status: '{}': {e}", t.subject(), other.as_str()),
+                        None => format!("{} status: '{}'", t.subject(), other.as_str()),
+                    }),
                 }
             }
             let elapsed = started.elapsed();
@@ -1076,6 +1134,37 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameErr
         }
     }
     Ok(())
+}
+
+/// A live object's health: by the Kustomization's CEL rule for its kind when it has one
+/// (Flux: the rule replaces kstatus's), else by kstatus's rules.
+async fn judge(rules: &HealthExpressions, target: &ObjectRef, live: Option<Value>) -> cel::Verdict {
+    let verdict = |health| cel::Verdict {
+        health,
+        error: None,
+    };
+    match (rules.rule_for(&target.group, &target.kind), live) {
+        (Some(rule), Some(live)) => rule.evaluate_apart(live).await,
+        (_, live) => verdict(health::status(live.as_ref())),
+    }
+}
+
+/// A terminal CEL error, in Flux's words.
+fn invalid_cel(error: String) -> Failure {
+    Failure::stalled(
+        reason::INVALID_CEL_EXPRESSION,
+        format!("Reconciliation failed terminally due to configuration error: {error}"),
+    )
+}
+
+/// A Kustomization as CEL sees it: its JSON form, with `apiVersion` and `kind`.
+fn as_cel_variable(obj: &Kustomization) -> Value {
+    let mut value = serde_json::to_value(obj).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("apiVersion".into(), json!(Kustomization::api_version(&())));
+        fields.insert("kind".into(), json!(KIND));
+    }
+    value
 }
 
 pub fn kind_name(kind: SourceKind) -> &'static str {

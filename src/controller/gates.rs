@@ -11,6 +11,9 @@ pub enum Gate {
     DisableConfigWatchers,
     /// apply-controller: a new reconcile request interrupts a health check in progress.
     CancelHealthCheckOnNewRevision,
+    /// apply-controller: a dependency's `readyExpr` is checked besides the built-in readiness
+    /// rule instead of replacing it.
+    AdditiveCELDependencyCheck,
 }
 
 /// What driftless does with a Flux gate.
@@ -82,7 +85,7 @@ const APPLY_GATES: &[Known] = &[
     known(
         "AdditiveCELDependencyCheck",
         false,
-        Support::DefaultOnly("dependsOn readyExpr is not supported by driftless yet"),
+        Support::Honoured(Gate::AdditiveCELDependencyCheck),
     ),
     known(
         "ExternalArtifact",
