@@ -34,12 +34,22 @@ pub struct ApplySettings {
     pub retries: Retries,
     /// How often health checks look again.
     pub health_poll: Duration,
+    /// What a remote cluster's kubeconfig may ask for.
+    pub kubeconfig: KubeconfigPolicy,
     /// Objects of one kind dry-run and applied at a time (`--concurrent-ssa`).
     pub concurrent_ssa: usize,
     /// `--override-manager` and `--override-manager-before-dry-run`.
     pub overrides: ManagerOverrides,
     /// `--custom-apply-stage-kinds`: (group, kind) pairs.
     pub custom_stage_kinds: Vec<(String, String)>,
+}
+
+/// What the controller allows in a remote cluster's kubeconfig (`--insecure-kubeconfig-exec`,
+/// `--insecure-kubeconfig-tls`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KubeconfigPolicy {
+    pub allow_exec: bool,
+    pub allow_insecure_tls: bool,
 }
 
 pub struct ApplyContext {

@@ -17,7 +17,7 @@ use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{ApplyContext, ApplySettings};
+use super::context::{ApplyContext, ApplySettings, KubeconfigPolicy};
 use super::fetch::{ArtifactCache, Retries};
 use super::interrupt::Interrupts;
 use super::reconcile::source_resource;
@@ -59,6 +59,13 @@ pub struct ApplyControllerArgs {
     /// Refuse sourceRefs and dependsOn in other namespaces.
     #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub no_cross_namespace_refs: bool,
+    /// Allow `user.exec` in the kubeconfigs of `spec.kubeConfig.secretRef` (the command runs
+    /// in the controller's container).
+    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub insecure_kubeconfig_exec: bool,
+    /// Allow `insecure-skip-tls-verify` in the kubeconfigs of `spec.kubeConfig.secretRef`.
+    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub insecure_kubeconfig_tls: bool,
     /// Refuse remote kustomize bases. driftless always does (everything must come from the
     /// verified artifact), so only true is accepted.
     #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = remote_bases_refused)]
@@ -184,6 +191,10 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 ..Retries::default()
             },
             health_poll: args.health_check_poll,
+            kubeconfig: KubeconfigPolicy {
+                allow_exec: args.insecure_kubeconfig_exec,
+                allow_insecure_tls: args.insecure_kubeconfig_tls,
+            },
             concurrent_ssa: usize::from(args.concurrent_ssa),
             overrides: ManagerOverrides {
                 after_dry_run: non_empty(&args.override_manager),

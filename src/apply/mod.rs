@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cel;
+pub mod cluster;
 pub mod context;
 pub mod controller;
 pub mod fetch;

@@ -11,11 +11,12 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::build::{self, BuildError};
 use super::cel::{self, HealthExpressions};
+use super::cluster;
 use super::context::{ApplyContext, FIELD_MANAGER};
 use super::fetch::FetchError;
 use super::health::{self, Health};
@@ -189,10 +190,10 @@ impl Pass<'_, Kustomization> {
         let objects = self.build(&content, work.path()).await?;
         let objects = self.finalize_objects(objects).await?;
         self.memo = Some(super::history::build_digest(&objects));
-        let client = self.client()?;
+        let target = self.target_cluster().await?;
         let applier = Applier {
-            client: &client,
-            mapper: &self.ctx.mapper,
+            client: &target.client,
+            mapper: target.mapper(&self.ctx.mapper),
             field_manager: FIELD_MANAGER,
             force: self.obj.spec.force,
             writes: &self.ctx.metrics.apply_writes,
@@ -255,8 +256,14 @@ impl Pass<'_, Kustomization> {
         if spec.decryption.is_some() {
             return Err(unsupported("spec.decryption (SOPS)"));
         }
-        if spec.kube_config.is_some() {
-            return Err(unsupported("spec.kubeConfig (remote clusters)"));
+        if spec
+            .kube_config
+            .as_ref()
+            .is_some_and(|k| k.config_map_ref.is_some())
+        {
+            return Err(unsupported(
+                "spec.kubeConfig.configMapRef (cloud cluster access)",
+            ));
         }
         Ok(())
     }
@@ -652,25 +659,11 @@ impl Pass<'_, Kustomization> {
     }
 
     /// The client applies go through: the controller's, or the impersonated service account.
-    fn client(&self) -> Result<Client, Failure> {
-        let sa = self
-            .obj
-            .spec
-            .service_account_name
-            .clone()
-            .or_else(|| self.ctx.settings.default_service_account.clone());
-        let Some(sa) = sa else {
-            return Ok(self.ctx.client.clone());
-        };
-        let mut config = self.ctx.config.clone();
-        config.auth_info.impersonate =
-            Some(format!("system:serviceaccount:{}:{sa}", self.namespace()));
-        Client::try_from(config).map_err(|e| {
-            Failure::new(
-                reason::FAILED,
-                format!("failed to build the client impersonating '{sa}': {e}"),
-            )
-        })
+    /// The cluster to apply to, as whom (see `cluster::target`).
+    async fn target_cluster(&self) -> Result<cluster::Target, Failure> {
+        cluster::target(self.ctx, self.obj)
+            .await
+            .map_err(|e| Failure::new(reason::FAILED, e))
     }
 
     /// Stage one (CRDs, Namespaces, ClusterRoles) and its wait, then everything else.
@@ -1063,22 +1056,12 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameErr
         return Ok(());
     }
     let ns = obj.namespace().unwrap_or_default();
-    let sa = obj
-        .spec
-        .service_account_name
-        .clone()
-        .or_else(|| ctx.settings.default_service_account.clone());
-    let client = match sa {
-        None => ctx.client.clone(),
-        Some(sa) => {
-            let mut config = ctx.config.clone();
-            config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{sa}"));
-            Client::try_from(config).map_err(|e| FrameError::Cleanup(e.to_string()))?
-        }
-    };
+    let target = cluster::target(ctx, obj)
+        .await
+        .map_err(FrameError::Cleanup)?;
     let applier = Applier {
-        client: &client,
-        mapper: &ctx.mapper,
+        client: &target.client,
+        mapper: target.mapper(&ctx.mapper),
         field_manager: FIELD_MANAGER,
         force: false,
         writes: &ctx.metrics.apply_writes,

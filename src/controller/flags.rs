@@ -166,15 +166,7 @@ pub const APPLY_REFUSED: &[Refused] = &[
     },
     Refused {
         flag: "default-kubeconfig-service-account",
-        reason: "spec.kubeConfig (remote clusters) is not supported by driftless yet",
-    },
-    Refused {
-        flag: "insecure-kubeconfig-exec",
-        reason: "spec.kubeConfig (remote clusters) is not supported by driftless yet",
-    },
-    Refused {
-        flag: "insecure-kubeconfig-tls",
-        reason: "spec.kubeConfig (remote clusters) is not supported by driftless yet",
+        reason: "spec.kubeConfig.configMapRef (cloud cluster access) is not supported by driftless yet",
     },
     Refused {
         flag: "authorized-artifact-server-spiffe-id",

@@ -60,13 +60,25 @@ impl Platform {
     }
 
     pub async fn client(&self) -> Client {
-        let kubeconfig =
-            Kubeconfig::read_from(self.kubeconfig()).expect("platform kubeconfig readable");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("platform kubeconfig valid");
-        Client::try_from(config).expect("client from platform kubeconfig")
+        client_of(&self.kubeconfig()).await
     }
+
+    /// The admin kubeconfig of the platform's second cluster (remote apply).
+    pub fn remote_kubeconfig(&self) -> PathBuf {
+        PathBuf::from(&self.env["DRIFTLESS_REMOTE_KUBECONFIG"])
+    }
+
+    pub async fn remote_client(&self) -> Client {
+        client_of(&self.remote_kubeconfig()).await
+    }
+}
+
+async fn client_of(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("platform kubeconfig readable");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("platform kubeconfig valid");
+    Client::try_from(config).expect("client from platform kubeconfig")
 }
 
 /// The running platform, started on first use. Concurrent tests in one binary share one start.
