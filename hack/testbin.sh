@@ -48,6 +48,10 @@ GO_NEXT_TOOLCHAIN=${GO_NEXT_TOOLCHAIN:-go1.27.3}
 # hack/referrers-registry is built on go-containerregistry's pkg/registry; v0.21.7 is the
 # version cosign v3.1.3 builds with.
 GGCR_VERSION=${GGCR_VERSION:-0.21.7}
+# SOPS: the real sops CLI encrypts every fixture of the Kustomization decryption tests, with age
+# keys from age-keygen (filippo.io/age) and PGP keys from Debian's gpg.
+SOPS_VERSION=${SOPS_VERSION:-3.13.3}
+AGE_VERSION=${AGE_VERSION:-1.3.2}
 # The Rekor v2 log (rekor-tiles, POSIX/Tessera backend) and the timestamp authority, at the
 # versions cosign v3.1.3's go.mod requires (its client libraries for both services).
 REKOR_TILES_VERSION=${REKOR_TILES_VERSION:-2.3.0}
@@ -305,6 +309,26 @@ build_flux() {
   mv "$BIN/flux.tmp" "$BIN/flux" && stamp flux "$FLUX_VERSION"
 }
 
+# build_go_command NAME MODULE PACKAGE VERSION: a command whose module has no local replaces,
+# built in a consumer module, so the release's own dependency versions resolve.
+build_go_command() {
+  local name=$1 module=$2 package=$3 version=$4 tc
+  if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
+  local dir=$TESTBIN/src/$name-$version
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init "driftless.testbin/$name" >/dev/null 2>&1
+  tc=$(go_toolchain "$module" "v$version")
+  log "building $name v$version with Go $tc"
+  GOTOOLCHAIN=$tc go get "$package@v$version"
+  CGO_ENABLED=0 GOTOOLCHAIN=$tc go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$package"
+  mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
+}
+
+build_sops() {
+  build_go_command sops github.com/getsops/sops/v3 github.com/getsops/sops/v3/cmd/sops "$SOPS_VERSION"
+  build_go_command age-keygen filippo.io/age filippo.io/age/cmd/age-keygen "$AGE_VERSION"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
@@ -312,7 +336,8 @@ case "${1:-all}" in
   helm) build_helm ;;
   referrers-registry) build_referrers_registry ;;
   all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION"
-    build_referrers_registry ;;
+    build_referrers_registry; build_sops ;;
+  sops) build_sops ;;
   # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
   cosign) build_cosign cosign v2 "$COSIGN_VERSION" ;;
   cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
@@ -329,5 +354,5 @@ case "${1:-all}" in
     github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
 esac

@@ -201,6 +201,7 @@ async fn a_kustomize_build_of_the_corpus_applies_what_flux_applies() {
         &plain_spec(),
         Some(&kustomize),
         scratch.path(),
+        None,
     )
     .await
     .unwrap();
@@ -218,6 +219,7 @@ async fn kustomization_files_build_as_flux_builds_them() {
         &plain_spec(),
         Some(&kustomize),
         scratch.path(),
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("build kustomization-file/: {e}"));

@@ -5,10 +5,12 @@
 //! artifact).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::sops::{self, Keyring};
 use super::yaml;
 use crate::api::kustomization::KustomizationSpec;
 
@@ -34,6 +36,9 @@ pub enum BuildError {
     Kustomize(String),
     #[error("{0}")]
     Io(String),
+    /// A SOPS file of the build could not be decrypted (Flux: "error decrypting sources").
+    #[error("error decrypting sources: {0}")]
+    Decrypt(String),
 }
 
 /// `spec.path` inside `root`, which it may not leave.
@@ -67,12 +72,14 @@ pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, BuildErr
 
 /// The objects `spec.path` in the artifact at `root` holds, built as the spec says. The
 /// artifact is only read: kustomize builds run on a private copy in `scratch`, since Flux's
-/// spec fields are merged into the kustomization file.
+/// spec fields are merged into the kustomization file, and so do builds with SOPS `keys`,
+/// whose files are decrypted in that copy (the caller removes `scratch` after the build).
 pub async fn build(
     root: &Path,
     spec: &KustomizationSpec,
     kustomize: Option<&Path>,
     scratch: &Path,
+    keys: Option<Arc<Keyring>>,
 ) -> Result<Vec<Value>, BuildError> {
     let dir = resolve_path(root, spec.path.as_deref())?;
     let dir = dir.as_path();
@@ -83,11 +90,21 @@ pub async fn build(
         || spec.images.as_ref().is_some_and(|i| !i.is_empty())
         || spec.components.as_ref().is_some_and(|c| !c.is_empty())
         || spec.build_metadata.as_ref().is_some_and(|m| !m.is_empty());
-    if !has_kustomization && !wants_transformers {
+    if !has_kustomization && !wants_transformers && keys.is_none() {
         let dir = dir.to_path_buf();
         return tokio::task::spawn_blocking(move || plain_objects(&dir))
             .await
             .map_err(|e| BuildError::Io(e.to_string()))?;
+    }
+    if !has_kustomization && !wants_transformers {
+        let private = private_copy(root, dir, scratch).await?;
+        let copy = scratch.join("build");
+        return tokio::task::spawn_blocking(move || {
+            decrypt(&copy, &private, keys.as_deref())?;
+            plain_objects(&private)
+        })
+        .await
+        .map_err(|e| BuildError::Io(e.to_string()))?;
     }
     let what = match has_kustomization {
         true => "a kustomization.yaml".to_string(),
@@ -96,8 +113,22 @@ pub async fn build(
     let Some(kustomize) = kustomize else {
         return Err(BuildError::NoKustomize(what));
     };
+    let private = private_copy(root, dir, scratch).await?;
+    prepare_kustomization(&private, spec)?;
+    let (tree, dir) = (scratch.join("build"), private.clone());
+    tokio::task::spawn_blocking(move || {
+        refuse_remote_references_in_tree(&tree)?;
+        decrypt(&tree, &dir, keys.as_deref())
+    })
+    .await
+    .map_err(|e| BuildError::Io(e.to_string()))??;
+    run_kustomize(kustomize, &private).await
+}
+
+/// A copy of the artifact at `root` in `scratch/build`, and where `dir` is in it.
+async fn private_copy(root: &Path, dir: &Path, scratch: &Path) -> Result<PathBuf, BuildError> {
     let (root, dir, copy) = (root.to_path_buf(), dir.to_path_buf(), scratch.join("build"));
-    let private = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         copy_tree(
             &root
                 .canonicalize()
@@ -111,13 +142,15 @@ pub async fn build(
         Ok::<_, BuildError>(copy.join(rel))
     })
     .await
-    .map_err(|e| BuildError::Io(e.to_string()))??;
-    prepare_kustomization(&private, spec)?;
-    let tree = scratch.join("build");
-    tokio::task::spawn_blocking(move || refuse_remote_references_in_tree(&tree))
-        .await
-        .map_err(|e| BuildError::Io(e.to_string()))??;
-    run_kustomize(kustomize, &private).await
+    .map_err(|e| BuildError::Io(e.to_string()))?
+}
+
+/// The SOPS files a build of `dir` reads, decrypted in the private copy `tree`.
+fn decrypt(tree: &Path, dir: &Path, keys: Option<&Keyring>) -> Result<(), BuildError> {
+    match keys {
+        Some(keys) => sops::decrypt_sources(tree, dir, keys).map_err(BuildError::Decrypt),
+        None => Ok(()),
+    }
 }
 
 /// Copies the regular files and directories of `from` into `to` (extraction never writes
@@ -668,7 +701,7 @@ mod tests {
         }))
         .unwrap();
         let scratch = tempfile::tempdir().unwrap();
-        let err = build(root.path(), &spec, None, scratch.path())
+        let err = build(root.path(), &spec, None, scratch.path(), None)
             .await
             .unwrap_err();
         assert!(matches!(err, BuildError::NoKustomize(_)), "{err}");

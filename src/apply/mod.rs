@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod reconcile;
 pub mod sandbox;
 pub mod selector;
+pub mod sops;
 pub mod ssa;
 pub mod substitute;
 pub mod yaml;

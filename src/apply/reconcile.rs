@@ -23,6 +23,7 @@ use super::health::{self, Health};
 use super::ignore::DriftIgnore;
 use super::interrupt::Registration;
 use super::inventory::{self, ObjectRef};
+use super::sops;
 use super::ssa::{
     Action as ApplyAction, Applied, Applier, ManagerOverrides, OWNER_NAME, OWNER_NAMESPACE,
     runs_of_equal_rank, stages,
@@ -187,7 +188,10 @@ impl Pass<'_, Kustomization> {
             self.timeout()
         ));
         let ignore = self.drift_ignore()?;
-        let objects = self.build(&content, work.path()).await?;
+        let objects = self.build(&content, work.path()).await;
+        // Decrypted SOPS files exist only in the build's private copy: gone with the build.
+        let _ = work.close();
+        let objects = objects?;
         let objects = self.finalize_objects(objects).await?;
         self.memo = Some(super::history::build_digest(&objects));
         let target = self.target_cluster().await?;
@@ -253,9 +257,6 @@ impl Pass<'_, Kustomization> {
                 format!("{what} is not supported by this driftless build"),
             )
         };
-        if spec.decryption.is_some() {
-            return Err(unsupported("spec.decryption (SOPS)"));
-        }
         if spec
             .kube_config
             .as_ref()
@@ -530,14 +531,69 @@ impl Pass<'_, Kustomization> {
             }
             e => Failure::new(reason::BUILD_FAILED, e.to_string()),
         };
-        build::build(
+        let keys = self.decryption_keys().await?;
+        let mut objects = build::build(
             content,
             &self.obj.spec,
             self.ctx.settings.kustomize.as_deref(),
             scratch,
+            keys.clone(),
         )
         .await
-        .map_err(failed)
+        .map_err(failed)?;
+        if let Some(keys) = keys {
+            for object in &mut objects {
+                sops::decrypt_secret_data(object, &keys).map_err(|e| {
+                    Failure::new(
+                        reason::BUILD_FAILED,
+                        format!(
+                            "decryption failed for '{}': {e}",
+                            ObjectRef::of(object)
+                                .map(|r| r.subject())
+                                .unwrap_or_default()
+                        ),
+                    )
+                })?;
+            }
+        }
+        if let Some(secret) = objects.iter().find(|o| sops::is_still_encrypted_secret(o)) {
+            let subject = ObjectRef::of(secret)
+                .map(|r| r.subject())
+                .unwrap_or_default();
+            return Err(Failure::new(
+                reason::FAILED,
+                format!(
+                    "{subject} is SOPS encrypted, configuring decryption is required for this secret to be reconciled"
+                ),
+            ));
+        }
+        Ok(objects)
+    }
+
+    /// The keys of `spec.decryption.secretRef`, when the Kustomization decrypts.
+    async fn decryption_keys(&self) -> Result<Option<Arc<sops::Keyring>>, Failure> {
+        let Some(decryption) = &self.obj.spec.decryption else {
+            return Ok(None);
+        };
+        let ns = self.namespace();
+        let Some(secret_ref) = &decryption.secret_ref else {
+            let source = "no Secret (spec.decryption.secretRef is not set)";
+            let keyring = sops::Keyring::from_secret(&BTreeMap::new(), source)
+                .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+            return Ok(Some(Arc::new(keyring)));
+        };
+        let source = format!("Secret '{ns}/{}'", secret_ref.name);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let secret = secrets.get(&secret_ref.name).await.map_err(|e| {
+            Failure::new(
+                reason::BUILD_FAILED,
+                format!("cannot get sops decryption {source}: {}", kube_message(&e)),
+            )
+        })?;
+        let data = secret.data.unwrap_or_default();
+        let keyring = sops::Keyring::from_secret(&data, &source)
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+        Ok(Some(Arc::new(keyring)))
     }
 
     /// Substitution, common metadata and the owner labels, on every built object.

@@ -20,6 +20,7 @@
 
 mod coerce;
 mod load;
+mod ordered;
 mod resolve;
 mod strconv;
 mod timestamp;
@@ -30,6 +31,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use load::{Documents, Limits, Numbers};
+pub use ordered::{Ordered, ordered_documents};
 
 /// Largest YAML file read from an artifact. CRD bundles, the biggest real manifests, run to a
 /// few MiB; this is also the string budget serde-saphyr gave every file by default.

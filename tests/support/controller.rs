@@ -409,6 +409,8 @@ pub struct ApplyController {
     process: Process,
     pub metrics_port: u16,
     pub log: PathBuf,
+    /// The process's `TMPDIR`: artifacts are extracted and builds run under it.
+    pub tmp: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -416,16 +418,20 @@ impl ApplyController {
     pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("apply-controller.log");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
         let process =
             Launcher::driftless("apply-controller", platform, namespace, &log, extra_args)
                 .arg(format!("--kustomize-path={}", kustomize.display()))
                 .args(["--requeue-dependency=2s", "--health-check-poll=500ms"])
+                .env("TMPDIR", &tmp)
                 .start();
         ApplyController {
             metrics_port: process.metrics_port,
             process,
             log,
+            tmp,
             _dir: dir,
         }
     }

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod proxy;
 pub mod relay;
 pub mod sigstore;
+pub mod sops;
 pub mod source;
 pub mod wait;
 

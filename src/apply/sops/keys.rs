@@ -1,0 +1,135 @@
+//! The keys of `spec.decryption.secretRef` (Flux's `ImportKeys`), and a file's data key
+//! recovered with them.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use k8s_openapi::ByteString;
+
+use super::cipher::DataKey;
+use super::metadata::{MasterKey, Metadata};
+
+/// What one Kustomization may decrypt with.
+pub struct Keyring {
+    /// Where the keys came from, for messages: `Secret '<ns>/<name>'`.
+    source: String,
+    age: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// Entries of kinds driftless cannot use yet, by name.
+    unusable: Vec<String>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("source", &self.source)
+            .field("age", &self.age.len())
+            .field("unusable", &self.unusable)
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// The keys of a decryption Secret's entries: `*.agekey` (age identities, one per line),
+    /// `*.asc` (OpenPGP), `sops.aws-kms`, `sops.azure-kv`, `sops.gcp-kms`,
+    /// `sops.vault-token`; other entries are not keys.
+    pub fn from_secret(data: &BTreeMap<String, ByteString>, source: &str) -> Result<Self, String> {
+        Self::from_entries(
+            data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+            source,
+        )
+    }
+
+    /// `from_secret`, from (name, content) pairs.
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        source: &str,
+    ) -> Result<Self, String> {
+        let mut keyring = Keyring {
+            source: source.to_string(),
+            age: Vec::new(),
+            unusable: Vec::new(),
+        };
+        for (name, value) in entries {
+            let failed = |e: String| {
+                format!("failed to import '{name}' data from sops decryption {source}: {e}")
+            };
+            match name.rsplit_once('.').map(|(_, ext)| ext) {
+                Some("agekey") => {
+                    let file = age::IdentityFile::from_buffer(value)
+                        .and_then(|f| f.into_identities().map_err(std::io::Error::other))
+                        .map_err(|e| {
+                            failed(format!("failed to parse and add to age identities: {e}"))
+                        })?;
+                    keyring.age.extend(file);
+                }
+                Some("asc") => keyring.unusable.push(format!("'{name}' (OpenPGP)")),
+                _ if [
+                    "sops.aws-kms",
+                    "sops.azure-kv",
+                    "sops.gcp-kms",
+                    "sops.vault-token",
+                ]
+                .contains(&name) =>
+                {
+                    keyring.unusable.push(format!("'{name}'"));
+                }
+                _ => {}
+            }
+        }
+        Ok(keyring)
+    }
+
+    /// The data key, from the first master key this keyring opens. Every failure is named:
+    /// the key, and why it did not open.
+    pub fn data_key(&self, metadata: &Metadata) -> Result<DataKey, String> {
+        if metadata.groups.len() > 1 || metadata.shamir_threshold > 1 {
+            return Err("the file's data key is split into key groups (Shamir secret sharing), which driftless does not combine yet".into());
+        }
+        let mut failures = Vec::new();
+        for key in metadata.groups.iter().flatten() {
+            match self.open(key) {
+                Ok(data_key) => return Ok(data_key),
+                Err(why) => failures.push(format!("{}: {why}", key.describe())),
+            }
+        }
+        let mut message = format!(
+            "cannot get sops data key: none of the file's keys can be opened with {}: {}",
+            self.source,
+            failures.join("; ")
+        );
+        if !self.unusable.is_empty() {
+            message.push_str(&format!(
+                " (entries driftless cannot use yet: {})",
+                self.unusable.join(", ")
+            ));
+        }
+        Err(message)
+    }
+
+    fn open(&self, key: &MasterKey) -> Result<DataKey, String> {
+        match key {
+            MasterKey::Age { enc, .. } => self.open_age(enc),
+            MasterKey::Pgp { .. } => Err("OpenPGP keys are not supported by driftless yet".into()),
+            MasterKey::Other { kind, .. } => {
+                Err(format!("{kind} keys are not supported by driftless yet"))
+            }
+        }
+    }
+
+    fn open_age(&self, enc: &str) -> Result<DataKey, String> {
+        if self.age.is_empty() {
+            return Err("no age identity in the Secret".into());
+        }
+        let armored = age::armor::ArmoredReader::new(enc.as_bytes());
+        let decryptor = age::Decryptor::new(armored).map_err(|e| e.to_string())?;
+        let identities = self.age.iter().map(|i| i.as_ref() as &dyn age::Identity);
+        let mut reader = decryptor.decrypt(identities).map_err(|e| e.to_string())?;
+        let mut plain = Vec::new();
+        // A data key is 32 bytes; read a little more to tell a wrong one.
+        (&mut reader)
+            .take(64)
+            .read_to_end(&mut plain)
+            .map_err(|e| e.to_string())?;
+        DataKey::new(&plain)
+    }
+}
