@@ -33,11 +33,13 @@ bench-bucket:
 	BENCH_BUCKET=small $(CARGO) bench --bench bucket_scale
 	BENCH_BUCKET=large $(CARGO) bench --bench bucket_scale
 
-## bench-apply: 1 Kustomization of 1,000 ConfigMaps, then 100 of 10 (release build).
+## bench-apply: 1 Kustomization of 1,000 ConfigMaps, then 100 of 10, then 200 Secrets plain vs
+## SOPS-encrypted (release build).
 bench-apply:
 	hack/platform up
 	BENCH_APPLY=wide $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
+	BENCH_APPLY=sops $(CARGO) bench --bench kustomize_scale
 
 ## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
 bench-verify:

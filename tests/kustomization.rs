@@ -2291,3 +2291,28 @@ async fn sops_age_secrets_and_generator_files_are_applied_decrypted() {
         }
     }
 }
+
+/// `--sops-age-secret`: the controller's own age keys (a Secret in its namespace) decrypt for
+/// Kustomizations whose `spec.decryption` names no Secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_global_age_secret_decrypts_without_a_secret_ref() {
+    let e = env_with("ks-sops-global", &["--sops-age-secret=global-age"]).await;
+    let sops = support::sops::Sops::new(&e.platform);
+    let key = sops.age_key();
+    let plain = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: global\nstringData:\n  token: global-plaintext\n";
+    let encrypted = sops.encrypt(&key.recipient, "secret.yaml", plain, &[]);
+    let rev = e.publish("global", &[("secret.yaml", &encrypted)]).await;
+    e.create_secret("global-age", json!({ "global.agekey": key.identity }))
+        .await;
+    e.create(
+        "global",
+        e.spec("global", json!({"decryption": {"provider": "sops"}})),
+    )
+    .await;
+    e.wait_ready_at("global", &rev).await;
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
+    assert_eq!(
+        secret_value(&secrets.get("global").await.unwrap(), "token"),
+        "global-plaintext"
+    );
+}

@@ -42,6 +42,9 @@ pub struct ApplySettings {
     pub overrides: ManagerOverrides,
     /// `--custom-apply-stage-kinds`: (group, kind) pairs.
     pub custom_stage_kinds: Vec<(String, String)>,
+    /// `--sops-age-secret`: (namespace, name) of the age keys for `spec.decryption` without
+    /// a `secretRef`.
+    pub sops_age_secret: Option<(String, String)>,
 }
 
 /// What the controller allows in a remote cluster's kubeconfig (`--insecure-kubeconfig-exec`,

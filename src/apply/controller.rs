@@ -73,6 +73,10 @@ pub struct ApplyControllerArgs {
     /// Impersonate this service account when a Kustomization names none.
     #[arg(long, default_value = "")]
     pub default_service_account: String,
+    /// A Secret in the controller's namespace (RUNTIME_NAMESPACE) whose `*.agekey` entries
+    /// decrypt for Kustomizations whose `spec.decryption` names no Secret.
+    #[arg(long, default_value = "")]
+    pub sops_age_secret: String,
     /// Artifact download retries after the first attempt (Flux's default: 9).
     #[arg(long, default_value_t = 9, value_parser = go_uint::<u32>)]
     pub http_retry: u32,
@@ -201,6 +205,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 before_dry_run: non_empty(&args.override_manager_before_dry_run),
             },
             custom_stage_kinds: parse_group_kinds(&args.custom_apply_stage_kinds),
+            sops_age_secret: global_age_secret(&args.sops_age_secret)?,
         },
         status_writes: StatusWrites::default(),
         interrupts: Interrupts::new(gates.enabled(Gate::CancelHealthCheckOnNewRevision)),
@@ -487,4 +492,14 @@ fn users(
         })
         .map(|k| QueueRef::from_obj(k.as_ref()))
         .collect()
+}
+
+/// `--sops-age-secret`: the Secret's namespace (the controller's own) and name.
+fn global_age_secret(name: &str) -> anyhow::Result<Option<(String, String)>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let ns = std::env::var("RUNTIME_NAMESPACE")
+        .context("--sops-age-secret needs RUNTIME_NAMESPACE (the Secret lives in the controller's namespace)")?;
+    Ok(Some((ns, name.to_string())))
 }

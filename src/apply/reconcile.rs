@@ -575,22 +575,36 @@ impl Pass<'_, Kustomization> {
         let Some(decryption) = &self.obj.spec.decryption else {
             return Ok(None);
         };
-        let ns = self.namespace();
-        let Some(secret_ref) = &decryption.secret_ref else {
-            let source = "no Secret (spec.decryption.secretRef is not set)";
-            let keyring = sops::Keyring::from_secret(&BTreeMap::new(), source)
-                .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
-            return Ok(Some(Arc::new(keyring)));
-        };
-        let source = format!("Secret '{ns}/{}'", secret_ref.name);
+        let (ns, name, source, only_age) =
+            match (&decryption.secret_ref, &self.ctx.settings.sops_age_secret) {
+                (Some(r), _) => {
+                    let ns = self.namespace();
+                    let source = format!("Secret '{ns}/{}'", r.name);
+                    (ns, r.name.clone(), source, false)
+                }
+                // Flux: the controller's global age keys serve objects that name no Secret.
+                (None, Some((ns, name))) => {
+                    let source = format!("SOPS age decryption Secret '{ns}/{name}'");
+                    (ns.clone(), name.clone(), source, true)
+                }
+                (None, None) => {
+                    let source = "no Secret (spec.decryption.secretRef is not set)";
+                    let keyring = sops::Keyring::from_secret(&BTreeMap::new(), source)
+                        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+                    return Ok(Some(Arc::new(keyring)));
+                }
+            };
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let secret = secrets.get(&secret_ref.name).await.map_err(|e| {
+        let secret = secrets.get(&name).await.map_err(|e| {
             Failure::new(
                 reason::BUILD_FAILED,
                 format!("cannot get sops decryption {source}: {}", kube_message(&e)),
             )
         })?;
-        let data = secret.data.unwrap_or_default();
+        let mut data = secret.data.unwrap_or_default();
+        if only_age {
+            data.retain(|k, _| k.ends_with(".agekey"));
+        }
         let keyring = sops::Keyring::from_secret(&data, &source)
             .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
         Ok(Some(Arc::new(keyring)))

@@ -154,15 +154,11 @@ pub const SOURCE_REFUSED: &[Refused] = &[
 pub const APPLY_REFUSED: &[Refused] = &[
     Refused {
         flag: "default-decryption-service-account",
-        reason: "SOPS decryption is not supported by driftless yet",
-    },
-    Refused {
-        flag: "sops-age-secret",
-        reason: "SOPS decryption is not supported by driftless yet",
+        reason: "SOPS with cloud KMS keys (decryption by workload identity) is not supported by driftless yet",
     },
     Refused {
         flag: "sops-vault-configmap",
-        reason: "SOPS decryption is not supported by driftless yet",
+        reason: "SOPS with Vault/OpenBao transit keys is not supported by driftless yet",
     },
     Refused {
         flag: "default-kubeconfig-service-account",
