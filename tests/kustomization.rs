@@ -2316,3 +2316,31 @@ async fn the_global_age_secret_decrypts_without_a_secret_ref() {
         "global-plaintext"
     );
 }
+
+/// An OpenPGP key (gpg's, exported armored into a `*.asc` entry) decrypts what `sops --pgp`
+/// encrypted.
+#[tokio::test(flavor = "multi_thread")]
+async fn sops_openpgp_keys_decrypt_on_the_platform() {
+    let e = env("ks-sops-pgp").await;
+    let sops = support::sops::Sops::new(&e.platform);
+    let key = sops.pgp_key();
+    let plain = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pgp\nstringData:\n  token: pgp-plaintext\n";
+    let encrypted = sops.encrypt_to(&["--pgp", &key.fingerprint], "secret.yaml", plain, &[]);
+    let rev = e.publish("pgp", &[("secret.yaml", &encrypted)]).await;
+    e.create_secret("pgp-keys", json!({ "sops.asc": key.armored_secret }))
+        .await;
+    e.create(
+        "pgp",
+        e.spec(
+            "pgp",
+            json!({"decryption": {"provider": "sops", "secretRef": {"name": "pgp-keys"}}}),
+        ),
+    )
+    .await;
+    e.wait_ready_at("pgp", &rev).await;
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
+    assert_eq!(
+        secret_value(&secrets.get("pgp").await.unwrap(), "token"),
+        "pgp-plaintext"
+    );
+}

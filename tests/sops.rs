@@ -178,3 +178,27 @@ fn a_malformed_age_key_entry_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn openpgp_keys_from_gpg_open_the_file() {
+    let (sops, _) = setup();
+    let pgp = sops.pgp_key();
+    let encrypted = sops.encrypt_to(&["--pgp", &pgp.fingerprint], "secret.yaml", SECRET, &[]);
+    assert!(encrypted.contains("BEGIN PGP MESSAGE"));
+    let data = BTreeMap::from([(
+        "key.asc".to_string(),
+        ByteString(pgp.armored_secret.clone().into_bytes()),
+    )]);
+    let keys = Keyring::from_secret(&data, "Secret 'test/pgp'").unwrap();
+    let plain = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keys).unwrap();
+    decrypted_equals_plain(&plain, SECRET);
+    // Another OpenPGP key does not.
+    let other = sops.pgp_key();
+    let data = BTreeMap::from([(
+        "other.asc".to_string(),
+        ByteString(other.armored_secret.into_bytes()),
+    )]);
+    let keys = Keyring::from_secret(&data, "Secret 'test/pgp'").unwrap();
+    let e = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keys).unwrap_err();
+    assert!(e.contains(&format!("pgp {}", pgp.fingerprint)), "{e}");
+}

@@ -1,5 +1,6 @@
-//! The real `sops` CLI (built by hack/testbin.sh from github.com/getsops/sops/v3) and
-//! `age-keygen` (filippo.io/age): test fixtures are encrypted with them at test time.
+//! The real `sops` CLI (built by hack/testbin.sh from github.com/getsops/sops/v3),
+//! `age-keygen` (filippo.io/age) and Debian's `gpg`: test fixtures are encrypted with them at
+//! test time.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,6 +18,11 @@ pub struct Sops {
 pub struct AgeKey {
     pub identity: String,
     pub recipient: String,
+}
+
+pub struct PgpKey {
+    pub fingerprint: String,
+    pub armored_secret: String,
 }
 
 impl Sops {
@@ -46,17 +52,70 @@ impl Sops {
         }
     }
 
+    /// An OpenPGP key made by gpg in this helper's own keyring (no passphrase): its
+    /// fingerprint and its armored secret key (what a `*.asc` Secret entry holds).
+    pub fn pgp_key(&self) -> PgpKey {
+        let home = self.gnupg_home();
+        static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let uid = format!("driftless test {n} <test-{n}@driftless.invalid>");
+        let gpg = |args: &[&str]| {
+            let out = Command::new("gpg")
+                .env("GNUPGHOME", &home)
+                .args(["--batch", "--yes", "--passphrase", ""])
+                .args(args)
+                .output()
+                .expect("run gpg (Debian's gnupg)");
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        gpg(&["--quick-gen-key", &uid, "default", "default", "never"]);
+        let listing = gpg(&["--with-colons", "--list-secret-keys", &uid]);
+        let fingerprint = listing
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .expect("the new key's fingerprint");
+        let armored_secret = gpg(&["--armor", "--export-secret-keys", &fingerprint]);
+        PgpKey {
+            fingerprint,
+            armored_secret,
+        }
+    }
+
+    fn gnupg_home(&self) -> PathBuf {
+        let home = self.dir.path().join("gnupg");
+        if !home.exists() {
+            std::fs::create_dir(&home).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        home
+    }
+
     /// `sops encrypt --age <recipient> [args]` of `plain`, written to a file named `name` (its
     /// extension tells sops the format, unless `args` say otherwise).
     pub fn encrypt(&self, recipient: &str, name: &str, plain: &str, args: &[&str]) -> String {
+        self.encrypt_to(&["--age", recipient], name, plain, args)
+    }
+
+    /// `sops encrypt <keys> [args]`, with this helper's gpg keyring.
+    pub fn encrypt_to(&self, keys: &[&str], name: &str, plain: &str, args: &[&str]) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, plain).unwrap();
         let out = Command::new(&self.bin)
             .arg("encrypt")
-            .args(["--age", recipient])
+            .args(keys)
             .args(args)
             .arg(&path)
             .env_remove("SOPS_AGE_KEY_FILE")
+            .env("GNUPGHOME", self.gnupg_home())
             .output()
             .expect("run sops");
         assert!(

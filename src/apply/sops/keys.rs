@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use k8s_openapi::ByteString;
+use pgp::composed::{Deserializable, Message, SignedSecretKey};
+use pgp::types::Password;
 
 use super::cipher::DataKey;
 use super::metadata::{MasterKey, Metadata};
@@ -14,6 +16,8 @@ pub struct Keyring {
     /// Where the keys came from, for messages: `Secret '<ns>/<name>'`.
     source: String,
     age: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// OpenPGP secret keys (without passphrase, as Flux imports them with `gpg --batch`).
+    pgp: Vec<SignedSecretKey>,
     /// Entries of kinds driftless cannot use yet, by name.
     unusable: Vec<String>,
 }
@@ -23,6 +27,7 @@ impl std::fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("source", &self.source)
             .field("age", &self.age.len())
+            .field("pgp", &self.pgp.len())
             .field("unusable", &self.unusable)
             .finish()
     }
@@ -47,6 +52,7 @@ impl Keyring {
         let mut keyring = Keyring {
             source: source.to_string(),
             age: Vec::new(),
+            pgp: Vec::new(),
             unusable: Vec::new(),
         };
         for (name, value) in entries {
@@ -62,7 +68,10 @@ impl Keyring {
                         })?;
                     keyring.age.extend(file);
                 }
-                Some("asc") => keyring.unusable.push(format!("'{name}' (OpenPGP)")),
+                Some("asc") => keyring.pgp.extend(
+                    secret_keys(value)
+                        .map_err(|e| failed(format!("failed to import OpenPGP keys: {e}")))?,
+                ),
                 _ if [
                     "sops.aws-kms",
                     "sops.azure-kv",
@@ -109,11 +118,28 @@ impl Keyring {
     fn open(&self, key: &MasterKey) -> Result<DataKey, String> {
         match key {
             MasterKey::Age { enc, .. } => self.open_age(enc),
-            MasterKey::Pgp { .. } => Err("OpenPGP keys are not supported by driftless yet".into()),
+            MasterKey::Pgp { enc, .. } => self.open_pgp(enc),
             MasterKey::Other { kind, .. } => {
                 Err(format!("{kind} keys are not supported by driftless yet"))
             }
         }
+    }
+
+    /// Keys are used without a passphrase, as Flux's `gpg --batch` import needs them.
+    fn open_pgp(&self, enc: &str) -> Result<DataKey, String> {
+        if self.pgp.is_empty() {
+            return Err("no OpenPGP key in the Secret".into());
+        }
+        let (message, _) = Message::from_string(enc).map_err(|e| e.to_string())?;
+        let no_password = Password::empty();
+        let passwords = vec![&no_password; self.pgp.len()];
+        let mut message = message
+            .decrypt_with_keys(passwords, self.pgp.iter().collect())
+            .map_err(|e| e.to_string())?;
+        if message.is_compressed() {
+            message = message.decompress().map_err(|e| e.to_string())?;
+        }
+        read_data_key(message)
     }
 
     fn open_age(&self, enc: &str) -> Result<DataKey, String> {
@@ -123,13 +149,25 @@ impl Keyring {
         let armored = age::armor::ArmoredReader::new(enc.as_bytes());
         let decryptor = age::Decryptor::new(armored).map_err(|e| e.to_string())?;
         let identities = self.age.iter().map(|i| i.as_ref() as &dyn age::Identity);
-        let mut reader = decryptor.decrypt(identities).map_err(|e| e.to_string())?;
-        let mut plain = Vec::new();
-        // A data key is 32 bytes; read a little more to tell a wrong one.
-        (&mut reader)
-            .take(64)
-            .read_to_end(&mut plain)
-            .map_err(|e| e.to_string())?;
-        DataKey::new(&plain)
+        let reader = decryptor.decrypt(identities).map_err(|e| e.to_string())?;
+        read_data_key(reader)
     }
+}
+
+/// The secret keys of an armored block (`gpg --export-secret-keys --armor`).
+fn secret_keys(armored: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
+    let text = std::str::from_utf8(armored).map_err(|_| "not armored text".to_string())?;
+    let (keys, _) = SignedSecretKey::from_string_many(text).map_err(|e| e.to_string())?;
+    keys.map(|k| k.map_err(|e| e.to_string())).collect()
+}
+
+/// The data key a master key holds: 32 bytes, read with a bound (a hostile file's "key"
+/// could be a decompression bomb).
+fn read_data_key(reader: impl Read) -> Result<DataKey, String> {
+    let mut plain = Vec::new();
+    reader
+        .take(64)
+        .read_to_end(&mut plain)
+        .map_err(|e| e.to_string())?;
+    DataKey::new(&plain)
 }
