@@ -34,12 +34,17 @@ async fn env(prefix: &str) -> Env {
 }
 
 async fn env_with(prefix: &str, apply_args: &[&str]) -> Env {
+    env_with_vars(prefix, apply_args, &[]).await
+}
+
+/// `env_with`, the apply-controller started with more environment variables.
+async fn env_with_vars(prefix: &str, apply_args: &[&str], vars: &[(&str, &str)]) -> Env {
     let platform = support::platform();
     let client = platform.client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
     let source = SourceController::start(&platform, &ns.name, &[]);
-    let apply = ApplyController::start(&platform, &ns.name, apply_args);
+    let apply = ApplyController::start_with_env(&platform, &ns.name, apply_args, vars);
     let ks = Api::namespaced(client.clone(), &ns.name);
     Env {
         platform,
@@ -2343,4 +2348,104 @@ async fn sops_openpgp_keys_decrypt_on_the_platform() {
         secret_value(&secrets.get("pgp").await.unwrap(), "token"),
         "pgp-plaintext"
     );
+}
+
+/// A KMS key in the platform's moto, as its API creates one: its ARN.
+async fn moto_kms_key(moto: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{moto}/"))
+        .header("X-Amz-Target", "TrentService.CreateKey")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIATESTKMS/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body("{}")
+        .send()
+        .await
+        .expect("moto KMS CreateKey")
+        .json()
+        .await
+        .expect("a KMS answer");
+    answer["KeyMetadata"]["Arn"].as_str().unwrap().to_string()
+}
+
+/// AWS KMS keys (moto's KMS): the keys of the Secret's `sops.aws-kms` entry decrypt, and so
+/// does the controller's own AWS identity when the Secret has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity() {
+    let platform = support::platform();
+    let moto = platform.env["DRIFTLESS_MOTO"].clone();
+    let e = env_with_vars(
+        "ks-sops-kms",
+        &[],
+        &[
+            ("AWS_ENDPOINT_URL_KMS", &moto),
+            ("AWS_ACCESS_KEY_ID", "AKIACONTROLLER"),
+            ("AWS_SECRET_ACCESS_KEY", "controller-secret"),
+        ],
+    )
+    .await;
+    let arn = moto_kms_key(&moto).await;
+    let sops = support::sops::Sops::new(&e.platform);
+    let secret = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  token: kms-plaintext\n"
+        )
+    };
+    let aws = [
+        ("AWS_ENDPOINT_URL_KMS", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIACI"),
+        ("AWS_SECRET_ACCESS_KEY", "ci-secret"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let with_keys = sops.encrypt_env(
+        &["--kms", &arn],
+        &aws,
+        "a.yaml",
+        &secret("by-secret-keys"),
+        &[],
+    );
+    let by_controller = sops.encrypt_env(
+        &["--kms", &arn],
+        &aws,
+        "b.yaml",
+        &secret("by-controller"),
+        &[],
+    );
+    assert!(with_keys.contains(&arn));
+    let rev = e
+        .publish(
+            "kms",
+            &[
+                ("keys/secret.yaml", &with_keys),
+                ("controller/secret.yaml", &by_controller),
+            ],
+        )
+        .await;
+    e.create_secret(
+        "kms-keys",
+        json!({"sops.aws-kms": "aws_access_key_id: AKIATENANT\naws_secret_access_key: tenant-secret\n"}),
+    )
+    .await;
+    e.create_secret("no-aws-keys", json!({"readme": "none"}))
+        .await;
+    for (name, path, keys) in [
+        ("keys", "./keys", "kms-keys"),
+        ("controller", "./controller", "no-aws-keys"),
+    ] {
+        e.create(
+            name,
+            e.spec("kms", json!({"path": path, "decryption": {"provider": "sops", "secretRef": {"name": keys}}})),
+        )
+        .await;
+        e.wait_ready_at(name, &rev).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
+    for name in ["by-secret-keys", "by-controller"] {
+        assert_eq!(
+            secret_value(&secrets.get(name).await.unwrap(), "token"),
+            "kms-plaintext"
+        );
+    }
 }

@@ -60,6 +60,9 @@ pub struct ApplyContext {
     /// The controller's own connection settings, the base of impersonating clients.
     pub config: kube::Config,
     pub http: reqwest::Client,
+    /// The controller's own transport to token and key services (AWS KMS): never an
+    /// object's proxy or CA.
+    pub token_http: reqwest::Client,
     pub events: Events,
     pub metrics: Metrics,
     pub mapper: Mapper,

@@ -169,6 +169,15 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             Duration::from_secs(15),
         )
         .map_err(anyhow::Error::msg)?,
+        token_http: build_http_client(
+            &Transport::token_service(),
+            &format!(
+                "driftless/{} (kustomize-controller)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            Duration::from_secs(30),
+        )
+        .map_err(anyhow::Error::msg)?,
         events: Events::new(client.clone(), CONTROLLER_NAME)
             .forwarding_to(&args.common.events_addr)
             .map_err(anyhow::Error::msg)?,

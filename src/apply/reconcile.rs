@@ -542,19 +542,21 @@ impl Pass<'_, Kustomization> {
         .await
         .map_err(failed)?;
         if let Some(keys) = keys {
-            for object in &mut objects {
-                sops::decrypt_secret_data(object, &keys).map_err(|e| {
-                    Failure::new(
-                        reason::BUILD_FAILED,
-                        format!(
-                            "decryption failed for '{}': {e}",
-                            ObjectRef::of(object)
-                                .map(|r| r.subject())
-                                .unwrap_or_default()
-                        ),
-                    )
-                })?;
-            }
+            // KMS calls block: decryption runs off the async workers, as the build does.
+            objects = tokio::task::spawn_blocking(move || {
+                for object in &mut objects {
+                    sops::decrypt_secret_data(object, &keys).map_err(|e| {
+                        let subject = ObjectRef::of(object)
+                            .map(|r| r.subject())
+                            .unwrap_or_default();
+                        format!("decryption failed for '{subject}': {e}")
+                    })?;
+                }
+                Ok::<_, String>(objects)
+            })
+            .await
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e.to_string()))?
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
         }
         if let Some(secret) = objects.iter().find(|o| sops::is_still_encrypted_secret(o)) {
             let subject = ObjectRef::of(secret)
@@ -590,7 +592,8 @@ impl Pass<'_, Kustomization> {
                 (None, None) => {
                     let source = "no Secret (spec.decryption.secretRef is not set)";
                     let keyring = sops::Keyring::from_secret(&BTreeMap::new(), source)
-                        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+                        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?
+                        .with_kms(self.ctx.token_http.clone());
                     return Ok(Some(Arc::new(keyring)));
                 }
             };
@@ -606,7 +609,8 @@ impl Pass<'_, Kustomization> {
             data.retain(|k, _| k.ends_with(".agekey"));
         }
         let keyring = sops::Keyring::from_secret(&data, &source)
-            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?
+            .with_kms(self.ctx.token_http.clone());
         Ok(Some(Arc::new(keyring)))
     }
 

@@ -195,6 +195,16 @@ fn shown(raw: &str) -> String {
 /// comes from the object (or from a server's answer), so it is checked to be a region name
 /// before it becomes part of a host the web identity token is posted to.
 pub fn aws_regional_sts(region: &str) -> Result<String, String> {
+    aws_regional("sts", region)
+}
+
+/// The region's KMS endpoint, `https://kms.<region>.amazonaws.com[.cn]` (the region comes
+/// from a key ARN in a tenant's file).
+pub fn aws_regional_kms(region: &str) -> Result<String, String> {
+    aws_regional("kms", region)
+}
+
+fn aws_regional(service: &str, region: &str) -> Result<String, String> {
     if !aws::is_region(region) {
         return Err(format!(
             "'{}' is not an AWS region name",
@@ -205,7 +215,7 @@ pub fn aws_regional_sts(region: &str) -> Result<String, String> {
         true => "amazonaws.com.cn",
         false => "amazonaws.com",
     };
-    Ok(format!("https://sts.{region}.{suffix}"))
+    Ok(format!("https://{service}.{region}.{suffix}"))
 }
 
 /// `us-east-1`, `us-gov-west-1`, `cn-north-1`, ...: a name that may become part of a host.

@@ -416,17 +416,30 @@ pub struct ApplyController {
 
 impl ApplyController {
     pub fn start(platform: &Platform, namespace: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(platform, namespace, extra_args, &[])
+    }
+
+    /// `start`, with more environment variables.
+    pub fn start_with_env(
+        platform: &Platform,
+        namespace: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("apply-controller.log");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
-        let process =
+        let mut launcher =
             Launcher::driftless("apply-controller", platform, namespace, &log, extra_args)
                 .arg(format!("--kustomize-path={}", kustomize.display()))
                 .args(["--requeue-dependency=2s", "--health-check-poll=500ms"])
-                .env("TMPDIR", &tmp)
-                .start();
+                .env("TMPDIR", &tmp);
+        for (key, value) in env {
+            launcher = launcher.env(key, value);
+        }
+        let process = launcher.start();
         ApplyController {
             metrics_port: process.metrics_port,
             process,

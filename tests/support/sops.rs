@@ -107,9 +107,22 @@ impl Sops {
 
     /// `sops encrypt <keys> [args]`, with this helper's gpg keyring.
     pub fn encrypt_to(&self, keys: &[&str], name: &str, plain: &str, args: &[&str]) -> String {
+        self.encrypt_env(keys, &[], name, plain, args)
+    }
+
+    /// `encrypt_to` with more environment variables (AWS credentials and endpoints).
+    pub fn encrypt_env(
+        &self,
+        keys: &[&str],
+        env: &[(&str, &str)],
+        name: &str,
+        plain: &str,
+        args: &[&str],
+    ) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, plain).unwrap();
         let out = Command::new(&self.bin)
+            .envs(env.iter().copied())
             .arg("encrypt")
             .args(keys)
             .args(args)

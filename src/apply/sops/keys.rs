@@ -9,7 +9,9 @@ use pgp::composed::{Deserializable, Message, SignedSecretKey};
 use pgp::types::Password;
 
 use super::cipher::DataKey;
+use super::kms::{self, KmsAccess};
 use super::metadata::{MasterKey, Metadata};
+use crate::identity::aws::{AwsAuth, StaticKeys};
 
 /// What one Kustomization may decrypt with.
 pub struct Keyring {
@@ -18,6 +20,10 @@ pub struct Keyring {
     age: Vec<Box<dyn age::Identity + Send + Sync>>,
     /// OpenPGP secret keys (without passphrase, as Flux imports them with `gpg --batch`).
     pgp: Vec<SignedSecretKey>,
+    /// The keys of a `sops.aws-kms` entry.
+    aws_keys: Option<StaticKeys>,
+    /// How KMS is reached, once the controller has said (`with_kms`).
+    kms: Option<KmsAccess>,
     /// Entries of kinds driftless cannot use yet, by name.
     unusable: Vec<String>,
 }
@@ -53,6 +59,8 @@ impl Keyring {
             source: source.to_string(),
             age: Vec::new(),
             pgp: Vec::new(),
+            aws_keys: None,
+            kms: None,
             unusable: Vec::new(),
         };
         for (name, value) in entries {
@@ -72,20 +80,27 @@ impl Keyring {
                     secret_keys(value)
                         .map_err(|e| failed(format!("failed to import OpenPGP keys: {e}")))?,
                 ),
-                _ if [
-                    "sops.aws-kms",
-                    "sops.azure-kv",
-                    "sops.gcp-kms",
-                    "sops.vault-token",
-                ]
-                .contains(&name) =>
-                {
+                _ if name == "sops.aws-kms" => {
+                    keyring.aws_keys = Some(kms::static_keys(value).map_err(failed)?);
+                }
+                _ if ["sops.azure-kv", "sops.gcp-kms", "sops.vault-token"].contains(&name) => {
                     keyring.unusable.push(format!("'{name}'"));
                 }
                 _ => {}
             }
         }
         Ok(keyring)
+    }
+
+    /// KMS through `http`, with the Secret's `sops.aws-kms` keys, else the controller's own
+    /// AWS identity.
+    pub fn with_kms(mut self, http: reqwest::Client) -> Self {
+        let auth = match self.aws_keys.clone() {
+            Some(keys) => AwsAuth::Static(keys),
+            None => AwsAuth::Chain { sts_endpoint: None },
+        };
+        self.kms = Some(KmsAccess { http, auth });
+        self
     }
 
     /// The data key, from the first master key this keyring opens. Every failure is named:
@@ -119,6 +134,15 @@ impl Keyring {
         match key {
             MasterKey::Age { enc, .. } => self.open_age(enc),
             MasterKey::Pgp { enc, .. } => self.open_pgp(enc),
+            MasterKey::Kms {
+                arn,
+                enc,
+                role,
+                context,
+            } => {
+                let access = self.kms.as_ref().ok_or("no access to AWS KMS configured")?;
+                block_on(kms::decrypt(access, arn, enc, role, context))?
+            }
             MasterKey::Other { kind, .. } => {
                 Err(format!("{kind} keys are not supported by driftless yet"))
             }
@@ -170,4 +194,16 @@ fn read_data_key(reader: impl Read) -> Result<DataKey, String> {
         .read_to_end(&mut plain)
         .map_err(|e| e.to_string())?;
     DataKey::new(&plain)
+}
+
+/// Runs a KMS call from the blocking threads decryption runs on (or from a plain thread).
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(handle.block_on(future)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(future))
+            .map_err(|e| format!("no runtime for the KMS call: {e}")),
+    }
 }

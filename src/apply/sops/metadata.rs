@@ -12,6 +12,13 @@ pub enum MasterKey {
     Age { recipient: String, enc: String },
     /// `enc` is an armored OpenPGP message.
     Pgp { fingerprint: String, enc: String },
+    /// AWS KMS: `enc` is the base64 ciphertext blob, `context` the encryption context.
+    Kms {
+        arn: String,
+        enc: String,
+        role: String,
+        context: Vec<(String, String)>,
+    },
     /// A key type driftless does not decrypt with (yet): its `sops` field name and identity.
     Other { kind: &'static str, id: String },
 }
@@ -21,6 +28,7 @@ impl MasterKey {
         match self {
             MasterKey::Age { recipient, .. } => format!("age {recipient}"),
             MasterKey::Pgp { fingerprint, .. } => format!("pgp {fingerprint}"),
+            MasterKey::Kms { arn, .. } => format!("kms {arn}"),
             MasterKey::Other { kind, id } => format!("{kind} {id}"),
         }
     }
@@ -160,7 +168,18 @@ fn keys_of(group: &Ordered) -> Result<Vec<MasterKey>, String> {
                     fingerprint: field("fp").into(),
                     enc: field("enc").into(),
                 },
-                "kms" => other(kind, field("arn")),
+                "kms" => MasterKey::Kms {
+                    arn: field("arn").into(),
+                    enc: field("enc").into(),
+                    role: field("role").into(),
+                    context: match entry.get("context") {
+                        Some(Ordered::Map(pairs)) => pairs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect(),
+                        _ => Vec::new(),
+                    },
+                },
                 "gcp_kms" => other(kind, field("resource_id")),
                 "azure_kv" => other(kind, &format!("{}/{}", field("vault_url"), field("name"))),
                 "hc_vault" => other(

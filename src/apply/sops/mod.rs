@@ -9,6 +9,7 @@
 mod cipher;
 mod formats;
 mod keys;
+mod kms;
 mod metadata;
 mod sources;
 mod tree;
