@@ -258,13 +258,21 @@ mod tests {
         let message = refused_flag(&args(&[
             "driftless",
             "apply-controller",
-            "--sops-age-secret",
+            "--sops-vault-configmap",
             "x",
         ]))
         .unwrap();
         assert!(
-            message.contains("--sops-age-secret is not supported: SOPS"),
+            message.contains("--sops-vault-configmap is not supported: SOPS with Vault"),
             "{message}"
+        );
+        assert!(
+            refused_flag(&args(&[
+                "driftless",
+                "apply-controller",
+                "--sops-age-secret=x"
+            ]))
+            .is_none()
         );
         // Each controller refuses only its own table.
         assert!(
