@@ -2449,3 +2449,69 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
         );
     }
 }
+
+/// `spec.decryption.serviceAccountName` (else `--default-decryption-service-account`): KMS is
+/// reached as that ServiceAccount's AWS role (its
+/// token exchanged at STS — moto's), never with the controller's identity (which has no AWS
+/// keys here); a ServiceAccount without a role fails naming the annotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn sops_aws_kms_by_the_object_s_service_account() {
+    let platform = support::platform();
+    let moto = platform.env["DRIFTLESS_MOTO"].clone();
+    let e = env_with_vars(
+        "ks-sops-kms-sa",
+        &["--default-decryption-service-account=decryptor"],
+        &[
+            ("AWS_ENDPOINT_URL_KMS", &moto),
+            ("AWS_ENDPOINT_URL_STS", &moto),
+        ],
+    )
+    .await;
+    let arn = moto_kms_key(&moto).await;
+    let sops = support::sops::Sops::new(&e.platform);
+    let plain = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: by-sa\nstringData:\n  token: sa-plaintext\n";
+    let aws = [
+        ("AWS_ENDPOINT_URL_KMS", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIACI"),
+        ("AWS_SECRET_ACCESS_KEY", "ci-secret"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let encrypted = sops.encrypt_env(&["--kms", &arn], &aws, "secret.yaml", plain, &[]);
+    let rev = e.publish("kms-sa", &[("secret.yaml", &encrypted)]).await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    for (name, annotations) in [
+        (
+            "decryptor",
+            json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/sops"}),
+        ),
+        ("no-role", json!({})),
+    ] {
+        let sa =
+            serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations}}))
+                .unwrap();
+        accounts.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let by = |sa: &str| json!({"decryption": {"provider": "sops", "serviceAccountName": sa}});
+    e.create("by-sa", e.spec("kms-sa", by("decryptor"))).await;
+    e.wait_ready_at("by-sa", &rev).await;
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
+    assert_eq!(
+        secret_value(&secrets.get("by-sa").await.unwrap(), "token"),
+        "sa-plaintext"
+    );
+    // Without a ServiceAccount of its own, the default one's identity is used.
+    e.create(
+        "by-default",
+        e.spec("kms-sa", json!({"decryption": {"provider": "sops"}})),
+    )
+    .await;
+    e.wait_ready_at("by-default", &rev).await;
+    e.create("no-role", e.spec("kms-sa", by("no-role"))).await;
+    let failed = e.wait_failing("no-role", "BuildFailed").await;
+    let msg = message(&failed, "Ready");
+    assert!(
+        msg.contains("eks.amazonaws.com/role-arn") && msg.contains(&format!("kms {arn}")),
+        "{msg}"
+    );
+}

@@ -45,6 +45,8 @@ pub struct ApplySettings {
     /// `--sops-age-secret`: (namespace, name) of the age keys for `spec.decryption` without
     /// a `secretRef`.
     pub sops_age_secret: Option<(String, String)>,
+    /// `--default-decryption-service-account`.
+    pub default_decryption_service_account: Option<String>,
 }
 
 /// What the controller allows in a remote cluster's kubeconfig (`--insecure-kubeconfig-exec`,

@@ -73,6 +73,10 @@ pub struct ApplyControllerArgs {
     /// Impersonate this service account when a Kustomization names none.
     #[arg(long, default_value = "")]
     pub default_service_account: String,
+    /// The ServiceAccount whose identity reaches KMS for SOPS when a Kustomization's
+    /// `spec.decryption` names none (multi-tenant lockdown).
+    #[arg(long, default_value = "")]
+    pub default_decryption_service_account: String,
     /// A Secret in the controller's namespace (RUNTIME_NAMESPACE) whose `*.agekey` entries
     /// decrypt for Kustomizations whose `spec.decryption` names no Secret.
     #[arg(long, default_value = "")]
@@ -215,6 +219,10 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             },
             custom_stage_kinds: parse_group_kinds(&args.custom_apply_stage_kinds),
             sops_age_secret: global_age_secret(&args.sops_age_secret)?,
+            default_decryption_service_account: Some(
+                args.default_decryption_service_account.clone(),
+            )
+            .filter(|s| !s.is_empty()),
         },
         status_writes: StatusWrites::default(),
         interrupts: Interrupts::new(gates.enabled(Gate::CancelHealthCheckOnNewRevision)),

@@ -40,6 +40,8 @@ use crate::controller::outcome::{Failure, ReadySummary, Summary};
 use crate::controller::pass::Pass;
 use crate::controller::pass::{FrameError, Reconciled, impl_object_status};
 use crate::controller::requeue::{go_duration, parse_duration};
+use crate::identity::aws::{AwsAuth, role_arn as aws_role_arn};
+use crate::identity::workload;
 
 const KIND: &str = "Kustomization";
 const HEALTHY: &str = "Healthy";
@@ -572,31 +574,41 @@ impl Pass<'_, Kustomization> {
         Ok(objects)
     }
 
-    /// The keys of `spec.decryption.secretRef`, when the Kustomization decrypts.
+    /// The keys a decrypting Kustomization may use: its Secret's (or the controller's global
+    /// age keys), and for KMS its ServiceAccount's identity or the controller's.
     async fn decryption_keys(&self) -> Result<Option<Arc<sops::Keyring>>, Failure> {
         let Some(decryption) = &self.obj.spec.decryption else {
             return Ok(None);
         };
-        let (ns, name, source, only_age) =
-            match (&decryption.secret_ref, &self.ctx.settings.sops_age_secret) {
-                (Some(r), _) => {
-                    let ns = self.namespace();
-                    let source = format!("Secret '{ns}/{}'", r.name);
-                    (ns, r.name.clone(), source, false)
-                }
-                // Flux: the controller's global age keys serve objects that name no Secret.
-                (None, Some((ns, name))) => {
-                    let source = format!("SOPS age decryption Secret '{ns}/{name}'");
-                    (ns.clone(), name.clone(), source, true)
-                }
-                (None, None) => {
-                    let source = "no Secret (spec.decryption.secretRef is not set)";
-                    let keyring = sops::Keyring::from_secret(&BTreeMap::new(), source)
-                        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?
-                        .with_kms(self.ctx.token_http.clone());
-                    return Ok(Some(Arc::new(keyring)));
-                }
-            };
+        let keyring = self.keys_of_secrets(decryption.secret_ref.as_ref()).await?;
+        let object_identity = self
+            .decryption_identity(decryption.service_account_name.as_deref())
+            .await?;
+        let keyring = keyring.with_kms(self.ctx.token_http.clone(), object_identity);
+        Ok(Some(Arc::new(keyring)))
+    }
+
+    /// `spec.decryption.secretRef`'s keys, else (Flux) the controller's global age keys.
+    async fn keys_of_secrets(
+        &self,
+        secret_ref: Option<&crate::api::meta::LocalObjectReference>,
+    ) -> Result<sops::Keyring, Failure> {
+        let (ns, name, source, only_age) = match (secret_ref, &self.ctx.settings.sops_age_secret) {
+            (Some(r), _) => {
+                let ns = self.namespace();
+                let source = format!("Secret '{ns}/{}'", r.name);
+                (ns, r.name.clone(), source, false)
+            }
+            (None, Some((ns, name))) => {
+                let source = format!("SOPS age decryption Secret '{ns}/{name}'");
+                (ns.clone(), name.clone(), source, true)
+            }
+            (None, None) => {
+                let source = "no Secret (spec.decryption.secretRef is not set)";
+                return sops::Keyring::from_secret(&BTreeMap::new(), source)
+                    .map_err(|e| Failure::new(reason::BUILD_FAILED, e));
+            }
+        };
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
         let secret = secrets.get(&name).await.map_err(|e| {
             Failure::new(
@@ -608,10 +620,39 @@ impl Pass<'_, Kustomization> {
         if only_age {
             data.retain(|k, _| k.ends_with(".agekey"));
         }
-        let keyring = sops::Keyring::from_secret(&data, &source)
-            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?
-            .with_kms(self.ctx.token_http.clone());
-        Ok(Some(Arc::new(keyring)))
+        sops::Keyring::from_secret(&data, &source)
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))
+    }
+
+    /// `spec.decryption.serviceAccountName` (else `--default-decryption-service-account`): that
+    /// ServiceAccount's AWS role (its
+    /// `eks.amazonaws.com/role-arn`) for KMS, never the controller's. A ServiceAccount without
+    /// the annotation fails only when a KMS key is tried.
+    async fn decryption_identity(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Option<Result<AwsAuth, String>>, Failure> {
+        let default = self
+            .ctx
+            .settings
+            .default_decryption_service_account
+            .as_deref();
+        let borrowed = workload::borrow(&self.ctx.client, &self.namespace(), name, default)
+            .await
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+        let Some((identity, sa)) = borrowed else {
+            return Ok(None);
+        };
+        let sts_endpoint = std::env::var("AWS_ENDPOINT_URL_STS")
+            .ok()
+            .filter(|e| !e.is_empty());
+        Ok(Some(aws_role_arn(&identity, &sa).map(|role_arn| {
+            AwsAuth::ObjectWebIdentity {
+                identity,
+                role_arn,
+                sts_endpoint,
+            }
+        })))
     }
 
     /// Substitution, common metadata and the owner labels, on every built object.

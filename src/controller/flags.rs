@@ -153,10 +153,6 @@ pub const SOURCE_REFUSED: &[Refused] = &[
 /// [`SHARED_REFUSED`]).
 pub const APPLY_REFUSED: &[Refused] = &[
     Refused {
-        flag: "default-decryption-service-account",
-        reason: "SOPS with cloud KMS keys (decryption by workload identity) is not supported by driftless yet",
-    },
-    Refused {
         flag: "sops-vault-configmap",
         reason: "SOPS with Vault/OpenBao transit keys is not supported by driftless yet",
     },

@@ -22,8 +22,8 @@ pub struct Keyring {
     pgp: Vec<SignedSecretKey>,
     /// The keys of a `sops.aws-kms` entry.
     aws_keys: Option<StaticKeys>,
-    /// How KMS is reached, once the controller has said (`with_kms`).
-    kms: Option<KmsAccess>,
+    /// How KMS is reached, once the controller has said (`with_kms`), or why it cannot be.
+    kms: Option<Result<KmsAccess, String>>,
     /// Entries of kinds driftless cannot use yet, by name.
     unusable: Vec<String>,
 }
@@ -92,14 +92,20 @@ impl Keyring {
         Ok(keyring)
     }
 
-    /// KMS through `http`, with the Secret's `sops.aws-kms` keys, else the controller's own
-    /// AWS identity.
-    pub fn with_kms(mut self, http: reqwest::Client) -> Self {
-        let auth = match self.aws_keys.clone() {
-            Some(keys) => AwsAuth::Static(keys),
-            None => AwsAuth::Chain { sts_endpoint: None },
+    /// KMS through `http`, with the Secret's `sops.aws-kms` keys, else the object's
+    /// ServiceAccount identity (`object`: its AWS auth, or why it has none), else the
+    /// controller's own AWS identity (Flux's order).
+    pub fn with_kms(
+        mut self,
+        http: reqwest::Client,
+        object: Option<Result<AwsAuth, String>>,
+    ) -> Self {
+        let auth = match (self.aws_keys.clone(), object) {
+            (Some(keys), _) => Ok(AwsAuth::Static(keys)),
+            (None, Some(object)) => object,
+            (None, None) => Ok(AwsAuth::Chain { sts_endpoint: None }),
         };
-        self.kms = Some(KmsAccess { http, auth });
+        self.kms = Some(auth.map(|auth| KmsAccess { http, auth }));
         self
     }
 
@@ -140,7 +146,11 @@ impl Keyring {
                 role,
                 context,
             } => {
-                let access = self.kms.as_ref().ok_or("no access to AWS KMS configured")?;
+                let access = match &self.kms {
+                    Some(Ok(access)) => access,
+                    Some(Err(why)) => return Err(why.clone()),
+                    None => return Err("no access to AWS KMS configured".into()),
+                };
                 block_on(kms::decrypt(access, arn, enc, role, context))?
             }
             MasterKey::Other { kind, .. } => {
