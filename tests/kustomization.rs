@@ -1298,18 +1298,11 @@ async fn fields_not_supported_yet_stall_naming_the_field() {
     let e = env("ks-unsupported").await;
     e.publish("src", &[("a.yaml", &cm("unsupported-cm", "1"))])
         .await;
-    for (name, extra, field) in [
-        (
-            "sops",
-            json!({"decryption": {"provider": "sops"}}),
-            "spec.decryption (SOPS)",
-        ),
-        (
-            "remote",
-            json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
-            "spec.kubeConfig.configMapRef (cloud cluster access)",
-        ),
-    ] {
+    for (name, extra, field) in [(
+        "remote",
+        json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
+        "spec.kubeConfig.configMapRef (cloud cluster access)",
+    )] {
         e.create(name, e.spec("src", extra)).await;
         let obj = e
             .wait()
