@@ -140,6 +140,12 @@ fn tampering_a_wrong_key_and_no_key_fail_naming_the_cause_without_plaintext() {
     assert_ne!(renamed, encrypted);
     let e = fails(&renamed, &keys);
     assert!(e.starts_with("MAC mismatch"), "{e}");
+    // The rule fields are not authenticated: switching to a comment rule must not turn the
+    // MAC check off.
+    let by_comment = renamed.replace("encrypted_regex:", "encrypted_comment_regex:");
+    assert_ne!(by_comment, renamed);
+    let e = fails(&by_comment, &keys);
+    assert!(e.starts_with("MAC mismatch"), "{e}");
     // A value moved to another key: its path is the additional data.
     let moved = encrypted.replacen("password:", "stolen:", 1);
     let e = fails(&moved, &keys);
@@ -201,4 +207,23 @@ fn openpgp_keys_from_gpg_open_the_file() {
     let keys = Keyring::from_secret(&data, "Secret 'test/pgp'").unwrap();
     let e = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keys).unwrap_err();
     assert!(e.contains(&format!("pgp {}", pgp.fingerprint)), "{e}");
+}
+
+#[test]
+fn comment_rule_files_decrypt_with_their_mac_checked() {
+    let (sops, key) = setup();
+    let keys = keyring(&[&key]);
+    let plain = "a: plain\n# sops:enc\nb: secret-by-comment\nc: 3\n";
+    sops.config(&format!(
+        "creation_rules:\n- encrypted_comment_regex: sops:enc\n  age: {}\n",
+        key.recipient
+    ));
+    let encrypted = sops.encrypt_to(&[], "comments.yaml", plain, &[]);
+    assert!(encrypted.contains("encrypted_comment_regex"));
+    assert!(!encrypted.contains("secret-by-comment"));
+    let decrypted = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keys).unwrap();
+    decrypted_equals_plain(&decrypted, plain);
+    let edited = encrypted.replace("a: plain", "a: edited");
+    let e = decrypt_file(edited.as_bytes(), Format::Yaml, &keys).unwrap_err();
+    assert!(e.starts_with("MAC mismatch"), "{e}");
 }

@@ -101,7 +101,7 @@ pub async fn build(
         let copy = scratch.join("build");
         return tokio::task::spawn_blocking(move || {
             decrypt(&copy, &private, keys.as_deref())?;
-            plain_objects(&private)
+            plain_objects(&private).map_err(|e| withheld_if(true, e))
         })
         .await
         .map_err(|e| BuildError::Io(e.to_string()))?;
@@ -116,13 +116,31 @@ pub async fn build(
     let private = private_copy(root, dir, scratch).await?;
     prepare_kustomization(&private, spec)?;
     let (tree, dir) = (scratch.join("build"), private.clone());
+    let decrypted = keys.is_some();
     tokio::task::spawn_blocking(move || {
         refuse_remote_references_in_tree(&tree)?;
         decrypt(&tree, &dir, keys.as_deref())
     })
     .await
     .map_err(|e| BuildError::Io(e.to_string()))??;
-    run_kustomize(kustomize, &private).await
+    run_kustomize(kustomize, &private)
+        .await
+        .map_err(|e| withheld_if(decrypted, e))
+}
+
+/// Build errors of a build that read decrypted files keep their kind and file but not their
+/// text, which may quote a decrypted value.
+fn withheld_if(decrypted: bool, error: BuildError) -> BuildError {
+    const WITHHELD: &str =
+        "the message is withheld: the build read decrypted SOPS files, which it may quote";
+    match (decrypted, error) {
+        (true, BuildError::Kustomize(_)) => BuildError::Kustomize(WITHHELD.into()),
+        (true, BuildError::Decode { path, .. }) => BuildError::Decode {
+            path,
+            message: WITHHELD.into(),
+        },
+        (_, e) => e,
+    }
 }
 
 /// A copy of the artifact at `root` in `scratch/build`, and where `dir` is in it.

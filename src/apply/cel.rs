@@ -29,6 +29,9 @@ const MAX_NESTED_COMPREHENSIONS: u32 = 3;
 /// The most loop iterations an evaluation may take, estimated from the longest list (or
 /// string, for `split`) the variables hold and the comprehension nesting.
 const MAX_ITERATIONS: u128 = 1_000_000;
+/// Functions whose result can outgrow their input without bound (chained `replace` doubles
+/// a string's length per call): not offered to tenant expressions.
+const UNBOUNDED_FUNCTIONS: &[&str] = &["replace"];
 
 /// Flux's environment: the standard library, optional types, and the strings and encoders
 /// extensions (cel-go's `ext.Sets` has no cel-rust counterpart).
@@ -66,6 +69,14 @@ impl Expression {
             ));
         }
         let (program, shape) = parse_on_own_stack(source).map_err(failed)?;
+        if let Some(f) = UNBOUNDED_FUNCTIONS
+            .iter()
+            .find(|f| program.references().has_function(f))
+        {
+            return Err(failed(format!(
+                "'{f}' is not available: its results can grow without bound"
+            )));
+        }
         if shape.nested_comprehensions > MAX_NESTED_COMPREHENSIONS {
             return Err(failed(format!(
                 "comprehensions nest {} deep, more than {MAX_NESTED_COMPREHENSIONS}",
@@ -74,7 +85,7 @@ impl Expression {
         }
         Ok(Expression {
             source: source.to_string(),
-            nested_comprehensions: shape.nested_comprehensions,
+            nested_comprehensions: shape.nested_comprehensions + u32::from(shape.grows_in_loops),
             splits_strings: program.references().has_function("split"),
             program,
         })
@@ -122,8 +133,9 @@ impl Expression {
                 self.source
             )),
             Err(e) => Err(format!(
-                "failed to evaluate the CEL expression '{}': {e}",
-                self.source
+                "failed to evaluate the CEL expression '{}': {}",
+                self.source,
+                without_values(&e)
             )),
         }
     }
@@ -145,6 +157,37 @@ impl Expression {
             ));
         }
         Ok(())
+    }
+}
+
+/// An evaluation error without the values it was evaluating: cel-rust puts whole operands in
+/// many messages, and the object may be a Secret. Names (keys, variables, functions, types)
+/// come from the expression and stay.
+fn without_values(error: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    match error {
+        E::NoSuchKey(key) => format!("no such key: {key}"),
+        E::UndeclaredReference(name) => format!("undeclared reference to '{name}'"),
+        E::NoSuchOverload(o) => format!(
+            "no such overload: {}({})",
+            o.function(),
+            o.argument_types().join(", ")
+        ),
+        E::UnexpectedType { got, want } => format!("unexpected type: got '{got}', want '{want}'"),
+        E::InvalidArgumentCount { expected, actual } => {
+            format!("invalid argument count: expected {expected}, got {actual}")
+        }
+        E::NotSupportedAsMethod { method, .. } => {
+            format!("method '{method}' not supported on this value")
+        }
+        E::UnsupportedBinaryOperator(op, ..) | E::Overflow(op, ..) => {
+            format!("operator '{op}' cannot be applied to these values")
+        }
+        E::FunctionError { function, .. } => format!("function '{function}' failed"),
+        E::DivisionByZero(_) | E::RemainderByZero(_) => "division by zero".into(),
+        E::ValuesNotComparable(..) => "values that cannot be compared".into(),
+        E::IndexOutOfBounds(_) => "index out of bounds".into(),
+        _ => "the expression cannot be evaluated on this object".into(),
     }
 }
 
@@ -207,6 +250,9 @@ fn parse_on_own_stack(source: &str) -> Result<(Program, Shape), String> {
 /// What bounds an expression's evaluation, measured over its syntax tree.
 struct Shape {
     nested_comprehensions: u32,
+    /// A comprehension body builds values (`+`, list or map literals): what it builds per
+    /// iteration may be as large as the input, so it counts as one more level.
+    grows_in_loops: bool,
 }
 
 impl Shape {
@@ -214,8 +260,59 @@ impl Shape {
         let nested = comprehension_nesting(root, 0)?;
         Ok(Shape {
             nested_comprehensions: nested,
+            grows_in_loops: builds_in_loop(root, false),
         })
     }
+}
+
+/// Whether a comprehension body concatenates or builds collections. A `map`/`filter`
+/// macro's own `accu + [x]` step adds one element per iteration and does not count. (Depth
+/// was bounded by `comprehension_nesting`.)
+fn builds_in_loop(expr: &IdedExpr, in_loop: bool) -> bool {
+    builds(expr, in_loop, None)
+}
+
+fn builds(expr: &IdedExpr, in_loop: bool, accu: Option<&str>) -> bool {
+    let any = |es: &mut dyn Iterator<Item = &IdedExpr>| {
+        for e in es {
+            if builds(e, in_loop, accu) {
+                return true;
+            }
+        }
+        false
+    };
+    match &expr.expr {
+        Expr::Comprehension(c) => {
+            builds(&c.iter_range, in_loop, accu)
+                || builds(&c.loop_cond, true, Some(&c.accu_var))
+                || builds(&c.loop_step, true, Some(&c.accu_var))
+                || builds(&c.result, in_loop, accu)
+        }
+        Expr::Call(call) if call.func_name == operators::ADD && accumulates(&call.args, accu) => {
+            match &call.args[1].expr {
+                Expr::List(list) => any(&mut list.elements.iter()),
+                _ => builds(&call.args[1], in_loop, accu),
+            }
+        }
+        Expr::Call(call) => {
+            (in_loop && call.func_name == operators::ADD)
+                || any(&mut call.target.as_deref().into_iter().chain(&call.args))
+        }
+        Expr::List(list) => {
+            (in_loop && !list.elements.is_empty()) || any(&mut list.elements.iter())
+        }
+        Expr::Map(map) => {
+            (in_loop && !map.entries.is_empty())
+                || any(&mut map.entries.iter().flat_map(|e| entry_parts(&e.expr)))
+        }
+        Expr::Select(select) => builds(&select.operand, in_loop, accu),
+        _ => false,
+    }
+}
+
+/// `accu + …`: a macro appending to its own accumulator.
+fn accumulates(args: &[IdedExpr], accu: Option<&str>) -> bool {
+    matches!((args, accu), ([first, _], Some(accu)) if matches!(&first.expr, Expr::Ident(n) if n == accu))
 }
 
 /// The deepest comprehension nesting under `expr`: a comprehension's body runs once per
@@ -733,6 +830,31 @@ mod tests {
                 let _ = e.evaluate_boolean(&[("a", &json!([]))]);
             }
         }
+    }
+
+    #[test]
+    fn growth_and_values_stay_bounded_and_unshown() {
+        let replace = "'a'.replace('a', 'aaaa').replace('a', 'aaaa') == ''";
+        assert!(
+            Expression::parse(replace)
+                .unwrap_err()
+                .contains("'replace' is not available")
+        );
+        // Concatenation inside a loop counts as one more level: 101^2 > 1e6 is fine, 1001^2 not.
+        let grow = Expression::parse("a.map(x, a + a).size() > 0").unwrap();
+        let wide = json!((0..1000).collect::<Vec<_>>());
+        assert!(
+            grow.evaluate_boolean(&[("a", &wide)])
+                .unwrap_err()
+                .contains("would iterate")
+        );
+        // An error names no value of the object.
+        let secret = json!({"password": "hunter2-plaintext"});
+        let e = Expression::parse("data - 1 == 0")
+            .unwrap()
+            .evaluate_boolean(&[("data", &secret)])
+            .unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub async fn remote_config(text: &str, policy: KubeconfigPolicy) -> Result<Confi
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| e.to_string())?;
+    // kube-rs would take the controller's own HTTPS_PROXY (credentials included) for the
+    // tenant's cluster, and this build has no proxy support: remote clusters are reached
+    // directly.
+    config.proxy_url = None;
     config.connect_timeout = Some(REMOTE_TIMEOUT);
     config.read_timeout = Some(REMOTE_TIMEOUT);
     config.write_timeout = Some(REMOTE_TIMEOUT);
@@ -173,6 +177,9 @@ fn vet(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), String> 
 fn vet_cluster(cluster: &Cluster, policy: KubeconfigPolicy) -> Result<(), String> {
     if cluster.certificate_authority.is_some() {
         return Err(file_field("cluster.certificate-authority"));
+    }
+    if cluster.proxy_url.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err("cluster.proxy-url is not supported by driftless yet".into());
     }
     if cluster.insecure_skip_tls_verify == Some(true) && !policy.allow_insecure_tls {
         return Err(

@@ -52,6 +52,12 @@ impl Sops {
         }
     }
 
+    /// Writes a `.sops.yaml` beside the files this helper encrypts (what only its creation
+    /// rules can set, such as comment regexes).
+    pub fn config(&self, text: &str) {
+        std::fs::write(self.dir.path().join(".sops.yaml"), text).unwrap();
+    }
+
     /// An OpenPGP key made by gpg in this helper's own keyring (no passphrase): its
     /// fingerprint and its armored secret key (what a `*.asc` Secret entry holds).
     pub fn pgp_key(&self) -> PgpKey {
@@ -122,6 +128,7 @@ impl Sops {
         let path = self.dir.path().join(name);
         std::fs::write(&path, plain).unwrap();
         let out = Command::new(&self.bin)
+            .current_dir(self.dir.path())
             .envs(env.iter().copied())
             .arg("encrypt")
             .args(keys)

@@ -191,9 +191,16 @@ enum Token {
     Index(usize),
 }
 
+/// SOPS's metadata nests a few levels (`key_groups__list_0__map_age__list_0__map_enc`): a
+/// longer path is refused before it is followed.
+const MAX_METADATA_TOKENS: usize = 8;
+
 fn tokenize(path: &str) -> Result<Vec<Token>, String> {
     const MAP: &str = "__map_";
     const LIST: &str = "__list_";
+    if path.matches("__").count() >= MAX_METADATA_TOKENS * 2 {
+        return Err("a sops metadata key nests too deep".into());
+    }
     let mut tokens = Vec::new();
     let mut rest = path;
     let mut kind = None::<&str>;
@@ -215,6 +222,9 @@ fn tokenize(path: &str) -> Result<Vec<Token>, String> {
             ),
             _ => Token::Key(part.to_string()),
         });
+        if tokens.len() > MAX_METADATA_TOKENS {
+            return Err("a sops metadata key nests too deep".into());
+        }
         match after {
             Some((sep, tail)) => {
                 kind = Some(sep);
@@ -335,5 +345,7 @@ mod tests {
             .is_err()
         );
         assert!(unflatten(vec![("a__list_99999999999".into(), "1".into())]).is_err());
+        let deep = format!("mac{}", "__map_a".repeat(100_000));
+        assert!(unflatten(vec![(deep, "1".into())]).is_err());
     }
 }

@@ -29,18 +29,33 @@ pub fn decrypt_sources(root: &Path, dir: &Path, keys: &Keyring) -> Result<(), St
         root,
         keys,
         visited: BTreeSet::new(),
+        pending: vec![Visit::Directory(dir.to_path_buf())],
     };
-    walk.directory(dir)
+    // A work list, not recursion: an artifact may chain thousands of directories.
+    while let Some(next) = walk.pending.pop() {
+        match next {
+            Visit::Directory(dir) => walk.directory(&dir)?,
+            Visit::Plain(dir) => walk.manifests_in(&dir)?,
+        }
+    }
+    Ok(())
+}
+
+enum Visit {
+    /// A kustomization's directory, or a plain directory of manifests.
+    Directory(PathBuf),
+    /// A directory below a plain one: its manifests, whatever else it holds.
+    Plain(PathBuf),
 }
 
 struct Walk<'a> {
     root: PathBuf,
     keys: &'a Keyring,
     visited: BTreeSet<PathBuf>,
+    pending: Vec<Visit>,
 }
 
 impl Walk<'_> {
-    /// A kustomization's directory, or a plain directory of manifests.
     fn directory(&mut self, dir: &Path) -> Result<(), String> {
         let dir = match self.inside(dir)? {
             Some(dir) if dir.is_dir() => dir,
@@ -51,7 +66,7 @@ impl Walk<'_> {
         }
         match kustomization_file(&dir) {
             Some(file) => self.kustomization(&dir, &file),
-            None => self.manifests_below(&dir),
+            None => self.manifests_in(&dir),
         }
     }
 
@@ -62,7 +77,7 @@ impl Walk<'_> {
         for entry in strings(&k, &["resources", "components"]) {
             let path = dir.join(entry);
             match self.inside(&path)? {
-                Some(p) if p.is_dir() => self.directory(&p)?,
+                Some(p) if p.is_dir() => self.pending.push(Visit::Directory(p)),
                 Some(p) if p.is_file() => self.manifest(&p)?,
                 _ => {}
             }
@@ -95,9 +110,9 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Every YAML and JSON file below a directory without a kustomization (the controller
-    /// reads them all).
-    fn manifests_below(&mut self, dir: &Path) -> Result<(), String> {
+    /// The YAML and JSON files of a directory without a kustomization, and its
+    /// subdirectories' (the controller reads them all).
+    fn manifests_in(&mut self, dir: &Path) -> Result<(), String> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)
@@ -107,7 +122,7 @@ impl Walk<'_> {
         for path in entries {
             let kind = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
             if kind.is_dir() {
-                self.manifests_below(&path)?;
+                self.pending.push(Visit::Plain(path));
             } else if kind.is_file() && is_manifest(&path) {
                 self.manifest(&path)?;
             }
@@ -248,4 +263,28 @@ fn stays_encrypted(content: &[u8]) -> bool {
             .and_then(|v| v.as_str())
             .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of kustomizations chained through `resources`, on a test thread's ordinary
+    /// stack: walked, not recursed.
+    #[test]
+    fn long_chains_of_kustomizations_are_walked_without_recursion() {
+        let root = tempfile::tempdir().unwrap();
+        let n = 5_000;
+        for i in 0..n {
+            let dir = root.path().join(format!("d{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let next = match i + 1 < n {
+                true => format!("resources: [../d{}]\n", i + 1),
+                false => "resources: []\n".to_string(),
+            };
+            std::fs::write(dir.join("kustomization.yaml"), next).unwrap();
+        }
+        let keys = Keyring::from_entries([], "test").unwrap();
+        decrypt_sources(root.path(), &root.path().join("d0"), &keys).unwrap();
+    }
 }

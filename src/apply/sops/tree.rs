@@ -33,10 +33,10 @@ pub fn decrypt_documents(
         .into_iter()
         .map(|doc| walk.node(doc))
         .collect::<Result<Vec<_>, _>>()?;
-    if !matches!(metadata.rule, Rule::ByComment) {
-        let computed = hex::encode_upper(walk.mac.finalize());
-        verify_mac(metadata, key, &computed)?;
-    }
+    // Comments are never hashed, so the MAC holds for comment-regex files too; `mac` and the
+    // rule fields are not authenticated, so no rule may turn the check off.
+    let computed = hex::encode_upper(walk.mac.finalize());
+    verify_mac(metadata, key, &computed)?;
     Ok(docs)
 }
 
@@ -48,9 +48,11 @@ fn verify_mac(metadata: &Metadata, key: &DataKey, computed: &str) -> Result<(), 
     let stored = cipher::decrypt_mac(&metadata.mac, key, &metadata.last_modified)
         .map_err(|e| format!("Failed to decrypt original mac: {e}"))?;
     if stored != computed {
-        return Err(format!(
-            "MAC mismatch: the file was changed after it was encrypted (file has {stored}, computed {computed})"
-        ));
+        // The digests stay out of the message: they hash the plaintext.
+        return Err(
+            "MAC mismatch: the file was changed after it was encrypted (re-encrypt it with sops)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -93,6 +95,7 @@ impl Walk<'_> {
             rule => rule.encrypted(&self.path),
         };
         if !encrypted {
+            // With a comment rule, what is not `ENC[…]` was not encrypted.
             if !self.metadata.mac_only_encrypted {
                 self.hash(&leaf);
             }

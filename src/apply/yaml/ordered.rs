@@ -5,6 +5,8 @@
 //! SOPS writes plain YAML: no anchors, aliases or merge keys, which are refused here rather
 //! than read one way by this reader and another by go-yaml.
 
+use std::collections::HashSet;
+
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle};
 
@@ -100,7 +102,7 @@ pub fn ordered_documents(text: &str) -> Result<Vec<Ordered>, YamlError> {
                 return Err(rejected("anchors are not read in SOPS files".into()));
             }
             Event::SequenceStart(..) => builder.open(Open::Seq(Vec::new()))?,
-            Event::MappingStart(..) => builder.open(Open::Map(Vec::new(), None))?,
+            Event::MappingStart(..) => builder.open(Open::Map(Vec::new(), HashSet::new(), None))?,
             Event::SequenceEnd | Event::MappingEnd => builder.close().map_err(rejected)?,
             Event::Alias(_) => return Err(rejected("aliases are not read in SOPS files".into())),
             Event::StreamEnd => break,
@@ -112,8 +114,8 @@ pub fn ordered_documents(text: &str) -> Result<Vec<Ordered>, YamlError> {
 
 enum Open {
     Seq(Vec<Ordered>),
-    /// The entries so far, and the key waiting for its value.
-    Map(Vec<(String, Ordered)>, Option<String>),
+    /// The entries so far, their keys, and the key waiting for its value.
+    Map(Vec<(String, Ordered)>, HashSet<String>, Option<String>),
 }
 
 #[derive(Default)]
@@ -140,7 +142,7 @@ impl Builder {
     }
 
     fn scalar(&mut self, text: &str, style: ScalarStyle, tag: TagKind) -> Result<(), String> {
-        if let Some(Open::Map(_, pending @ None)) = self.stack.last_mut() {
+        if let Some(Open::Map(_, _, pending @ None)) = self.stack.last_mut() {
             if text == "<<" && style == ScalarStyle::Plain {
                 return Err("merge keys are not read in SOPS files".into());
             }
@@ -177,8 +179,10 @@ impl Builder {
     fn close(&mut self) -> Result<(), String> {
         let value = match self.stack.pop() {
             Some(Open::Seq(items)) => Ordered::Seq(items),
-            Some(Open::Map(entries, None)) => Ordered::Map(entries),
-            Some(Open::Map(_, Some(key))) => return Err(format!("the key {key:?} has no value")),
+            Some(Open::Map(entries, _, None)) => Ordered::Map(entries),
+            Some(Open::Map(_, _, Some(key))) => {
+                return Err(format!("the key {key:?} has no value"));
+            }
             None => return Err("a collection ends that never started".into()),
         };
         self.place(value)
@@ -188,9 +192,9 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Open::Seq(items)) => items.push(value),
-            Some(Open::Map(entries, pending)) => {
+            Some(Open::Map(entries, keys, pending)) => {
                 let key = pending.take().ok_or("a mapping key that is not a scalar")?;
-                if entries.iter().any(|(k, _)| *k == key) {
+                if !keys.insert(key.clone()) {
                     return Err(format!("mapping key {key:?} already defined"));
                 }
                 entries.push((key, value));
