@@ -1291,29 +1291,157 @@ async fn durations_out_of_range_stall_the_object_only() {
     assert!(e.configmap("durations-cm").await.is_some());
 }
 
-/// Every Flux v1.10 field driftless cannot honour yet stalls the object with a condition that
-/// names it; nothing is applied as if the field were not there.
+/// `spec.kubeConfig.configMapRef` with the `generic` provider: the ConfigMap's ServiceAccount
+/// (else `--default-kubeconfig-service-account`) gets a token from the local API server for the
+/// remote cluster's audience, and the remote API server (which trusts the local issuer, see
+/// hack/platform `trust_issuer`) lets it apply, health-check and prune there. A ConfigMap that
+/// is missing, names an unknown provider or lacks the address fails naming the cause.
 #[tokio::test(flavor = "multi_thread")]
-async fn fields_not_supported_yet_stall_naming_the_field() {
-    let e = env("ks-unsupported").await;
-    e.publish("src", &[("a.yaml", &cm("unsupported-cm", "1"))])
+async fn remote_cluster_through_a_service_account_token_of_the_generic_provider() {
+    let e = env_with(
+        "ks-remote-generic",
+        &["--default-kubeconfig-service-account=fallback"],
+    )
+    .await;
+    let remote = e.platform.remote_client().await;
+    let remote_namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(remote.clone());
+    remote_namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": e.ns.name}})).unwrap(),
+        )
+        .await
+        .expect("the namespace in the remote cluster");
+    // In the remote cluster, only the local `deployer` ServiceAccount (as the remote cluster
+    // names it) may write, and only in this namespace.
+    let user = format!("platform:system:serviceaccount:{}:deployer", e.ns.name);
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(remote.clone(), &e.ns.name);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "deployer-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    for name in ["deployer", "fallback"] {
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let address = e.platform.env["DRIFTLESS_REMOTE_APISERVER"].clone();
+    let ca = std::fs::read_to_string(
+        std::path::Path::new(&e.platform.env["DRIFTLESS_PLATFORM_DIR"]).join("pki/ca.crt"),
+    )
+    .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(e.client.clone(), &e.ns.name);
+    let cluster = |name: &str, data: serde_json::Value| {
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": name}, "data": data}))
+            .unwrap()
+    };
+    for (name, data) in [
+        (
+            "remote",
+            json!({"provider": "generic", "address": address, "ca.crt": ca, "serviceAccountName": "deployer"}),
+        ),
+        (
+            "remote-default",
+            json!({"provider": "generic", "address": address, "ca.crt": ca}),
+        ),
+        (
+            "unknown",
+            json!({"provider": "openstack", "address": address}),
+        ),
+        ("no-address", json!({"provider": "generic"})),
+    ] {
+        configmaps
+            .create(&PostParams::default(), &cluster(name, data))
+            .await
+            .unwrap();
+    }
+    let rev1 = e
+        .publish(
+            "src",
+            &[
+                ("a.yaml", &cm("generic-a", "1")),
+                ("b.yaml", &cm("generic-b", "1")),
+            ],
+        )
         .await;
-    for (name, extra, field) in [(
-        "remote",
-        json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
-        "spec.kubeConfig.configMapRef (cloud cluster access)",
-    )] {
-        e.create(name, e.spec("src", extra)).await;
-        let obj = e
-            .wait()
-            .for_condition(name, "Stalled", |c| c.reason == "UnsupportedFeature")
-            .await;
-        assert_eq!(
-            message(&obj, "Ready"),
-            format!("{field} is not supported by this driftless build"),
+    let via = |name: &str| json!({"wait": true, "kubeConfig": {"configMapRef": {"name": name}}});
+    e.create("remote", e.spec("src", via("remote"))).await;
+    let applied = e.wait_ready_at("remote", &rev1).await;
+    assert!(
+        message(&applied, "Healthy").starts_with("Health check passed"),
+        "{}",
+        message(&applied, "Healthy")
+    );
+    let remote_configmaps: Api<ConfigMap> = Api::namespaced(remote.clone(), &e.ns.name);
+    let a = remote_configmaps
+        .get("generic-a")
+        .await
+        .expect("applied remotely");
+    assert_eq!(
+        a.metadata.labels.unwrap_or_default()["kustomize.toolkit.fluxcd.io/name"],
+        "remote"
+    );
+    assert!(
+        e.configmap("generic-a").await.is_none(),
+        "nothing applied locally"
+    );
+    let rev2 = e.publish("src", &[("a.yaml", &cm("generic-a", "2"))]).await;
+    e.wait_ready_at("remote", &rev2).await;
+    Wait::new(&remote_configmaps, WAIT).gone("generic-b").await;
+
+    // Without a ServiceAccount in the ConfigMap, the flag's `fallback` is used (never the
+    // controller's identity): the remote cluster knows it but grants it nothing.
+    let fallback = format!("platform:system:serviceaccount:{}:fallback", e.ns.name);
+    e.create("remote-default", e.spec("src", via("remote-default")))
+        .await;
+    e.wait_until("remote-default", "refused as the fallback account", |o| {
+        message(o, "Ready").contains(&fallback)
+    })
+    .await;
+
+    for (name, says) in [
+        (
+            "missing",
+            format!("failed to get configmap {}/missing", e.ns.name),
+        ),
+        (
+            "unknown",
+            "provider 'openstack' not implemented".to_string(),
+        ),
+        (
+            "no-address",
+            "failed to validate configuration: cluster address is required".to_string(),
+        ),
+    ] {
+        e.create(name, e.spec("src", via(name))).await;
+        let refused = e.wait_failing(name, "ReconciliationFailed").await;
+        assert!(
+            message(&refused, "Ready").contains(&says),
+            "{name}: {}",
+            message(&refused, "Ready")
         );
     }
-    assert!(e.configmap("unsupported-cm").await.is_none());
+
+    // Deleting the Kustomization prunes in the remote cluster, through the same identity.
+    e.ks.delete("remote", &DeleteParams::default())
+        .await
+        .unwrap();
+    Wait::new(&remote_configmaps, WAIT).gone("generic-a").await;
 }
 
 fn deployment(name: &str, replicas: u32, tier: &str) -> String {

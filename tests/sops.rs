@@ -227,3 +227,51 @@ fn comment_rule_files_decrypt_with_their_mac_checked() {
     let e = decrypt_file(edited.as_bytes(), Format::Yaml, &keys).unwrap_err();
     assert!(e.starts_with("MAC mismatch"), "{e}");
 }
+
+/// A data key split across three key groups with a threshold of two (Shamir secret sharing, as
+/// `shamir_threshold` and `key_groups` in `.sops.yaml` make it): any two groups' keys open the
+/// file, one alone does not, and the message says how many shares were needed.
+#[test]
+fn shamir_key_groups_open_with_a_threshold_of_their_keys() {
+    let (sops, first) = setup();
+    let second = sops.age_key();
+    let third = sops.age_key();
+    sops.config(&format!(
+        "creation_rules:\n- shamir_threshold: 2\n  key_groups:\n  - age: [{}]\n  - age: [{}]\n  - age: [{}]\n",
+        first.recipient, second.recipient, third.recipient
+    ));
+    let encrypted = sops.encrypt_to(&[], "split.yaml", SECRET, &[]);
+    assert!(encrypted.contains("shamir_threshold: 2"), "{encrypted}");
+    for pair in [[&first, &second], [&first, &third], [&second, &third]] {
+        let plain = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keyring(&pair)).unwrap();
+        decrypted_equals_plain(&plain, SECRET);
+    }
+    let e = decrypt_file(encrypted.as_bytes(), Format::Yaml, &keyring(&[&third])).unwrap_err();
+    assert!(e.contains("needs 2; 1 opened"), "{e}");
+    assert!(!e.contains("hunter2-plaintext"));
+}
+
+/// INI files (as a `secretGenerator` reads them): sections and keys decrypt to the text sops
+/// itself would print, with comments and the `[sops]` section gone; a tampered value fails the
+/// MAC.
+#[test]
+fn ini_files_decrypt_to_ini() {
+    let (sops, key) = setup();
+    let keys = keyring(&[&key]);
+    let plain = "[db]\nhost     = example.internal\npassword = s3cr3t;with#marks\n\n[app]\nmode = `a;b`\n";
+    let source = "; database\n[db]\nhost = example.internal\npassword = `s3cr3t;with#marks`\n\n[app]\nmode = `a;b`\n";
+    let encrypted = sops.encrypt(&key.recipient, "app.ini", source, &[]);
+    assert!(encrypted.contains("[sops]") && !encrypted.contains("s3cr3t"), "{encrypted}");
+    let decrypted = decrypt_file(encrypted.as_bytes(), Format::Ini, &keys).unwrap();
+    assert_eq!(
+        String::from_utf8(decrypted).unwrap(),
+        plain.replace("s3cr3t;with#marks", "`s3cr3t;with#marks`")
+    );
+    let mut lines: Vec<String> = encrypted.lines().map(str::to_string).collect();
+    let at = lines.iter().position(|l| l.starts_with("host")).unwrap();
+    let other = lines.iter().position(|l| l.starts_with("mode")).unwrap();
+    let value = lines[other].split_once('=').unwrap().1.to_string();
+    lines[at] = format!("host ={value}");
+    let e = decrypt_file(lines.join("\n").as_bytes(), Format::Ini, &keys).unwrap_err();
+    assert!(!e.contains("s3cr3t"), "{e}");
+}

@@ -50,6 +50,8 @@ pub struct Expression {
     program: Program,
     nested_comprehensions: u32,
     splits_strings: bool,
+    /// `+` calls: each may lengthen a range by another operand's length.
+    additions: u32,
 }
 
 impl std::fmt::Debug for Expression {
@@ -86,6 +88,7 @@ impl Expression {
         Ok(Expression {
             source: source.to_string(),
             nested_comprehensions: shape.nested_comprehensions + u32::from(shape.grows_in_loops),
+            additions: shape.additions,
             splits_strings: program.references().has_function("split"),
             program,
         })
@@ -144,12 +147,16 @@ impl Expression {
         if self.nested_comprehensions == 0 {
             return Ok(());
         }
+        // A range may also be built by the expression: from its own literals (bounded by its
+        // length) and concatenations, each of which can add another operand's length.
         let widest = variables
             .iter()
             .map(|(_, v)| widest(v, self.splits_strings))
             .max()
-            .unwrap_or(0);
-        let iterations = (widest as u128 + 1).saturating_pow(self.nested_comprehensions);
+            .unwrap_or(0)
+            .max(self.source.len()) as u128;
+        let range = widest.saturating_mul(u128::from(self.additions) + 1);
+        let iterations = (range + 1).saturating_pow(self.nested_comprehensions);
         if iterations > MAX_ITERATIONS {
             return Err(format!(
                 "the CEL expression '{}' would iterate up to {iterations} times over this object, more than {MAX_ITERATIONS}",
@@ -196,12 +203,25 @@ pub async fn evaluate_apart(
     expression: Arc<Expression>,
     variables: Vec<(&'static str, Value)>,
 ) -> Result<bool, String> {
-    tokio::task::spawn_blocking(move || {
+    let evaluation = tokio::task::spawn_blocking(move || {
         let bound: Vec<(&str, &Value)> = variables.iter().map(|(k, v)| (*k, v)).collect();
         expression.evaluate_boolean(&bound)
-    })
-    .await
-    .map_err(|e| format!("the CEL evaluation failed: {e}"))?
+    });
+    match tokio::time::timeout(EVALUATION_DEADLINE, evaluation).await {
+        Ok(done) => done.map_err(|e| format!("the CEL evaluation failed: {e}"))?,
+        Err(_) => Err(too_slow()),
+    }
+}
+
+/// How long a reconcile waits for one evaluation; one that runs longer is abandoned (its
+/// thread cannot be stopped, but no worker waits on it).
+const EVALUATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn too_slow() -> String {
+    format!(
+        "the CEL evaluation took longer than {}s and was abandoned",
+        EVALUATION_DEADLINE.as_secs()
+    )
 }
 
 /// The longest list or map in `value` (and string, when the expression can split strings
@@ -253,6 +273,7 @@ struct Shape {
     /// A comprehension body builds values (`+`, list or map literals): what it builds per
     /// iteration may be as large as the input, so it counts as one more level.
     grows_in_loops: bool,
+    additions: u32,
 }
 
 impl Shape {
@@ -261,6 +282,7 @@ impl Shape {
         Ok(Shape {
             nested_comprehensions: nested,
             grows_in_loops: builds_in_loop(root, false),
+            additions: count_additions(root),
         })
     }
 }
@@ -308,6 +330,43 @@ fn builds(expr: &IdedExpr, in_loop: bool, accu: Option<&str>) -> bool {
         Expr::Select(select) => builds(&select.operand, in_loop, accu),
         _ => false,
     }
+}
+
+/// The `+` calls of an expression, a macro's own accumulation excepted. (Depth was bounded.)
+fn count_additions(expr: &IdedExpr) -> u32 {
+    fn count(expr: &IdedExpr, accu: Option<&str>) -> u32 {
+        let sum = |es: &mut dyn Iterator<Item = &IdedExpr>, accu| {
+            let mut total = 0u32;
+            for e in es {
+                total = total.saturating_add(count(e, accu));
+            }
+            total
+        };
+        match &expr.expr {
+            Expr::Comprehension(c) => {
+                let accu = Some(c.accu_var.as_str());
+                count(&c.iter_range, None)
+                    .saturating_add(count(&c.loop_cond, accu))
+                    .saturating_add(count(&c.loop_step, accu))
+                    .saturating_add(count(&c.result, None))
+            }
+            Expr::Call(call) => {
+                let own = call.func_name == operators::ADD && !accumulates(&call.args, accu);
+                u32::from(own).saturating_add(sum(
+                    &mut call.target.as_deref().into_iter().chain(&call.args),
+                    accu,
+                ))
+            }
+            Expr::List(list) => sum(&mut list.elements.iter(), accu),
+            Expr::Map(map) => sum(
+                &mut map.entries.iter().flat_map(|e| entry_parts(&e.expr)),
+                accu,
+            ),
+            Expr::Select(select) => count(&select.operand, accu),
+            _ => 0,
+        }
+    }
+    count(expr, None)
 }
 
 /// `accu + …`: a macro appending to its own accumulator.
@@ -502,12 +561,16 @@ impl HealthRule {
     /// `evaluate` on a blocking thread (see `Expression::evaluate_boolean`).
     pub async fn evaluate_apart(&self, object: Value) -> Verdict {
         let rule = self.clone();
-        tokio::task::spawn_blocking(move || rule.evaluate(&object))
-            .await
-            .unwrap_or_else(|e| Verdict {
-                health: Health::Unknown,
-                error: Some(format!("the CEL evaluation failed: {e}")),
-            })
+        let evaluation = tokio::task::spawn_blocking(move || rule.evaluate(&object));
+        let unknown = |error| Verdict {
+            health: Health::Unknown,
+            error: Some(error),
+        };
+        match tokio::time::timeout(EVALUATION_DEADLINE, evaluation).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(e)) => unknown(format!("the CEL evaluation failed: {e}")),
+            Err(_) => unknown(too_slow()),
+        }
     }
 
     /// Flux's order (RFC 0009): a stale `observedGeneration` is InProgress; then `inProgress`,
@@ -795,6 +858,23 @@ mod tests {
         let chained = Expression::parse("a.filter(x, x > 1).all(x, x > 0)").unwrap();
         let many = json!((1..5000).collect::<Vec<_>>());
         assert!(chained.evaluate_boolean(&[("a", &many)]).unwrap());
+        // Ranges the expression builds count too: a long literal split into characters, or a
+        // list summed with itself.
+        let built = format!(
+            "'{}'.split('').all(x, '{}'.split('').all(y, x == y))",
+            "a".repeat(1500),
+            "b".repeat(1500)
+        );
+        let e = Expression::parse(&built)
+            .unwrap()
+            .evaluate_boolean(&[])
+            .unwrap_err();
+        assert!(e.contains("would iterate"), "{e}");
+        let summed = Expression::parse("(a + a + a + a).all(x, (a + a).all(y, x == y))").unwrap();
+        let e = summed
+            .evaluate_boolean(&[("a", &json!((0..300).collect::<Vec<_>>()))])
+            .unwrap_err();
+        assert!(e.contains("would iterate"), "{e}");
     }
 
     /// Shapes that recurse in a parser or an interpreter, at the longest length allowed, on a

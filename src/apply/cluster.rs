@@ -1,5 +1,6 @@
 //! The cluster a Kustomization applies to (Flux's `runtime/client` impersonator): the
-//! controller's own, or a remote one from `spec.kubeConfig.secretRef`; in either, as the
+//! controller's own, or a remote one from `spec.kubeConfig.secretRef` (or `configMapRef`,
+//! `cloud_cluster`); in either, as the
 //! Kustomization's ServiceAccount (`spec.serviceAccountName`, else
 //! `--default-service-account`) when there is one.
 //!
@@ -13,9 +14,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::client::ClientBuilder;
 use kube::config::{AuthInfo, Cluster, KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use super::cloud_cluster::{self, BearerLayer};
 use super::context::{ApplyContext, KubeconfigPolicy};
 use super::ssa::Mapper;
 use super::yaml;
@@ -37,10 +40,6 @@ impl Target {
     pub fn mapper<'a>(&'a self, local: &'a Mapper) -> &'a Mapper {
         self.remote_mapper.as_ref().unwrap_or(local)
     }
-
-    pub fn is_remote(&self) -> bool {
-        self.remote_mapper.is_some()
-    }
 }
 
 /// The client for `obj`'s target cluster.
@@ -52,38 +51,75 @@ pub async fn target(ctx: &ApplyContext, obj: &Kustomization) -> Result<Target, S
         .clone()
         .or_else(|| ctx.settings.default_service_account.clone())
         .map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
-    let secret_ref = obj
-        .spec
-        .kube_config
-        .as_ref()
-        .and_then(|k| k.secret_ref.as_ref());
-    let (mut config, remote) = match secret_ref {
-        Some(r) => {
+    let kube_config = obj.spec.kube_config.as_ref();
+    let secret_ref = kube_config.and_then(|k| k.secret_ref.as_ref());
+    let config_map_ref = kube_config.and_then(|k| k.config_map_ref.as_ref());
+    let mut bearer = None;
+    let (mut config, remote) = match (secret_ref, config_map_ref) {
+        (Some(r), _) => {
             let text = kubeconfig_text(&ctx.client, &ns, &r.name, r.key.as_deref()).await?;
             let config = remote_config(&text, ctx.settings.kubeconfig)
                 .await
                 .map_err(|e| format!("invalid kubeconfig in Secret '{ns}/{}': {e}", r.name))?;
             (config, true)
         }
-        None if impersonate.is_none() => {
+        (None, Some(r)) => {
+            let access = cloud_cluster::remote_access(ctx, obj, &r.name).await?;
+            bearer = Some(access.bearer.clone());
+            (provider_config(&access)?, true)
+        }
+        (None, None) if impersonate.is_none() => {
             return Ok(Target {
                 client: ctx.client.clone(),
                 remote_mapper: None,
             });
         }
-        None => (ctx.config.clone(), false),
+        (None, None) => (ctx.config.clone(), false),
     };
     if let Some(user) = &impersonate {
         config.auth_info.impersonate = Some(user.clone());
     }
-    let client = Client::try_from(config).map_err(|e| match &impersonate {
+    let builder = ClientBuilder::try_from(config).map_err(|e| match &impersonate {
         Some(user) => format!("failed to build the client impersonating '{user}': {e}"),
         None => format!("failed to build the client for the remote cluster: {e}"),
     })?;
+    let client = match bearer {
+        Some(bearer) => builder.with_layer(&BearerLayer(bearer)).build(),
+        None => builder.build(),
+    };
     Ok(Target {
         client,
         remote_mapper: remote.then(Mapper::default),
     })
+}
+
+/// The client configuration for a cloud-resolved cluster: its server and CA, Flux's timeout,
+/// no proxy; the token comes per request from the `BearerLayer`.
+fn provider_config(access: &cloud_cluster::RemoteAccess) -> Result<Config, String> {
+    let url = access
+        .server
+        .parse()
+        .map_err(|e| format!("failed to parse cluster address {}: {e}", access.server))?;
+    let mut config = Config::new(url);
+    if let Some(pem) = &access.ca {
+        let certs = pem_certificates(pem)?;
+        config.root_cert = Some(certs);
+    }
+    config.connect_timeout = Some(REMOTE_TIMEOUT);
+    config.read_timeout = Some(REMOTE_TIMEOUT);
+    config.write_timeout = Some(REMOTE_TIMEOUT);
+    Ok(config)
+}
+
+/// The DER certificates of a PEM bundle (`ca.crt`).
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(pem)
+        .map(|p| p.map(|p| p.contents).map_err(|e| format!("ca.crt: {e}")))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err("ca.crt holds no PEM certificate".into());
+    }
+    Ok(certs)
 }
 
 /// The kubeconfig of a Secret: the named key, else `value`, else `value.yaml` (Flux's order

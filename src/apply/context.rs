@@ -47,6 +47,8 @@ pub struct ApplySettings {
     pub sops_age_secret: Option<(String, String)>,
     /// `--default-decryption-service-account`.
     pub default_decryption_service_account: Option<String>,
+    /// `--default-kubeconfig-service-account`.
+    pub default_kubeconfig_service_account: Option<String>,
 }
 
 /// What the controller allows in a remote cluster's kubeconfig (`--insecure-kubeconfig-exec`,

@@ -77,6 +77,11 @@ pub struct ApplyControllerArgs {
     /// `spec.decryption` names none (multi-tenant lockdown).
     #[arg(long, default_value = "")]
     pub default_decryption_service_account: String,
+    /// The ServiceAccount (in each Kustomization's namespace) whose identity reaches a remote
+    /// cluster named by `spec.kubeConfig.configMapRef` when the ConfigMap names none: the
+    /// controller's own identity is then never used (multi-tenant lockdown).
+    #[arg(long, default_value = "")]
+    pub default_kubeconfig_service_account: String,
     /// A Secret in the controller's namespace (RUNTIME_NAMESPACE) whose `*.agekey` entries
     /// decrypt for Kustomizations whose `spec.decryption` names no Secret.
     #[arg(long, default_value = "")]
@@ -221,6 +226,10 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             sops_age_secret: global_age_secret(&args.sops_age_secret)?,
             default_decryption_service_account: Some(
                 args.default_decryption_service_account.clone(),
+            )
+            .filter(|s| !s.is_empty()),
+            default_kubeconfig_service_account: Some(
+                args.default_kubeconfig_service_account.clone(),
             )
             .filter(|s| !s.is_empty()),
         },

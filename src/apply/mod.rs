@@ -3,7 +3,8 @@
 
 pub mod build;
 pub mod cel;
-pub mod cluster;
+mod cloud_cluster;
+mod cluster;
 pub mod context;
 pub mod controller;
 pub mod fetch;

@@ -58,7 +58,6 @@ pub mod reason {
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const DIRECTORY_CREATION_FAILED: &str = "DirectoryCreationFailed";
-    pub const UNSUPPORTED: &str = "UnsupportedFeature";
     pub const HEALTH_CHECK_CANCELED: &str = "HealthCheckCanceled";
     pub const INVALID_CEL_EXPRESSION: &str = "InvalidCELExpression";
     pub use crate::controller::conditions::reason::{
@@ -154,7 +153,6 @@ struct Outcome {
 impl Pass<'_, Kustomization> {
     async fn run_steps(&mut self) -> Result<Outcome, Failure> {
         self.conditions.delete(STALLED);
-        self.check_supported()?;
         let health_rules = self.health_expressions()?;
         let ready_exprs = self.ready_expressions()?;
         self.refuse_cross_namespace_dependencies()?;
@@ -248,27 +246,6 @@ impl Pass<'_, Kustomization> {
                 "Reconciliation in progress",
             );
         }
-    }
-
-    /// What this build cannot do yet is refused with a condition rather than half done.
-    fn check_supported(&self) -> Result<(), Failure> {
-        let spec = &self.obj.spec;
-        let unsupported = |what: &str| {
-            Failure::stalled(
-                reason::UNSUPPORTED,
-                format!("{what} is not supported by this driftless build"),
-            )
-        };
-        if spec
-            .kube_config
-            .as_ref()
-            .is_some_and(|k| k.config_map_ref.is_some())
-        {
-            return Err(unsupported(
-                "spec.kubeConfig.configMapRef (cloud cluster access)",
-            ));
-        }
-        Ok(())
     }
 
     /// `spec.healthCheckExprs`, parsed once per pass; an expression that does not parse is a

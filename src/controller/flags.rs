@@ -157,10 +157,6 @@ pub const APPLY_REFUSED: &[Refused] = &[
         reason: "SOPS with Vault/OpenBao transit keys is not supported by driftless yet",
     },
     Refused {
-        flag: "default-kubeconfig-service-account",
-        reason: "spec.kubeConfig.configMapRef (cloud cluster access) is not supported by driftless yet",
-    },
-    Refused {
         flag: "authorized-artifact-server-spiffe-id",
         reason: SPIFFE,
     },

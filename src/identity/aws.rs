@@ -251,15 +251,109 @@ pub fn sign_v4(
 ) -> Vec<(&'static str, String)> {
     let amz_date = now.strftime("%Y%m%dT%H%M%SZ").to_string();
     let payload = hex::encode(Sha256::digest(request.body));
-    let date = &amz_date[..8];
     let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), request.host.to_string()),
         ("x-amz-content-sha256".into(), payload.clone()),
         ("x-amz-date".into(), amz_date.clone()),
     ];
     if let Some(token) = &keys.session_token {
         headers.push(("x-amz-security-token".into(), token.clone()));
     }
+    let signed = signature(
+        request,
+        request.query,
+        headers,
+        &payload,
+        keys,
+        region,
+        &amz_date,
+    );
+    let mut out = vec![
+        (
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={}, Signature={}",
+                keys.access_key, signed.scope, signed.headers, signed.signature
+            ),
+        ),
+        ("x-amz-content-sha256", payload),
+        ("x-amz-date", amz_date),
+    ];
+    if let Some(token) = &keys.session_token {
+        out.push(("x-amz-security-token", token.clone()));
+    }
+    out
+}
+
+/// A presigned request's query (SigV4 in the query string, as `PresignGetCallerIdentity` and
+/// S3 presigned URLs make them): the request's own query plus the `X-Amz-*` parameters,
+/// canonical and with the signature last. `payload` is the payload hash the service expects
+/// (`UNSIGNED-PAYLOAD` for S3, the empty body's hash for STS).
+pub fn presign_v4(
+    request: &SigningRequest<'_>,
+    keys: &StaticKeys,
+    region: &str,
+    now: jiff::Timestamp,
+    expires_secs: u32,
+    payload: &str,
+) -> String {
+    let amz_date = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let scope = format!(
+        "{}/{region}/{}/aws4_request",
+        &amz_date[..8],
+        request.service
+    );
+    let mut signed_headers: Vec<String> = request
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .chain(std::iter::once("host".to_string()))
+        .collect();
+    signed_headers.sort();
+    let mut query: Vec<(&str, String)> = request.query.to_vec();
+    query.push(("X-Amz-Algorithm", "AWS4-HMAC-SHA256".into()));
+    query.push(("X-Amz-Credential", format!("{}/{scope}", keys.access_key)));
+    query.push(("X-Amz-Date", amz_date.clone()));
+    query.push(("X-Amz-Expires", expires_secs.to_string()));
+    query.push(("X-Amz-SignedHeaders", signed_headers.join(";")));
+    if let Some(token) = &keys.session_token {
+        query.push(("X-Amz-Security-Token", token.clone()));
+    }
+    let signed = signature(
+        request,
+        &query,
+        Vec::new(),
+        payload,
+        keys,
+        region,
+        &amz_date,
+    );
+    format!(
+        "{}&X-Amz-Signature={}",
+        canonical_query(&query, false),
+        signed.signature
+    )
+}
+
+struct Signed {
+    scope: String,
+    headers: String,
+    signature: String,
+}
+
+/// SigV4's canonical request, string to sign and signature, over the request's headers, its
+/// host, and `extra` headers.
+fn signature(
+    request: &SigningRequest<'_>,
+    query: &[(&str, String)],
+    extra: Vec<(String, String)>,
+    payload: &str,
+    keys: &StaticKeys,
+    region: &str,
+    amz_date: &str,
+) -> Signed {
+    let date = &amz_date[..8];
+    let mut headers = extra;
+    headers.push(("host".into(), request.host.to_string()));
     for (k, v) in request.headers {
         headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
     }
@@ -274,7 +368,7 @@ pub fn sign_v4(
         "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{payload}",
         request.method,
         request.path,
-        canonical_query(request.query, false),
+        canonical_query(query, false),
     );
     let scope = format!("{date}/{region}/{}/aws4_request", request.service);
     let string_to_sign = format!(
@@ -288,22 +382,11 @@ pub fn sign_v4(
     for part in [region, request.service, "aws4_request"] {
         key = hmac_sha256(&key, part.as_bytes());
     }
-    let signature = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-    let mut out = vec![
-        (
-            "authorization",
-            format!(
-                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
-                keys.access_key
-            ),
-        ),
-        ("x-amz-content-sha256", payload),
-        ("x-amz-date", amz_date),
-    ];
-    if let Some(token) = &keys.session_token {
-        out.push(("x-amz-security-token", token.clone()));
+    Signed {
+        scope,
+        headers: signed_headers,
+        signature: hex::encode(hmac_sha256(&key, string_to_sign.as_bytes())),
     }
-    out
 }
 
 /// Session keys serialised into one cache entry.
@@ -561,6 +644,38 @@ mod tests {
         let auth = &headers[0].1;
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature="), "{auth}");
         assert_eq!(auth.rsplit('=').next().unwrap(), SIGV4_EXPECTED);
+    }
+
+    /// AWS's example of a presigned URL ("Authenticating Requests: Using Query Parameters",
+    /// Amazon S3 API reference, signature version 4): its query and signature.
+    #[test]
+    fn presigned_queries_sign_like_aws_documents() {
+        let keys = StaticKeys {
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+        };
+        let now: jiff::Timestamp = "2013-05-24T00:00:00Z".parse().unwrap();
+        let query = presign_v4(
+            &SigningRequest {
+                method: "GET",
+                host: "examplebucket.s3.amazonaws.com",
+                path: "/test.txt",
+                query: &[],
+                headers: &[],
+                service: "s3",
+                body: &[],
+            },
+            &keys,
+            "us-east-1",
+            now,
+            86400,
+            "UNSIGNED-PAYLOAD",
+        );
+        assert_eq!(
+            query,
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        );
     }
 
     /// The signature AWS's documentation gives for this request.

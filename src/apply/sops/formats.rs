@@ -94,7 +94,7 @@ fn load(content: &[u8], format: Format) -> Result<(Vec<Ordered>, Metadata), Stri
     let loaded = match format {
         Format::Yaml | Format::Json | Format::Binary => structured(text),
         Format::Dotenv => dotenv(text),
-        Format::Ini => Err("INI files are not decrypted by driftless yet".into()),
+        Format::Ini => ini(text),
     };
     loaded.map_err(|e| format!("failed to load encrypted {} data: {e}", format.name()))
 }
@@ -141,6 +141,138 @@ fn dotenv(text: &str) -> Result<(Vec<Ordered>, Metadata), String> {
     }
     let metadata = Metadata::parse(&unflatten(flat)?)?;
     Ok((vec![Ordered::Map(values)], metadata))
+}
+
+/// INI as SOPS reads it (gopkg.in/ini.v1): sections of `key = value` (or `key: value`), the
+/// keys before any header in `DEFAULT`, `;` and `#` comment lines (not data: comments are never
+/// hashed into the MAC), values trimmed and unquoted (`"…"`, `` `…` ``, `"""…"""` over several
+/// lines), an unquoted value cut at its first `;` or `#`. The `[sops]` section holds the
+/// metadata, flattened as in dotenv, with `\n` for newlines.
+fn ini(text: &str) -> Result<(Vec<Ordered>, Metadata), String> {
+    let mut sections: Vec<(String, Vec<(String, Ordered)>)> = vec![("DEFAULT".into(), Vec::new())];
+    let mut flat = None;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header
+                .strip_suffix(']')
+                .ok_or("unclosed section header")?
+                .trim()
+                .to_string();
+            if name == "sops" {
+                flat = Some(Vec::new());
+            } else {
+                flat = None;
+                sections.push((name, Vec::new()));
+            }
+            continue;
+        }
+        let at = line
+            .find(['=', ':'])
+            .ok_or("a line that is neither a section, a comment nor key = value")?;
+        let key = line[..at].trim().to_string();
+        let value = ini_value(line[at + 1..].trim(), &mut lines)?;
+        if let Some(flat) = &mut flat {
+            flat.push((key, value.replace("\\n", "\n")));
+        } else if let Some((_, entries)) = sections.last_mut() {
+            entries.push((key, Ordered::Str(value)));
+        }
+    }
+    let metadata = Metadata::parse(&unflatten(flat.ok_or("sops metadata not found")?)?)?;
+    let tree = sections
+        .into_iter()
+        .map(|(name, entries)| (name, Ordered::Map(entries)))
+        .collect();
+    Ok((vec![Ordered::Map(tree)], metadata))
+}
+
+/// One INI value, unquoted as ini.v1 does; a `"""` value may go on over the next lines.
+fn ini_value<'a>(raw: &str, lines: &mut impl Iterator<Item = &'a str>) -> Result<String, String> {
+    if let Some(rest) = raw.strip_prefix("\"\"\"") {
+        if let Some(end) = rest.find("\"\"\"") {
+            return Ok(rest[..end].to_string());
+        }
+        let mut value = rest.to_string();
+        for line in lines.by_ref() {
+            value.push('\n');
+            if let Some(end) = line.find("\"\"\"") {
+                value.push_str(&line[..end]);
+                return Ok(value);
+            }
+            value.push_str(line);
+        }
+        return Err("an unclosed \"\"\" value".into());
+    }
+    for quote in ['"', '`'] {
+        if raw.len() >= 2 && raw.starts_with(quote) && raw.ends_with(quote) {
+            return Ok(raw[1..raw.len() - 1].to_string());
+        }
+    }
+    let cut = raw.find([';', '#']).unwrap_or(raw.len());
+    Ok(raw[..cut].trim_end().to_string())
+}
+
+/// INI as SOPS writes it (ini.v1, pretty): `=` aligned per section, a blank line between
+/// sections, `DEFAULT`'s keys without a header, values quoted where ini.v1 would need it.
+fn ini_text(docs: &[Ordered]) -> Result<Vec<u8>, String> {
+    let Some(Ordered::Map(sections)) = docs.first() else {
+        return Err("the file is not a mapping of sections".into());
+    };
+    let mut blocks = Vec::new();
+    for (name, section) in sections {
+        let Ordered::Map(entries) = section else {
+            return Err(
+                "Error encoding section: Section values should always be TreeBranches".into(),
+            );
+        };
+        if name == "DEFAULT" && entries.is_empty() {
+            continue;
+        }
+        let width = entries
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut block = String::new();
+        if name != "DEFAULT" {
+            block.push_str(&format!("[{name}]\n"));
+        }
+        for (key, value) in entries {
+            let text = match value {
+                Ordered::Str(s) => s.clone(),
+                Ordered::Seq(_) | Ordered::Map(_) => {
+                    return Err(format!(
+                        "cannot use complex value in INI file; offending key {key}"
+                    ));
+                }
+                other => serde_json::to_string(other).map_err(|e| e.to_string())?,
+            };
+            let pad = width - key.chars().count();
+            block.push_str(&format!(
+                "{key}{} = {}\n",
+                " ".repeat(pad),
+                ini_quoted(&text)
+            ));
+        }
+        blocks.push(block);
+    }
+    Ok(blocks.join("\n").into_bytes())
+}
+
+fn ini_quoted(value: &str) -> String {
+    if value.contains('\n') || value.contains('`') {
+        format!("\"\"\"{value}\"\"\"")
+    } else if value.contains(['#', ';']) {
+        format!("`{value}`")
+    } else if value.starts_with(' ') || value.ends_with(' ') {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    }
 }
 
 /// SOPS's flattened metadata (`age__list_0__map_enc`) back into a tree.
@@ -275,7 +407,7 @@ fn emit(docs: Vec<Ordered>, output: Output) -> Result<Vec<u8>, String> {
             None => Err(failed("binary", "no binary data found in tree".into())),
         },
         Output::As(Format::Dotenv) => dotenv_text(&docs).map_err(|e| failed("dotenv", e)),
-        Output::As(Format::Ini) => Err("INI files are not decrypted by driftless yet".into()),
+        Output::As(Format::Ini) => ini_text(&docs).map_err(|e| failed("INI", e)),
     }
 }
 
@@ -309,11 +441,43 @@ mod tests {
         assert_eq!(Format::for_path(".dockerconfigjson"), Format::Json);
         assert_eq!(Format::for_path("app.env"), Format::Dotenv);
         assert_eq!(Format::for_path("key"), Format::Binary);
+        assert_eq!(Format::for_path("app.ini"), Format::Ini);
         assert_eq!(
             Format::detect(b"x: 1\nsops:\n    mac: ENC[AES"),
             Some(Format::Yaml)
         );
         assert_eq!(Format::detect(b"plain"), None);
+    }
+
+    #[test]
+    fn ini_values_read_and_write_as_ini_v1_does() {
+        let text = "top = 1\n; a comment\n[db]\nhost = example ; trailing\nquoted = \"a;b\"\n\
+                    tick = `x#y`\nlong = \"\"\"line1\nline2\"\"\"\ncolon: v\n\n[sops]\n\
+                    lastmodified = 2024-01-01T00:00:00Z\nage__list_0__map_enc = a\\nb\n\
+                    age__list_0__map_recipient = r\n";
+        let (docs, metadata) = ini(text).unwrap();
+        let Some(Ordered::Map(sections)) = docs.first() else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(sections[0].0, "DEFAULT");
+        let db = &sections[1].1;
+        assert_eq!(db.get("host"), Some(&Ordered::Str("example".into())));
+        assert_eq!(db.get("quoted"), Some(&Ordered::Str("a;b".into())));
+        assert_eq!(db.get("tick"), Some(&Ordered::Str("x#y".into())));
+        assert_eq!(db.get("long"), Some(&Ordered::Str("line1\nline2".into())));
+        assert_eq!(db.get("colon"), Some(&Ordered::Str("v".into())));
+        assert!(matches!(
+            &metadata.groups[0][0],
+            super::super::metadata::MasterKey::Age { enc, .. } if enc == "a\nb"
+        ));
+        let written = String::from_utf8(ini_text(&docs).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            "top = 1\n\n[db]\nhost   = example\nquoted = `a;b`\ntick   = `x#y`\nlong   = \"\"\"line1\nline2\"\"\"\ncolon  = v\n"
+        );
+        assert!(ini("[open\n").is_err());
+        assert!(ini("[a]\nkey\n").is_err());
+        assert_eq!(ini("[a]\nk = v\n").unwrap_err(), "sops metadata not found");
     }
 
     #[test]

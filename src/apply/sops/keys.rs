@@ -8,9 +8,12 @@ use k8s_openapi::ByteString;
 use pgp::composed::{Deserializable, Message, SignedSecretKey};
 use pgp::types::Password;
 
+use zeroize::Zeroizing;
+
 use super::cipher::DataKey;
 use super::kms::{self, KmsAccess};
 use super::metadata::{MasterKey, Metadata};
+use super::shamir;
 use crate::identity::aws::{AwsAuth, StaticKeys};
 
 /// What one Kustomization may decrypt with.
@@ -109,19 +112,67 @@ impl Keyring {
         self
     }
 
-    /// The data key, from the first master key this keyring opens. Every failure is named:
-    /// the key, and why it did not open.
+    /// The data key: from the first master key this keyring opens, or, when the file splits
+    /// it across key groups, combined from the shares of `shamir_threshold` groups (a share
+    /// from any key of its group). Every failure is named: the key, and why it did not open.
     pub fn data_key(&self, metadata: &Metadata) -> Result<DataKey, String> {
-        if metadata.groups.len() > 1 || metadata.shamir_threshold > 1 {
-            return Err("the file's data key is split into key groups (Shamir secret sharing), which driftless does not combine yet".into());
-        }
         let mut failures = Vec::new();
-        for key in metadata.groups.iter().flatten() {
+        if let [group] = metadata.groups.as_slice() {
+            return match self.open_any(group, &mut failures) {
+                Some(key) => DataKey::new(&key),
+                None => Err(self.none_opened(&failures)),
+            };
+        }
+        let threshold = match metadata.shamir_threshold {
+            0 => metadata.groups.len(),
+            t => usize::try_from(t).unwrap_or(usize::MAX),
+        };
+        let mut shares = Vec::new();
+        for group in &metadata.groups {
+            if shares.len() == threshold {
+                break;
+            }
+            shares.extend(self.open_any(group, &mut failures));
+        }
+        if shares.len() < threshold {
+            return Err(format!(
+                "{} (the data key is split across {} key groups and needs {threshold}; {} opened)",
+                self.none_opened(&failures),
+                metadata.groups.len(),
+                shares.len()
+            ));
+        }
+        let key = Zeroizing::new(
+            shamir::combine(&shares)
+                .map_err(|e| format!("cannot combine the key groups' shares: {e}"))?,
+        );
+        DataKey::new(&key)
+    }
+
+    /// What the first key of `group` to open holds, in sops's order: age, then OpenPGP, then
+    /// the rest as the file lists them (no KMS call when a local key opens the file).
+    fn open_any(
+        &self,
+        group: &[MasterKey],
+        failures: &mut Vec<String>,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let rank = |k: &MasterKey| match k {
+            MasterKey::Age { .. } => 0,
+            MasterKey::Pgp { .. } => 1,
+            _ => 2,
+        };
+        let mut keys: Vec<&MasterKey> = group.iter().collect();
+        keys.sort_by_key(|k| rank(k));
+        for key in keys {
             match self.open(key) {
-                Ok(data_key) => return Ok(data_key),
+                Ok(plain) => return Some(plain),
                 Err(why) => failures.push(format!("{}: {why}", key.describe())),
             }
         }
+        None
+    }
+
+    fn none_opened(&self, failures: &[String]) -> String {
         let mut message = format!(
             "cannot get sops data key: none of the file's keys can be opened with {}: {}",
             self.source,
@@ -133,10 +184,10 @@ impl Keyring {
                 self.unusable.join(", ")
             ));
         }
-        Err(message)
+        message
     }
 
-    fn open(&self, key: &MasterKey) -> Result<DataKey, String> {
+    fn open(&self, key: &MasterKey) -> Result<Zeroizing<Vec<u8>>, String> {
         match key {
             MasterKey::Age { enc, .. } => self.open_age(enc),
             MasterKey::Pgp { enc, .. } => self.open_pgp(enc),
@@ -160,7 +211,7 @@ impl Keyring {
     }
 
     /// Keys are used without a passphrase, as Flux's `gpg --batch` import needs them.
-    fn open_pgp(&self, enc: &str) -> Result<DataKey, String> {
+    fn open_pgp(&self, enc: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         if self.pgp.is_empty() {
             return Err("no OpenPGP key in the Secret".into());
         }
@@ -176,7 +227,7 @@ impl Keyring {
         read_data_key(message)
     }
 
-    fn open_age(&self, enc: &str) -> Result<DataKey, String> {
+    fn open_age(&self, enc: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         if self.age.is_empty() {
             return Err("no age identity in the Secret".into());
         }
@@ -195,15 +246,15 @@ fn secret_keys(armored: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
     keys.map(|k| k.map_err(|e| e.to_string())).collect()
 }
 
-/// The data key a master key holds: 32 bytes, read with a bound (a hostile file's "key"
-/// could be a decompression bomb).
-fn read_data_key(reader: impl Read) -> Result<DataKey, String> {
-    let mut plain = Vec::new();
+/// What a master key holds (a data key, or a share of one), read with a bound (a hostile
+/// file's "key" could be a decompression bomb).
+fn read_data_key(reader: impl Read) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut plain = Zeroizing::new(Vec::new());
     reader
         .take(64)
         .read_to_end(&mut plain)
         .map_err(|e| e.to_string())?;
-    DataKey::new(&plain)
+    Ok(plain)
 }
 
 /// Runs a KMS call from the blocking threads decryption runs on (or from a plain thread).

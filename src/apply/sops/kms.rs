@@ -6,7 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use super::cipher::DataKey;
+use zeroize::Zeroizing;
+
 use crate::identity::aws::{self, AwsAuth, SigningRequest, StaticKeys};
 use crate::identity::endpoints::aws_regional_kms;
 use crate::transport::{answer_text, error_chain};
@@ -43,7 +44,7 @@ pub async fn decrypt(
     enc: &str,
     role: &str,
     context: &[(String, String)],
-) -> Result<DataKey, String> {
+) -> Result<Zeroizing<Vec<u8>>, String> {
     if !role.is_empty() {
         return Err(format!(
             "assuming the key's role {role} is not supported by driftless yet"
@@ -75,10 +76,10 @@ pub async fn decrypt(
         .get("Plaintext")
         .and_then(Value::as_str)
         .ok_or("the KMS answer has no Plaintext")?;
-    let plain = STANDARD
+    STANDARD
         .decode(plaintext)
-        .map_err(|_| "the KMS Plaintext is not base64".to_string())?;
-    DataKey::new(&plain)
+        .map(Zeroizing::new)
+        .map_err(|_| "the KMS Plaintext is not base64".to_string())
 }
 
 async fn call(

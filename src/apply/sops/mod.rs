@@ -11,6 +11,7 @@ mod formats;
 mod keys;
 mod kms;
 mod metadata;
+mod shamir;
 mod sources;
 mod tree;
 
