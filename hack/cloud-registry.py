@@ -15,6 +15,11 @@ whose name it was reached by (the Host header):
 - sts.googleapis.com: Google STS. POST /v1/token exchanges a Kubernetes ServiceAccount token
   (checked: a JWT whose audience is the requested `audience`, or the GKE identity namespace
   it names) for the Google access token; iamcredentials.googleapis.com impersonates.
+- <vault>.vault.azure.net: Azure Key Vault's `encrypt`/`decrypt` of keys (RSA-OAEP-256 with an
+  RSA key made on first use of each vault and key name), for Entra ID tokens of the prefix.
+- cloudkms.googleapis.com (and any name, for paths /v1/projects/…/cryptoKeys/<k>:encrypt or
+  :decrypt, as sops reaches it with SOPS_GCP_KMS_ENDPOINT): Cloud KMS, AES-GCM under a key made
+  on first use of each resource, for Google access tokens of the prefix.
 - any other name (127.0.0.1): the registry with its admin login (as ACR's admin user).
 
 Under every name it also takes Kubernetes ServiceAccount tokens (Flux's `kubernetes` credential
@@ -44,12 +49,16 @@ from urllib.parse import parse_qs, urlparse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 ACR_USER = "00000000-0000-0000-0000-000000000000"
 GOOGLE_USER = "oauth2accesstoken"
 ACR_HOST = re.compile(r"^[a-z0-9.-]+\.azurecr\.(io|cn|de|us)$")
+KEY_VAULT_HOST = re.compile(r"^[a-z0-9-]+\.vault\.azure\.net$")
+KMS_PATH = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/:]+):(encrypt|decrypt)$")
+KEY_VAULT_PATH = re.compile(r"^/keys/([^/]+)/([^/]+)/(encrypt|decrypt)$")
 GOOGLE_HOST = re.compile(r"^(([a-z0-9.-]+\.)?gcr\.io|[a-z0-9.-]+-docker\.pkg\.dev)$")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-authorization", "proxy-authenticate", "host"}
@@ -90,6 +99,8 @@ def make_handler(args):
     admin = tuple(args.admin.split(":", 1))
     refresh_tokens = set()  # (registry host, token)
     entra_prefix, google_prefix = args.entra_token + ":", args.google_token + ":"
+    vault_keys = {}  # (vault host, key name) -> RSA private key
+    kms_keys = {}  # Cloud KMS resource -> AES-256 key
 
     def sign(claims):
         header = {"typ": "JWT", "alg": "ES256", "x5c": x5c}
@@ -195,6 +206,10 @@ def make_handler(args):
                 return "google-sts"
             if host == "iamcredentials.googleapis.com":
                 return "google-iam"
+            if KEY_VAULT_HOST.match(host):
+                return "keyvault"
+            if host == "cloudkms.googleapis.com":
+                return "cloudkms"
             return "admin"
 
         def dispatch(self):
@@ -211,6 +226,10 @@ def make_handler(args):
                 return self.google_sts()
             if cloud == "google-iam" and self.command == "POST" and url.path.endswith(":generateAccessToken"):
                 return self.google_impersonate()
+            if cloud == "keyvault" and self.command == "POST" and KEY_VAULT_PATH.match(url.path):
+                return self.key_vault(KEY_VAULT_PATH.match(url.path))
+            if self.command == "POST" and KMS_PATH.match(url.path):
+                return self.cloud_kms(KMS_PATH.match(url.path))
             if url.path == "/v2" or url.path.startswith("/v2/"):
                 return self.relay(cloud)
             self.refuse(404, f"no route for {self.command} {url.path} on {cloud}")
@@ -309,6 +328,49 @@ def make_handler(args):
             self.log_message("google impersonation ok for %s by %s", email.group(1), federated[len(google_prefix) + 4:])
             expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
             self.answer(200, {"accessToken": f"{google_prefix}gsa:{email.group(1)}", "expireTime": expires})
+
+        def bearer(self, prefix):
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            return token[len(prefix):] if token.startswith(prefix) else None
+
+        def key_vault(self, match):
+            """Key Vault's RSA-OAEP-256 encrypt/decrypt (values base64url without padding)."""
+            who = self.bearer(entra_prefix)
+            if who is None:
+                return self.answer(401, {"error": {"code": "Unauthorized", "message": "AKV10000: the token is not one of this tenant"}})
+            name, version, op = match.groups()
+            request = json.loads(self.body() or b"{}")
+            if request.get("alg") != "RSA-OAEP-256":
+                return self.answer(400, {"error": {"code": "BadParameter", "message": f"unsupported alg {request.get('alg')}"}})
+            key = vault_keys.setdefault((self.host(), name), rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+            try:
+                value = unb64url(request.get("value", ""))
+                out = key.public_key().encrypt(value, oaep) if op == "encrypt" else key.decrypt(value, oaep)
+            except Exception as e:
+                return self.answer(400, {"error": {"code": "BadParameter", "message": f"{op} failed: {type(e).__name__}"}})
+            self.log_message("keyvault %s ok for %s on %s/%s", op, who, self.host(), name)
+            self.answer(200, {"kid": f"https://{self.host()}/keys/{name}/{version}", "value": b64url(out)})
+
+        def cloud_kms(self, match):
+            """Cloud KMS encrypt/decrypt (standard base64): nonce and ciphertext under the resource's key."""
+            who = self.bearer(google_prefix)
+            if who is None:
+                return self.answer(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}})
+            resource, op = match.groups()
+            request = json.loads(self.body() or b"{}")
+            aes = AESGCM(kms_keys.setdefault(resource, AESGCM.generate_key(bit_length=256)))
+            try:
+                if op == "encrypt":
+                    nonce = secrets.token_bytes(12)
+                    out = {"name": resource + "/cryptoKeyVersions/1", "ciphertext": base64.b64encode(nonce + aes.encrypt(nonce, base64.b64decode(request["plaintext"]), None)).decode()}
+                else:
+                    data = base64.b64decode(request["ciphertext"])
+                    out = {"plaintext": base64.b64encode(aes.decrypt(data[:12], data[12:], None)).decode()}
+            except Exception as e:
+                return self.answer(400, {"error": {"code": 400, "message": f"Decryption failed: {type(e).__name__}", "status": "INVALID_ARGUMENT"}})
+            self.log_message("cloudkms %s ok for %s on %s", op, who, resource)
+            self.answer(200, out)
 
         def relay(self, cloud):
             """The request to the registry behind; its challenge rewritten to name this host."""

@@ -258,10 +258,14 @@ fn shamir_key_groups_open_with_a_threshold_of_their_keys() {
 fn ini_files_decrypt_to_ini() {
     let (sops, key) = setup();
     let keys = keyring(&[&key]);
-    let plain = "[db]\nhost     = example.internal\npassword = s3cr3t;with#marks\n\n[app]\nmode = `a;b`\n";
+    let plain =
+        "[db]\nhost     = example.internal\npassword = s3cr3t;with#marks\n\n[app]\nmode = `a;b`\n";
     let source = "; database\n[db]\nhost = example.internal\npassword = `s3cr3t;with#marks`\n\n[app]\nmode = `a;b`\n";
     let encrypted = sops.encrypt(&key.recipient, "app.ini", source, &[]);
-    assert!(encrypted.contains("[sops]") && !encrypted.contains("s3cr3t"), "{encrypted}");
+    assert!(
+        encrypted.contains("[sops]") && !encrypted.contains("s3cr3t"),
+        "{encrypted}"
+    );
     let decrypted = decrypt_file(encrypted.as_bytes(), Format::Ini, &keys).unwrap();
     assert_eq!(
         String::from_utf8(decrypted).unwrap(),
@@ -274,4 +278,210 @@ fn ini_files_decrypt_to_ini() {
     lines[at] = format!("host ={value}");
     let e = decrypt_file(lines.join("\n").as_bytes(), Format::Ini, &keys).unwrap_err();
     assert!(!e.contains("s3cr3t"), "{e}");
+}
+
+/// Azure Key Vault and GCP Cloud KMS keys, against the platform's stand-ins for the two services
+/// (hack/cloud-registry.py: real RSA-OAEP-256 and AES-GCM under keys it makes; no emulator of
+/// either service can be installed here), reached under their own names through a routing
+/// proxy. The Cloud KMS file is encrypted by the real sops (its REST client); the Key Vault
+/// entry is what sops writes, made from the data key of an age-encrypted sops file (sops needs
+/// Entra ID's real discovery endpoints to encrypt with Key Vault). Tokens come from the Secret's
+/// `sops.gcp-kms` service account key and `sops.azure-kv` service principal; a Key Vault URL
+/// that is not a Key Vault host never receives one.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_key_vault_and_cloud_kms_keys_open_the_file() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use support::listener::{Listener, Request};
+
+    let platform = support::platform();
+    let sops = Sops::new(&platform);
+    let clouds = platform.env["DRIFTLESS_CLOUD_TOKEN_REGISTRY"].clone();
+    let ca_path = std::path::Path::new(&platform.env["DRIFTLESS_PLATFORM_DIR"]).join("pki/ca.crt");
+    let ca = std::fs::read(&ca_path).unwrap();
+    let routes = [
+        ("team.vault.azure.net:443", clouds.as_str()),
+        ("cloudkms.googleapis.com:443", clouds.as_str()),
+    ];
+    let proxy = support::proxy::Proxy::start_routing(None, &routes).await;
+    let http = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::https(format!("http://127.0.0.1:{}", proxy.port)).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+
+    // Google's OAuth endpoint for the service account key, and Entra ID's for the principal.
+    fn google_oauth(request: &Request) -> support::listener::Answer {
+        let ok = request
+            .body
+            .contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
+        let token = format!(
+            "{}:kms-reader",
+            support::platform().env["DRIFTLESS_GOOGLE_TOKEN_PREFIX"]
+        );
+        let body =
+            serde_json::json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"});
+        (
+            if ok { 200 } else { 400 },
+            vec![("content-type", "application/json".into())],
+            body.to_string(),
+        )
+    }
+    fn entra(request: &Request) -> support::listener::Answer {
+        let ok = request.path == "/tenant-1/oauth2/v2.0/token"
+            && request.body.contains("client_secret=kv-secret")
+            && request
+                .body
+                .contains("scope=https%3A%2F%2Fvault.azure.net%2F.default");
+        let token = format!(
+            "{}:kv-reader",
+            support::platform().env["DRIFTLESS_ENTRA_TOKEN_PREFIX"]
+        );
+        let body =
+            serde_json::json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"});
+        (
+            if ok { 200 } else { 400 },
+            vec![("content-type", "application/json".into())],
+            body.to_string(),
+        )
+    }
+    let oauth = Listener::start(google_oauth).await;
+    let entra_id = Listener::start(entra).await;
+
+    // Cloud KMS: the real sops encrypts through the stand-in.
+    let resource = "projects/p1/locations/global/keyRings/r1/cryptoKeys/k1";
+    let google_token = format!("{}:sops", platform.env["DRIFTLESS_GOOGLE_TOKEN_PREFIX"]);
+    let endpoint = format!("https://{clouds}");
+    let encrypted = sops.encrypt_env(
+        &["--gcp-kms", resource],
+        &[
+            ("SOPS_GCP_KMS_CLIENT_TYPE", "rest"),
+            ("SOPS_GCP_KMS_ENDPOINT", &endpoint),
+            ("SSL_CERT_FILE", ca_path.to_str().unwrap()),
+            ("GOOGLE_OAUTH_ACCESS_TOKEN", &google_token),
+        ],
+        "gcp.yaml",
+        SECRET,
+        &[],
+    );
+    assert!(encrypted.contains("gcp_kms:") && !encrypted.contains("hunter2-plaintext"));
+    let key = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .unwrap();
+    let service_account = serde_json::json!({
+        "type": "service_account",
+        "client_email": "kms-reader@p1.iam.gserviceaccount.com",
+        "private_key": String::from_utf8(key.stdout).unwrap(),
+        "token_uri": format!("http://{}/token", oauth.address()),
+    });
+    let gcp_keys = Keyring::from_entries(
+        [("sops.gcp-kms", service_account.to_string().as_bytes())],
+        "Secret 'test/gcp'",
+    )
+    .unwrap()
+    .with_kms(http.clone(), None);
+    let file = encrypted.clone();
+    let plain =
+        tokio::task::spawn_blocking(move || decrypt_file(file.as_bytes(), Format::Yaml, &gcp_keys))
+            .await
+            .unwrap()
+            .unwrap();
+    decrypted_equals_plain(&plain, SECRET);
+    assert_eq!(oauth.requests().len(), 1, "one token for the key");
+
+    // Key Vault: the data key of an age-encrypted file, encrypted by the vault.
+    let age_key = sops.age_key();
+    let json_plain = r#"{"user": "admin", "password": "hunter2-plaintext"}"#;
+    let encrypted = sops.encrypt(&age_key.recipient, "kv.json", json_plain, &[]);
+    let mut file: serde_json::Value = serde_json::from_str(&encrypted).unwrap();
+    let armored = file["sops"]["age"][0]["enc"].as_str().unwrap().to_string();
+    let identity = age::IdentityFile::from_buffer(age_key.identity.as_bytes())
+        .unwrap()
+        .into_identities()
+        .unwrap();
+    let decryptor =
+        age::Decryptor::new(age::armor::ArmoredReader::new(armored.as_bytes())).unwrap();
+    let mut data_key = Vec::new();
+    std::io::Read::read_to_end(
+        &mut decryptor
+            .decrypt(identity.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .unwrap(),
+        &mut data_key,
+    )
+    .unwrap();
+    let vault_token = format!("{}:test", platform.env["DRIFTLESS_ENTRA_TOKEN_PREFIX"]);
+    let wrapped: serde_json::Value = http
+        .post("https://team.vault.azure.net/keys/sops/v1/encrypt?api-version=2025-07-01")
+        .bearer_auth(vault_token)
+        .json(
+            &serde_json::json!({"alg": "RSA-OAEP-256", "value": URL_SAFE_NO_PAD.encode(&data_key)}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sops_section = file["sops"].as_object_mut().unwrap();
+    sops_section.remove("age");
+    sops_section.insert(
+        "azure_kv".into(),
+        serde_json::json!([{
+            "vault_url": "https://team.vault.azure.net",
+            "name": "sops",
+            "version": "v1",
+            "created_at": "2026-12-04T00:00:00Z",
+            "enc": wrapped["value"],
+        }]),
+    );
+    let principal = serde_json::json!({
+        "tenantId": "tenant-1",
+        "clientId": "kv-client",
+        "clientSecret": "kv-secret",
+        "authorityHost": format!("http://{}/", entra_id.address()),
+    });
+    let kv_keys = std::sync::Arc::new(
+        Keyring::from_entries(
+            [("sops.azure-kv", principal.to_string().as_bytes())],
+            "Secret 'test/azure'",
+        )
+        .unwrap()
+        .with_kms(http.clone(), None),
+    );
+    // The values keep sops's key order (the MAC is over the values in file order): only the
+    // `sops` object, last in the file, is written anew.
+    let with_sops = |sops: &serde_json::Value| {
+        let at = encrypted.rfind("\"sops\":").unwrap();
+        format!("{}\"sops\": {sops}\n}}\n", &encrypted[..at])
+    };
+    let kv_file = with_sops(&file["sops"]);
+    let keys = kv_keys.clone();
+    let plain =
+        tokio::task::spawn_blocking(move || decrypt_file(kv_file.as_bytes(), Format::Json, &keys))
+            .await
+            .unwrap()
+            .unwrap();
+    decrypted_equals_plain(&plain, json_plain);
+
+    // A file naming another host as its Key Vault gets no token.
+    file["sops"]["azure_kv"][0]["vault_url"] =
+        serde_json::json!("https://vault.azure.net.attacker.example");
+    let asked = entra_id.requests().len();
+    let hostile = with_sops(&file["sops"]);
+    let keys = kv_keys.clone();
+    let e =
+        tokio::task::spawn_blocking(move || decrypt_file(hostile.as_bytes(), Format::Json, &keys))
+            .await
+            .unwrap()
+            .unwrap_err();
+    assert!(e.contains("no Entra ID token is sent there"), "{e}");
+    assert!(!e.contains("hunter2-plaintext"));
+    assert_eq!(entra_id.requests().len(), asked, "no token asked for it");
 }

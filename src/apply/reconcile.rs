@@ -41,6 +41,8 @@ use crate::controller::pass::Pass;
 use crate::controller::pass::{FrameError, Reconciled, impl_object_status};
 use crate::controller::requeue::{go_duration, parse_duration};
 use crate::identity::aws::{AwsAuth, role_arn as aws_role_arn};
+use crate::identity::entra::EntraCredential;
+use crate::identity::google::GoogleCredential;
 use crate::identity::workload;
 
 const KIND: &str = "Kustomization";
@@ -602,13 +604,13 @@ impl Pass<'_, Kustomization> {
     }
 
     /// `spec.decryption.serviceAccountName` (else `--default-decryption-service-account`): that
-    /// ServiceAccount's AWS role (its
-    /// `eks.amazonaws.com/role-arn`) for KMS, never the controller's. A ServiceAccount without
-    /// the annotation fails only when a KMS key is tried.
+    /// ServiceAccount's identity in each cloud (its `eks.amazonaws.com/role-arn`, its
+    /// `azure.workload.identity/*`, its GCP workload identity), never the controller's. A
+    /// ServiceAccount without what one cloud needs fails only when a key of that cloud is tried.
     async fn decryption_identity(
         &self,
         name: Option<&str>,
-    ) -> Result<Option<Result<AwsAuth, String>>, Failure> {
+    ) -> Result<Option<sops::ObjectIdentity>, Failure> {
         let default = self
             .ctx
             .settings
@@ -623,13 +625,15 @@ impl Pass<'_, Kustomization> {
         let sts_endpoint = std::env::var("AWS_ENDPOINT_URL_STS")
             .ok()
             .filter(|e| !e.is_empty());
-        Ok(Some(aws_role_arn(&identity, &sa).map(|role_arn| {
-            AwsAuth::ObjectWebIdentity {
-                identity,
+        Ok(Some(sops::ObjectIdentity {
+            aws: aws_role_arn(&identity, &sa).map(|role_arn| AwsAuth::ObjectWebIdentity {
+                identity: identity.clone(),
                 role_arn,
                 sts_endpoint,
-            }
-        })))
+            }),
+            azure: EntraCredential::for_service_account(identity.clone(), &sa),
+            gcp: GoogleCredential::for_service_account(identity, &sa),
+        }))
     }
 
     /// Substitution, common metadata and the owner labels, on every built object.

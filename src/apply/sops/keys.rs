@@ -11,10 +11,13 @@ use pgp::types::Password;
 use zeroize::Zeroizing;
 
 use super::cipher::DataKey;
+use super::cloud::{self, VaultToken};
 use super::kms::{self, KmsAccess};
 use super::metadata::{MasterKey, Metadata};
 use super::shamir;
 use crate::identity::aws::{AwsAuth, StaticKeys};
+use crate::identity::entra::EntraCredential;
+use crate::identity::google::GoogleCredential;
 
 /// What one Kustomization may decrypt with.
 pub struct Keyring {
@@ -25,10 +28,34 @@ pub struct Keyring {
     pgp: Vec<SignedSecretKey>,
     /// The keys of a `sops.aws-kms` entry.
     aws_keys: Option<StaticKeys>,
+    /// The credential of a `sops.azure-kv` entry.
+    azure: Option<EntraCredential>,
+    /// The credential of a `sops.gcp-kms` entry.
+    gcp: Option<GoogleCredential>,
+    /// The token of a `sops.vault-token` entry.
+    vault: Option<String>,
     /// How KMS is reached, once the controller has said (`with_kms`), or why it cannot be.
     kms: Option<Result<KmsAccess, String>>,
-    /// Entries of kinds driftless cannot use yet, by name.
-    unusable: Vec<String>,
+    /// How the other clouds' key services are reached (`with_kms`).
+    cloud: Option<CloudAccess>,
+}
+
+/// Credentials for Azure Key Vault, Cloud KMS and Vault transit, each the Secret's, else the
+/// object's identity, else the controller's; or why there is none.
+struct CloudAccess {
+    http: reqwest::Client,
+    azure: Result<EntraCredential, String>,
+    gcp: Result<GoogleCredential, String>,
+    vault: Result<VaultToken, String>,
+}
+
+/// The identities of `spec.decryption.serviceAccountName` (or the default), per cloud; each is
+/// an error when the ServiceAccount lacks what that cloud needs (reported only when a key of
+/// that cloud is tried).
+pub struct ObjectIdentity {
+    pub aws: Result<AwsAuth, String>,
+    pub azure: Result<EntraCredential, String>,
+    pub gcp: Result<GoogleCredential, String>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -37,7 +64,6 @@ impl std::fmt::Debug for Keyring {
             .field("source", &self.source)
             .field("age", &self.age.len())
             .field("pgp", &self.pgp.len())
-            .field("unusable", &self.unusable)
             .finish()
     }
 }
@@ -63,8 +89,11 @@ impl Keyring {
             age: Vec::new(),
             pgp: Vec::new(),
             aws_keys: None,
+            azure: None,
+            gcp: None,
+            vault: None,
             kms: None,
-            unusable: Vec::new(),
+            cloud: None,
         };
         for (name, value) in entries {
             let failed = |e: String| {
@@ -86,8 +115,14 @@ impl Keyring {
                 _ if name == "sops.aws-kms" => {
                     keyring.aws_keys = Some(kms::static_keys(value).map_err(failed)?);
                 }
-                _ if ["sops.azure-kv", "sops.gcp-kms", "sops.vault-token"].contains(&name) => {
-                    keyring.unusable.push(format!("'{name}'"));
+                _ if name == "sops.azure-kv" => {
+                    keyring.azure = Some(cloud::azure_credential(value).map_err(failed)?);
+                }
+                _ if name == "sops.gcp-kms" => {
+                    keyring.gcp = Some(cloud::gcp_credential(value).map_err(failed)?);
+                }
+                _ if name == "sops.vault-token" => {
+                    keyring.vault = Some(cloud::vault_token(value).map_err(failed)?);
                 }
                 _ => {}
             }
@@ -95,20 +130,46 @@ impl Keyring {
         Ok(keyring)
     }
 
-    /// KMS through `http`, with the Secret's `sops.aws-kms` keys, else the object's
-    /// ServiceAccount identity (`object`: its AWS auth, or why it has none), else the
-    /// controller's own AWS identity (Flux's order).
-    pub fn with_kms(
-        mut self,
-        http: reqwest::Client,
-        object: Option<Result<AwsAuth, String>>,
-    ) -> Self {
-        let auth = match (self.aws_keys.clone(), object) {
+    /// The key services through `http`, each with the Secret's entry, else the object's
+    /// ServiceAccount identity (`object`), else the controller's own identity (Flux's order).
+    /// Vault has no object identity here: the Secret's token, else the controller's.
+    pub fn with_kms(mut self, http: reqwest::Client, object: Option<ObjectIdentity>) -> Self {
+        let (aws, azure, gcp) = match object {
+            Some(o) => (Some(o.aws), Some(o.azure), Some(o.gcp)),
+            None => (None, None, None),
+        };
+        let auth = match (self.aws_keys.clone(), aws) {
             (Some(keys), _) => Ok(AwsAuth::Static(keys)),
             (None, Some(object)) => object,
             (None, None) => Ok(AwsAuth::Chain { sts_endpoint: None }),
         };
-        self.kms = Some(auth.map(|auth| KmsAccess { http, auth }));
+        self.kms = Some(auth.map(|auth| KmsAccess {
+            http: http.clone(),
+            auth,
+        }));
+        let azure = match (self.azure.clone(), azure) {
+            (Some(own), _) => Ok(own),
+            (None, Some(object)) => object,
+            (None, None) => Ok(EntraCredential::from_environment()),
+        };
+        let gcp = match (self.gcp.clone(), gcp) {
+            (Some(own), _) => Ok(own),
+            (None, Some(object)) => object,
+            (None, None) => GoogleCredential::from_environment(),
+        };
+        let vault = match (self.vault.clone(), VaultToken::from_environment()) {
+            (Some(own), _) => Ok(VaultToken::Secret(own)),
+            (None, Some(controller)) => Ok(controller),
+            (None, None) => {
+                Err("no Vault token: add a sops.vault-token entry to the decryption Secret".into())
+            }
+        };
+        self.cloud = Some(CloudAccess {
+            http,
+            azure,
+            gcp,
+            vault,
+        });
         self
     }
 
@@ -173,18 +234,11 @@ impl Keyring {
     }
 
     fn none_opened(&self, failures: &[String]) -> String {
-        let mut message = format!(
+        format!(
             "cannot get sops data key: none of the file's keys can be opened with {}: {}",
             self.source,
             failures.join("; ")
-        );
-        if !self.unusable.is_empty() {
-            message.push_str(&format!(
-                " (entries driftless cannot use yet: {})",
-                self.unusable.join(", ")
-            ));
-        }
-        message
+        )
     }
 
     fn open(&self, key: &MasterKey) -> Result<Zeroizing<Vec<u8>>, String> {
@@ -204,10 +258,60 @@ impl Keyring {
                 };
                 block_on(kms::decrypt(access, arn, enc, role, context))?
             }
+            MasterKey::AzureKv {
+                vault_url,
+                name,
+                version,
+                enc,
+            } => {
+                let cloud = self.cloud()?;
+                let credential = cloud.azure.as_ref().map_err(Clone::clone)?;
+                block_on(cloud::azure_decrypt(
+                    &cloud.http,
+                    credential,
+                    vault_url,
+                    name,
+                    version,
+                    enc,
+                ))?
+            }
+            MasterKey::GcpKms { resource_id, enc } => {
+                let cloud = self.cloud()?;
+                let credential = cloud.gcp.as_ref().map_err(Clone::clone)?;
+                block_on(cloud::gcp_decrypt(
+                    &cloud.http,
+                    credential,
+                    resource_id,
+                    enc,
+                ))?
+            }
+            MasterKey::Vault {
+                address,
+                engine_path,
+                key_name,
+                enc,
+            } => {
+                let cloud = self.cloud()?;
+                let token = cloud.vault.as_ref().map_err(Clone::clone)?;
+                block_on(cloud::vault_decrypt(
+                    &cloud.http,
+                    token,
+                    address,
+                    engine_path,
+                    key_name,
+                    enc,
+                ))?
+            }
             MasterKey::Other { kind, .. } => {
-                Err(format!("{kind} keys are not supported by driftless yet"))
+                Err(format!("{kind} keys are not supported by driftless"))
             }
         }
+    }
+
+    fn cloud(&self) -> Result<&CloudAccess, String> {
+        self.cloud
+            .as_ref()
+            .ok_or_else(|| "no access to cloud key services configured".to_string())
     }
 
     /// Keys are used without a passphrase, as Flux's `gpg --batch` import needs them.

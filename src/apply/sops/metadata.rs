@@ -19,7 +19,23 @@ pub enum MasterKey {
         role: String,
         context: Vec<(String, String)>,
     },
-    /// A key type driftless does not decrypt with (yet): its `sops` field name and identity.
+    /// Azure Key Vault: `enc` is base64url of the RSA-OAEP-256 ciphertext.
+    AzureKv {
+        vault_url: String,
+        name: String,
+        version: String,
+        enc: String,
+    },
+    /// GCP Cloud KMS: `enc` is base64 of the ciphertext.
+    GcpKms { resource_id: String, enc: String },
+    /// Vault/OpenBao transit: `enc` is Vault's `vault:v1:…` ciphertext.
+    Vault {
+        address: String,
+        engine_path: String,
+        key_name: String,
+        enc: String,
+    },
+    /// A key type driftless does not decrypt with: its `sops` field name and identity.
     Other { kind: &'static str, id: String },
 }
 
@@ -29,6 +45,22 @@ impl MasterKey {
             MasterKey::Age { recipient, .. } => format!("age {recipient}"),
             MasterKey::Pgp { fingerprint, .. } => format!("pgp {fingerprint}"),
             MasterKey::Kms { arn, .. } => format!("kms {arn}"),
+            MasterKey::AzureKv {
+                vault_url,
+                name,
+                version,
+                ..
+            } => format!(
+                "azure_kv {}/keys/{name}/{version}",
+                vault_url.trim_end_matches('/')
+            ),
+            MasterKey::GcpKms { resource_id, .. } => format!("gcp_kms {resource_id}"),
+            MasterKey::Vault {
+                address,
+                engine_path,
+                key_name,
+                ..
+            } => format!("hc_vault {address}/v1/{engine_path}/keys/{key_name}"),
             MasterKey::Other { kind, id } => format!("{kind} {id}"),
         }
     }
@@ -180,12 +212,22 @@ fn keys_of(group: &Ordered) -> Result<Vec<MasterKey>, String> {
                         _ => Vec::new(),
                     },
                 },
-                "gcp_kms" => other(kind, field("resource_id")),
-                "azure_kv" => other(kind, &format!("{}/{}", field("vault_url"), field("name"))),
-                "hc_vault" => other(
-                    kind,
-                    &format!("{}/{}", field("vault_address"), field("key_name")),
-                ),
+                "gcp_kms" => MasterKey::GcpKms {
+                    resource_id: field("resource_id").into(),
+                    enc: field("enc").into(),
+                },
+                "azure_kv" => MasterKey::AzureKv {
+                    vault_url: field("vault_url").into(),
+                    name: field("name").into(),
+                    version: field("version").into(),
+                    enc: field("enc").into(),
+                },
+                "hc_vault" => MasterKey::Vault {
+                    address: field("vault_address").into(),
+                    engine_path: field("engine_path").into(),
+                    key_name: field("key_name").into(),
+                    enc: field("enc").into(),
+                },
                 _ => other(kind, ""),
             });
         }

@@ -7,6 +7,7 @@
 //! and keys, never a value.
 
 mod cipher;
+mod cloud;
 mod formats;
 mod keys;
 mod kms;
@@ -20,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 pub use formats::{Format, Output};
-pub use keys::Keyring;
+pub use keys::{Keyring, ObjectIdentity};
 pub use sources::{DECRYPT_ANNOTATION, decrypt_sources};
 
 /// Decrypts a whole file (for tests and the fuzz target: what `sops decrypt` prints).
