@@ -2492,7 +2492,8 @@ async fn moto_kms_key(moto: &str) -> String {
 }
 
 /// AWS KMS keys (moto's KMS): the keys of the Secret's `sops.aws-kms` entry decrypt, and so
-/// does the controller's own AWS identity when the Secret has none.
+/// does the controller's own AWS identity when the Secret has none; a key with a `role`
+/// (`--kms <arn>+<role>`) is opened as that role, assumed at STS (moto's) with those keys.
 #[tokio::test(flavor = "multi_thread")]
 async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity() {
     let platform = support::platform();
@@ -2502,6 +2503,7 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
         &[],
         &[
             ("AWS_ENDPOINT_URL_KMS", &moto),
+            ("AWS_ENDPOINT_URL_STS", &moto),
             ("AWS_ACCESS_KEY_ID", "AKIACONTROLLER"),
             ("AWS_SECRET_ACCESS_KEY", "controller-secret"),
         ],
@@ -2516,10 +2518,20 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
     };
     let aws = [
         ("AWS_ENDPOINT_URL_KMS", moto.as_str()),
+        ("AWS_ENDPOINT_URL_STS", moto.as_str()),
         ("AWS_ACCESS_KEY_ID", "AKIACI"),
         ("AWS_SECRET_ACCESS_KEY", "ci-secret"),
         ("AWS_REGION", "us-east-1"),
     ];
+    let role = "arn:aws:iam::123456789012:role/sops-decrypt";
+    let with_role = sops.encrypt_env(
+        &["--kms", &format!("{arn}+{role}")],
+        &aws,
+        "c.yaml",
+        &secret("by-role"),
+        &[],
+    );
+    assert!(with_role.contains(role), "{with_role}");
     let with_keys = sops.encrypt_env(
         &["--kms", &arn],
         &aws,
@@ -2541,6 +2553,7 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
             &[
                 ("keys/secret.yaml", &with_keys),
                 ("controller/secret.yaml", &by_controller),
+                ("role/secret.yaml", &with_role),
             ],
         )
         .await;
@@ -2554,6 +2567,7 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
     for (name, path, keys) in [
         ("keys", "./keys", "kms-keys"),
         ("controller", "./controller", "no-aws-keys"),
+        ("role", "./role", "kms-keys"),
     ] {
         e.create(
             name,
@@ -2563,7 +2577,7 @@ async fn sops_aws_kms_keys_decrypt_with_secret_keys_and_the_controller_identity(
         e.wait_ready_at(name, &rev).await;
     }
     let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &e.ns.name);
-    for name in ["by-secret-keys", "by-controller"] {
+    for name in ["by-secret-keys", "by-controller", "by-role"] {
         assert_eq!(
             secret_value(&secrets.get(name).await.unwrap(), "token"),
             "kms-plaintext"

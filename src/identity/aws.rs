@@ -152,6 +152,79 @@ async fn web_identity_keys(
     keys_from_token(&value)
 }
 
+/// Keys of `role_arn`, assumed (STS `AssumeRole`, signed with `keys`, whose identity
+/// `identity_key` names for the cache) at the region's STS or `AWS_ENDPOINT_URL_STS`.
+pub async fn assume_role(
+    http: &reqwest::Client,
+    keys: &StaticKeys,
+    identity_key: &str,
+    role_arn: &str,
+    session_name: &str,
+    region: &str,
+) -> Result<StaticKeys, String> {
+    if !is_role_arn(role_arn) {
+        return Err(format!(
+            "'{role_arn}' is not an IAM role ARN (arn:aws…:iam::<account>:role/<name>)"
+        ));
+    }
+    let endpoint = operator_sts_endpoint(region)?;
+    let key = auth::cache_key(&[
+        b"assume-role",
+        identity_key.as_bytes(),
+        role_arn.as_bytes(),
+        endpoint.as_bytes(),
+    ]);
+    let value = cached_token(&key, || async {
+        let form = [
+            ("Action", "AssumeRole".to_string()),
+            ("Version", "2011-06-15".to_string()),
+            ("RoleArn", role_arn.to_string()),
+            ("RoleSessionName", session_name.to_string()),
+        ];
+        let body = canonical_query(&form, false).into_bytes();
+        let url =
+            reqwest::Url::parse(&endpoint).map_err(|e| format!("STS endpoint {endpoint}: {e}"))?;
+        let headers = [(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        )];
+        let signed = sign_v4(
+            &SigningRequest {
+                method: "POST",
+                host: &host_header(&url),
+                path: url.path(),
+                query: &[],
+                headers: &headers,
+                service: "sts",
+                body: &body,
+            },
+            keys,
+            region,
+            jiff::Timestamp::now(),
+        );
+        let mut request = http.post(url).body(body);
+        for (name, value) in headers.iter().chain(signed.iter()) {
+            request = request.header(*name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("STS request to {endpoint} failed: {}", error_chain(&e)))?;
+        let status = response.status();
+        let text = answer_text(response).await;
+        if !status.is_success() {
+            let detail =
+                xml_text(&text, "Message").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+            return Err(format!(
+                "STS {endpoint} refused to assume {role_arn}: {detail}"
+            ));
+        }
+        sts_credentials(&text)
+    })
+    .await?;
+    keys_from_token(&value)
+}
+
 /// The `Host` header value of a URL: the host, and the port when it is not the scheme's.
 pub fn host_header(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or_default();

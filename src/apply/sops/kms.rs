@@ -45,11 +45,6 @@ pub async fn decrypt(
     role: &str,
     context: &[(String, String)],
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    if !role.is_empty() {
-        return Err(format!(
-            "assuming the key's role {role} is not supported by driftless yet"
-        ));
-    }
     let region = arn
         .split(':')
         .nth(3)
@@ -59,9 +54,23 @@ pub async fn decrypt(
         Ok(e) if !e.is_empty() => e,
         _ => aws_regional_kms(region)?,
     };
-    let keys = aws::session_keys(&access.auth, &access.http, region)
+    let mut keys = aws::session_keys(&access.auth, &access.http, region)
         .await?
         .ok_or("no AWS credentials")?;
+    // The key's `role` (sops `--kms <arn>+<role>`): assumed with the credentials above, as
+    // sops does, under sops's session name.
+    if !role.is_empty() {
+        let identity = access.auth.identity_key();
+        keys = aws::assume_role(
+            &access.http,
+            &keys,
+            &identity,
+            role,
+            "sops@driftless",
+            region,
+        )
+        .await?;
+    }
     let context: serde_json::Map<String, Value> = context
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
