@@ -52,6 +52,11 @@ GGCR_VERSION=${GGCR_VERSION:-0.21.7}
 # keys from age-keygen (filippo.io/age) and PGP keys from Debian's gpg.
 SOPS_VERSION=${SOPS_VERSION:-3.13.3}
 AGE_VERSION=${AGE_VERSION:-1.3.2}
+# HashiCorp Vault (a dev server with the transit engine) for the SOPS Vault keys; OpenBao is not
+# served by the module proxy. See "Vault" in hack/PEERS.md for why its SDK needs two edits.
+VAULT_VERSION=${VAULT_VERSION:-1.21.4}
+VAULT_SDK_BASE=${VAULT_SDK_BASE:-0.21.0}
+VAULT_SDK_FIX=${VAULT_SDK_FIX:-0.25.1}
 # The Rekor v2 log (rekor-tiles, POSIX/Tessera backend) and the timestamp authority, at the
 # versions cosign v3.1.3's go.mod requires (its client libraries for both services).
 REKOR_TILES_VERSION=${REKOR_TILES_VERSION:-2.3.0}
@@ -324,6 +329,58 @@ build_go_command() {
   mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
 }
 
+# Vault's go.mod replaces its own submodules with directories of its repository (not in the
+# module zip): the consumer module names served versions instead. No served SDK tag matches
+# 1.21.4's in-tree SDK, so v0.21.0 is taken with two API changes 1.21.4 expects (from the served
+# v0.25.1, see hack/PEERS.md). The UI is not built (no `ui` tag).
+build_vault() {
+  local version=$VAULT_VERSION stampv="$VAULT_VERSION+sdk$VAULT_SDK_BASE" dir sdk base fix
+  if is_built vault "$stampv"; then log "vault v$version already built"; return; fi
+  dir=$TESTBIN/src/vault-$version sdk=$TESTBIN/src/vault-$version-sdk
+  mkdir -p "$dir"
+  base=$(cd "$TESTBIN" && go mod download -json "github.com/hashicorp/vault/sdk@v$VAULT_SDK_BASE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  fix=$(cd "$TESTBIN" && go mod download -json "github.com/hashicorp/vault/sdk@v$VAULT_SDK_FIX" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$sdk" && cp -r "$base" "$sdk" && chmod -R u+w "$sdk"
+  cp "$fix/helper/keysutil/lock_manager.go" "$sdk/helper/keysutil/lock_manager.go"
+  sed -i 's|ActivationFunc func(context.Context, \*logical.Request, string) error|ActivationFunc func(context.Context, *logical.Request) error|' \
+    "$sdk/framework/backend.go"
+  cd "$dir"
+  cat >main.go <<'GO'
+// Vault's own main: the CLI, whose `server -dev` the platform runs.
+package main
+
+import (
+	"os"
+
+	"github.com/hashicorp/vault/command"
+)
+
+func main() { os.Exit(command.Run(os.Args[1:])) }
+GO
+  cat >go.mod <<MOD
+module driftless.testbin/vault
+
+go 1.25.3
+
+require github.com/hashicorp/vault v$version
+
+replace (
+	github.com/hashicorp/vault/api => github.com/hashicorp/vault/api v1.22.0
+	github.com/hashicorp/vault/api/auth/approle => github.com/hashicorp/vault/api/auth/approle v0.1.0
+	github.com/hashicorp/vault/api/auth/kubernetes => github.com/hashicorp/vault/api/auth/kubernetes v0.10.0
+	github.com/hashicorp/vault/api/auth/userpass => github.com/hashicorp/vault/api/auth/userpass v0.1.0
+	github.com/hashicorp/vault/sdk => $sdk
+	github.com/99designs/keyring => github.com/Jeffail/keyring v1.2.3
+	github.com/ma314smith/signedxml v1.1.1 => github.com/moov-io/signedxml v1.1.1
+)
+MOD
+  log "building vault v$version (a large build: several minutes)"
+  # -e: imports of Vault's own tests cannot be resolved from the module zip; they are not built.
+  go mod tidy -e >/dev/null 2>&1
+  CGO_ENABLED=0 go build -tags vault -trimpath -ldflags "-s -w" -o "$BIN/vault.tmp" .
+  mv "$BIN/vault.tmp" "$BIN/vault" && stamp vault "$stampv"
+}
+
 build_sops() {
   build_go_command sops github.com/getsops/sops/v3 github.com/getsops/sops/v3/cmd/sops "$SOPS_VERSION"
   build_go_command age-keygen filippo.io/age filippo.io/age/cmd/age-keygen "$AGE_VERSION"
@@ -336,8 +393,9 @@ case "${1:-all}" in
   helm) build_helm ;;
   referrers-registry) build_referrers_registry ;;
   all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION"
-    build_referrers_registry; build_sops ;;
+    build_referrers_registry; build_sops; build_vault ;;
   sops) build_sops ;;
+  vault) build_vault ;;
   # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
   cosign) build_cosign cosign v2 "$COSIGN_VERSION" ;;
   cosign3) build_cosign cosign3 v3 "$COSIGN3_VERSION" ;;
@@ -354,5 +412,5 @@ case "${1:-all}" in
     github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
 esac

@@ -485,3 +485,45 @@ async fn azure_key_vault_and_cloud_kms_keys_open_the_file() {
     assert!(!e.contains("hunter2-plaintext"));
     assert_eq!(entra_id.requests().len(), asked, "no token asked for it");
 }
+
+/// Vault transit keys, against the platform's Vault dev server (its transit engine): the real
+/// sops encrypts with `--hc-vault-transit`; the Secret's `sops.vault-token` opens the file; a
+/// token Vault does not know is refused by Vault, and the message names the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_transit_keys_open_the_file_with_the_secrets_token() {
+    let platform = support::platform();
+    let sops = Sops::new(&platform);
+    let address = platform.env["DRIFTLESS_VAULT_ADDR"].clone();
+    let root = platform.env["DRIFTLESS_VAULT_TOKEN"].clone();
+    let key = format!("{address}/v1/transit/keys/sops");
+    let encrypted = sops.encrypt_env(
+        &["--hc-vault-transit", &key],
+        &[("VAULT_TOKEN", &root)],
+        "vault.yaml",
+        SECRET,
+        &[],
+    );
+    assert!(
+        encrypted.contains("hc_vault:") && encrypted.contains("vault:v1:"),
+        "{encrypted}"
+    );
+    let decrypt = |token: &str| {
+        let keys = Keyring::from_entries(
+            [("sops.vault-token", token.as_bytes())],
+            "Secret 'test/vault'",
+        )
+        .unwrap()
+        .with_kms(reqwest::Client::new(), None);
+        let file = encrypted.clone();
+        tokio::task::spawn_blocking(move || decrypt_file(file.as_bytes(), Format::Yaml, &keys))
+    };
+    let plain = decrypt(&format!("{root}\n")).await.unwrap().unwrap();
+    decrypted_equals_plain(&plain, SECRET);
+    let e = decrypt("s.not-a-vault-token").await.unwrap().unwrap_err();
+    assert!(
+        e.contains("Vault transit backend 'transit/decrypt/sops'")
+            && e.contains("permission denied"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2-plaintext"));
+}

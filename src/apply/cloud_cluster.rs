@@ -39,8 +39,6 @@ const GCP_SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/cloud-platform",
     "https://www.googleapis.com/auth/userinfo.email",
 ];
-/// The controller's own ServiceAccount token (for `generic` without a ServiceAccount).
-const CONTROLLER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// An EKS token is a presigned `GetCallerIdentity` valid this long.
 const EKS_TOKEN_SECONDS: u32 = 900;
 
@@ -259,8 +257,9 @@ pub fn eks_cluster(arn: &str) -> Result<(String, String), String> {
         });
     let account_ok =
         (1..=30).contains(&account.len()) && account.bytes().all(|b| b.is_ascii_digit());
+    // The region becomes part of the EKS and STS host names the controller signs requests for.
     if !partition_ok
-        || !(1..=100).contains(&region.len())
+        || !crate::identity::endpoints::is_aws_region(region)
         || !account_ok
         || !(1..=200).contains(&name.chars().count())
     {
@@ -278,7 +277,7 @@ pub fn aks_cluster(id: &str) -> Result<(), String> {
     };
     let parts: Vec<&str> = id.split('/').collect();
     let ok = match parts.as_slice() {
-        ["", s, sub, r, rg, p, ns, m, name] => {
+        ["", s, sub, r, rg, p, ns, m, name] if parts.iter().skip(1).all(|p| plain_segment(p)) => {
             s.eq_ignore_ascii_case("subscriptions")
                 && sub.chars().count() == 36
                 && r.eq_ignore_ascii_case("resourceGroups")
@@ -299,7 +298,7 @@ pub fn gke_cluster(id: &str) -> Result<(), String> {
     let ok = match parts.as_slice() {
         ["projects", p, "locations", l, "clusters", n] => [p, l, n]
             .iter()
-            .all(|s| (1..=200).contains(&s.chars().count())),
+            .all(|s| (1..=200).contains(&s.chars().count()) && plain_segment(s)),
         _ => false,
     };
     ok.then_some(()).ok_or_else(|| {
@@ -309,10 +308,15 @@ pub fn gke_cluster(id: &str) -> Result<(), String> {
     })
 }
 
-/// `https://host:port`: a scheme added when missing, only HTTPS, host lowercased, port 443
-/// when none.
+/// A path segment that stays one segment in a URL: not `.` or `..`, no `?`, `#`, `%` or `\`.
+pub fn plain_segment(segment: &str) -> bool {
+    !matches!(segment, "." | "..") && !segment.contains(['?', '#', '%', '\\', '/'])
+}
+
+/// `https://host:port[/path]`: a scheme added when missing, only HTTPS, host lowercased, port
+/// 443 when none, a path (a proxy's cluster path, as Rancher's) kept without its trailing `/`.
 pub fn canonical_address(address: &str) -> Result<String, String> {
-    let with_scheme = if address.starts_with("http") {
+    let with_scheme = if address.contains("://") {
         address.to_string()
     } else {
         format!("https://{address}")
@@ -328,9 +332,10 @@ pub fn canonical_address(address: &str) -> Result<String, String> {
         .host_str()
         .ok_or_else(|| format!("failed to parse cluster address {address}: no host"))?;
     Ok(format!(
-        "https://{}:{}",
+        "https://{}:{}{}",
         host.to_ascii_lowercase(),
-        url.port().unwrap_or(443)
+        url.port().unwrap_or(443),
+        url.path().trim_end_matches('/')
     ))
 }
 
@@ -345,9 +350,11 @@ fn generic(
     } else {
         spec.audiences.clone()
     };
-    let identity = match object {
-        Some((identity, _)) => identity,
-        None => controller_identity(&audiences)?,
+    // Flux would mint a token of the controller's own ServiceAccount for any audience and send
+    // it to any address the ConfigMap names: one that another service (a cloud's STS, a Vault
+    // role) trusts would hand the controller's identity to whoever runs that address.
+    let Some((identity, _)) = object else {
+        return Err("the generic provider needs a ServiceAccount: name one in the ConfigMap's serviceAccountName (or set --default-kubeconfig-service-account); the controller's own ServiceAccount token is never sent to an address a ConfigMap names".into());
     };
     Ok(RemoteAccess {
         server,
@@ -357,53 +364,6 @@ fn generic(
             audiences,
         }),
     })
-}
-
-/// The controller's own ServiceAccount (from its token's subject): its tokens may not carry
-/// the audience of the controller's own cluster.
-fn controller_identity(audiences: &[String]) -> Result<Identity, String> {
-    let text = std::fs::read_to_string(CONTROLLER_TOKEN).map_err(|e| {
-        format!("failed to create kubernetes token for controller service account: reading {CONTROLLER_TOKEN}: {e}")
-    })?;
-    let claims = jwt_claims(text.trim())
-        .ok_or("failed to create kubernetes token for controller service account: the controller's token is not a JWT")?;
-    let own: Vec<String> = match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    };
-    if let Some(a) = audiences.iter().find(|a| own.contains(a)) {
-        return Err(format!(
-            "audience '{a}' is not allowed as it is intended for the local kubernetes cluster"
-        ));
-    }
-    let subject = claims["sub"].as_str().unwrap_or_default();
-    let mut parts = subject.splitn(4, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("system"), Some("serviceaccount"), Some(ns), Some(name)) => Ok(Identity {
-            client: kube_client_for_tokens()?,
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        }),
-        _ => Err(format!(
-            "failed to create kubernetes token for controller service account: unexpected subject '{subject}'"
-        )),
-    }
-}
-
-/// The in-cluster client the controller runs with (the controller's own token file names it).
-fn kube_client_for_tokens() -> Result<kube::Client, String> {
-    let config = kube::Config::incluster().map_err(|e| e.to_string())?;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
-}
-
-fn jwt_claims(token: &str) -> Option<Value> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 async fn eks(
@@ -470,15 +430,24 @@ fn settle(
             }
             Ok((
                 canonical_address(address)?,
-                Some(spec.ca.clone().unwrap_or(described.ca)),
+                Some(trusted_ca(spec, described.ca, controller)),
             ))
         }
         (Some(address), None) => Ok((canonical_address(address)?, spec.ca.clone())),
         (None, Some(described)) => Ok((
             canonical_address(&described.server)?,
-            Some(spec.ca.clone().unwrap_or(described.ca)),
+            Some(trusted_ca(spec, described.ca, controller)),
         )),
         (None, None) => Err("cluster address is required to create a REST config".into()),
+    }
+}
+
+/// The CA a pass trusts: with the controller's own identity always the cloud's (a tenant's CA
+/// would let whoever it names receive the token); else the ConfigMap's `ca.crt` when given.
+fn trusted_ca(spec: &ClusterRef, described: Vec<u8>, controller: bool) -> Vec<u8> {
+    match (&spec.ca, controller) {
+        (Some(ca), false) => ca.clone(),
+        _ => described,
     }
 }
 
@@ -902,6 +871,8 @@ mod tests {
             "arn:aws:eks::1:cluster/x",
             "arn:aws:eks:r:1:nodegroup/x",
             "arn:gcp:eks:r:1:cluster/x",
+            "arn:aws:eks:attacker.example/:1:cluster/x",
+            "arn:aws:eks:eu-west-1#:1:cluster/x",
         ] {
             assert!(
                 eks_cluster(bad)
@@ -916,6 +887,8 @@ mod tests {
         assert!(aks_cluster("/subscriptions/short/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c").is_err());
         assert!(gke_cluster("projects/p/locations/europe-west1/clusters/c").is_ok());
         assert!(gke_cluster("projects/p/zones/z/clusters/c").is_err());
+        assert!(gke_cluster("projects/../locations/l/clusters/c").is_err());
+        assert!(gke_cluster("projects/p/locations/l/clusters/c?x=1").is_err());
     }
 
     #[test]
@@ -963,6 +936,14 @@ mod tests {
             "https://h:6443"
         );
         assert!(canonical_address("http://h").is_err());
+        assert_eq!(
+            canonical_address("httpbin.example").unwrap(),
+            "https://httpbin.example:443"
+        );
+        assert_eq!(
+            canonical_address("https://rancher.example/k8s/clusters/c-x/").unwrap(),
+            "https://rancher.example:443/k8s/clusters/c-x"
+        );
     }
 
     #[test]
@@ -984,6 +965,12 @@ mod tests {
         ]);
         let (server, ca) = settle(&same, Some(described()), true).unwrap();
         assert_eq!(server, "https://abc.gr7.eu-west-1.eks.amazonaws.com:443");
+        assert_eq!(
+            ca.as_deref(),
+            Some(&b"cloud-ca"[..]),
+            "the tenant's CA is not trusted with the controller's token"
+        );
+        let (_, ca) = settle(&same, Some(described()), false).unwrap();
         assert_eq!(ca.as_deref(), Some(&b"mine"[..]));
         let (server, _) = settle(&spec(&[]), Some(described()), true).unwrap();
         assert_eq!(server, "https://abc.gr7.eu-west-1.eks.amazonaws.com:443");
@@ -1001,6 +988,17 @@ mod tests {
         );
         assert_eq!(found[0].ca, b"ca");
         assert!(aks_kubeconfigs(&serde_json::json!({"kubeconfigs": [{"value": "%%%"}]})).is_err());
+    }
+
+    #[test]
+    fn the_generic_provider_never_sends_the_controllers_own_token() {
+        let spec = spec(&[
+            ("provider", "generic"),
+            ("address", "https://attacker.example"),
+            ("audiences", "sts.amazonaws.com"),
+        ]);
+        let e = generic(&spec, None).err().unwrap();
+        assert!(e.contains("needs a ServiceAccount"), "{e}");
     }
 
     #[tokio::test]

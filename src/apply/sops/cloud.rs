@@ -295,6 +295,14 @@ fn vault_allowed(list: &str, address: &str) -> bool {
         .any(|prefix| address.starts_with(&format!("{}/", prefix.trim_end_matches('/'))))
 }
 
+fn is_vault_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && !matches!(segment, "." | "..")
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Vault transit `decrypt` of `enc` (`vault:v1:…`) at `<address>/v1/<engine>/decrypt/<key>`.
 pub async fn vault_decrypt(
     http: &reqwest::Client,
@@ -308,9 +316,30 @@ pub async fn vault_decrypt(
     let failed = |e: String| {
         format!("failed to decrypt sops data key from Vault transit backend '{backend}': {e}")
     };
+    // The file names the engine and key: each stays a path segment under the engine's own
+    // path, so a token is never sent to another Vault endpoint (`../../auth/token/revoke-self`).
+    let segments: Vec<&str> = engine_path.trim_matches('/').split('/').collect();
+    if !segments
+        .iter()
+        .chain(std::iter::once(&key_name))
+        .all(|s| is_vault_segment(s))
+    {
+        return Err(failed(
+            "the engine path and key name must be plain path segments (letters, digits, '-', '_', '.')".into(),
+        ));
+    }
     let token = token.for_address(address)?;
-    let url = reqwest::Url::parse(&format!("{}/v1/{backend}", address.trim_end_matches('/')))
+    let mut url = reqwest::Url::parse(address)
         .map_err(|e| failed(format!("the address '{address}' is not a URL: {e}")))?;
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| failed(format!("the address '{address}' is not a URL with a path")))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(segments.iter().copied())
+        .push("decrypt")
+        .push(key_name);
     let mut request = http
         .put(url)
         .header("X-Vault-Token", token)
@@ -435,6 +464,10 @@ mod tests {
             "https://vault.example.attacker"
         ));
         assert!(!vault_allowed("", "https://vault.example"));
+        assert!(is_vault_segment("transit") && is_vault_segment("my-key.v2"));
+        for bad in ["", ".", "..", "a?b", "a#b", "a%2e", "a b"] {
+            assert!(!is_vault_segment(bad), "{bad}");
+        }
         let secret = VaultToken::Secret("s.tenant".into());
         assert_eq!(secret.for_address("http://anywhere").unwrap(), "s.tenant");
         assert_eq!(vault_token(b"  s.abc\n").unwrap(), "s.abc");
