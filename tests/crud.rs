@@ -313,21 +313,11 @@ fn kubectl_apply_installs_the_committed_crds() {
         "kubectl apply -f crds/: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = platform
-        .kubectl()
-        .args(["wait", "--for=condition=Established", "--timeout=60s"])
-        .args(
-            driftless::api::crds::all()
-                .iter()
-                .map(|c| format!("crd/{}", c.metadata.name.as_ref().unwrap())),
-        )
-        .output()
-        .expect("run kubectl wait");
-    assert!(
-        out.status.success(),
-        "CRDs not established: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let names: Vec<String> = driftless::api::crds::all()
+        .iter()
+        .map(|c| format!("crd/{}", c.metadata.name.as_deref().unwrap_or_default()))
+        .collect();
+    support::wait_crds_established(&platform, &names);
 }
 
 /// `kubectl get` output: the header and the row of one object.

@@ -1093,20 +1093,9 @@ fn install_helm_release_crd(platform: &support::Platform) {
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = platform
-        .kubectl()
-        .args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/helmreleases.helm.toolkit.fluxcd.io",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "HelmRelease CRD: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::wait_crds_established(
+        platform,
+        &["crd/helmreleases.helm.toolkit.fluxcd.io".to_string()],
     );
 }
 

@@ -24,12 +24,12 @@ use serde_json::Value;
 use super::context::ApplyContext;
 use crate::api::kustomization::Kustomization;
 use crate::controller::objects::kube_message;
+use crate::identity::auth::{json_answer, json_of};
 use crate::identity::aws::{self, AwsAuth, SigningRequest};
 use crate::identity::entra::{self, EntraCredential};
 use crate::identity::google::{self, GoogleCredential};
 use crate::identity::workload::Identity;
 use crate::identity::{auth, cache};
-use crate::transport::{answer_text, error_chain};
 
 /// Entra ID's application for AKS clusters with Entra integration.
 const AKS_SCOPE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630/.default";
@@ -389,21 +389,36 @@ async fn eks(
         }
         None => AwsAuth::Chain { sts_endpoint: None },
     };
-    let described = if controller || spec.address.is_none() || spec.ca.is_none() {
-        Some(describe_eks(http, &auth, &region, &cluster_name).await?)
-    } else {
-        None
+    let described = match needs_description(spec, controller) {
+        true => Some(describe_eks(http, &auth, &region, &cluster_name).await?),
+        false => None,
     };
+    let bearer = Bearer::Eks {
+        http: http.clone(),
+        auth,
+        region,
+        cluster_name,
+    };
+    remote_access_of(spec, described, controller, bearer)
+}
+
+/// Whether the cloud is asked for the cluster's address and CA: when the ConfigMap lacks one,
+/// and always with the controller's own identity (whose address must be the cluster's own).
+fn needs_description(spec: &ClusterRef, controller: bool) -> bool {
+    controller || spec.address.is_none() || spec.ca.is_none()
+}
+
+fn remote_access_of(
+    spec: &ClusterRef,
+    described: Option<Described>,
+    controller: bool,
+    bearer: Bearer,
+) -> Result<RemoteAccess, String> {
     let (server, ca) = settle(spec, described, controller)?;
     Ok(RemoteAccess {
         server,
         ca,
-        bearer: Arc::new(Bearer::Eks {
-            http: http.clone(),
-            auth,
-            region,
-            cluster_name,
-        }),
+        bearer: Arc::new(bearer),
     })
 }
 
@@ -470,25 +485,10 @@ async fn describe_eks(
     let path = format!("/clusters/{}", crate::util::uri_encode(name, false));
     let url = reqwest::Url::parse(&format!("{}{path}", endpoint.trim_end_matches('/')))
         .map_err(|e| failed(e.to_string()))?;
-    let signed = aws::sign_v4(
-        &SigningRequest {
-            method: "GET",
-            host: &aws::host_header(&url),
-            path: url.path(),
-            query: &[],
-            headers: &[],
-            service: "eks",
-            body: &[],
-        },
-        &keys,
-        region,
-        jiff::Timestamp::now(),
-    );
-    let mut request = http.get(url);
-    for (name, value) in signed {
-        request = request.header(name, value);
-    }
-    let answer = json_answer(request).await.map_err(failed)?;
+    let (status, text) = aws::send_signed(http, "GET", url, "eks", &[], Vec::new(), &keys, region)
+        .await
+        .map_err(failed)?;
+    let answer = json_of(status, &text).map_err(failed)?;
     let cluster = &answer["cluster"];
     let server = cluster["endpoint"]
         .as_str()
@@ -562,21 +562,18 @@ async fn aks(
         Some((identity, sa)) => EntraCredential::for_service_account(identity, &sa)?,
         None => EntraCredential::from_environment(),
     };
-    let described = if controller || spec.address.is_none() || spec.ca.is_none() {
-        let id = spec.cluster.as_deref().unwrap_or_default();
-        Some(describe_aks(http, &credential, id, spec.address.as_deref()).await?)
-    } else {
-        None
+    let described = match needs_description(spec, controller) {
+        true => {
+            let id = spec.cluster.as_deref().unwrap_or_default();
+            Some(describe_aks(http, &credential, id, spec.address.as_deref()).await?)
+        }
+        false => None,
     };
-    let (server, ca) = settle(spec, described, controller)?;
-    Ok(RemoteAccess {
-        server,
-        ca,
-        bearer: Arc::new(Bearer::Aks {
-            http: http.clone(),
-            credential,
-        }),
-    })
+    let bearer = Bearer::Aks {
+        http: http.clone(),
+        credential,
+    };
+    remote_access_of(spec, described, controller, bearer)
 }
 
 /// The AKS cluster (which must have Entra ID integration) and its user kubeconfigs: the one
@@ -701,21 +698,18 @@ async fn gke(
         Some((identity, sa)) => GoogleCredential::for_service_account(identity, &sa)?,
         None => GoogleCredential::from_environment()?,
     };
-    let described = if controller || spec.address.is_none() || spec.ca.is_none() {
-        let id = spec.cluster.as_deref().unwrap_or_default();
-        Some(describe_gke(http, &credential, id).await?)
-    } else {
-        None
+    let described = match needs_description(spec, controller) {
+        true => {
+            let id = spec.cluster.as_deref().unwrap_or_default();
+            Some(describe_gke(http, &credential, id).await?)
+        }
+        false => None,
     };
-    let (server, ca) = settle(spec, described, controller)?;
-    Ok(RemoteAccess {
-        server,
-        ca,
-        bearer: Arc::new(Bearer::Gke {
-            http: http.clone(),
-            credential,
-        }),
-    })
+    let bearer = Bearer::Gke {
+        http: http.clone(),
+        credential,
+    };
+    remote_access_of(spec, described, controller, bearer)
 }
 
 /// GKE `clusters.get`: the endpoint (a bare host) and CA.
@@ -752,20 +746,6 @@ async fn describe_gke(
         server: format!("https://{endpoint}"),
         ca,
     })
-}
-
-async fn json_answer(request: reqwest::RequestBuilder) -> Result<Value, String> {
-    let response = request.send().await.map_err(|e| error_chain(&e))?;
-    let status = response.status();
-    let text = answer_text(response).await;
-    if !status.is_success() {
-        return Err(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            auth::sanitize(&text)
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))
 }
 
 /// Sets `Authorization: Bearer <token>` on every request, the token fetched for that request.

@@ -124,6 +124,32 @@ fn unescape_xml(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// A cloud API's JSON answer, or its refusal: the status and the service's own message
+/// (`error.message`, `errors[0]`, else the start of the body), URLs without their queries.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::transport::error_chain(&e))?;
+    let status = response.status();
+    json_of(status, &crate::transport::answer_text(response).await)
+}
+
+/// `json_answer` of an answer already read.
+pub fn json_of(status: reqwest::StatusCode, text: &str) -> Result<serde_json::Value, String> {
+    if !status.is_success() {
+        let answer: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let message = answer["error"]["message"]
+            .as_str()
+            .or(answer["errors"][0].as_str())
+            .or(answer["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        return Err(format!("HTTP {}: {}", status.as_u16(), sanitize(&message)));
+    }
+    serde_json::from_str(text).map_err(|e| format!("the answer is not JSON: {e}"))
+}
+
 /// Removes the query string from every URL in an error message: pre-signed URLs and SAS
 /// tokens must not reach conditions or events (Flux does the same).
 pub fn sanitize(message: &str) -> String {

@@ -188,30 +188,9 @@ pub async fn assume_role(
             "content-type",
             "application/x-www-form-urlencoded; charset=utf-8".to_string(),
         )];
-        let signed = sign_v4(
-            &SigningRequest {
-                method: "POST",
-                host: &host_header(&url),
-                path: url.path(),
-                query: &[],
-                headers: &headers,
-                service: "sts",
-                body: &body,
-            },
-            keys,
-            region,
-            jiff::Timestamp::now(),
-        );
-        let mut request = http.post(url).body(body);
-        for (name, value) in headers.iter().chain(signed.iter()) {
-            request = request.header(*name, value);
-        }
-        let response = request
-            .send()
+        let (status, text) = send_signed(http, "POST", url, "sts", &headers, body, keys, region)
             .await
-            .map_err(|e| format!("STS request to {endpoint} failed: {}", error_chain(&e)))?;
-        let status = response.status();
-        let text = answer_text(response).await;
+            .map_err(|e| format!("STS request to {endpoint} failed: {e}"))?;
         if !status.is_success() {
             let detail =
                 xml_text(&text, "Message").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
@@ -223,6 +202,43 @@ pub async fn assume_role(
     })
     .await?;
     keys_from_token(&value)
+}
+
+/// A SigV4-signed request (`method` to `url` with `headers` and `body`, for `service` in
+/// `region`): the answer's status and text, read with the transport's bound.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_signed(
+    http: &reqwest::Client,
+    method: &str,
+    url: reqwest::Url,
+    service: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+    keys: &StaticKeys,
+    region: &str,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let signed = sign_v4(
+        &SigningRequest {
+            method,
+            host: &host_header(&url),
+            path: url.path(),
+            query: &[],
+            headers,
+            service,
+            body: &body,
+        },
+        keys,
+        region,
+        jiff::Timestamp::now(),
+    );
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut request = http.request(method, url).body(body);
+    for (name, value) in headers.iter().chain(signed.iter()) {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    Ok((status, answer_text(response).await))
 }
 
 /// The `Host` header value of a URL: the host, and the port when it is not the scheme's.

@@ -5,8 +5,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::auth::{self, RegistryLogin, Token, cached_token};
-use super::aws::{AwsAuth, SigningRequest, StaticKeys, host_header, session_keys, sign_v4};
-use crate::transport::{answer_text, error_chain};
+use super::aws::{AwsAuth, StaticKeys, send_signed, session_keys};
 
 /// The DNS suffixes of the partitions ECR registries live in (as Flux's registry pattern
 /// lists them), and the dual-stack `on.aws`.
@@ -164,32 +163,18 @@ async fn authorization_token(
         ("content-type", "application/x-amz-json-1.1".to_string()),
         ("x-amz-target", target.to_string()),
     ];
-    let signed = sign_v4(
-        &SigningRequest {
-            method: "POST",
-            host: &host_header(&url),
-            path: url.path(),
-            query: &[],
-            headers: &headers,
-            service,
-            body,
-        },
+    let (status, text) = send_signed(
+        http,
+        "POST",
+        url,
+        service,
+        &headers,
+        body.to_vec(),
         keys,
         registry.region(),
-        jiff::Timestamp::now(),
-    );
-    let mut request = http.post(url.clone()).body(body.to_vec());
-    for (k, v) in headers.iter().chain(signed.iter()) {
-        request = request.header(*k, v);
-    }
-    let response = request.send().await.map_err(|e| {
-        format!(
-            "ECR GetAuthorizationToken at {endpoint} failed: {}",
-            error_chain(&e)
-        )
-    })?;
-    let status = response.status();
-    let text = answer_text(response).await;
+    )
+    .await
+    .map_err(|e| format!("ECR GetAuthorizationToken at {endpoint} failed: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "ECR GetAuthorizationToken at {endpoint} was refused: {}",

@@ -113,6 +113,36 @@ fn parse_env_file(path: &Path) -> HashMap<String, String> {
         .collect()
 }
 
+/// Until every named CRD (`crd/<name>`) is Established, or a minute has passed. `kubectl wait`
+/// gives up at once on a CRD whose status has no conditions yet (one created a moment ago), so
+/// the condition is read until it is there.
+pub fn wait_crds_established(platform: &Platform, names: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for name in names {
+        loop {
+            let out = platform
+                .kubectl()
+                .args([
+                    "get",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ])
+                .output()
+                .expect("run kubectl get");
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "True" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not Established within a minute: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
 /// Install driftless's CRDs (server-side apply, as `kubectl apply --server-side` would) and
 /// wait until the API server serves them. Runs once per test binary.
 pub async fn install_crds(client: &Client) {

@@ -13,10 +13,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::identity::auth;
+use crate::identity::auth::{self, json_answer};
 use crate::identity::entra::{self, EntraCredential};
 use crate::identity::google::{self, GoogleCredential};
-use crate::transport::{answer_text, error_chain};
 
 const KEY_VAULT_API_VERSION: &str = "2025-07-01";
 const GCP_KMS_SCOPES: &[&str] = &[
@@ -178,7 +177,7 @@ pub async fn azure_decrypt(
         crate::util::uri_encode(name, false),
         crate::util::uri_encode(version, false),
     );
-    let answer = json_call(
+    let answer = json_answer(
         http.post(url)
             .bearer_auth(token)
             .json(&json!({"alg": "RSA-OAEP-256", "value": enc})),
@@ -227,7 +226,7 @@ pub async fn gcp_decrypt(
     let token = google::access_token(http, credential, GCP_KMS_SCOPES)
         .await
         .map_err(failed)?;
-    let answer = json_call(
+    let answer = json_answer(
         http.post(format!(
             "{}/v1/{resource}:decrypt",
             endpoint.trim_end_matches('/')
@@ -350,7 +349,7 @@ pub async fn vault_decrypt(
     {
         request = request.header("X-Vault-Namespace", namespace);
     }
-    let answer = json_call(request).await.map_err(failed)?;
+    let answer = json_answer(request).await.map_err(failed)?;
     let plaintext = answer["data"]["plaintext"]
         .as_str()
         .ok_or_else(|| failed("no decrypted data".into()))?;
@@ -358,26 +357,6 @@ pub async fn vault_decrypt(
         .decode(plaintext)
         .map(Zeroizing::new)
         .map_err(|_| failed("cannot decode base64 plaintext into data key bytes".into()))
-}
-
-async fn json_call(request: reqwest::RequestBuilder) -> Result<Value, String> {
-    let response = request.send().await.map_err(|e| error_chain(&e))?;
-    let status = response.status();
-    let text = answer_text(response).await;
-    if !status.is_success() {
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let message = answer["error"]["message"]
-            .as_str()
-            .or(answer["errors"][0].as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        return Err(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            auth::sanitize(&message)
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))
 }
 
 #[cfg(test)]

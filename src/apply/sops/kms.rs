@@ -8,9 +8,8 @@ use serde_json::{Value, json};
 
 use zeroize::Zeroizing;
 
-use crate::identity::aws::{self, AwsAuth, SigningRequest, StaticKeys};
+use crate::identity::aws::{self, AwsAuth, StaticKeys};
 use crate::identity::endpoints::aws_regional_kms;
-use crate::transport::{answer_text, error_chain};
 
 /// How this controller reaches KMS.
 #[derive(Clone)]
@@ -99,35 +98,13 @@ async fn call(
     body: Vec<u8>,
 ) -> Result<Value, String> {
     let url = reqwest::Url::parse(endpoint).map_err(|e| format!("KMS endpoint {endpoint}: {e}"))?;
-    let host = aws::host_header(&url);
     let headers = [
         ("content-type", "application/x-amz-json-1.1".to_string()),
         ("x-amz-target", "TrentService.Decrypt".to_string()),
     ];
-    let signed = aws::sign_v4(
-        &SigningRequest {
-            method: "POST",
-            host: &host,
-            path: "/",
-            query: &[],
-            headers: &headers,
-            service: "kms",
-            body: &body,
-        },
-        keys,
-        region,
-        jiff::Timestamp::now(),
-    );
-    let mut request = http.post(url).body(body);
-    for (name, value) in headers.iter().chain(signed.iter()) {
-        request = request.header(*name, value);
-    }
-    let response = request
-        .send()
+    let (status, text) = aws::send_signed(http, "POST", url, "kms", &headers, body, keys, region)
         .await
-        .map_err(|e| format!("KMS request to {endpoint} failed: {}", error_chain(&e)))?;
-    let status = response.status();
-    let text = answer_text(response).await;
+        .map_err(|e| format!("KMS request to {endpoint} failed: {e}"))?;
     let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() {
         let kind = answer["__type"].as_str().unwrap_or_default();
