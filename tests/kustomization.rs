@@ -148,6 +148,31 @@ impl Env {
         self.wait().failing(name, reason).await
     }
 
+    /// A client of the platform's second cluster, where this test's namespace is created too.
+    async fn remote_cluster(&self) -> kube::Client {
+        let remote = self.platform.remote_client().await;
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(remote.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": self.ns.name}})).unwrap(),
+            )
+            .await
+            .expect("the namespace in the remote cluster");
+        remote
+    }
+
+    /// Creates Kustomization `name` with `spec`, which fails (`ReconciliationFailed`) with a
+    /// Ready message that contains `says`.
+    async fn refused_naming(&self, name: &str, spec: serde_json::Value, says: &str) {
+        self.create(name, spec).await;
+        let refused = self.wait_failing(name, "ReconciliationFailed").await;
+        assert!(
+            message(&refused, "Ready").contains(says),
+            "{name}: {}",
+            message(&refused, "Ready")
+        );
+    }
+
     async fn request_reconcile(&self, name: &str) -> Kustomization {
         let stamp = format!(
             "{}",
@@ -1303,15 +1328,7 @@ async fn remote_cluster_through_a_service_account_token_of_the_generic_provider(
         &["--default-kubeconfig-service-account=fallback"],
     )
     .await;
-    let remote = e.platform.remote_client().await;
-    let remote_namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(remote.clone());
-    remote_namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": e.ns.name}})).unwrap(),
-        )
-        .await
-        .expect("the namespace in the remote cluster");
+    let remote = e.remote_cluster().await;
     // In the remote cluster, only the local `deployer` ServiceAccount (as the remote cluster
     // names it) may write, and only in this namespace.
     let user = format!("platform:system:serviceaccount:{}:deployer", e.ns.name);
@@ -1428,13 +1445,8 @@ async fn remote_cluster_through_a_service_account_token_of_the_generic_provider(
             "failed to validate configuration: cluster address is required".to_string(),
         ),
     ] {
-        e.create(name, e.spec("src", via(name))).await;
-        let refused = e.wait_failing(name, "ReconciliationFailed").await;
-        assert!(
-            message(&refused, "Ready").contains(&says),
-            "{name}: {}",
-            message(&refused, "Ready")
-        );
+        e.refused_naming(name, e.spec("src", via(name)), &says)
+            .await;
     }
 
     // Deleting the Kustomization prunes in the remote cluster, through the same identity.
@@ -2132,15 +2144,8 @@ impl Env {
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_cluster_apply_health_and_prune_through_a_kubeconfig_secret() {
     let e = env("ks-remote").await;
-    let remote = e.platform.remote_client().await;
+    let remote = e.remote_cluster().await;
     let remote_namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(remote.clone());
-    remote_namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": e.ns.name}})).unwrap(),
-        )
-        .await
-        .expect("the namespace in the remote cluster");
     let remote_configmaps: Api<ConfigMap> = Api::namespaced(remote.clone(), &e.ns.name);
     let kubeconfig = std::fs::read_to_string(e.platform.remote_kubeconfig()).unwrap();
     e.create_secret("remote-kubeconfig", json!({ "value": kubeconfig }))
@@ -2231,17 +2236,8 @@ async fn remote_cluster_apply_health_and_prune_through_a_kubeconfig_secret() {
             format!("unable to read KubeConfig secret '{}/nope'", e.ns.name),
         ),
     ] {
-        e.create(
-            name,
-            e.spec("remote", json!({"kubeConfig": via_secret(secret)})),
-        )
-        .await;
-        let refused = e.wait_failing(name, "ReconciliationFailed").await;
-        assert!(
-            message(&refused, "Ready").contains(&says),
-            "{}",
-            message(&refused, "Ready")
-        );
+        let spec = e.spec("remote", json!({"kubeConfig": via_secret(secret)}));
+        e.refused_naming(name, spec, &says).await;
     }
 
     // Deleting the Kustomization prunes in the remote cluster.
