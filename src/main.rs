@@ -96,8 +96,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     limit_malloc_arenas();
     // File-system work (extraction, archiving, fsync, GC) runs on blocking threads; a few are
     // enough on the small machines controllers get, and each one costs memory.
+    // 8 MiB stacks (reserved, touched only as used): a request to a remote cluster runs its
+    // token fetch, itself a request to the local API server, inside the remote client's
+    // request; the default 2 MiB overflowed there in debug builds.
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .max_blocking_threads(8)
         .build()?)
 }

@@ -164,8 +164,14 @@ impl Env {
     /// Creates Kustomization `name` with `spec`, which fails (`ReconciliationFailed`) with a
     /// Ready message that contains `says`.
     async fn refused_naming(&self, name: &str, spec: serde_json::Value, says: &str) {
+        self.failing_naming(name, spec, "ReconciliationFailed", says)
+            .await;
+    }
+
+    /// `refused_naming` with another Ready reason.
+    async fn failing_naming(&self, name: &str, spec: serde_json::Value, reason: &str, says: &str) {
         self.create(name, spec).await;
-        let refused = self.wait_failing(name, "ReconciliationFailed").await;
+        let refused = self.wait_failing(name, reason).await;
         assert!(
             message(&refused, "Ready").contains(says),
             "{name}: {}",
@@ -2465,6 +2471,254 @@ async fn sops_openpgp_keys_decrypt_on_the_platform() {
         secret_value(&secrets.get("pgp").await.unwrap(), "token"),
         "pgp-plaintext"
     );
+}
+
+/// OpenBao/Vault Kubernetes auth (Flux 2.10) against the platform's real Vault, whose
+/// `kubernetes` auth method reviews ServiceAccount tokens at the platform's API server: with
+/// `--sops-vault-configmap`, a Kustomization without a ServiceAccount logs in as the
+/// controller's own ServiceAccount and one with `decryption.serviceAccountName` as that one
+/// (roles `{namespace}_{name}`); a ServiceAccount's `transit-engine` annotations name their own
+/// login path and role. A Vault address the ConfigMap does not list (the same Vault under
+/// another name) gets no token, a ServiceAccount without a Vault role is refused by Vault, and
+/// a ServiceAccount asking for the API server's own audience is refused before any token is
+/// issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn sops_vault_kubernetes_auth_by_the_operators_configmap_and_by_annotations() {
+    let platform = support::platform();
+    let address = platform.env["DRIFTLESS_VAULT_ADDR"].clone();
+    let root = platform.env["DRIFTLESS_VAULT_TOKEN"].clone();
+    let own_token = tempfile::NamedTempFile::new().unwrap();
+    let own_token_path = own_token.path().to_str().unwrap().to_string();
+    let e = env_with_vars(
+        "ks-sops-vault-k8s",
+        &["--sops-vault-configmap=sops-vault"],
+        &[("DRIFTLESS_SERVICE_ACCOUNT_TOKEN_FILE", &own_token_path)],
+    )
+    .await;
+    let ns = e.ns.name.clone();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(e.client.clone(), &ns);
+    let mount = format!("k8s-{ns}");
+    for (name, annotations) in [
+        ("vault-reviewer", json!({})),
+        ("apply-controller", json!({})),
+        ("decryptor", json!({})),
+        ("stranger", json!({})),
+        (
+            "annotated",
+            json!({
+                "transit-engine.auth.fluxcd.io/login-path": format!("auth/{mount}/login"),
+                "transit-engine.auth.fluxcd.io/role": "annotated-role",
+            }),
+        ),
+        (
+            "local-audience",
+            json!({
+                "transit-engine.auth.fluxcd.io/login-path": format!("auth/{mount}/login"),
+                "transit-engine.auth.fluxcd.io/role": "annotated-role",
+                "credential.auth.fluxcd.io/audiences": e.platform.env["DRIFTLESS_APISERVER"],
+            }),
+        ),
+    ] {
+        let sa =
+            serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations}}))
+                .unwrap();
+        accounts.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let token_of = |name: &'static str| {
+        let accounts = accounts.clone();
+        async move {
+            let issued: k8s_openapi::api::authentication::v1::TokenRequest = accounts
+                .create_token_request(
+                    name,
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap(),
+                )
+                .await
+                .unwrap();
+            issued.status.unwrap().token.unwrap()
+        }
+    };
+    // The controller's "own" ServiceAccount: the one its token file names, as in a pod.
+    std::fs::write(&own_token_path, token_of("apply-controller").await).unwrap();
+    // Vault reviews login tokens (whose audience is Vault) with a reviewer token of its own.
+    let reviewers = format!("vault-review-{ns}");
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(e.client.clone());
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": reviewers},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "namespace": ns, "name": "vault-reviewer"}],
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let reviewer = token_of("vault-reviewer").await;
+    configure_vault_kubernetes_auth(&e, &address, &root, &mount, &reviewer).await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(e.client.clone(), &ns);
+    let config = format!("instances:\n  - address: {address}\n    loginPath: auth/{mount}/login\n");
+    let configmap = serde_json::from_value(
+        json!({"metadata": {"name": "sops-vault"}, "data": {"config.yaml": config}}),
+    )
+    .unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap)
+        .await
+        .unwrap();
+
+    let sops = support::sops::Sops::new(&e.platform);
+    let encrypt = |vault: &str, name: &str| {
+        sops.encrypt_env(
+            &["--hc-vault-transit", &format!("{vault}/v1/transit/keys/sops")],
+            &[("VAULT_TOKEN", root.as_str())],
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  token: vault-k8s-plaintext\n"
+            ),
+            &[],
+        )
+    };
+    let unlisted_address = address.replace("127.0.0.1", "localhost");
+    let rev = e
+        .publish(
+            "vault",
+            &[
+                (
+                    "controller/secret.yaml",
+                    &encrypt(&address, "by-controller"),
+                ),
+                ("object/secret.yaml", &encrypt(&address, "by-object")),
+                ("annotated/secret.yaml", &encrypt(&address, "by-annotation")),
+                (
+                    "unlisted/secret.yaml",
+                    &encrypt(&unlisted_address, "unlisted"),
+                ),
+            ],
+        )
+        .await;
+    let decrypting = |path: &str, sa: Option<&str>| {
+        let mut decryption = json!({"provider": "sops"});
+        if let Some(sa) = sa {
+            decryption["serviceAccountName"] = json!(sa);
+        }
+        e.spec("vault", json!({"path": path, "decryption": decryption}))
+    };
+    for (name, path, sa) in [
+        ("controller", "./controller", None),
+        ("object", "./object", Some("decryptor")),
+        ("annotated", "./annotated", Some("annotated")),
+    ] {
+        e.create(name, decrypting(path, sa)).await;
+    }
+    for name in ["controller", "object", "annotated"] {
+        e.wait_ready_at(name, &rev).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), &ns);
+    for name in ["by-controller", "by-object", "by-annotation"] {
+        assert_eq!(
+            secret_value(&secrets.get(name).await.unwrap(), "token"),
+            "vault-k8s-plaintext"
+        );
+    }
+    e.failing_naming(
+        "unlisted",
+        decrypting("./unlisted", None),
+        "BuildFailed",
+        &format!(
+            "no Vault login path configured for address '{unlisted_address}' in ConfigMap '{ns}/sops-vault'"
+        ),
+    )
+    .await;
+    e.failing_naming(
+        "stranger",
+        decrypting("./object", Some("stranger")),
+        "BuildFailed",
+        &format!("failed to authenticate with Vault '{address}' at login path 'auth/{mount}/login' as role '{ns}_stranger'"),
+    )
+    .await;
+    e.failing_naming(
+        "local-audience",
+        decrypting("./annotated", Some("local-audience")),
+        "BuildFailed",
+        "is not allowed as it is intended for the local kubernetes cluster",
+    )
+    .await;
+    assert!(!e.apply.log_text().contains("vault-k8s-plaintext"));
+    bindings
+        .delete(&reviewers, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Vault's `kubernetes` auth method at `auth/<mount>`, reviewing tokens (with `reviewer`'s
+/// token) at the platform's API server for the audience of Vault's own address; a policy that may decrypt with the transit
+/// key `sops`, and roles for the ServiceAccounts of `sops_vault_kubernetes_auth_…`.
+async fn configure_vault_kubernetes_auth(
+    e: &Env,
+    address: &str,
+    root: &str,
+    mount: &str,
+    reviewer: &str,
+) {
+    let ns = &e.ns.name;
+    let ca = std::fs::read_to_string(
+        std::path::Path::new(&e.platform.env["DRIFTLESS_PLATFORM_DIR"]).join("pki/ca.crt"),
+    )
+    .unwrap();
+    let policy = format!("sops-{ns}");
+    let role = |names: &[&str]| {
+        json!({
+            "bound_service_account_names": names,
+            "bound_service_account_namespaces": [ns],
+            "audience": address,
+            "token_policies": [policy],
+            "token_ttl": "10m",
+        })
+    };
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (format!("sys/auth/{mount}"), json!({"type": "kubernetes"})),
+        (
+            format!("auth/{mount}/config"),
+            json!({
+                "kubernetes_host": e.platform.env["DRIFTLESS_APISERVER"],
+                "kubernetes_ca_cert": ca,
+                "disable_local_ca_jwt": true,
+                "token_reviewer_jwt": reviewer,
+            }),
+        ),
+        (
+            format!("sys/policies/acl/{policy}"),
+            json!({"policy": "path \"transit/decrypt/sops\" { capabilities = [\"update\"] }"}),
+        ),
+        (
+            format!("auth/{mount}/role/{ns}_apply-controller"),
+            role(&["apply-controller"]),
+        ),
+        (
+            format!("auth/{mount}/role/{ns}_decryptor"),
+            role(&["decryptor"]),
+        ),
+        (
+            format!("auth/{mount}/role/annotated-role"),
+            role(&["annotated"]),
+        ),
+    ] {
+        let answer = http
+            .post(format!("{address}/v1/{path}"))
+            .header("X-Vault-Token", root)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            answer.text().await.unwrap_or_default()
+        );
+    }
 }
 
 /// A KMS key in the platform's moto, as its API creates one: its ARN.

@@ -386,7 +386,7 @@ async fn azure_key_vault_and_cloud_kms_keys_open_the_file() {
         "Secret 'test/gcp'",
     )
     .unwrap()
-    .with_kms(http.clone(), None);
+    .with_kms(http.clone(), None, None);
     let file = encrypted.clone();
     let plain =
         tokio::task::spawn_blocking(move || decrypt_file(file.as_bytes(), Format::Yaml, &gcp_keys))
@@ -453,7 +453,7 @@ async fn azure_key_vault_and_cloud_kms_keys_open_the_file() {
             "Secret 'test/azure'",
         )
         .unwrap()
-        .with_kms(http.clone(), None),
+        .with_kms(http.clone(), None, None),
     );
     // The values keep sops's key order (the MAC is over the values in file order): only the
     // `sops` object, last in the file, is written anew.
@@ -513,7 +513,7 @@ async fn vault_transit_keys_open_the_file_with_the_secrets_token() {
             "Secret 'test/vault'",
         )
         .unwrap()
-        .with_kms(reqwest::Client::new(), None);
+        .with_kms(reqwest::Client::new(), None, None);
         let file = encrypted.clone();
         tokio::task::spawn_blocking(move || decrypt_file(file.as_bytes(), Format::Yaml, &keys))
     };

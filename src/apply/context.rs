@@ -45,6 +45,8 @@ pub struct ApplySettings {
     /// `--sops-age-secret`: (namespace, name) of the age keys for `spec.decryption` without
     /// a `secretRef`.
     pub sops_age_secret: Option<(String, String)>,
+    /// `--sops-vault-configmap`: the Vault instances Kubernetes auth may log in to.
+    pub sops_vault_configmap: Option<super::sops::VaultConfigMap>,
     /// `--default-decryption-service-account`.
     pub default_decryption_service_account: Option<String>,
     /// `--default-kubeconfig-service-account`.

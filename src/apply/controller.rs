@@ -21,6 +21,7 @@ use super::context::{ApplyContext, ApplySettings, KubeconfigPolicy};
 use super::fetch::{ArtifactCache, Retries};
 use super::interrupt::Interrupts;
 use super::reconcile::source_resource;
+use super::sops::VaultConfigMap;
 use super::ssa::{ManagerOverrides, Mapper, parse_group_kinds};
 use crate::api::kustomization::{SourceKind, SubstituteKind};
 use crate::api::{Bucket, Kustomization, OCIRepository};
@@ -86,6 +87,11 @@ pub struct ApplyControllerArgs {
     /// decrypt for Kustomizations whose `spec.decryption` names no Secret.
     #[arg(long, default_value = "")]
     pub sops_age_secret: String,
+    /// A ConfigMap in the controller's namespace (RUNTIME_NAMESPACE) whose `config.yaml` lists
+    /// the OpenBao/Vault instances (`address`, `loginPath`) that SOPS decryption may log in to
+    /// with a ServiceAccount token (Kubernetes auth); an allow-list of Vault servers.
+    #[arg(long, default_value = "")]
+    pub sops_vault_configmap: String,
     /// Artifact download retries after the first attempt (Flux's default: 9).
     #[arg(long, default_value_t = 9, value_parser = go_uint::<u32>)]
     pub http_retry: u32,
@@ -223,7 +229,12 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 before_dry_run: non_empty(&args.override_manager_before_dry_run),
             },
             custom_stage_kinds: parse_group_kinds(&args.custom_apply_stage_kinds),
-            sops_age_secret: global_age_secret(&args.sops_age_secret)?,
+            sops_age_secret: in_runtime_namespace("--sops-age-secret", &args.sops_age_secret)?,
+            sops_vault_configmap: in_runtime_namespace(
+                "--sops-vault-configmap",
+                &args.sops_vault_configmap,
+            )?
+            .map(|(namespace, name)| VaultConfigMap { namespace, name }),
             default_decryption_service_account: Some(
                 args.default_decryption_service_account.clone(),
             )
@@ -520,12 +531,15 @@ fn users(
         .collect()
 }
 
-/// `--sops-age-secret`: the Secret's namespace (the controller's own) and name.
-fn global_age_secret(name: &str) -> anyhow::Result<Option<(String, String)>> {
+/// An object a flag names in the controller's own namespace: (namespace, name).
+fn in_runtime_namespace(flag: &str, name: &str) -> anyhow::Result<Option<(String, String)>> {
     if name.is_empty() {
         return Ok(None);
     }
-    let ns = std::env::var("RUNTIME_NAMESPACE")
-        .context("--sops-age-secret needs RUNTIME_NAMESPACE (the Secret lives in the controller's namespace)")?;
+    let ns = std::env::var("RUNTIME_NAMESPACE").with_context(|| {
+        format!(
+            "{flag} needs RUNTIME_NAMESPACE (what it names lives in the controller's namespace)"
+        )
+    })?;
     Ok(Some((ns, name.to_string())))
 }

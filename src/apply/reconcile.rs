@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
 use kube::{Api, Resource, ResourceExt};
@@ -554,16 +554,23 @@ impl Pass<'_, Kustomization> {
     }
 
     /// The keys a decrypting Kustomization may use: its Secret's (or the controller's global
-    /// age keys), and for KMS its ServiceAccount's identity or the controller's.
+    /// age keys), and for KMS and Vault its ServiceAccount's identity or the controller's.
     async fn decryption_keys(&self) -> Result<Option<Arc<sops::Keyring>>, Failure> {
         let Some(decryption) = &self.obj.spec.decryption else {
             return Ok(None);
         };
         let keyring = self.keys_of_secrets(decryption.secret_ref.as_ref()).await?;
-        let object_identity = self
-            .decryption_identity(decryption.service_account_name.as_deref())
+        let borrowed = self
+            .decryption_account(decryption.service_account_name.as_deref())
             .await?;
-        let keyring = keyring.with_kms(self.ctx.token_http.clone(), object_identity);
+        let vault_login = sops::VaultLogin::of(
+            &self.ctx.client,
+            borrowed.as_ref(),
+            self.ctx.settings.sops_vault_configmap.as_ref(),
+        )
+        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+        let object_identity = borrowed.map(|(identity, sa)| decryption_identity(identity, &sa));
+        let keyring = keyring.with_kms(self.ctx.token_http.clone(), object_identity, vault_login);
         Ok(Some(Arc::new(keyring)))
     }
 
@@ -603,37 +610,20 @@ impl Pass<'_, Kustomization> {
             .map_err(|e| Failure::new(reason::BUILD_FAILED, e))
     }
 
-    /// `spec.decryption.serviceAccountName` (else `--default-decryption-service-account`): that
-    /// ServiceAccount's identity in each cloud (its `eks.amazonaws.com/role-arn`, its
-    /// `azure.workload.identity/*`, its GCP workload identity), never the controller's. A
-    /// ServiceAccount without what one cloud needs fails only when a key of that cloud is tried.
-    async fn decryption_identity(
+    /// `spec.decryption.serviceAccountName` (else `--default-decryption-service-account`), read
+    /// from the API server; `None`: the controller's own identity.
+    async fn decryption_account(
         &self,
         name: Option<&str>,
-    ) -> Result<Option<sops::ObjectIdentity>, Failure> {
+    ) -> Result<Option<(workload::Identity, ServiceAccount)>, Failure> {
         let default = self
             .ctx
             .settings
             .default_decryption_service_account
             .as_deref();
-        let borrowed = workload::borrow(&self.ctx.client, &self.namespace(), name, default)
+        workload::borrow(&self.ctx.client, &self.namespace(), name, default)
             .await
-            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
-        let Some((identity, sa)) = borrowed else {
-            return Ok(None);
-        };
-        let sts_endpoint = std::env::var("AWS_ENDPOINT_URL_STS")
-            .ok()
-            .filter(|e| !e.is_empty());
-        Ok(Some(sops::ObjectIdentity {
-            aws: aws_role_arn(&identity, &sa).map(|role_arn| AwsAuth::ObjectWebIdentity {
-                identity: identity.clone(),
-                role_arn,
-                sts_endpoint,
-            }),
-            azure: EntraCredential::for_service_account(identity.clone(), &sa),
-            gcp: GoogleCredential::for_service_account(identity, &sa),
-        }))
+            .map_err(|e| Failure::new(reason::BUILD_FAILED, e))
     }
 
     /// Substitution, common metadata and the owner labels, on every built object.
@@ -1336,4 +1326,22 @@ async fn served_kinds_resolve(applier: &Applier<'_>, crd: Option<&serde_json::Va
         }
     }
     true
+}
+
+/// The decryption ServiceAccount's identity in each cloud (its `eks.amazonaws.com/role-arn`,
+/// its `azure.workload.identity/*`, its GCP workload identity), never the controller's. A
+/// ServiceAccount without what one cloud needs fails only when a key of that cloud is tried.
+fn decryption_identity(identity: workload::Identity, sa: &ServiceAccount) -> sops::ObjectIdentity {
+    let sts_endpoint = std::env::var("AWS_ENDPOINT_URL_STS")
+        .ok()
+        .filter(|e| !e.is_empty());
+    sops::ObjectIdentity {
+        aws: aws_role_arn(&identity, sa).map(|role_arn| AwsAuth::ObjectWebIdentity {
+            identity: identity.clone(),
+            role_arn,
+            sts_endpoint,
+        }),
+        azure: EntraCredential::for_service_account(identity.clone(), sa),
+        gcp: GoogleCredential::for_service_account(identity, sa),
+    }
 }

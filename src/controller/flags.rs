@@ -151,16 +151,10 @@ pub const SOURCE_REFUSED: &[Refused] = &[
 
 /// Flux kustomize-controller v1.10.1 flags that `driftless apply-controller` refuses (besides
 /// [`SHARED_REFUSED`]).
-pub const APPLY_REFUSED: &[Refused] = &[
-    Refused {
-        flag: "sops-vault-configmap",
-        reason: "SOPS with Vault/OpenBao transit keys is not supported by driftless yet",
-    },
-    Refused {
-        flag: "authorized-artifact-server-spiffe-id",
-        reason: SPIFFE,
-    },
-];
+pub const APPLY_REFUSED: &[Refused] = &[Refused {
+    flag: "authorized-artifact-server-spiffe-id",
+    reason: SPIFFE,
+}];
 
 /// The refusal for the first Flux flag in `args` that the controller `subcommand` refuses.
 pub fn refused_flag(args: &[OsString]) -> Option<String> {
@@ -250,13 +244,21 @@ mod tests {
         let message = refused_flag(&args(&[
             "driftless",
             "apply-controller",
-            "--sops-vault-configmap",
-            "x",
+            "--authorized-artifact-server-spiffe-id",
+            "spiffe://a/b",
         ]))
         .unwrap();
         assert!(
-            message.contains("--sops-vault-configmap is not supported: SOPS with Vault"),
+            message.contains("--authorized-artifact-server-spiffe-id is not supported"),
             "{message}"
+        );
+        assert!(
+            refused_flag(&args(&[
+                "driftless",
+                "apply-controller",
+                "--sops-vault-configmap=vault"
+            ]))
+            .is_none()
         );
         assert!(
             refused_flag(&args(&[

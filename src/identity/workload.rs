@@ -16,6 +16,8 @@ pub const AZURE_TENANT_ID: &str = "azure.workload.identity/tenant-id";
 pub const AZURE_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub const GCP_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
 pub const GCP_PROVIDER: &str = "gcp.auth.fluxcd.io/workload-identity-provider";
+/// The shortest lifetime the API server issues a token for.
+const MIN_TOKEN_SECONDS: i64 = 600;
 
 /// The ServiceAccount whose identity a Bucket borrows.
 #[derive(Clone)]
@@ -64,12 +66,50 @@ impl Identity {
     }
 
     /// A fresh token for the ServiceAccount with these audiences, valid for
-    /// `expiration_seconds` (the API server's default when `None`), and when it lapses.
+    /// `expiration_seconds` (the API server's default when `None`), and when it lapses. An
+    /// audience of the API server itself is refused (as Flux does): such a token, sent to a
+    /// service the object's author names, would let that service act as the ServiceAccount on
+    /// the cluster.
     pub async fn issue(
         &self,
         audiences: &[String],
         expiration_seconds: Option<i64>,
     ) -> Result<(String, Option<jiff::Timestamp>), String> {
+        // Boxed: tokens are also fetched deep inside a remote cluster client's request stack.
+        let api = Box::pin(self.api_audiences()).await?;
+        if let Some(local) = audiences.iter().find(|a| api.contains(a)) {
+            return Err(format!(
+                "audience '{local}' is not allowed as it is intended for the local kubernetes cluster"
+            ));
+        }
+        let issued = self.request_token(audiences, expiration_seconds).await?;
+        let status = issued.status.unwrap_or_default();
+        let token = status
+            .token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| "the API server issued no token".to_string())?;
+        Ok((token, status.expiration_timestamp.map(|t| t.0)))
+    }
+
+    /// The API server's own audiences: those it puts on a token asked for without any (read
+    /// once per process; the cluster's audiences change only with a restart of its servers).
+    async fn api_audiences(&self) -> Result<&'static [String], String> {
+        static API_AUDIENCES: tokio::sync::OnceCell<Vec<String>> =
+            tokio::sync::OnceCell::const_new();
+        API_AUDIENCES
+            .get_or_try_init(|| async {
+                let issued = self.request_token(&[], Some(MIN_TOKEN_SECONDS)).await?;
+                Ok(issued.spec.and_then(|s| s.audiences).unwrap_or_default())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    async fn request_token(
+        &self,
+        audiences: &[String],
+        expiration_seconds: Option<i64>,
+    ) -> Result<TokenRequest, String> {
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
                 audiences: Some(audiences.to_vec()),
@@ -78,7 +118,7 @@ impl Identity {
             }),
             ..Default::default()
         };
-        let issued = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+        Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
             .create_token_request(&self.name, &PostParams::default(), &request)
             .await
             .map_err(|e| {
@@ -88,13 +128,7 @@ impl Identity {
                     self.name,
                     kube_message(&e)
                 )
-            })?;
-        let status = issued.status.unwrap_or_default();
-        let token = status
-            .token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| "the API server issued no token".to_string())?;
-        Ok((token, status.expiration_timestamp.map(|t| t.0)))
+            })
     }
 
     pub fn cache_key(&self, what: &[u8]) -> String {

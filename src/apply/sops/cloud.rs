@@ -8,6 +8,8 @@
 //! rule Azure's SDK enforces through its challenge), Google tokens only to Cloud KMS, and the
 //! controller's own Vault token only to addresses the operator allowed.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
@@ -16,6 +18,8 @@ use zeroize::Zeroizing;
 use crate::identity::auth::{self, json_answer};
 use crate::identity::entra::{self, EntraCredential};
 use crate::identity::google::{self, GoogleCredential};
+
+use super::vault_login::{VaultLogin, is_vault_segment};
 
 const KEY_VAULT_API_VERSION: &str = "2025-07-01";
 const GCP_KMS_SCOPES: &[&str] = &[
@@ -252,36 +256,51 @@ pub async fn gcp_decrypt(
 
 /// Whose Vault token a request carries: the Secret's may go to the address its file names; the
 /// controller's (`VAULT_TOKEN`) only to addresses `SOPS_HC_VAULT_ALLOWLIST` lists (comma-separated
-/// URL prefixes), none by default.
+/// URL prefixes), none by default; one from a Kubernetes auth login only to the address it was
+/// issued by (for an address the operator's ConfigMap does not list, the controller's token if
+/// the allow-list lets it go there, as Flux's documentation says).
 #[derive(Clone)]
 pub enum VaultToken {
     Secret(String),
     Controller(String),
+    Login {
+        login: Arc<VaultLogin>,
+        controller: Option<String>,
+    },
 }
 
 impl VaultToken {
-    pub fn from_environment() -> Option<VaultToken> {
+    pub fn from_environment() -> Option<String> {
         std::env::var("VAULT_TOKEN")
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
-            .map(VaultToken::Controller)
     }
 
-    fn for_address(&self, address: &str) -> Result<&str, String> {
+    async fn for_address(&self, http: &reqwest::Client, address: &str) -> Result<String, String> {
         match self {
-            VaultToken::Secret(token) => Ok(token),
-            VaultToken::Controller(token) => {
-                let allowed = std::env::var("SOPS_HC_VAULT_ALLOWLIST").unwrap_or_default();
-                if vault_allowed(&allowed, address) {
-                    Ok(token)
-                } else {
-                    Err(format!(
-                        "the controller's own Vault token (VAULT_TOKEN) is sent only to addresses SOPS_HC_VAULT_ALLOWLIST lists, and it does not list '{address}': give the Kustomization a sops.vault-token entry"
-                    ))
+            VaultToken::Secret(token) => Ok(token.clone()),
+            VaultToken::Controller(token) => controller_token(token, address),
+            VaultToken::Login { login, controller } => {
+                match (login.login_path(address).await?, controller) {
+                    (Some(path), _) => login.token(http, address, &path).await,
+                    (None, Some(token)) => controller_token(token, address)
+                        .map_err(|e| format!("{}; {e}", login.unlisted(address))),
+                    (None, None) => Err(login.unlisted(address)),
                 }
             }
         }
+    }
+}
+
+fn controller_token(token: &str, address: &str) -> Result<String, String> {
+    let allowed = std::env::var("SOPS_HC_VAULT_ALLOWLIST").unwrap_or_default();
+    if vault_allowed(&allowed, address) {
+        Ok(token.to_string())
+    } else {
+        Err(format!(
+            "the controller's own Vault token (VAULT_TOKEN) is sent only to addresses SOPS_HC_VAULT_ALLOWLIST lists, and it does not list '{address}': give the Kustomization a sops.vault-token entry"
+        ))
     }
 }
 
@@ -292,14 +311,6 @@ fn vault_allowed(list: &str, address: &str) -> bool {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .any(|prefix| address.starts_with(&format!("{}/", prefix.trim_end_matches('/'))))
-}
-
-fn is_vault_segment(segment: &str) -> bool {
-    !segment.is_empty()
-        && !matches!(segment, "." | "..")
-        && segment
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Vault transit `decrypt` of `enc` (`vault:v1:…`) at `<address>/v1/<engine>/decrypt/<key>`.
@@ -327,7 +338,7 @@ pub async fn vault_decrypt(
             "the engine path and key name must be plain path segments (letters, digits, '-', '_', '.')".into(),
         ));
     }
-    let token = token.for_address(address)?;
+    let token = token.for_address(http, address).await?;
     let mut url = reqwest::Url::parse(address)
         .map_err(|e| failed(format!("the address '{address}' is not a URL: {e}")))?;
     url.set_query(None);
@@ -341,7 +352,7 @@ pub async fn vault_decrypt(
         .push(key_name);
     let mut request = http
         .put(url)
-        .header("X-Vault-Token", token)
+        .header("X-Vault-Token", token.as_str())
         .header("X-Vault-Request", "true")
         .json(&json!({"ciphertext": enc}));
     if let Ok(namespace) = std::env::var("VAULT_NAMESPACE")
@@ -447,8 +458,8 @@ mod tests {
         for bad in ["", ".", "..", "a?b", "a#b", "a%2e", "a b"] {
             assert!(!is_vault_segment(bad), "{bad}");
         }
-        let secret = VaultToken::Secret("s.tenant".into());
-        assert_eq!(secret.for_address("http://anywhere").unwrap(), "s.tenant");
+        let e = controller_token("s.controller", "http://anywhere").unwrap_err();
+        assert!(e.contains("SOPS_HC_VAULT_ALLOWLIST") && !e.contains("s.controller"));
         assert_eq!(vault_token(b"  s.abc\n").unwrap(), "s.abc");
         assert!(vault_token(b" \n").is_err());
     }

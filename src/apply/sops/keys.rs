@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use pgp::composed::{Deserializable, Message, SignedSecretKey};
@@ -15,6 +16,7 @@ use super::cloud::{self, VaultToken};
 use super::kms::{self, KmsAccess};
 use super::metadata::{MasterKey, Metadata};
 use super::shamir;
+use super::vault_login::VaultLogin;
 use crate::identity::aws::{AwsAuth, StaticKeys};
 use crate::identity::entra::EntraCredential;
 use crate::identity::google::GoogleCredential;
@@ -132,8 +134,14 @@ impl Keyring {
 
     /// The key services through `http`, each with the Secret's entry, else the object's
     /// ServiceAccount identity (`object`), else the controller's own identity (Flux's order).
-    /// Vault has no object identity here: the Secret's token, else the controller's.
-    pub fn with_kms(mut self, http: reqwest::Client, object: Option<ObjectIdentity>) -> Self {
+    /// Vault: the Secret's token, else a Kubernetes auth `vault_login`, else the controller's
+    /// `VAULT_TOKEN`.
+    pub fn with_kms(
+        mut self,
+        http: reqwest::Client,
+        object: Option<ObjectIdentity>,
+        vault_login: Option<VaultLogin>,
+    ) -> Self {
         let (aws, azure, gcp) = match object {
             Some(o) => (Some(o.aws), Some(o.azure), Some(o.gcp)),
             None => (None, None, None),
@@ -157,10 +165,15 @@ impl Keyring {
             (None, Some(object)) => object,
             (None, None) => GoogleCredential::from_environment(),
         };
-        let vault = match (self.vault.clone(), VaultToken::from_environment()) {
-            (Some(own), _) => Ok(VaultToken::Secret(own)),
-            (None, Some(controller)) => Ok(controller),
-            (None, None) => {
+        let controller = VaultToken::from_environment();
+        let vault = match (self.vault.clone(), vault_login, controller) {
+            (Some(own), _, _) => Ok(VaultToken::Secret(own)),
+            (None, Some(login), controller) => Ok(VaultToken::Login {
+                login: Arc::new(login),
+                controller,
+            }),
+            (None, None, Some(controller)) => Ok(VaultToken::Controller(controller)),
+            (None, None, None) => {
                 Err("no Vault token: add a sops.vault-token entry to the decryption Secret".into())
             }
         };

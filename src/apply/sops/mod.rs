@@ -15,6 +15,7 @@ mod metadata;
 mod shamir;
 mod sources;
 mod tree;
+mod vault_login;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,6 +24,7 @@ use serde_json::Value;
 pub use formats::{Format, Output};
 pub use keys::{Keyring, ObjectIdentity};
 pub use sources::{DECRYPT_ANNOTATION, decrypt_sources};
+pub use vault_login::{VaultConfigMap, VaultLogin};
 
 /// Decrypts a whole file (for tests and the fuzz target: what `sops decrypt` prints).
 pub fn decrypt_file(content: &[u8], format: Format, keys: &Keyring) -> Result<Vec<u8>, String> {
