@@ -1589,6 +1589,112 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     );
 }
 
+/// Key rotation (Flux 2.10's `status.sourceVerificationFingerprint`): replacing the key in the
+/// Secret while the digest stays the same verifies the current revision again: with a key that
+/// did not sign it, `SourceVerified=False`, the last verified artifact stays served and a new
+/// revision signed with the revoked key is not taken; restoring the key recovers and takes it.
+#[tokio::test]
+async fn a_replaced_key_verifies_the_unchanged_revision_again() {
+    let e = env("oci-key-rotation").await;
+    let (signer, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    support::cosign::generate_key_pair(&e.platform, signer.path());
+    support::cosign::generate_key_pair(&e.platform, stranger.path());
+    let public = |dir: &tempfile::TempDir| std::fs::read(dir.path().join("cosign.pub")).unwrap();
+    let repo = e.repo("rotated");
+    let first = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let sign = |digest: &str| {
+        support::cosign::sign(
+            &e.platform,
+            signer.path(),
+            "cosign.key",
+            &format!("{}/{repo}@{digest}", e.registry()),
+        )
+    };
+    sign(&first);
+    e.secret("keys", "Opaque", &[("cosign.pub", public(&signer))])
+        .await;
+    let verify =
+        serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": "keys"}}});
+    e.create("rotated", e.spec(&repo, verify)).await;
+    let obj = e.wait_ready("rotated").await;
+    let fingerprint = |o: &OCIRepository| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.source_verification_fingerprint.clone())
+    };
+    let trusted = fingerprint(&obj).expect("a fingerprint of the verified material");
+    let expected = {
+        let mut material = b"provider:cosign\0pub:".to_vec();
+        material.extend(public(&signer));
+        material.push(0);
+        sha256(&material)
+    };
+    assert_eq!(trusted, expected, "Flux's fingerprint of the key");
+    let stored = e.download(&obj);
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let put_key = |key: Vec<u8>| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = serde_json::json!({"data": {"cosign.pub": k8s_openapi::ByteString(key)}});
+            secrets
+                .patch("keys", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    put_key(public(&stranger)).await;
+    let obj = e.request_reconcile("rotated").await;
+    let refused = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (refused.status, refused.reason.as_str()),
+        (ConditionStatus::False, "VerificationError")
+    );
+    assert!(
+        refused
+            .message
+            .ends_with("a signature was not made by any of the keys [cosign.pub]"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(ready_status(&obj), Some(ConditionStatus::False));
+    assert_eq!(revision(&obj), format!("latest@{first}"));
+    assert_eq!(
+        e.download(&obj),
+        stored,
+        "the last verified artifact is still served"
+    );
+
+    // A new revision signed with the replaced key is not taken either.
+    let second = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 2")]))
+        .await;
+    sign(&second);
+    let obj = e.request_reconcile("rotated").await;
+    assert_eq!(
+        condition(&obj, "SourceVerified").unwrap().status,
+        ConditionStatus::False
+    );
+    assert_eq!(revision(&obj), format!("latest@{first}"));
+
+    // The key restored: verified again, the new revision pulled, the fingerprint as before.
+    put_key(public(&signer)).await;
+    e.request_reconcile("rotated").await;
+    let obj = e
+        .wait_until("rotated", "verified at the new revision", |o| {
+            revision(o) == format!("latest@{second}")
+        })
+        .await;
+    assert_eq!(
+        condition(&obj, "SourceVerified").unwrap().status,
+        ConditionStatus::True
+    );
+    assert_eq!(fingerprint(&obj).as_deref(), Some(trusted.as_str()));
+}
+
 fn verified_signature(obj: &OCIRepository) -> Option<VerifiedSignature> {
     obj.status
         .as_ref()

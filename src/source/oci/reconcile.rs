@@ -274,8 +274,10 @@ impl Pass<'_, OCIRepository> {
     }
 
     /// Verifies the resolved digest before anything is pulled, so that what is stored is
-    /// exactly what was verified. Flux's rule: verify on a new generation, a new revision, or
-    /// after a failure; a verified, unchanged revision is not verified again.
+    /// exactly what was verified. Flux's rule: verify on a new generation, a new revision,
+    /// after a failure, or when the verification material changed (a key rotated or revoked:
+    /// its fingerprint differs from `status.sourceVerificationFingerprint`); a verified,
+    /// unchanged revision under the same material is not verified again.
     async fn verify(
         &mut self,
         client: &RegistryClient,
@@ -293,7 +295,12 @@ impl Pass<'_, OCIRepository> {
         let verified = self.conditions.get(cond::SOURCE_VERIFIED).is_some_and(|c| {
             c.status == ConditionStatus::True && c.observed_generation == Some(self.generation)
         });
-        if verified && self.artifact_is_current(revision) {
+        // Read every time, as Flux does: a Secret that cannot be read counts as a change, so
+        // that the verification below reports why.
+        let policy = self.verification_policy(&verify).await;
+        let same_material = matches!(&policy, Ok((_, fingerprint))
+            if self.status.source_verification_fingerprint.as_deref() == Some(fingerprint.as_str()));
+        if verified && same_material && self.artifact_is_current(revision) {
             return Ok(());
         }
         let provider = match (verify.provider, &verify.secret_ref) {
@@ -311,13 +318,10 @@ impl Pass<'_, OCIRepository> {
                 "failed to verify the signature using provider '{provider}': {why}"
             ))
         };
-        let (policy, fingerprint) =
-            self.verification_policy(&verify)
-                .await
-                .map_err(|e| match e {
-                    PolicyError::Spec(why) => stalled(why),
-                    PolicyError::Secret(why) => unverified(why),
-                })?;
+        let (policy, fingerprint) = policy.map_err(|e| match e {
+            PolicyError::Spec(why) => stalled(why),
+            PolicyError::Secret(why) => unverified(why),
+        })?;
         let signed = format!("{}/{}@{digest}", url.registry, url.repository);
         let found = verify::oci::verify_manifest(client, &url.repository, digest, &policy)
             .await
