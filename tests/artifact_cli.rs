@@ -535,3 +535,120 @@ async fn pushed_artifacts_are_signed_as_cosign_signs_them() {
         "next to the first one"
     );
 }
+
+/// `driftless artifact verify`: the controller's verification from the command line. An
+/// unsigned artifact, one signed with another key, and a keyless signature of another identity
+/// are each refused with a non-zero exit naming why; the signing key and the keyless identity
+/// (logged, against the test's trusted root) verify it, in text and JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_signatures_as_the_controller_does() {
+    use support::sigstore::{ISSUER, SUBJECT, Sigstore};
+    let platform = support::platform();
+    let keys = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    support::cosign::generate_key_pair(&platform, keys.path());
+    support::cosign::generate_key_pair(&platform, other.path());
+    let other_pub = keys.path().join("other.pub");
+    std::fs::copy(other.path().join("cosign.pub"), &other_pub).unwrap();
+    let trusted = keys.path().join("cosign.pub");
+    write_tree(&keys.path().join("m"), &[("app.yaml", "kind: ConfigMap\n")]);
+    let name = unique("verified");
+    let url = format!("oci://{}/{name}:v1", platform.registry());
+    let pushed = ok(&artifact(&[
+        "push",
+        &url,
+        "--path",
+        keys.path().join("m").to_str().unwrap(),
+        "--source",
+        "s",
+        "--revision",
+        "r",
+        "--output",
+        "json",
+    ]));
+    let digest = serde_json::from_str::<serde_json::Value>(&pushed).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let by_digest = format!("oci://{}/{name}@{digest}", platform.registry());
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", url.as_str()];
+        args.extend_from_slice(extra);
+        artifact(&args)
+    };
+    let key = |path: &Path| path.to_str().unwrap().to_string();
+
+    let unsigned = failed(&verify(&["--key", &key(&trusted)]));
+    assert!(
+        unsigned.contains(&format!("{by_digest} is not verified: it has no signature")),
+        "{unsigned}"
+    );
+    support::cosign::sign(
+        &platform,
+        keys.path(),
+        "cosign.key",
+        &format!("{}/{name}@{digest}", platform.registry()),
+    );
+    let text = ok(&verify(&["--key", &key(&trusted)]));
+    assert!(text.contains(&format!("verified:  {by_digest}")), "{text}");
+    assert!(text.contains("signer:    key cosign.pub"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&verify(&["--key", &key(&trusted), "-o", "json"]))).unwrap();
+    assert_eq!(
+        (&json["key"], &json["digest"], &json["url"], &json["format"]),
+        (
+            &serde_json::json!("cosign.pub"),
+            &serde_json::json!(digest),
+            &serde_json::json!(by_digest),
+            &serde_json::json!("cosign-signature-tag")
+        )
+    );
+    let refused = failed(&verify(&["--key", &key(&other_pub)]));
+    assert!(
+        refused.contains("a signature was not made by any of the keys [other.pub]"),
+        "{refused}"
+    );
+
+    // Keyless: the test CA's identity, logged in the test's log.
+    let sigstore = Sigstore::new(&platform);
+    let root = keys.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    sigstore.sign_keyless(
+        &sigstore.signer(),
+        &format!("{}/{name}@{digest}", platform.registry()),
+    );
+    sigstore.log(platform.registry(), &name, &digest);
+    let keyless = |identity: &str| {
+        verify(&[
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer",
+            ISSUER,
+            "--trusted-root",
+            root.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+    };
+    let json: serde_json::Value = serde_json::from_str(&ok(&keyless(SUBJECT))).unwrap();
+    assert_eq!(
+        (&json["subject"], &json["issuer"], &json["format"]),
+        (
+            &serde_json::json!(SUBJECT),
+            &serde_json::json!(ISSUER),
+            &serde_json::json!("sigstore-bundle")
+        )
+    );
+    assert!(json["logIndex"].is_i64(), "{json}");
+    let stranger = failed(&keyless("someone-else@test.invalid"));
+    assert!(stranger.contains("is not verified"), "{stranger}");
+    assert!(
+        stranger.contains(SUBJECT),
+        "names the identity found: {stranger}"
+    );
+    let no_identity = failed(&verify(&["--trusted-root", root.to_str().unwrap()]));
+    assert!(
+        no_identity.contains("keyless verification needs --certificate-identity"),
+        "{no_identity}"
+    );
+}

@@ -25,16 +25,8 @@ pub async fn pull_into(
     dir: &Path,
     limits: ExtractLimits,
 ) -> anyhow::Result<Pulled> {
-    let reference = target.reference()?;
     let repo = &target.url.repository;
-    let digest = if reference.starts_with("sha256:") {
-        reference.to_string()
-    } else {
-        client
-            .resolve_digest(repo, reference)
-            .await
-            .with_context(|| format!("resolving oci://{}:{reference}", target.url))?
-    };
+    let digest = target.digest(client).await?;
     let manifest = image_manifest(client, repo, &digest).await?;
     let layer = select_layer(&manifest, None)?;
     let blob = tempfile::NamedTempFile::new().context("creating a temporary file")?;

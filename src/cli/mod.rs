@@ -8,6 +8,7 @@ pub mod push;
 pub mod registry;
 pub mod sign;
 pub mod tag;
+pub mod verify;
 
 use clap::Subcommand;
 
@@ -59,6 +60,9 @@ pub enum ArtifactCommand {
     List(list::ListArgs),
     /// Compare a directory or an artifact with an artifact; exits 1 when they differ.
     Diff(diff::DiffArgs),
+    /// Verify an artifact's cosign signature as the source-controller does before it pulls;
+    /// exits non-zero naming why when it is not verified.
+    Verify(verify::VerifyArgs),
 }
 
 /// Run a verb; `Ok(false)` means "differs" for `diff` (exit code 1).
@@ -72,5 +76,6 @@ pub async fn run(
         ArtifactCommand::Tag(args) => tag::run(args, registry).await.map(|_| true),
         ArtifactCommand::List(args) => list::run(args, registry).await.map(|_| true),
         ArtifactCommand::Diff(args) => diff::run(args, registry).await.map(|differs| !differs),
+        ArtifactCommand::Verify(args) => verify::run(args, registry).await.map(|_| true),
     }
 }

@@ -72,6 +72,18 @@ impl Target {
             .as_deref()
             .with_context(|| format!("oci://{} needs a tag or a digest", self.url))
     }
+
+    /// The manifest digest the target names: its digest, or its tag resolved.
+    pub async fn digest(&self, client: &RegistryClient) -> anyhow::Result<String> {
+        let reference = self.reference()?;
+        if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
+            return Ok(reference.to_string());
+        }
+        client
+            .resolve_digest(&self.url.repository, reference)
+            .await
+            .with_context(|| format!("resolving oci://{}:{reference}", self.url))
+    }
 }
 
 impl RegistryArgs {

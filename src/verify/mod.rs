@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::api::oci_repository::VerifiedSignature;
 use bundle::{Bundle, Signer};
 use certificate::{SignerIdentity, SigningCertificate};
 use tlog::{Expected, LogEntry, LogProof};
@@ -114,6 +115,35 @@ pub struct Verified {
     pub log: Option<LogProof>,
     /// The time an RFC 3161 timestamp authority attested, when that was the signing time.
     pub timestamped_at: Option<jiff::Timestamp>,
+}
+
+impl Verified {
+    /// What the verification established, as `status.verifiedSignature` and
+    /// `driftless artifact verify -o json` report it.
+    pub fn summary(&self) -> VerifiedSignature {
+        let (key, subject, issuer) = match &self.signer {
+            VerifiedSigner::Key(name) => (Some(name.clone()), None, None),
+            VerifiedSigner::Identity { subject, issuer } => {
+                (None, Some(subject.clone()), Some(issuer.clone()))
+            }
+        };
+        VerifiedSignature {
+            provider: "cosign".into(),
+            digest: self.digest.clone(),
+            format: self.format.as_str().into(),
+            key,
+            subject,
+            issuer,
+            log_url: self.log.as_ref().map(|l| l.log_url.clone()),
+            log_index: self.log.as_ref().map(|l| l.log_index),
+            integrated_time: self
+                .log
+                .as_ref()
+                .and_then(|l| l.integrated_time)
+                .map(|t| t.to_string()),
+            timestamped_at: self.timestamped_at.map(|t| t.to_string()),
+        }
+    }
 }
 
 /// What a policy check proved beyond the signature itself.

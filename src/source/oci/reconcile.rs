@@ -27,7 +27,7 @@ use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, im
 use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
 use crate::verify::oci::VerifyError;
 use crate::verify::trust::TrustedRoot;
-use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified, Verified, VerifiedSigner};
+use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified};
 
 /// The longest a layer download may take.
 const MAX_PULL_TIME: Duration = Duration::from_secs(30 * 60);
@@ -343,7 +343,7 @@ impl Pass<'_, OCIRepository> {
             &format!("verified signature of revision {revision}"),
         );
         tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
-        self.status.verified_signature = Some(verified_signature(&found));
+        self.status.verified_signature = Some(found.summary());
         self.status.source_verification_fingerprint = Some(fingerprint);
         Ok(())
     }
@@ -613,31 +613,6 @@ fn verification_fingerprint(trusted_root: Option<&[u8]>, mut public_keys: Vec<&[
         hash.update(b"\0");
     }
     format!("sha256:{}", hex::encode(hash.finalize()))
-}
-
-fn verified_signature(found: &Verified) -> VerifiedSignature {
-    let (key, subject, issuer) = match &found.signer {
-        VerifiedSigner::Key(name) => (Some(name.clone()), None, None),
-        VerifiedSigner::Identity { subject, issuer } => {
-            (None, Some(subject.clone()), Some(issuer.clone()))
-        }
-    };
-    VerifiedSignature {
-        provider: "cosign".into(),
-        digest: found.digest.clone(),
-        format: found.format.as_str().into(),
-        key,
-        subject,
-        issuer,
-        log_url: found.log.as_ref().map(|l| l.log_url.clone()),
-        log_index: found.log.as_ref().map(|l| l.log_index),
-        integrated_time: found
-            .log
-            .as_ref()
-            .and_then(|l| l.integrated_time)
-            .map(|t| t.to_string()),
-        timestamped_at: found.timestamped_at.map(|t| t.to_string()),
-    }
 }
 
 /// The verified signature as `NewArtifact` event metadata.
