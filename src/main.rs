@@ -38,6 +38,11 @@ enum Command {
         #[command(flatten)]
         registry: driftless::cli::registry::RegistryArgs,
     },
+    /// The sigstore-conformance client protocol (verification), for the conformance suite.
+    SigstoreConformance {
+        #[command(subcommand)]
+        command: driftless::cli::conformance::ConformanceCommand,
+    },
     /// Print the CustomResourceDefinitions, or write one file per CRD into a directory.
     Crds {
         /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
@@ -73,6 +78,7 @@ fn main() -> Result<()> {
     init_logging(&cli.log_level, &cli.log_encoding)?;
     match cli.command {
         Command::Crds { dir, flux_sources } => print_or_write_crds(dir, flux_sources),
+        Command::SigstoreConformance { command } => driftless::cli::conformance::run(command),
         Command::SourceController(args) => {
             driftless::controller::tmp::use_private_temp_root("source-controller");
             runtime()?.block_on(driftless::source::controller::run(args))

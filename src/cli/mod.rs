@@ -1,5 +1,6 @@
 //! The CI side: `driftless artifact ...`.
 
+pub mod conformance;
 pub mod diff;
 pub mod fetch;
 pub mod list;

@@ -8,6 +8,7 @@ pub mod cosign;
 pub mod der;
 pub mod oci;
 pub mod sct;
+pub mod sigstore;
 pub mod timestamp;
 pub mod tlog;
 pub mod trust;
@@ -71,6 +72,22 @@ impl IdentityMatch {
             issuer: compile("issuer", issuer)?,
             subject: compile("subject", subject)?,
         })
+    }
+
+    /// Exactly this issuer and identity (cosign's `--certificate-identity`).
+    pub fn exact(issuer: &str, subject: &str) -> IdentityMatch {
+        let whole = |value: &str| {
+            regex::Regex::new(&format!("^{}$", regex::escape(value)))
+                .unwrap_or_else(|_| unreachable!("an escaped literal is a valid expression"))
+        };
+        IdentityMatch {
+            issuer: whole(issuer),
+            subject: whole(subject),
+        }
+    }
+
+    pub fn matches_values(&self, issuer: &str, subject: &str) -> bool {
+        self.issuer.is_match(issuer) && self.subject.is_match(subject)
     }
 
     fn matches(&self, identity: &SignerIdentity) -> bool {
