@@ -39,6 +39,7 @@ enum Command {
         registry: driftless::cli::registry::RegistryArgs,
     },
     /// The sigstore-conformance client protocol (verification), for the conformance suite.
+    #[command(hide = true)]
     SigstoreConformance {
         #[command(subcommand)]
         command: driftless::cli::conformance::ConformanceCommand,

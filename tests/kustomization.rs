@@ -2480,8 +2480,7 @@ async fn sops_openpgp_keys_decrypt_on_the_platform() {
 /// (roles `{namespace}_{name}`); a ServiceAccount's `transit-engine` annotations name their own
 /// login path and role. A Vault address the ConfigMap does not list (the same Vault under
 /// another name) gets no token, a ServiceAccount without a Vault role is refused by Vault, and
-/// a ServiceAccount asking for the API server's own audience is refused before any token is
-/// issued.
+/// a ServiceAccount asking for the API server's own audience gets no token for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn sops_vault_kubernetes_auth_by_the_operators_configmap_and_by_annotations() {
     let platform = support::platform();
@@ -2510,6 +2509,10 @@ async fn sops_vault_kubernetes_auth_by_the_operators_configmap_and_by_annotation
                 "transit-engine.auth.fluxcd.io/login-path": format!("auth/{mount}/login"),
                 "transit-engine.auth.fluxcd.io/role": "annotated-role",
             }),
+        ),
+        (
+            "no-role",
+            json!({"transit-engine.auth.fluxcd.io/login-path": format!("auth/{mount}/login")}),
         ),
         (
             "local-audience",
@@ -2635,6 +2638,13 @@ async fn sops_vault_kubernetes_auth_by_the_operators_configmap_and_by_annotation
         decrypting("./object", Some("stranger")),
         "BuildFailed",
         &format!("failed to authenticate with Vault '{address}' at login path 'auth/{mount}/login' as role '{ns}_stranger'"),
+    )
+    .await;
+    e.failing_naming(
+        "no-role",
+        decrypting("./annotated", Some("no-role")),
+        "BuildFailed",
+        "the 'transit-engine.auth.fluxcd.io/role' annotation is required with 'transit-engine.auth.fluxcd.io/login-path'",
     )
     .await;
     e.failing_naming(

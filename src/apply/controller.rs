@@ -247,6 +247,16 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         status_writes: StatusWrites::default(),
         interrupts: Interrupts::new(gates.enabled(Gate::CancelHealthCheckOnNewRevision)),
     });
+    if !args.sops_vault_configmap.is_empty()
+        && !args.default_service_account.is_empty()
+        && args.default_decryption_service_account.is_empty()
+    {
+        // Multi-tenant lockdown, yet every Kustomization without a decryption ServiceAccount
+        // would log in to Vault with the controller's own role.
+        tracing::warn!(
+            "--sops-vault-configmap without --default-decryption-service-account: Kustomizations that name no decryption ServiceAccount log in to the listed Vault instances as the controller's own ServiceAccount; set --default-decryption-service-account so that tenants log in as their own"
+        );
+    }
     let api: Api<Kustomization> = match args.common.watch_all_namespaces {
         true => Api::all(client.clone()),
         false => Api::namespaced(

@@ -567,8 +567,7 @@ impl Pass<'_, Kustomization> {
             &self.ctx.client,
             borrowed.as_ref(),
             self.ctx.settings.sops_vault_configmap.as_ref(),
-        )
-        .map_err(|e| Failure::new(reason::BUILD_FAILED, e))?;
+        );
         let object_identity = borrowed.map(|(identity, sa)| decryption_identity(identity, &sa));
         let keyring = keyring.with_kms(self.ctx.token_http.clone(), object_identity, vault_login);
         Ok(Some(Arc::new(keyring)))

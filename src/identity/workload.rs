@@ -2,6 +2,9 @@
 //! `ObjectLevelWorkloadIdentity` gate): a token the API server issues for the named
 //! ServiceAccount, exchanged for cloud credentials the way each cloud's workload identity does.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
@@ -18,6 +21,7 @@ pub const GCP_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
 pub const GCP_PROVIDER: &str = "gcp.auth.fluxcd.io/workload-identity-provider";
 /// The shortest lifetime the API server issues a token for.
 const MIN_TOKEN_SECONDS: i64 = 600;
+const API_AUDIENCES_TTL: Duration = Duration::from_secs(600);
 
 /// The ServiceAccount whose identity a Bucket borrows.
 #[derive(Clone)]
@@ -75,6 +79,10 @@ impl Identity {
         audiences: &[String],
         expiration_seconds: Option<i64>,
     ) -> Result<(String, Option<jiff::Timestamp>), String> {
+        // An empty list is one the API server fills with its own audiences.
+        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err("a token needs at least one audience, none of them empty".into());
+        }
         // Boxed: tokens are also fetched deep inside a remote cluster client's request stack.
         let api = Box::pin(self.api_audiences()).await?;
         if let Some(local) = audiences.iter().find(|a| api.contains(a)) {
@@ -91,18 +99,27 @@ impl Identity {
         Ok((token, status.expiration_timestamp.map(|t| t.0)))
     }
 
-    /// The API server's own audiences: those it puts on a token asked for without any (read
-    /// once per process; the cluster's audiences change only with a restart of its servers).
-    async fn api_audiences(&self) -> Result<&'static [String], String> {
-        static API_AUDIENCES: tokio::sync::OnceCell<Vec<String>> =
-            tokio::sync::OnceCell::const_new();
-        API_AUDIENCES
-            .get_or_try_init(|| async {
-                let issued = self.request_token(&[], Some(MIN_TOKEN_SECONDS)).await?;
-                Ok(issued.spec.and_then(|s| s.audiences).unwrap_or_default())
-            })
-            .await
-            .map(Vec::as_slice)
+    /// The API server's own audiences: those it puts on a token asked for without any. Kept
+    /// for ten minutes (the API server's `--api-audiences` change only with its restart); never
+    /// an empty answer, which would let every audience through.
+    async fn api_audiences(&self) -> Result<Arc<Vec<String>>, String> {
+        static API_AUDIENCES: tokio::sync::Mutex<Option<(Instant, Arc<Vec<String>>)>> =
+            tokio::sync::Mutex::const_new(None);
+        let mut known = API_AUDIENCES.lock().await;
+        if let Some((at, audiences)) = known.as_ref()
+            && at.elapsed() < API_AUDIENCES_TTL
+        {
+            return Ok(audiences.clone());
+        }
+        let issued = self.request_token(&[], Some(MIN_TOKEN_SECONDS)).await?;
+        let audiences = issued
+            .spec
+            .and_then(|s| s.audiences)
+            .filter(|a| !a.is_empty())
+            .ok_or("the API server did not say which audiences its own tokens have")?;
+        let audiences = Arc::new(audiences);
+        *known = Some((Instant::now(), audiences.clone()));
+        Ok(audiences)
     }
 
     async fn request_token(
@@ -202,6 +219,21 @@ pub fn required_annotation(sa: &ServiceAccount, key: &str) -> Result<String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tokens_need_audiences_before_anything_is_asked() {
+        // No API server at this address: the refusal comes before any request.
+        let config = kube::Config::new("https://127.0.0.1:9".parse().unwrap());
+        let identity = Identity {
+            client: Client::try_from(config).unwrap(),
+            namespace: "team".into(),
+            name: "app".into(),
+        };
+        for audiences in [vec![], vec![String::new()], vec!["a".into(), " ".into()]] {
+            let e = identity.issue(&audiences, None).await.unwrap_err();
+            assert!(e.contains("at least one audience"), "{audiences:?}: {e}");
+        }
+    }
 
     #[test]
     fn annotations_are_read_and_missing_ones_named() {

@@ -46,7 +46,9 @@ pub struct VaultLogin {
     account: Result<Identity, String>,
     /// `credential.auth.fluxcd.io/audiences` of the decryption ServiceAccount; else the address.
     audiences: Option<Vec<String>>,
-    rule: LoginRule,
+    /// Or why the ServiceAccount's annotations name no usable login (reported when a Vault key
+    /// is tried, so that a Kustomization without Vault keys is not held up by it).
+    rule: Result<LoginRule, String>,
     tokens: Mutex<HashMap<String, String>>,
 }
 
@@ -83,22 +85,22 @@ impl VaultLogin {
         client: &Client,
         borrowed: Option<&(Identity, ServiceAccount)>,
         configmap: Option<&VaultConfigMap>,
-    ) -> Result<Option<VaultLogin>, String> {
+    ) -> Option<VaultLogin> {
         let sa = borrowed.map(|(_, sa)| sa);
         let rule = match (sa.and_then(|sa| annotation(sa, LOGIN_PATH)), configmap) {
-            (Some(login_path), _) => {
-                let role = sa.and_then(|sa| annotation(sa, ROLE)).ok_or_else(|| {
-                    format!("the '{ROLE}' annotation is required with '{LOGIN_PATH}'")
-                })?;
-                check_login_path(&login_path)?;
-                LoginRule::Annotated { login_path, role }
-            }
-            (None, Some(configmap)) => LoginRule::Listed {
+            (Some(login_path), _) => sa
+                .and_then(|sa| annotation(sa, ROLE))
+                .ok_or_else(|| format!("the '{ROLE}' annotation is required with '{LOGIN_PATH}'"))
+                .and_then(|role| {
+                    check_login_path(&login_path)?;
+                    Ok(LoginRule::Annotated { login_path, role })
+                }),
+            (None, Some(configmap)) => Ok(LoginRule::Listed {
                 client: client.clone(),
                 configmap: configmap.clone(),
                 paths: OnceCell::new(),
-            },
-            (None, None) => return Ok(None),
+            }),
+            (None, None) => return None,
         };
         let account = match borrowed {
             Some((identity, _)) => Ok(identity.clone()),
@@ -111,17 +113,17 @@ impl VaultLogin {
                 .map(str::to_string)
                 .collect()
         });
-        Ok(Some(VaultLogin {
+        Some(VaultLogin {
             account,
             audiences,
             rule,
             tokens: Mutex::new(HashMap::new()),
-        }))
+        })
     }
 
     /// The login path for `address`, or `None` when the operator's ConfigMap does not list it.
     pub async fn login_path(&self, address: &str) -> Result<Option<String>, String> {
-        match &self.rule {
+        match self.rule.as_ref().map_err(Clone::clone)? {
             LoginRule::Annotated { login_path, .. } => Ok(Some(login_path.clone())),
             LoginRule::Listed {
                 client,
@@ -139,11 +141,12 @@ impl VaultLogin {
     /// Flux's refusal of an address the ConfigMap does not list.
     pub fn unlisted(&self, address: &str) -> String {
         match &self.rule {
-            LoginRule::Listed { configmap, .. } => format!(
+            Ok(LoginRule::Listed { configmap, .. }) => format!(
                 "no Vault login path configured for address '{address}' in ConfigMap '{}/{}'",
                 configmap.namespace, configmap.name
             ),
-            LoginRule::Annotated { .. } => format!("no Vault login path for '{address}'"),
+            Ok(LoginRule::Annotated { .. }) => format!("no Vault login path for '{address}'"),
+            Err(why) => why.clone(),
         }
     }
 
@@ -158,13 +161,15 @@ impl VaultLogin {
         if let Some(token) = tokens.get(address) {
             return Ok(token.clone());
         }
+        // The address is checked before a token is issued for it.
+        let url = login_url(address, login_path)?;
         let jwt = self.service_account_token(address).await?;
-        let role = match &self.rule {
+        let role = match self.rule.as_ref().map_err(Clone::clone)? {
             LoginRule::Annotated { role, .. } => role.clone(),
             LoginRule::Listed { .. } => role_of(&jwt)
                 .map_err(|e| format!("failed to derive Vault role for authentication: {e}"))?,
         };
-        let token = login(http, address, login_path, &role, &jwt).await?;
+        let token = login(http, url, address, login_path, &role, &jwt).await?;
         tokens.insert(address.to_string(), token.clone());
         Ok(token)
     }
@@ -249,7 +254,15 @@ fn login_paths(config: &str) -> Result<BTreeMap<String, String>, String> {
         if !instance.login_path.is_empty() {
             check_login_path(&instance.login_path)?;
         }
-        paths.insert(instance.address, instance.login_path);
+        if paths
+            .insert(instance.address.clone(), instance.login_path)
+            .is_some()
+        {
+            return Err(format!(
+                "the address '{}' is listed twice",
+                instance.address
+            ));
+        }
     }
     Ok(paths)
 }
@@ -304,9 +317,25 @@ fn service_account_of(jwt: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("unexpected token subject '{subject}'"))
 }
 
-/// `PUT <address>/v1/<login path>` with the role and the JWT; the answer's client token.
+/// `<address>/v1/<login path>`.
+fn login_url(address: &str, login_path: &str) -> Result<reqwest::Url, String> {
+    let failed =
+        |e: &str| format!("failed to create Vault client for '{address}': the address is not {e}");
+    let mut url = reqwest::Url::parse(address).map_err(|_| failed("a URL"))?;
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|_| failed("a URL with a path"))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(login_path.trim_matches('/').split('/'));
+    Ok(url)
+}
+
+/// `PUT <url>` with the role and the JWT; the answer's client token.
 async fn login(
     http: &reqwest::Client,
+    url: reqwest::Url,
     address: &str,
     login_path: &str,
     role: &str,
@@ -317,15 +346,6 @@ async fn login(
             "failed to authenticate with Vault '{address}' at login path '{login_path}' as role '{role}': {e}"
         )
     };
-    let mut url = reqwest::Url::parse(address)
-        .map_err(|e| failed(format!("the address is not a URL: {e}")))?;
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|_| failed("the address is not a URL with a path".into()))?
-        .pop_if_empty()
-        .push("v1")
-        .extend(login_path.trim_matches('/').split('/'));
     let mut request = http
         .put(url)
         .header("X-Vault-Request", "true")
@@ -399,6 +419,12 @@ mod tests {
         );
         assert_eq!(paths.len(), 2);
         assert!(login_paths("instances: [").is_err());
+        let twice = login_paths(
+            "instances:\n  - address: https://v\n    loginPath: a/login\n  - address: https://v\n    loginPath: b/login\n",
+        )
+        .unwrap_err();
+        assert!(twice.contains("listed twice"), "{twice}");
+        assert!(login_paths("").unwrap().is_empty());
         let e = login_paths("instances:\n  - address: https://v\n    loginPath: auth/../sys/x\n")
             .unwrap_err();
         assert!(e.contains("plain path segments"), "{e}");
