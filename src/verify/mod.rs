@@ -86,10 +86,6 @@ impl IdentityMatch {
         }
     }
 
-    pub fn matches_values(&self, issuer: &str, subject: &str) -> bool {
-        self.issuer.is_match(issuer) && self.subject.is_match(subject)
-    }
-
     fn matches(&self, identity: &SignerIdentity) -> bool {
         self.issuer.is_match(&identity.issuer)
             && identity.subjects.iter().any(|s| self.subject.is_match(s))

@@ -11,6 +11,7 @@ use sigstore_verify::types::{Bundle, DerPublicKey, Sha256Hash};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, Verifier};
 
 use super::IdentityMatch;
+use super::certificate::SigningCertificate;
 
 /// The public-good (production) and staging instances' trusted roots, as the library ships them.
 pub use sigstore_verify::trust_root::{
@@ -84,7 +85,7 @@ impl BundleVerifier {
         };
         let identity = match signer {
             Signer::Key(_) => None,
-            Signer::Identity(rules) => Some(matched_identity(&verified, rules)?),
+            Signer::Identity(rules) => Some(matched_identity(&bundle, &verified, rules)?),
         };
         Ok(Proved {
             identity,
@@ -111,29 +112,38 @@ impl BundleVerifier {
     }
 }
 
-/// The certificate identity the library proved, if one of Flux's rules accepts it.
+/// The identity of the certificate the library verified, if one of Flux's rules accepts it.
+/// The library reports only the first email or URI name; like cosign (and Flux through it),
+/// every subject alternative name is matched, and the issuer is Fulcio's extension (or its
+/// legacy form), read from that same certificate.
 fn matched_identity(
+    bundle: &Bundle,
     verified: &sigstore_verify::VerificationResult,
     rules: &[IdentityMatch],
 ) -> Result<(String, String), String> {
-    if !verified.certificate_verified() {
-        return Err("the bundle is not signed with a certificate of the trusted root".into());
-    }
-    let subject = verified
-        .identity()
-        .map(|san| san.as_str().to_string())
-        .ok_or("the signing certificate names no email or URI identity")?;
-    let issuer = verified
-        .issuer()
-        .map(str::to_string)
-        .ok_or("the signing certificate names no OIDC issuer")?;
-    if rules.is_empty() || rules.iter().any(|r| r.matches_values(&issuer, &subject)) {
-        Ok((subject, issuer))
+    let der = bundle
+        .signing_certificate()
+        .filter(|_| verified.certificate_verified())
+        .ok_or("the bundle is not signed with a certificate of the trusted root")?;
+    let identity = SigningCertificate::parse(der.as_bytes())?.identity();
+    let subject = if rules.is_empty() {
+        identity.subjects.first().cloned()
     } else {
-        Err(format!(
-            "the signer '{subject}' (issuer '{issuer}') matches none of the identity rules"
-        ))
-    }
+        rules.iter().filter(|r| r.matches(&identity)).find_map(|r| {
+            identity
+                .subjects
+                .iter()
+                .find(|s| r.subject.is_match(s))
+                .cloned()
+        })
+    };
+    subject
+        .map(|subject| (subject, identity.issuer.clone()))
+        .ok_or_else(|| {
+            format!(
+                "none of the expected identities matched what was in the certificate, got {identity}"
+            )
+        })
 }
 
 /// `sha256:<64 hex>` as bytes, else `None` (the conformance protocol's digest form).
