@@ -359,23 +359,7 @@ fn check_keyless(
     let issuer_key = cert.verify_chain(root, at)?;
     cert.verify_sct(&issuer_key, root)?;
     let identity = cert.identity();
-    let subject = if identities.is_empty() {
-        identity.subjects.first().cloned()
-    } else {
-        identities.iter().find(|m| m.matches(&identity)).map(|m| {
-            identity
-                .subjects
-                .iter()
-                .find(|s| m.subject.is_match(s))
-                .cloned()
-                .unwrap_or_default()
-        })
-    };
-    let Some(subject) = subject else {
-        return Err(format!(
-            "none of the expected identities matched what was in the certificate, got {identity}"
-        ));
-    };
+    let subject = accepted_subject(&identity, identities)?;
     Ok(Proven {
         signer: VerifiedSigner::Identity {
             subject,
@@ -383,6 +367,25 @@ fn check_keyless(
         },
         log: Some(log),
         timestamped_at,
+    })
+}
+
+/// The subject alternative name one of `rules` accepts (with no rules, the first one), or the
+/// refusal naming what the certificate holds.
+fn accepted_subject(identity: &SignerIdentity, rules: &[IdentityMatch]) -> Result<String, String> {
+    let subject = if rules.is_empty() {
+        identity.subjects.first().cloned()
+    } else {
+        rules
+            .iter()
+            .filter(|r| r.matches(identity))
+            .find_map(|r| identity.subjects.iter().find(|s| r.subject.is_match(s)))
+            .cloned()
+    };
+    subject.ok_or_else(|| {
+        format!(
+            "none of the expected identities matched what was in the certificate, got {identity}"
+        )
     })
 }
 

@@ -10,8 +10,8 @@ use sigstore_verify::trust_root::TrustedRoot;
 use sigstore_verify::types::{Bundle, DerPublicKey, Sha256Hash};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, Verifier};
 
-use super::IdentityMatch;
 use super::certificate::SigningCertificate;
+use super::{IdentityMatch, accepted_subject};
 
 /// The public-good (production) and staging instances' trusted roots, as the library ships them.
 pub use sigstore_verify::trust_root::{
@@ -126,24 +126,8 @@ fn matched_identity(
         .filter(|_| verified.certificate_verified())
         .ok_or("the bundle is not signed with a certificate of the trusted root")?;
     let identity = SigningCertificate::parse(der.as_bytes())?.identity();
-    let subject = if rules.is_empty() {
-        identity.subjects.first().cloned()
-    } else {
-        rules.iter().filter(|r| r.matches(&identity)).find_map(|r| {
-            identity
-                .subjects
-                .iter()
-                .find(|s| r.subject.is_match(s))
-                .cloned()
-        })
-    };
-    subject
-        .map(|subject| (subject, identity.issuer.clone()))
-        .ok_or_else(|| {
-            format!(
-                "none of the expected identities matched what was in the certificate, got {identity}"
-            )
-        })
+    let subject = accepted_subject(&identity, rules)?;
+    Ok((subject, identity.issuer))
 }
 
 /// `sha256:<64 hex>` as bytes, else `None` (the conformance protocol's digest form).
