@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::controller::objects::kube_message;
 use crate::identity::auth::json_answer;
-use crate::identity::sa_token::AUDIENCES;
+use crate::identity::sa_token::{AUDIENCES, PROVIDER};
 use crate::identity::workload::{Identity, annotation};
 
 pub const LOGIN_PATH: &str = "transit-engine.auth.fluxcd.io/login-path";
@@ -101,6 +101,14 @@ impl VaultLogin {
                 paths: OnceCell::new(),
             }),
             (None, None) => return None,
+        };
+        // Flux 2.10 may also present a SPIFFE JWT-SVID here; driftless has no SPIFFE yet, and a
+        // Kubernetes token in its place would be a silent substitution.
+        let rule = match sa.and_then(|sa| annotation(sa, PROVIDER)).as_deref() {
+            None | Some("kubernetes") => rule,
+            Some(other) => Err(format!(
+                "credential provider '{other}' ({PROVIDER}) is not supported for Vault authentication by driftless: only 'kubernetes'"
+            )),
         };
         let account = match borrowed {
             Some((identity, _)) => Ok(identity.clone()),
@@ -428,6 +436,36 @@ mod tests {
         let e = login_paths("instances:\n  - address: https://v\n    loginPath: auth/../sys/x\n")
             .unwrap_err();
         assert!(e.contains("plain path segments"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn only_the_kubernetes_credential_provider_logs_in() {
+        let client =
+            Client::try_from(kube::Config::new("https://127.0.0.1:9".parse().unwrap())).unwrap();
+        let login = |provider: Option<&str>| {
+            let mut annotations = serde_json::json!({LOGIN_PATH: "auth/jwt/login", ROLE: "r"});
+            if let Some(p) = provider {
+                annotations[PROVIDER] = json!(p);
+            }
+            let sa: ServiceAccount = serde_json::from_value(
+                json!({"metadata": {"name": "sops", "annotations": annotations}}),
+            )
+            .unwrap();
+            let identity = Identity {
+                client: client.clone(),
+                namespace: "apps".into(),
+                name: "sops".into(),
+            };
+            VaultLogin::of(&client, Some(&(identity, sa)), None).unwrap()
+        };
+        for ok in [None, Some("kubernetes")] {
+            assert!(login(ok).rule.is_ok(), "{ok:?}");
+        }
+        let refused = login(Some("spiffe")).unlisted("https://vault");
+        assert!(
+            refused.contains("credential provider 'spiffe'"),
+            "{refused}"
+        );
     }
 
     #[test]
