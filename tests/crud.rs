@@ -421,8 +421,14 @@ async fn kubectl_get_shows_flux_printer_columns() {
         row.starts_with("apps"),
         "short name ks lists the object: {row}"
     );
+    // A category is resolved from kubectl's discovery cache, which a name lookup refreshes but
+    // a category lookup does not: a cache written before the CRDs were installed (by another
+    // test on this platform) would not know it. A fresh cache sees what the API server serves.
+    let cache = tempfile::tempdir().unwrap();
     let out = platform
         .kubectl()
+        .arg("--cache-dir")
+        .arg(cache.path())
         .args(["get", "fluxcd-sources", "-n", &ns.name, "-o", "name"])
         .output()
         .unwrap();
