@@ -1533,15 +1533,7 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     );
     support::cosign::sign(&e.platform, keys.path(), "cosign.key", &second_ref);
     e.request_reconcile("signed").await;
-    let obj = e
-        .wait_until("signed", "verified at the new revision", |o| {
-            revision(o) == format!("latest@{second}")
-        })
-        .await;
-    assert_eq!(
-        condition(&obj, "SourceVerified").unwrap().status,
-        ConditionStatus::True
-    );
+    verified_at(&e, "signed", &format!("latest@{second}")).await;
 
     // A signature made by `driftless artifact push --sign-key` is accepted too.
     let content = tempfile::tempdir().unwrap();
@@ -1578,15 +1570,7 @@ async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
         .unwrap()
         .to_string();
     e.request_reconcile("signed").await;
-    let obj = e
-        .wait_until("signed", "verified at the third revision", |o| {
-            revision(o) == format!("latest@{third}")
-        })
-        .await;
-    assert_eq!(
-        condition(&obj, "SourceVerified").unwrap().status,
-        ConditionStatus::True
-    );
+    verified_at(&e, "signed", &format!("latest@{third}")).await;
 }
 
 /// Key rotation (Flux 2.10's `status.sourceVerificationFingerprint`): replacing the key in the
@@ -1683,16 +1667,22 @@ async fn a_replaced_key_verifies_the_unchanged_revision_again() {
     // The key restored: verified again, the new revision pulled, the fingerprint as before.
     put_key(public(&signer)).await;
     e.request_reconcile("rotated").await;
+    let obj = verified_at(&e, "rotated", &format!("latest@{second}")).await;
+    assert_eq!(fingerprint(&obj).as_deref(), Some(trusted.as_str()));
+}
+
+/// Waits until `name` has stored `revision`, which must then be verified.
+async fn verified_at(e: &Env, name: &str, stored: &str) -> OCIRepository {
     let obj = e
-        .wait_until("rotated", "verified at the new revision", |o| {
-            revision(o) == format!("latest@{second}")
+        .wait_until(name, &format!("verified at {stored}"), |o| {
+            revision(o) == stored
         })
         .await;
     assert_eq!(
         condition(&obj, "SourceVerified").unwrap().status,
         ConditionStatus::True
     );
-    assert_eq!(fingerprint(&obj).as_deref(), Some(trusted.as_str()));
+    obj
 }
 
 fn verified_signature(obj: &OCIRepository) -> Option<VerifiedSignature> {
