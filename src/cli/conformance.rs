@@ -10,8 +10,9 @@ use clap::{Args, Subcommand};
 
 use crate::util::pem_blocks;
 use crate::verify::IdentityMatch;
+use crate::verify::bundle;
 use crate::verify::sigstore::{
-    BundleVerifier, PUBLIC_GOOD_TRUSTED_ROOT, STAGING_TRUSTED_ROOT, Signed, Signer, sha256_digest,
+    PUBLIC_GOOD_TRUSTED_ROOT, STAGING_TRUSTED_ROOT, Signed, Signer, TrustedRoot, sha256_digest,
 };
 
 #[derive(Subcommand, Debug)]
@@ -44,15 +45,14 @@ pub struct VerifyBundleArgs {
 pub fn run(command: ConformanceCommand) -> anyhow::Result<()> {
     let ConformanceCommand::VerifyBundle(args) = command;
     let root = match &args.trusted_root {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
-        }
-        None if args.staging => STAGING_TRUSTED_ROOT.to_string(),
-        None => PUBLIC_GOOD_TRUSTED_ROOT.to_string(),
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None if args.staging => STAGING_TRUSTED_ROOT.as_bytes().to_vec(),
+        None => PUBLIC_GOOD_TRUSTED_ROOT.as_bytes().to_vec(),
     };
-    let verifier = BundleVerifier::from_trusted_root(&root).map_err(anyhow::Error::msg)?;
-    let bundle = std::fs::read_to_string(&args.bundle)
+    let root = TrustedRoot::from_json(&root).map_err(anyhow::Error::msg)?;
+    let json = std::fs::read(&args.bundle)
         .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let bundle = bundle::parse(&json).map_err(anyhow::Error::msg)?;
     let key = match &args.key {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
@@ -85,7 +85,7 @@ pub fn run(command: ConformanceCommand) -> anyhow::Result<()> {
             Signed::Bytes(&artifact)
         }
     };
-    let proved = verifier
+    let proved = root
         .verify(&bundle, signed, signer)
         .map_err(anyhow::Error::msg)?;
     match proved.identity {

@@ -11,7 +11,7 @@ use clap::Args;
 use super::registry::{RegistryArgs, Target};
 use crate::api::oci_repository::VerifiedSignature;
 use crate::verify::oci::{VerifyError, verify_manifest};
-use crate::verify::trust::TrustedRoot;
+use crate::verify::sigstore::TrustedRoot;
 use crate::verify::{IdentityMatch, NamedKey, Policy, Unverified};
 
 #[derive(Args, Debug)]

@@ -1,27 +1,21 @@
 //! cosign signatures: signing keys, the formats cosign writes to registries (legacy `.sig` tags
 //! and Sigstore bundles attached as OCI referrers), and verification against public keys or
-//! keyless against a trusted root — every refusal says what failed.
+//! keyless against a trusted root — every refusal says what failed. The Sigstore cryptography
+//! (certificates, logs, timestamps) is Sigstore's own library's (`sigstore`).
 
 pub mod bundle;
 pub mod certificate;
 pub mod cosign;
-pub mod der;
 pub mod oci;
-pub mod sct;
 pub mod sigstore;
-pub mod timestamp;
-pub mod tlog;
-pub mod trust;
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::api::oci_repository::VerifiedSignature;
-use bundle::{Bundle, Signer};
+use bundle::SignatureLayer;
 use certificate::{SignerIdentity, SigningCertificate};
-use tlog::{Expected, LogEntry, LogProof};
-use trust::TrustedRoot;
+use sigstore::{LogProof, Signed, Signer, TrustedRoot};
+use sigstore_verify::types::Bundle;
 
 /// What a signature must satisfy.
 #[derive(Clone)]
@@ -169,12 +163,12 @@ struct Proven {
 /// A signature found for a manifest, as read from the registry.
 pub enum Candidate {
     /// A layer of the `.sig` tag: simple-signing payload and signature, and for keyless
-    /// signatures the certificate and the Rekor entry from its annotations.
+    /// signatures the certificate (DER) and the Rekor entry (cosign's JSON annotation).
     Simple {
         payload: Vec<u8>,
         signature: Vec<u8>,
         certificate: Option<Vec<u8>>,
-        log_entry: Option<Result<LogEntry, String>>,
+        rekor_bundle: Option<String>,
     },
     Bundle(Result<Bundle, String>),
     /// A signature that was found but could not be read; why.
@@ -190,18 +184,6 @@ impl Candidate {
     }
 }
 
-/// What a candidate signs, normalised over both formats.
-struct Signed<'a> {
-    bytes: Vec<u8>,
-    signature: &'a [u8],
-    certificate: Option<&'a [u8]>,
-    log_entries: Vec<LogEntry>,
-    /// For DSSE envelopes, the payload's SHA-256.
-    payload_sha256: Option<[u8; 32]>,
-    /// RFC 3161 timestamps over the signature.
-    timestamps: &'a [Vec<u8>],
-}
-
 /// Checks one candidate against `policy` for the manifest `digest` (whose bytes are
 /// `manifest`); the error says why it does not count.
 pub fn check(
@@ -210,163 +192,178 @@ pub fn check(
     digest: &str,
     manifest: &[u8],
 ) -> Result<Verified, String> {
-    let signed = signed_content(candidate, digest, manifest)?;
-    prove(&signed, candidate.format(), policy, digest)
-}
-
-/// What the cryptography proves about content already known to be a signature of `digest`.
-fn prove(
-    signed: &Signed<'_>,
-    format: Format,
-    policy: &Policy,
-    digest: &str,
-) -> Result<Verified, String> {
-    let proven = match policy {
-        Policy::Keys(keys) => check_keys(signed, keys)?,
-        Policy::Keyless { root, identities } => check_keyless(signed, root, identities)?,
+    let proven = match candidate {
+        Candidate::Simple {
+            payload,
+            signature,
+            certificate,
+            rekor_bundle,
+        } => {
+            cosign::check_payload(payload, digest)?;
+            let layer = SignatureLayer {
+                payload,
+                signature,
+                certificate: certificate.as_deref(),
+                rekor_bundle: rekor_bundle.as_deref(),
+            };
+            check_signature_layer(&layer, policy)?
+        }
+        Candidate::Bundle(bundle) => {
+            let bundle = bundle.as_ref().map_err(Clone::clone)?;
+            check_bundle(bundle, policy, digest, manifest)?
+        }
+        Candidate::Unreadable(why) => return Err(why.clone()),
     };
     Ok(Verified {
         digest: digest.to_string(),
-        format,
+        format: candidate.format(),
         signer: proven.signer,
         log: proven.log,
         timestamped_at: proven.timestamped_at,
     })
 }
 
-/// What a candidate signs, once it is known to be a signature of `digest` and nothing else
-/// (a payload of cosign's signature type, a bundle with cosign's signing predicate or over the
-/// manifest bytes): an attestation about `digest` is refused here, before any cryptography.
-fn signed_content<'a>(
-    candidate: &'a Candidate,
+/// A legacy `.sig` layer whose payload already names the manifest.
+fn check_signature_layer(layer: &SignatureLayer<'_>, policy: &Policy) -> Result<Proven, String> {
+    let signed = Signed::Bytes(layer.payload);
+    match policy {
+        Policy::Keys(keys) => {
+            let key = key_that_signed(keys, layer.payload, layer.signature)?;
+            certificate_holds(layer.certificate, key)?;
+            // Reported against the public-good log as a key-hinted bundle: the library takes
+            // no certificate with a key, and the one given was just checked to hold the key.
+            let logged = layer.rekor_bundle.and_then(|_| {
+                let keyed = SignatureLayer {
+                    certificate: None,
+                    ..*layer
+                };
+                bundle::from_signature_layer(&keyed).ok()
+            });
+            Ok(key_proof(key, logged.as_ref(), signed))
+        }
+        Policy::Keyless { root, identities } => {
+            if layer.certificate.is_none() {
+                return Err(NOT_KEYLESS.into());
+            }
+            if layer.rekor_bundle.is_none() {
+                return Err(NOT_LOGGED.into());
+            }
+            let bundle = bundle::from_signature_layer(layer)?;
+            keyless(&bundle, signed, root, identities)
+        }
+    }
+}
+
+/// A bundle, once it is known to be a signature of `digest` and nothing else (a bundle with
+/// cosign's signing predicate or over the manifest bytes): an attestation about `digest` is
+/// refused here, before any cryptography.
+fn check_bundle(
+    bundle: &Bundle,
+    policy: &Policy,
     digest: &str,
     manifest: &[u8],
-) -> Result<Signed<'a>, String> {
-    match candidate {
-        Candidate::Simple {
-            payload,
-            signature,
-            certificate,
-            log_entry,
-        } => {
-            cosign::check_payload(payload, digest)?;
-            Ok(Signed {
-                bytes: payload.clone(),
-                signature,
-                certificate: certificate.as_deref(),
-                log_entries: log_entry.clone().transpose()?.into_iter().collect(),
-                payload_sha256: None,
-                timestamps: &[],
-            })
+) -> Result<Proven, String> {
+    let signs = bundle::subject_digest(bundle)?;
+    if signs != digest {
+        return Err(format!("a Sigstore bundle signs {signs}, not {digest}"));
+    }
+    bundle::signs_subject(bundle)?;
+    let signed = if bundle::signs_bytes(bundle) {
+        Signed::Bytes(manifest)
+    } else {
+        Signed::Sha256(
+            sigstore::sha256_digest(digest)
+                .ok_or_else(|| format!("{digest} is not a sha256 digest"))?,
+        )
+    };
+    let certificate = bundle.signing_certificate().map(|c| c.as_bytes());
+    match policy {
+        Policy::Keys(keys) => {
+            let bytes = bundle::signed_bytes(bundle, manifest);
+            let key = key_that_signed(keys, &bytes, bundle::signature(bundle))?;
+            certificate_holds(certificate, key)?;
+            let logged = Some(bundle).filter(|_| certificate.is_none());
+            Ok(key_proof(key, logged, signed))
         }
-        Candidate::Bundle(bundle) => {
-            let bundle = bundle.as_ref().map_err(Clone::clone)?;
-            let signs = bundle.content.subject_digest()?;
-            if signs != digest {
-                return Err(format!("a Sigstore bundle signs {signs}, not {digest}"));
+        Policy::Keyless { root, identities } => {
+            if certificate.is_none() {
+                return Err(NOT_KEYLESS.into());
             }
-            bundle.content.signs_subject()?;
-            Ok(bundle_content(bundle, manifest))
+            if bundle.verification_material.tlog_entries.is_empty() {
+                return Err(NOT_LOGGED.into());
+            }
+            keyless(bundle, signed, root, identities)
         }
-        Candidate::Unreadable(why) => Err(why.clone()),
     }
 }
 
-fn bundle_content<'a>(bundle: &'a Bundle, manifest: &[u8]) -> Signed<'a> {
-    Signed {
-        bytes: bundle.signed_bytes(manifest),
-        signature: bundle.content.signature(),
-        certificate: match &bundle.signer {
-            Signer::Certificate(der) => Some(der),
-            Signer::PublicKey { .. } => None,
-        },
-        log_entries: bundle.log_entries.clone(),
-        payload_sha256: bundle.content.payload_sha256(),
-        timestamps: &bundle.timestamps,
-    }
-}
+const NOT_KEYLESS: &str = "a signature was made with a key, not a certificate: keyless verification needs a Fulcio certificate";
+/// Flux (through cosign) requires a transparency-log entry for keyless signatures.
+const NOT_LOGGED: &str = "no transparency log proof: the signature carries no log entry";
 
-/// A key signature needs no log (as in Flux, which ignores it): a log entry is only reported,
-/// when one of the public-good instance proves it. A certificate next to the key (`cosign sign
-/// --key --certificate`) must hold that key.
-fn check_keys(signed: &Signed<'_>, keys: &[NamedKey]) -> Result<Proven, String> {
-    let key = keys
-        .iter()
-        .find(|k| cosign::verify_with_der_key(&k.der, &signed.bytes, signed.signature))
+/// The key that made `signature` over `bytes`.
+fn key_that_signed<'k>(
+    keys: &'k [NamedKey],
+    bytes: &[u8],
+    signature: &[u8],
+) -> Result<&'k NamedKey, String> {
+    keys.iter()
+        .find(|k| cosign::verify_with_der_key(&k.der, bytes, signature))
         .ok_or_else(|| {
             let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
             format!(
                 "a signature was not made by any of the keys [{}]",
                 names.join(", ")
             )
-        })?;
-    let verifier = match signed.certificate {
-        Some(der) => {
-            let cert = SigningCertificate::parse(der)?;
-            if cert.public_key() != key.der.as_slice() {
-                return Err(format!(
-                    "a signature's certificate does not hold the key {} that made it",
-                    key.name
-                ));
-            }
-            der
-        }
-        None => &key.der,
-    };
-    let (proofs, _) = log_proofs(signed, &TrustedRoot::public_good(), verifier);
-    Ok(Proven {
-        signer: VerifiedSigner::Key(key.name.clone()),
-        log: proofs.into_iter().next(),
-        timestamped_at: None,
-    })
+        })
 }
 
-fn check_keyless(
-    signed: &Signed<'_>,
+/// A certificate next to a key signature (`cosign sign --key --certificate`) must hold that key.
+fn certificate_holds(certificate: Option<&[u8]>, key: &NamedKey) -> Result<(), String> {
+    let Some(der) = certificate else {
+        return Ok(());
+    };
+    if SigningCertificate::parse(der)?.public_key() != key.der.as_slice() {
+        return Err(format!(
+            "a signature's certificate does not hold the key {} that made it",
+            key.name
+        ));
+    }
+    Ok(())
+}
+
+/// A key signature needs no log (as in Flux, which ignores it): a log entry is only reported,
+/// when the public-good instance proves it.
+fn key_proof(key: &NamedKey, logged: Option<&Bundle>, signed: Signed<'_>) -> Proven {
+    let log = logged
+        .filter(|b| !b.verification_material.tlog_entries.is_empty())
+        .and_then(|b| {
+            TrustedRoot::public_good()
+                .verify(b, signed, Signer::Key(&key.der))
+                .ok()
+        })
+        .and_then(|proved| proved.log);
+    Proven {
+        signer: VerifiedSigner::Key(key.name.clone()),
+        log,
+        timestamped_at: None,
+    }
+}
+
+fn keyless(
+    bundle: &Bundle,
+    signed: Signed<'_>,
     root: &TrustedRoot,
     identities: &[IdentityMatch],
 ) -> Result<Proven, String> {
-    let der = signed
-        .certificate
-        .ok_or("a signature was made with a key, not a certificate: keyless verification needs a Fulcio certificate")?;
-    let cert = SigningCertificate::parse(der)?;
-    if !cert.verifies(&signed.bytes, signed.signature) {
-        return Err("a signature does not verify with its signing certificate's key".into());
-    }
-    let (proofs, failures) = log_proofs(signed, root, cert.der());
-    if proofs.is_empty() {
-        return Err(if signed.log_entries.is_empty() {
-            "no transparency log proof: the signature carries no log entry".to_string()
-        } else if failures.is_empty() {
-            "no transparency log proof from a log of the trusted root".to_string()
-        } else {
-            format!("no transparency log proof: {}", failures.join("; "))
-        });
-    }
-    // A Fulcio certificate lives minutes; what matters is that it was valid when the signature
-    // was made: a time the log signed (Rekor v1's entry timestamp), else one an RFC 3161
-    // timestamp authority of the trusted root signed (Rekor v2 signs no time).
-    let (log, at, timestamped_at) = match proofs
-        .iter()
-        .find_map(|p| p.integrated_time.map(|t| (p, t)))
-    {
-        Some((log, at)) => (log.clone(), at, None),
-        None => {
-            let at = signed_time(signed, root)?;
-            (proofs[0].clone(), at, Some(at))
-        }
-    };
-    let issuer_key = cert.verify_chain(root, at)?;
-    cert.verify_sct(&issuer_key, root)?;
-    let identity = cert.identity();
-    let subject = accepted_subject(&identity, identities)?;
+    let proved = root.verify(bundle, signed, Signer::Identity(identities))?;
+    let (subject, issuer) = proved
+        .identity
+        .ok_or("the bundle is not signed with a certificate of the trusted root")?;
     Ok(Proven {
-        signer: VerifiedSigner::Identity {
-            subject,
-            issuer: identity.issuer,
-        },
-        log: Some(log),
-        timestamped_at,
+        signer: VerifiedSigner::Identity { subject, issuer },
+        log: proved.log,
+        timestamped_at: proved.timestamped_at,
     })
 }
 
@@ -387,45 +384,6 @@ fn accepted_subject(identity: &SignerIdentity, rules: &[IdentityMatch]) -> Resul
             "none of the expected identities matched what was in the certificate, got {identity}"
         )
     })
-}
-
-/// The time a timestamp authority of `root` attests for the signature.
-fn signed_time(signed: &Signed<'_>, root: &TrustedRoot) -> Result<jiff::Timestamp, String> {
-    let mut reasons = Vec::new();
-    for token in signed.timestamps {
-        match timestamp::verify(token, signed.signature, root) {
-            Ok(at) => return Ok(at),
-            Err(why) => reasons.push(why),
-        }
-    }
-    Err(if reasons.is_empty() {
-        "no proof of the signing time: the log entry has no signed entry timestamp and the signature no RFC 3161 timestamp".into()
-    } else {
-        format!("no proof of the signing time: {}", reasons.join("; "))
-    })
-}
-
-/// The entries that prove inclusion in a log of `root`, and why the others from its logs do not
-/// (like sigstore-go, an entry that fails is passed over rather than failing the signature).
-fn log_proofs(
-    signed: &Signed<'_>,
-    root: &TrustedRoot,
-    verifier: &[u8],
-) -> (Vec<LogProof>, Vec<String>) {
-    let expected = Expected {
-        signature: signed.signature,
-        signed_sha256: Sha256::digest(&signed.bytes).into(),
-        payload_sha256: signed.payload_sha256,
-        verifier,
-    };
-    let (mut proofs, mut failures) = (Vec::new(), Vec::new());
-    for entry in &signed.log_entries {
-        match tlog::verify_entry(entry, root, &expected) {
-            Ok(proof) => proofs.extend(proof),
-            Err(why) => failures.push(why),
-        }
-    }
-    (proofs, failures)
 }
 
 /// Why no signature of a manifest was accepted.
@@ -463,6 +421,9 @@ pub fn first_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use sha2::{Digest, Sha256};
 
     /// A real public-good bundle (see tests/fixtures/sigstore/README.md): an attestation
     /// (`cosign attest`, predicate `https://cosign.sigstore.dev/attestation/v1`), so never a
@@ -480,43 +441,44 @@ mod tests {
     }
 
     fn candidate() -> Candidate {
-        Candidate::Bundle(Bundle::parse(PUBLIC_GOOD_BUNDLE))
+        Candidate::Bundle(bundle::parse(PUBLIC_GOOD_BUNDLE))
     }
 
     fn cody() -> IdentityMatch {
         IdentityMatch::new("^https://github\\.com/login/oauth$", "^cody@soyland\\.com$").unwrap()
     }
 
-    /// What the cryptography of `bundle` proves, as if it were a signature of its subject.
-    fn prove_bundle(bundle: &Bundle, policy: &Policy) -> Result<Verified, String> {
-        prove(
-            &bundle_content(bundle, b""),
-            Format::Bundle,
-            policy,
-            PUBLIC_GOOD_DIGEST,
-        )
-    }
-
-    fn prove_public_good(policy: &Policy) -> Result<Verified, String> {
-        prove_bundle(&Bundle::parse(PUBLIC_GOOD_BUNDLE).unwrap(), policy)
+    /// What the cryptography of the public-good bundle proves under `rules` and `root`, as if
+    /// it were a signature of its subject (the predicate check is `check`'s).
+    fn prove_public_good(
+        root: &TrustedRoot,
+        rules: &[IdentityMatch],
+        bundle_json: &[u8],
+    ) -> Result<sigstore::Proved, String> {
+        let bundle = bundle::parse(bundle_json).unwrap();
+        let digest = sigstore::sha256_digest(PUBLIC_GOOD_DIGEST).unwrap();
+        root.verify(&bundle, Signed::Sha256(digest), Signer::Identity(rules))
     }
 
     #[test]
     fn a_real_public_good_bundle_verifies_offline() {
-        let verified = prove_public_good(&public_good(vec![cody()])).expect("verified");
+        let proved = prove_public_good(&TrustedRoot::public_good(), &[cody()], PUBLIC_GOOD_BUNDLE)
+            .expect("verified");
         assert_eq!(
-            verified.signer,
-            VerifiedSigner::Identity {
-                subject: "cody@soyland.com".into(),
-                issuer: "https://github.com/login/oauth".into(),
-            }
+            proved.identity,
+            Some((
+                "cody@soyland.com".into(),
+                "https://github.com/login/oauth".into()
+            ))
         );
-        let log = verified.log.expect("log proof");
+        let log = proved.log.expect("log proof");
         assert_eq!(log.log_url, "https://rekor.sigstore.dev");
+        assert_eq!(log.log_index, 175_508_996);
         assert_eq!(
             log.integrated_time.map(|t| t.as_second()),
             Some(1_740_770_291)
         );
+        assert_eq!(proved.timestamped_at, None, "the log's time, not a TSA's");
     }
 
     #[test]
@@ -538,7 +500,8 @@ mod tests {
     fn the_real_bundle_is_refused_for_another_identity_digest_or_root() {
         let other =
             IdentityMatch::new("^https://github\\.com/login/oauth$", "^someone@else$").unwrap();
-        let why = prove_public_good(&public_good(vec![other])).unwrap_err();
+        let why = prove_public_good(&TrustedRoot::public_good(), &[other], PUBLIC_GOOD_BUNDLE)
+            .unwrap_err();
         assert!(
             why.contains(
                 "got subjects [cody@soyland.com] with issuer https://github.com/login/oauth"
@@ -550,27 +513,10 @@ mod tests {
         let why = check(&candidate(), &public_good(vec![]), &elsewhere, b"").unwrap_err();
         assert!(why.contains("signs sha256:7321"), "{why}");
 
-        let empty = Policy::Keyless {
-            root: Arc::new(TrustedRoot::default()),
-            identities: vec![],
-        };
-        let why = prove_public_good(&empty).unwrap_err();
-        assert!(why.contains("no transparency log proof"), "{why}");
-    }
-
-    #[test]
-    fn a_checkpoint_of_another_log_host_is_no_proof() {
-        let mut root = (*TrustedRoot::public_good()).clone();
-        for log in &mut root.logs {
-            log.base_url = "https://rekor.elsewhere.invalid".into();
-        }
-        let policy = Policy::Keyless {
-            root: Arc::new(root),
-            identities: vec![],
-        };
-        let why = prove_public_good(&policy).unwrap_err();
+        let another_instance = TrustedRoot::from_json(&rekor_v2("trusted_root.json")).unwrap();
+        let why = prove_public_good(&another_instance, &[], PUBLIC_GOOD_BUNDLE).unwrap_err();
         assert!(
-            why.contains("the checkpoint is of log 'rekor.sigstore.dev - "),
+            why.starts_with("no transparency log proof from a log of the trusted root"),
             "{why}"
         );
     }
@@ -580,9 +526,14 @@ mod tests {
         let mut bundle: serde_json::Value = serde_json::from_slice(PUBLIC_GOOD_BUNDLE).unwrap();
         let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];
         entry["integratedTime"] = "1740770292".into();
-        let tampered = Bundle::parse(&serde_json::to_vec(&bundle).unwrap()).unwrap();
-        let why = prove_bundle(&tampered, &public_good(vec![])).unwrap_err();
-        assert!(why.contains("signed entry timestamp"), "{why}");
+        let tampered = serde_json::to_vec(&bundle).unwrap();
+        let why = prove_public_good(&TrustedRoot::public_good(), &[], &tampered).unwrap_err();
+        assert!(
+            why.starts_with(
+                "no transparency log proof: the log's signed entry timestamp does not verify"
+            ),
+            "{why}"
+        );
     }
 
     /// Bundles made by cosign v3 against a real Rekor v2 log and timestamp authority (see
@@ -605,15 +556,11 @@ mod tests {
         }
     }
 
-    fn subject_of(bundle: &Bundle) -> String {
-        bundle.content.subject_digest().unwrap()
-    }
-
     #[test]
     fn rekor_v2_entries_with_a_tsa_time_verify_offline() {
         for file in ["bundle-dsse.json", "bundle-dsse-index0.json"] {
-            let bundle = Bundle::parse(&rekor_v2(file)).unwrap();
-            let digest = subject_of(&bundle);
+            let bundle = bundle::parse(&rekor_v2(file)).unwrap();
+            let digest = bundle::subject_digest(&bundle).unwrap();
             let verified = check(
                 &Candidate::Bundle(Ok(bundle)),
                 &rekor_v2_policy("trusted_root.json"),
@@ -643,7 +590,7 @@ mod tests {
         ] {
             let blob = rekor_v2(blob);
             let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
-            let candidate = Candidate::Bundle(Bundle::parse(&rekor_v2(bundle)));
+            let candidate = Candidate::Bundle(bundle::parse(&rekor_v2(bundle)));
             check(&candidate, &rekor_v2_policy(root), &digest, &blob)
                 .unwrap_or_else(|e| panic!("{bundle}: {e}"));
         }
@@ -651,8 +598,8 @@ mod tests {
 
     #[test]
     fn without_a_trusted_timestamp_authority_rekor_v2_proves_no_signing_time() {
-        let bundle = Bundle::parse(&rekor_v2("bundle-dsse.json")).unwrap();
-        let digest = subject_of(&bundle);
+        let bundle = bundle::parse(&rekor_v2("bundle-dsse.json")).unwrap();
+        let digest = bundle::subject_digest(&bundle).unwrap();
         let why = check(
             &Candidate::Bundle(Ok(bundle)),
             &rekor_v2_policy("tr-no-tsa.json"),
@@ -660,6 +607,137 @@ mod tests {
             b"",
         )
         .unwrap_err();
-        assert!(why.contains("no proof of the signing time"), "{why}");
+        assert!(why.starts_with("no proof of the signing time"), "{why}");
+    }
+
+    /// sigstore-conformance's `happy-path-v0.1` (public-good, Rekor v1 with a signed entry
+    /// timestamp) written back the way cosign v2 stores a signature in a `.sig` layer's
+    /// annotations: the legacy format is verified as the v0.1 bundle it is equivalent to.
+    fn legacy_layer_material() -> (Vec<u8>, Vec<u8>, Vec<u8>, String) {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sigstore-conformance/bundle-verify"
+        );
+        let payload = std::fs::read(format!("{dir}/a.txt")).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!("{dir}/happy-path-v0.1/bundle.sigstore.json")).unwrap(),
+        )
+        .unwrap();
+        let decode = |v: &serde_json::Value| B64.decode(v.as_str().unwrap()).unwrap();
+        let material = &json["verificationMaterial"];
+        let entry = &material["tlogEntries"][0];
+        let annotation = serde_json::json!({
+            "SignedEntryTimestamp": entry["inclusionPromise"]["signedEntryTimestamp"],
+            "Payload": {
+                "body": entry["canonicalizedBody"],
+                "integratedTime": entry["integratedTime"].as_str().unwrap().parse::<i64>().unwrap(),
+                "logIndex": entry["logIndex"].as_str().unwrap().parse::<i64>().unwrap(),
+                "logID": hex::encode(decode(&entry["logId"]["keyId"])),
+            },
+        });
+        (
+            payload,
+            decode(&json["messageSignature"]["signature"]),
+            decode(&material["x509CertificateChain"]["certificates"][0]["rawBytes"]),
+            annotation.to_string(),
+        )
+    }
+
+    #[test]
+    fn a_legacy_signature_layer_verifies_as_its_v01_bundle() {
+        let (payload, signature, certificate, annotation) = legacy_layer_material();
+        let layer = SignatureLayer {
+            payload: &payload,
+            signature: &signature,
+            certificate: Some(&certificate),
+            rekor_bundle: Some(&annotation),
+        };
+        let beacon = IdentityMatch::exact(
+            "https://token.actions.githubusercontent.com",
+            "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+        );
+        let proven =
+            check_signature_layer(&layer, &public_good(vec![beacon.clone()])).expect("verified");
+        let log = proven.log.expect("log proof");
+        assert_eq!(
+            (log.log_url.as_str(), log.log_index),
+            ("https://rekor.sigstore.dev", 27_246_492)
+        );
+
+        let unlogged = SignatureLayer {
+            rekor_bundle: None,
+            ..layer
+        };
+        let why = check_signature_layer(&unlogged, &public_good(vec![beacon.clone()]))
+            .err()
+            .unwrap();
+        assert_eq!(why, NOT_LOGGED);
+
+        let mut tampered = signature.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let forged = SignatureLayer {
+            signature: &tampered,
+            ..layer
+        };
+        let why = check_signature_layer(&forged, &public_good(vec![beacon]))
+            .err()
+            .unwrap();
+        assert!(why.contains("does not verify"), "{why}");
+    }
+
+    /// A key-signed message bundle with no log entry and no timestamp (`cosign sign --key
+    /// --tlog-upload=false`): Flux takes it; Sigstore's library cannot express that.
+    #[test]
+    fn key_signatures_need_no_log_and_a_certificate_beside_them_must_hold_the_key() {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
+        let key = NamedKey {
+            name: "cosign.pub".into(),
+            der: pair.public_key().as_der().unwrap().as_ref().to_vec(),
+        };
+        let manifest = br#"{"schemaVersion":2}"#;
+        let digest = Sha256::digest(manifest);
+        let signature = pair.sign(&rng, manifest).unwrap();
+        let json = serde_json::json!({
+            "mediaType": bundle::BUNDLE_MEDIA_TYPE_V03,
+            "verificationMaterial": {"publicKey": {"hint": "x"}, "tlogEntries": []},
+            "messageSignature": {
+                "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(digest)},
+                "signature": B64.encode(signature.as_ref()),
+            },
+        });
+        let candidate = Candidate::Bundle(bundle::parse(json.to_string().as_bytes()));
+        let digest = format!("sha256:{}", hex::encode(digest));
+        let verified = check(
+            &candidate,
+            &Policy::Keys(vec![key.clone()]),
+            &digest,
+            manifest,
+        )
+        .unwrap();
+        assert_eq!(verified.signer, VerifiedSigner::Key("cosign.pub".into()));
+        assert_eq!(verified.log, None);
+
+        let why = check(&candidate, &public_good(vec![]), &digest, manifest).unwrap_err();
+        assert_eq!(why, NOT_KEYLESS);
+
+        let wrong = NamedKey {
+            name: "other.pub".into(),
+            der: key.der[..key.der.len() - 1].to_vec(),
+        };
+        let why = check(&candidate, &Policy::Keys(vec![wrong]), &digest, manifest).unwrap_err();
+        assert_eq!(
+            why,
+            "a signature was not made by any of the keys [other.pub]"
+        );
+
+        let (_, _, certificate, _) = legacy_layer_material();
+        let why = certificate_holds(Some(&certificate), &key).unwrap_err();
+        assert!(why.contains("does not hold the key cosign.pub"), "{why}");
     }
 }

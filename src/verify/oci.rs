@@ -4,7 +4,9 @@
 
 use base64::Engine;
 
-use super::bundle::{self, Bundle, Content};
+use sigstore_verify::types::Bundle;
+
+use super::bundle;
 use super::cosign::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, signature_tag};
 use super::{Candidate, Policy, Unverified, Verified, first_verified};
 use crate::oci::registry::{Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError};
@@ -34,9 +36,9 @@ pub async fn verify_manifest(
     let mut candidates = signature_tag_candidates(client, repo, digest).await?;
     candidates.extend(bundle_candidates(client, repo, digest).await?);
     // A bundle with a message signature signs the manifest bytes themselves.
-    let signs_manifest = candidates.iter().any(
-        |c| matches!(c, Candidate::Bundle(Ok(b)) if matches!(b.content, Content::Message { .. })),
-    );
+    let signs_manifest = candidates
+        .iter()
+        .any(|c| matches!(c, Candidate::Bundle(Ok(b)) if bundle::signs_bytes(b)));
     let manifest = if signs_manifest {
         client.get_manifest(repo, digest).await?.bytes.to_vec()
     } else {
@@ -118,7 +120,7 @@ async fn simple_signature(
         payload,
         signature,
         certificate,
-        log_entry: annotation(REKOR_BUNDLE_ANNOTATION).map(|b| bundle::legacy_log_entry(b)),
+        rekor_bundle: annotation(REKOR_BUNDLE_ANNOTATION).cloned(),
     })
 }
 
@@ -213,7 +215,7 @@ async fn read_bundle(
         )));
     };
     let json = read_small_blob(client, repo, &layer.digest).await?;
-    Ok(Bundle::parse(&json))
+    Ok(bundle::parse(&json))
 }
 
 /// A signature-sized blob, checked against its digest.

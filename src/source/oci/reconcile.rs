@@ -26,7 +26,7 @@ use crate::source::context::Context;
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
 use crate::verify::oci::VerifyError;
-use crate::verify::trust::TrustedRoot;
+use crate::verify::sigstore::TrustedRoot;
 use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified};
 
 /// The longest a layer download may take.
