@@ -7,7 +7,7 @@
 # and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
 #   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -61,6 +61,13 @@ VAULT_SDK_FIX=${VAULT_SDK_FIX:-0.25.1}
 # versions cosign v3.1.3's go.mod requires (its client libraries for both services).
 REKOR_TILES_VERSION=${REKOR_TILES_VERSION:-2.3.0}
 TSA_VERSION=${TSA_VERSION:-2.1.2}
+# notation, the Notary Project CLI, for the `verify.provider: notation` tests. The proxy serves
+# v1.3.2's .info/.mod/.zip but answers 403 to @v/list, so it is built from the pinned module in
+# hack/peers/notation (go.mod, go.sum: upstream v1.3.2's own requirements and sums, with
+# notation's `go 1.23.0` line, which sets the binary's GODEBUG defaults as in its release).
+# NOTATION_COMMIT is the tag's commit (Origin.Hash in the proxy's v1.3.2.info).
+NOTATION_VERSION=1.3.2
+NOTATION_COMMIT=001cc919603c1dc16c6aad387c94b4209cb9c901
 
 TESTBIN=${DRIFTLESS_TESTBIN:-$HOME/.cache/driftless/testbin}
 BIN=$TESTBIN/bin
@@ -386,6 +393,23 @@ build_sops() {
   build_go_command age-keygen filippo.io/age filippo.io/age/cmd/age-keygen "$AGE_VERSION"
 }
 
+# notation from the pinned module, -mod=readonly, with upstream's release ldflags (so `notation
+# version` says v1.3.2 and its commit); the stamp hashes the pins, so editing them rebuilds it.
+build_notation() {
+  local src=$HACK/peers/notation dir=$TESTBIN/src/notation-$NOTATION_VERSION m=github.com/notaryproject/notation version
+  grep -q "^require $m v$NOTATION_VERSION\$" "$src/go.mod" ||
+    { log "hack/peers/notation/go.mod does not require $m v$NOTATION_VERSION"; return 1; }
+  version="$NOTATION_VERSION $(cat "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-16)"
+  if is_built notation "$version"; then log "notation v$NOTATION_VERSION already built"; return; fi
+  mkdir -p "$dir" && cd "$dir"
+  cp "$src/go.mod" "$src/go.sum" "$src/tools.go" .
+  log "building notation v$NOTATION_VERSION"
+  CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w -X $m/internal/version.Version=v$NOTATION_VERSION \
+    -X $m/internal/version.GitCommit=$NOTATION_COMMIT -X $m/internal/version.BuildMetadata=" \
+    -o "$BIN/notation.tmp" "$m/cmd/notation"
+  mv "$BIN/notation.tmp" "$BIN/notation" && stamp notation "$version"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
@@ -410,7 +434,8 @@ case "${1:-all}" in
   # Not in `all` or `peers`: see "Rekor v2 and a timestamp authority" in hack/PEERS.md.
   rekor-tiles) build_sigstore_server rekor-tiles-server \
     github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
+  notation) build_notation ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]" >&2; exit 2 ;;
 esac

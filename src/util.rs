@@ -44,6 +44,14 @@ pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
     blocks
 }
 
+/// The first PEM block of any type (Go's `pem.Decode`), decoded.
+pub fn first_pem_block(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN ")?;
+    let after = &pem[start + "-----BEGIN ".len()..];
+    let label = &after[..after.find("-----")?];
+    pem_blocks(&pem[start..], label).into_iter().next()
+}
+
 /// Percent-encodes every byte outside RFC 3986's unreserved set (what SigV4 and the GCS
 /// object path want); `keep_slash` leaves `/` as is for paths.
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {

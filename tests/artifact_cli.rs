@@ -428,6 +428,27 @@ fn docker_config_credential_helpers_supply_credentials() {
     ok(&out);
 }
 
+/// `artifact push` of a one-ConfigMap directory (made under `dir`) to `url`; its digest.
+fn push_one_manifest(dir: &Path, url: &str) -> String {
+    write_tree(&dir.join("m"), &[("app.yaml", "kind: ConfigMap\n")]);
+    let pushed = ok(&artifact(&[
+        "push",
+        url,
+        "--path",
+        dir.join("m").to_str().unwrap(),
+        "--source",
+        "s",
+        "--revision",
+        "r",
+        "--output",
+        "json",
+    ]));
+    serde_json::from_str::<serde_json::Value>(&pushed).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn cosign(dir: &Path, args: &[&str]) -> Output {
     support::cosign::cosign(&support::platform(), dir, args)
 }
@@ -551,25 +572,9 @@ async fn verify_checks_signatures_as_the_controller_does() {
     let other_pub = keys.path().join("other.pub");
     std::fs::copy(other.path().join("cosign.pub"), &other_pub).unwrap();
     let trusted = keys.path().join("cosign.pub");
-    write_tree(&keys.path().join("m"), &[("app.yaml", "kind: ConfigMap\n")]);
     let name = unique("verified");
     let url = format!("oci://{}/{name}:v1", platform.registry());
-    let pushed = ok(&artifact(&[
-        "push",
-        &url,
-        "--path",
-        keys.path().join("m").to_str().unwrap(),
-        "--source",
-        "s",
-        "--revision",
-        "r",
-        "--output",
-        "json",
-    ]));
-    let digest = serde_json::from_str::<serde_json::Value>(&pushed).unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = push_one_manifest(keys.path(), &url);
     let by_digest = format!("oci://{}/{name}@{digest}", platform.registry());
     let verify = |extra: &[&str]| {
         let mut args = vec!["verify", url.as_str()];
@@ -650,5 +655,102 @@ async fn verify_checks_signatures_as_the_controller_does() {
     assert!(
         no_identity.contains("keyless verification needs --certificate-identity"),
         "{no_identity}"
+    );
+}
+
+/// `artifact verify --verify-provider notation`: the controller's Notary Project verification, with a
+/// trust policy and CA certificates from files, against signatures made by the real notation.
+#[tokio::test]
+async fn verify_checks_notation_signatures_under_a_trust_policy() {
+    use support::notation::{Notation, SIGNER_IDENTITY};
+    let platform = support::platform();
+    let notation = Notation::new(&platform);
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("notation");
+    let url = format!("oci://{}/{name}:v1", platform.registry());
+    let digest = push_one_manifest(dir.path(), &url);
+    let by_digest = format!("oci://{}/{name}@{digest}", platform.registry());
+    let write = |file: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let policy = |level: &str, identity: &str| {
+        serde_json::json!({"version": "1.0", "trustPolicies": [{
+            "name": "ci", "registryScopes": ["*"], "signatureVerification": {"level": level},
+            "trustStores": ["ca:ci"], "trustedIdentities": [identity]}]})
+        .to_string()
+        .into_bytes()
+    };
+    let strict = write("strict.json", policy("strict", SIGNER_IDENTITY));
+    let audit = write(
+        "audit.json",
+        policy("audit", "x509.subject: C=US, ST=WA, O=Nobody"),
+    );
+    let root = write("root.crt", notation.certificate("root.crt"));
+    let other = write("other.crt", notation.certificate("other-root.crt"));
+    let verify = |policy: &str, ca: &str, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            url.as_str(),
+            "--verify-provider",
+            "notation",
+            "--trust-policy",
+            policy,
+            "--ca-cert",
+            ca,
+        ];
+        args.extend_from_slice(extra);
+        artifact(&args)
+    };
+
+    let unsigned = failed(&verify(&strict, &root, &[]));
+    assert!(
+        unsigned.contains(&format!(
+            "{by_digest} is not verified: no signature is associated with"
+        )),
+        "{unsigned}"
+    );
+    notation.sign(
+        &format!("{}/{name}@{digest}", platform.registry()),
+        "cose",
+        &[],
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&verify(&strict, &root, &["-o", "json"]))).unwrap();
+    assert_eq!(
+        (
+            &json["provider"],
+            &json["format"],
+            &json["digest"],
+            &json["url"]
+        ),
+        (
+            &serde_json::json!("notation"),
+            &serde_json::json!("notation-cose"),
+            &serde_json::json!(digest),
+            &serde_json::json!(by_digest)
+        )
+    );
+    let wrong_ca = failed(&verify(&strict, &other, &[]));
+    assert!(
+        wrong_ca
+            .contains("the signature's certificate chain does not contain any trusted certificate"),
+        "{wrong_ca}"
+    );
+    // Audit lets the controller pull it, reporting no verification; a CI check fails.
+    let audited = failed(&verify(&audit, &root, &[]));
+    assert!(audited.contains("only logs it"), "{audited}");
+    let refused = failed(&artifact(&[
+        "verify",
+        &url,
+        "--verify-provider",
+        "notation",
+        "--ca-cert",
+        &root,
+    ]));
+    assert!(
+        refused.contains("--verify-provider notation needs --trust-policy"),
+        "{refused}"
     );
 }

@@ -1016,8 +1016,23 @@ impl Env {
             ),
             ..Default::default()
         };
+        // Applied, so that a test can replace what a Secret holds.
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                namespace: Some(self.ns.name.clone()),
+                ..secret.metadata
+            },
+            ..secret
+        };
+        let mut applied = serde_json::to_value(&secret).unwrap();
+        applied["apiVersion"] = "v1".into();
+        applied["kind"] = "Secret".into();
         Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &secret)
+            .patch(
+                name,
+                &PatchParams::apply("driftless-tests").force(),
+                &Patch::Apply(&applied),
+            )
             .await
             .unwrap();
     }
@@ -1268,15 +1283,15 @@ async fn invalid_urls_and_cloud_providers_stall() {
                 "signed",
                 e.spec(
                     &repo,
-                    serde_json::json!({"verify": {"provider": "notation", "secretRef": {"name": "trust-policy"}}}),
+                    serde_json::json!({"verify": {"provider": "notation"}}),
                 ),
                 Expect::Fails {
                     until: "Stalled",
                     condition: "SourceVerified",
                     status: ConditionStatus::False,
                     reason: "VerificationError",
-                    message: Message::is(
-                        "failed to verify the signature using provider 'notation': notation verification is not supported by driftless yet; nothing was pulled",
+                    message: Message::starts_with(
+                        "failed to verify the signature using provider 'notation': verification secret cannot be empty: 'oci://",
                     ),
                 },
             ),
@@ -2298,6 +2313,181 @@ async fn index_children_are_verified_whatever_their_digest_algorithm() {
         untar(&e.download(&objects["honest"])),
         files(&[("a.yaml", "signed-off: true\n")])
     );
+}
+
+/// A Notary Project trust policy Secret: `trustpolicy.json` (one statement for every
+/// repository) and the trusted certificate.
+fn notation_secret(
+    level: &str,
+    identity: &str,
+    certificate: Vec<u8>,
+) -> [(&'static str, Vec<u8>); 2] {
+    let policy = serde_json::json!({"version": "1.0", "trustPolicies": [{
+        "name": "driftless", "registryScopes": ["*"],
+        "signatureVerification": {"level": level},
+        "trustStores": ["ca:driftless"], "trustedIdentities": [identity],
+    }]});
+    [
+        ("trustpolicy.json", policy.to_string().into_bytes()),
+        ("root.crt", certificate),
+    ]
+}
+
+/// Signatures made by the real notation CLI: JWS found through the referrers tag schema (a
+/// registry without the referrers API), COSE through the referrers API; a wrong CA and an
+/// untrusted identity are refused under `strict` (nothing pulled, the verified artifact still
+/// served), and `audit` only logs the identity failure: pulled, with no verification reported,
+/// as Flux does.
+#[tokio::test]
+async fn notation_signatures_are_verified_under_the_trust_policy() {
+    use support::notation::{Notation, SIGNER_IDENTITY};
+    let e = env("oci-notation").await;
+    let notation = Notation::new(&e.platform);
+    let repo = e.repo("app");
+    let first = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    notation.sign(&format!("{}/{repo}@{first}", e.registry()), "jws", &[]);
+    let root = notation.certificate("root.crt");
+    e.secret(
+        "notation",
+        "Opaque",
+        &notation_secret("strict", SIGNER_IDENTITY, root.clone()),
+    )
+    .await;
+    let verify =
+        serde_json::json!({"verify": {"provider": "notation", "secretRef": {"name": "notation"}}});
+    e.create("app", e.spec(&repo, verify.clone())).await;
+    let obj = e.wait_ready("app").await;
+    let verified = condition(&obj, "SourceVerified").unwrap();
+    assert_eq!(
+        (
+            verified.status,
+            verified.reason.as_str(),
+            verified.message.as_str()
+        ),
+        (
+            ConditionStatus::True,
+            "Succeeded",
+            format!("verified signature of revision latest@{first}").as_str()
+        )
+    );
+    let found = verified_signature(&obj).expect("verifiedSignature");
+    assert_eq!(
+        (
+            found.provider.as_str(),
+            found.format.as_str(),
+            found.digest.as_str()
+        ),
+        ("notation", "notation-jws", first.as_str())
+    );
+    let subject = found.subject.unwrap_or_default();
+    assert!(subject.contains("CN=driftless.test signer"), "{subject}");
+    assert!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .source_verification_fingerprint
+            .is_some()
+    );
+    let served = e.download(&obj);
+
+    // COSE, attached through the referrers API only.
+    let referrers = e.platform.env["DRIFTLESS_REGISTRY_REFERRERS"].clone();
+    let cose = push_flux_artifact(
+        &client(&referrers),
+        &repo,
+        "latest",
+        flux_layer(&[("a.yaml", "v: cose")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    notation.sign(
+        &format!("{referrers}/{repo}@{cose}"),
+        "cose",
+        &["--force-referrers-tag=false"],
+    );
+    assert!(!registry_has_tag(&referrers, &repo, &cose.replace(':', "-")).await);
+    let mut spec = verify.clone();
+    spec["url"] = format!("oci://{referrers}/{repo}").into();
+    spec["interval"] = "10m".into();
+    spec["insecure"] = true.into();
+    e.create("referrers", spec).await;
+    let found = verified_signature(&e.wait_ready("referrers").await).expect("verifiedSignature");
+    assert_eq!(
+        (found.format.as_str(), found.digest.as_str()),
+        ("notation-cose", cose.as_str())
+    );
+
+    // The wrong CA: refused before anything is pulled.
+    let second = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 2")]))
+        .await;
+    notation.sign(&format!("{}/{repo}@{second}", e.registry()), "jws", &[]);
+    let other = notation.certificate("other-root.crt");
+    e.secret(
+        "notation",
+        "Opaque",
+        &notation_secret("strict", SIGNER_IDENTITY, other),
+    )
+    .await;
+    let refused_because = |obj: &OCIRepository, expected: &str| {
+        let refused = condition(obj, "SourceVerified").unwrap();
+        assert_eq!(
+            (refused.status, refused.reason.as_str()),
+            (ConditionStatus::False, "VerificationError")
+        );
+        assert!(
+            refused.message.starts_with(
+                "failed to verify the signature using provider 'notation': signature verification failed\nfailed to verify signature with digest sha256:"
+            ) && refused.message.contains(expected),
+            "{}",
+            refused.message
+        );
+        assert_eq!(revision(obj), format!("latest@{first}"));
+        assert_eq!(
+            e.download(obj),
+            served,
+            "the verified artifact is still served"
+        );
+    };
+    let obj = e.request_reconcile("app").await;
+    refused_because(
+        &obj,
+        "the signature's certificate chain does not contain any trusted certificate",
+    );
+
+    // Strict with an identity the certificate does not have: refused.
+    let stranger = "x509.subject: C=US, ST=WA, O=Other Test";
+    e.secret(
+        "notation",
+        "Opaque",
+        &notation_secret("strict", stranger, root.clone()),
+    )
+    .await;
+    let obj = e.request_reconcile("app").await;
+    refused_because(
+        &obj,
+        "signing certificate from the digital signature does not match the X.509 trusted identities",
+    );
+
+    // Audit: the identity failure is only logged; the artifact is pulled, and no verification
+    // is reported.
+    e.secret(
+        "notation",
+        "Opaque",
+        &notation_secret("audit", stranger, root),
+    )
+    .await;
+    e.request_reconcile("app").await;
+    let obj = e
+        .wait_until("app", "the audited revision", |o| {
+            revision(o) == format!("latest@{second}") && is_current(o)
+        })
+        .await;
+    assert!(!has_condition(&obj, "SourceVerified"));
+    assert!(verified_signature(&obj).is_none());
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod certificate;
 pub mod cosign;
+pub mod notation;
 pub mod oci;
 pub mod sigstore;
 
@@ -93,6 +94,10 @@ pub enum Format {
     SignatureTag,
     /// A Sigstore bundle attached as an OCI referrer.
     Bundle,
+    /// A Notary Project signature (OCI referrer), JWS envelope.
+    NotationJws,
+    /// A Notary Project signature (OCI referrer), COSE envelope.
+    NotationCose,
 }
 
 impl Format {
@@ -100,6 +105,16 @@ impl Format {
         match self {
             Format::SignatureTag => "cosign-signature-tag",
             Format::Bundle => "sigstore-bundle",
+            Format::NotationJws => "notation-jws",
+            Format::NotationCose => "notation-cose",
+        }
+    }
+
+    /// The verification provider of `spec.verify` that reads this format.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Format::SignatureTag | Format::Bundle => "cosign",
+            Format::NotationJws | Format::NotationCose => "notation",
         }
     }
 }
@@ -111,6 +126,8 @@ pub enum VerifiedSigner {
     Key(String),
     /// The certificate's identity, and the subject that matched the policy.
     Identity { subject: String, issuer: String },
+    /// A Notary Project signing certificate's subject and issuer distinguished names.
+    Certificate { subject: String, issuer: String },
 }
 
 /// A signature that verified, and what it proved.
@@ -130,12 +147,13 @@ impl Verified {
     pub fn summary(&self) -> VerifiedSignature {
         let (key, subject, issuer) = match &self.signer {
             VerifiedSigner::Key(name) => (Some(name.clone()), None, None),
-            VerifiedSigner::Identity { subject, issuer } => {
+            VerifiedSigner::Identity { subject, issuer }
+            | VerifiedSigner::Certificate { subject, issuer } => {
                 (None, Some(subject.clone()), Some(issuer.clone()))
             }
         };
         VerifiedSignature {
-            provider: "cosign".into(),
+            provider: self.format.provider().into(),
             digest: self.digest.clone(),
             format: self.format.as_str().into(),
             key,

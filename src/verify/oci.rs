@@ -8,7 +8,9 @@ use sigstore_verify::types::Bundle;
 
 use super::bundle;
 use super::cosign::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, signature_tag};
-use super::{Candidate, Policy, Unverified, Verified, first_verified};
+use super::notation::envelope::TargetArtifact;
+use super::notation::{self, NotationPolicy};
+use super::{Candidate, Format, Policy, Unverified, Verified, VerifiedSigner, first_verified};
 use crate::oci::registry::{Descriptor, ImageIndex, ImageManifest, RegistryClient, RegistryError};
 
 const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
@@ -228,4 +230,163 @@ async fn read_small_blob(
         .get_small_blob(repo, digest, MAX_SIGNATURE_BLOB_BYTES)
         .await?;
     Ok(blob.to_vec())
+}
+
+/// Why Notary Project verification did not accept a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum NotationError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Flux's message for the refusal.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What Notary Project verification concluded.
+pub enum NotationOutcome {
+    Verified(Verified),
+    /// Not verified, and not refused: the statement skips verification, or an authenticity
+    /// failure is only logged (`audit`). Flux then reports no verification at all.
+    Ignored(String),
+}
+
+/// Most bytes of one signature envelope read (notation-go allows 32 MiB; real ones are a few
+/// KiB with their certificate chain).
+const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Verifies the manifest `digest` of `repo` (`path` is `<registry>/<repository>`, what the
+/// trust policy's scopes name) with its Notary Project signatures, as Flux does: the statement
+/// for `path`, then up to three signatures from the referrers, the first that passes wins.
+pub async fn verify_notation(
+    client: &RegistryClient,
+    repo: &str,
+    digest: &str,
+    path: &str,
+    policy: &NotationPolicy,
+) -> Result<NotationOutcome, NotationError> {
+    let statement = policy
+        .policy
+        .applicable(path)
+        .map_err(NotationError::Refused)?
+        .clone();
+    if statement.is_skip() {
+        return Ok(NotationOutcome::Ignored(format!(
+            "trust policy statement '{}' skips signature verification",
+            statement.name
+        )));
+    }
+    let reference = format!("{path}@{digest}");
+    let manifest = client.get_manifest(repo, digest).await?;
+    let expected = TargetArtifact {
+        media_type: manifest.media_type.clone(),
+        digest: digest.to_string(),
+        size: i64::try_from(manifest.bytes.len()).unwrap_or(i64::MAX),
+    };
+    let signatures: Vec<Descriptor> = referrers(client, repo, digest)
+        .await?
+        .manifests
+        .into_iter()
+        .filter(|d| d.artifact_type.as_deref() == Some(notation::SIGNATURE_ARTIFACT_TYPE))
+        .collect();
+    if signatures.is_empty() {
+        return Err(NotationError::Refused(format!(
+            "no signature is associated with {reference:?}, make sure the artifact was signed successfully"
+        )));
+    }
+    let mut failures = Vec::new();
+    for descriptor in signatures.iter().take(notation::MAX_SIGNATURE_ATTEMPTS) {
+        let (media_type, envelope) = read_envelope(client, repo, descriptor)
+            .await
+            .map_err(|e| {
+                NotationError::Refused(format!(
+                    "unable to retrieve digital signature with digest {:?} associated with {reference:?} from the Repository, error : {e}",
+                    descriptor.digest
+                ))
+            })?;
+        let (rules, trusted, expected) = (
+            statement.clone(),
+            policy.certificates.clone(),
+            expected.clone(),
+        );
+        let checked = tokio::task::spawn_blocking(move || {
+            notation::verify_signature(
+                &rules,
+                &trusted,
+                &media_type,
+                &envelope,
+                &expected,
+                jiff::Timestamp::now(),
+            )
+            .map(|accepted| (media_type, accepted))
+        })
+        .await
+        .map_err(|e| NotationError::Refused(e.to_string()))?;
+        match checked {
+            Ok((_, accepted)) if accepted.authenticity_logged => {
+                return Ok(NotationOutcome::Ignored(format!(
+                    "the signature's authenticity is not established and the trust policy statement '{}' only logs it: {}",
+                    statement.name,
+                    accepted.logged.join("; ")
+                )));
+            }
+            Ok((media_type, accepted)) => {
+                return Ok(NotationOutcome::Verified(Verified {
+                    digest: digest.to_string(),
+                    format: if media_type == notation::envelope::COSE_MEDIA_TYPE {
+                        Format::NotationCose
+                    } else {
+                        Format::NotationJws
+                    },
+                    signer: VerifiedSigner::Certificate {
+                        subject: accepted.subject,
+                        issuer: accepted.issuer,
+                    },
+                    log: None,
+                    timestamped_at: accepted.timestamped_at,
+                }));
+            }
+            Err(why) => failures.push(format!(
+                "failed to verify signature with digest {}, {why}",
+                descriptor.digest
+            )),
+        }
+    }
+    if failures.len() >= notation::MAX_SIGNATURE_ATTEMPTS {
+        return Err(NotationError::Refused(format!(
+            "signature evaluation stopped. The configured limit of {} signatures to verify per artifact exceeded",
+            notation::MAX_SIGNATURE_ATTEMPTS
+        )));
+    }
+    Err(NotationError::Refused(format!(
+        "signature verification failed\n{}",
+        failures.join("\n")
+    )))
+}
+
+/// The one envelope a signature manifest carries, and its media type.
+async fn read_envelope(
+    client: &RegistryClient,
+    repo: &str,
+    descriptor: &Descriptor,
+) -> Result<(String, Vec<u8>), RegistryError> {
+    let manifest = client.get_manifest(repo, &descriptor.digest).await?;
+    let invalid = |reason: String| RegistryError::Invalid {
+        url: descriptor.digest.clone(),
+        reason,
+    };
+    let manifest = serde_json::from_slice::<ImageManifest>(&manifest.bytes).map_err(|e| {
+        invalid(format!(
+            "the signature manifest is not an image manifest: {e}"
+        ))
+    })?;
+    let [layer] = manifest.layers.as_slice() else {
+        return Err(invalid(format!(
+            "signature manifest requries exactly one signature envelope blob, got {}",
+            manifest.layers.len()
+        )));
+    };
+    let blob = client
+        .get_small_blob(repo, &layer.digest, MAX_ENVELOPE_BYTES)
+        .await?;
+    Ok((layer.media_type.clone(), blob.to_vec()))
 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod hostile;
 pub mod hostile_s3;
 pub mod listener;
+pub mod notation;
 pub mod objectstore;
 pub mod oci;
 pub mod proxy;

@@ -25,7 +25,8 @@ use crate::oci::semver::{HELM_CHART_LAYER, select_tag};
 use crate::source::context::Context;
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
-use crate::verify::oci::VerifyError;
+use crate::verify::notation::NotationPolicy;
+use crate::verify::oci::{NotationError, NotationOutcome, VerifyError};
 use crate::verify::sigstore::TrustedRoot;
 use crate::verify::{self, IdentityMatch, NamedKey, Policy, Unverified};
 
@@ -322,8 +323,58 @@ impl Pass<'_, OCIRepository> {
             PolicyError::Spec(why) => stalled(why),
             PolicyError::Secret(why) => unverified(why),
         })?;
+        let found = match &policy {
+            Material::Cosign(policy) => {
+                self.verify_cosign(client, url, digest, reference, policy, &unverified)
+                    .await?
+            }
+            Material::Notation(policy) => {
+                let path = format!("{}/{}", url.registry, url.repository);
+                match verify::oci::verify_notation(client, &url.repository, digest, &path, policy)
+                    .await
+                {
+                    Ok(NotationOutcome::Verified(found)) => found,
+                    Ok(NotationOutcome::Ignored(why)) => {
+                        // As Flux: no verification is reported, so none is claimed either.
+                        tracing::info!(object = %self.key(), %why, "signature verification ignored");
+                        self.conditions.delete(cond::SOURCE_VERIFIED);
+                        self.status.verified_signature = None;
+                        self.status.source_verification_fingerprint = None;
+                        return Ok(());
+                    }
+                    Err(NotationError::Registry(e)) => {
+                        return Err(unverified(format!(
+                            "looking up signatures of '{path}@{digest}': {e}"
+                        )));
+                    }
+                    Err(NotationError::Refused(why)) => return Err(unverified(why)),
+                }
+            }
+        };
         let signed = format!("{}/{}@{digest}", url.registry, url.repository);
-        let found = verify::oci::verify_manifest(client, &url.repository, digest, &policy)
+        self.conditions.mark_true(
+            cond::SOURCE_VERIFIED,
+            reason::SUCCEEDED,
+            &format!("verified signature of revision {revision}"),
+        );
+        tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
+        self.status.verified_signature = Some(found.summary());
+        self.status.source_verification_fingerprint = Some(fingerprint);
+        Ok(())
+    }
+
+    /// A cosign signature of `digest` that `policy` accepts, or why none is.
+    async fn verify_cosign(
+        &self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+        digest: &str,
+        reference: &str,
+        policy: &Policy,
+        unverified: &impl Fn(String) -> Failure,
+    ) -> Result<verify::Verified, Failure> {
+        let signed = format!("{}/{}@{digest}", url.registry, url.repository);
+        verify::oci::verify_manifest(client, &url.repository, digest, policy)
             .await
             .map_err(|e| match e {
                 VerifyError::Registry(e) => {
@@ -336,16 +387,7 @@ impl Pass<'_, OCIRepository> {
                     "no matching signatures were found for '{reference}': {}",
                     reasons.join("; ")
                 )),
-            })?;
-        self.conditions.mark_true(
-            cond::SOURCE_VERIFIED,
-            reason::SUCCEEDED,
-            &format!("verified signature of revision {revision}"),
-        );
-        tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
-        self.status.verified_signature = Some(found.summary());
-        self.status.source_verification_fingerprint = Some(fingerprint);
-        Ok(())
+            })
     }
 
     /// The keys, or the trusted root and identities, a signature must satisfy, and Flux's
@@ -354,13 +396,35 @@ impl Pass<'_, OCIRepository> {
     async fn verification_policy(
         &self,
         verify: &OCIRepositoryVerification,
-    ) -> Result<(Policy, String), PolicyError> {
+    ) -> Result<(Material, String), PolicyError> {
         if verify.provider == VerificationProvider::Notation {
-            return Err(PolicyError::Spec(
-                "notation verification is not supported by driftless yet; nothing was pulled"
-                    .into(),
-            ));
+            let secret = verify.secret_ref.as_ref().ok_or_else(|| {
+                PolicyError::Spec(format!(
+                    "verification secret cannot be empty: '{}'",
+                    self.obj.spec.url
+                ))
+            })?;
+            let data = self
+                .read_secret(&secret.name)
+                .await
+                .map_err(PolicyError::Secret)?;
+            let name = format!(
+                "{}/{}",
+                self.obj.namespace().unwrap_or_default(),
+                secret.name
+            );
+            let policy = NotationPolicy::from_secret(&data, &name).map_err(PolicyError::Secret)?;
+            return Ok((Material::Notation(policy), notation_fingerprint(&data)));
         }
+        let (policy, fingerprint) = self.cosign_policy(verify).await?;
+        Ok((Material::Cosign(policy), fingerprint))
+    }
+
+    /// The keys, or the trusted root and identities, a cosign signature must satisfy.
+    async fn cosign_policy(
+        &self,
+        verify: &OCIRepositoryVerification,
+    ) -> Result<(Policy, String), PolicyError> {
         if let Some(secret) = &verify.secret_ref {
             let data = self
                 .read_secret(&secret.name)
@@ -567,6 +631,12 @@ enum PolicyError {
     Secret(String),
 }
 
+/// What signatures are verified against, by provider.
+enum Material {
+    Cosign(Policy),
+    Notation(NotationPolicy),
+}
+
 /// The `*.pub` entries of a verification Secret (Flux tries every one).
 fn public_keys(
     data: &std::collections::BTreeMap<String, Vec<u8>>,
@@ -597,20 +667,52 @@ fn trusted_root(data: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<Tr
 /// trusted root given in a Secret, and the public keys sorted by value, each NUL-terminated.
 /// The same material gives the same value as Flux, so a switch between the two does not look
 /// like a policy change.
-fn verification_fingerprint(trusted_root: Option<&[u8]>, mut public_keys: Vec<&[u8]>) -> String {
+fn verification_fingerprint(trusted_root: Option<&[u8]>, public_keys: Vec<&[u8]>) -> String {
+    fingerprint(
+        "cosign",
+        trusted_root.map(|r| ("trustedroot", r)),
+        "pub",
+        public_keys,
+    )
+}
+
+/// Flux's `status.sourceVerificationFingerprint` for notation: sha256 over the provider, the
+/// trust policy, and the certificate entries sorted by value, each NUL-terminated.
+fn notation_fingerprint(data: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+    let policy = data
+        .get(verify::notation::TRUST_POLICY_KEY)
+        .map(|p| ("trustpolicy", p.as_slice()));
+    let certificates = data
+        .iter()
+        .filter(|(k, _)| k.ends_with(".crt") || k.ends_with(".pem"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    fingerprint("notation", policy, "cert", certificates)
+}
+
+/// Flux's fingerprint layout: `provider:<p>`, the document, then each item sorted by value,
+/// every part prefixed with its label and NUL-terminated.
+fn fingerprint(
+    provider: &str,
+    document: Option<(&str, &[u8])>,
+    item_label: &str,
+    mut items: Vec<&[u8]>,
+) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
-    hash.update(b"provider:cosign\0");
-    if let Some(root) = trusted_root {
-        hash.update(b"trustedroot:");
-        hash.update(root);
+    let mut part = |label: &str, value: &[u8]| {
+        hash.update(label.as_bytes());
+        hash.update(b":");
+        hash.update(value);
         hash.update(b"\0");
+    };
+    part("provider", provider.as_bytes());
+    if let Some((label, value)) = document {
+        part(label, value);
     }
-    public_keys.sort();
-    for key in public_keys {
-        hash.update(b"pub:");
-        hash.update(key);
-        hash.update(b"\0");
+    items.sort();
+    for item in items {
+        part(item_label, item);
     }
     format!("sha256:{}", hex::encode(hash.finalize()))
 }
@@ -663,6 +765,15 @@ mod tests {
         assert_eq!(
             verification_fingerprint(None, Vec::new()),
             "sha256:15e73a459672b2a4a6830d6c7bfe5bfc9ea72681203ca2bff47860be77def83c"
+        );
+        let mut notation = std::collections::BTreeMap::new();
+        notation.insert("trustpolicy.json".to_string(), br#"{"v":1}"#.to_vec());
+        notation.insert("b.pem".to_string(), b"-----B".to_vec());
+        notation.insert("a.crt".to_string(), b"-----A".to_vec());
+        notation.insert("ignored.txt".to_string(), b"x".to_vec());
+        assert_eq!(
+            notation_fingerprint(&notation),
+            "sha256:204c3fd3b0b45124925fc87c93a2f8193b2a60464422a6c26aea858ad8e59928"
         );
     }
 
