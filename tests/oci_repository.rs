@@ -240,6 +240,94 @@ async fn unchanged_tag_costs_one_manifest_head_per_reconcile() {
     );
 }
 
+/// Pull once per digest: objects on an artifact another object already built (same registry,
+/// repository, digest, layer selection and ignore rules) copy it from storage after their own
+/// manifest HEAD, with no manifest or blob GET; a digest reference still asks the registry for
+/// that digest; other ignore rules, an object that chooses its own trust (`certSecretRef`), and
+/// a stored copy that is gone all pull again.
+#[tokio::test]
+async fn an_artifact_is_pulled_once_per_digest() {
+    let e = env("oci-once").await;
+    let repo = e.repo("shared");
+    let digest = e
+        .push(
+            &repo,
+            "latest",
+            flux_layer(&[("a.yaml", "a: 1\n"), ("b.md", "b")]),
+        )
+        .await;
+    let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let requests_of = async |name: &str, spec: serde_json::Value| {
+        let before = registry_requests(&log, &repo).len();
+        e.create(name, e.spec(&repo, spec)).await;
+        let obj = e.wait_ready(name).await;
+        (obj, registry_requests(&log, &repo)[before..].to_vec())
+    };
+    let pulled = |requests: &[(String, String)]| {
+        requests
+            .iter()
+            .any(|(method, path)| method == "GET" && path.contains("/blobs/"))
+    };
+
+    let (first, requests) = requests_of("first", serde_json::json!({})).await;
+    assert!(pulled(&requests), "{requests:?}");
+    let (second, requests) = requests_of("second", serde_json::json!({})).await;
+    assert_eq!(
+        requests,
+        vec![("HEAD".to_string(), format!("/v2/{repo}/manifests/latest"))],
+        "the same artifact costs one manifest HEAD"
+    );
+    assert_eq!(e.download(&second), e.download(&first));
+    let (a, b) = (
+        first.status.as_ref().unwrap().artifact.as_ref().unwrap(),
+        second.status.as_ref().unwrap().artifact.as_ref().unwrap(),
+    );
+    assert_eq!((&a.digest, &a.metadata), (&b.digest, &b.metadata));
+    assert_ne!(a.path, b.path, "each object serves its own copy");
+
+    let (_, requests) = requests_of("pinned", serde_json::json!({"ref": {"digest": digest}})).await;
+    assert_eq!(
+        requests,
+        vec![("HEAD".to_string(), format!("/v2/{repo}/manifests/{digest}"))],
+        "a digest reference is answered by the registry before the copy"
+    );
+
+    let (ignoring, requests) = requests_of("ignoring", serde_json::json!({"ignore": "*.md"})).await;
+    assert!(pulled(&requests), "other ignore rules, another tarball");
+    assert_ne!(e.download(&ignoring), e.download(&first));
+    let ca = std::fs::read(support::repo_root().join("tests/fixtures/notation/root.crt")).unwrap();
+    e.secret("own-ca", "Opaque", &[("ca.crt", ca)]).await;
+    let (_, requests) = requests_of(
+        "own-trust",
+        serde_json::json!({"certSecretRef": {"name": "own-ca"}}),
+    )
+    .await;
+    assert!(pulled(&requests), "an object choosing its own trust pulls");
+
+    // The copies gone: the next object pulls again.
+    for name in ["first", "second", "pinned"] {
+        e.api.delete(name, &Default::default()).await.unwrap();
+        let gone = tokio::time::timeout(
+            WAIT,
+            await_condition(e.api.clone(), name, |o: Option<&OCIRepository>| o.is_none()),
+        )
+        .await;
+        assert!(gone.is_ok(), "{name} deleted with its storage");
+    }
+    let (last, requests) = requests_of("last", serde_json::json!({})).await;
+    assert!(pulled(&requests), "{requests:?}");
+    assert_eq!(
+        last.status
+            .as_ref()
+            .unwrap()
+            .artifact
+            .as_ref()
+            .unwrap()
+            .digest,
+        a.digest
+    );
+}
+
 #[tokio::test]
 async fn a_moved_tag_gives_a_new_artifact_and_event() {
     let e = env("oci-move").await;

@@ -51,6 +51,8 @@ pub struct Context {
     /// HTTP clients of Bucket passes, per transport.
     pub http_clients: HttpClients,
     status_writes: StatusWrites,
+    /// OCI artifacts already built, by what they were built from (pull once per digest).
+    pub pulled: super::pulled::PulledArtifacts,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -77,6 +79,7 @@ impl Context {
             registries: Mutex::new(HashMap::new()),
             http_clients,
             status_writes: StatusWrites::default(),
+            pulled: Default::default(),
         }
     }
 

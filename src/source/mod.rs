@@ -5,5 +5,6 @@ pub mod context;
 pub mod controller;
 pub mod handover;
 pub mod oci;
+pub mod pulled;
 pub mod steps;
 pub mod store;

@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 use crate::api::oci_repository::{LayerOperation, OCILayerSelector, VerificationProvider};
 use crate::api::oci_repository::{OCIRepositoryVerification, VerifiedSignature};
 use crate::api::{Artifact, ConditionStatus, OCIRepository, OCIRepositoryStatus};
+use crate::artifact::storage::StoredArtifactRecord;
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::objects::kube_message;
 use crate::controller::outcome::{Failure, Summary};
@@ -23,6 +24,7 @@ use crate::oci::reference::RepositoryUrl;
 use crate::oci::registry::{RegistryClient, is_sha256_digest};
 use crate::oci::semver::{HELM_CHART_LAYER, select_tag};
 use crate::source::context::Context;
+use crate::source::pulled::{PullKey, Pulled};
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
 use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
 use crate::verify::notation::NotationPolicy;
@@ -485,6 +487,12 @@ impl Pass<'_, OCIRepository> {
         revision: &str,
         digest: &str,
     ) -> Result<(Artifact, Option<String>), Failure> {
+        let key = self.pull_key(url, digest);
+        if let Some(key) = &key
+            && let Some(reused) = self.reuse(client, url, revision, digest, key).await
+        {
+            return Ok(reused);
+        }
         let layer_failed = |e: String| Failure::fetch(reason::OCI_LAYER_OPERATION_FAILED, e);
         let pull_failed = |e: PullError| {
             Failure::fetch(
@@ -568,6 +576,15 @@ impl Pass<'_, OCIRepository> {
                 format!("unable to archive artifact to storage: {e}"),
             ),
         })?;
+        if let Some(key) = key {
+            let pulled = Pulled {
+                path: stored.path.clone(),
+                size: stored.size,
+                digest: stored.digest.clone(),
+                metadata: pull::metadata(&manifest),
+            };
+            self.ctx.pulled.remember(key, pulled);
+        }
         Ok((
             Artifact {
                 url: self.ctx.storage.url_for(&stored.path),
@@ -577,6 +594,93 @@ impl Pass<'_, OCIRepository> {
                 last_update_time: Time(stored.last_update),
                 size: i64::try_from(stored.size).ok(),
                 metadata: pull::metadata(&manifest),
+            },
+            latest,
+        ))
+    }
+
+    /// What this object's pull would be built from, when it may reuse another's (see
+    /// `source::pulled`): never for an object that chooses its own path or trust to the
+    /// registry (a proxy of its own could answer for the registry).
+    fn pull_key(&self, url: &RepositoryUrl, digest: &str) -> Option<PullKey> {
+        let spec = &self.obj.spec;
+        if spec.cert_secret_ref.is_some() || spec.proxy_secret_ref.is_some() {
+            return None;
+        }
+        let selector = self.layer_selector();
+        Some(PullKey {
+            registry: url.registry.clone(),
+            repository: url.repository.clone(),
+            digest: digest.to_string(),
+            media_type: selector.media_type,
+            copy: selector.operation == Some(LayerOperation::Copy),
+            ignore: spec.ignore.clone(),
+        })
+    }
+
+    /// The artifact another object built from the same key, copied into this object's storage;
+    /// `None` (then it pulls) when there is none, it is gone, or the registry did not answer
+    /// this object for the digest.
+    async fn reuse(
+        &self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+        revision: &str,
+        digest: &str,
+        key: &PullKey,
+    ) -> Option<(Artifact, Option<String>)> {
+        let source = self.ctx.pulled.get(key)?;
+        // A tag was resolved with this object's credentials; a digest reference was not.
+        let by_digest = self
+            .obj
+            .spec
+            .reference
+            .as_ref()
+            .and_then(|r| r.digest.as_deref())
+            .is_some_and(|d| !d.is_empty());
+        if by_digest {
+            let answered = client.resolve_digest(&url.repository, digest).await.ok()?;
+            if answered != digest {
+                return None;
+            }
+        }
+        let storage = self.ctx.storage.clone();
+        let location = self.obj.artifact_location();
+        let file_name = format!("{}.tar.gz", digest_of_revision(revision));
+        let from = source.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            let record = StoredArtifactRecord {
+                path: &from.path,
+                size: Some(from.size),
+                digest: &from.digest,
+            };
+            if !storage.is_intact(&record) {
+                return None;
+            }
+            let file = std::fs::File::open(storage.root().join(&from.path)).ok()?;
+            let stored = storage
+                .copy_artifact_from_reader(&location, &file_name, file)
+                .ok()?;
+            let latest = storage.set_latest(&location, &stored.path).ok();
+            Some((stored, latest))
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some((stored, latest)) = copied.filter(|(s, _)| s.digest == source.digest) else {
+            self.ctx.pulled.forget(key);
+            return None;
+        };
+        tracing::debug!(object = %self.key(), from = %source.path, "artifact reused, not pulled again");
+        Some((
+            Artifact {
+                url: self.ctx.storage.url_for(&stored.path),
+                path: stored.path,
+                revision: revision.to_string(),
+                digest: stored.digest,
+                last_update_time: Time(stored.last_update),
+                size: i64::try_from(stored.size).ok(),
+                metadata: source.metadata,
             },
             latest,
         ))
