@@ -74,7 +74,12 @@ async fn main() {
 
     // Steady state: ask every object to reconcile again and count what reached the registry.
     let log = std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]);
-    let before = registry_requests(&log, &repo).len();
+    let to_ready = registry_requests(&log, &repo);
+    let before = to_ready.len();
+    let blob_gets = to_ready
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
+        .count();
     let stamp = "bench-steady-state";
     let names: Vec<String> = (0..n).map(|i| format!("app-{i}")).collect();
     let names = Arc::new(names);
@@ -122,6 +127,12 @@ async fn main() {
     println!(
         "  controller peak RSS               {:>8.1} MiB",
         rss_after_ready.max(controller.peak_rss_kib()) as f64 / 1024.0
+    );
+    println!(
+        "  registry requests per object to Ready {:.2} ({} requests, {} blob GETs, for {n} objects)",
+        before as f64 / n as f64,
+        before,
+        blob_gets
     );
     println!(
         "  registry requests per unchanged reconcile {:.2} ({} requests, {} manifest HEADs, for {n} reconciles)",
