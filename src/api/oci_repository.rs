@@ -258,23 +258,26 @@ pub struct OCIRepositoryStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifiedSignature {
-    /// `cosign`.
+    /// `cosign` or `notation`.
     #[serde(default)]
     pub provider: String,
     /// The manifest digest the signature covers (the one the artifact was pulled by).
     #[serde(default)]
     pub digest: String,
     /// Where the signature was found: `cosign-signature-tag` (the legacy `sha256-<hex>.sig`
-    /// tag) or `sigstore-bundle` (an OCI referrer).
+    /// tag), `sigstore-bundle` (an OCI referrer), or `notation-jws` / `notation-cose` (a Notary
+    /// Project signature referrer).
     #[serde(default)]
     pub format: String,
     /// Key-based: the entry of the verification Secret whose key verified it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Keyless: the certificate identity (subject alternative name) that matched.
+    /// Keyless: the certificate identity (subject alternative name) that matched; notation: the
+    /// signing certificate's subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    /// Keyless: the OIDC issuer recorded in the certificate.
+    /// Keyless: the OIDC issuer recorded in the certificate; notation: the signing certificate's
+    /// issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// The transparency log that recorded the signature.
