@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-flux bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
 
 all: build
 
@@ -40,6 +40,11 @@ bench-apply:
 	BENCH_APPLY=wide $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=sops $(CARGO) bench --bench kustomize_scale
+
+## bench-flux: Flux's source-controller and driftless's side by side on the same platform (release build).
+bench-flux:
+	hack/platform up
+	BENCH_N=1000 $(CARGO) bench --bench flux_side_by_side
 
 ## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
 bench-verify:

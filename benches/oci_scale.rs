@@ -9,15 +9,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftless::api::OCIRepository;
-use futures::StreamExt;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use support::bench::{bench_n, create_ready_oci_repositories, steady_pass};
 use support::controller::SourceController;
-use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact, registry_requests};
+use support::oci::registry_requests;
 
 #[tokio::main]
 async fn main() {
@@ -28,10 +26,7 @@ async fn main() {
         );
         return;
     }
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let n = bench_n(100);
     let concurrent = std::env::var("BENCH_CONCURRENT").unwrap_or_else(|_| "10".into());
     let platform = support::platform();
     let kube = platform.client().await;
@@ -39,15 +34,7 @@ async fn main() {
     let ns = support::TestNamespace::new(&platform, &kube, "bench").await;
     let repo = format!("{}/app", ns.name);
     let registry = platform.registry().to_string();
-    push_flux_artifact(
-        &client(&registry),
-        &repo,
-        "latest",
-        flux_layer(&[("deploy/app.yaml", "kind: ConfigMap\n")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
+    support::bench::push_bench_artifact(&registry, &repo).await;
 
     let controller = SourceController::start(
         &platform,
@@ -58,17 +45,7 @@ async fn main() {
 
     let started = Instant::now();
     let url = format!("oci://{registry}/{repo}");
-    let objects = (0..n).map(|i| {
-        serde_json::from_value::<OCIRepository>(serde_json::json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-            "metadata": {"name": format!("app-{i}")},
-            "spec": {"url": url, "interval": "60m", "insecure": true},
-        }))
-        .unwrap()
-    });
-    support::create_all(&api, objects).await;
-    let created = started.elapsed();
-    support::wait_all(&api, n, Duration::from_secs(600), ready).await;
+    create_ready_oci_repositories(&api, n, &url, Duration::from_secs(600)).await;
     let all_ready = started.elapsed();
     let rss_after_ready = controller.peak_rss_kib();
 
@@ -80,29 +57,8 @@ async fn main() {
         .iter()
         .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
         .count();
-    let stamp = "bench-steady-state";
-    let names: Vec<String> = (0..n).map(|i| format!("app-{i}")).collect();
-    let names = Arc::new(names);
-    futures::stream::iter(names.iter().cloned())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
     let steady_started = Instant::now();
-    support::wait_all(&api, n, Duration::from_secs(600), |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some(stamp)
-            && ready(o)
-    })
-    .await;
+    steady_pass(&api, n, "bench-steady-state", Duration::from_secs(600)).await;
     let steady = steady_started.elapsed();
     let after = registry_requests(&log, &repo);
     let steady_requests = &after[before..];
@@ -112,10 +68,6 @@ async fn main() {
         .count();
 
     println!("driftless source-controller benchmark: N = {n}, --concurrent={concurrent}");
-    println!(
-        "  created {n} objects in            {:>8.2} s",
-        created.as_secs_f64()
-    );
     println!(
         "  all Ready after                   {:>8.2} s",
         all_ready.as_secs_f64()
@@ -141,12 +93,4 @@ async fn main() {
         heads
     );
     drop(controller);
-}
-
-fn ready(o: &OCIRepository) -> bool {
-    o.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == driftless::api::ConditionStatus::True)
-    })
 }

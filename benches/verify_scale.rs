@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use support::controller::SourceController;
-use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::sigstore::{ISSUER_RE, SUBJECT_RE, Sigstore};
 use support::source::ready_status;
 
@@ -52,10 +51,7 @@ async fn main() {
         println!("verify_scale: a benchmark; run it with `make bench-verify`");
         return;
     }
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let n = support::bench::bench_n(100);
     let mut runs = Vec::new();
     for mode in [Mode::Unverified, Mode::Key, Mode::Keyless] {
         runs.push((mode, run(mode, n).await));
@@ -92,15 +88,7 @@ async fn run(mode: Mode, n: usize) -> Run {
     let ns = support::TestNamespace::new(&platform, &kube, "bench-verify").await;
     let registry = platform.registry().to_string();
     let repo = format!("{}/app", ns.name);
-    let digest = push_flux_artifact(
-        &client(&registry),
-        &repo,
-        "latest",
-        flux_layer(&[("deploy/app.yaml", "kind: ConfigMap\n")]),
-        FLUX_LAYER,
-        &[],
-    )
-    .await;
+    let digest = support::bench::push_bench_artifact(&registry, &repo).await;
     let reference = format!("{registry}/{repo}@{digest}");
     let sigstore = Sigstore::new(&platform);
     let verify = match mode {

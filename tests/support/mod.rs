@@ -5,6 +5,7 @@
 //! deleted when the test ends.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod controller;
 pub mod cosign;
 pub mod events;

@@ -1,0 +1,83 @@
+//! What the scale benchmarks share: N OCIRepositories on one URL, Ready, and a steady pass.
+
+use std::time::Duration;
+
+use driftless::api::OCIRepository;
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+/// `BENCH_N`, else `default`.
+pub fn bench_n(default: usize) -> usize {
+    std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Creates `app-0` … `app-<n-1>` on `url` (interval 60m, plain HTTP) and waits until all are
+/// Ready, `limit` at most.
+pub async fn create_ready_oci_repositories(
+    api: &Api<OCIRepository>,
+    n: usize,
+    url: &str,
+    limit: Duration,
+) {
+    let objects = (0..n).map(|i| {
+        serde_json::from_value::<OCIRepository>(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": format!("app-{i}")},
+            "spec": {"url": url, "interval": "60m", "insecure": true},
+        }))
+        .unwrap()
+    });
+    super::create_all(api, objects).await;
+    super::wait_all(api, n, limit, ready).await;
+}
+
+/// Asks `app-0` … `app-<n-1>` to reconcile (`reconcile.fluxcd.io/requestedAt`) and waits until
+/// every one has handled it and is Ready.
+pub async fn steady_pass(api: &Api<OCIRepository>, n: usize, stamp: &str, limit: Duration) {
+    futures::stream::iter((0..n).map(|i| format!("app-{i}")))
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("annotate");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    super::wait_all(api, n, limit, |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(stamp)
+            && ready(o)
+    })
+    .await;
+}
+
+pub fn ready(o: &OCIRepository) -> bool {
+    o.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == driftless::api::ConditionStatus::True)
+    })
+}
+
+/// Pushes the benchmarks' one-ConfigMap Flux artifact to `registry/repo:latest`; its digest.
+pub async fn push_bench_artifact(registry: &str, repo: &str) -> String {
+    super::oci::push_flux_artifact(
+        &super::oci::client(registry),
+        repo,
+        "latest",
+        super::oci::flux_layer(&[("deploy/app.yaml", "kind: ConfigMap\n")]),
+        super::oci::FLUX_LAYER,
+        &[],
+    )
+    .await
+}
