@@ -11,7 +11,8 @@
 //! digest-addressed: whoever pulled it first, it is what the manifest names.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What makes two pulls give the same tarball.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -39,12 +40,39 @@ pub struct Pulled {
 /// Past this many keys the index starts over (as the registry client cache does).
 const MAX_ENTRIES: usize = 4096;
 
+/// How long an object waits for another's pull of the same key before pulling itself (a
+/// registry that stalls one pull must not stall every object behind it).
+const MAX_WAIT_FOR_PULL: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 pub struct PulledArtifacts {
     entries: Mutex<HashMap<PullKey, Pulled>>,
+    /// One pull at a time per key, so that objects created together pull once.
+    pulling: Mutex<HashMap<PullKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to pull for a key while others wait; released on drop.
+pub struct PullTurn {
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl PulledArtifacts {
+    /// Waits for any pull of `key` in progress (at most `MAX_WAIT_FOR_PULL`), then takes the
+    /// turn: the caller looks the key up again, and pulls holding the turn when it is absent.
+    pub async fn turn(&self, key: &PullKey) -> PullTurn {
+        let lock = {
+            let Ok(mut pulling) = self.pulling.lock() else {
+                return PullTurn { _guard: None };
+            };
+            pulling.retain(|_, m| Arc::strong_count(m) > 1);
+            pulling.entry(key.clone()).or_default().clone()
+        };
+        let guard = tokio::time::timeout(MAX_WAIT_FOR_PULL, lock.lock_owned())
+            .await
+            .ok();
+        PullTurn { _guard: guard }
+    }
+
     pub fn get(&self, key: &PullKey) -> Option<Pulled> {
         self.entries.lock().ok()?.get(key).cloned()
     }
@@ -113,6 +141,28 @@ mod tests {
         }
         index.forget(&key("sha256:a"));
         assert_eq!(index.get(&key("sha256:a")), None);
+    }
+
+    #[tokio::test]
+    async fn one_pull_at_a_time_per_key() {
+        let index = Arc::new(PulledArtifacts::default());
+        let first = index.turn(&key("sha256:a")).await;
+        let other_key = index.turn(&key("sha256:b")).await;
+        let waiting = {
+            let index = index.clone();
+            tokio::spawn(async move {
+                let _turn = index.turn(&key("sha256:a")).await;
+                index.get(&key("sha256:a"))
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "the second waits for the first pull"
+        );
+        index.remember(key("sha256:a"), pulled("a"));
+        drop((first, other_key));
+        assert_eq!(waiting.await.unwrap(), Some(pulled("a")));
     }
 
     #[test]

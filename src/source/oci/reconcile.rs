@@ -488,6 +488,10 @@ impl Pass<'_, OCIRepository> {
         digest: &str,
     ) -> Result<(Artifact, Option<String>), Failure> {
         let key = self.pull_key(url, digest);
+        let _turn = match &key {
+            Some(key) => Some(self.ctx.pulled.turn(key).await),
+            None => None,
+        };
         if let Some(key) = &key
             && let Some(reused) = self.reuse(client, url, revision, digest, key).await
         {
