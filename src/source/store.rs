@@ -56,3 +56,21 @@ pub fn store_layer(
         }
     }
 }
+
+/// `status.artifact` for a stored file at `revision`.
+pub fn status_artifact(
+    storage: &Storage,
+    stored: StoredArtifact,
+    revision: &str,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+) -> crate::api::Artifact {
+    crate::api::Artifact {
+        url: storage.url_for(&stored.path),
+        path: stored.path,
+        revision: revision.to_string(),
+        digest: stored.digest,
+        last_update_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(stored.last_update),
+        size: i64::try_from(stored.size).ok(),
+        metadata,
+    }
+}

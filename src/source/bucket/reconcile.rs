@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::azure::{self, AccountUrl, AzureAuth, AzureClient, EntraCredential};
 use super::client::BucketClient;
 use super::gcs::{self, GcsAuth, GcsClient, GoogleCredential, ServiceAccountKey};
@@ -354,15 +352,7 @@ impl Pass<'_, Bucket> {
             )
         })?;
         Ok((
-            Artifact {
-                url: self.ctx.storage.url_for(&stored.path),
-                path: stored.path,
-                revision: revision.to_string(),
-                digest: stored.digest,
-                last_update_time: Time(stored.last_update),
-                size: i64::try_from(stored.size).ok(),
-                metadata: None,
-            },
+            crate::source::store::status_artifact(&self.ctx.storage, stored, revision, None),
             latest,
         ))
     }

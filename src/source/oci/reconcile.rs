@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
 use crate::api::oci_repository::{LayerOperation, OCILayerSelector, VerificationProvider};
@@ -590,15 +589,12 @@ impl Pass<'_, OCIRepository> {
             self.ctx.pulled.remember(key, pulled);
         }
         Ok((
-            Artifact {
-                url: self.ctx.storage.url_for(&stored.path),
-                path: stored.path,
-                revision: revision.to_string(),
-                digest: stored.digest,
-                last_update_time: Time(stored.last_update),
-                size: i64::try_from(stored.size).ok(),
-                metadata: pull::metadata(&manifest),
-            },
+            crate::source::store::status_artifact(
+                &self.ctx.storage,
+                stored,
+                revision,
+                pull::metadata(&manifest),
+            ),
             latest,
         ))
     }
@@ -677,15 +673,12 @@ impl Pass<'_, OCIRepository> {
         };
         tracing::debug!(object = %self.key(), from = %source.path, "artifact reused, not pulled again");
         Some((
-            Artifact {
-                url: self.ctx.storage.url_for(&stored.path),
-                path: stored.path,
-                revision: revision.to_string(),
-                digest: stored.digest,
-                last_update_time: Time(stored.last_update),
-                size: i64::try_from(stored.size).ok(),
-                metadata: source.metadata,
-            },
+            crate::source::store::status_artifact(
+                &self.ctx.storage,
+                stored,
+                revision,
+                source.metadata,
+            ),
             latest,
         ))
     }
