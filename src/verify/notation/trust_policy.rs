@@ -507,6 +507,7 @@ fn unescape(value: &str) -> Result<String, String> {
         let next = raw.get(i + 1).ok_or("a DN ends with a lone backslash")?;
         let hex = raw
             .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match hex {
@@ -712,5 +713,7 @@ mod tests {
                 .contains("duplicate")
         );
         assert_eq!(parse_dn("C=U\\53, ST=WA, O=x").unwrap()["C"], "US");
+        // An escaped sign before a digit is that sign, not a hex pair.
+        assert_eq!(parse_dn("C=US, ST=WA, O=a\\+1").unwrap()["O"], "a+1");
     }
 }
