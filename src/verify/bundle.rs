@@ -181,13 +181,12 @@ pub struct SignatureLayer<'a> {
 /// entry timestamp. v0.1 is the bundle version whose log entries need no inclusion proof,
 /// which cosign's legacy Rekor annotation never held.
 pub fn from_signature_layer(layer: &SignatureLayer<'_>) -> Result<Bundle, String> {
-    let material = match layer.certificate {
+    let mut material = match layer.certificate {
         Some(der) => {
             serde_json::json!({"x509CertificateChain": {"certificates": [{"rawBytes": B64.encode(der)}]}})
         }
         None => serde_json::json!({"publicKey": {"hint": ""}}),
     };
-    let mut material = material;
     material["tlogEntries"] = match layer.rekor_bundle {
         Some(annotation) => serde_json::json!([legacy_log_entry(annotation)?]),
         None => serde_json::json!([]),

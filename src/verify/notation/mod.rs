@@ -110,9 +110,18 @@ pub fn verify_signature(
     now: jiff::Timestamp,
 ) -> Result<Accepted, String> {
     let envelope = envelope::open(media_type, bytes)?;
-    check_signing_certificate(&envelope.chain[0])?;
-    let (_, leaf) = X509Certificate::from_der(&envelope.chain[0])
-        .map_err(|e| format!("malformed leaf certificate: {e}"))?;
+    let chain = envelope
+        .chain
+        .iter()
+        .map(|der| {
+            X509Certificate::from_der(der)
+                .map(|(_, cert)| cert)
+                .map_err(|e| format!("malformed certificate in the chain: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // `envelope::open` refuses an empty chain.
+    let leaf = chain.first().ok_or("the envelope holds no certificate")?;
+    check_signing_certificate(leaf)?;
     let mut accepted = Accepted {
         subject: leaf.subject().to_string(),
         issuer: leaf.issuer().to_string(),
@@ -135,10 +144,10 @@ pub fn verify_signature(
     };
     let authentic = outcome(
         Check::Authenticity,
-        authenticity(statement, trusted, &envelope, &leaf),
+        authenticity(statement, trusted, &envelope, &chain),
     )?;
     outcome(Check::Expiry, expiry(&envelope, now))?;
-    let timestamped = authentic_time(statement, trusted, &envelope, now);
+    let timestamped = authentic_time(statement, trusted, &envelope, &chain, now);
     let timestamped_at = match timestamped {
         Ok(at) => at,
         Err(why) => {
@@ -147,7 +156,7 @@ pub fn verify_signature(
         }
     };
     if statement.action(Check::Revocation) != Action::Skip {
-        outcome(Check::Revocation, revocation(&envelope))?;
+        outcome(Check::Revocation, revocation(&chain))?;
     }
     if &envelope.target != expected {
         return Err("content descriptor mismatch".into());
@@ -160,9 +169,7 @@ pub fn verify_signature(
 /// The Notary Project's rules for a signing certificate that X.509 path validation does not
 /// make: a critical key usage with digitalSignature and no CA or encryption usage, not a CA,
 /// and no extended key usage of another purpose.
-fn check_signing_certificate(der: &[u8]) -> Result<(), String> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("malformed leaf certificate: {e}"))?;
+fn check_signing_certificate(cert: &X509Certificate<'_>) -> Result<(), String> {
     if let Ok(Some(bc)) = cert.basic_constraints()
         && bc.value.ca
     {
@@ -210,7 +217,7 @@ fn authenticity(
     statement: &Statement,
     trusted: &[Vec<u8>],
     envelope: &Envelope,
-    leaf: &X509Certificate<'_>,
+    chain: &[X509Certificate<'_>],
 ) -> Result<(), String> {
     if trusted.is_empty() {
         return Err("no trusted certificates are found to verify authenticity".into());
@@ -227,20 +234,15 @@ fn authenticity(
     }
     // Validity periods are the authentic-timestamp check's, so the path is validated at a time
     // every certificate of it covers.
-    let at = chain_not_before(&envelope.chain)?;
+    let latest_not_before = chain
+        .iter()
+        .map(|cert| cert.validity().not_before.timestamp())
+        .max()
+        .ok_or("the envelope holds no certificate")?;
+    let at = jiff::Timestamp::from_second(latest_not_before).map_err(|e| e.to_string())?;
     validate_path(&envelope.chain, &anchors, at)?;
+    let leaf = chain.first().ok_or("the envelope holds no certificate")?;
     statement.trusts_subject(&subject_dn(leaf)?)
-}
-
-/// The latest `notBefore` of the chain.
-fn chain_not_before(chain: &[Vec<u8>]) -> Result<jiff::Timestamp, String> {
-    let mut latest = i64::MIN;
-    for der in chain {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| format!("malformed certificate in the chain: {e}"))?;
-        latest = latest.max(cert.validity().not_before.timestamp());
-    }
-    jiff::Timestamp::from_second(latest).map_err(|e| e.to_string())
 }
 
 /// webpki path validation from the signing certificate to one of `anchors` (trusted
@@ -343,17 +345,18 @@ fn authentic_time(
     statement: &Statement,
     trusted: &[Vec<u8>],
     envelope: &Envelope,
+    chain: &[X509Certificate<'_>],
     now: jiff::Timestamp,
 ) -> Result<Option<jiff::Timestamp>, String> {
     if envelope.scheme == SigningScheme::SigningAuthority {
         return chain_valid_at(
-            &envelope.chain,
+            chain,
             envelope.signing_time,
             "when the digital signature was produced",
         )
         .map(|_| None);
     }
-    let expired_now = chain_valid_at(&envelope.chain, now, "at the verification time");
+    let expired_now = chain_valid_at(chain, now, "at the verification time");
     let check_now = !statement.verifies_timestamps()
         || (statement.timestamp_after_cert_expiry_only() && expired_now.is_ok());
     if check_now {
@@ -364,19 +367,17 @@ fn authentic_time(
         .as_deref()
         .ok_or("no timestamp countersignature was found in the signature envelope")?;
     let at = timestamp::verify(token, &envelope.signature, trusted)?;
-    chain_valid_at(
-        &envelope.chain,
-        at,
-        "at the time of the timestamp countersignature",
-    )?;
+    chain_valid_at(chain, at, "at the time of the timestamp countersignature")?;
     Ok(Some(at))
 }
 
-fn chain_valid_at(chain: &[Vec<u8>], at: jiff::Timestamp, when: &str) -> Result<(), String> {
+fn chain_valid_at(
+    chain: &[X509Certificate<'_>],
+    at: jiff::Timestamp,
+    when: &str,
+) -> Result<(), String> {
     let t = at.as_second();
-    for der in chain {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| format!("malformed certificate in the chain: {e}"))?;
+    for cert in chain {
         let validity = cert.validity();
         if t < validity.not_before.timestamp() || t > validity.not_after.timestamp() {
             return Err(format!(
@@ -393,11 +394,10 @@ fn chain_valid_at(chain: &[Vec<u8>], at: jiff::Timestamp, when: &str) -> Result<
 /// driftless makes no OCSP or CRL request (a tenant's certificate would choose where the
 /// controller connects): a certificate that names a revocation service has an unknown status,
 /// which only `strict` (or `override.revocation: enforce`) refuses; one without is not revocable.
-fn revocation(envelope: &Envelope) -> Result<(), String> {
-    let checked = envelope.chain.len().saturating_sub(1).max(1);
-    for der in envelope.chain.iter().take(checked) {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| format!("malformed certificate in the chain: {e}"))?;
+fn revocation(chain: &[X509Certificate<'_>]) -> Result<(), String> {
+    // The root is not revocable.
+    let checked = chain.len().saturating_sub(1).max(1);
+    for cert in chain.iter().take(checked) {
         let names_a_service = cert.extensions().iter().any(|e| {
             matches!(
                 e.oid.to_id_string().as_str(),
