@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-flux bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-flux bench-events bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
 
 all: build
 
@@ -45,6 +45,12 @@ bench-apply:
 bench-flux:
 	hack/platform up
 	BENCH_N=1000 $(CARGO) bench --bench flux_side_by_side
+
+## bench-events: push → new revision and push → applied, p50/p95 over 50 pushes, with registry
+## events (the receiver) and on a 10s interval (release build).
+bench-events:
+	hack/platform up
+	BENCH_PUSHES=50 $(CARGO) bench --bench events
 
 ## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
 bench-verify:

@@ -15,20 +15,9 @@ use serde_json::json;
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
 use support::controller::{Launcher, Process, SourceController, free_port};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::peers::{ensure_built, flux, push_demo_chart};
 use support::source::{Sources, tail};
 use support::wait::{Wait, condition_of};
-
-/// Builds a peer (`hack/testbin.sh TARGET`, a no-op once built), one build at a time: the tests
-/// of this file run in parallel and a cold build of one target must not race itself.
-fn ensure_built(target: &str) {
-    static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-    let status = Command::new(support::repo_root().join("hack/testbin.sh"))
-        .arg(target)
-        .status()
-        .expect("run hack/testbin.sh");
-    assert!(status.success(), "hack/testbin.sh {target} failed");
-}
 
 /// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
 /// watching one namespace, stopped on drop.
@@ -214,19 +203,6 @@ async fn flux_kustomize_controller_applies_what_driftless_serves() {
         row.contains(&bucket_revision[..15]) && row.contains("True"),
         "{row}"
     );
-}
-
-/// The flux CLI (at the version hack/testbin.sh pins, built from its Go module) against the
-/// platform.
-fn flux(platform: &support::Platform, args: &[&str]) -> std::process::Output {
-    ensure_built("flux");
-    let home = tempfile::tempdir().unwrap();
-    Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/flux"))
-        .args(args)
-        .env("KUBECONFIG", platform.kubeconfig())
-        .env("HOME", home.path())
-        .output()
-        .expect("run flux")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1099,26 +1075,6 @@ fn install_helm_release_crd(platform: &support::Platform) {
     );
 }
 
-/// The real `helm` (hack/testbin.sh), with its configuration in `home`.
-fn helm(platform: &support::Platform, home: &std::path::Path, args: &[&str]) -> String {
-    let out =
-        Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/helm"))
-            .args(args)
-            .env("HOME", home)
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .output()
-            .expect("run helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {args:?}: {text}");
-    text
-}
-
 /// The seed's other consumer: Flux's helm-controller installs and upgrades a chart that the real
 /// `helm push` put in the registry, which driftless resolves by semver, verifies with cosign and
 /// serves as an OCIRepository with Helm's chart layer copied (`chartRef: {kind: OCIRepository}`);
@@ -1140,44 +1096,8 @@ async fn helm_controller_installs_and_upgrades_charts_driftless_serves() {
     support::cosign::generate_key_pair(&platform, work.path());
     let charts = format!("{}/{}/charts", platform.registry(), ns.name);
     let push_chart = |version: &str, signed: bool| {
-        let dir = work.path().join(format!("demo-{version}"));
-        std::fs::create_dir_all(dir.join("templates")).unwrap();
-        std::fs::write(
-            dir.join("Chart.yaml"),
-            format!("apiVersion: v2\nname: demo\nversion: {version}\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("templates/cm.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  version: {{ .Chart.Version | quote }}\n  greeting: {{ .Values.greeting | quote }}\n",
-        )
-        .unwrap();
-        let out = work.path().join("packages");
-        helm(
-            &platform,
-            work.path(),
-            &[
-                "package",
-                dir.to_str().unwrap(),
-                "-d",
-                out.to_str().unwrap(),
-            ],
-        );
-        let pushed = helm(
-            &platform,
-            work.path(),
-            &[
-                "push",
-                out.join(format!("demo-{version}.tgz")).to_str().unwrap(),
-                &format!("oci://{charts}"),
-                "--plain-http",
-            ],
-        );
-        let digest = pushed
-            .split_whitespace()
-            .find(|w| w.starts_with("sha256:"))
-            .unwrap_or_else(|| panic!("no digest in: {pushed}"))
-            .to_string();
+        let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  version: {{ .Chart.Version | quote }}\n  greeting: {{ .Values.greeting | quote }}\n";
+        let digest = push_demo_chart(&platform, work.path(), &charts, version, template);
         if signed {
             support::cosign::sign(
                 &platform,

@@ -39,12 +39,23 @@ async fn env_with(prefix: &str, apply_args: &[&str]) -> Env {
 
 /// `env_with`, the apply-controller started with more environment variables.
 async fn env_with_vars(prefix: &str, apply_args: &[&str], vars: &[(&str, &str)]) -> Env {
+    env_starting(prefix, |platform, ns| {
+        ApplyController::start_with_env(platform, ns, apply_args, vars)
+    })
+    .await
+}
+
+/// A namespace, a source-controller, and the apply-controller `start` starts.
+async fn env_starting(
+    prefix: &str,
+    start: impl FnOnce(&support::Platform, &str) -> ApplyController,
+) -> Env {
     let platform = support::platform();
     let client = platform.client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&platform, &client, prefix).await;
     let source = SourceController::start(&platform, &ns.name, &[]);
-    let apply = ApplyController::start_with_env(&platform, &ns.name, apply_args, vars);
+    let apply = start(&platform, &ns.name);
     let ks = Api::namespaced(client.clone(), &ns.name);
     Env {
         platform,
@@ -2909,4 +2920,30 @@ async fn sops_aws_kms_by_the_object_s_service_account() {
         msg.contains("eks.amazonaws.com/role-arn") && msg.contains(&format!("kms {arn}")),
         "{msg}"
     );
+}
+
+/// Without `--kustomize-path` or `KUSTOMIZE_PATH`, the `kustomize` on `PATH` builds an overlay
+/// (Flux's image puts it there; before, such a Kustomization failed with `BuildFailed`).
+#[tokio::test(flavor = "multi_thread")]
+async fn kustomize_is_found_on_path() {
+    let e = env_starting("ks-path", ApplyController::start_with_kustomize_on_path).await;
+    let rev = e
+        .publish(
+            "overlay",
+            &[
+                (
+                    "kustomization.yaml",
+                    "resources: [cm.yaml]\nnamePrefix: on-path-\n",
+                ),
+                ("cm.yaml", &cm("cm", "1")),
+            ],
+        )
+        .await;
+    e.create("overlay", e.spec("overlay", json!({}))).await;
+    e.wait_ready_at("overlay", &rev).await;
+    assert!(
+        e.configmap("on-path-cm").await.is_some(),
+        "the overlay's prefix was applied"
+    );
+    assert!(e.apply.log_text().contains("using kustomize found on PATH"));
 }

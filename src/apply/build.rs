@@ -29,7 +29,7 @@ pub enum BuildError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "{0} needs kustomize, but no kustomize binary is configured (--kustomize-path or KUSTOMIZE_PATH)"
+        "{0} needs kustomize, but no kustomize binary is configured (--kustomize-path or KUSTOMIZE_PATH) or on PATH"
     )]
     NoKustomize(String),
     #[error("kustomize build failed: {0}")]

@@ -45,7 +45,8 @@ const CONTROLLER: &str = "kustomization";
 
 #[derive(Args, Debug, Clone)]
 pub struct ApplyControllerArgs {
-    /// The kustomize binary for directories with a kustomization.yaml (and spec transformers).
+    /// The kustomize binary for directories with a kustomization.yaml (and spec transformers);
+    /// unset: the first `kustomize` on PATH.
     #[arg(long, env = "KUSTOMIZE_PATH")]
     pub kustomize_path: Option<PathBuf>,
     /// Concurrent Kustomization reconciles.
@@ -172,6 +173,13 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    let kustomize = args.kustomize_path.clone().or_else(|| {
+        let found = std::env::var_os("PATH").and_then(|p| executable_on_path("kustomize", &p));
+        if let Some(path) = &found {
+            tracing::info!(path = %path.display(), "using kustomize found on PATH");
+        }
+        found
+    });
     let ctx = Arc::new(ApplyContext {
         client: client.clone(),
         config,
@@ -202,7 +210,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         backoff: Backoff::new(args.common.min_retry_delay, args.common.max_retry_delay),
         settings: ApplySettings {
             jitter_percentage: args.common.interval_jitter_percentage,
-            kustomize: args.kustomize_path.clone(),
+            kustomize: kustomize.clone(),
             no_cross_namespace_refs: args.no_cross_namespace_refs,
             default_service_account: Some(args.default_service_account.clone())
                 .filter(|s| !s.is_empty()),
@@ -338,7 +346,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
             );
     }
     ready.store(true, Ordering::Relaxed);
-    tracing::info!(concurrent = args.concurrent, kustomize = ?args.kustomize_path, "starting Kustomization controller");
+    tracing::info!(concurrent = args.concurrent, kustomize = ?kustomize, "starting Kustomization controller");
     let run = controller
         .shutdown_on_signal()
         .run(
@@ -552,4 +560,38 @@ fn in_runtime_namespace(flag: &str, name: &str) -> anyhow::Result<Option<(String
         )
     })?;
     Ok(Some((ns, name.to_string())))
+}
+
+/// The first executable file `name` in the directories of `path` (a `PATH` value), as a shell
+/// would find it.
+fn executable_on_path(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn kustomize_is_the_first_executable_of_that_name_on_path() {
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let plain = dirs[0].path().join("kustomize");
+        std::fs::write(&plain, "not executable").unwrap();
+        std::fs::create_dir(dirs[1].path().join("kustomize")).unwrap();
+        let binary = dirs[2].path().join("kustomize");
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths(dirs.iter().map(|d| d.path())).unwrap();
+        assert_eq!(executable_on_path("kustomize", &path), Some(binary));
+        let without = std::env::join_paths(dirs[..2].iter().map(|d| d.path())).unwrap();
+        assert_eq!(executable_on_path("kustomize", &without), None);
+    }
 }

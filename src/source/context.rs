@@ -53,6 +53,8 @@ pub struct Context {
     status_writes: StatusWrites,
     /// OCI artifacts already built, by what they were built from (pull once per digest).
     pub pulled: super::pulled::PulledArtifacts,
+    /// Time from a receiver event to the artifact it announced.
+    pub clock: super::receiver::clock::EventClock,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -80,6 +82,7 @@ impl Context {
             http_clients,
             status_writes: StatusWrites::default(),
             pulled: Default::default(),
+            clock: Default::default(),
         }
     }
 

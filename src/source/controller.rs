@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::context::{Context, SourceConfig};
 use super::handover;
+use super::receiver;
 use super::steps::SourceObject;
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
@@ -82,6 +83,23 @@ pub struct SourceControllerArgs {
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 2, value_parser = go_uint::<u16>)]
     pub concurrent: u16,
+    /// Address the event receiver listens on (registry and bucket events); empty: no receiver.
+    #[arg(long, default_value = "")]
+    pub receiver_addr: String,
+    /// The receiver's senders: a YAML file (see README, "Events from registries and buckets").
+    #[arg(long)]
+    pub receiver_config: Option<PathBuf>,
+    /// Largest event body the receiver reads, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = go_uint::<usize>)]
+    pub receiver_max_body_bytes: usize,
+    /// Events dated further than this from now are ignored, and event identifiers are
+    /// remembered this long to refuse replays.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub receiver_max_event_age: Duration,
+    /// The first event for an object reconciles it at once; those that follow within this
+    /// window are gathered into one more reconcile at its end.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub receiver_coalesce_window: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -147,18 +165,27 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
     remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
 
+    let receiver_config = read_receiver_config(&args)?;
     serve(
         &args.storage_addr,
         crate::artifact::server::router(storage.clone()),
         "artifact server",
     )
     .await?;
-    ready.store(true, Ordering::Relaxed);
 
-    let controllers = futures::future::join(
-        controller::<OCIRepository>(&client, &args, ctx.clone())?,
-        controller::<Bucket>(&client, &args, ctx)?,
-    );
+    let (triggers, streams) = receiver::trigger_queues();
+    let (oci, oci_store) = controller::<OCIRepository>(&client, &args, ctx.clone(), streams.oci)?;
+    let (buckets, bucket_store) =
+        controller::<Bucket>(&client, &args, ctx.clone(), streams.buckets)?;
+    if let Some(config) = receiver_config {
+        let watched = receiver::Watched {
+            oci: oci_store,
+            buckets: bucket_store,
+        };
+        serve_receiver(&args, config, &client, &ctx, watched, triggers).await?;
+    }
+    ready.store(true, Ordering::Relaxed);
+    let controllers = futures::future::join(oci, buckets);
     leader::run_while_leading(
         leadership,
         controllers,
@@ -169,12 +196,70 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The controller of one source kind; it ends when a shutdown signal has drained it.
+/// `--receiver-config`, read and checked at start-up (a bad file stops the controller); `None`
+/// without `--receiver-addr`.
+fn read_receiver_config(
+    args: &SourceControllerArgs,
+) -> anyhow::Result<Option<receiver::config::ReceiverConfig>> {
+    if args.receiver_addr.is_empty() {
+        return Ok(None);
+    }
+    let path = args
+        .receiver_config
+        .as_ref()
+        .context("--receiver-addr needs --receiver-config")?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --receiver-config {}", path.display()))?;
+    receiver::config::ReceiverConfig::parse(&text)
+        .map(Some)
+        .with_context(|| format!("--receiver-config {}", path.display()))
+}
+
+async fn serve_receiver(
+    args: &SourceControllerArgs,
+    config: receiver::config::ReceiverConfig,
+    client: &Client,
+    ctx: &Arc<Context>,
+    watched: receiver::Watched,
+    triggers: receiver::Triggers,
+) -> anyhow::Result<()> {
+    let namespace = std::env::var("RUNTIME_NAMESPACE").unwrap_or_else(|_| "flux-system".into());
+    receiver::register_clock(&ctx.clock, &ctx.metrics);
+    let senders = config.senders.len();
+    let receiver = receiver::Receiver::new(
+        config,
+        receiver::config::Secrets::new(client.clone(), namespace),
+        receiver::Limits {
+            max_body_bytes: args.receiver_max_body_bytes,
+            max_event_age: args.receiver_max_event_age,
+            coalesce: args.receiver_coalesce_window,
+        },
+        watched,
+        triggers,
+        ctx.clock.clone(),
+        &ctx.metrics,
+    );
+    serve(
+        &args.receiver_addr,
+        receiver::server::router(Arc::new(receiver)),
+        "event receiver",
+    )
+    .await?;
+    tracing::info!(addr = %args.receiver_addr, senders, "event receiver listening");
+    Ok(())
+}
+
+/// The controller of one source kind (it ends when a shutdown signal has drained it), and the
+/// cache of the objects it watches. `triggers` are reconcile requests from the receiver.
 fn controller<K: SourceObject>(
     client: &Client,
     args: &SourceControllerArgs,
     ctx: Arc<Context>,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + use<K>> {
+    triggers: futures::channel::mpsc::Receiver<kube::runtime::reflector::ObjectRef<K>>,
+) -> anyhow::Result<(
+    impl std::future::Future<Output = ()> + use<K>,
+    kube::runtime::reflector::Store<K>,
+)> {
     let api = watched_api::<K>(client, args)?;
     let (storage, selector) = (ctx.storage.clone(), own_selector(args)?);
     let (released, gone) = (api.clone(), ctx.clone());
@@ -194,11 +279,13 @@ fn controller<K: SourceObject>(
         kind = K::KIND,
         "starting controller"
     );
-    Ok(Controller::for_stream(objects, store)
+    let running = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
+        .reconcile_on(triggers)
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move { log_result(result) }))
+        .for_each(|result| async move { log_result(result) });
+    Ok((running, store))
 }
 
 fn open_storage(args: &SourceControllerArgs) -> anyhow::Result<Storage> {

@@ -6,5 +6,6 @@ pub mod controller;
 pub mod handover;
 pub mod oci;
 pub mod pulled;
+pub mod receiver;
 pub mod steps;
 pub mod store;

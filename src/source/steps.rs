@@ -91,6 +91,7 @@ impl SourceFailure for Failure {
 /// What every source pass does before its kind's steps: clear the last storage failure,
 /// announce a new generation or request, and check the recorded artifact is still there.
 pub async fn begin<K: SourceObject>(pass: &mut Pass<'_, K>) {
+    pass.ctx.clock.claim(K::KIND, &pass.key());
     pass.conditions.delete(cond::STORAGE_OPERATION_FAILED);
     pass.announce_generation();
     pass.check_storage().await;
@@ -201,10 +202,13 @@ impl<K: SourceObject> Pass<'_, K> {
         self.conditions.delete(cond::ARTIFACT_OUTDATED);
     }
 
-    /// `ArtifactOutdated` (when there is an artifact) and the progressing message of a new
-    /// upstream revision, written at once so watchers see the work start.
+    /// `ArtifactOutdated` and the progressing message of a new upstream revision, written at
+    /// once when an artifact is being replaced, so that its consumers see it is outdated. The
+    /// first artifact's progress rides along with the result instead: an object with no
+    /// artifact has nothing to warn about, and its first reconcile costs one status write.
     pub async fn announce_new_revision(&mut self, message: &str) {
-        if self.status.artifact().is_some() {
+        let replacing = self.status.artifact().is_some();
+        if replacing {
             self.conditions
                 .mark_true(cond::ARTIFACT_OUTDATED, reason::NEW_REVISION, message);
         }
@@ -212,7 +216,9 @@ impl<K: SourceObject> Pass<'_, K> {
             reason::PROGRESSING,
             &format!("building artifact: {message}"),
         );
-        let _ = self.patch_status().await;
+        if replacing {
+            let _ = self.patch_status().await;
+        }
     }
 
     /// The `NewArtifact` event, with the revision and digest Flux puts in its metadata.
@@ -231,5 +237,11 @@ impl<K: SourceObject> Pass<'_, K> {
         ];
         metadata.extend_from_slice(extra);
         self.event(reason::NEW_ARTIFACT, message, &metadata).await;
+        if let Some(took) = self.ctx.clock.new_artifact(K::KIND, &self.key()) {
+            tracing::info!(
+                seconds = took.as_secs_f64(),
+                "new artifact after a receiver event"
+            );
+        }
     }
 }

@@ -401,6 +401,11 @@ impl SourceController {
     pub fn metrics(&self) -> String {
         self.process.metrics()
     }
+
+    /// A counter or gauge from /metrics (the sum over the series `name` starts).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.process.metric(name)
+    }
 }
 
 /// A real `driftless apply-controller` process for one test: watching only the test's
@@ -426,14 +431,42 @@ impl ApplyController {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
+        let flag = format!("--kustomize-path={}", kustomize.display());
+        let args: Vec<&str> = std::iter::once(flag.as_str())
+            .chain(extra_args.iter().copied())
+            .collect();
+        Self::spawn(platform, namespace, &args, env)
+    }
+
+    /// `start` with no `--kustomize-path`: the platform's kustomize is found on `PATH` (its
+    /// directory first), as in Flux's image.
+    pub fn start_with_kustomize_on_path(platform: &Platform, namespace: &str) -> Self {
+        let bin = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin");
+        let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .unwrap();
+        Self::spawn(
+            platform,
+            namespace,
+            &[],
+            &[("PATH", path.to_str().unwrap())],
+        )
+    }
+
+    fn spawn(
+        platform: &Platform,
+        namespace: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("apply-controller.log");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let kustomize = Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/kustomize");
         let mut launcher =
             Launcher::driftless("apply-controller", platform, namespace, &log, extra_args)
-                .arg(format!("--kustomize-path={}", kustomize.display()))
                 .args(["--requeue-dependency=2s", "--health-check-poll=500ms"])
                 .env("TMPDIR", &tmp);
         for (key, value) in env {

@@ -1,0 +1,90 @@
+//! The real peer tools tests drive (built by `hack/testbin.sh`): the flux CLI, helm.
+
+use std::process::Command;
+
+/// Builds a peer (`hack/testbin.sh TARGET`, a no-op once built), one build at a time: the tests
+/// of a binary run in parallel and a cold build of one target must not race itself.
+pub fn ensure_built(target: &str) {
+    static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new(super::repo_root().join("hack/testbin.sh"))
+        .arg(target)
+        .status()
+        .expect("run hack/testbin.sh");
+    assert!(status.success(), "hack/testbin.sh {target} failed");
+}
+
+/// The flux CLI (at the version hack/testbin.sh pins, built from its Go module) against the
+/// platform.
+pub fn flux(platform: &super::Platform, args: &[&str]) -> std::process::Output {
+    ensure_built("flux");
+    let home = tempfile::tempdir().unwrap();
+    Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/flux"))
+        .args(args)
+        .env("KUBECONFIG", platform.kubeconfig())
+        .env("HOME", home.path())
+        .output()
+        .expect("run flux")
+}
+
+/// The real `helm` (hack/testbin.sh), with its configuration in `home`.
+pub fn helm(platform: &super::Platform, home: &std::path::Path, args: &[&str]) -> String {
+    let out =
+        Command::new(std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin/helm"))
+            .args(args)
+            .env("HOME", home)
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()
+            .expect("run helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?}: {text}");
+    text
+}
+
+/// Chart `demo` at `version` (its `templates/cm.yaml` is `template`), packaged and pushed by
+/// the real `helm` to `charts` (`host/path`, plain HTTP); the manifest digest helm printed.
+pub fn push_demo_chart(
+    platform: &super::Platform,
+    home: &std::path::Path,
+    charts: &str,
+    version: &str,
+    template: &str,
+) -> String {
+    let dir = home.join(format!("demo-{version}"));
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: demo\nversion: {version}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("templates/cm.yaml"), template).unwrap();
+    let out = home.join("packages");
+    helm(
+        platform,
+        home,
+        &[
+            "package",
+            dir.to_str().unwrap(),
+            "-d",
+            out.to_str().unwrap(),
+        ],
+    );
+    let tgz = out.join(format!("demo-{version}.tgz"));
+    let charts = format!("oci://{charts}");
+    let pushed = helm(
+        platform,
+        home,
+        &["push", tgz.to_str().unwrap(), &charts, "--plain-http"],
+    );
+    pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in: {pushed}"))
+        .to_string()
+}
