@@ -1554,6 +1554,68 @@ async fn events_are_forwarded_to_notification_controller_in_flux_format() {
     assert_eq!(error["involvedObject"]["name"], "failing");
 }
 
+/// 1,000 objects on one signed artifact verify once: a verification that succeeded for a
+/// digest under some material is reused by the next object with the same digest and material,
+/// and by no object with other material.
+#[tokio::test]
+async fn a_signature_is_verified_once_per_digest_and_material() {
+    let e = env("oci-verify-once").await;
+    let (keys, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    support::cosign::generate_key_pair(&e.platform, keys.path());
+    support::cosign::generate_key_pair(&e.platform, stranger.path());
+    let repo = e.repo("signed");
+    let digest = e
+        .push(&repo, "latest", flux_layer(&[("a.yaml", "v: 1")]))
+        .await;
+    let reference = format!("{}/{repo}@{digest}", e.registry());
+    support::cosign::sign(&e.platform, keys.path(), "cosign.key", &reference);
+    for (name, dir) in [("trusted", &keys), ("stranger", &stranger)] {
+        let public = std::fs::read(dir.path().join("cosign.pub")).unwrap();
+        e.secret(name, "Opaque", &[("cosign.pub", public)]).await;
+    }
+    let log = std::path::PathBuf::from(&e.platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let verify = |secret: &str| serde_json::json!({"verify": {"provider": "cosign", "secretRef": {"name": secret}}});
+    let signature_tag = format!("/v2/{repo}/manifests/{}.sig", digest.replace(':', "-"));
+
+    let before = registry_requests(&log, &repo).len();
+    e.create("first", e.spec(&repo, verify("trusted"))).await;
+    e.wait_ready("first").await;
+    let requests = registry_requests(&log, &repo)[before..].to_vec();
+    assert!(
+        requests.iter().any(|(_, path)| *path == signature_tag),
+        "the first object looks the signature up: {requests:?}"
+    );
+
+    let before = registry_requests(&log, &repo).len();
+    e.create("second", e.spec(&repo, verify("trusted"))).await;
+    let second = e.wait_ready("second").await;
+    assert_eq!(
+        registry_requests(&log, &repo)[before..].to_vec(),
+        vec![("HEAD".to_string(), format!("/v2/{repo}/manifests/latest"))],
+        "the same digest under the same key: neither pulled nor verified again"
+    );
+    let verified = condition(&second, "SourceVerified").unwrap();
+    assert_eq!(verified.status, ConditionStatus::True);
+    assert_eq!(
+        second.status.as_ref().unwrap().verified_signature,
+        e.wait_ready("first")
+            .await
+            .status
+            .unwrap()
+            .verified_signature,
+        "the reused verification reports the same signature"
+    );
+
+    // Another key is other material: verified on its own, and refused.
+    e.create("stranger", e.spec(&repo, verify("stranger")))
+        .await;
+    let refused = e.wait_failing("stranger", "VerificationError").await;
+    assert_eq!(
+        condition(&refused, "SourceVerified").map(|c| c.status),
+        Some(ConditionStatus::False)
+    );
+}
+
 #[tokio::test]
 async fn cosign_key_signatures_are_verified_before_anything_is_pulled() {
     let e = env("oci-cosign").await;

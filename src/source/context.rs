@@ -55,6 +55,8 @@ pub struct Context {
     pub pulled: super::pulled::PulledArtifacts,
     /// Time from a receiver event to the artifact it announced.
     pub clock: super::receiver::clock::EventClock,
+    /// Signature verifications that succeeded, by digest and material (verify once per digest).
+    pub verified: super::verified::VerifiedDigests,
 }
 
 /// Registry clients are kept per (registry, credentials, transport); past this many the cache
@@ -83,6 +85,7 @@ impl Context {
             status_writes: StatusWrites::default(),
             pulled: Default::default(),
             clock: Default::default(),
+            verified: Default::default(),
         }
     }
 

@@ -9,3 +9,4 @@ pub mod pulled;
 pub mod receiver;
 pub mod steps;
 pub mod store;
+pub mod verified;

@@ -25,6 +25,7 @@ use crate::oci::semver::{HELM_CHART_LAYER, select_tag};
 use crate::source::context::Context;
 use crate::source::pulled::{PullKey, Pulled};
 use crate::source::steps::{self, SOURCE_SUMMARY, SourceFailure, SourceObject, impl_source_status};
+use crate::source::verified::VerifyKey;
 use crate::transport::{Transport, proxy_from_secret, tls_from_secret};
 use crate::verify::notation::NotationPolicy;
 use crate::verify::oci::{NotationError, NotationOutcome, VerifyError};
@@ -324,9 +325,54 @@ impl Pass<'_, OCIRepository> {
             PolicyError::Spec(why) => stalled(why),
             PolicyError::Secret(why) => unverified(why),
         })?;
-        let found = match &policy {
+        let key = VerifyKey {
+            registry: url.registry.clone(),
+            repository: url.repository.clone(),
+            digest: digest.to_string(),
+            material: format!(
+                "{provider}\n{fingerprint}\n{:?}",
+                verify.match_oidc_identity
+            ),
+        };
+        let found = match self.ctx.verified.get(&key) {
+            Some(found) => found,
+            None => {
+                let found = self
+                    .verify_material(client, url, digest, reference, &policy, &unverified)
+                    .await?;
+                let Some(found) = found else {
+                    return Ok(());
+                };
+                self.ctx.verified.remember(key, found.clone());
+                found
+            }
+        };
+        let signed = format!("{}/{}@{digest}", url.registry, url.repository);
+        self.conditions.mark_true(
+            cond::SOURCE_VERIFIED,
+            reason::SUCCEEDED,
+            &format!("verified signature of revision {revision}"),
+        );
+        tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
+        self.status.verified_signature = Some(found.summary());
+        self.status.source_verification_fingerprint = Some(fingerprint);
+        Ok(())
+    }
+
+    /// The signature `policy` accepts, looked up and checked; `None` when notation's trust
+    /// policy says to skip verification for this repository (then none is claimed either).
+    async fn verify_material(
+        &mut self,
+        client: &RegistryClient,
+        url: &RepositoryUrl,
+        digest: &str,
+        reference: &str,
+        policy: &Material,
+        unverified: &impl Fn(String) -> Failure,
+    ) -> Result<Option<verify::Verified>, Failure> {
+        let found = match policy {
             Material::Cosign(policy) => {
-                self.verify_cosign(client, url, digest, reference, policy, &unverified)
+                self.verify_cosign(client, url, digest, reference, policy, unverified)
                     .await?
             }
             Material::Notation(policy) => {
@@ -341,7 +387,7 @@ impl Pass<'_, OCIRepository> {
                         self.conditions.delete(cond::SOURCE_VERIFIED);
                         self.status.verified_signature = None;
                         self.status.source_verification_fingerprint = None;
-                        return Ok(());
+                        return Ok(None);
                     }
                     Err(NotationError::Registry(e)) => {
                         return Err(unverified(format!(
@@ -352,16 +398,7 @@ impl Pass<'_, OCIRepository> {
                 }
             }
         };
-        let signed = format!("{}/{}@{digest}", url.registry, url.repository);
-        self.conditions.mark_true(
-            cond::SOURCE_VERIFIED,
-            reason::SUCCEEDED,
-            &format!("verified signature of revision {revision}"),
-        );
-        tracing::debug!(object = %self.key(), ?found, %signed, "signature verified");
-        self.status.verified_signature = Some(found.summary());
-        self.status.source_verification_fingerprint = Some(fingerprint);
-        Ok(())
+        Ok(Some(found))
     }
 
     /// A cosign signature of `digest` that `policy` accepts, or why none is.
