@@ -3,8 +3,11 @@
 //! flux-source-controller` builds: v1.9.6, the newest the module proxy serves whole) and then by driftless's (release build), each in a fresh
 //! namespace of the same platform with `--concurrent=10`, and the ratios.
 //!
-//!   make bench-flux                                  # N = 1000
-//!   BENCH_N=200 cargo bench --bench flux_side_by_side
+//!   make bench-flux                                  # N = 1000, one artifact, then 50
+//!   BENCH_N=200 BENCH_ARTIFACTS=10 cargo bench --bench flux_side_by_side
+//!
+//! With BENCH_ARTIFACTS=k the objects are spread over k distinct artifacts (repositories
+//! `app-0` … `app-<k-1>`, object i on artifact i mod k).
 //!
 //! Per controller: time from the first create until all N are Ready; its CPU (utime + stime)
 //! to that point and its peak RSS; the API server's write requests per object to Ready (deltas
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use driftless::api::OCIRepository;
 use kube::{Api, Client};
-use support::bench::{bench_n, create_ready_oci_repositories, steady_pass};
+use support::bench::{bench_n, create_ready_spread, push_bench_artifacts, steady_pass};
 use support::controller::{Launcher, SourceController, free_port};
 use support::oci::registry_requests;
 
@@ -70,6 +73,11 @@ async fn main() {
         return;
     }
     let n = bench_n(1000);
+    let artifacts: usize = std::env::var("BENCH_ARTIFACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|k| *k >= 1)
+        .unwrap_or(1);
     let platform = support::platform();
     let kube = platform.client().await;
     support::install_crds(&kube).await;
@@ -104,7 +112,7 @@ async fn main() {
         .env("HOME", dir.path())
         .within(Duration::from_secs(120))
         .start();
-        measure(name, &platform, &kube, &ns.name, n, &process).await
+        measure(name, &platform, &kube, &ns.name, (n, artifacts), &process).await
     };
     let ours = {
         let ns = support::TestNamespace::new(&platform, &kube, "bench-ours").await;
@@ -113,9 +121,17 @@ async fn main() {
             &ns.name,
             &["--concurrent=10", "--log-level=info"],
         );
-        measure("driftless", &platform, &kube, &ns.name, n, &controller).await
+        measure(
+            "driftless",
+            &platform,
+            &kube,
+            &ns.name,
+            (n, artifacts),
+            &controller,
+        )
+        .await
     };
-    report(n, &flux, &ours);
+    report((n, artifacts), &flux, &ours);
 }
 
 fn ensure_flux_source_controller() {
@@ -134,13 +150,14 @@ async fn measure(
     platform: &support::Platform,
     kube: &Client,
     namespace: &str,
-    n: usize,
+    (n, artifacts): (usize, usize),
     controller: &dyn Measured,
 ) -> Run {
-    let repo = format!("{namespace}/app");
     let registry = platform.registry().to_string();
-    support::bench::push_bench_artifact(&registry, &repo).await;
-    // The push's own requests are not the controller's.
+    let urls = push_bench_artifacts(&registry, namespace, artifacts).await;
+    // Every repository of the run is under the namespace; the pushes' requests are not the
+    // controller's.
+    let repo = namespace.to_string();
     let pushed = registry_requests(
         &std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]),
         &repo,
@@ -151,8 +168,7 @@ async fn measure(
     let writes_before = api_writes(kube).await;
     let cpu_before = controller.cpu();
     let started = Instant::now();
-    let url = format!("oci://{registry}/{repo}");
-    create_ready_oci_repositories(&api, n, &url, Duration::from_secs(900)).await;
+    create_ready_spread(&api, n, &urls, Duration::from_secs(900)).await;
     let ready_after = started.elapsed();
     let cpu_to_ready = controller.cpu().saturating_sub(cpu_before);
     let writes_after = api_writes(kube).await;
@@ -224,7 +240,7 @@ async fn api_writes(kube: &Client) -> BTreeMap<String, f64> {
     writes
 }
 
-fn report(n: usize, flux: &Run, ours: &Run) {
+fn report((n, artifacts): (usize, usize), flux: &Run, ours: &Run) {
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             format!("{:.1}×", a / b)
@@ -232,7 +248,11 @@ fn report(n: usize, flux: &Run, ours: &Run) {
             "—".into()
         }
     };
-    println!("Side by side, N = {n} OCIRepositories on one artifact, --concurrent=10:");
+    let on = match artifacts {
+        1 => "one artifact".to_string(),
+        k => format!("{k} artifacts"),
+    };
+    println!("Side by side, N = {n} OCIRepositories on {on}, --concurrent=10:");
     println!(
         "  {:<44} {:>14} {:>14} {:>8}",
         "",

@@ -23,11 +23,21 @@ pub async fn create_ready_oci_repositories(
     url: &str,
     limit: Duration,
 ) {
+    create_ready_spread(api, n, &[url.to_string()], limit).await
+}
+
+/// `create_ready_oci_repositories`, object `app-<i>` on `urls[i % urls.len()]`.
+pub async fn create_ready_spread(
+    api: &Api<OCIRepository>,
+    n: usize,
+    urls: &[String],
+    limit: Duration,
+) {
     let objects = (0..n).map(|i| {
         serde_json::from_value::<OCIRepository>(serde_json::json!({
             "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
             "metadata": {"name": format!("app-{i}")},
-            "spec": {"url": url, "interval": "60m", "insecure": true},
+            "spec": {"url": urls[i % urls.len()], "interval": "60m", "insecure": true},
         }))
         .unwrap()
     });
@@ -70,6 +80,26 @@ pub fn ready(o: &OCIRepository) -> bool {
 }
 
 /// Pushes the benchmarks' one-ConfigMap Flux artifact to `registry/repo:latest`; its digest.
+/// `k` distinct artifacts, `<namespace>/app-0` … `app-<k-1>`; their `oci://` URLs.
+pub async fn push_bench_artifacts(registry: &str, namespace: &str, k: usize) -> Vec<String> {
+    let mut urls = Vec::with_capacity(k);
+    for j in 0..k {
+        let repo = format!("{namespace}/app-{j}");
+        let content = format!("kind: ConfigMap\nmetadata: {{name: app-{j}}}\n");
+        super::oci::push_flux_artifact(
+            &super::oci::client(registry),
+            &repo,
+            "latest",
+            super::oci::flux_layer(&[("deploy/app.yaml", content.as_str())]),
+            super::oci::FLUX_LAYER,
+            &[],
+        )
+        .await;
+        urls.push(format!("oci://{registry}/{repo}"));
+    }
+    urls
+}
+
 pub async fn push_bench_artifact(registry: &str, repo: &str) -> String {
     super::oci::push_flux_artifact(
         &super::oci::client(registry),
