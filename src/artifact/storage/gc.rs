@@ -78,6 +78,18 @@ fn list_gc_candidates(dir: &Path) -> Result<Vec<GcCandidate>, StorageError> {
     Ok(candidates)
 }
 
+/// A lock file (`<artifact>.lock`) whose artifact does not exist.
+fn is_orphan_lock(path: &Path) -> bool {
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    is_lock_file_name(name)
+        && path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".lock"))
+            .is_some_and(|artifact| !Path::new(artifact).exists())
+}
+
 pub(super) struct RetentionPolicy {
     pub(super) now: SystemTime,
     pub(super) ttl: Duration,
@@ -123,8 +135,8 @@ impl RetentionPolicy {
     }
 }
 
-/// Deletes temp files anywhere under `root`, so no half-written file survives a crash.
-/// Returns what was removed.
+/// Deletes temp files anywhere under `root`, so no half-written file survives a crash, and lock
+/// files whose artifact was never written. Returns what was removed.
 pub(super) fn sweep_temp_files(root: &Path) -> Result<Vec<PathBuf>, StorageError> {
     let mut removed = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -134,7 +146,7 @@ pub(super) fn sweep_temp_files(root: &Path) -> Result<Vec<PathBuf>, StorageError
             let file_type = entry.file_type().map_err(io_error("stat", &entry.path()))?;
             if file_type.is_dir() {
                 dirs.push(entry.path());
-            } else if is_temp_file_name(&entry.file_name()) {
+            } else if is_temp_file_name(&entry.file_name()) || is_orphan_lock(&entry.path()) {
                 remove_if_present(&entry.path())?;
                 removed.push(entry.path());
             }
@@ -291,9 +303,11 @@ mod tests {
         }
         std::os::unix::fs::symlink("/nowhere", dir.join(".latest.tar.gz.driftless-tmp-03"))
             .unwrap();
+        // The lock of an artifact that was never written (the disk filled up, or a crash).
+        fs::write(dir.join("b.tar.gz.lock"), b"").unwrap();
         let mut removed = storage.sweep_on_startup().unwrap();
         removed.sort();
-        assert_eq!(removed.len(), 3);
+        assert_eq!(removed.len(), 4);
         assert!(leftovers.iter().all(|p| !p.exists()));
         assert_eq!(names_in(&dir), ["a.tar.gz", "a.tar.gz.lock"]);
     }

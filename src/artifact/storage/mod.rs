@@ -24,7 +24,7 @@ use super::digest::sha256_hex_of;
 use filesystem::KeyedLocks;
 use gc::RetentionPolicy;
 use integrity::DigestRecords;
-use path::{reject_reserved_file_name, safe_relative_path, validate_component};
+use path::{lock_path, reject_reserved_file_name, safe_relative_path, validate_component};
 use url::AdvertisedHost;
 
 pub use gc::GC_FILE_LIMIT;
@@ -203,8 +203,20 @@ impl Storage {
         let dir = self.object_dir(location)?;
         filesystem::create_private_dir(&dir)?;
         let _in_process = self.writers.lock(&final_path);
-        let _advisory = filesystem::lock_target(&final_path)?;
-        let digest = filesystem::write_and_rename(&dir, file_name, &final_path, fill)?;
+        let advisory = filesystem::lock_target(&final_path)?;
+        let digest = match filesystem::write_and_rename(&dir, file_name, &final_path, fill) {
+            Ok(digest) => digest,
+            Err(err) => {
+                // A write that failed (a full or read-only disk) leaves no lock file behind for an
+                // artifact that does not exist; one that replaced nothing had created it.
+                if !final_path.exists() {
+                    let _ = filesystem::remove_if_present(&lock_path(&final_path));
+                }
+                drop(advisory);
+                return Err(err);
+            }
+        };
+        let _advisory = advisory;
         let metadata = fs::symlink_metadata(&final_path).map_err(io_error("stat", &final_path))?;
         self.digests
             .remember(&final_path, &metadata, digest.hex.clone());
@@ -429,10 +441,8 @@ mod tests {
             .write_archive_artifact(&location(), "x.tar.gz", &missing, &KeepAll)
             .unwrap_err();
         assert!(matches!(err, StorageError::Archive(_)), "{err}");
-        assert_eq!(
-            names_in(&storage.root().join("ocirepository/ns/app")),
-            ["x.tar.gz.lock"]
-        );
+        let left = names_in(&storage.root().join("ocirepository/ns/app"));
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
