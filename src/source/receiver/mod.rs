@@ -138,7 +138,7 @@ impl Receiver {
         let host = self.senders.get(sender).and_then(|s| s.config.host.clone());
         let mut oci = Vec::new();
         let mut buckets = Vec::new();
-        for notice in &delivery.notices {
+        for notice in distinct_notices(sender, &delivery.notices) {
             match notice {
                 Notice::Image(push) => {
                     let mut push = push.clone();
@@ -186,11 +186,23 @@ impl Receiver {
             let key = format!("{kind}/{name}");
             // Queued from the event on, as the work-queue metrics count it.
             self.queues.add(&kind.to_lowercase(), &name);
-            if let Some(again) = lock(&self.gathering).get_mut(&key) {
-                *again = true;
+            // One look under one lock: two requests at once must not both take the lead.
+            let leads = {
+                let mut gathering = lock(&self.gathering);
+                match gathering.get_mut(&key) {
+                    Some(again) => {
+                        *again = true;
+                        false
+                    }
+                    None => {
+                        gathering.insert(key.clone(), false);
+                        true
+                    }
+                }
+            };
+            if !leads {
                 continue;
             }
-            lock(&self.gathering).insert(key.clone(), false);
             request(&mut tx.clone(), obj.clone(), &key);
             let throttle = Throttle {
                 tx: tx.clone(),
@@ -240,6 +252,25 @@ fn request<K: kube::Resource>(tx: &mut mpsc::Sender<ObjectRef<K>>, obj: ObjectRe
     if let Err(e) = tx.try_send(obj) {
         tracing::warn!(object = %key, error = %e, "reconcile request dropped");
     }
+}
+
+/// Distinct notices that one request may act on: each is matched against every watched
+/// object, so a body packed with thousands of them (within the size limit) must not buy that
+/// many scans. Senders batch a handful; the interval catches anything cut.
+const MAX_NOTICES: usize = 256;
+
+fn distinct_notices<'a>(sender: &str, notices: &'a [Notice]) -> Vec<&'a Notice> {
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&Notice> = notices.iter().filter(|n| seen.insert(*n)).collect();
+    if distinct.len() > MAX_NOTICES {
+        tracing::warn!(
+            sender,
+            notices = distinct.len(),
+            kept = MAX_NOTICES,
+            "event with too many changes; the rest wait for the interval"
+        );
+    }
+    distinct.into_iter().take(MAX_NOTICES).collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -344,4 +375,29 @@ pub fn register_clock(clock: &EventClock, metrics: &Metrics) {
         "Time from an event that triggered a reconcile to the new artifact it produced.",
         clock.event_to_artifact.clone(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::receiver::formats::ImagePush;
+
+    fn push(tag: usize) -> Notice {
+        Notice::Image(ImagePush {
+            registry: Some("r.io".into()),
+            repository: "app".into(),
+            tag: Some(format!("v{tag}")),
+            digest: None,
+        })
+    }
+
+    #[test]
+    fn a_request_acts_on_each_distinct_change_once_and_on_a_bounded_number() {
+        let repeated: Vec<Notice> = (0..1000).map(|_| push(1)).collect();
+        assert_eq!(distinct_notices("s", &repeated), [&push(1)]);
+        let many: Vec<Notice> = (0..10_000).map(push).collect();
+        let kept = distinct_notices("s", &many);
+        assert_eq!(kept.len(), MAX_NOTICES);
+        assert_eq!(kept[0], &push(0));
+    }
 }

@@ -64,6 +64,11 @@ impl Rejection {
     }
 
     fn answer(self, detail: &str) -> Response {
+        // Which Secret the receiver could not read is for the controller's log, not the sender.
+        let detail = match self {
+            Rejection::SecretUnavailable => "the sender's secret cannot be read",
+            _ => detail,
+        };
         let status = match self {
             Rejection::UnknownSender => StatusCode::NOT_FOUND,
             Rejection::Busy | Rejection::SecretUnavailable => StatusCode::SERVICE_UNAVAILABLE,

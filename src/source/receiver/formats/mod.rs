@@ -57,14 +57,14 @@ impl Format {
 }
 
 /// One change an event announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Notice {
     Image(ImagePush),
     Object(ObjectChange),
 }
 
 /// A manifest pushed to a repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImagePush {
     /// `host[:port]` as OCIRepository URLs name it (Docker Hub as `index.docker.io`); `None`
     /// when the payload does not say (then only the sender's configured host can match).
@@ -77,7 +77,7 @@ pub struct ImagePush {
 }
 
 /// An object written or removed in a bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectChange {
     pub endpoint: Endpoint,
     pub bucket: String,
@@ -85,7 +85,7 @@ pub struct ObjectChange {
 }
 
 /// Where a bucket lives, as far as the event tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// The event does not name the service (MinIO, SeaweedFS): any endpoint may match.
     Unknown,
