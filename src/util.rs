@@ -89,3 +89,70 @@ mod tests {
         assert_eq!(now_whole_seconds().subsec_nanosecond(), 0);
     }
 }
+
+/// A map shared across tasks that holds at most `max` keys: inserting a new key into a full map
+/// starts it over. For caches whose entries can always be rebuilt (what was pulled, what was
+/// verified), where an unbounded map would grow with every digest ever seen.
+pub struct BoundedMap<K, V> {
+    max: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<K, V>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> BoundedMap<K, V> {
+    pub fn new(max: usize) -> Self {
+        BoundedMap {
+            max,
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        let mut entries = self.lock();
+        if entries.len() >= self.max && !entries.contains_key(&key) {
+            entries.clear();
+        }
+        entries.insert(key, value);
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.lock().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, V>> {
+        // The map holds caches only: what a panicking holder left is still a valid map.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod bounded_map_tests {
+    use super::BoundedMap;
+
+    #[test]
+    fn a_full_map_starts_over_for_a_new_key_only() {
+        let map = BoundedMap::new(2);
+        map.insert("a", 1);
+        map.insert("b", 2);
+        map.insert("b", 3);
+        assert_eq!((map.len(), map.get(&"b")), (2, Some(3)));
+        map.insert("c", 4);
+        assert_eq!(
+            (map.len(), map.get(&"a"), map.get(&"c")),
+            (1, None, Some(4))
+        );
+        map.remove(&"c");
+        assert!(map.is_empty());
+    }
+}

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::util::BoundedMap;
+
 /// What makes two pulls give the same tarball.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct PullKey {
@@ -44,9 +46,8 @@ const MAX_ENTRIES: usize = 4096;
 /// registry that stalls one pull must not stall every object behind it).
 const MAX_WAIT_FOR_PULL: Duration = Duration::from_secs(30);
 
-#[derive(Default)]
 pub struct PulledArtifacts {
-    entries: Mutex<HashMap<PullKey, Pulled>>,
+    entries: BoundedMap<PullKey, Pulled>,
     /// One pull at a time per key, so that objects created together pull once.
     pulling: Mutex<HashMap<PullKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -54,6 +55,15 @@ pub struct PulledArtifacts {
 /// The right to pull for a key while others wait; released on drop.
 pub struct PullTurn {
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Default for PulledArtifacts {
+    fn default() -> Self {
+        PulledArtifacts {
+            entries: BoundedMap::new(MAX_ENTRIES),
+            pulling: Mutex::default(),
+        }
+    }
 }
 
 impl PulledArtifacts {
@@ -74,24 +84,16 @@ impl PulledArtifacts {
     }
 
     pub fn get(&self, key: &PullKey) -> Option<Pulled> {
-        self.entries.lock().ok()?.get(key).cloned()
+        self.entries.get(key)
     }
 
     pub fn remember(&self, key: PullKey, pulled: Pulled) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-            entries.clear();
-        }
-        entries.insert(key, pulled);
+        self.entries.insert(key, pulled);
     }
 
     /// A stored copy that is gone (collected, or the object deleted) is no longer offered.
     pub fn forget(&self, key: &PullKey) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
+        self.entries.remove(key);
     }
 }
 
@@ -171,7 +173,7 @@ mod tests {
         for i in 0..=MAX_ENTRIES {
             index.remember(key(&format!("sha256:{i}")), pulled("p"));
         }
-        let entries = index.entries.lock().unwrap().len();
+        let entries = index.entries.len();
         assert!(entries <= MAX_ENTRIES, "{entries}");
     }
 }

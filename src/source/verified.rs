@@ -11,10 +11,9 @@
 //! with its own credentials. Entries expire, so that a signature removed upstream or a
 //! certificate past its validity is noticed by the objects that verify next.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::util::BoundedMap;
 use crate::verify::Verified;
 
 /// How long a verification is reused.
@@ -33,30 +32,27 @@ pub struct VerifyKey {
     pub material: String,
 }
 
-#[derive(Default)]
 pub struct VerifiedDigests {
-    entries: Mutex<HashMap<VerifyKey, (Verified, Instant)>>,
+    entries: BoundedMap<VerifyKey, (Verified, Instant)>,
+}
+
+impl Default for VerifiedDigests {
+    fn default() -> Self {
+        VerifiedDigests {
+            entries: BoundedMap::new(MAX_ENTRIES),
+        }
+    }
 }
 
 impl VerifiedDigests {
     /// A verification of `key` younger than the TTL.
     pub fn get(&self, key: &VerifyKey) -> Option<Verified> {
-        let entries = self.entries.lock().ok()?;
-        let (verified, at) = entries.get(key)?;
-        (at.elapsed() < TTL).then(|| verified.clone())
+        let (verified, at) = self.entries.get(key)?;
+        (at.elapsed() < TTL).then_some(verified)
     }
 
     pub fn remember(&self, key: VerifyKey, verified: Verified) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-            entries.retain(|_, (_, at)| at.elapsed() < TTL);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (verified, Instant::now()));
+        self.entries.insert(key, (verified, Instant::now()));
     }
 }
 
