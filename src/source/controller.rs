@@ -116,6 +116,8 @@ fn download_concurrency(text: &str) -> Result<u16, String> {
 
 pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     let gates = FeatureGates::parse_source(&args.feature_gates).map_err(anyhow::Error::msg)?;
+    // A bad receiver configuration stops every replica at once, not the leader later.
+    let receiver_config = read_receiver_config(&args)?;
     let config = crate::controller::apiserver::config()
         .await
         .context("loading the Kubernetes client configuration")?;
@@ -165,7 +167,6 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
     remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
 
-    let receiver_config = read_receiver_config(&args)?;
     serve(
         &args.storage_addr,
         crate::artifact::server::router(storage.clone()),

@@ -14,6 +14,9 @@ use prometheus_client::metrics::histogram::Histogram;
 /// Marks older than this are dropped unclaimed (their object left, or never ran).
 const MAX_MARK_AGE: Duration = Duration::from_secs(3600);
 
+/// Pending marks are pruned of old ones only past this many (not on every event).
+const PRUNE_AT: usize = 4096;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -57,9 +60,11 @@ impl EventClock {
     pub fn mark(&self, kind: &str, object: &str) {
         let now = Instant::now();
         let mut marks = self.lock();
-        marks
-            .pending
-            .retain(|_, at| now.duration_since(*at) < MAX_MARK_AGE);
+        if marks.pending.len() >= PRUNE_AT {
+            marks
+                .pending
+                .retain(|_, at| now.duration_since(*at) < MAX_MARK_AGE);
+        }
         marks.pending.entry(key(kind, object)).or_insert(now);
     }
 

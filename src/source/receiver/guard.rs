@@ -1,7 +1,7 @@
 //! What stands between a request and a reconcile: the sender's secret (a token, or GitHub's HMAC
 //! of the body), a rate per sender, and the memory of events already received.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -165,9 +165,6 @@ pub fn is_recent(sent_at: Option<jiff::Timestamp>, window: Duration) -> bool {
     let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
     age.abs() <= window
 }
-
-/// Per-sender rates, built once from the configuration.
-pub type Rates = HashMap<String, Rate>;
 
 #[cfg(test)]
 mod tests {

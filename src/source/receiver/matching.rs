@@ -9,7 +9,7 @@ use super::formats::{Endpoint, ImagePush, ObjectChange};
 use crate::api::bucket::BucketProvider;
 use crate::api::{Bucket, OCIRepository};
 use crate::oci::reference::RepositoryUrl;
-use crate::oci::semver::select_tag;
+use crate::oci::semver::{parse_version, select_tag};
 
 /// The tag an OCIRepository follows when its spec names no reference (Flux's default).
 const DEFAULT_TAG: &str = "latest";
@@ -40,12 +40,11 @@ pub fn buckets(store: &Store<Bucket>, change: &ObjectChange) -> Vec<ObjectRef<Bu
 /// Whether `obj` follows what `push` changed, and the push is not the revision it already has.
 fn follows(obj: &OCIRepository, push: &ImagePush) -> bool {
     // Most objects follow another repository: a string test spares them the URL parse.
-    let maybe_same = obj
-        .spec
-        .url
-        .trim_end_matches('/')
-        .ends_with(push.repository.as_str())
-        || push.repository.starts_with("library/");
+    let path = push
+        .repository
+        .strip_prefix("library/")
+        .unwrap_or(&push.repository);
+    let maybe_same = obj.spec.url.trim_end_matches('/').ends_with(path);
     if !maybe_same || obj.spec.suspend || obj.meta().deletion_timestamp.is_some() {
         return false;
     }
@@ -55,7 +54,7 @@ fn follows(obj: &OCIRepository, push: &ImagePush) -> bool {
     let same_registry = push
         .registry
         .as_deref()
-        .is_none_or(|r| r.eq_ignore_ascii_case(&url.registry));
+        .is_some_and(|r| r.eq_ignore_ascii_case(&url.registry));
     if !same_registry || url.repository != push.repository {
         return false;
     }
@@ -76,8 +75,10 @@ fn follows(obj: &OCIRepository, push: &ImagePush) -> bool {
         .filter(|s| !s.is_empty())
     {
         Some(range) => {
+            // Most tags are no version at all: that is cheaper to see than a range and a filter.
             let filter = reference.and_then(|r| r.semver_filter.as_deref());
-            select_tag(&[tag.to_string()], range, filter, false).is_ok()
+            parse_version(tag).is_some()
+                && select_tag(&[tag.to_string()], range, filter, false).is_ok()
         }
         None => {
             let wanted = reference

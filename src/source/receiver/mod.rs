@@ -119,7 +119,8 @@ impl Receiver {
         Receiver {
             senders,
             secrets,
-            seen: guard::Seen::new(limits.max_event_age),
+            // An event dated up to the window ahead stays recent for twice the window.
+            seen: guard::Seen::new(limits.max_event_age.saturating_mul(2)),
             in_flight: tokio::sync::Semaphore::new(server::MAX_IN_FLIGHT),
             max_body_bytes: limits.max_body_bytes,
             max_event_age: limits.max_event_age,
@@ -322,7 +323,7 @@ impl ReceiverMetrics {
         );
         metrics.register(
             "driftless_receiver_reconciles_triggered",
-            "Objects reached by events, per kind (a burst for one object is one reconcile).",
+            "Objects reached by events, per kind (each event counts; the throttle merges reconciles).",
             m.triggered.clone(),
         );
         m

@@ -140,10 +140,10 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, Refused> {
-    let sender = receiver
-        .senders
-        .get(name)
-        .ok_or((Rejection::UnknownSender, format!("no sender {name:?}")))?;
+    let sender = receiver.senders.get(name).ok_or_else(|| {
+        let name = crate::util::truncate(name, 64);
+        (Rejection::UnknownSender, format!("no sender {name:?}"))
+    })?;
     let _slot = receiver
         .in_flight
         .try_acquire()
@@ -155,14 +155,24 @@ async fn accept(
             format!("body larger than {limit} bytes"),
         ));
     }
-    let body = read_body(body, receiver.max_body_bytes).await?;
     let secret = receiver
         .secrets
         .get(&sender.config.secret_ref)
         .await
         .map_err(|e| (Rejection::SecretUnavailable, e))?;
-    guard::authenticate(sender.config.format, &secret, headers, query, &body)
-        .map_err(|e| (Rejection::Unauthorized, e.to_string()))?;
+    let format = sender.config.format;
+    let authenticate = |body: &[u8]| {
+        guard::authenticate(format, &secret, headers, query, body)
+            .map_err(|e| (Rejection::Unauthorized, e.to_string()))
+    };
+    // A token is in the headers or the URL: a caller without it costs no body read.
+    if !format.signs_body() {
+        authenticate(b"")?;
+    }
+    let body = read_body(body, receiver.max_body_bytes).await?;
+    if format.signs_body() {
+        authenticate(&body)?;
+    }
     sender.rate.take().map_err(|wait| {
         (
             Rejection::RateLimited(wait),

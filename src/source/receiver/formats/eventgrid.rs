@@ -28,7 +28,7 @@ struct Event {
     data: Value,
 }
 
-pub const VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+const VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 
 pub fn parse(body: &[u8]) -> Result<Delivery, FormatError> {
     let events = match json("Event Grid event", body)? {

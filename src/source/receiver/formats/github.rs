@@ -4,6 +4,7 @@
 
 use http::HeaderMap;
 use serde::Deserialize;
+use sha2::Digest as _;
 
 use super::{Delivery, FormatError, Notice, image_push, image_reference, json};
 
@@ -52,6 +53,10 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Delivery, FormatError> 
         .get("x-github-delivery")
         .and_then(|v| v.to_str().ok());
     delivery.saw(delivery_id, None);
+    // The delivery header is not signed: a replay could change it. The signed body cannot be
+    // changed, so it names the event too.
+    let signed = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
+    delivery.saw(Some(&signed), None);
     // A ping (sent when the webhook is created) and other events are answered, not parsed.
     let kind = headers.get("x-github-event").and_then(|v| v.to_str().ok());
     if !matches!(kind, Some("package" | "registry_package")) {
@@ -136,7 +141,11 @@ mod tests {
                 digest: Some("sha256:1f2e".into()),
             })]
         );
-        assert_eq!(d.ids, ["72d3162e-cc78-11e3-81ab-4c9367dc0958"]);
+        assert_eq!(d.ids[0], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert!(
+            d.ids[1].starts_with("sha256:"),
+            "the signed body names the event too"
+        );
     }
 
     #[test]
