@@ -99,10 +99,22 @@ fn stored_files(dir: &Path) -> BTreeSet<String> {
     found
 }
 
-/// The files an object's directory may hold: its artifacts, their lock files (kept, as Flux
-/// keeps them) and the `latest.tar.gz` link. Anything else is half-written or orphaned.
+/// The files storage may hold: the objects' artifacts, their lock files (kept, as Flux keeps
+/// them), the `latest.tar.gz` link, and the one stored copy each artifact is a link to.
+/// Anything else is half-written or orphaned.
 fn assert_no_stray_files(storage: &Path, allowed_artifacts: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &Path| std::fs::metadata(path).map(|m| m.ino()).ok();
+    let allowed_copies: Vec<u64> = allowed_artifacts
+        .iter()
+        .filter_map(|a| inode(&storage.join(a)))
+        .collect();
     for file in stored_files(storage) {
+        if file.starts_with(".blobs/sha256/") {
+            let linked = inode(&storage.join(&file)).is_some_and(|i| allowed_copies.contains(&i));
+            assert!(linked, "stray stored copy: {file}");
+            continue;
+        }
         let name = file.rsplit('/').next().unwrap();
         let artifact = name.strip_suffix(".lock").unwrap_or(name);
         assert!(

@@ -1,5 +1,6 @@
-//! Two source-controller replicas on the real API server: only the Lease holder reconciles and
-//! serves artifacts; when it shuts down it hands the Lease over and the other one takes over.
+//! Two source-controller replicas on the real API server: only the Lease holder reconciles;
+//! the other one catches up with its artifacts and serves them too; when the holder shuts down
+//! it hands the Lease over and the other one takes over.
 
 mod support;
 
@@ -9,48 +10,31 @@ use driftless::api::OCIRepository;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use support::controller::{SourceController, listening};
+use support::controller::{
+    ELECTION, SOURCE_LEASE, SourceController, http_get_bytes, listening, source_lease_holder,
+};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::wait::{holds_for, poll};
 
-const ELECTION: &[&str] = &[
-    "--enable-leader-election",
-    "--leader-election-lease-duration=6s",
-    "--leader-election-renew-deadline=4s",
-    // client-go (and so Flux) refuses a retry period (5s by default) that is not shorter than
-    // the renew deadline; so does driftless.
-    "--leader-election-retry-period=1s",
-];
-
-const LEASE: &str = "source-controller-leader-election";
 /// The lease duration above: a standby replica is watched for this long (and a little more,
 /// so at least one renewal by the leader falls inside) before it is believed to stay passive.
 const LEASE_WINDOW: Duration = Duration::from_secs(8);
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt(LEASE)
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
-}
-
-/// While `leader` holds the Lease, the replica whose artifact server is on `standby_port`
-/// never serves: looked at repeatedly over a whole lease duration, not once.
-async fn stays_passive(leases: &Api<Lease>, leader: &str, standby_port: u16) {
+/// While `leader` holds the Lease, the `standby` replica never reconciles: looked at
+/// repeatedly over a whole lease duration, not once.
+async fn stays_passive(leases: &Api<Lease>, leader: &str, standby: &SourceController) {
     holds_for(
         "the standby replica stays passive while the leader holds the Lease",
         LEASE_WINDOW,
         async || {
-            let now = holder(leases).await;
+            let now = source_lease_holder(leases).await;
             if now.as_deref() != Some(leader) {
                 return Err(format!("the Lease holder is {now:?}, not {leader}"));
             }
-            if listening(standby_port) {
-                return Err("the standby replica serves artifacts".into());
+            let reconciles = standby.metric("gotk_reconcile_duration_seconds_count");
+            if reconciles > 0.0 {
+                return Err(format!("the standby replica reconciled {reconciles} times"));
             }
             Ok(())
         },
@@ -69,7 +53,7 @@ fn ready_revision(o: &OCIRepository) -> Option<(String, String)> {
 }
 
 #[tokio::test]
-async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
+async fn only_the_leader_reconciles_every_replica_serves_and_hands_over_on_shutdown() {
     let platform = support::platform();
     let kube = platform.client().await;
     support::install_crds(&kube).await;
@@ -77,17 +61,20 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
     let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
 
     let mut first = SourceController::start(&platform, &ns.name, ELECTION);
-    let leader = poll("a Lease holder", WAIT, async || holder(&leases).await).await;
+    let leader = poll("a Lease holder", WAIT, async || {
+        source_lease_holder(&leases).await
+    })
+    .await;
     poll("the leader's artifact server", WAIT, async || {
         listening(first.storage_port).then_some(())
     })
     .await;
     let second = SourceController::start(&platform, &ns.name, ELECTION);
-    assert!(
-        !listening(second.storage_port),
-        "a replica that is not the leader serves no artifacts"
-    );
-    stays_passive(&leases, &leader, second.storage_port).await;
+    poll("the standby in step and ready", WAIT, async || {
+        second.is_ready().then_some(())
+    })
+    .await;
+    stays_passive(&leases, &leader, &second).await;
 
     let repo = format!("{}/app", ns.name);
     let registry = client(platform.registry());
@@ -116,11 +103,32 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
         url.contains(&format!(":{}/", first.storage_port)),
         "the leader stored and serves it: {url}"
     );
+    // The standby fetched the same artifact from the leader and serves it too.
+    let path = api
+        .get("app")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .artifact
+        .unwrap()
+        .path;
+    let (status, from_leader) = http_get_bytes(first.storage_port, &format!("/{path}"));
+    assert_eq!(status, 200);
+    poll(
+        "the standby serving the leader's artifact",
+        WAIT,
+        async || {
+            let (status, body) = http_get_bytes(second.storage_port, &format!("/{path}"));
+            (status == 200 && body == from_leader).then_some(())
+        },
+    )
+    .await;
 
     // The leader shuts down and releases the Lease on its way out (it does not wait for the
     // 6 s lease to expire), and the other replica takes over.
     first.stop();
-    let lease = leases.get(LEASE).await.unwrap();
+    let lease = leases.get(SOURCE_LEASE).await.unwrap();
     let holder_after_stop = lease
         .spec
         .and_then(|s| s.holder_identity)
@@ -130,7 +138,7 @@ async fn only_the_leader_reconciles_and_serves_and_hands_over_on_shutdown() {
         "the Lease was released when the leader stopped"
     );
     let new_holder = poll("a new Lease holder", WAIT, async || {
-        holder(&leases).await.filter(|h| *h != leader)
+        source_lease_holder(&leases).await.filter(|h| *h != leader)
     })
     .await;
     assert!(!new_holder.is_empty());
@@ -173,20 +181,22 @@ async fn a_killed_leaders_lease_is_taken_over_after_it_expires() {
     let ns = support::TestNamespace::new(&platform, &kube, "leader-kill").await;
     let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns.name);
     let mut first = SourceController::start(&platform, &ns.name, ELECTION);
-    let leader = poll("a Lease holder", WAIT, async || holder(&leases).await).await;
+    let leader = poll("a Lease holder", WAIT, async || {
+        source_lease_holder(&leases).await
+    })
+    .await;
     let second = SourceController::start(&platform, &ns.name, ELECTION);
-    assert!(!listening(second.storage_port), "not the leader yet");
-    stays_passive(&leases, &leader, second.storage_port).await;
+    stays_passive(&leases, &leader, &second).await;
 
     let killed_at = Instant::now();
     first.kill();
     assert_eq!(
-        holder(&leases).await.as_deref(),
+        source_lease_holder(&leases).await.as_deref(),
         Some(leader.as_str()),
         "a killed leader leaves its name on the Lease"
     );
     let new_leader = poll("the second replica to take the Lease", WAIT, async || {
-        holder(&leases).await.filter(|h| *h != leader)
+        source_lease_holder(&leases).await.filter(|h| *h != leader)
     })
     .await;
     assert!(

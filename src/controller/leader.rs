@@ -44,6 +44,7 @@ pub fn lease_name(controller: &str, label_selector: &str) -> String {
 
 /// Held leadership: dropping it (or calling [`Leadership::release`]) gives the Lease up.
 pub struct Leadership {
+    identity: String,
     state: watch::Receiver<bool>,
     task: JoinHandle<Result<LeaseManager, kube_lease_manager::LeaseManagerError>>,
 }
@@ -69,10 +70,19 @@ pub async fn acquire(client: Client, config: &ElectionConfig) -> anyhow::Result<
         state.changed().await.context("leader election stopped")?;
     }
     tracing::info!(lease = %config.lease_name, %identity, "became the leader");
-    Ok(Leadership { state, task })
+    Ok(Leadership {
+        identity,
+        state,
+        task,
+    })
 }
 
 impl Leadership {
+    /// The holder identity this process wrote on the Lease.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// Resolves when leadership is lost (another replica took the Lease or renewal failed).
     pub async fn lost(&mut self) {
         while *self.state.borrow_and_update() {

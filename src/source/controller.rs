@@ -12,14 +12,16 @@ use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 
 use kube::{Api, Client, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::context::{Context, SourceConfig};
 use super::handover;
 use super::receiver;
+use super::replica;
 use super::steps::SourceObject;
 use crate::api::{Bucket, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
-use crate::artifact::storage::{Storage, StorageConfig, advertised_host_from_addr};
+use crate::artifact::storage::{BlobUsage, Storage, StorageConfig, advertised_host_from_addr};
 use crate::controller::args::CommonArgs;
 use crate::controller::events::Events;
 use crate::controller::flags::go_uint;
@@ -44,6 +46,15 @@ pub struct SourceControllerArgs {
     /// Host (or URL prefix) advertised in artifact URLs, e.g. the Service's DNS name.
     #[arg(long, env = "STORAGE_ADV_ADDR", default_value = "")]
     pub storage_adv_addr: String,
+    /// Where the other replicas reach this replica's artifact server (`host:port` or an
+    /// `http(s)://` prefix) to catch up from it while it leads; empty: `POD_IP` and the port of
+    /// `--storage-addr`.
+    #[arg(long, env = "STORAGE_PEER_ADDRESS", default_value = "")]
+    pub storage_peer_addr: String,
+    /// How often stored copies no object refers to any more are removed (and storage use is
+    /// measured).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub storage_collect_interval: Duration,
     /// Age after which superseded artifacts are garbage collected.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub artifact_retention_ttl: Duration,
@@ -135,10 +146,8 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
         &metrics,
     )
     .await?;
-    // Like Flux, a replica that is not the leader serves health and metrics only: no storage
-    // work, no artifact server (so the Service routes consumers to the leader), no reconciles.
-    let leadership = args.common.leadership(&client, CONTROLLER_NAME).await?;
     let storage = Arc::new(open_storage(&args)?);
+    collect_storage_periodically(storage.clone(), args.storage_collect_interval, &metrics);
     let ctx = Arc::new(Context::new(
         client.clone(),
         storage.clone(),
@@ -167,12 +176,15 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
     remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
 
+    // Unlike Flux, every replica serves artifacts: one that is not the leader catches up with
+    // the leader's artifacts first and reports ready once in step (see `replica`).
     serve(
         &args.storage_addr,
         crate::artifact::server::router(storage.clone()),
         "artifact server",
     )
     .await?;
+    let leadership = lead_after_following(&args, &client, &storage, &ready, &metrics).await?;
 
     let (triggers, streams) = receiver::trigger_queues();
     let (oci, oci_store) = controller::<OCIRepository>(&client, &args, ctx.clone(), streams.oci)?;
@@ -195,6 +207,103 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     .await?;
     tracing::info!("source-controller stopped");
     Ok(())
+}
+
+/// Follows the leader's artifacts until this replica wins the Lease (with leader election), then
+/// names its artifact server on the Lease so the others can follow it.
+async fn lead_after_following(
+    args: &SourceControllerArgs,
+    client: &Client,
+    storage: &Arc<Storage>,
+    ready: &Arc<std::sync::atomic::AtomicBool>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<leader::Leadership>> {
+    if !args.common.enable_leader_election {
+        return Ok(None);
+    }
+    let election = args.common.election_config(CONTROLLER_NAME)?;
+    let peers = replica::Peers {
+        leases: Api::namespaced(client.clone(), &election.namespace),
+        lease_name: election.lease_name.clone(),
+        own_url: replica::own_url(&args.storage_peer_addr, &args.storage_addr),
+    };
+    let follower = replica::Follower {
+        client: client.clone(),
+        storage: storage.clone(),
+        peers: peers.clone(),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the artifact client")?,
+        namespace: (!args.common.watch_all_namespaces)
+            .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default()),
+        label_selector: args.common.watch_label_selector.clone(),
+        max_bytes: args.common.artifact_max_bytes,
+    };
+    let (ready_now, metrics_now) = (ready.clone(), metrics.clone());
+    let following = tokio::spawn(async move { follower.run(ready_now, &metrics_now).await });
+    let leadership = leader::acquire(client.clone(), &election).await;
+    following.abort();
+    let _ = following.await;
+    let leadership = leadership?;
+    replica::advertise(&peers, leadership.identity()).await;
+    Ok(Some(leadership))
+}
+
+/// Removes stored copies no object links to any more, every `interval`, and reports what
+/// storage holds.
+fn collect_storage_periodically(storage: Arc<Storage>, interval: Duration, metrics: &Metrics) {
+    let gauges = StorageGauges::register(metrics);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let storage = storage.clone();
+            match tokio::task::spawn_blocking(move || storage.collect_blobs()).await {
+                Ok(Ok(usage)) => gauges.set(&usage),
+                Ok(Err(e)) => tracing::warn!(error = %e, "collecting unreferenced artifacts"),
+                Err(e) => tracing::warn!(error = %e, "collecting unreferenced artifacts"),
+            }
+        }
+    });
+}
+
+#[derive(Clone, Default)]
+struct StorageGauges {
+    blobs: Gauge,
+    stored: Gauge,
+    deduplicated: Gauge,
+}
+
+impl StorageGauges {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "driftless_storage_artifact_copies",
+            "Distinct artifact contents stored (one copy each)",
+            this.blobs.clone(),
+        );
+        metrics.register(
+            "driftless_storage_stored_bytes",
+            "Bytes the stored artifact copies take",
+            this.stored.clone(),
+        );
+        metrics.register(
+            "driftless_storage_deduplicated_bytes",
+            "Bytes saved by storing one copy per content instead of one per object",
+            this.deduplicated.clone(),
+        );
+        this
+    }
+
+    fn set(&self, usage: &BlobUsage) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.blobs.set(clamp(usage.blobs));
+        self.stored.set(clamp(usage.stored_bytes));
+        self.deduplicated.set(clamp(usage.deduplicated_bytes));
+    }
 }
 
 /// `--receiver-config`, read and checked at start-up (a bad file stops the controller); `None`

@@ -7,6 +7,7 @@ pub mod handover;
 pub mod oci;
 pub mod pulled;
 pub mod receiver;
+pub mod replica;
 pub mod steps;
 pub mod store;
 pub mod verified;

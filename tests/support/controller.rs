@@ -333,8 +333,14 @@ impl SourceController {
             Launcher::driftless("source-controller", platform, namespace, &log, extra_args)
                 .arg(format!("--storage-path={}", storage.display()))
                 .arg(format!("--storage-addr=127.0.0.1:{storage_port}"))
-                .arg(format!("--storage-adv-addr=127.0.0.1:{storage_port}"))
                 .env("TMPDIR", &tmp);
+        // Replicas behind one Service advertise its name instead of their own address.
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--storage-adv-addr"))
+        {
+            launcher = launcher.arg(format!("--storage-adv-addr=127.0.0.1:{storage_port}"));
+        }
         for (k, v) in env {
             launcher = launcher.env(k, v);
         }
@@ -350,6 +356,15 @@ impl SourceController {
             platform: platform.clone(),
             _dir: None,
         }
+    }
+
+    pub fn health_port(&self) -> u16 {
+        self.process.health_port
+    }
+
+    /// `/readyz` answers 200: the replica leads, or follows in step with the leader.
+    pub fn is_ready(&self) -> bool {
+        http_get_status(self.process.health_port, "/readyz") == Some(200)
     }
 
     pub fn pid(&self) -> u32 {
@@ -562,4 +577,30 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, raw[split + 4..].to_vec())
+}
+
+/// Leader election on short timings, so that a test sees a Lease change hands in seconds.
+pub const ELECTION: &[&str] = &[
+    "--enable-leader-election",
+    "--leader-election-lease-duration=6s",
+    "--leader-election-renew-deadline=4s",
+    // client-go (and so Flux) refuses a retry period (5s by default) that is not shorter than
+    // the renew deadline; so does driftless.
+    "--leader-election-retry-period=1s",
+];
+
+/// The source-controller's Lease (unsharded).
+pub const SOURCE_LEASE: &str = "source-controller-leader-election";
+
+/// Who holds the source-controller's Lease, if anyone.
+pub async fn source_lease_holder(
+    leases: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+) -> Option<String> {
+    leases
+        .get_opt(SOURCE_LEASE)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
 }

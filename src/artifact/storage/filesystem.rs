@@ -37,14 +37,13 @@ pub(super) fn lock_target(final_path: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
-/// Streams `fill` into a temp file in `dir`, fsyncs it and renames it over `final_path`, so
-/// the final name only ever shows complete content. Size and digest are computed on the way.
-pub(super) fn write_and_rename(
+/// Streams `fill` into a temp file in `dir` and fsyncs it; the caller publishes it (or drops
+/// it, which removes it). Size and digest are computed on the way.
+pub(super) fn write_temp(
     dir: &Path,
     file_name: &str,
-    final_path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> Result<(), StorageError>,
-) -> Result<ContentDigest, StorageError> {
+) -> Result<(TempPath, ContentDigest), StorageError> {
     let temp = TempPath::new(dir.join(temp_file_name(file_name)));
     let file = File::options()
         .write(true)
@@ -62,11 +61,32 @@ pub(super) fn write_and_rename(
     file.set_permissions(Permissions::from_mode(FILE_MODE))
         .map_err(io_error("chmod", temp.path()))?;
     file.sync_all().map_err(io_error("fsync", temp.path()))?;
-    drop(file);
+    Ok((temp, digest))
+}
+
+/// Renames a written temp file over `final_path` (in the same directory, `dir`) durably, so
+/// the final name only ever shows complete content.
+pub(super) fn publish(temp: TempPath, dir: &Path, final_path: &Path) -> Result<(), StorageError> {
     fs::rename(temp.path(), final_path).map_err(io_error("rename", final_path))?;
     temp.keep();
-    sync_dir(dir)?;
-    Ok(digest)
+    sync_dir(dir)
+}
+
+/// Makes `dir/file_name` a hard link to `target`, replacing what was there atomically (a temp
+/// link renamed over it). Hard links are how one stored copy serves many objects.
+pub(super) fn replace_hard_link(
+    dir: &Path,
+    file_name: &str,
+    target: &Path,
+) -> Result<(), StorageError> {
+    let temp = TempPath::new(dir.join(temp_file_name(file_name)));
+    fs::hard_link(target, temp.path()).map_err(io_error("link", temp.path()))?;
+    let link = dir.join(file_name);
+    fs::rename(temp.path(), &link).map_err(io_error("rename", &link))?;
+    // Renaming a link over another link to the same file does nothing and leaves the temp
+    // link: dropping `temp` (not kept) removes it if so.
+    drop(temp);
+    sync_dir(dir)
 }
 
 /// Points `dir/link_name` at `target`, replacing any previous link atomically via a temp link
@@ -108,7 +128,7 @@ pub(super) fn remove_dir_if_present(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// Removes a temp file on drop unless it was renamed into place.
-struct TempPath {
+pub(super) struct TempPath {
     path: PathBuf,
     keep: bool,
 }
@@ -118,7 +138,7 @@ impl TempPath {
         Self { path, keep: false }
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 

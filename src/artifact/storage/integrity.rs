@@ -42,9 +42,30 @@ struct DigestRecord {
 }
 
 #[derive(Default)]
+struct Records {
+    by_path: HashMap<PathBuf, DigestRecord>,
+    /// The same records by inode: every hard link to a blob shares its inode and so its record.
+    by_inode: HashMap<(u64, u64), DigestRecord>,
+}
+
+#[derive(Default)]
 pub(super) struct DigestRecords {
-    records: Mutex<HashMap<PathBuf, DigestRecord>>,
+    records: Mutex<Records>,
     hashes_computed: AtomicU64,
+}
+
+impl Records {
+    /// Drops the inode record if it is this one (a newer link may have renewed it).
+    fn forget_inode(&mut self, record: &DigestRecord) {
+        let inode = (record.stamp.dev, record.stamp.ino);
+        if self
+            .by_inode
+            .get(&inode)
+            .is_some_and(|r| r.stamp == record.stamp)
+        {
+            self.by_inode.remove(&inode);
+        }
+    }
 }
 
 impl DigestRecords {
@@ -55,9 +76,16 @@ impl DigestRecords {
 
     /// The remembered digest (hex) of `path`, if its metadata still matches the record.
     pub(super) fn recorded(&self, path: &Path, metadata: &Metadata) -> Option<String> {
+        let stamp = FileStamp::of(metadata);
         let records = lock(&self.records);
-        let record = records.get(path)?;
-        (record.stamp == FileStamp::of(metadata)).then(|| record.hex.clone())
+        [
+            records.by_path.get(path),
+            records.by_inode.get(&(stamp.dev, stamp.ino)),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|record| record.stamp == stamp)
+        .map(|record| record.hex.clone())
     }
 
     /// The digest (hex) of `path` as described by `metadata`: the record if it still holds,
@@ -80,15 +108,33 @@ impl DigestRecords {
     }
 
     fn insert(&self, path: &Path, stamp: FileStamp, hex: String) {
-        lock(&self.records).insert(path.to_path_buf(), DigestRecord { stamp, hex });
+        let record = DigestRecord { stamp, hex };
+        let mut records = lock(&self.records);
+        let inode = (record.stamp.dev, record.stamp.ino);
+        records.by_inode.insert(inode, record.clone());
+        records.by_path.insert(path.to_path_buf(), record);
     }
 
     pub(super) fn forget(&self, path: &Path) {
-        lock(&self.records).remove(path);
+        let mut records = lock(&self.records);
+        if let Some(record) = records.by_path.remove(path) {
+            records.forget_inode(&record);
+        }
     }
 
     pub(super) fn forget_under(&self, dir: &Path) {
-        lock(&self.records).retain(|path, _| !path.starts_with(dir));
+        let mut records = lock(&self.records);
+        let gone: Vec<PathBuf> = records
+            .by_path
+            .keys()
+            .filter(|path| path.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(record) = records.by_path.remove(&path) {
+                records.forget_inode(&record);
+            }
+        }
     }
 
     /// How many full-file hashes had to be computed (the slow path).

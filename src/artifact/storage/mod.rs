@@ -4,6 +4,7 @@
 //!
 //! The calls are blocking; async callers run them in `tokio::task::spawn_blocking`.
 
+mod blobs;
 mod filesystem;
 mod gc;
 mod integrity;
@@ -13,20 +14,23 @@ mod testing;
 mod url;
 
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::fs::{self, File, FileTimes, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::archive::{ArchiveError, ArchiveFilter, write_archive};
-use super::digest::sha256_hex_of;
+use super::digest::{ContentDigest, sha256_hex_of};
+use blobs::{BLOBS_DIR, BlobState, blob_path, same_file};
 use filesystem::KeyedLocks;
 use gc::RetentionPolicy;
 use integrity::DigestRecords;
 use path::{lock_path, reject_reserved_file_name, safe_relative_path, validate_component};
 use url::AdvertisedHost;
 
+pub use blobs::BlobUsage;
 pub use gc::GC_FILE_LIMIT;
 pub use path::{
     ArtifactLocation, LATEST_FILE, LOCK_SUFFIX, TEMP_MARKER, is_lock_file_name, is_temp_file_name,
@@ -67,6 +71,8 @@ pub enum StorageError {
     TooManyFiles { dir: PathBuf, limit: usize },
     #[error("{path} is not an artifact of {object}")]
     NotInObjectDir { path: String, object: String },
+    #[error("the content's digest is sha256:{actual}, not the expected sha256:{expected}")]
+    DigestMismatch { expected: String, actual: String },
     #[error("invalid storage address {addr:?}: {reason}")]
     InvalidAddress { addr: String, reason: &'static str },
 }
@@ -107,11 +113,15 @@ pub struct StoredArtifactRecord<'a> {
 
 pub struct Storage {
     root: PathBuf,
+    /// `<root>/.blobs/sha256`: one copy per content digest (see `blobs`).
+    blobs: PathBuf,
     advertised_host: AdvertisedHost,
     retention_ttl: Duration,
     retention_records: usize,
     /// Digests of files this process wrote or hashed, valid while their stamp is unchanged.
     digests: DigestRecords,
+    /// Held per artifact path while it is written, and per blob path while it is published,
+    /// linked or collected (so a collection never removes a blob about to be linked).
     writers: KeyedLocks,
 }
 
@@ -130,8 +140,11 @@ impl Storage {
     pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
         filesystem::create_private_dir(&config.root)?;
         let root = fs::canonicalize(&config.root).map_err(io_error("resolve", &config.root))?;
+        let blobs = root.join(BLOBS_DIR);
+        filesystem::create_private_dir(&blobs)?;
         Ok(Self {
             root,
+            blobs,
             advertised_host: AdvertisedHost::new(config.advertised_host),
             retention_ttl: config.retention_ttl,
             retention_records: config.retention_records,
@@ -151,18 +164,59 @@ impl Storage {
         self.advertised_host.url_for(rel_path)
     }
 
-    /// Writes an artifact atomically: `fill` streams the content into a temp file in the
-    /// target directory, which is fsynced and renamed over the final name. Size and digest are
-    /// computed while writing. A failing (or panicking) `fill` leaves nothing behind.
+    /// Writes an artifact atomically: `fill` streams the content into a temp file, which is
+    /// fsynced and published under its digest, then linked as the object's file. Size and
+    /// digest are computed while writing. A failing (or panicking) `fill` leaves nothing behind.
     pub fn write_artifact(
         &self,
         location: &ArtifactLocation,
         file_name: &str,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<StoredArtifact, StorageError> {
-        self.write_atomically(location, file_name, |out| {
+        self.write_atomically(location, file_name, None, |out| {
             fill(out).map_err(StorageError::Fill)
         })
+    }
+
+    /// Like [`Storage::write_artifact`], for content that must have `expected_digest`
+    /// (`sha256:<hex>`): content with another digest is never visible and fails the write.
+    pub fn write_verified_artifact(
+        &self,
+        location: &ArtifactLocation,
+        file_name: &str,
+        expected_digest: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<StoredArtifact, StorageError> {
+        let expected = expected_hex(expected_digest)?;
+        self.write_atomically(location, file_name, Some(&expected), |out| {
+            fill(out).map_err(StorageError::Fill)
+        })
+    }
+
+    /// Makes the object's `file_name` the already stored content with `digest`, without
+    /// writing it again; `None` when no intact copy of that content is stored.
+    pub fn link_stored(
+        &self,
+        location: &ArtifactLocation,
+        file_name: &str,
+        digest: &str,
+    ) -> Result<Option<StoredArtifact>, StorageError> {
+        let hex = expected_hex(digest)?;
+        reject_reserved_file_name(file_name)?;
+        let rel = location.artifact_path(file_name)?;
+        let final_path = self.root.join(&rel);
+        let dir = self.object_dir(location)?;
+        let blob = blob_path(&self.blobs, &hex);
+        let _in_process = self.writers.lock(&final_path);
+        let _blob = self.writers.lock(&blob);
+        let Some(size) = self.intact_blob_size(&blob, &hex) else {
+            return Ok(None);
+        };
+        filesystem::create_private_dir(&dir)?;
+        let _advisory = filesystem::lock_target(&final_path)?;
+        self.link_blob(&dir, file_name, &blob, &hex)?;
+        let digest = ContentDigest { size, hex };
+        Ok(Some(self.stored(rel, &digest)))
     }
 
     /// Stores the deterministic tarball of `source_dir` (reference §5.2).
@@ -173,7 +227,7 @@ impl Storage {
         source_dir: &Path,
         filter: &dyn ArchiveFilter,
     ) -> Result<StoredArtifact, StorageError> {
-        self.write_atomically(location, file_name, |out| {
+        self.write_atomically(location, file_name, None, |out| {
             write_archive(source_dir, filter, out)?;
             Ok(())
         })
@@ -195,6 +249,7 @@ impl Storage {
         &self,
         location: &ArtifactLocation,
         file_name: &str,
+        expected_hex: Option<&str>,
         fill: impl FnOnce(&mut dyn Write) -> Result<(), StorageError>,
     ) -> Result<StoredArtifact, StorageError> {
         reject_reserved_file_name(file_name)?;
@@ -204,7 +259,7 @@ impl Storage {
         filesystem::create_private_dir(&dir)?;
         let _in_process = self.writers.lock(&final_path);
         let advisory = filesystem::lock_target(&final_path)?;
-        let digest = match filesystem::write_and_rename(&dir, file_name, &final_path, fill) {
+        let digest = match self.store_content(&dir, file_name, expected_hex, fill) {
             Ok(digest) => digest,
             Err(err) => {
                 // A write that failed (a full or read-only disk) leaves no lock file behind for an
@@ -216,17 +271,76 @@ impl Storage {
                 return Err(err);
             }
         };
-        let _advisory = advisory;
-        let metadata = fs::symlink_metadata(&final_path).map_err(io_error("stat", &final_path))?;
-        self.digests
-            .remember(&final_path, &metadata, digest.hex.clone());
-        Ok(StoredArtifact {
+        Ok(self.stored(rel, &digest))
+    }
+
+    fn stored(&self, rel: String, digest: &ContentDigest) -> StoredArtifact {
+        StoredArtifact {
             url: self.url_for(&rel),
             path: rel,
             size: digest.size,
             digest: digest.to_flux_digest(),
             last_update: jiff::Timestamp::now(),
-        })
+        }
+    }
+
+    /// Writes the content into a temp file among the blobs, publishes it under its digest
+    /// unless an intact copy is there already, and links it as `dir/file_name`.
+    fn store_content(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        expected_hex: Option<&str>,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), StorageError>,
+    ) -> Result<ContentDigest, StorageError> {
+        let (temp, digest) = filesystem::write_temp(&self.blobs, file_name, fill)?;
+        if let Some(expected) = expected_hex.filter(|e| !e.eq_ignore_ascii_case(&digest.hex)) {
+            return Err(StorageError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: digest.hex,
+            });
+        }
+        let blob = blob_path(&self.blobs, &digest.hex);
+        let _blob = self.writers.lock(&blob);
+        if self.intact_blob_size(&blob, &digest.hex) == Some(digest.size) {
+            drop(temp); // the same content is stored already
+        } else {
+            filesystem::publish(temp, &self.blobs, &blob)?;
+        }
+        self.link_blob(dir, file_name, &blob, &digest.hex)?;
+        Ok(digest)
+    }
+
+    /// The size of the blob at `blob` if its content has digest `hex`.
+    fn intact_blob_size(&self, blob: &Path, hex: &str) -> Option<u64> {
+        let metadata = fs::symlink_metadata(blob).ok()?;
+        let intact = metadata.is_file()
+            && self
+                .digests
+                .current(blob, &metadata)
+                .is_some_and(|actual| actual.eq_ignore_ascii_case(hex));
+        intact.then_some(metadata.len())
+    }
+
+    /// Links a blob (whose lock the caller holds) as `dir/file_name`. Its modification time is
+    /// set to now first, so that retention counts the object's new file as new even when the
+    /// content was stored long ago (other objects' older links to it are then kept longer,
+    /// never shorter). Linking and touching change the blob's metadata, so its record is
+    /// renewed.
+    fn link_blob(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        blob: &Path,
+        hex: &str,
+    ) -> Result<(), StorageError> {
+        File::open(blob)
+            .and_then(|f| f.set_times(FileTimes::new().set_modified(SystemTime::now())))
+            .map_err(io_error("touch", blob))?;
+        filesystem::replace_hard_link(dir, file_name, blob)?;
+        let metadata = fs::symlink_metadata(blob).map_err(io_error("stat", blob))?;
+        self.digests.remember(blob, &metadata, hex.to_string());
+        Ok(())
     }
 
     /// Points `latest.tar.gz` in the object's directory at `rel_path` (an artifact of that
@@ -246,6 +360,15 @@ impl Storage {
         }
         filesystem::replace_symlink(&dir, LATEST_FILE, &target)?;
         self.latest_url(location)
+    }
+
+    /// Whether the object's `latest.tar.gz` points at `rel_path` already.
+    pub fn latest_points_at(&self, location: &ArtifactLocation, rel_path: &str) -> bool {
+        let (Ok(dir), Ok(target)) = (self.object_dir(location), safe_relative_path(rel_path))
+        else {
+            return false;
+        };
+        fs::read_link(dir.join(LATEST_FILE)).is_ok_and(|link| link == self.root.join(target))
     }
 
     /// The URL of an object's `latest.tar.gz` (`status.url`).
@@ -295,9 +418,55 @@ impl Storage {
         if !metadata.is_file() || record.size.is_some_and(|size| size != metadata.len()) {
             return false;
         }
+        if let Some(intact) = self.linked_blob_is_intact(&metadata, expected_hex) {
+            return intact;
+        }
         self.digests
             .current(&path, &metadata)
             .is_some_and(|actual| actual.eq_ignore_ascii_case(expected_hex))
+    }
+
+    /// For an object's file that is a link to the blob of `expected_hex`: whether that blob is
+    /// intact (one hash serves every object sharing it). `None` for any other file, e.g. one
+    /// written before the store kept blobs.
+    fn linked_blob_is_intact(&self, file: &Metadata, expected_hex: &str) -> Option<bool> {
+        if file.nlink() < 2 {
+            return None;
+        }
+        let blob = blob_path(&self.blobs, expected_hex);
+        let metadata = fs::symlink_metadata(&blob).ok()?;
+        same_file(file, &metadata).then(|| {
+            self.digests
+                .current(&blob, &metadata)
+                .is_some_and(|actual| actual.eq_ignore_ascii_case(expected_hex))
+        })
+    }
+
+    /// Removes the blobs no object links to any more and measures what the rest hold. A blob
+    /// is only removed under its lock, so one being linked right now is never taken.
+    pub fn collect_blobs(&self) -> Result<BlobUsage, StorageError> {
+        let mut usage = BlobUsage::default();
+        for blob in blobs::blob_files(&self.blobs)? {
+            let state = match blobs::blob_state(&blob)? {
+                BlobState::Unreferenced => {
+                    let _blob = self.writers.lock(&blob);
+                    match blobs::blob_state(&blob)? {
+                        BlobState::Unreferenced => {
+                            filesystem::remove_if_present(&blob)?;
+                            self.digests.forget(&blob);
+                            usage.removed += 1;
+                            continue;
+                        }
+                        other => other,
+                    }
+                }
+                other => other,
+            };
+            if let BlobState::Referenced(metadata) = state {
+                blobs::count_into(&mut usage, &metadata);
+            }
+        }
+        Ok(usage)
     }
 
     /// The remembered digest (hex) of `path`, if its metadata still matches the record.
@@ -343,13 +512,27 @@ impl Storage {
     /// Deletes temp files left by a crash anywhere under the root, so no half-written file
     /// survives. Run before serving. Returns what was removed.
     pub fn sweep_on_startup(&self) -> Result<Vec<PathBuf>, StorageError> {
-        gc::sweep_temp_files(&self.root)
+        let removed = gc::sweep_temp_files(&self.root)?;
+        // A crash between publishing a blob and linking it leaves a blob nothing links to.
+        self.collect_blobs()?;
+        Ok(removed)
     }
 
     /// `<root>/<kind>/<namespace>/<name>`.
     pub fn object_dir(&self, location: &ArtifactLocation) -> Result<PathBuf, StorageError> {
         Ok(self.root.join(location.rel_dir()?))
     }
+}
+
+/// The lower-case hex of a `sha256:<hex>` (or bare hex) digest.
+fn expected_hex(digest: &str) -> Result<String, StorageError> {
+    sha256_hex_of(digest)
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| StorageError::InvalidComponent {
+            what: "digest",
+            value: digest.to_string(),
+            reason: "must be sha256:<64 hex digits>",
+        })
 }
 
 #[cfg(test)]
