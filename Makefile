@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-flux bench-events bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-flux bench-events bench-replicas bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
 
 all: build
 
@@ -53,6 +53,12 @@ bench-flux:
 bench-events:
 	hack/platform up
 	BENCH_PUSHES=50 $(CARGO) bench --bench events
+
+## bench-replicas: 1,000 OCIRepositories on 10 artifacts: storage on disk vs one copy per
+## object, a new replica's time to get in step, a killed leader's takeover (release build).
+bench-replicas:
+	hack/platform up
+	BENCH_N=1000 BENCH_ARTIFACTS=10 $(CARGO) bench --bench replicas
 
 ## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
 bench-verify:
