@@ -7,7 +7,7 @@
 # and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
 #   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -48,6 +48,9 @@ GO_NEXT_TOOLCHAIN=${GO_NEXT_TOOLCHAIN:-go1.27.3}
 # hack/referrers-registry is built on go-containerregistry's pkg/registry; v0.21.7 is the
 # version cosign v3.1.3 builds with.
 GGCR_VERSION=${GGCR_VERSION:-0.21.7}
+# go-spiffe v2.9.0: its generated Workload API protobufs serve the test platform's SPIFFE
+# Workload API (hack/spiffe-workload-api; SPIRE's module is served but not an approved release).
+GO_SPIFFE_VERSION=${GO_SPIFFE_VERSION:-2.9.0}
 # SOPS: the real sops CLI encrypts every fixture of the Kustomization decryption tests, with age
 # keys from age-keygen (filippo.io/age) and PGP keys from Debian's gpg.
 SOPS_VERSION=${SOPS_VERSION:-3.13.3}
@@ -216,6 +219,21 @@ build_referrers_registry() {
   go mod tidy
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/referrers-registry.tmp" .
   mv "$BIN/referrers-registry.tmp" "$BIN/referrers-registry" && stamp referrers-registry "$version"
+}
+
+# hack/spiffe-workload-api/main.go, built the same way on go-spiffe.
+build_spiffe_workload_api() {
+  local src=$HACK/spiffe-workload-api/main.go dir=$TESTBIN/src/spiffe-workload-api version
+  version="go-spiffe-v$GO_SPIFFE_VERSION $(sha256sum "$src" | cut -c1-16)"
+  if is_built spiffe-workload-api "$version"; then log "spiffe-workload-api ($version) already built"; return; fi
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init driftless.testbin/spiffe-workload-api >/dev/null 2>&1
+  cp "$src" main.go
+  log "building spiffe-workload-api ($version)"
+  go get "github.com/spiffe/go-spiffe/v2@v$GO_SPIFFE_VERSION"
+  go mod tidy
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/spiffe-workload-api.tmp" .
+  mv "$BIN/spiffe-workload-api.tmp" "$BIN/spiffe-workload-api" && stamp spiffe-workload-api "$version"
 }
 
 # copy_replaces MODULE VERSION: a dependency's replace directives are ignored, so copy the
@@ -417,7 +435,8 @@ case "${1:-all}" in
   helm) build_helm ;;
   referrers-registry) build_referrers_registry ;;
   all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION"
-    build_referrers_registry; build_sops; build_vault ;;
+    build_referrers_registry; build_spiffe_workload_api; build_sops; build_vault ;;
+  spiffe-workload-api) build_spiffe_workload_api ;;
   sops) build_sops ;;
   vault) build_vault ;;
   # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
@@ -437,5 +456,5 @@ case "${1:-all}" in
   notation) build_notation ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]" >&2; exit 2 ;;
 esac

@@ -66,6 +66,8 @@ pub struct ApplyContext {
     /// The controller's own connection settings, the base of impersonating clients.
     pub config: kube::Config,
     pub http: reqwest::Client,
+    /// SPIFFE mTLS to the artifact servers: advertised `http://` URLs are fetched as `https://`.
+    pub artifacts_over_mtls: bool,
     /// The controller's own transport to token and key services (AWS KMS): never an
     /// object's proxy or CA.
     pub token_http: reqwest::Client,

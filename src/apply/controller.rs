@@ -36,6 +36,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::pass::StatusWrites;
 use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
+use crate::controller::spiffe::IdPattern;
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 use crate::transport::{Transport, build_http_client};
 
@@ -52,6 +53,11 @@ pub struct ApplyControllerArgs {
     /// Concurrent Kustomization reconciles.
     #[arg(long, default_value_t = 4, value_parser = go_uint::<u16>)]
     pub concurrent: u16,
+    /// SPIFFE ID of an artifact server authorized to serve artifacts (repeatable): artifacts
+    /// are then fetched over mTLS (`https://`) with this workload's SVID (Flux 2.10; see README,
+    /// "SPIFFE mTLS").
+    #[arg(long = "authorized-artifact-server-spiffe-id", action = ArgAction::Append, value_parser = IdPattern::parse)]
+    pub authorized_artifact_servers: Vec<IdPattern>,
     /// Objects of one kind a Kustomization dry-runs and applies at a time.
     #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub concurrent_ssa: u16,
@@ -146,6 +152,25 @@ fn at_least_one(text: &str) -> Result<u16, String> {
     }
 }
 
+/// The client artifacts are fetched with: over SPIFFE mTLS when `tls` is given.
+fn artifact_client(tls: Option<rustls::ClientConfig>) -> anyhow::Result<reqwest::Client> {
+    let user_agent = format!(
+        "driftless/{} (kustomize-controller)",
+        env!("CARGO_PKG_VERSION")
+    );
+    match tls {
+        None => build_http_client(&Transport::default(), &user_agent, Duration::from_secs(15))
+            .map_err(anyhow::Error::msg),
+        Some(tls) => crate::controller::spiffe::http_client(
+            reqwest::Client::builder()
+                .user_agent(user_agent)
+                .connect_timeout(Duration::from_secs(15))
+                .read_timeout(Duration::from_secs(60)),
+            tls,
+        ),
+    }
+}
+
 pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     let gates = FeatureGates::parse_apply(&args.feature_gates).map_err(anyhow::Error::msg)?;
     let config = crate::controller::apiserver::config()
@@ -180,18 +205,21 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         }
         found
     });
+    let workload = args
+        .common
+        .spiffe_workload(!args.authorized_artifact_servers.is_empty())
+        .await?;
+    let artifact_tls = match &workload {
+        Some(w) if !args.authorized_artifact_servers.is_empty() => {
+            Some(w.client_config(&args.authorized_artifact_servers, false)?)
+        }
+        _ => None,
+    };
     let ctx = Arc::new(ApplyContext {
         client: client.clone(),
         config,
-        http: build_http_client(
-            &Transport::default(),
-            &format!(
-                "driftless/{} (kustomize-controller)",
-                env!("CARGO_PKG_VERSION")
-            ),
-            Duration::from_secs(15),
-        )
-        .map_err(anyhow::Error::msg)?,
+        artifacts_over_mtls: artifact_tls.is_some(),
+        http: artifact_client(artifact_tls)?,
         token_http: build_http_client(
             &Transport::token_service(),
             &format!(
@@ -202,7 +230,10 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)?,
         events: Events::new(client.clone(), CONTROLLER_NAME)
-            .forwarding_to(&args.common.events_addr)
+            .forwarding_to(
+                &args.common.events_addr,
+                args.common.event_tls(workload.as_ref())?,
+            )
             .map_err(anyhow::Error::msg)?,
         metrics,
         mapper: Mapper::default(),

@@ -467,7 +467,10 @@ impl Pass<'_, Kustomization> {
 
     /// The extracted artifact, from the cache shared by all Kustomizations.
     async fn download(&self, artifact: &Artifact) -> Result<Arc<tempfile::TempDir>, Failure> {
-        let url = local_url(&artifact.url);
+        let mut url = local_url(&artifact.url);
+        if self.ctx.artifacts_over_mtls {
+            url = crate::controller::spiffe::https_url(&url);
+        }
         let settings = &self.ctx.settings;
         self.ctx
             .artifacts

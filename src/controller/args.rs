@@ -8,6 +8,7 @@ use clap::{ArgAction, Args};
 use super::flags::{go_bool, go_uint};
 use super::leader;
 use super::requeue::parse_duration;
+use super::spiffe::{IdPattern, Workload};
 
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
@@ -50,6 +51,10 @@ pub struct CommonArgs {
     /// notification-controller's address; every event is also POSTed there in Flux's format.
     #[arg(long, env = "EVENTS_ADDR", default_value = "")]
     pub events_addr: String,
+    /// SPIFFE ID of an event server authorized to receive events (repeatable): events then go
+    /// over mTLS with this workload's SVID (Flux 2.10; see README, "SPIFFE mTLS").
+    #[arg(long = "authorized-event-server-spiffe-id", action = ArgAction::Append, value_parser = IdPattern::parse)]
+    pub authorized_event_servers: Vec<IdPattern>,
     /// Reconcile (and serve artifacts) only while holding the Lease (one active replica).
     #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub enable_leader_election: bool,
@@ -149,6 +154,28 @@ impl CommonArgs {
     }
 
     /// The Lease `controller` competes for, in RUNTIME_NAMESPACE.
+    /// The SPIFFE workload when any mTLS flag is set (`more` for the controller's own ones):
+    /// connecting waits for the first SVID, as Flux does.
+    pub async fn spiffe_workload(&self, more: bool) -> anyhow::Result<Option<Workload>> {
+        if self.authorized_event_servers.is_empty() && !more {
+            return Ok(None);
+        }
+        Workload::connect().await.map(Some)
+    }
+
+    /// The events' TLS, when `--authorized-event-server-spiffe-id` is set.
+    pub fn event_tls(
+        &self,
+        workload: Option<&Workload>,
+    ) -> anyhow::Result<Option<rustls::ClientConfig>> {
+        match workload {
+            Some(w) if !self.authorized_event_servers.is_empty() => w
+                .client_config(&self.authorized_event_servers, false)
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     pub fn election_config(&self, controller: &str) -> anyhow::Result<leader::ElectionConfig> {
         let namespace = std::env::var("RUNTIME_NAMESPACE")
             .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;

@@ -72,18 +72,28 @@ impl Events {
     }
 
     /// Also POST every event, in Flux's event format, to `url` (notification-controller), so
-    /// Flux Alerts and Providers keep working.
-    pub fn forwarding_to(mut self, url: &str) -> Result<Self, String> {
+    /// Flux Alerts and Providers keep working. With `mtls` (SPIFFE, `--authorized-event-server-
+    /// spiffe-id`) the events go over HTTPS to the same host and port, presenting this
+    /// workload's SVID, as Flux's recorder does.
+    pub fn forwarding_to(
+        mut self,
+        url: &str,
+        mtls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, String> {
         if url.is_empty() {
             return Ok(self);
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(|e| format!("events client: {e}"))?;
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15));
+        let (http, url) = match mtls {
+            None => (builder.build(), url.to_string()),
+            Some(tls) => (
+                builder.use_preconfigured_tls(tls).build(),
+                super::spiffe::https_url(url),
+            ),
+        };
         self.forward = Some(Forwarder {
-            http,
-            url: url.to_string(),
+            http: http.map_err(|e| format!("events client: {e}"))?,
+            url,
         });
         Ok(self)
     }

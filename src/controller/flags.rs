@@ -86,21 +86,18 @@ const HELM_KINDS: &str = "driftless reconciles OCIRepository and Bucket only; ke
      source-controller for HelmRepository and HelmChart (see README, side-by-side adoption)";
 const GIT_KINDS: &str = "driftless reconciles OCIRepository and Bucket only; keep Flux's \
      source-controller for GitRepository (see README, side-by-side adoption)";
-const SPIFFE: &str = "SPIFFE mTLS for artifacts and events is not supported by driftless yet";
+const SPIFFE_BROKER: &str = "the SPIFFE Broker (object-level workload identity through SPIFFE) \
+     is not supported by driftless; SPIFFE mTLS between the controllers is (see README)";
 
 /// Flags both Flux controllers have and both driftless controllers refuse.
 pub const SHARED_REFUSED: &[Refused] = &[
     Refused {
-        flag: "authorized-event-server-spiffe-id",
-        reason: SPIFFE,
-    },
-    Refused {
         flag: "spiffe-broker-endpoint",
-        reason: SPIFFE,
+        reason: SPIFFE_BROKER,
     },
     Refused {
         flag: "spiffe-broker-id",
-        reason: SPIFFE,
+        reason: SPIFFE_BROKER,
     },
 ];
 
@@ -143,18 +140,11 @@ pub const SOURCE_REFUSED: &[Refused] = &[
         flag: "ssh-hostkey-algos",
         reason: GIT_KINDS,
     },
-    Refused {
-        flag: "authorized-artifact-client-spiffe-id",
-        reason: SPIFFE,
-    },
 ];
 
 /// Flux kustomize-controller v1.10.1 flags that `driftless apply-controller` refuses (besides
 /// [`SHARED_REFUSED`]).
-pub const APPLY_REFUSED: &[Refused] = &[Refused {
-    flag: "authorized-artifact-server-spiffe-id",
-    reason: SPIFFE,
-}];
+pub const APPLY_REFUSED: &[Refused] = &[];
 
 /// The refusal for the first Flux flag in `args` that the controller `subcommand` refuses.
 pub fn refused_flag(args: &[OsString]) -> Option<String> {
@@ -244,13 +234,21 @@ mod tests {
         let message = refused_flag(&args(&[
             "driftless",
             "apply-controller",
-            "--authorized-artifact-server-spiffe-id",
-            "spiffe://a/b",
+            "--spiffe-broker-endpoint",
+            "dns:///spire-server:8443",
         ]))
         .unwrap();
         assert!(
-            message.contains("--authorized-artifact-server-spiffe-id is not supported"),
+            message.contains("--spiffe-broker-endpoint is not supported"),
             "{message}"
+        );
+        assert!(
+            refused_flag(&args(&[
+                "driftless",
+                "apply-controller",
+                "--authorized-artifact-server-spiffe-id=spiffe://a/b"
+            ]))
+            .is_none()
         );
         assert!(
             refused_flag(&args(&[

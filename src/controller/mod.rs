@@ -18,5 +18,6 @@ pub mod patch;
 pub mod probes;
 pub mod queue;
 pub mod requeue;
+pub mod spiffe;
 pub mod tmp;
 pub mod watch;

@@ -51,12 +51,39 @@ pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Start an HTTP/1.1 server in the background; a bind failure stops start-up.
 pub async fn serve(addr: &str, router: Router, what: &'static str) -> anyhow::Result<()> {
+    serve_over(addr, router, what, None).await
+}
+
+/// [`serve`] over TLS with `tls` (the artifact server with SPIFFE mTLS): a client that does not
+/// complete the handshake (no certificate, or one the configuration refuses) never reaches the
+/// router.
+pub async fn serve_tls(
+    addr: &str,
+    router: Router,
+    what: &'static str,
+    tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<()> {
+    serve_over(
+        addr,
+        router,
+        what,
+        Some(tokio_rustls::TlsAcceptor::from(tls)),
+    )
+    .await
+}
+
+async fn serve_over(
+    addr: &str,
+    router: Router,
+    what: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let addr = listen_addr(addr)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("{what}: binding {addr}"))?;
-    tracing::info!(%addr, "{what} listening");
-    tokio::spawn(accept(listener, router, what, READ_HEADER_TIMEOUT));
+    tracing::info!(%addr, tls = tls.is_some(), "{what} listening");
+    tokio::spawn(accept(listener, router, what, READ_HEADER_TIMEOUT, tls));
     Ok(())
 }
 
@@ -66,6 +93,7 @@ async fn accept(
     router: Router,
     what: &'static str,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -77,19 +105,38 @@ async fn accept(
                 continue;
             }
         };
-        let router = router.clone();
+        let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                tower::ServiceExt::oneshot(router.clone(), request)
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "{what}: connection ended");
+            match tls {
+                None => serve_connection(stream, router, what, header_timeout).await,
+                // The handshake gets the same bound as the request headers.
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, router, what, header_timeout).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "{what}: TLS handshake refused"),
+                    Err(_) => tracing::debug!("{what}: TLS handshake timed out"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    what: &'static str,
+    header_timeout: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        tower::ServiceExt::oneshot(router.clone(), request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "{what}: connection ended");
     }
 }
 
@@ -113,7 +160,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route("/ok", get(|| async { "ok" }));
-        tokio::spawn(accept(listener, router, "test", header_timeout));
+        tokio::spawn(accept(listener, router, "test", header_timeout, None));
         addr
     }
 

@@ -30,8 +30,9 @@ use crate::controller::gates::FeatureGates;
 use crate::controller::labels::LabelSelector;
 use crate::controller::leader;
 use crate::controller::metrics::Metrics;
-use crate::controller::probes::{serve, serve_probes};
+use crate::controller::probes::{serve, serve_probes, serve_tls};
 use crate::controller::requeue::{Backoff, parse_duration};
+use crate::controller::spiffe::{IdPattern, Workload};
 use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
 use crate::identity::endpoints::AmbientEndpoints;
 
@@ -94,6 +95,10 @@ pub struct SourceControllerArgs {
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 2, value_parser = go_uint::<u16>)]
     pub concurrent: u16,
+    /// SPIFFE ID authorized to fetch artifacts (repeatable): the artifact server then requires
+    /// mTLS with an X.509-SVID of one of them (Flux 2.10; see README, "SPIFFE mTLS").
+    #[arg(long = "authorized-artifact-client-spiffe-id", action = ArgAction::Append, value_parser = IdPattern::parse)]
+    pub authorized_artifact_clients: Vec<IdPattern>,
     /// Address the event receiver listens on (registry and bucket events); empty: no receiver.
     #[arg(long, default_value = "")]
     pub receiver_addr: String,
@@ -148,11 +153,18 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     .await?;
     let storage = Arc::new(open_storage(&args)?);
     collect_storage_periodically(storage.clone(), args.storage_collect_interval, &metrics);
+    let workload = args
+        .common
+        .spiffe_workload(!args.authorized_artifact_clients.is_empty())
+        .await?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         storage.clone(),
         Events::new(client.clone(), CONTROLLER_NAME)
-            .forwarding_to(&args.common.events_addr)
+            .forwarding_to(
+                &args.common.events_addr,
+                args.common.event_tls(workload.as_ref())?,
+            )
             .map_err(anyhow::Error::msg)?,
         metrics.clone(),
         SourceConfig {
@@ -178,13 +190,8 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
 
     // Unlike Flux, every replica serves artifacts: one that is not the leader catches up with
     // the leader's artifacts first and reports ready once in step (see `replica`).
-    serve(
-        &args.storage_addr,
-        crate::artifact::server::router(storage.clone()),
-        "artifact server",
-    )
-    .await?;
-    let leadership = lead_after_following(&args, &client, &storage, &ready, &metrics).await?;
+    let mtls = serve_artifacts(&args, &storage, workload.as_ref()).await?;
+    let leadership = lead_after_following(&args, &client, &storage, &ready, &metrics, mtls).await?;
 
     let (triggers, streams) = receiver::trigger_queues();
     let (oci, oci_store) = controller::<OCIRepository>(&client, &args, ctx.clone(), streams.oci)?;
@@ -209,6 +216,24 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The artifact server, over SPIFFE mTLS when `--authorized-artifact-client-spiffe-id` is set;
+/// then also the TLS a follower fetches from the leader with (the replicas authorize each
+/// other by their shared SPIFFE ID).
+async fn serve_artifacts(
+    args: &SourceControllerArgs,
+    storage: &Arc<Storage>,
+    workload: Option<&Workload>,
+) -> anyhow::Result<Option<rustls::ClientConfig>> {
+    let router = crate::artifact::server::router(storage.clone());
+    let Some(workload) = workload.filter(|_| !args.authorized_artifact_clients.is_empty()) else {
+        serve(&args.storage_addr, router, "artifact server").await?;
+        return Ok(None);
+    };
+    let tls = workload.server_config(&args.authorized_artifact_clients)?;
+    serve_tls(&args.storage_addr, router, "artifact server", tls).await?;
+    workload.client_config(&[], true).map(Some)
+}
+
 /// Follows the leader's artifacts until this replica wins the Lease (with leader election), then
 /// names its artifact server on the Lease so the others can follow it.
 async fn lead_after_following(
@@ -217,6 +242,7 @@ async fn lead_after_following(
     storage: &Arc<Storage>,
     ready: &Arc<std::sync::atomic::AtomicBool>,
     metrics: &Metrics,
+    mtls: Option<rustls::ClientConfig>,
 ) -> anyhow::Result<Option<leader::Leadership>> {
     if !args.common.enable_leader_election {
         return Ok(None);
@@ -231,11 +257,8 @@ async fn lead_after_following(
         client: client.clone(),
         storage: storage.clone(),
         peers: peers.clone(),
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .context("building the artifact client")?,
+        http: peer_client(mtls.clone())?,
+        https: mtls.is_some(),
         namespace: (!args.common.watch_all_namespaces)
             .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default()),
         label_selector: args.common.watch_label_selector.clone(),
@@ -249,6 +272,18 @@ async fn lead_after_following(
     let leadership = leadership?;
     replica::advertise(&peers, leadership.identity()).await;
     Ok(Some(leadership))
+}
+
+/// The client a follower fetches from the leader with: over SPIFFE mTLS when the artifact
+/// servers require it.
+fn peer_client(mtls: Option<rustls::ClientConfig>) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60));
+    match mtls {
+        Some(tls) => crate::controller::spiffe::http_client(builder, tls),
+        None => builder.build().context("building the artifact client"),
+    }
 }
 
 /// Removes stored copies no object links to any more, every `interval`, and reports what

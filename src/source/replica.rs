@@ -160,6 +160,9 @@ pub struct Follower {
     pub storage: Arc<Storage>,
     pub peers: Peers,
     pub http: reqwest::Client,
+    /// The artifact servers speak SPIFFE mTLS: the leader's advertised `http://` becomes
+    /// `https://`, as for every client.
+    pub https: bool,
     /// `None`: every namespace.
     pub namespace: Option<String>,
     pub label_selector: String,
@@ -262,7 +265,10 @@ impl Follower {
         if absent.is_empty() {
             return 0;
         }
-        let leader = leader_url(&self.peers).await;
+        let leader = leader_url(&self.peers).await.map(|url| match self.https {
+            true => crate::controller::spiffe::https_url(&url),
+            false => url,
+        });
         let results: Vec<_> = futures::stream::iter(absent)
             .map(|w| {
                 let leader = leader.clone();

@@ -22,6 +22,7 @@ pub mod relay;
 pub mod sigstore;
 pub mod sops;
 pub mod source;
+pub mod spiffe;
 pub mod wait;
 
 use std::collections::HashMap;

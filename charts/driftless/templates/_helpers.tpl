@@ -106,6 +106,11 @@ shard key, else the other shards' keys excluded (Flux's sharding convention), el
 - --leader-election-lease-duration={{ .Values.leaderElection.leaseDuration }}
 - --leader-election-renew-deadline={{ .Values.leaderElection.renewDeadline }}
 {{- end }}
+{{- if .Values.spiffe.enabled }}
+{{- range .Values.spiffe.authorizedEventServers }}
+- --authorized-event-server-spiffe-id={{ . }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment both controllers get: their namespace, for the Lease and --watch-all-namespaces=false. */}}
@@ -114,6 +119,26 @@ shard key, else the other shards' keys excluded (Flux's sharding convention), el
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- if .Values.spiffe.enabled }}
+- name: SPIFFE_ENDPOINT_SOCKET
+  value: unix:///spiffe-workload-api/{{ .Values.spiffe.socketName }}
+{{- end }}
+{{- end -}}
+
+{{/* The SPIFFE Workload API socket's volume and its mount, when spiffe.enabled. */}}
+{{- define "driftless.spiffeVolume" -}}
+{{- if .Values.spiffe.enabled }}
+- name: spiffe-workload-api
+  {{- toYaml .Values.spiffe.volume | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "driftless.spiffeVolumeMount" -}}
+{{- if .Values.spiffe.enabled }}
+- name: spiffe-workload-api
+  mountPath: /spiffe-workload-api
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* "driftless.tmpVolume" SIZE_LIMIT: the /tmp emptyDir. */}}
