@@ -16,6 +16,7 @@ use driftless::api::{Artifact, ConditionStatus, OCIRepository};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::controller::{ELECTION, SourceController, source_lease_holder};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
@@ -304,6 +305,47 @@ async fn every_replica_serves_through_a_leader_kill_and_a_rolling_restart() {
             a.digest
         );
     }
+
+    // A consumer that asks a follower for a file the moment the leader publishes it is served,
+    // not sent away: the follower brings a file a status names (or names within 2 s) when it is
+    // asked for it. Here the file is asked for before the status can name it.
+    let follower = fourth;
+    let new_revision = push_flux_artifact(
+        &client(platform.registry()),
+        &format!("{}/app-0", ns.name),
+        "latest",
+        flux_layer(&[("manifest.yaml", "a new revision\n")]),
+        FLUX_LAYER,
+        &[],
+    )
+    .await;
+    let new_path = format!("ocirepository/{}/app-0/{new_revision}.tar.gz", ns.name);
+    let stamp = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "new"}}});
+    api.patch("app-0", &PatchParams::default(), &Patch::Merge(&stamp))
+        .await
+        .unwrap();
+    let (status, body) = try_get(follower.storage_port, &format!("/{new_path}")).unwrap();
+    assert_eq!(
+        status, 200,
+        "{new_path} from the follower as soon as it is published"
+    );
+    let fresh = poll("app-0 on its new revision", WAIT, async || {
+        let o = api.get("app-0").await.ok()?;
+        artifact(&o).filter(|a| a.revision.ends_with(&new_revision))
+    })
+    .await;
+    assert_eq!(fresh.path, new_path);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        fresh.digest
+    );
+    let latest = format!("/ocirepository/{}/app-0/latest.tar.gz", ns.name);
+    let (status, body) = try_get(follower.storage_port, &latest).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        fresh.digest
+    );
 }
 
 /// Regular files under `root`, by inode: (size, link count, paths).

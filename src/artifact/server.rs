@@ -25,12 +25,30 @@ use tokio_util::io::ReaderStream;
 
 use super::storage::{Storage, is_lock_file_name};
 
+/// Asked for a requested file that is not stored: a replica still catching up with the leader
+/// stores it now if a status names it, so that a consumer who read a new status is not sent
+/// away by a replica a moment behind. `true` when the file should now be there.
+pub trait OnMiss: Send + Sync {
+    fn store_now<'a>(&'a self, rel_path: &'a str) -> futures::future::BoxFuture<'a, bool>;
+}
+
+#[derive(Clone)]
+struct Served {
+    storage: Arc<Storage>,
+    on_miss: Option<Arc<dyn OnMiss>>,
+}
+
 /// The router serving `storage`. Mount it on `--storage-addr`.
 pub fn router(storage: Arc<Storage>) -> Router {
+    router_with(storage, None)
+}
+
+/// [`router`], asking `on_miss` for files that are not stored.
+pub fn router_with(storage: Arc<Storage>, on_miss: Option<Arc<dyn OnMiss>>) -> Router {
     Router::new()
         .route("/", get(readiness))
         .fallback(serve_artifact)
-        .with_state(storage)
+        .with_state(Served { storage, on_miss })
 }
 
 /// Flux's Deployment probes `GET /` on the storage port.
@@ -39,7 +57,7 @@ async fn readiness() -> StatusCode {
 }
 
 async fn serve_artifact(
-    State(storage): State<Arc<Storage>>,
+    State(served): State<Served>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -50,10 +68,20 @@ async fn serve_artifact(
     let Some(rel) = request_path(uri.path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let Some(opened) = open_inside_root(&storage, &rel).await else {
+    let storage = &served.storage;
+    let opened = match open_inside_root(storage, &rel).await {
+        Some(opened) => Some(opened),
+        None => match (&served.on_miss, rel.to_str()) {
+            (Some(on_miss), Some(rel_str)) if on_miss.store_now(rel_str).await => {
+                open_inside_root(storage, &rel).await
+            }
+            _ => None,
+        },
+    };
+    let Some(opened) = opened else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let representation = Representation::of(&storage, &opened);
+    let representation = Representation::of(storage, &opened);
     respond(&method, &headers, opened.file, &representation).await
 }
 

@@ -55,7 +55,8 @@ pub struct CommonArgs {
     /// over mTLS with this workload's SVID (Flux 2.10; see README, "SPIFFE mTLS").
     #[arg(long = "authorized-event-server-spiffe-id", action = ArgAction::Append, value_parser = IdPattern::parse)]
     pub authorized_event_servers: Vec<IdPattern>,
-    /// Reconcile (and serve artifacts) only while holding the Lease (one active replica).
+    /// Reconcile only while holding the Lease (one active replica; the source-controller's
+    /// other replicas serve artifacts too).
     #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub enable_leader_election: bool,
     /// How long a Lease is valid without renewal.
@@ -153,7 +154,6 @@ impl CommonArgs {
         Ok(Some(leader::acquire(client.clone(), &config).await?))
     }
 
-    /// The Lease `controller` competes for, in RUNTIME_NAMESPACE.
     /// The SPIFFE workload when any mTLS flag is set (`more` for the controller's own ones):
     /// connecting waits for the first SVID, as Flux does.
     pub async fn spiffe_workload(&self, more: bool) -> anyhow::Result<Option<Workload>> {
@@ -176,6 +176,7 @@ impl CommonArgs {
         }
     }
 
+    /// The Lease `controller` competes for, in RUNTIME_NAMESPACE.
     pub fn election_config(&self, controller: &str) -> anyhow::Result<leader::ElectionConfig> {
         let namespace = std::env::var("RUNTIME_NAMESPACE")
             .context("--enable-leader-election needs RUNTIME_NAMESPACE for the Lease")?;

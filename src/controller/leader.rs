@@ -1,5 +1,5 @@
 //! Leader election with a coordination.k8s.io Lease, with Flux's names and timings, so that
-//! of several replicas only one reconciles and serves artifacts.
+//! of several replicas only one reconciles (the source-controller's others serve artifacts).
 
 use std::time::Duration;
 

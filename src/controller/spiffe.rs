@@ -167,10 +167,6 @@ impl Workload {
         })
     }
 
-    pub fn id(&self) -> &str {
-        &self.own_id
-    }
-
     fn authorized(&self, patterns: &[IdPattern], with_self: bool) -> Authorized {
         Authorized {
             patterns: patterns.to_vec(),

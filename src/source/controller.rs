@@ -190,8 +190,15 @@ pub async fn run(args: SourceControllerArgs) -> anyhow::Result<()> {
 
     // Unlike Flux, every replica serves artifacts: one that is not the leader catches up with
     // the leader's artifacts first and reports ready once in step (see `replica`).
-    let mtls = serve_artifacts(&args, &storage, workload.as_ref()).await?;
-    let leadership = lead_after_following(&args, &client, &storage, &ready, &metrics, mtls).await?;
+    let on_demand = Arc::new(replica::OnDemand::default());
+    let mtls = serve_artifacts(&args, &storage, workload.as_ref(), &on_demand).await?;
+    let leadership =
+        lead_after_following(&args, &client, &storage, &ready, &metrics, mtls, on_demand).await?;
+    if leadership.is_some() {
+        // Deletions a follower's watch missed are caught up with, as at start-up.
+        remove_orphaned_storage::<OCIRepository>(&client, &storage, &args).await?;
+        remove_orphaned_storage::<Bucket>(&client, &storage, &args).await?;
+    }
 
     let (triggers, streams) = receiver::trigger_queues();
     let (oci, oci_store) = controller::<OCIRepository>(&client, &args, ctx.clone(), streams.oci)?;
@@ -223,8 +230,10 @@ async fn serve_artifacts(
     args: &SourceControllerArgs,
     storage: &Arc<Storage>,
     workload: Option<&Workload>,
+    on_demand: &Arc<replica::OnDemand>,
 ) -> anyhow::Result<Option<rustls::ClientConfig>> {
-    let router = crate::artifact::server::router(storage.clone());
+    let on_miss: Arc<dyn crate::artifact::server::OnMiss> = on_demand.clone();
+    let router = crate::artifact::server::router_with(storage.clone(), Some(on_miss));
     let Some(workload) = workload.filter(|_| !args.authorized_artifact_clients.is_empty()) else {
         serve(&args.storage_addr, router, "artifact server").await?;
         return Ok(None);
@@ -243,6 +252,7 @@ async fn lead_after_following(
     ready: &Arc<std::sync::atomic::AtomicBool>,
     metrics: &Metrics,
     mtls: Option<rustls::ClientConfig>,
+    on_demand: Arc<replica::OnDemand>,
 ) -> anyhow::Result<Option<leader::Leadership>> {
     if !args.common.enable_leader_election {
         return Ok(None);
@@ -251,35 +261,43 @@ async fn lead_after_following(
     let peers = replica::Peers {
         leases: Api::namespaced(client.clone(), &election.namespace),
         lease_name: election.lease_name.clone(),
-        own_url: replica::own_url(&args.storage_peer_addr, &args.storage_addr),
+        own_url: replica::own_url(&args.storage_peer_addr, &args.storage_addr, mtls.is_some()),
     };
     let follower = replica::Follower {
         client: client.clone(),
         storage: storage.clone(),
         peers: peers.clone(),
-        http: peer_client(mtls.clone())?,
-        https: mtls.is_some(),
+        http: peer_client(mtls)?,
         namespace: (!args.common.watch_all_namespaces)
             .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default()),
         label_selector: args.common.watch_label_selector.clone(),
         max_bytes: args.common.artifact_max_bytes,
+        on_demand,
+        in_flight: replica::blocking_permits(),
+        settled: Default::default(),
     };
-    let (ready_now, metrics_now) = (ready.clone(), metrics.clone());
-    let following = tokio::spawn(async move { follower.run(ready_now, &metrics_now).await });
+    let follower = Arc::new(follower);
+    let (ready_now, metrics_now, running) = (ready.clone(), metrics.clone(), follower.clone());
+    let following = tokio::spawn(async move { running.run(ready_now, &metrics_now).await });
     let leadership = leader::acquire(client.clone(), &election).await;
     following.abort();
     let _ = following.await;
+    // No follower write may land after the leader's first reconciles.
+    follower.stop_blocking_work().await;
     let leadership = leadership?;
-    replica::advertise(&peers, leadership.identity()).await;
+    replica::keep_advertising(peers, leadership.identity().to_string());
     Ok(Some(leadership))
 }
 
 /// The client a follower fetches from the leader with: over SPIFFE mTLS when the artifact
 /// servers require it.
 fn peer_client(mtls: Option<rustls::ClientConfig>) -> anyhow::Result<reqwest::Client> {
+    // Straight to the leader's pod: no proxy, no redirect.
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60));
+        .read_timeout(Duration::from_secs(60))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
     match mtls {
         Some(tls) => crate::controller::spiffe::http_client(builder, tls),
         None => builder.build().context("building the artifact client"),

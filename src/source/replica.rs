@@ -16,15 +16,19 @@ use bytes::Bytes;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::Notify;
+use tokio::sync::watch as versions;
 
 use super::steps::{SourceObject, SourceStatus};
 use crate::api::{Artifact, Bucket, OCIRepository};
-use crate::artifact::storage::{ArtifactLocation, Storage, StoredArtifactRecord};
+use crate::artifact::server::OnMiss;
+use crate::artifact::storage::{
+    ArtifactLocation, LATEST_FILE, Storage, StorageError, StoredArtifactRecord,
+};
 use crate::controller::metrics::Metrics;
 
 /// The leader's artifact server, as its Lease names it.
@@ -39,9 +43,27 @@ const FETCH_CONCURRENCY: usize = 8;
 const GATHER: Duration = Duration::from_millis(100);
 /// Passes repeat this often while something is missing (the leader may be changing).
 const RETRY: Duration = Duration::from_secs(2);
+/// How long a request for a file this replica lacks waits for the status that names it.
+const ON_DEMAND_WAIT: Duration = Duration::from_secs(2);
+
+/// Blocking storage work a follower may have in flight (more than it ever starts at once).
+const BLOCKING_PERMITS: u32 = 1 << 16;
+
+/// What a pass left to do.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// Not stored yet for a reason that passes (no leader yet, a failed download): the
+    /// replica is not in step.
+    missing: usize,
+    /// Not stored, and no better from the leader (it lacks the file too, or the status or the
+    /// leader's copy is unusable): retried without holding readiness back.
+    pending: usize,
+}
 
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
+    #[error("this replica stopped following")]
+    Stopped,
     #[error("no leader has advertised its artifact server on the Lease")]
     NoLeader,
     #[error("the leader does not have {0} either")]
@@ -53,9 +75,23 @@ enum SyncError {
     #[error("status.artifact.path {0:?} is not a file of its object")]
     ForeignPath(String),
     #[error(transparent)]
-    Storage(#[from] crate::artifact::storage::StorageError),
-    #[error("storage task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Storage(#[from] StorageError),
+}
+
+impl SyncError {
+    /// Whether this replica is behind for a reason that passes (then it is not ready yet).
+    fn holds_readiness_back(&self) -> bool {
+        match self {
+            SyncError::NoLeader | SyncError::Download { .. } | SyncError::Stopped => true,
+            SyncError::Storage(e) => !matches!(
+                e,
+                StorageError::InvalidComponent { .. } | StorageError::DigestMismatch { .. }
+            ),
+            SyncError::NotOnLeader(_) | SyncError::TooLarge(..) | SyncError::ForeignPath(_) => {
+                false
+            }
+        }
+    }
 }
 
 /// The Lease the replicas compete for, and this replica's artifact server.
@@ -67,8 +103,40 @@ pub struct Peers {
     pub own_url: Option<String>,
 }
 
+/// The permits for [`Follower::in_flight`].
+pub fn blocking_permits() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(BLOCKING_PERMITS as usize))
+}
+
+/// Names this replica's artifact server on the Lease while it leads: at once, then again
+/// whenever the Lease names another (a failed patch, a Lease recreated).
+pub fn keep_advertising(peers: Peers, identity: String) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            ticks.tick().await;
+            if !advertised_by(&peers, &identity).await {
+                advertise(&peers, &identity).await;
+            }
+        }
+    });
+}
+
+/// Whether the Lease names this replica's artifact server, written by `identity`.
+async fn advertised_by(peers: &Peers, identity: &str) -> bool {
+    let Ok(Some(lease)) = peers.leases.get_opt(&peers.lease_name).await else {
+        return false;
+    };
+    let annotations = lease.metadata.annotations.unwrap_or_default();
+    annotations
+        .get(ARTIFACT_SERVER_HOLDER_ANNOTATION)
+        .map(String::as_str)
+        == Some(identity)
+        && annotations.get(ARTIFACT_SERVER_ANNOTATION) == peers.own_url.as_ref()
+}
+
 /// Names this replica's artifact server on the Lease it now holds.
-pub async fn advertise(peers: &Peers, identity: &str) {
+async fn advertise(peers: &Peers, identity: &str) {
     let Some(url) = &peers.own_url else {
         tracing::warn!(
             "no --storage-peer-addr (nor POD_IP): other replicas cannot catch up from this leader"
@@ -160,28 +228,135 @@ pub struct Follower {
     pub storage: Arc<Storage>,
     pub peers: Peers,
     pub http: reqwest::Client,
-    /// The artifact servers speak SPIFFE mTLS: the leader's advertised `http://` becomes
-    /// `https://`, as for every client.
-    pub https: bool,
     /// `None`: every namespace.
     pub namespace: Option<String>,
     pub label_selector: String,
     /// Largest artifact fetched.
     pub max_bytes: u64,
+    /// Shared with the artifact server, which asks it for files not stored yet.
+    pub on_demand: Arc<OnDemand>,
+    /// Permits of the blocking storage work in flight (see [`Follower::stop_blocking_work`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The artifact path each object was last settled on.
+    pub settled: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// The artifact server's way into the follower: a file requested before a pass brought it is
+/// brought at once, if the object's status names it (or names it within [`ON_DEMAND_WAIT`]:
+/// the consumer may have seen the new status before this replica did).
+#[derive(Default)]
+pub struct OnDemand {
+    following: std::sync::Mutex<Option<Following>>,
+}
+
+#[derive(Clone)]
+struct Following {
+    follower: Arc<Follower>,
+    oci: Store<OCIRepository>,
+    buckets: Store<Bucket>,
+    changed: versions::Receiver<u64>,
+}
+
+impl OnDemand {
+    fn current(&self) -> Option<Following> {
+        self.following
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, following: Option<Following>) {
+        *self
+            .following
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = following;
+    }
+}
+
+impl OnMiss for OnDemand {
+    fn store_now<'a>(&'a self, rel_path: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self.current() {
+                Some(following) => following.store_now(rel_path).await,
+                None => false, // leading, or not following yet
+            }
+        })
+    }
+}
+
+/// Stops answering for the follower once its task ends (it became the leader).
+struct StopOnDemand(Arc<OnDemand>);
+
+impl Drop for StopOnDemand {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
+}
+
+impl Following {
+    fn wanted(&self, kind: &str, namespace: &str, name: &str) -> Option<Option<Wanted>> {
+        let wanted = if kind == OCIRepository::STORAGE_KIND {
+            let obj = self.oci.get(&ObjectRef::new(name).within(namespace))?;
+            Wanted::of(obj.as_ref())
+        } else if kind == Bucket::STORAGE_KIND {
+            let obj = self.buckets.get(&ObjectRef::new(name).within(namespace))?;
+            Wanted::of(obj.as_ref())
+        } else {
+            return None;
+        };
+        Some(wanted)
+    }
+
+    /// Brings the file at `rel_path` (or the object's current one, for `latest.tar.gz`) if the
+    /// object's status names it; waits a little for a newer status of a known object.
+    async fn store_now(&self, rel_path: &str) -> bool {
+        let parts: Vec<&str> = rel_path.split('/').collect();
+        let [kind, namespace, name, file] = parts[..] else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + ON_DEMAND_WAIT;
+        let mut changed = self.changed.clone();
+        loop {
+            // An object this replica does not know is not waited for.
+            let Some(wanted) = self.wanted(kind, namespace, name) else {
+                return false;
+            };
+            if let Some(w) = wanted.filter(|w| w.artifact.path == rel_path || file == LATEST_FILE) {
+                let leader = self.follower.leader().await;
+                let brought = self.follower.bring(&w, leader.as_deref()).await;
+                if let Err(e) = &brought {
+                    tracing::debug!(path = %rel_path, error = %e, "could not bring a requested artifact");
+                }
+                return brought.is_ok() && self.follower.settle(&w).await;
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return false,
+            }
+        }
+    }
 }
 
 impl Follower {
     /// Keeps storage in step until cancelled (the replica became the leader); sets `ready` the
     /// first time every artifact is stored.
-    pub async fn run(self, ready: Arc<AtomicBool>, metrics: &Metrics) {
+    pub async fn run(self: Arc<Self>, ready: Arc<AtomicBool>, metrics: &Metrics) {
         let metrics = FollowerMetrics::register(metrics);
-        let changed = Arc::new(Notify::new());
+        let (changed, _) = versions::channel(0u64);
+        let changed = Arc::new(changed);
         let (oci, oci_watch) = self.watch::<OCIRepository>(changed.clone());
         let (buckets, bucket_watch) = self.watch::<Bucket>(changed.clone());
+        self.on_demand.set(Some(Following {
+            follower: self.clone(),
+            oci: oci.clone(),
+            buckets: buckets.clone(),
+            changed: changed.subscribe(),
+        }));
+        let _stop = StopOnDemand(self.on_demand.clone());
         tokio::select! {
             () = oci_watch => {}
             () = bucket_watch => {}
-            () = self.follow(&oci, &buckets, &changed, &ready, &metrics) => {}
+            () = self.follow(&oci, &buckets, changed.subscribe(), &ready, &metrics) => {}
         }
     }
 
@@ -189,7 +364,7 @@ impl Follower {
         &self,
         oci: &Store<OCIRepository>,
         buckets: &Store<Bucket>,
-        changed: &Notify,
+        mut changed: versions::Receiver<u64>,
         ready: &AtomicBool,
         metrics: &FollowerMetrics,
     ) {
@@ -208,24 +383,31 @@ impl Follower {
                         .filter_map(|b| Wanted::of(b.as_ref())),
                 )
                 .collect();
-            let missing = self.catch_up(wanted).await;
+            changed.mark_unchanged();
+            let progress = self.catch_up(wanted).await;
             metrics
                 .missing
-                .set(i64::try_from(missing).unwrap_or(i64::MAX));
-            if missing == 0 && !ready.swap(true, Ordering::Relaxed) {
+                .set(i64::try_from(progress.missing).unwrap_or(i64::MAX));
+            if progress.missing == 0 && !ready.swap(true, Ordering::Relaxed) {
                 metrics.in_step.set(1);
                 tracing::info!("in step with the leader: serving");
             }
-            let wait = if missing == 0 { Duration::MAX } else { RETRY };
-            let _ = tokio::time::timeout(wait, changed.notified()).await;
+            let done = progress.missing == 0 && progress.pending == 0;
+            let wait = if done { Duration::MAX } else { RETRY };
+            let _ = tokio::time::timeout(wait, changed.changed()).await;
             tokio::time::sleep(GATHER).await;
         }
+    }
+
+    /// The leader's artifact server, as its Lease names it (`https://` when it serves mTLS).
+    async fn leader(&self) -> Option<String> {
+        leader_url(&self.peers).await
     }
 
     /// Reflects one kind; its task removes the storage of deleted objects and wakes passes.
     fn watch<K: SourceObject>(
         &self,
-        changed: Arc<Notify>,
+        changed: Arc<versions::Sender<u64>>,
     ) -> (Store<K>, impl std::future::Future<Output = ()> + use<K>) {
         let api: Api<K> = match &self.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
@@ -242,33 +424,44 @@ impl Follower {
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer)
             .for_each(move |event| {
-                if let Ok(watcher::Event::Delete(obj)) = &event {
+                // Only a real deletion: an object relabelled out of this shard keeps its
+                // storage until its new owner took over (see `handover`, as on the leader).
+                if let Ok(watcher::Event::Delete(obj)) = &event
+                    && obj.meta().deletion_timestamp.is_some()
+                {
                     let location = obj.artifact_location();
                     if let Err(e) = storage.remove_object(&location) {
                         tracing::warn!(%location, error = %e, "could not remove a deleted object's storage");
                     }
                 }
-                changed.notify_one();
+                changed.send_modify(|version| *version = version.wrapping_add(1));
                 std::future::ready(())
             });
         (store, events)
     }
 
-    /// Brings every wanted artifact into storage; returns how many are still missing.
-    async fn catch_up(&self, wanted: Vec<Wanted>) -> usize {
-        let (present, absent): (Vec<_>, Vec<_>) = wanted
-            .into_iter()
-            .partition(|w| self.storage.is_intact(&w.record()));
+    /// Brings every wanted artifact into storage; says how many are still missing (they hold
+    /// readiness back) and how many cannot be followed now (retried, but they do not).
+    async fn catch_up(&self, wanted: Vec<Wanted>) -> Progress {
+        let storage = self.storage.clone();
+        let checked = self
+            .blocking(move || {
+                wanted
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|w| storage.is_intact(&w.record()))
+            })
+            .await;
+        let Some((present, absent)) = checked else {
+            return Progress::default();
+        };
         for w in &present {
-            self.settle(w).await;
+            self.settle_if_changed(w).await;
         }
+        let mut progress = Progress::default();
         if absent.is_empty() {
-            return 0;
+            return progress;
         }
-        let leader = leader_url(&self.peers).await.map(|url| match self.https {
-            true => crate::controller::spiffe::https_url(&url),
-            false => url,
-        });
+        let leader = self.leader().await;
         let results: Vec<_> = futures::stream::iter(absent)
             .map(|w| {
                 let leader = leader.clone();
@@ -280,21 +473,45 @@ impl Follower {
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
-        let mut missing = 0;
         for (w, result) in results {
             match result {
-                Ok(()) => self.settle(&w).await,
-                // Nothing to catch up with: the leader itself lacks it (it is re-pulling).
-                Err(SyncError::NotOnLeader(path)) => {
-                    tracing::debug!(%path, "the leader lacks an artifact its status names");
-                }
-                Err(e) => {
-                    missing += 1;
+                Ok(()) => self.settle_if_changed(&w).await,
+                Err(e) if e.holds_readiness_back() => {
+                    progress.missing += 1;
                     tracing::info!(location = %w.location, error = %e, "artifact not in step yet");
+                }
+                // The leader lacks it too (it is pulling again), or the status or the leader's
+                // copy is unusable: retried, but a consumer would get no better from the leader.
+                Err(e) => {
+                    progress.pending += 1;
+                    tracing::debug!(location = %w.location, error = %e, "artifact cannot be followed now");
                 }
             }
         }
-        missing
+        progress
+    }
+
+    /// `work` on the blocking pool; `None` if it panicked or this replica stopped following
+    /// (the leader's first reconciles must not meet a follower's late write).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let permit = self.in_flight.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .ok()
+    }
+
+    /// Waits until no blocking work of the follower runs, and lets none start again.
+    pub async fn stop_blocking_work(&self) {
+        if let Ok(all) = self.in_flight.acquire_many(BLOCKING_PERMITS).await {
+            all.forget();
+        }
+        self.in_flight.close();
     }
 
     /// Stores one artifact: linked if its content is stored already, else fetched.
@@ -308,9 +525,10 @@ impl Follower {
             w.file_name.clone(),
             w.artifact.digest.clone(),
         );
-        let linked =
-            tokio::task::spawn_blocking(move || storage.link_stored(&location, &file, &digest))
-                .await??;
+        let linked = self
+            .blocking(move || storage.link_stored(&location, &file, &digest))
+            .await
+            .ok_or(SyncError::Stopped)??;
         if linked.is_some() {
             return Ok(());
         }
@@ -321,7 +539,10 @@ impl Follower {
     /// Downloads the artifact from the leader straight into storage, where it becomes visible
     /// only if its digest is the status's.
     async fn fetch(&self, w: &Wanted, leader: &str) -> Result<(), SyncError> {
-        let url = format!("{}/{}", leader.trim_end_matches('/'), w.artifact.path);
+        let url = artifact_url(leader, &w.artifact.path).ok_or_else(|| SyncError::Download {
+            url: leader.to_string(),
+            message: "the Lease names no usable artifact server URL".into(),
+        })?;
         let download = |message: String| SyncError::Download {
             url: url.clone(),
             message,
@@ -350,7 +571,7 @@ impl Follower {
             w.file_name.clone(),
             w.artifact.digest.clone(),
         );
-        let writer = tokio::task::spawn_blocking(move || {
+        let writer = self.blocking(move || {
             storage.write_verified_artifact(&location, &file, &digest, |out| {
                 while let Some(chunk) = rx.blocking_recv() {
                     out.write_all(&chunk?)?;
@@ -380,39 +601,75 @@ impl Follower {
             }
         }
         drop(tx);
-        writer.await??;
+        writer.await.ok_or(SyncError::Stopped)??;
         Ok(())
     }
 
+    /// [`Follower::settle`], once per artifact: not again while the status names the same one.
+    async fn settle_if_changed(&self, w: &Wanted) {
+        let key = w.location.to_string();
+        let settled = self
+            .settled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|path| *path == w.artifact.path);
+        if !settled && self.settle(w).await {
+            self.settled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, w.artifact.path.clone());
+        }
+    }
+
     /// Points `latest.tar.gz` at the current artifact and drops superseded files, as the
-    /// leader does after a reconcile.
-    async fn settle(&self, w: &Wanted) {
+    /// leader does after a reconcile. `true` when done.
+    async fn settle(&self, w: &Wanted) -> bool {
         let (storage, location, file, path) = (
             self.storage.clone(),
             w.location.clone(),
             w.file_name.clone(),
             w.artifact.path.clone(),
         );
-        let done = tokio::task::spawn_blocking(move || {
-            if !storage.latest_points_at(&location, &path) {
-                storage.set_latest(&location, &path)?;
-            }
-            storage.gc(&location, Some(&file)).map(|_| ())
-        })
-        .await;
+        let done = self
+            .blocking(move || {
+                if !storage.latest_points_at(&location, &path) {
+                    storage.set_latest(&location, &path)?;
+                }
+                storage.gc(&location, Some(&file)).map(|_| ())
+            })
+            .await;
         match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(location = %w.location, error = %e, "settling storage"),
-            Err(e) => tracing::warn!(location = %w.location, error = %e, "settling storage"),
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::warn!(location = %w.location, error = %e, "settling storage");
+                false
+            }
+            None => false,
         }
     }
 }
 
-/// `http://<addr>` for `--storage-peer-addr`; else `--storage-addr` when it names a specific
-/// host; else `POD_IP` with the storage port.
-pub fn own_url(peer_addr: &str, storage_addr: &str) -> Option<String> {
+/// `<leader>/<path>`, each path component its own URL segment (escaped as needed).
+fn artifact_url(leader: &str, path: &str) -> Option<String> {
+    let mut url = reqwest::Url::parse(leader).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(path.split('/'));
+    Some(url.to_string())
+}
+
+/// `http(s)://<addr>` (`https` when the artifact server serves mTLS) for
+/// `--storage-peer-addr`; else `--storage-addr` when it names a specific host; else `POD_IP`
+/// with the storage port.
+pub fn own_url(peer_addr: &str, storage_addr: &str, tls: bool) -> Option<String> {
+    let scheme = if tls { "https" } else { "http" };
     if !peer_addr.is_empty() {
-        return Some(with_scheme(peer_addr));
+        return Some(with_scheme(peer_addr, scheme));
     }
     let (host, port) = storage_addr.rsplit_once(':')?;
     if port.is_empty() {
@@ -420,7 +677,7 @@ pub fn own_url(peer_addr: &str, storage_addr: &str) -> Option<String> {
     }
     let wildcard = matches!(host, "" | "0.0.0.0" | "[::]" | "::");
     if !wildcard {
-        return Some(format!("http://{host}:{port}"));
+        return Some(format!("{scheme}://{host}:{port}"));
     }
     let ip = std::env::var("POD_IP").ok().filter(|ip| !ip.is_empty())?;
     let host = if ip.contains(':') {
@@ -428,14 +685,14 @@ pub fn own_url(peer_addr: &str, storage_addr: &str) -> Option<String> {
     } else {
         ip
     };
-    Some(format!("http://{host}:{port}"))
+    Some(format!("{scheme}://{host}:{port}"))
 }
 
-fn with_scheme(addr: &str) -> String {
+fn with_scheme(addr: &str, scheme: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.trim_end_matches('/').to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 
@@ -446,16 +703,20 @@ mod tests {
     #[test]
     fn own_url_prefers_the_flag() {
         assert_eq!(
-            own_url("10.0.0.7:9090", ":9090").as_deref(),
+            own_url("10.0.0.7:9090", ":9090", false).as_deref(),
             Some("http://10.0.0.7:9090")
         );
         assert_eq!(
-            own_url("https://replica-0.example:9443/", ":9090").as_deref(),
+            own_url("https://replica-0.example:9443/", ":9090", false).as_deref(),
             Some("https://replica-0.example:9443")
         );
         assert_eq!(
-            own_url("", "127.0.0.1:8080").as_deref(),
+            own_url("", "127.0.0.1:8080", false).as_deref(),
             Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            own_url("", "127.0.0.1:8080", true).as_deref(),
+            Some("https://127.0.0.1:8080")
         );
     }
 }

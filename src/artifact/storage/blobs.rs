@@ -38,7 +38,7 @@ pub struct BlobUsage {
 }
 
 impl BlobUsage {
-    fn count(&mut self, metadata: &Metadata) {
+    pub(super) fn count(&mut self, metadata: &Metadata) {
         let references = metadata.nlink().saturating_sub(1);
         self.blobs += 1;
         self.stored_bytes = self.stored_bytes.saturating_add(metadata.len());
@@ -81,10 +81,6 @@ pub(super) fn blob_files(blobs: &Path) -> Result<Vec<PathBuf>, StorageError> {
         }
     }
     Ok(files)
-}
-
-pub(super) fn count_into(usage: &mut BlobUsage, metadata: &Metadata) {
-    usage.count(metadata);
 }
 
 #[cfg(test)]

@@ -37,6 +37,14 @@ pub(super) fn lock_target(final_path: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
+/// Sets the lock file's modification time to now: the time this object's file was written or
+/// linked, which retention goes by (the file's own times belong to the stored copy, which other
+/// objects share).
+pub(super) fn stamp_written(lock: &File, final_path: &Path) -> Result<(), StorageError> {
+    lock.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now()))
+        .map_err(io_error("stamp", &lock_path(final_path)))
+}
+
 /// Streams `fill` into a temp file in `dir` and fsyncs it; the caller publishes it (or drops
 /// it, which removes it). Size and digest are computed on the way.
 pub(super) fn write_temp(

@@ -67,15 +67,23 @@ fn list_gc_candidates(dir: &Path) -> Result<Vec<GcCandidate>, StorageError> {
             });
         }
         candidates.push(GcCandidate {
+            modified: written_at(&entry.path(), &metadata)?,
             path: entry.path(),
             is_temp: is_temp_file_name(&name),
             name,
-            modified: metadata
-                .modified()
-                .map_err(io_error("stat", &entry.path()))?,
         });
     }
     Ok(candidates)
+}
+
+/// When an object's file was written or linked: its lock file's modification time (see
+/// `filesystem::stamp_written`), else the file's own (a temp file, or a file without a lock).
+fn written_at(path: &Path, metadata: &fs::Metadata) -> Result<SystemTime, StorageError> {
+    let own = || metadata.modified().map_err(io_error("stat", path));
+    match fs::symlink_metadata(lock_path(path)) {
+        Ok(lock) if lock.is_file() => lock.modified().or_else(|_| own()),
+        _ => own(),
+    }
 }
 
 /// A lock file (`<artifact>.lock`) whose artifact does not exist.
@@ -310,5 +318,39 @@ mod tests {
         assert_eq!(removed.len(), 4);
         assert!(leftovers.iter().all(|p| !p.exists()));
         assert_eq!(names_in(&dir), ["a.tar.gz", "a.tar.gz.lock"]);
+    }
+
+    /// Retention goes by when each object wrote or linked its file, not by the shared copy's
+    /// times: content another object stored long ago counts as new for the object that links
+    /// it now.
+    #[test]
+    fn a_file_linked_now_to_an_old_copy_counts_as_new() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = storage(tmp.path());
+        let b = ArtifactLocation::new(KIND, "ns", "b");
+        let b_dir = storage.root().join("ocirepository/ns/b");
+        let a_file = write(&storage, "shared.tar.gz", b"shared content");
+        set_mtime(
+            &storage.root().join(&a_file.path),
+            Duration::from_secs(1200),
+        );
+        storage
+            .copy_artifact_from_reader(&b, "b1.tar.gz", &b"b's first"[..])
+            .unwrap();
+        set_mtime(&b_dir.join("b1.tar.gz"), Duration::from_secs(600));
+        storage
+            .copy_artifact_from_reader(&b, "b2.tar.gz", &b"shared content"[..])
+            .unwrap();
+        storage
+            .copy_artifact_from_reader(&b, "b3.tar.gz", &b"b's current"[..])
+            .unwrap();
+        let deleted = storage.gc(&b, Some("b3.tar.gz")).unwrap();
+        assert_eq!(deleted, [b_dir.join("b1.tar.gz")]);
+        assert_eq!(
+            names_in(&b_dir),
+            ["b2.tar.gz", "b2.tar.gz.lock", "b3.tar.gz", "b3.tar.gz.lock"]
+        );
+        // The other object's file is untouched.
+        assert!(storage.root().join(&a_file.path).exists());
     }
 }

@@ -14,7 +14,7 @@ mod testing;
 mod url;
 
 use std::ffi::OsStr;
-use std::fs::{self, File, FileTimes, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -213,8 +213,9 @@ impl Storage {
             return Ok(None);
         };
         filesystem::create_private_dir(&dir)?;
-        let _advisory = filesystem::lock_target(&final_path)?;
+        let advisory = filesystem::lock_target(&final_path)?;
         self.link_blob(&dir, file_name, &blob, &hex)?;
+        filesystem::stamp_written(&advisory, &final_path)?;
         let digest = ContentDigest { size, hex };
         Ok(Some(self.stored(rel, &digest)))
     }
@@ -259,7 +260,13 @@ impl Storage {
         filesystem::create_private_dir(&dir)?;
         let _in_process = self.writers.lock(&final_path);
         let advisory = filesystem::lock_target(&final_path)?;
-        let digest = match self.store_content(&dir, file_name, expected_hex, fill) {
+        let stored = self
+            .store_content(&dir, file_name, expected_hex, fill)
+            .and_then(|digest| {
+                filesystem::stamp_written(&advisory, &final_path)?;
+                Ok(digest)
+            });
+        let digest = match stored {
             Ok(digest) => digest,
             Err(err) => {
                 // A write that failed (a full or read-only disk) leaves no lock file behind for an
@@ -322,11 +329,8 @@ impl Storage {
         intact.then_some(metadata.len())
     }
 
-    /// Links a blob (whose lock the caller holds) as `dir/file_name`. Its modification time is
-    /// set to now first, so that retention counts the object's new file as new even when the
-    /// content was stored long ago (other objects' older links to it are then kept longer,
-    /// never shorter). Linking and touching change the blob's metadata, so its record is
-    /// renewed.
+    /// Links a blob (whose lock the caller holds) as `dir/file_name`. Linking changes the
+    /// blob's metadata (its link count), so its record is renewed.
     fn link_blob(
         &self,
         dir: &Path,
@@ -334,9 +338,6 @@ impl Storage {
         blob: &Path,
         hex: &str,
     ) -> Result<(), StorageError> {
-        File::open(blob)
-            .and_then(|f| f.set_times(FileTimes::new().set_modified(SystemTime::now())))
-            .map_err(io_error("touch", blob))?;
         filesystem::replace_hard_link(dir, file_name, blob)?;
         let metadata = fs::symlink_metadata(blob).map_err(io_error("stat", blob))?;
         self.digests.remember(blob, &metadata, hex.to_string());
@@ -463,7 +464,7 @@ impl Storage {
                 other => other,
             };
             if let BlobState::Referenced(metadata) = state {
-                blobs::count_into(&mut usage, &metadata);
+                usage.count(&metadata);
             }
         }
         Ok(usage)

@@ -39,10 +39,19 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Ages a stored file by `age`: its own time and its lock file's (retention goes by the lock
+/// file's when there is one).
 pub fn set_mtime(path: &Path, age: Duration) {
-    let file = File::options().write(true).open(path).unwrap();
-    file.set_times(FileTimes::new().set_modified(SystemTime::now() - age))
-        .unwrap();
+    let lock = path.with_file_name(format!(
+        "{}.lock",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    for p in [path, lock.as_path()] {
+        if let Ok(file) = File::options().write(true).open(p) {
+            file.set_times(FileTimes::new().set_modified(SystemTime::now() - age))
+                .unwrap();
+        }
+    }
 }
 
 pub fn record(stored: &StoredArtifact) -> StoredArtifactRecord<'_> {
