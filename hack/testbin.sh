@@ -7,7 +7,7 @@
 # and the Sigstore services cosign v3 signs against (a Rekor v2 log and an RFC 3161 TSA):
 #   .../bin/{rekor-tiles-server,timestamp-server}
 # A component is rebuilt only when its pinned version changes (a stamp file sits beside it).
-# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]
+# Usage: hack/testbin.sh [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|toxiproxy|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]
 # See hack/PEERS.md for how tests drive cosign and the Flux peers.
 set -euo pipefail
 
@@ -51,6 +51,9 @@ GGCR_VERSION=${GGCR_VERSION:-0.21.7}
 # go-spiffe v2.9.0: its generated Workload API protobufs serve the test platform's SPIFFE
 # Workload API (hack/spiffe-workload-api; SPIRE's module is served but not an approved release).
 GO_SPIFFE_VERSION=${GO_SPIFFE_VERSION:-2.9.0}
+# Toxiproxy v2.5.0 (the newest the module proxy serves): the network fault injector of
+# tests/faults.rs, in front of the registry.
+TOXIPROXY_VERSION=${TOXIPROXY_VERSION:-2.5.0}
 # SOPS: the real sops CLI encrypts every fixture of the Kustomization decryption tests, with age
 # keys from age-keygen (filippo.io/age) and PGP keys from Debian's gpg.
 SOPS_VERSION=${SOPS_VERSION:-3.13.3}
@@ -234,6 +237,19 @@ build_spiffe_workload_api() {
   go mod tidy
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/spiffe-workload-api.tmp" .
   mv "$BIN/spiffe-workload-api.tmp" "$BIN/spiffe-workload-api" && stamp spiffe-workload-api "$version"
+}
+
+# toxiproxy-server from github.com/Shopify/toxiproxy/v2's cmd/server.
+build_toxiproxy() {
+  local name=toxiproxy-server pkg=github.com/Shopify/toxiproxy/v2/cmd/server version=$TOXIPROXY_VERSION
+  if is_built "$name" "$version"; then log "$name v$version already built"; return; fi
+  local dir=$TESTBIN/src/$name-$version
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init "driftless.testbin/$name" >/dev/null 2>&1
+  log "building $name v$version"
+  go get "github.com/Shopify/toxiproxy/v2@v$version"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$pkg"
+  mv "$BIN/$name.tmp" "$BIN/$name" && stamp "$name" "$version"
 }
 
 # copy_replaces MODULE VERSION: a dependency's replace directives are ignored, so copy the
@@ -435,8 +451,9 @@ case "${1:-all}" in
   helm) build_helm ;;
   referrers-registry) build_referrers_registry ;;
   all) build_etcd; build_kube; build_kustomize; build_helm; build_cosign cosign v2 "$COSIGN_VERSION"
-    build_referrers_registry; build_spiffe_workload_api; build_sops; build_vault ;;
+    build_referrers_registry; build_spiffe_workload_api; build_toxiproxy; build_sops; build_vault ;;
   spiffe-workload-api) build_spiffe_workload_api ;;
+  toxiproxy) build_toxiproxy ;;
   sops) build_sops ;;
   vault) build_vault ;;
   # Built on request (cosign v2 is in `all` too: the signing and verification tests use it).
@@ -456,5 +473,5 @@ case "${1:-all}" in
   notation) build_notation ;;
   timestamp-authority) build_sigstore_server timestamp-server \
     github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TSA_VERSION" ;;
-  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|etcd|kustomize|helm|referrers-registry|spiffe-workload-api|toxiproxy|sops|vault|all|cosign|cosign3|flux-kustomize-controller|flux-source-controller|helm-controller|flux-helm-controller|flux|peers|rekor-tiles|timestamp-authority|notation]" >&2; exit 2 ;;
 esac

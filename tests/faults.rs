@@ -1,21 +1,26 @@
-//! Faults (issue 23, the disk): the source-controller's storage on a small file system of its
-//! own (a tmpfs the test mounts, as root), filled up by an artifact that does not fit, then made
-//! read-only. Each time: a condition and a Warning event naming the cause, the last good
-//! artifact still served whole, no half-written file left, and recovery once space (or write
-//! access) is back.
+//! Faults: the disk — the source-controller's storage on a small file system of its own (a tmpfs
+//! the test mounts, as root), filled up by an artifact that does not fit, then made read-only;
+//! the network — Toxiproxy between the controller and the registry: an outage, connections
+//! reset, bodies cut short, a stall, and latency. Each time: a condition and a Warning event
+//! naming the cause, the last good artifact still served whole to a consumer downloading it
+//! throughout, no half-written file left, and recovery by itself once the fault clears.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use driftless::api::{ConditionStatus, OCIRepository};
-use support::controller::SourceController;
+use support::controller::{SourceController, try_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, artifact, condition, files, revision, untar};
+use support::toxiproxy::Toxiproxy;
 
 /// A tmpfs of `size` mounted at `dir`, unmounted (lazily: a server may still hold a file) on
 /// drop.
@@ -236,4 +241,194 @@ async fn a_full_or_read_only_disk_fails_cleanly_and_recovers() {
         .chain([v1_path.as_str()])
         .collect();
     assert_no_stray_files(&storage, &allowed);
+}
+
+/// What a consumer downloading the current artifact again and again saw.
+#[derive(Debug, Default)]
+struct Consumed {
+    downloads: u64,
+    failed: Vec<String>,
+    wrong_bytes: Vec<String>,
+}
+
+/// Downloads the artifact `current` names (path, digest) from the controller in a loop until
+/// stopped, checking every body against the digest.
+fn consume(
+    port: u16,
+    current: Arc<Mutex<(String, String)>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Consumed> {
+    std::thread::spawn(move || {
+        let mut seen = Consumed::default();
+        while !stop.load(Ordering::Relaxed) {
+            let (path, digest) = current.lock().unwrap().clone();
+            seen.downloads += 1;
+            match try_get(port, &format!("/{path}")) {
+                Ok((200, body)) if sha256(&body) == digest => {}
+                Ok((200, body)) => seen.wrong_bytes.push(format!("{path}: {}", sha256(&body))),
+                Ok((status, _)) => seen.failed.push(format!("{path}: HTTP {status}")),
+                Err(e) => seen.failed.push(format!("{path}: {e}")),
+            }
+        }
+        seen
+    })
+}
+
+/// A fault between the controller and the registry.
+enum NetworkFault {
+    /// The proxy refuses connections and closes open ones.
+    Outage,
+    /// A Toxiproxy toxic on the registry's responses.
+    Toxic(&'static str, serde_json::Value),
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_network_faults_keep_the_last_artifact_served_and_recover() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "fault-net").await;
+    let toxiproxy = Toxiproxy::start(&platform).await;
+    let through = toxiproxy.proxy("registry", platform.registry()).await;
+    // Retries come quickly, so recovery by itself is seen within seconds.
+    let controller = SourceController::start(
+        &platform,
+        &ns.name,
+        &["--min-retry-delay=500ms", "--max-retry-delay=3s"],
+    );
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &controller);
+    let repo = format!("{}/app", ns.name);
+    let registry = platform.registry().to_string();
+    // Pushed to the registry itself; the controller pulls through the proxy. Larger than the
+    // cut-off below, so a body cut short is a truncated artifact, not a whole one.
+    let push = async |version: usize| {
+        let content = format!("version: {version}\n{}", incompressible(64 << 10));
+        let layer = flux_layer(&[("app.yaml", &content)]);
+        let digest =
+            push_flux_artifact(&client(&registry), &repo, "latest", layer, FLUX_LAYER, &[]).await;
+        format!("latest@{digest}")
+    };
+    let v1 = push(1).await;
+    sources
+        .create("app", serde_json::json!({"url": format!("oci://{through}/{repo}"), "interval": "1h", "insecure": true}))
+        .await;
+    let good = sources
+        .wait_until("app", "serving v1", |o| revision(o) == v1)
+        .await;
+    let served = |o: &OCIRepository| {
+        let a = artifact(o).unwrap();
+        (a.path.clone(), a.digest.clone())
+    };
+    let current = Arc::new(Mutex::new(served(&good)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = consume(controller.storage_port, current.clone(), stop.clone());
+
+    let faults = [
+        ("outage", NetworkFault::Outage),
+        (
+            "connections reset",
+            NetworkFault::Toxic("reset_peer", serde_json::json!({"timeout": 0})),
+        ),
+        (
+            "bodies cut after 16 KiB",
+            NetworkFault::Toxic("limit_data", serde_json::json!({"bytes": 16 << 10})),
+        ),
+        (
+            "a stall closed after 3 s",
+            NetworkFault::Toxic("timeout", serde_json::json!({"timeout": 3000})),
+        ),
+    ];
+    let mut recoveries = Vec::new();
+    let mut last = v1;
+    for (version, (what, fault)) in (2..).zip(faults) {
+        let next = push(version).await;
+        let warnings_before = warnings(&sources).await;
+        match &fault {
+            NetworkFault::Outage => toxiproxy.set_enabled("registry", false).await,
+            NetworkFault::Toxic(kind, attributes) => {
+                toxiproxy
+                    .add_toxic("registry", "fault", kind, attributes.clone())
+                    .await
+            }
+        }
+        let failed = sources.request_reconcile("app").await;
+        assert_eq!(
+            condition(&failed, "Ready").map(|c| c.status),
+            Some(ConditionStatus::False),
+            "{what}: {:?}",
+            failed.status
+        );
+        let message = condition(&failed, "Ready").unwrap().message.clone();
+        assert!(!message.is_empty(), "{what}: the condition names the cause");
+        assert_eq!(
+            revision(&failed),
+            last,
+            "{what}: the last good artifact stays"
+        );
+        assert!(
+            warnings(&sources).await > warnings_before,
+            "{what}: a Warning event ({message})"
+        );
+        eprintln!("{what}: {message}");
+        match &fault {
+            NetworkFault::Outage => toxiproxy.set_enabled("registry", true).await,
+            NetworkFault::Toxic(..) => toxiproxy.remove_toxic("registry", "fault").await,
+        }
+        // No request from here: the controller retries on its own backoff.
+        let cleared = Instant::now();
+        let recovered = sources
+            .wait_until("app", "recovered by itself", |o| revision(o) == next)
+            .await;
+        recoveries.push((what, cleared.elapsed()));
+        *current.lock().unwrap() = served(&recovered);
+        last = next;
+    }
+
+    // Latency alone is no failure: slower, and still Ready with the new revision.
+    toxiproxy
+        .add_toxic(
+            "registry",
+            "slow",
+            "latency",
+            serde_json::json!({"latency": 500}),
+        )
+        .await;
+    let slow = push(99).await;
+    let passed = sources.request_reconcile("app").await;
+    assert_eq!(revision(&passed), slow, "{:?}", passed.status);
+    toxiproxy.remove_toxic("registry", "slow").await;
+
+    stop.store(true, Ordering::Relaxed);
+    let seen = consumer.join().unwrap();
+    eprintln!(
+        "recovery after the fault cleared (retry delay at most 3s): {recoveries:?}; consumer: {} downloads",
+        seen.downloads
+    );
+    assert!(seen.downloads > 0);
+    assert!(
+        seen.failed.is_empty(),
+        "failed downloads: {:?}",
+        seen.failed
+    );
+    assert!(
+        seen.wrong_bytes.is_empty(),
+        "bytes other than the status's digest: {:?}",
+        seen.wrong_bytes
+    );
+    for (what, took) in recoveries {
+        assert!(
+            took < Duration::from_secs(15),
+            "{what}: recovered {took:?} after the fault cleared"
+        );
+    }
+}
+
+async fn warnings(sources: &Sources<OCIRepository>) -> usize {
+    sources
+        .events("app")
+        .await
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| e.count.unwrap_or(1).max(1) as usize)
+        .sum()
 }

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +17,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::controller::{ELECTION, SourceController, source_lease_holder};
+use support::controller::{ELECTION, SourceController, source_lease_holder, try_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::wait::poll;
 
@@ -101,41 +100,6 @@ fn endpoint(c: &SourceController) -> Endpoint {
         health: c.health_port(),
         storage: c.storage_port,
     }
-}
-
-/// A GET over loopback that reports a refused or broken connection instead of panicking.
-fn try_get(port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP head")?;
-    let status = String::from_utf8_lossy(&raw[..split])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    let length = String::from_utf8_lossy(&raw[..split])
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        });
-    let body = raw[split + 4..].to_vec();
-    if length.is_some_and(|l| l != body.len()) {
-        return Err(format!("body cut at {} bytes", body.len()));
-    }
-    Ok((status, body))
 }
 
 fn is_ready(e: Endpoint) -> bool {

@@ -604,3 +604,40 @@ pub async fn source_lease_holder(
         .holder_identity
         .filter(|h| !h.is_empty())
 }
+
+/// A GET over loopback that reports a refused or broken connection instead of panicking.
+pub fn try_get(port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    std::io::Write::write_fmt(
+        &mut stream,
+        format_args!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut raw).map_err(|e| format!("read: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP head")?;
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let length = String::from_utf8_lossy(&raw[..split])
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+    let body = raw[split + 4..].to_vec();
+    if length.is_some_and(|l| l != body.len()) {
+        return Err(format!("body cut at {} bytes", body.len()));
+    }
+    Ok((status, body))
+}

@@ -23,6 +23,7 @@ pub mod sigstore;
 pub mod sops;
 pub mod source;
 pub mod spiffe;
+pub mod toxiproxy;
 pub mod wait;
 
 use std::collections::HashMap;
