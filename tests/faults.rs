@@ -432,3 +432,166 @@ async fn warnings(sources: &Sources<OCIRepository>) -> usize {
         .map(|e| e.count.unwrap_or(1).max(1) as usize)
         .sum()
 }
+
+/// An HTTP front for the registry that can answer as a busy registry does (a status such as
+/// 429 or 503, with or without `Retry-After`) instead of forwarding to it; it counts what it
+/// refused.
+struct BusyFront {
+    address: String,
+    state: Arc<FrontState>,
+}
+
+struct FrontState {
+    upstream: String,
+    http: reqwest::Client,
+    busy: Mutex<Option<(u16, Option<u64>)>>,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl BusyFront {
+    async fn start(upstream: &str) -> BusyFront {
+        let state = Arc::new(FrontState {
+            upstream: upstream.to_string(),
+            http: reqwest::Client::new(),
+            busy: Mutex::new(None),
+            refused: Default::default(),
+        });
+        let app = axum::Router::new()
+            .fallback(front)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        BusyFront { address, state }
+    }
+
+    /// Answer `status` (with `Retry-After: <seconds>` if given) from now on; `None`: forward.
+    fn set_busy(&self, busy: Option<(u16, Option<u64>)>) {
+        *self.state.busy.lock().unwrap() = busy;
+    }
+
+    fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+}
+
+async fn front(
+    axum::extract::State(state): axum::extract::State<Arc<FrontState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let busy = *state.busy.lock().unwrap();
+    if let Some((status, retry_after)) = busy {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+        let mut response = axum::http::StatusCode::from_u16(status)
+            .unwrap()
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().unwrap());
+        }
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forward = state
+        .http
+        .request(parts.method, format!("http://{}{path}", state.upstream))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    let answer = forward.send().await.unwrap();
+    let mut response = axum::http::Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        response = response.header(name, value);
+    }
+    response
+        .body(axum::body::Body::from(answer.bytes().await.unwrap()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_registry_is_asked_again_only_after_its_retry_after() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "fault-busy").await;
+    let front = BusyFront::start(platform.registry()).await;
+    // The backoff alone would retry within 3 s; the registry asks for 5.
+    let controller = SourceController::start(
+        &platform,
+        &ns.name,
+        &["--min-retry-delay=500ms", "--max-retry-delay=3s"],
+    );
+    let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &controller);
+    let repo = format!("{}/app", ns.name);
+    let registry = platform.registry().to_string();
+    let push = async |version: usize| {
+        let layer = flux_layer(&[("app.yaml", &format!("version: {version}\n"))]);
+        let digest =
+            push_flux_artifact(&client(&registry), &repo, "latest", layer, FLUX_LAYER, &[]).await;
+        format!("latest@{digest}")
+    };
+    let v1 = push(1).await;
+    sources
+        .create("app", serde_json::json!({"url": format!("oci://{}/{repo}", front.address), "interval": "1h", "insecure": true}))
+        .await;
+    sources
+        .wait_until("app", "serving v1", |o| revision(o) == v1)
+        .await;
+
+    // 429 with Retry-After: 5. One request is refused, and no other comes before 5 s.
+    let v2 = push(2).await;
+    front.set_busy(Some((429, Some(5))));
+    let failed = sources.request_reconcile("app").await;
+    let refused_at = Instant::now();
+    let message = condition(&failed, "Ready").unwrap().message.clone();
+    assert!(
+        message.contains("429") && message.contains("retry after 5s"),
+        "{message}"
+    );
+    assert_eq!(revision(&failed), v1, "the last good artifact stays");
+    let refused = front.refused();
+    support::wait::holds_for(
+        "no request to the registry before its Retry-After",
+        Duration::from_secs(4),
+        async || {
+            let now = front.refused();
+            (now == refused).then_some(()).ok_or(format!(
+                "{} more requests while it asked to wait",
+                now - refused
+            ))
+        },
+    )
+    .await;
+    front.set_busy(None);
+    sources
+        .wait_until("app", "v2 after the Retry-After", |o| revision(o) == v2)
+        .await;
+    let waited = refused_at.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+    eprintln!("429 Retry-After 5s: recovered {waited:?} after the refusal");
+
+    // A 5xx without Retry-After: the ordinary backoff, and recovery by itself.
+    let v3 = push(3).await;
+    front.set_busy(Some((502, None)));
+    let failed = sources.request_reconcile("app").await;
+    let message = condition(&failed, "Ready").unwrap().message.clone();
+    assert!(message.contains("502"), "{message}");
+    assert_eq!(revision(&failed), v2);
+    front.set_busy(None);
+    let cleared = Instant::now();
+    sources
+        .wait_until("app", "v3 after the 502s", |o| revision(o) == v3)
+        .await;
+    assert!(
+        cleared.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        cleared.elapsed()
+    );
+}

@@ -59,6 +59,15 @@ pub enum RegistryError {
     },
     #[error("{method} {url}: not found")]
     NotFound { method: Method, url: String },
+    /// 429, or a 5xx with `Retry-After`: the registry asks to be left alone for a while.
+    #[error("{method} {url}: {status}{}{detail}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
     #[error("{method} {url}: unexpected status {status}{detail}")]
     Status {
         method: Method,
@@ -947,6 +956,39 @@ fn absolute_url(base: &str, location: &str) -> String {
     }
 }
 
+/// The longest `Retry-After` honoured: a registry asking for more is asked again after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let after = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::DateTimeParser::new()
+                .parse_timestamp(value)
+                .ok()?;
+            let left = at.duration_since(jiff::Timestamp::now());
+            Duration::try_from(left).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(after.min(MAX_RETRY_AFTER))
+}
+
+impl RegistryError {
+    /// How long the registry asked to wait before the next request, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 async fn expect_success(
     method: Method,
     url: &str,
@@ -956,6 +998,7 @@ async fn expect_success(
     if status.is_success() {
         return Ok(resp);
     }
+    let wait = retry_after(resp.headers());
     let detail = read_body(resp, MAX_SMALL_BODY, url)
         .await
         .map(|t| format!(": {}", truncate(String::from_utf8_lossy(&t).trim(), 300)))
@@ -974,6 +1017,20 @@ async fn expect_success(
             detail,
         },
         StatusCode::NOT_FOUND => RegistryError::NotFound { method, url },
+        StatusCode::TOO_MANY_REQUESTS => RegistryError::Throttled {
+            method,
+            url,
+            status,
+            retry_after: wait,
+            detail,
+        },
+        s if s.is_server_error() && wait.is_some() => RegistryError::Throttled {
+            method,
+            url,
+            status,
+            retry_after: wait,
+            detail,
+        },
         _ => RegistryError::Status {
             method,
             url,
@@ -1427,5 +1484,31 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date_and_capped() {
+        let headers = |value: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            h
+        };
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers("999999999")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+        let in_a_minute = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&in_a_minute)
+            .unwrap();
+        let wait = retry_after(&headers(&date)).unwrap();
+        assert!(
+            wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:49:37 GMT")),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -250,7 +250,7 @@ impl Pass<'_, OCIRepository> {
                 let tags = client
                     .list_tags(&url.repository)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| honour_retry_after(fail(e.to_string()), e.retry_after()))?;
                 let helm = self.layer_selector().media_type.as_deref() == Some(HELM_CHART_LAYER);
                 select_tag(&tags, &constraint, reference.semver_filter.as_deref(), helm)
                     .map_err(|e| fail(e.to_string()))?
@@ -264,10 +264,11 @@ impl Pass<'_, OCIRepository> {
             .resolve_digest(&url.repository, &tag)
             .await
             .map_err(|e| {
-                Failure::fetch(
+                let failure = Failure::fetch(
                     reason::OCI_PULL_FAILED,
                     format!("failed to determine artifact digest: {e}"),
-                )
+                );
+                honour_retry_after(failure, e.retry_after())
             })?;
         Ok(Resolved {
             revision: format!("{tag}@{digest}"),
@@ -535,10 +536,15 @@ impl Pass<'_, OCIRepository> {
         }
         let layer_failed = |e: String| Failure::fetch(reason::OCI_LAYER_OPERATION_FAILED, e);
         let pull_failed = |e: PullError| {
-            Failure::fetch(
+            let wait = match &e {
+                PullError::Registry(registry) => registry.retry_after(),
+                _ => None,
+            };
+            let failure = Failure::fetch(
                 reason::OCI_PULL_FAILED,
                 format!("failed to pull artifact from '{}': {e}", self.obj.spec.url),
-            )
+            );
+            honour_retry_after(failure, wait)
         };
         let manifest = pull::image_manifest(client, &url.repository, digest)
             .await
@@ -882,6 +888,18 @@ fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
     ];
     out.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     out
+}
+
+/// A registry that answered 429 (or a 5xx with `Retry-After`) is asked again no sooner than it
+/// said, plus up to a tenth more so that many objects on one registry do not return at once.
+fn honour_retry_after(failure: Failure, wait: Option<Duration>) -> Failure {
+    match wait {
+        Some(wait) => {
+            let jitter = wait.mul_f64(rand::random::<f64>() / 10.0);
+            failure.retry_after(wait + jitter)
+        }
+        None => failure,
+    }
 }
 
 #[cfg(test)]
