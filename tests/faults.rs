@@ -274,6 +274,19 @@ fn consume(
     })
 }
 
+/// Retries come quickly (the backoff at most 3 s), so recovery by itself is seen within seconds.
+const QUICK_RETRIES: &[&str] = &["--min-retry-delay=500ms", "--max-retry-delay=3s"];
+
+/// Pushes version `version` of the app (with `padding` bytes that do not compress) to the
+/// registry itself; its revision.
+async fn push_version(registry: &str, repo: &str, version: usize, padding: usize) -> String {
+    let content = format!("version: {version}\n{}", incompressible(padding));
+    let layer = flux_layer(&[("app.yaml", &content)]);
+    let digest =
+        push_flux_artifact(&client(registry), repo, "latest", layer, FLUX_LAYER, &[]).await;
+    format!("latest@{digest}")
+}
+
 /// A fault between the controller and the registry.
 enum NetworkFault {
     /// The proxy refuses connections and closes open ones.
@@ -290,24 +303,12 @@ async fn registry_network_faults_keep_the_last_artifact_served_and_recover() {
     let ns = support::TestNamespace::new(&platform, &kube, "fault-net").await;
     let toxiproxy = Toxiproxy::start(&platform).await;
     let through = toxiproxy.proxy("registry", platform.registry()).await;
-    // Retries come quickly, so recovery by itself is seen within seconds.
-    let controller = SourceController::start(
-        &platform,
-        &ns.name,
-        &["--min-retry-delay=500ms", "--max-retry-delay=3s"],
-    );
+    let controller = SourceController::start(&platform, &ns.name, QUICK_RETRIES);
     let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &controller);
     let repo = format!("{}/app", ns.name);
-    let registry = platform.registry().to_string();
     // Pushed to the registry itself; the controller pulls through the proxy. Larger than the
     // cut-off below, so a body cut short is a truncated artifact, not a whole one.
-    let push = async |version: usize| {
-        let content = format!("version: {version}\n{}", incompressible(64 << 10));
-        let layer = flux_layer(&[("app.yaml", &content)]);
-        let digest =
-            push_flux_artifact(&client(&registry), &repo, "latest", layer, FLUX_LAYER, &[]).await;
-        format!("latest@{digest}")
-    };
+    let push = async |version| push_version(platform.registry(), &repo, version, 64 << 10).await;
     let v1 = push(1).await;
     sources
         .create("app", serde_json::json!({"url": format!("oci://{through}/{repo}"), "interval": "1h", "insecure": true}))
@@ -523,20 +524,10 @@ async fn a_busy_registry_is_asked_again_only_after_its_retry_after() {
     let ns = support::TestNamespace::new(&platform, &kube, "fault-busy").await;
     let front = BusyFront::start(platform.registry()).await;
     // The backoff alone would retry within 3 s; the registry asks for 5.
-    let controller = SourceController::start(
-        &platform,
-        &ns.name,
-        &["--min-retry-delay=500ms", "--max-retry-delay=3s"],
-    );
+    let controller = SourceController::start(&platform, &ns.name, QUICK_RETRIES);
     let sources: Sources<OCIRepository> = Sources::new(&kube, &ns.name, &controller);
     let repo = format!("{}/app", ns.name);
-    let registry = platform.registry().to_string();
-    let push = async |version: usize| {
-        let layer = flux_layer(&[("app.yaml", &format!("version: {version}\n"))]);
-        let digest =
-            push_flux_artifact(&client(&registry), &repo, "latest", layer, FLUX_LAYER, &[]).await;
-        format!("latest@{digest}")
-    };
+    let push = async |version| push_version(platform.registry(), &repo, version, 0).await;
     let v1 = push(1).await;
     sources
         .create("app", serde_json::json!({"url": format!("oci://{}/{repo}", front.address), "interval": "1h", "insecure": true}))
