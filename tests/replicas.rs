@@ -45,8 +45,9 @@ async fn create_objects(
 ) {
     let registry = client(platform.registry());
     for k in 0..distinct {
-        // Content that compresses little, so that sizes on disk mean something.
-        let content: String = (0..400)
+        // Content that compresses little (about 280 KB gzipped), so that sizes on disk mean
+        // something and a download streams in many chunks.
+        let content: String = (0..8000)
             .map(|line| hex::encode(Sha256::digest(format!("{ns} {k} {line}"))) + "\n")
             .collect();
         push_flux_artifact(

@@ -571,7 +571,16 @@ impl Follower {
             w.file_name.clone(),
             w.artifact.digest.clone(),
         );
-        let writer = self.blocking(move || {
+        // The writer runs while the body streams in (the channel holds 8 chunks): started now,
+        // not when awaited.
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        let writer = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             storage.write_verified_artifact(&location, &file, &digest, |out| {
                 while let Some(chunk) = rx.blocking_recv() {
                     out.write_all(&chunk?)?;
@@ -601,7 +610,7 @@ impl Follower {
             }
         }
         drop(tx);
-        writer.await.ok_or(SyncError::Stopped)??;
+        writer.await.map_err(|_| SyncError::Stopped)??;
         Ok(())
     }
 
