@@ -133,14 +133,7 @@ async fn main() {
         mib(follower_disk)
     );
 
-    let before: Vec<_> = api
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|o| o.status.and_then(|s| s.artifact))
-        .collect();
+    let before = artifacts(&api).await;
     let killed = Instant::now();
     leader.kill();
     wait_for(async || {
@@ -155,20 +148,22 @@ async fn main() {
     let pass_started = Instant::now();
     support::bench::steady_pass(&api, n, "after-takeover", LIMIT).await;
     let pass = pass_started.elapsed();
-    let after: Vec<_> = api
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|o| o.status.and_then(|s| s.artifact))
-        .collect();
+    let after = artifacts(&api).await;
     println!(
         "leader killed: the follower leads after {:.2}s (lease 6s); a reconcile of all {n} then takes {:.2}s; artifacts rewritten: {}",
         took_over.as_secs_f64(),
         pass.as_secs_f64(),
         before.iter().zip(&after).filter(|(b, a)| b != a).count()
     );
+}
+
+/// Every object's `status.artifact`, in the list's order (by name).
+async fn artifacts(api: &Api<OCIRepository>) -> Vec<Option<driftless::api::Artifact>> {
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .map(|o| o.status.and_then(|s| s.artifact))
+        .collect()
 }
 
 /// Benchmarks only: polls until `check` gives a value.
