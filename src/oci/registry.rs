@@ -337,12 +337,19 @@ impl RegistryClient {
                 r.header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await;
-        if let Ok((resp, _)) = head
-            && resp.status().is_success()
-            && let Some(digest) = header_str(resp.headers(), "docker-content-digest")
-            && is_sha256_digest(digest)
-        {
-            return Ok(digest.to_string());
+        if let Ok((resp, _)) = head {
+            if let Some(digest) = header_str(resp.headers(), "docker-content-digest")
+                && resp.status().is_success()
+                && is_sha256_digest(digest)
+            {
+                return Ok(digest.to_string());
+            }
+            // A registry that asks to be left alone is not asked again at once with a GET.
+            let busy = resp.status() == StatusCode::TOO_MANY_REQUESTS
+                || (resp.status().is_server_error() && retry_after(resp.headers()).is_some());
+            if busy && let Err(e) = expect_success(Method::HEAD, &url, resp).await {
+                return Err(e);
+            }
         }
         Ok(self.get_manifest(repo, reference).await?.digest)
     }

@@ -267,6 +267,7 @@ async fn lead_after_following(
         client: client.clone(),
         storage: storage.clone(),
         peers: peers.clone(),
+        over_mtls: mtls.is_some(),
         http: peer_client(mtls)?,
         namespace: (!args.common.watch_all_namespaces)
             .then(|| std::env::var("RUNTIME_NAMESPACE").unwrap_or_default()),
@@ -275,6 +276,7 @@ async fn lead_after_following(
         on_demand,
         in_flight: replica::blocking_permits(),
         settled: Default::default(),
+        streaming: replica::streaming_permits(),
     };
     let follower = Arc::new(follower);
     let (ready_now, metrics_now, running) = (ready.clone(), metrics.clone(), follower.clone());
@@ -296,6 +298,8 @@ fn peer_client(mtls: Option<rustls::ClientConfig>) -> anyhow::Result<reqwest::Cl
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
+        // A new leader waits for a follower's downloads to end: none may last for ever.
+        .timeout(Duration::from_secs(600))
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none());
     match mtls {

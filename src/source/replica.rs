@@ -43,6 +43,11 @@ const FETCH_CONCURRENCY: usize = 8;
 const GATHER: Duration = Duration::from_millis(100);
 /// Passes repeat this often while something is missing (the leader may be changing).
 const RETRY: Duration = Duration::from_secs(2);
+/// Artifacts no better from the leader (see [`Progress::pending`]) are tried again this often.
+const PENDING_RETRY: Duration = Duration::from_secs(30);
+/// Downloads from the leader streaming into storage at once: each holds a thread of the
+/// blocking pool, which the artifact server needs too.
+const STREAMING_WRITERS: usize = 2;
 /// How long a request for a file this replica lacks waits for the status that names it.
 const ON_DEMAND_WAIT: Duration = Duration::from_secs(2);
 
@@ -108,6 +113,11 @@ pub fn blocking_permits() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(BLOCKING_PERMITS as usize))
 }
 
+/// The permits for [`Follower::streaming`].
+pub fn streaming_permits() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(STREAMING_WRITERS))
+}
+
 /// Names this replica's artifact server on the Lease while it leads: at once, then again
 /// whenever the Lease names another (a failed patch, a Lease recreated).
 pub fn keep_advertising(peers: Peers, identity: String) {
@@ -122,11 +132,19 @@ pub fn keep_advertising(peers: Peers, identity: String) {
     });
 }
 
-/// Whether the Lease names this replica's artifact server, written by `identity`.
+/// Whether the Lease names this replica's artifact server, written by `identity`; also `true`
+/// when the Lease is held by another (then it is not this replica's to name).
 async fn advertised_by(peers: &Peers, identity: &str) -> bool {
     let Ok(Some(lease)) = peers.leases.get_opt(&peers.lease_name).await else {
         return false;
     };
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref());
+    if holder != Some(identity) {
+        return true;
+    }
     let annotations = lease.metadata.annotations.unwrap_or_default();
     annotations
         .get(ARTIFACT_SERVER_HOLDER_ANNOTATION)
@@ -239,6 +257,11 @@ pub struct Follower {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The artifact path each object was last settled on.
     pub settled: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Permits of the downloads streaming into storage (see [`STREAMING_WRITERS`]).
+    pub streaming: Arc<tokio::sync::Semaphore>,
+    /// The artifact servers speak SPIFFE mTLS: a status URL (`http://`) is fetched as
+    /// `https://`, as every client does.
+    pub over_mtls: bool,
 }
 
 /// The artifact server's way into the follower: a file requested before a pass brought it is
@@ -392,8 +415,11 @@ impl Follower {
                 metrics.in_step.set(1);
                 tracing::info!("in step with the leader: serving");
             }
-            let done = progress.missing == 0 && progress.pending == 0;
-            let wait = if done { Duration::MAX } else { RETRY };
+            let wait = match progress {
+                Progress { missing: 1.., .. } => RETRY,
+                Progress { pending: 1.., .. } => PENDING_RETRY,
+                _ => Duration::MAX,
+            };
             let _ = tokio::time::timeout(wait, changed.changed()).await;
             tokio::time::sleep(GATHER).await;
         }
@@ -443,6 +469,7 @@ impl Follower {
     /// Brings every wanted artifact into storage; says how many are still missing (they hold
     /// readiness back) and how many cannot be followed now (retried, but they do not).
     async fn catch_up(&self, wanted: Vec<Wanted>) -> Progress {
+        let all = wanted.len();
         let storage = self.storage.clone();
         let checked = self
             .blocking(move || {
@@ -452,7 +479,10 @@ impl Follower {
             })
             .await;
         let Some((present, absent)) = checked else {
-            return Progress::default();
+            return Progress {
+                missing: all,
+                pending: 0,
+            };
         };
         for w in &present {
             self.settle_if_changed(w).await;
@@ -475,7 +505,7 @@ impl Follower {
             .await;
         for (w, result) in results {
             match result {
-                Ok(()) => self.settle_if_changed(&w).await,
+                Ok(()) => self.settle_and_remember(&w).await,
                 Err(e) if e.holds_readiness_back() => {
                     progress.missing += 1;
                     tracing::info!(location = %w.location, error = %e, "artifact not in step yet");
@@ -532,8 +562,28 @@ impl Follower {
         if linked.is_some() {
             return Ok(());
         }
-        let leader = leader.ok_or(SyncError::NoLeader)?;
-        self.fetch(w, leader).await
+        // A leader that names no server (one of a release before this) is reached the way
+        // consumers reach it: the status URL's host, the Service of the ready replicas.
+        let from_status = self.status_server(w);
+        let server = leader
+            .or(from_status.as_deref())
+            .ok_or(SyncError::NoLeader)?;
+        self.fetch(w, server).await
+    }
+
+    /// The server part of the status URL (`http(s)://host[:port]`), `https` with mTLS.
+    fn status_server(&self, w: &Wanted) -> Option<String> {
+        let base = w.artifact.url.strip_suffix(&w.artifact.path)?;
+        let base = base.trim_end_matches('/');
+        let url = reqwest::Url::parse(base).ok()?;
+        if !matches!(url.scheme(), "http" | "https") || url.path() != "/" {
+            return None;
+        }
+        Some(if self.over_mtls {
+            crate::controller::spiffe::https_url(base)
+        } else {
+            base.to_string()
+        })
     }
 
     /// Downloads the artifact from the leader straight into storage, where it becomes visible
@@ -573,6 +623,12 @@ impl Follower {
         );
         // The writer runs while the body streams in (the channel holds 8 chunks): started now,
         // not when awaited.
+        let streaming = self
+            .streaming
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SyncError::Stopped)?;
         let permit = self
             .in_flight
             .clone()
@@ -580,7 +636,7 @@ impl Follower {
             .await
             .map_err(|_| SyncError::Stopped)?;
         let writer = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, streaming);
             storage.write_verified_artifact(&location, &file, &digest, |out| {
                 while let Some(chunk) = rx.blocking_recv() {
                     out.write_all(&chunk?)?;
@@ -623,11 +679,18 @@ impl Follower {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
             .is_some_and(|path| *path == w.artifact.path);
-        if !settled && self.settle(w).await {
+        if !settled {
+            self.settle_and_remember(w).await;
+        }
+    }
+
+    /// [`Follower::settle`], and remember the artifact it settled on.
+    async fn settle_and_remember(&self, w: &Wanted) {
+        if self.settle(w).await {
             self.settled
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key, w.artifact.path.clone());
+                .insert(w.location.to_string(), w.artifact.path.clone());
         }
     }
 

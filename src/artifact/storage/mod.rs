@@ -214,8 +214,9 @@ impl Storage {
         };
         filesystem::create_private_dir(&dir)?;
         let advisory = filesystem::lock_target(&final_path)?;
-        self.link_blob(&dir, file_name, &blob, &hex)?;
+        // Stamped first: a collection between the two never sees the new file as old.
         filesystem::stamp_written(&advisory, &final_path)?;
+        self.link_blob(&dir, file_name, &blob, &hex)?;
         let digest = ContentDigest { size, hex };
         Ok(Some(self.stored(rel, &digest)))
     }
@@ -260,12 +261,10 @@ impl Storage {
         filesystem::create_private_dir(&dir)?;
         let _in_process = self.writers.lock(&final_path);
         let advisory = filesystem::lock_target(&final_path)?;
-        let stored = self
-            .store_content(&dir, file_name, expected_hex, fill)
-            .and_then(|digest| {
-                filesystem::stamp_written(&advisory, &final_path)?;
-                Ok(digest)
-            });
+        // Stamped first: a collection between the link and a later stamp would see the new
+        // file as old.
+        let stored = filesystem::stamp_written(&advisory, &final_path)
+            .and_then(|()| self.store_content(&dir, file_name, expected_hex, fill));
         let digest = match stored {
             Ok(digest) => digest,
             Err(err) => {

@@ -894,11 +894,12 @@ fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
 /// said, plus up to a tenth more so that many objects on one registry do not return at once.
 fn honour_retry_after(failure: Failure, wait: Option<Duration>) -> Failure {
     match wait {
-        Some(wait) => {
+        // "Now" (or a date already past) is no reason to skip the backoff.
+        Some(wait) if !wait.is_zero() => {
             let jitter = wait.mul_f64(rand::random::<f64>() / 10.0);
             failure.retry_after(wait + jitter)
         }
-        None => failure,
+        _ => failure,
     }
 }
 
