@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use sha2::{Digest, Sha256};
 
 use driftless::api::OCIRepository;
 use support::bench::create_ready_spread;
 use support::controller::{ELECTION, SourceController, source_lease_holder};
-use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::oci::{FLUX_LAYER, client, flux_layer, hex_lines, push_flux_artifact};
 
 const LIMIT: Duration = Duration::from_secs(900);
 const POLL: Duration = Duration::from_millis(20);
@@ -70,9 +69,7 @@ fn mib(bytes: u64) -> f64 {
 async fn push_artifacts(registry: &str, ns: &str, k: usize, kib: usize) -> Vec<String> {
     let mut urls = Vec::new();
     for j in 0..k {
-        let content: String = (0..kib * 1024 / 65)
-            .map(|line| hex::encode(Sha256::digest(format!("{ns} {j} {line}"))) + "\n")
-            .collect();
+        let content = hex_lines(&format!("{ns} {j}"), kib * 1024 / 65);
         let repo = format!("{ns}/app-{j}");
         push_flux_artifact(
             &client(registry),

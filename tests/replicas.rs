@@ -18,10 +18,14 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::controller::{ELECTION, SourceController, source_lease_holder, try_get};
-use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::oci::{FLUX_LAYER, client, flux_layer, hex_lines, push_flux_artifact};
 use support::wait::poll;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
 
 fn ready(o: &OCIRepository) -> bool {
     o.status.as_ref().is_some_and(|s| {
@@ -47,9 +51,7 @@ async fn create_objects(
     for k in 0..distinct {
         // Content that compresses little (about 280 KB gzipped), so that sizes on disk mean
         // something and a download streams in many chunks.
-        let content: String = (0..8000)
-            .map(|line| hex::encode(Sha256::digest(format!("{ns} {k} {line}"))) + "\n")
-            .collect();
+        let content = hex_lines(&format!("{ns} {k}"), 8000);
         push_flux_artifact(
             &registry,
             &format!("{ns}/app-{k}"),
@@ -156,7 +158,7 @@ fn consume(
                 progress.fetch_add(1, Ordering::Relaxed);
                 match outcome {
                     Ok((200, body)) => {
-                        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+                        let digest = sha256(&body);
                         if digest != a.digest {
                             tally.wrong_bytes.push(format!("{path}: {digest}"));
                         }
@@ -265,10 +267,7 @@ async fn every_replica_serves_through_a_leader_kill_and_a_rolling_restart() {
         let path = format!("/{}", a.path);
         let (status, body) = try_get(fourth.storage_port, &path).unwrap();
         assert_eq!(status, 200, "{name}");
-        assert_eq!(
-            format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-            a.digest
-        );
+        assert_eq!(sha256(&body), a.digest);
     }
 
     // A consumer that asks a follower for a file the moment the leader publishes it is served,
@@ -300,17 +299,11 @@ async fn every_replica_serves_through_a_leader_kill_and_a_rolling_restart() {
     })
     .await;
     assert_eq!(fresh.path, new_path);
-    assert_eq!(
-        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-        fresh.digest
-    );
+    assert_eq!(sha256(&body), fresh.digest);
     let latest = format!("/ocirepository/{}/app-0/latest.tar.gz", ns.name);
     let (status, body) = try_get(follower.storage_port, &latest).unwrap();
     assert_eq!(status, 200);
-    assert_eq!(
-        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-        fresh.digest
-    );
+    assert_eq!(sha256(&body), fresh.digest);
 }
 
 /// Regular files under `root`, by inode: (size, link count, paths).
@@ -621,9 +614,6 @@ async fn killed_mid_write_the_store_shows_no_half_file_and_keeps_no_orphan() {
     for a in all_handled(&api, N, "round-7").await {
         let (status, body) = try_get(controller.storage_port, &format!("/{}", a.path)).unwrap();
         assert_eq!(status, 200);
-        assert_eq!(
-            format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-            a.digest
-        );
+        assert_eq!(sha256(&body), a.digest);
     }
 }

@@ -968,11 +968,13 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// `Retry-After` as delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// One `Retry-After` value (a registry's), parsed as [`retry_after`] does.
+#[doc(hidden)] // public for the fuzz targets only
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
     let after = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => {

@@ -125,3 +125,12 @@ pub fn registry_requests(log: &Path, repo: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// `lines` lines of 64 hex digits derived from `seed`: content that gzip hardly compresses
+/// (about 34 bytes a line once gzipped), so sizes on disk and streamed downloads mean something.
+pub fn hex_lines(seed: &str, lines: usize) -> String {
+    use sha2::{Digest, Sha256};
+    (0..lines)
+        .map(|line| hex::encode(Sha256::digest(format!("{seed} {line}"))) + "\n")
+        .collect()
+}
