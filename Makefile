@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: all build test test-chart demo bench bench-flux bench-events bench-replicas bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
+.PHONY: all build test test-chart demo bench bench-flux bench-events bench-replicas soak bench-bucket bench-apply bench-verify fuzz fuzz-list crds lint up down platform-status testbin clean
 
 all: build
 
@@ -59,6 +59,12 @@ bench-events:
 bench-replicas:
 	hack/platform up
 	BENCH_N=1000 BENCH_ARTIFACTS=10 $(CARGO) bench --bench replicas
+
+## soak: rounds of every fault kind (tests/support/soak.rs) for SOAK_MINUTES (default 30) with
+## every invariant checked throughout; prints the table, fails on a violation (release build).
+soak:
+	hack/platform up
+	SOAK_MINUTES=$${SOAK_MINUTES:-30} $(CARGO) bench --bench soak
 
 ## bench-verify: 100 OCIRepositories without verification, with a cosign key, keyless (release build).
 bench-verify:

@@ -4,6 +4,8 @@
 //! reset, bodies cut short, a stall, and latency. Each time: a condition and a Warning event
 //! naming the cause, the last good artifact still served whole to a consumer downloading it
 //! throughout, no half-written file left, and recovery by itself once the fault clears.
+//! Then one round of the soak: every fault kind, the object store's and the API server's too,
+//! and `kill -9` of each controller mid-work (`support::soak`; `make soak` runs many rounds).
 
 mod support;
 
@@ -17,8 +19,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use driftless::api::{ConditionStatus, OCIRepository};
+use support::busy::BusyFront;
 use support::controller::{SourceController, try_get};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
+use support::soak::{Fault, Soak, SoakOptions};
 use support::source::{Sources, artifact, condition, files, revision, untar};
 use support::toxiproxy::Toxiproxy;
 
@@ -434,88 +438,6 @@ async fn warnings(sources: &Sources<OCIRepository>) -> usize {
         .sum()
 }
 
-/// An HTTP front for the registry that can answer as a busy registry does (a status such as
-/// 429 or 503, with or without `Retry-After`) instead of forwarding to it; it counts what it
-/// refused.
-struct BusyFront {
-    address: String,
-    state: Arc<FrontState>,
-}
-
-struct FrontState {
-    upstream: String,
-    http: reqwest::Client,
-    busy: Mutex<Option<(u16, Option<u64>)>>,
-    refused: std::sync::atomic::AtomicUsize,
-}
-
-impl BusyFront {
-    async fn start(upstream: &str) -> BusyFront {
-        let state = Arc::new(FrontState {
-            upstream: upstream.to_string(),
-            http: reqwest::Client::new(),
-            busy: Mutex::new(None),
-            refused: Default::default(),
-        });
-        let app = axum::Router::new()
-            .fallback(front)
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        BusyFront { address, state }
-    }
-
-    /// Answer `status` (with `Retry-After: <seconds>` if given) from now on; `None`: forward.
-    fn set_busy(&self, busy: Option<(u16, Option<u64>)>) {
-        *self.state.busy.lock().unwrap() = busy;
-    }
-
-    fn refused(&self) -> usize {
-        self.state.refused.load(Ordering::SeqCst)
-    }
-}
-
-async fn front(
-    axum::extract::State(state): axum::extract::State<Arc<FrontState>>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let busy = *state.busy.lock().unwrap();
-    if let Some((status, retry_after)) = busy {
-        state.refused.fetch_add(1, Ordering::SeqCst);
-        let mut response = axum::http::StatusCode::from_u16(status)
-            .unwrap()
-            .into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", seconds.to_string().parse().unwrap());
-        }
-        return response;
-    }
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut forward = state
-        .http
-        .request(parts.method, format!("http://{}{path}", state.upstream))
-        .body(body);
-    for (name, value) in &parts.headers {
-        if name != axum::http::header::HOST {
-            forward = forward.header(name, value);
-        }
-    }
-    let answer = forward.send().await.unwrap();
-    let mut response = axum::http::Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        response = response.header(name, value);
-    }
-    response
-        .body(axum::body::Body::from(answer.bytes().await.unwrap()))
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_registry_is_asked_again_only_after_its_retry_after() {
     let platform = support::platform();
@@ -585,4 +507,36 @@ async fn a_busy_registry_is_asked_again_only_after_its_retry_after() {
         "{:?}",
         cleared.elapsed()
     );
+}
+
+/// One round of the soak (`make soak` runs many): every network fault (registry, object store,
+/// API server, a registry's 429) and `kill -9` of each controller mid-work, with the soak's
+/// invariants checked throughout (`support::soak`).
+#[tokio::test(flavor = "multi_thread")]
+async fn one_round_of_every_fault_breaks_no_invariant() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    let mut soak = Soak::start(&platform, &kube).await;
+    let options = SoakOptions {
+        hold: Duration::from_secs(3),
+        long_outage: None,
+        kills_per_round: 2,
+    };
+    for fault in Fault::round(options.kills_per_round) {
+        soak.inject(fault, &options).await;
+    }
+    let logs = soak.logs();
+    let report = soak.finish().await;
+    eprintln!("{}", report.table());
+    assert!(
+        report.violations.is_empty(),
+        "invariants broken: {:#?}\n{logs}",
+        report.violations
+    );
+    assert_eq!(
+        report.injected.values().sum::<usize>(),
+        Fault::round(options.kills_per_round).len()
+    );
+    assert!(report.downloads > 0, "the consumer downloaded nothing");
+    assert!(report.new_artifact_events > 0, "no NewArtifact event seen");
 }

@@ -302,7 +302,7 @@ impl SourceController {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
-        let mut c = Self::spawn(platform, namespace, &storage, extra_args, env);
+        let mut c = Self::spawn(platform, namespace, &storage, None, extra_args, env);
         c._dir = Some(dir);
         c
     }
@@ -314,17 +314,38 @@ impl SourceController {
         storage: &Path,
         extra_args: &[&str],
     ) -> Self {
-        Self::spawn(platform, namespace, storage, extra_args, &[])
+        Self::spawn(platform, namespace, storage, None, extra_args, &[])
+    }
+
+    /// Start a controller over `storage`, serving artifacts on `storage_port`: a restart that
+    /// keeps the address the statuses name, as a pod keeps its Service.
+    pub fn start_at(
+        platform: &Platform,
+        namespace: &str,
+        storage: &Path,
+        storage_port: u16,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(
+            platform,
+            namespace,
+            storage,
+            Some(storage_port),
+            extra_args,
+            env,
+        )
     }
 
     fn spawn(
         platform: &Platform,
         namespace: &str,
         storage: &Path,
+        storage_port: Option<u16>,
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let storage_port = free_port();
+        let storage_port = storage_port.unwrap_or_else(free_port);
         let log = storage.with_extension(format!("controller-{storage_port}.log"));
         let tmp = storage.with_extension("tmp");
         std::fs::create_dir_all(storage).unwrap();
@@ -501,6 +522,15 @@ impl ApplyController {
         self.process.log_text()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// SIGKILL: the process dies mid-work, releasing nothing.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         self.process.peak_rss_kib()
     }
@@ -533,11 +563,20 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// A process's peak resident set size (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The process's resident set size now (`VmRSS`), in KiB; 0 once it has exited.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

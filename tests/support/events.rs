@@ -39,6 +39,11 @@ impl EventReceiver {
         format!("--events-addr={}", self.addr)
     }
 
+    /// Every event received so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().unwrap().clone()
+    }
+
     /// The first received event that `matches`, waiting for it.
     pub async fn wait_for(
         &self,

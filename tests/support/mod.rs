@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod busy;
 pub mod controller;
 pub mod cosign;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod proxy;
 pub mod registry;
 pub mod relay;
 pub mod sigstore;
+pub mod soak;
 pub mod sops;
 pub mod source;
 pub mod spiffe;
