@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use driftless::api::{ConditionStatus, OCIRepository};
+use driftless::api::{Bucket, ConditionStatus, OCIRepository};
 use support::busy::BusyFront;
 use support::controller::{SourceController, try_get};
+use support::objectstore::{ObjectStore, Provider};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::soak::{Fault, Soak, SoakOptions};
-use support::source::{Sources, artifact, condition, files, revision, untar};
+use support::source::{Sources, artifact, condition, files, ready_status, revision, untar};
 use support::toxiproxy::Toxiproxy;
 
 /// A tmpfs of `size` mounted at `dir`, unmounted (lazily: a server may still hold a file) on
@@ -507,6 +508,78 @@ async fn a_busy_registry_is_asked_again_only_after_its_retry_after() {
         "{:?}",
         cleared.elapsed()
     );
+}
+
+/// An object store's 429 with `Retry-After` is honoured as a registry's is: the Bucket names
+/// the cause, keeps its artifact, and asks nothing more before the wait is over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_object_store_is_asked_again_only_after_its_retry_after() {
+    let platform = support::platform();
+    let kube = platform.client().await;
+    support::install_crds(&kube).await;
+    let ns = support::TestNamespace::new(&platform, &kube, "fault-busy-s3").await;
+    let store = ObjectStore::new(&platform, Provider::S3);
+    let bucket = format!("busy-{}", ns.name.rsplit('-').next().unwrap());
+    store.mkbucket(&bucket);
+    store.put(&bucket, "app.yaml", b"version: 1\n");
+    let front = BusyFront::start(&Provider::S3.address(&platform)).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(kube.clone(), &ns.name);
+    let secret = serde_json::json!({"metadata": {"name": "creds"}, "stringData": Provider::S3.secret(&platform)});
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(secret).unwrap(),
+        )
+        .await
+        .unwrap();
+    let controller = SourceController::start(&platform, &ns.name, QUICK_RETRIES);
+    let buckets: Sources<Bucket> = Sources::new(&kube, &ns.name, &controller);
+    buckets
+        .create("app", serde_json::json!({"provider": "generic", "bucketName": bucket, "endpoint": front.address,
+                                          "insecure": true, "interval": "1h", "secretRef": {"name": "creds"}}))
+        .await;
+    let v1 = revision(&buckets.wait_ready("app").await);
+
+    store.put(&bucket, "app.yaml", b"version: 2\n");
+    front.set_busy(Some((429, Some(5))));
+    let failed = buckets.request_reconcile("app").await;
+    let refused_at = Instant::now();
+    let message = condition(&failed, "Ready").unwrap().message.clone();
+    assert!(
+        message.contains("429") && message.contains("retry after 5s"),
+        "{message}"
+    );
+    assert_eq!(revision(&failed), v1, "the last good artifact stays");
+    let refused = front.refused();
+    assert_eq!(refused, 1, "one refused request, not a second to ask why");
+    support::wait::holds_for(
+        "no request to the object store before its Retry-After",
+        Duration::from_secs(4),
+        async || {
+            let now = front.refused();
+            (now == refused).then_some(()).ok_or(format!(
+                "{} more requests while it asked to wait",
+                now - refused
+            ))
+        },
+    )
+    .await;
+    front.set_busy(None);
+    let recovered = buckets
+        .wait_until("app", "v2 after the Retry-After", |o| {
+            revision(o) != v1 && ready_status(o) == Some(ConditionStatus::True)
+        })
+        .await;
+    let waited = refused_at.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+    assert_eq!(
+        untar(&buckets.download(&recovered))
+            .get("app.yaml")
+            .map(String::as_str),
+        Some("version: 2\n")
+    );
+    eprintln!("object store 429 Retry-After 5s: recovered {waited:?} after the refusal");
 }
 
 /// One round of the soak (`make soak` runs many): every network fault (registry, object store,

@@ -1,7 +1,7 @@
 //! A registry's `Retry-After` value: seconds or an HTTP date, never more than the cap.
 #![no_main]
 
-use driftless::oci::registry::{MAX_RETRY_AFTER, parse_retry_after};
+use driftless::transport::{MAX_RETRY_AFTER, parse_retry_after};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -63,6 +63,19 @@ impl Failure {
         }
     }
 
+    /// A server that answered 429 (or a 5xx with `Retry-After`) is asked again no sooner than
+    /// it said, plus up to a tenth more so that many objects on one server do not return at
+    /// once. "Now" (or a date already past) is no reason to skip the backoff.
+    pub fn honouring_retry_after(self, wait: Option<Duration>) -> Self {
+        match wait {
+            Some(wait) if !wait.is_zero() => {
+                let jitter = wait.mul_f64(rand::random::<f64>() / 10.0);
+                self.retry_after(wait + jitter)
+            }
+            _ => self,
+        }
+    }
+
     pub fn is_stalled(&self) -> bool {
         self.retry == Retry::Stall
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::digest::{self as content_digest, DigestError};
-use crate::transport::{CONNECT_TIMEOUT, Transport, build_http_client, error_chain};
+use crate::transport::{CONNECT_TIMEOUT, Transport, build_http_client, error_chain, retry_after};
 use crate::util::truncate;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -963,31 +963,6 @@ fn absolute_url(base: &str, location: &str) -> String {
     }
 }
 
-/// The longest `Retry-After` honoured: a registry asking for more is asked again after this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// `Retry-After` as delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
-}
-
-/// One `Retry-After` value (a registry's), parsed as [`retry_after`] does.
-#[doc(hidden)] // public for the fuzz targets only
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let after = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let at = jiff::fmt::rfc2822::DateTimeParser::new()
-                .parse_timestamp(value)
-                .ok()?;
-            let left = at.duration_since(jiff::Timestamp::now());
-            Duration::try_from(left).unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(after.min(MAX_RETRY_AFTER))
-}
-
 impl RegistryError {
     /// How long the registry asked to wait before the next request, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -1493,31 +1468,5 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn retry_after_is_read_as_seconds_or_a_date_and_capped() {
-        let headers = |value: &str| {
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
-            h
-        };
-        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&headers("999999999")), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(&headers("soon")), None);
-        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
-        let in_a_minute = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
-        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
-            .timestamp_to_rfc9110_string(&in_a_minute)
-            .unwrap();
-        let wait = retry_after(&headers(&date)).unwrap();
-        assert!(
-            wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
-            "{wait:?}"
-        );
-        assert_eq!(
-            retry_after(&headers("Sun, 06 Nov 1994 08:49:37 GMT")),
-            Some(Duration::ZERO)
-        );
     }
 }

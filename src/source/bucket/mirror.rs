@@ -202,6 +202,16 @@ pub enum SyncError {
     Storage(String),
 }
 
+impl SyncError {
+    /// How long the server asked to wait before the next request, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SyncError::Object { source, .. } => source.retry_after(),
+            SyncError::Storage(_) => None,
+        }
+    }
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SyncError {
     let path = path.display().to_string();
     move |e| SyncError::Storage(format!("{what} {path}: {e}"))

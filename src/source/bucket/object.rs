@@ -2,6 +2,7 @@
 //! response bodies read within bounds.
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -43,12 +44,26 @@ pub enum BucketError {
         path: String,
         source: std::io::Error,
     },
+    /// The server asked to be left alone: 429, or a 5xx with `Retry-After`.
+    #[error("{message}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 impl BucketError {
     /// A failed request, its URLs stripped of query strings (pre-signed URLs, SAS tokens).
     pub fn request(message: impl AsRef<str>) -> Self {
         BucketError::Request(sanitize(message.as_ref()))
+    }
+
+    /// How long the server asked to wait before the next request, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BucketError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -280,6 +295,9 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for PageEntries<T>
 /// message when its body carries them (S3 and Azure XML, GCS JSON).
 pub async fn response_error(what: &str, response: reqwest::Response) -> BucketError {
     let status = response.status();
+    let wait = crate::transport::retry_after(response.headers());
+    let throttled = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && wait.is_some());
     let header_code = response
         .headers()
         .get("x-ms-error-code")
@@ -287,10 +305,17 @@ pub async fn response_error(what: &str, response: reqwest::Response) -> BucketEr
         .map(str::to_string);
     let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
     let detail = service_error_detail(&String::from_utf8_lossy(&body)).or(header_code);
-    BucketError::request(match detail {
+    let message = match detail {
         Some(detail) => format!("{what}: {detail} (HTTP {})", status.as_u16()),
         None => format!("{what}: HTTP {}", status.as_u16()),
-    })
+    };
+    if throttled {
+        return BucketError::Throttled {
+            message: sanitize(&message),
+            retry_after: wait,
+        };
+    }
+    BucketError::request(message)
 }
 
 fn service_error_detail(body: &str) -> Option<String> {
@@ -312,6 +337,43 @@ fn service_error_detail(body: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: u16, retry_after: Option<&str>) -> reqwest::Response {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(value) = retry_after {
+            builder = builder.header("retry-after", value);
+        }
+        reqwest::Response::from(
+            builder
+                .body("<Error><Code>SlowDown</Code></Error>")
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_busy_server_says_how_long_to_wait() {
+        let e = response_error("ListObjectsV2", answer(429, Some("7"))).await;
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            e.to_string(),
+            "ListObjectsV2: SlowDown (HTTP 429) (retry after 7s)"
+        );
+        let e = response_error("GetObject 'k'", answer(503, Some("2"))).await;
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        // 429 without a wait: throttled, on the ordinary backoff.
+        let e = response_error("ListObjectsV2", answer(429, None)).await;
+        assert!(matches!(
+            e,
+            BucketError::Throttled {
+                retry_after: None,
+                ..
+            }
+        ));
+        // A 5xx that names no wait is an ordinary failure.
+        let e = response_error("ListObjectsV2", answer(503, None)).await;
+        assert!(matches!(e, BucketError::Request(_)), "{e:?}");
+        assert_eq!(e.retry_after(), None);
+    }
 
     /// A response whose body arrives in `chunks` pieces of `chunk` bytes, without a
     /// Content-Length (as a chunked answer would).

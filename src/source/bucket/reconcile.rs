@@ -201,10 +201,12 @@ impl Pass<'_, Bucket> {
             })?
             .map_err(|e| match e {
                 SyncError::Storage(m) => Failure::storage(reason::DIRECTORY_CREATION_FAILED, m),
-                e => self.bucket_failure(format!(
-                    "fetch from bucket '{}' failed: {e}",
-                    self.obj.spec.bucket_name
-                )),
+                e => self
+                    .bucket_failure(format!(
+                        "fetch from bucket '{}' failed: {e}",
+                        self.obj.spec.bucket_name
+                    ))
+                    .honouring_retry_after(e.retry_after()),
             })?;
         tracing::debug!(object = %self.key(), downloaded = stats.downloaded, bytes = stats.downloaded_bytes, removed = stats.removed, "mirror synced");
         self.ctx
@@ -251,9 +253,11 @@ impl Pass<'_, Bucket> {
             Ok(true) => {}
             Ok(false) => return Err(self.bucket_failure(format!("bucket '{bucket}' not found"))),
             Err(e) => {
-                return Err(self.bucket_failure(format!(
-                    "failed to confirm existence of '{bucket}' bucket: {e}"
-                )));
+                return Err(self
+                    .bucket_failure(format!(
+                        "failed to confirm existence of '{bucket}' bucket: {e}"
+                    ))
+                    .honouring_retry_after(e.retry_after()));
             }
         }
         let source_ignore = client
@@ -261,6 +265,7 @@ impl Pass<'_, Bucket> {
             .await
             .map_err(|e| {
                 self.bucket_failure(format!("failed to get '{SOURCE_IGNORE_FILE}' object: {e}"))
+                    .honouring_retry_after(e.retry_after())
             })?;
         let filter = KeyFilter::new(
             source_ignore
@@ -299,6 +304,7 @@ impl Pass<'_, Bucket> {
                 self.bucket_failure(format!(
                     "indexation of objects from bucket '{bucket}' failed: listing objects from bucket '{bucket}' failed: {e}"
                 ))
+                .honouring_retry_after(e.retry_after())
             })?;
         Ok(listing)
     }

@@ -169,9 +169,14 @@ impl S3Client {
             *self.region.lock().expect("region lock") = region;
             response = self.send(reqwest::Method::HEAD, "", &[], &[]).await?;
         }
-        match response.status() {
+        let status = response.status();
+        let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || (status.is_server_error() && response.headers().contains_key("retry-after"));
+        match status {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
+            // A busy server is not asked again at once, not even to say why.
+            _ if busy => Err(response_error("HeadBucket", response).await),
             // HEAD has no body; a one-key listing says why (e.g. SignatureDoesNotMatch).
             _ => {
                 let query = [

@@ -250,7 +250,7 @@ impl Pass<'_, OCIRepository> {
                 let tags = client
                     .list_tags(&url.repository)
                     .await
-                    .map_err(|e| honour_retry_after(fail(e.to_string()), e.retry_after()))?;
+                    .map_err(|e| fail(e.to_string()).honouring_retry_after(e.retry_after()))?;
                 let helm = self.layer_selector().media_type.as_deref() == Some(HELM_CHART_LAYER);
                 select_tag(&tags, &constraint, reference.semver_filter.as_deref(), helm)
                     .map_err(|e| fail(e.to_string()))?
@@ -268,7 +268,7 @@ impl Pass<'_, OCIRepository> {
                     reason::OCI_PULL_FAILED,
                     format!("failed to determine artifact digest: {e}"),
                 );
-                honour_retry_after(failure, e.retry_after())
+                failure.honouring_retry_after(e.retry_after())
             })?;
         Ok(Resolved {
             revision: format!("{tag}@{digest}"),
@@ -544,7 +544,7 @@ impl Pass<'_, OCIRepository> {
                 reason::OCI_PULL_FAILED,
                 format!("failed to pull artifact from '{}': {e}", self.obj.spec.url),
             );
-            honour_retry_after(failure, wait)
+            failure.honouring_retry_after(wait)
         };
         let manifest = pull::image_manifest(client, &url.repository, digest)
             .await
@@ -888,19 +888,6 @@ fn verification_metadata(v: &VerifiedSignature) -> Vec<(&'static str, String)> {
     ];
     out.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     out
-}
-
-/// A registry that answered 429 (or a 5xx with `Retry-After`) is asked again no sooner than it
-/// said, plus up to a tenth more so that many objects on one registry do not return at once.
-fn honour_retry_after(failure: Failure, wait: Option<Duration>) -> Failure {
-    match wait {
-        // "Now" (or a date already past) is no reason to skip the backoff.
-        Some(wait) if !wait.is_zero() => {
-            let jitter = wait.mul_f64(rand::random::<f64>() / 10.0);
-            failure.retry_after(wait + jitter)
-        }
-        _ => failure,
-    }
 }
 
 #[cfg(test)]
