@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use driftless::api::{Bucket, ConditionStatus, OCIRepository};
 use support::busy::BusyFront;
+use support::cluster::PrivateCluster;
 use support::controller::{SourceController, try_get};
 use support::objectstore::{ObjectStore, Provider};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
@@ -580,6 +581,264 @@ async fn a_busy_object_store_is_asked_again_only_after_its_retry_after() {
         Some("version: 2\n")
     );
     eprintln!("object store 429 Retry-After 5s: recovered {waited:?} after the refusal");
+}
+
+/// Asks for a reconcile (as `flux reconcile` does) without waiting for it: the API server may
+/// go away before the controller answers.
+async fn ask_reconcile<K>(api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let stamp = format!("{:?}", std::time::SystemTime::now());
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+/// Creates a cluster-scoped object from its JSON.
+async fn create_cluster_scoped<K>(kube: &kube::Client, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: kube::Api<K> = kube::Api::all(kube.clone());
+    api.create(&Default::default(), &serde_json::from_value(value).unwrap())
+        .await
+        .unwrap()
+}
+
+/// kube-apiserver and etcd failing under a running source-controller, on a cluster of the
+/// test's own: the API server killed mid-reconcile and restarted; etcd killed and restarted;
+/// the controller cut off while etcd's history is compacted past what it saw, so that its
+/// watch ends in 410 Gone and it must list again; and priority and fairness rejecting (429)
+/// every request of the controller's user for a while. Each time the controller stays up and
+/// reaches the pushed revision by itself once the fault clears.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_server_and_etcd_failures_are_ridden_out() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::Api;
+    use kube::api::{DeleteParams, WatchEvent, WatchParams};
+
+    let platform = support::platform();
+    // Without the watch cache a watch from a compacted revision reaches etcd: 410 Gone.
+    let mut cluster = PrivateCluster::start(&platform, &["--watch-cache=false"]);
+    let kube = cluster.client().await;
+    support::install_crds(&kube).await;
+    let ns = "faults";
+    let _: Namespace =
+        create_cluster_scoped(&kube, serde_json::json!({"metadata": {"name": ns}})).await;
+    // A user of its own: system:masters is exempt from priority and fairness.
+    let user = "driftless-controller";
+    let _: ClusterRoleBinding = create_cluster_scoped(&kube, serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})).await;
+    let toxiproxy = Toxiproxy::start(&platform).await;
+    let through = toxiproxy
+        .proxy("apiserver", &format!("127.0.0.1:{}", cluster.port))
+        .await;
+    let kubeconfig = cluster.user_kubeconfig(user, &through);
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut controller = SourceController::start_with_env(
+        &platform,
+        ns,
+        QUICK_RETRIES,
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    );
+    let sources: Sources<OCIRepository> = Sources::new(&kube, ns, &controller);
+    let repo = format!("private-cluster-{}/app", std::process::id());
+    let push = async |version| push_version(platform.registry(), &repo, version, 0).await;
+    let spec = serde_json::json!({"url": format!("oci://{}/{repo}", platform.registry()), "interval": "1h", "insecure": true});
+    let v1 = push(1).await;
+    sources.create("app", spec.clone()).await;
+    sources.wait_until("app", "v1", |o| revision(o) == v1).await;
+    let mut recoveries = Vec::new();
+
+    // 1. The API server killed while a reconcile is under way, and started again.
+    let v2 = push(2).await;
+    ask_reconcile(&sources.api, "app").await;
+    cluster.kill_apiserver();
+    cluster.start_apiserver();
+    let back = Instant::now();
+    sources
+        .wait_until("app", "v2 after the API server restarted", |o| {
+            revision(o) == v2
+        })
+        .await;
+    recoveries.push(("kube-apiserver restart", back.elapsed()));
+
+    // 2. etcd killed, down for 3 s, started again.
+    let v3 = push(3).await;
+    ask_reconcile(&sources.api, "app").await;
+    cluster.kill_etcd();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start_etcd();
+    let back = Instant::now();
+    sources
+        .wait_until("app", "v3 after etcd restarted", |o| revision(o) == v3)
+        .await;
+    recoveries.push(("etcd restart", back.elapsed()));
+
+    // 3. Cut off while objects change and etcd's history is compacted past what it saw.
+    let seen = sources
+        .api
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    toxiproxy.set_enabled("apiserver", false).await;
+    let v4 = push(4).await;
+    ask_reconcile(&sources.api, "app").await;
+    sources.create("late", spec.clone()).await;
+    cluster.compact().await;
+    // The expiry is real: a watch from what the controller saw last is Gone.
+    let gone = match sources.api.watch(&WatchParams::default(), &seen).await {
+        Ok(stream) => {
+            use futures::StreamExt;
+            let mut stream = Box::pin(stream);
+            match stream.next().await {
+                Some(Ok(WatchEvent::Error(e))) => e.code,
+                Some(Err(kube::Error::Api(e))) => e.code,
+                other => panic!("a watch from a compacted revision: {other:?}"),
+            }
+        }
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("watch: {e}"),
+    };
+    assert_eq!(
+        gone, 410,
+        "a watch from resourceVersion {seen} after compaction"
+    );
+    toxiproxy.set_enabled("apiserver", true).await;
+    let back = Instant::now();
+    sources
+        .wait_until("app", "v4 after the relist", |o| revision(o) == v4)
+        .await;
+    sources
+        .wait_until("late", "created while cut off", |o| revision(o) == v4)
+        .await;
+    recoveries.push(("watch expired (410), relist", back.elapsed()));
+
+    // 4. Priority and fairness. The controller's user shares a priority level of no seats of
+    // its own (one request at a time, the rest rejected with 429) with a noisy neighbour that
+    // keeps it busy with large lists.
+    let level = "driftless-throttled";
+    let _: PriorityLevelConfiguration = create_cluster_scoped(
+        &kube,
+        serde_json::json!({
+        "metadata": {"name": level},
+        "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 0, "lendablePercent": 0,
+                 "borrowingLimitPercent": 0, "limitResponse": {"type": "Reject"}}}}),
+    )
+    .await;
+    let neighbour = "noisy-neighbour";
+    for (schema, who) in [(level, user), (neighbour, neighbour)] {
+        let _: FlowSchema = create_cluster_scoped(&kube, serde_json::json!({
+            "metadata": {"name": schema},
+            "spec": {"matchingPrecedence": 100, "priorityLevelConfiguration": {"name": level},
+                     "rules": [{"subjects": [{"kind": "User", "user": {"name": who}}],
+                                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                                                   "namespaces": ["*"], "clusterScope": true}],
+                                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]}})).await;
+    }
+    let _: ClusterRoleBinding = create_cluster_scoped(&kube, serde_json::json!({
+        "metadata": {"name": neighbour},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": neighbour}]})).await;
+    let noise: Api<ConfigMap> = Api::namespaced(kube.clone(), ns);
+    let filler = "x".repeat(512 << 10);
+    for i in 0..32 {
+        let cm =
+            serde_json::json!({"metadata": {"name": format!("noise-{i}")}, "data": {"x": filler}});
+        noise
+            .create(&Default::default(), &serde_json::from_value(cm).unwrap())
+            .await
+            .unwrap();
+    }
+    let neighbour_config =
+        cluster.user_kubeconfig(neighbour, &format!("127.0.0.1:{}", cluster.port));
+    let noisy = support::client_of(&neighbour_config).await;
+    let quiet = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..3)
+        .map(|_| {
+            let (api, quiet) = (
+                Api::<ConfigMap>::namespaced(noisy.clone(), ns),
+                quiet.clone(),
+            );
+            tokio::spawn(async move {
+                while !quiet.load(Ordering::Relaxed) {
+                    let _ = api.list(&Default::default()).await;
+                }
+            })
+        })
+        .collect();
+    let rejected_for = async |schema: &str| -> f64 {
+        cluster
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("apiserver_flowcontrol_rejected_requests_total"))
+            .filter(|l| l.contains(&format!("flow_schema=\"{schema}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let v5 = push(5).await;
+    ask_reconcile(&sources.api, "app").await;
+    let rejected = support::wait::poll(
+        "429s for the controller's requests",
+        Duration::from_secs(60),
+        async || {
+            let n = rejected_for(level).await;
+            (n > 0.0).then_some(n)
+        },
+    )
+    .await;
+    // Throttled a while longer: retries go on meeting 429s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        controller.is_running(),
+        "the controller died under 429s:\n{}",
+        controller.log_text()
+    );
+    let rejected = rejected.max(rejected_for(level).await);
+    quiet.store(true, Ordering::Relaxed);
+    for hammer in hammers {
+        hammer.await.unwrap();
+    }
+    let schemas: Api<FlowSchema> = Api::all(kube.clone());
+    for schema in [level, neighbour] {
+        schemas
+            .delete(schema, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let back = Instant::now();
+    let done = sources
+        .wait_until("app", "v5 once no longer throttled", |o| revision(o) == v5)
+        .await;
+    recoveries.push(("priority and fairness 429s", back.elapsed()));
+    assert!(controller.is_running());
+    let a = artifact(&done).unwrap();
+    assert_eq!(sha256(&sources.download(&done)), a.digest);
+    eprintln!(
+        "recovery once the fault cleared: {recoveries:?}; {rejected} requests rejected with 429"
+    );
+    for (what, took) in recoveries {
+        assert!(took < Duration::from_secs(60), "{what}: {took:?}");
+    }
 }
 
 /// One round of the soak (`make soak` runs many): every network fault (registry, object store,

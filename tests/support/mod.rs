@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod busy;
+pub mod cluster;
 pub mod controller;
 pub mod cosign;
 pub mod events;
@@ -82,7 +83,7 @@ impl Platform {
     }
 }
 
-async fn client_of(path: &Path) -> Client {
+pub async fn client_of(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("platform kubeconfig readable");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
