@@ -27,6 +27,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs harness-less benches too; only `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("soak: a long run, not a test; run it with `make soak`");
+        return;
+    }
     let minutes: u64 = env_or("SOAK_MINUTES", 30);
     let options = SoakOptions {
         hold: Duration::from_secs(env_or("SOAK_HOLD_SECS", 10)),
