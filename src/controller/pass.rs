@@ -187,6 +187,18 @@ pub struct Pass<'a, K: Reconciled> {
     written: serde_json::Value,
 }
 
+/// The part of a status write's answer the frame reads.
+#[derive(serde::Deserialize)]
+struct Written {
+    metadata: WrittenMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct WrittenMeta {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
 impl<'a, K: Reconciled> Pass<'a, K> {
     pub fn new(obj: &'a K, ctx: &'a K::Context, started: Instant) -> Self {
         let generation = obj.meta().generation.unwrap_or(0);
@@ -225,22 +237,29 @@ impl<'a, K: Reconciled> Pass<'a, K> {
         let Some(diff) = merge_patch(&self.written, &status) else {
             return Ok(());
         };
-        let api: Api<K> = Api::namespaced(self.ctx.client().clone(), &self.namespace());
         let params = PatchParams {
             field_manager: Some(self.ctx.status_manager().to_string()),
             ..Default::default()
         };
-        let updated = api
-            .patch_status(
+        // What `Api::patch_status` sends; of the answer only the resourceVersion is read, not
+        // the whole object (managed fields and all) on every status write.
+        let request = kube::core::Request::new(K::url_path(&(), Some(&self.namespace())))
+            .patch_subresource(
+                "status",
                 &self.name(),
                 &params,
                 &Patch::Merge(&json!({ "status": diff })),
             )
+            .map_err(|e| FrameError::Kube(kube::Error::BuildRequest(e)))?;
+        let written: Written = self
+            .ctx
+            .client()
+            .request(request)
             .await
             .map_err(FrameError::Kube)?;
         self.ctx
             .status_writes()
-            .wrote(&self.key(), updated.meta().resource_version.clone());
+            .wrote(&self.key(), written.metadata.resource_version);
         self.written = status;
         Ok(())
     }

@@ -219,6 +219,10 @@ pub struct RegistryConnection {
     /// Set once the registry answered over HTTPS: it speaks TLS, and is never spoken to in
     /// plain HTTP again.
     spoke_tls: AtomicBool,
+    /// For `insecure: true` only: until when new sequences start in plain HTTP, because the
+    /// registry's answer to a TLS handshake was not TLS and it then answered in plain HTTP
+    /// (see [`Scheme`]).
+    plain_until: Mutex<Option<Instant>>,
     /// How the registry asked us to authenticate, learnt from a 401 over HTTPS (or over plain
     /// HTTP the object asked for): a challenge from a fallback nobody asked for could name any
     /// token endpoint, and is never kept.
@@ -245,6 +249,12 @@ pub struct RegistryConnection {
 ///
 /// A server that fails our certificate checks speaks TLS, so it gets no fallback either: that
 /// would only hide the real cause behind "HTTP request to an HTTPS server".
+///
+/// One thing is shared, for objects that asked for plain HTTP (`insecure: true`) only: once a
+/// registry answered a TLS handshake with something that is not TLS and then answered in plain
+/// HTTP, new sequences start in plain HTTP for [`PLAIN_HTTP_MEMORY`], instead of opening a
+/// connection for a handshake that fails every pass. Everyone sharing the connection asked for
+/// plain HTTP, and a refused or reset connection (an outage) is no reason to remember anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
     Https,
@@ -272,7 +282,28 @@ struct CachedToken {
     expires: Instant,
 }
 
+/// How long new sequences start in plain HTTP after a registry was found to speak no TLS.
+const PLAIN_HTTP_MEMORY: Duration = Duration::from_secs(300);
+
+/// The TLS handshake got an answer that is not TLS (a plain-HTTP server answering it), as
+/// opposed to no answer at all.
+fn answered_not_tls(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e);
+    chain.contains("InvalidContentType") || chain.contains("corrupt message")
+}
+
 impl RegistryConnection {
+    /// New sequences start in plain HTTP (see [`Scheme`]).
+    fn speaks_plain_http(&self) -> bool {
+        self.insecure
+            && !self.spoke_tls.load(Ordering::Relaxed)
+            && self
+                .plain_until
+                .lock()
+                .expect("plain lock")
+                .is_some_and(|until| Instant::now() < until)
+    }
+
     /// `registry` is `host[:port]`.
     pub fn new(
         registry: &str,
@@ -288,6 +319,7 @@ impl RegistryConnection {
             request_timeout: transport.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             credentials,
             spoke_tls: AtomicBool::new(false),
+            plain_until: Mutex::new(None),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         }))
@@ -306,11 +338,16 @@ impl RegistryClient {
         Ok(RegistryClient::session(&connection))
     }
 
-    /// A new sequence of requests over a shared connection: its scheme is decided afresh.
+    /// A new sequence of requests over a shared connection: its scheme is decided afresh, but
+    /// for a plain-HTTP registry an `insecure: true` object already met (see [`Scheme`]).
     pub fn session(connection: &Arc<RegistryConnection>) -> Self {
+        let scheme = OnceLock::new();
+        if connection.speaks_plain_http() {
+            let _ = scheme.set(Scheme::Http);
+        }
         RegistryClient {
             connection: connection.clone(),
-            scheme: OnceLock::new(),
+            scheme,
         }
     }
 
@@ -621,6 +658,10 @@ impl RegistryClient {
             .await
             .map_err(|e| transport_error(method, &plain, e))?;
         self.answered(&plain);
+        if self.connection.insecure && answered_not_tls(&e) {
+            *self.connection.plain_until.lock().expect("plain lock") =
+                Some(Instant::now() + PLAIN_HTTP_MEMORY);
+        }
         Ok((resp, plain))
     }
 
@@ -1371,6 +1412,44 @@ mod tests {
         let next = RegistryClient::session(&connection);
         assert!(next.base().starts_with("https://"), "starts over with TLS");
         assert!(!connection.spoke_tls.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_registry_is_remembered_for_insecure_objects_only() {
+        let (address, _) = basic_auth_registry().await;
+        let insecure = Transport {
+            insecure: true,
+            ..Transport::default()
+        };
+        let connection =
+            RegistryConnection::new(&address, Credentials::Anonymous, &insecure, "test").unwrap();
+        let first = RegistryClient::session(&connection);
+        let _ = first.get_manifest("app", "latest").await;
+        assert_eq!(first.scheme.get(), Some(&Scheme::Http), "fell back");
+        let next = RegistryClient::session(&connection);
+        assert!(next.base().starts_with("http://"), "no new TLS handshake");
+        // Past the memory, HTTPS is tried again.
+        *connection.plain_until.lock().unwrap() = Some(Instant::now());
+        assert!(
+            RegistryClient::session(&connection)
+                .base()
+                .starts_with("https://")
+        );
+
+        // Nothing answering at all (an outage) teaches nothing.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let connection =
+            RegistryConnection::new(&gone, Credentials::Anonymous, &insecure, "test").unwrap();
+        let _ = RegistryClient::session(&connection)
+            .get_manifest("app", "latest")
+            .await;
+        assert!(
+            RegistryClient::session(&connection)
+                .base()
+                .starts_with("https://")
+        );
     }
 
     #[tokio::test]
