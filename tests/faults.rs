@@ -635,6 +635,17 @@ async fn api_server_and_etcd_failures_are_ridden_out() {
     let mut cluster = PrivateCluster::start(&platform, &["--watch-cache=false"]);
     let kube = cluster.client().await;
     support::install_crds(&kube).await;
+    // Established is not served yet on a fresh API server: wait until the kinds list.
+    let repositories: Api<OCIRepository> = Api::all(kube.clone());
+    let buckets: Api<Bucket> = Api::all(kube.clone());
+    support::wait::poll("the CRDs served", Duration::from_secs(60), async || {
+        let listed = (
+            repositories.list(&Default::default()).await,
+            buckets.list(&Default::default()).await,
+        );
+        matches!(listed, (Ok(_), Ok(_))).then_some(())
+    })
+    .await;
     let ns = "faults";
     let _: Namespace =
         create_cluster_scoped(&kube, serde_json::json!({"metadata": {"name": ns}})).await;

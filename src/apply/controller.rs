@@ -37,7 +37,7 @@ use crate::controller::pass::StatusWrites;
 use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::spiffe::IdPattern;
-use crate::controller::watch::{log_result, object_key, store_has, watched_objects};
+use crate::controller::watch::{WatchBackoff, log_result, object_key, store_has, watched_objects};
 use crate::transport::{Transport, build_http_client};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
@@ -318,6 +318,7 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     });
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
+        .trigger_backoff(WatchBackoff::default())
         .watches(
             source_api::<OCIRepository>(&client, &args),
             watcher::Config::default(),

@@ -177,18 +177,25 @@ async fn finish<K: Reconciled>(
     }
     K::ended(pass, pass.started.elapsed());
     pass.patch_status().await?;
+    pass.announce_written().await;
     let interval = parse_duration(pass.obj.interval()).unwrap_or(DEFAULT_INTERVAL);
     let delay = match verdict.next {
         Next::AwaitChange => return Ok(Action::await_change()),
         Next::Interval => jittered(interval, pass.ctx.jitter_percentage()),
         Next::After(after) => after,
-        Next::Retry => match (&outcome, pass.obj.retry_interval()) {
-            (Err(_), Some(fixed)) => fixed,
-            _ => pass.ctx.backoff().next_delay(&key),
-        },
+        Next::Retry => retry_delay(pass, &outcome),
+        Next::RetryNoSooner(wait) => retry_delay(pass, &outcome).max(wait),
     };
     let queues = &pass.ctx.metrics().queues;
     Ok(queues.requeue(&controller_name::<K>(), &key, delay))
+}
+
+/// A failed pass's `retryInterval`, else the next step of the object's backoff.
+fn retry_delay<K: Reconciled>(pass: &Pass<'_, K>, outcome: &Result<(), Failure>) -> Duration {
+    match (outcome, pass.obj.retry_interval()) {
+        (Err(_), Some(fixed)) => fixed,
+        _ => pass.ctx.backoff().next_delay(&pass.key()),
+    }
 }
 
 /// The pass's duration, its resulting conditions and its result, as metrics.

@@ -28,6 +28,8 @@ pub enum Retry {
     Backoff,
     /// Sooner than that: what it waits for (a dependency, a source) is expected soon.
     After(Duration),
+    /// The kind's retry delay, but no sooner than this: the server said when to come back.
+    AtLeast(Duration),
 }
 
 impl Failure {
@@ -70,7 +72,10 @@ impl Failure {
         match wait {
             Some(wait) if !wait.is_zero() => {
                 let jitter = wait.mul_f64(rand::random::<f64>() / 10.0);
-                self.retry_after(wait + jitter)
+                Failure {
+                    retry: Retry::AtLeast(wait + jitter),
+                    ..self
+                }
             }
             _ => self,
         }
@@ -107,6 +112,8 @@ pub enum Next {
     Retry,
     /// After exactly this long.
     After(Duration),
+    /// After the kind's retry delay or this long, whichever is later.
+    RetryNoSooner(Duration),
     /// Only when the object changes.
     AwaitChange,
 }
@@ -179,6 +186,7 @@ fn record_failure(conditions: &mut Conditions, failure: &Failure, summary: &Summ
     Verdict {
         next: match failure.retry {
             Retry::After(after) => Next::After(after),
+            Retry::AtLeast(wait) => Next::RetryNoSooner(wait),
             _ => Next::Retry,
         },
         observed: false,
@@ -250,6 +258,26 @@ mod tests {
         after: &'static [Row],
         next: Next,
         observed: bool,
+    }
+
+    #[test]
+    fn a_servers_wait_is_a_floor_under_the_backoff() {
+        let failure = || Failure::on(FETCH_FAILED, "OCIArtifactPullFailed", "429");
+        let wait = Duration::from_secs(5);
+        match failure().honouring_retry_after(Some(wait)).retry {
+            Retry::AtLeast(at) => assert!(at >= wait && at <= wait.mul_f64(1.1), "{at:?}"),
+            other => panic!("{other:?}"),
+        }
+        let mut conditions = Conditions::new(Vec::new(), 1);
+        let outcome = Err(failure().honouring_retry_after(Some(wait)));
+        assert!(matches!(
+            conclude(&mut conditions, &outcome, &SOURCE).next,
+            Next::RetryNoSooner(at) if at >= wait
+        ));
+        // "Now", or no wait at all: the backoff alone.
+        for none in [Some(Duration::ZERO), None] {
+            assert_eq!(failure().honouring_retry_after(none).retry, Retry::Backoff);
+        }
     }
 
     fn fetch_failed(retry: Retry) -> Failure {

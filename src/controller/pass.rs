@@ -185,6 +185,10 @@ pub struct Pass<'a, K: Reconciled> {
     pub memo: K::Memo,
     /// The status as last written (or read), which the next write is a patch against.
     written: serde_json::Value,
+    /// Events that announce what the status records (`NewArtifact`): sent once it is written,
+    /// so a pass that dies before the write announces nothing and the next one announces it
+    /// once.
+    announced: Vec<(&'static str, String, BTreeMap<String, String>)>,
 }
 
 /// The part of a status write's answer the frame reads.
@@ -212,6 +216,7 @@ impl<'a, K: Reconciled> Pass<'a, K> {
             generation,
             started,
             memo: K::Memo::default(),
+            announced: Vec::new(),
         }
     }
 
@@ -315,6 +320,23 @@ impl<'a, K: Reconciled> Pass<'a, K> {
             .events()
             .normal(&object, reason, message, metadata)
             .await;
+    }
+
+    /// `event`, sent once the status recording it is written (`announce_written`).
+    pub fn announce(&mut self, reason: &'static str, message: &str, extra: &[(&str, &str)]) {
+        let metadata = self.event_metadata(extra.iter().copied());
+        self.announced.push((reason, message.to_string(), metadata));
+    }
+
+    /// Sends what `announce` kept, now that the status is written.
+    pub async fn announce_written(&mut self) {
+        let object = self.obj.object_ref(&());
+        for (reason, message, metadata) in std::mem::take(&mut self.announced) {
+            self.ctx
+                .events()
+                .normal(&object, reason, &message, metadata)
+                .await;
+        }
     }
 
     pub async fn warn(&self, reason: &str, message: &str) {

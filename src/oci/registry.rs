@@ -250,7 +250,8 @@ pub struct RegistryConnection {
 /// A server that fails our certificate checks speaks TLS, so it gets no fallback either: that
 /// would only hide the real cause behind "HTTP request to an HTTPS server".
 ///
-/// One thing is shared, for objects that asked for plain HTTP (`insecure: true`) only: once a
+/// One thing is shared, for anonymous objects that asked for plain HTTP (`insecure: true`)
+/// only (credentials never skip the HTTPS attempt): once a
 /// registry answered a TLS handshake with something that is not TLS and then answered in plain
 /// HTTP, new sequences start in plain HTTP for [`PLAIN_HTTP_MEMORY`], instead of opening a
 /// connection for a handshake that fails every pass. Everyone sharing the connection asked for
@@ -285,17 +286,39 @@ struct CachedToken {
 /// How long new sequences start in plain HTTP after a registry was found to speak no TLS.
 const PLAIN_HTTP_MEMORY: Duration = Duration::from_secs(300);
 
-/// The TLS handshake got an answer that is not TLS (a plain-HTTP server answering it), as
-/// opposed to no answer at all.
+/// The TLS handshake got an answer that is not TLS at all (its first byte is no TLS record
+/// type: a plain-HTTP server answering it), as opposed to no answer, a reset, or a TLS peer
+/// that failed. Read from the error's causes, never from its text (which holds the URL).
 fn answered_not_tls(e: &reqwest::Error) -> bool {
-    let chain = error_chain(e);
-    chain.contains("InvalidContentType") || chain.contains("corrupt message")
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if is_invalid_content_type(err) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// rustls's "not a TLS record" error, possibly inside I/O errors (which wrap it whole rather
+/// than as a source).
+fn is_invalid_content_type(err: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return matches!(
+            tls,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        );
+    }
+    err.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| is_invalid_content_type(inner))
 }
 
 impl RegistryConnection {
     /// New sequences start in plain HTTP (see [`Scheme`]).
     fn speaks_plain_http(&self) -> bool {
         self.insecure
+            && self.credentials == Credentials::Anonymous
             && !self.spoke_tls.load(Ordering::Relaxed)
             && self
                 .plain_until
@@ -649,6 +672,11 @@ impl RegistryClient {
             }
             Err(e) => e,
         };
+        // A remembered plain-HTTP registry that no longer answers in plain HTTP is tried
+        // with TLS again from the next sequence on.
+        if url.starts_with("http://") {
+            *self.connection.plain_until.lock().expect("plain lock") = None;
+        }
         let Some(plain) = self.fallback_url(url, &e) else {
             return Err(transport_error(method, url, e));
         };
@@ -658,7 +686,10 @@ impl RegistryClient {
             .await
             .map_err(|e| transport_error(method, &plain, e))?;
         self.answered(&plain);
-        if self.connection.insecure && answered_not_tls(&e) {
+        if self.connection.insecure
+            && self.connection.credentials == Credentials::Anonymous
+            && answered_not_tls(&e)
+        {
             *self.connection.plain_until.lock().expect("plain lock") =
                 Some(Instant::now() + PLAIN_HTTP_MEMORY);
         }
@@ -1415,7 +1446,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_plain_http_registry_is_remembered_for_insecure_objects_only() {
+    async fn a_plain_http_registry_is_remembered_for_anonymous_insecure_objects_only() {
         let (address, _) = basic_auth_registry().await;
         let insecure = Transport {
             insecure: true,
@@ -1435,6 +1466,25 @@ mod tests {
                 .base()
                 .starts_with("https://")
         );
+
+        // Not for objects that did not ask for plain HTTP (a local address alone allows an
+        // anonymous fallback), nor for credentials.
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        for (credentials, transport) in [
+            (Credentials::Anonymous, Transport::default()),
+            (basic, insecure.clone()),
+        ] {
+            let connection =
+                RegistryConnection::new(&address, credentials, &transport, "test").unwrap();
+            let first = RegistryClient::session(&connection);
+            let _ = first.get_manifest("app", "latest").await;
+            assert_eq!(first.scheme.get(), Some(&Scheme::Http), "fell back");
+            let next = RegistryClient::session(&connection);
+            assert!(next.base().starts_with("https://"), "nothing remembered");
+        }
 
         // Nothing answering at all (an outage) teaches nothing.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -446,7 +446,7 @@ impl Follower {
         let (store, writer) = reflector::store();
         let storage = self.storage.clone();
         let events = watcher(api, config)
-            .default_backoff()
+            .backoff(crate::controller::watch::WatchBackoff::default())
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer)
             .for_each(move |event| {

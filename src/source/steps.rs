@@ -223,7 +223,7 @@ impl<K: SourceObject> Pass<'_, K> {
 
     /// The `NewArtifact` event, with the revision and digest Flux puts in its metadata.
     pub async fn emit_new_artifact(
-        &self,
+        &mut self,
         artifact: &Artifact,
         message: &str,
         extra: &[(&str, &str)],
@@ -236,7 +236,7 @@ impl<K: SourceObject> Pass<'_, K> {
             ("source.toolkit.fluxcd.io/digest", artifact.digest.as_str()),
         ];
         metadata.extend_from_slice(extra);
-        self.event(reason::NEW_ARTIFACT, message, &metadata).await;
+        self.announce(reason::NEW_ARTIFACT, message, &metadata);
         if let Some(took) = self.ctx.clock.new_artifact(K::KIND, &self.key()) {
             tracing::info!(
                 seconds = took.as_secs_f64(),

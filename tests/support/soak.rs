@@ -168,17 +168,39 @@ pub struct SoakReport {
     pub downloads: usize,
     /// Downloads refused while the source-controller was down (killed, restarting).
     pub unavailable: usize,
-    pub rss_kib: Vec<(Duration, u64, u64)>,
+    pub rss_kib: Vec<RssSample>,
     pub peak_kib_start: (u64, u64),
     pub peak_kib_end: (u64, u64),
     pub new_artifact_events: usize,
     pub elapsed: Duration,
 }
 
+/// Both controllers' resident set sizes after a fault: (pid, KiB) each.
+#[derive(Debug, Clone, Copy)]
+pub struct RssSample {
+    pub at: Duration,
+    pub source: (u32, u64),
+    pub apply: (u32, u64),
+}
+
+impl RssSample {
+    fn of(&self, controller: usize) -> (u32, u64) {
+        if controller == 0 {
+            self.source
+        } else {
+            self.apply
+        }
+    }
+}
+
 /// Shared with the checker running beside the faults.
 #[derive(Default)]
 struct Watch {
     stop: AtomicBool,
+    /// The source-controller is being killed and restarted: its server may refuse or cut a
+    /// download. `kills` counts the kills, so a download that overlapped one is known.
+    down: AtomicBool,
+    kills: AtomicUsize,
     downloads: AtomicUsize,
     unavailable: AtomicUsize,
     violations: Mutex<Vec<String>>,
@@ -221,6 +243,12 @@ pub struct Soak {
     outages: usize,
     started: Instant,
     random: u64,
+}
+
+/// The controllers' `--log-level`: SOAK_LOG_LEVEL, else info.
+fn log_level() -> String {
+    let level = std::env::var("SOAK_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    format!("--log-level={level}")
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -309,13 +337,13 @@ impl Soak {
             events.flag(),
             "--min-retry-delay=500ms".to_string(),
             MAX_RETRY.to_string(),
-            "--log-level=info".to_string(),
+            log_level(),
             "--storage-collect-interval=10s".to_string(),
         ];
         let apply_args = vec![
             "--min-retry-delay=500ms".to_string(),
             MAX_RETRY.to_string(),
-            "--log-level=info".to_string(),
+            log_level(),
         ];
         let source = start_source(
             platform,
@@ -465,12 +493,12 @@ impl Soak {
     }
 
     fn sample_rss(&mut self) {
-        let sample = (
-            self.started.elapsed(),
-            rss_kib(self.source.pid()),
-            rss_kib(self.apply.pid()),
-        );
-        self.report.rss_kib.push(sample);
+        let (source, apply) = (self.source.pid(), self.apply.pid());
+        self.report.rss_kib.push(RssSample {
+            at: self.started.elapsed(),
+            source: (source, rss_kib(source)),
+            apply: (apply, rss_kib(apply)),
+        });
     }
 
     /// Asks both sources to reconcile now, as `flux reconcile source` does.
@@ -542,13 +570,17 @@ impl Soak {
                         "{}: Ready on v{v} only {took:?} after the fault cleared",
                         fault.name()
                     ));
+                    eprintln!("soak: the controllers' logs then:\n{}", self.logs());
                 }
                 self.report.recoveries.entry(fault).or_default().push(took);
             }
-            None => self.watch.violation(format!(
-                "{}: not Ready on v{v} within {GIVE_UP:?} after the fault cleared",
-                fault.name()
-            )),
+            None => {
+                self.watch.violation(format!(
+                    "{}: not Ready on v{v} within {GIVE_UP:?} after the fault cleared",
+                    fault.name()
+                ));
+                eprintln!("soak: the controllers' logs then:\n{}", self.logs());
+            }
         }
         self.sample_rss();
     }
@@ -619,7 +651,7 @@ impl Soak {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // The event is recorded after the status; give it the same bound.
+        // The Warning goes out just before the status write; it may be seen a moment later.
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.warnings(name).await <= warnings_before {
             if Instant::now() > deadline {
@@ -636,7 +668,12 @@ impl Soak {
             .await
             .iter()
             .filter(|e| e.type_.as_deref() == Some("Warning"))
-            .map(|e| e.count.unwrap_or(1).max(1) as usize)
+            .map(|e| {
+                // Repeats within the recorder's series window count on the series (events.k8s.io),
+                // which the core/v1 view shows as `series.count`, not `count`.
+                let repeats = e.series.as_ref().and_then(|s| s.count).or(e.count);
+                repeats.unwrap_or(1).max(1) as usize
+            })
             .sum()
     }
 
@@ -656,6 +693,8 @@ impl Soak {
     async fn kill_source_midway(&mut self) -> Instant {
         let wait = Duration::from_millis(self.next_random() % 400);
         tokio::time::sleep(wait).await;
+        self.watch.down.store(true, Ordering::SeqCst);
+        self.watch.kills.fetch_add(1, Ordering::SeqCst);
         self.source.kill();
         let killed = Instant::now();
         let left = leftovers(&self.storage);
@@ -667,6 +706,7 @@ impl Soak {
             &self.source_args,
             &self.kubeconfig,
         );
+        self.watch.down.store(false, Ordering::SeqCst);
         let after = leftovers(&self.storage);
         for stray in left.intersection(&after) {
             self.watch.violation(format!(
@@ -797,7 +837,11 @@ impl Soak {
         }
         self.report.new_artifact_events = per_revision.len();
         for ((object, revision), count) in per_revision {
-            if count > 1 {
+            if revision.is_empty() {
+                self.watch.violation(format!(
+                    "{object}: {count} NewArtifact events without a revision"
+                ));
+            } else if count > 1 {
                 self.watch.violation(format!(
                     "{object}: NewArtifact {count} times for {revision}"
                 ));
@@ -820,8 +864,8 @@ impl Soak {
     pub fn logs(&self) -> String {
         format!(
             "source-controller:\n{}\napply-controller:\n{}",
-            super::source::tail(&self.source.log_text(), 40),
-            super::source::tail(&self.apply.log_text(), 40)
+            super::source::tail(&self.source.log_text(), 120),
+            super::source::tail(&self.apply.log_text(), 120)
         )
     }
 }
@@ -954,6 +998,8 @@ async fn check_artifact<K: SourceObject>(
     let on_disk = std::fs::read(storage.join(&a.path)).ok();
     let whole_on_disk = on_disk.as_deref().is_some_and(|b| sha256(b) == a.digest);
     let path = format!("/{}", a.path);
+    let kills = watch.kills.load(Ordering::SeqCst);
+    let was_down = watch.down.load(Ordering::SeqCst);
     let served = tokio::task::spawn_blocking(move || try_get(port, &path))
         .await
         .unwrap();
@@ -971,11 +1017,17 @@ async fn check_artifact<K: SourceObject>(
             true
         }
         Ok(_) => false,
-        Err(_) => {
-            // Nothing listening: the controller is down (killed, restarting).
+        // Refused or cut while the controller was being killed: what a consumer retries.
+        Err(_)
+            if was_down
+                || watch.down.load(Ordering::SeqCst)
+                || watch.kills.load(Ordering::SeqCst) != kills =>
+        {
             watch.unavailable.fetch_add(1, Ordering::SeqCst);
             true
         }
+        // Refused, cut short or stalled while it was up: a consumer got no whole artifact.
+        Err(_) => false,
     };
     if whole_on_disk && served_whole {
         return;
@@ -1000,30 +1052,30 @@ async fn check_artifact<K: SourceObject>(
     }
 }
 
-/// Memory that grows over the soak: the largest RSS sampled in the last quarter against the
-/// largest in the first (processes restart often, so no one process's figures tell), with
-/// room for allocator noise.
-fn memory_growth(samples: &[(Duration, u64, u64)]) -> Vec<String> {
-    let quarter = samples.len() / 4;
-    if quarter == 0 {
-        return Vec::new();
-    }
-    let largest = |part: &[(Duration, u64, u64)], i: usize| {
-        part.iter()
-            .map(|s| if i == 0 { s.1 } else { s.2 })
-            .max()
-            .unwrap_or(0)
-    };
+/// Memory that grows within one process's life (processes are restarted by the kill faults,
+/// so figures across them tell nothing): its last sample against its first, with room for
+/// allocator noise, for processes sampled at least three times.
+fn memory_growth(samples: &[RssSample]) -> Vec<String> {
     let mut grew = Vec::new();
     for (i, name) in ["source-controller", "apply-controller"].iter().enumerate() {
-        let early = largest(&samples[..quarter], i);
-        let late = largest(&samples[samples.len() - quarter..], i);
-        if late > early + early / 2 + (32 << 10) {
-            grew.push(format!(
-                "{name}: RSS grew from {} (first quarter) to {} (last quarter)",
-                mib(early),
-                mib(late)
-            ));
+        let mut lives: Vec<(u32, u64, u64, usize)> = Vec::new();
+        for (pid, kib) in samples.iter().map(|s| s.of(i)).filter(|(_, k)| *k > 0) {
+            match lives.last_mut() {
+                Some(life) if life.0 == pid => {
+                    life.2 = kib;
+                    life.3 += 1;
+                }
+                _ => lives.push((pid, kib, kib, 1)),
+            }
+        }
+        for (pid, first, last, count) in lives {
+            if count >= 3 && last > first + first / 2 + (32 << 10) {
+                grew.push(format!(
+                    "{name} (pid {pid}): RSS grew from {} to {} over {count} faults",
+                    mib(first),
+                    mib(last)
+                ));
+            }
         }
     }
     grew
@@ -1078,7 +1130,7 @@ impl SoakReport {
         let column = |i: usize| -> Vec<u64> {
             self.rss_kib
                 .iter()
-                .map(|s| if i == 0 { s.1 } else { s.2 })
+                .map(|s| s.of(i).1)
                 .filter(|k| *k > 0)
                 .collect()
         };

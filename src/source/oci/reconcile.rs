@@ -734,7 +734,7 @@ impl Pass<'_, OCIRepository> {
         );
     }
 
-    async fn announce_artifact(&self, artifact: &Artifact) {
+    async fn announce_artifact(&mut self, artifact: &Artifact) {
         let mut message = format!(
             "stored artifact with revision '{}' from '{}'",
             artifact.revision, self.obj.spec.url
