@@ -634,7 +634,7 @@ async fn api_server_and_etcd_failures_are_ridden_out() {
     // Without the watch cache a watch from a compacted revision reaches etcd: 410 Gone.
     let mut cluster = PrivateCluster::start(&platform, &["--watch-cache=false"]);
     let kube = cluster.client().await;
-    support::install_crds(&kube).await;
+    support::apply_crds(&kube).await;
     // Established is not served yet on a fresh API server: wait until the kinds list.
     let repositories: Api<OCIRepository> = Api::all(kube.clone());
     let buckets: Api<Bucket> = Api::all(kube.clone());

@@ -159,6 +159,13 @@ pub async fn install_crds(client: &Client) {
     if *INSTALLED.lock().unwrap() {
         return;
     }
+    apply_crds(client).await;
+    *INSTALLED.lock().unwrap() = true;
+}
+
+/// `install_crds` on the cluster `client` reaches, every time: for a cluster a test starts
+/// itself.
+pub async fn apply_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in driftless::api::crds::all() {
         let name = crd.metadata.name.clone().expect("CRDs are named");
@@ -177,7 +184,6 @@ pub async fn install_crds(client: &Client) {
         .unwrap_or_else(|_| panic!("CRD {name} not established within 60s"))
         .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
     }
-    *INSTALLED.lock().unwrap() = true;
 }
 
 /// A namespace of its own for one test; deleted when dropped.
