@@ -43,6 +43,23 @@ impl BusyFront {
     pub fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
     }
+
+    /// Nothing more reaches the busy front for all of `window` (looked at again and again).
+    pub async fn asked_nothing_more(&self, server: &str, window: std::time::Duration) {
+        let refused = self.refused();
+        super::wait::holds_for(
+            &format!("no request to {server} before its Retry-After"),
+            window,
+            async || {
+                let now = self.refused();
+                (now == refused).then_some(()).ok_or(format!(
+                    "{} more requests while it asked to wait",
+                    now - refused
+                ))
+            },
+        )
+        .await;
+    }
 }
 
 async fn front(
