@@ -12,6 +12,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::bench::env_or;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::PostParams;
@@ -96,13 +97,6 @@ async fn main() {
         source.metric("driftless_receiver_reconciles_triggered_total"),
     );
     drop(apply);
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// One repository, its OCIRepository (`interval`) and a Kustomization (1h) applying it.

@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::bench::env_or;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -29,13 +30,6 @@ use support::oci::{FLUX_LAYER, client, flux_layer, hex_lines, push_flux_artifact
 
 const LIMIT: Duration = Duration::from_secs(900);
 const POLL: Duration = Duration::from_millis(20);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Bytes allocated on disk under `root`: (each file once, each path on its own).
 fn disk_use(root: &Path) -> (u64, u64) {

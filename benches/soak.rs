@@ -15,15 +15,9 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::bench::env_or;
 
 use support::soak::{Fault, Soak, SoakOptions};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {

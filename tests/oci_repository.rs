@@ -3,11 +3,12 @@
 mod support;
 
 use std::collections::BTreeMap;
+use support::sha256;
 
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use driftless::api::oci_repository::VerifiedSignature;
 use driftless::api::{ConditionStatus, OCIRepository};
@@ -90,10 +91,6 @@ impl Env {
     fn repo(&self, name: &str) -> String {
         format!("{}/{name}", self.ns.name)
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::sha256;
 
 use driftless::api::{Artifact, ConditionStatus, OCIRepository};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -22,10 +23,6 @@ use support::oci::{FLUX_LAYER, client, flux_layer, hex_lines, push_flux_artifact
 use support::wait::poll;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 fn ready(o: &OCIRepository) -> bool {
     o.status.as_ref().is_some_and(|s| {

@@ -12,6 +12,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::sha256;
 
 use axum::Router;
 use axum::routing::post;
@@ -21,7 +22,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use support::controller::{ApplyController, ELECTION, SourceController, free_port};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::source::{Sources, artifact};
@@ -53,10 +53,6 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
         return Err(format!("HTTP {}", response.status()));
     }
     Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// A stand-in for notification-controller with `--authorized-notifier-spiffe-id`: an HTTPS

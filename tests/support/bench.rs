@@ -111,3 +111,11 @@ pub async fn push_bench_artifact(registry: &str, repo: &str) -> String {
     )
     .await
 }
+
+/// The environment variable `name` parsed, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -42,7 +42,7 @@ use super::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use super::source::{artifact, condition, revision};
 use super::toxiproxy::Toxiproxy;
 use super::wait::condition_of;
-use super::{Platform, TestNamespace};
+use super::{Platform, TestNamespace, sha256};
 
 /// Every object Ready on the pushed version within this long after a fault clears (the
 /// controllers retry after at most `MAX_RETRY`, a watch reconnects within its own backoff, a
@@ -249,10 +249,6 @@ pub struct Soak {
 fn log_level() -> String {
     let level = std::env::var("SOAK_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     format!("--log-level={level}")
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// Hex that does not compress, different for every `seed`.
