@@ -873,12 +873,12 @@ async fn side_by_side_adoption_with_the_sharding_label() {
         .storage
         .join(format!("ocirepository/{}/app", ns.name));
     assert!(ours_dir.is_dir(), "driftless stores the artifact");
-    let ready_series = format!(
-        r#"gotk_reconcile_condition{{kind="OCIRepository",name="app",namespace="{}",type="Ready""#,
+    let object_series = format!(
+        r#"gotk_reconcile_duration_seconds_count{{kind="OCIRepository",name="app",namespace="{}"}}"#,
         ns.name
     );
     assert!(
-        source.metrics().contains(&ready_series),
+        source.metrics().contains(&object_series),
         "driftless exports the object's series while it holds it"
     );
 
@@ -895,7 +895,7 @@ async fn side_by_side_adoption_with_the_sharding_label() {
     .await;
     let metrics = source.metrics();
     assert!(
-        !metrics.contains(&ready_series),
+        !metrics.contains(&object_series),
         "the handed-back object's series are dropped:\n{metrics}"
     );
     let data = Api::<ConfigMap>::namespaced(kube.clone(), &ns.name)

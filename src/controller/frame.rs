@@ -10,7 +10,6 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
-use crate::api::ConditionStatus;
 use crate::controller::conditions::{self as cond, reason};
 use crate::controller::metrics::ObjectLabels;
 use crate::controller::objects::{FINALIZER, REQUESTED_AT};
@@ -92,7 +91,6 @@ async fn reconcile_live<K: Reconciled>(cached: &K, ctx: &K::Context) -> Result<A
     };
     let mut pass = Pass::new(obj, ctx, started);
     tracing::debug!(object = %pass.key(), generation = pass.generation, "reconciling");
-    ctx.metrics().record_suspend(&labels(obj), obj.suspended());
     if obj.suspended() {
         return suspend(&mut pass).await;
     }
@@ -198,20 +196,11 @@ fn retry_delay<K: Reconciled>(pass: &Pass<'_, K>, outcome: &Result<(), Failure>)
     }
 }
 
-/// The pass's duration, its resulting conditions and its result, as metrics.
+/// The pass's duration and its result, as metrics.
 fn observe<K: Reconciled>(pass: &Pass<'_, K>) {
     let metrics = pass.ctx.metrics();
     let l = labels(pass.obj);
     metrics.observe_duration(&l, pass.started.elapsed());
-    for type_ in [cond::READY, cond::RECONCILING, cond::STALLED] {
-        let status = match pass.conditions.get(type_).map(|c| c.status) {
-            Some(ConditionStatus::True) => "True",
-            Some(ConditionStatus::False) => "False",
-            Some(ConditionStatus::Unknown) => "Unknown",
-            None => "Deleted",
-        };
-        metrics.record_condition(&l, type_, status);
-    }
     let result = match pass.conditions.is_true(cond::READY) {
         true => "success",
         false => "error",

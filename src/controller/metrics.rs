@@ -19,15 +19,6 @@ pub struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConditionLabels {
-    pub kind: String,
-    pub name: String,
-    pub namespace: String,
-    pub r#type: String,
-    pub status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub controller: String,
     pub result: String,
@@ -43,8 +34,6 @@ pub struct ControllerLabels {
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     pub reconcile_duration: Family<ObjectLabels, Histogram>,
-    pub condition: Family<ConditionLabels, Gauge>,
-    pub suspend: Family<ObjectLabels, Gauge>,
     pub reconcile_total: Family<ResultLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
     pub bucket_objects_downloaded: Counter,
@@ -86,24 +75,12 @@ impl Metrics {
         let reconcile_duration = Family::<ObjectLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_range(0.01, 1800.0, 10))
         });
-        let condition = Family::<ConditionLabels, Gauge>::default();
-        let suspend = Family::<ObjectLabels, Gauge>::default();
         let reconcile_total = Family::<ResultLabels, Counter>::default();
         let reconcile_errors = Family::<ControllerLabels, Counter>::default();
         registry.register(
             "gotk_reconcile_duration_seconds",
             "The duration in seconds of a GitOps Toolkit resource reconciliation.",
             reconcile_duration.clone(),
-        );
-        registry.register(
-            "gotk_reconcile_condition",
-            "The current condition status of a GitOps Toolkit resource reconciliation.",
-            condition.clone(),
-        );
-        registry.register(
-            "gotk_suspend_status",
-            "The current suspend status of a GitOps Toolkit resource.",
-            suspend.clone(),
         );
         registry.register(
             "controller_runtime_reconcile",
@@ -149,8 +126,6 @@ impl Metrics {
             bucket_objects_downloaded,
             bucket_bytes_downloaded,
             reconcile_duration,
-            condition,
-            suspend,
             reconcile_total,
             reconcile_errors,
         }
@@ -162,29 +137,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Record a condition's status as Flux 2.4 did: one series per status, 1 for the current.
-    pub fn record_condition(&self, object: &ObjectLabels, type_: &str, status: &str) {
-        for s in ["True", "False", "Unknown", "Deleted"] {
-            let labels = ConditionLabels {
-                kind: object.kind.clone(),
-                name: object.name.clone(),
-                namespace: object.namespace.clone(),
-                r#type: type_.into(),
-                status: s.into(),
-            };
-            self.condition
-                .get_or_create(&labels)
-                .set(i64::from(s == status));
-        }
-    }
-
     pub fn record_bucket_sync(&self, objects: u64, bytes: u64) {
         self.bucket_objects_downloaded.inc_by(objects);
         self.bucket_bytes_downloaded.inc_by(bytes);
-    }
-
-    pub fn record_suspend(&self, object: &ObjectLabels, suspended: bool) {
-        self.suspend.get_or_create(object).set(i64::from(suspended));
     }
 
     pub fn record_result(&self, controller: &str, result: &str) {
@@ -221,18 +176,6 @@ impl Metrics {
             &format!("{}/{}", object.namespace, object.name),
         );
         self.reconcile_duration.remove(object);
-        self.suspend.remove(object);
-        for s in ["True", "False", "Unknown", "Deleted"] {
-            for t in ["Ready", "Reconciling", "Stalled"] {
-                self.condition.remove(&ConditionLabels {
-                    kind: object.kind.clone(),
-                    name: object.name.clone(),
-                    namespace: object.namespace.clone(),
-                    r#type: t.into(),
-                    status: s.into(),
-                });
-            }
-        }
     }
 
     /// Counts a reconcile of `key` in flight until the guard is dropped; it has left the
@@ -390,14 +333,16 @@ mod tests {
             namespace: "ns".into(),
         };
         m.observe_duration(&o, Duration::from_millis(20));
-        m.record_condition(&o, "Ready", "True");
         m.record_result("ocirepository", "success");
         let text = m.render();
         assert!(
             text.contains("gotk_reconcile_duration_seconds_bucket{"),
             "{text}"
         );
-        assert!(text.contains(r#"gotk_reconcile_condition{kind="OCIRepository",name="a",namespace="ns",type="Ready",status="True"} 1"#), "{text}");
+        // Flux 2.5 removed the per-object condition and suspend gauges (kube-state-metrics'
+        // gotk_resource_info reads the conditions instead); Flux 2.10 exports neither.
+        assert!(!text.contains("gotk_reconcile_condition"), "{text}");
+        assert!(!text.contains("gotk_suspend_status"), "{text}");
         assert!(text.contains(r#"controller_runtime_reconcile_total{controller="ocirepository",result="success"} 1"#), "{text}");
         m.forget(&o);
         assert!(!m.render().contains(r#"name="a""#));

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::controller::objects::REQUESTED_AT;
 
-/// The objects of one kind to reconcile, cached in `store`. managedFields are never read here and
-/// are most of an object's size in memory; and like Flux's predicates, only what asks for work
+/// The objects of one kind to reconcile, cached in `store`, trimmed (`trim`); and like Flux's
+/// predicates, only what asks for work
 /// (a new generation, a reconcile request, a finalizer or deletion change) reaches the queue:
 /// our own status writes do not.
 /// `left` hears of every object the watch stops seeing: deleted, or relabelled out of
@@ -34,7 +34,7 @@ where
     let (store, writer) = reflector::store();
     let objects = watcher(api, watch)
         .backoff(WatchBackoff::default())
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
@@ -45,6 +45,15 @@ where
         .predicate_filter(wants_reconcile, PredicateConfig::default());
     (objects, store)
 }
+
+/// Drops what no controller reads from a cached object and what makes up most of its size in
+/// memory: managedFields, and the whole object again as JSON in kubectl's last-applied annotation.
+pub fn trim<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object.annotations_mut().remove(LAST_APPLIED);
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// How soon a watch is started again after the API server failed it: from 200 ms, doubling, to
 /// at most 10 s (plus up to a tenth), back to the start after the first event that arrives.
@@ -152,5 +161,30 @@ mod tests {
         assert!(delays[11] >= WATCH_RETRY_MAX, "{delays:?}");
         backoff.reset();
         assert!(backoff.next().unwrap() <= WATCH_RETRY_MIN.mul_f64(1.1));
+    }
+
+    #[test]
+    fn a_cached_object_keeps_what_controllers_read_and_drops_the_rest() {
+        let mut object: crate::api::OCIRepository = serde_json::from_value(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "OCIRepository",
+            "metadata": {
+                "name": "app",
+                "namespace": "ns",
+                "annotations": {
+                    LAST_APPLIED: "{\"apiVersion\":\"source.toolkit.fluxcd.io/v1\"}",
+                    REQUESTED_AT: "now",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+            "spec": {"url": "oci://r/app", "interval": "1m"},
+        }))
+        .unwrap();
+        trim(&mut object);
+        assert!(object.managed_fields().is_empty());
+        assert_eq!(
+            object.annotations().keys().collect::<Vec<_>>(),
+            [REQUESTED_AT]
+        );
     }
 }

@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch as versions;
 
@@ -447,7 +447,7 @@ impl Follower {
         let storage = self.storage.clone();
         let events = watcher(api, config)
             .backoff(crate::controller::watch::WatchBackoff::default())
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .modify(crate::controller::watch::trim)
             .reflect(writer)
             .for_each(move |event| {
                 // Only a real deletion: an object relabelled out of this shard keeps its
