@@ -9,7 +9,9 @@
 //!
 //! SOAK_HOLD_SECS (default 10): how long a network fault lasts; every 10th registry outage
 //! lasts SOAK_LONG_OUTAGE_SECS (default 180) instead. SOAK_KILLS (default 4): kills of each
-//! controller per round. SOAK_REPORT: a file the table is also written to.
+//! controller per round. SOAK_REPORT: a file the table is also written to. SOAK_ONLY: only the
+//! faults whose name (as the table prints it) contains one of these `|`-separated texts, e.g.
+//! `API server: outage|kill -9 apply`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -39,9 +41,12 @@ async fn main() {
     let kube = platform.client().await;
     let mut soak = Soak::start(&platform, &kube).await;
     let until = Instant::now() + Duration::from_secs(minutes * 60);
+    let only = std::env::var("SOAK_ONLY").unwrap_or_default();
+    let chosen = |f: &Fault| only.split('|').any(|text| f.name().contains(text));
     let mut rounds = 0;
     'soak: loop {
-        for fault in Fault::round(options.kills_per_round) {
+        let round = Fault::round(options.kills_per_round).into_iter();
+        for fault in round.filter(chosen) {
             if Instant::now() >= until {
                 break 'soak;
             }

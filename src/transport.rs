@@ -195,21 +195,7 @@ pub fn build_http_client(
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
-/// An error with its causes: reqwest's own message ("error sending request") hides the one
-/// that matters (an unknown certificate issuer, a refused connection).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+pub use crate::util::error_chain;
 
 /// How long the sources' clients wait for a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

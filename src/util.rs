@@ -1,5 +1,21 @@
 //! Small helpers every layer uses the same way.
 
+/// An error with its causes: reqwest's own message ("error sending request") hides the one
+/// that matters (an unknown certificate issuer, a refused connection).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// `s` cut to at most `max` bytes on a character boundary, ending in `...` when it was cut
 /// (Kubernetes caps condition messages and event notes; registries send arbitrary bodies).
 pub fn truncate(s: &str, max: usize) -> String {

@@ -37,7 +37,9 @@ use crate::controller::pass::StatusWrites;
 use crate::controller::queue::WorkQueues;
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::spiffe::IdPattern;
-use crate::controller::watch::{WatchBackoff, log_result, object_key, store_has, watched_objects};
+use crate::controller::watch::{
+    EachWatchBacksOff, log_result, object_key, store_has, trigger_watch, watched_objects,
+};
 use crate::transport::{Transport, build_http_client};
 
 const CONTROLLER_NAME: &str = "kustomize-controller";
@@ -318,10 +320,12 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     });
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
-        .trigger_backoff(WatchBackoff::default())
-        .watches(
-            source_api::<OCIRepository>(&client, &args),
-            watcher::Config::default(),
+        .trigger_backoff(EachWatchBacksOff)
+        .watches_stream(
+            trigger_watch(
+                source_api::<OCIRepository>(&client, &args),
+                watcher::Config::default(),
+            ),
             referencing(
                 store.clone(),
                 SourceKind::OciRepository,
@@ -336,9 +340,11 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 },
             ),
         )
-        .watches(
-            source_api::<Bucket>(&client, &args),
-            watcher::Config::default(),
+        .watches_stream(
+            trigger_watch(
+                source_api::<Bucket>(&client, &args),
+                watcher::Config::default(),
+            ),
             referencing(
                 store.clone(),
                 SourceKind::Bucket,
@@ -356,24 +362,21 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
     for kind in [SourceKind::GitRepository, SourceKind::ExternalArtifact] {
         // Flux's own source kinds are watched when their CRDs are installed.
         if let Some(api) = dynamic_source_api(&client, &args, kind).await {
-            controller = controller.watches_with(
-                api,
-                source_resource(kind),
-                watcher::Config::default(),
+            controller = controller.watches_stream_with(
+                trigger_watch(api, watcher::Config::default()),
                 referencing_dynamic(store.clone(), kind, &queues, &ctx),
+                source_resource(kind),
             );
         }
     }
     if !gates.enabled(Gate::DisableConfigWatchers) {
         controller = controller
-            .watches(
-                config_api::<ConfigMap>(&client, &args),
-                config_watch(&args),
+            .watches_stream(
+                trigger_watch(config_api::<ConfigMap>(&client, &args), config_watch(&args)),
                 substituting(store.clone(), SubstituteKind::ConfigMap, &queues, &ctx),
             )
-            .watches(
-                config_api::<Secret>(&client, &args),
-                config_watch(&args),
+            .watches_stream(
+                trigger_watch(config_api::<Secret>(&client, &args), config_watch(&args)),
                 substituting(store.clone(), SubstituteKind::Secret, &queues, &ctx),
             );
     }

@@ -33,7 +33,9 @@ use crate::controller::metrics::Metrics;
 use crate::controller::probes::{serve, serve_probes, serve_tls};
 use crate::controller::requeue::{Backoff, parse_duration};
 use crate::controller::spiffe::{IdPattern, Workload};
-use crate::controller::watch::{WatchBackoff, log_result, object_key, store_has, watched_objects};
+use crate::controller::watch::{
+    EachWatchBacksOff, log_result, object_key, store_has, watched_objects,
+};
 use crate::identity::endpoints::AmbientEndpoints;
 
 #[derive(Args, Debug, Clone)]
@@ -448,7 +450,7 @@ fn controller<K: SourceObject>(
     );
     let running = Controller::for_stream(objects, store.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrent))
-        .trigger_backoff(WatchBackoff::default())
+        .trigger_backoff(EachWatchBacksOff)
         .reconcile_on(triggers)
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)

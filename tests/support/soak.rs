@@ -527,6 +527,8 @@ impl Soak {
         let last_bucket = revision(&self.buckets.get("bucket").await.unwrap());
         self.publish(v).await;
         let warnings_before = self.warnings(fault.fails().unwrap_or("app")).await;
+        // Wall-clock times, to read beside the controllers' logs when a violation prints them.
+        eprintln!("soak: {} at {}", fault.name(), jiff::Timestamp::now());
         match (fault.proxy(), fault.toxic()) {
             (Some(proxy), Some((kind, attributes))) => {
                 self.toxiproxy
@@ -599,6 +601,11 @@ impl Soak {
             (None, _) => {}
         }
         self.busy.set_busy(None);
+        eprintln!(
+            "soak: {} cleared at {}",
+            fault.name(),
+            jiff::Timestamp::now()
+        );
         Instant::now()
     }
 
