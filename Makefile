@@ -41,12 +41,15 @@ bench-apply:
 	BENCH_APPLY=many $(CARGO) bench --bench kustomize_scale
 	BENCH_APPLY=sops $(CARGO) bench --bench kustomize_scale
 
-## bench-flux: Flux's source-controller and driftless's side by side on the same platform, 1,000
-## OCIRepositories on one artifact, then on 50 (release build).
+## bench-flux: Flux's controllers and driftless's side by side on the same platform (release
+## build): 1,000 OCIRepositories on one artifact, then on 50; 1,000 Kustomizations of
+## flux-benchmark's shape, then 100 kustomize overlays.
 bench-flux:
 	hack/platform up
 	BENCH_N=1000 $(CARGO) bench --bench flux_side_by_side
 	BENCH_N=1000 BENCH_ARTIFACTS=50 $(CARGO) bench --bench flux_side_by_side
+	BENCH_SHAPE=benchmark BENCH_N=1000 $(CARGO) bench --bench flux_kustomize_side_by_side
+	BENCH_SHAPE=overlays BENCH_N=100 $(CARGO) bench --bench flux_kustomize_side_by_side
 
 ## bench-events: push → new revision and push → applied, p50/p95 over 50 pushes, with registry
 ## events (the receiver) and on a 10s interval (release build).

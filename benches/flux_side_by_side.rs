@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use driftless::api::OCIRepository;
 use kube::{Api, Client};
-use support::bench::{bench_n, create_ready_spread, push_bench_artifacts, steady_pass};
+use support::bench::{api_writes, bench_n, create_ready_spread, push_bench_artifacts, steady_pass};
 use support::controller::{Launcher, SourceController, free_port};
 use support::oci::registry_requests;
 
@@ -200,44 +200,6 @@ async fn measure(
         cpu_per_reconcile: cpu_steady / n as u32,
         registry_per_reconcile: steady_requests as f64 / n as f64,
     }
-}
-
-/// The API server's write requests so far, by `resource[/subresource]`.
-async fn api_writes(kube: &Client) -> BTreeMap<String, f64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = kube
-        .request_text(request)
-        .await
-        .expect("API server /metrics");
-    let mut writes = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
-        if !matches!(
-            label("verb").as_str(),
-            "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "CREATE" | "UPDATE"
-        ) {
-            continue;
-        }
-        let resource = match label("subresource").as_str() {
-            "" => label("resource"),
-            sub => format!("{}/{sub}", label("resource")),
-        };
-        *writes.entry(resource).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-    }
-    writes
 }
 
 fn report((n, artifacts): (usize, usize), flux: &Run, ours: &Run) {

@@ -13,45 +13,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
-use support::controller::{Launcher, Process, SourceController, free_port};
+use support::controller::{SourceController, free_port};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
-use support::peers::{ensure_built, flux, push_demo_chart};
+use support::peers::{FluxController, ensure_built, flux, push_demo_chart};
 use support::source::{Sources, tail};
 use support::wait::{Wait, condition_of};
-
-/// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
-/// watching one namespace, stopped on drop.
-struct FluxController {
-    process: Process,
-    _dir: tempfile::TempDir,
-}
-
-impl FluxController {
-    fn start(platform: &support::Platform, namespace: &str, name: &str, extra: &[String]) -> Self {
-        ensure_built(&format!("flux-{name}"));
-        let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
-            .join("bin")
-            .join(name);
-        let dir = tempfile::tempdir().unwrap();
-        let process = Launcher::new(
-            name,
-            binary,
-            platform,
-            namespace,
-            dir.path().join(format!("{name}.log")),
-        )
-        .args(["--enable-leader-election=false", "--log-level=debug"])
-        .args(extra)
-        .env("HOME", dir.path())
-        .within(Duration::from_secs(60))
-        .start();
-        FluxController { process, _dir: dir }
-    }
-
-    fn log_text(&self) -> String {
-        self.process.log_text()
-    }
-}
 
 /// Waits on Kustomizations reconciled by `log`'s controller, 90 s at most.
 fn kustomizations<'a>(

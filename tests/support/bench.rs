@@ -1,5 +1,6 @@
 //! What the scale benchmarks share: N OCIRepositories on one URL, Ready, and a steady pass.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use driftless::api::OCIRepository;
@@ -118,4 +119,46 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The API server's write requests so far (`apiserver_request_total`), by
+/// `resource[/subresource]`, dry runs apart as `resource (dry run)`.
+pub async fn api_writes(kube: &kube::Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = kube
+        .request_text(request)
+        .await
+        .expect("API server /metrics");
+    let mut writes = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        if !matches!(
+            label("verb").as_str(),
+            "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "CREATE" | "UPDATE"
+        ) {
+            continue;
+        }
+        let mut resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        if !label("dry_run").is_empty() {
+            resource.push_str(" (dry run)");
+        }
+        *writes.entry(resource).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    writes
 }

@@ -535,6 +535,11 @@ impl ApplyController {
         self.process.peak_rss_kib()
     }
 
+    /// The process, for what benches measure of it (CPU time, peak RSS).
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
     /// A counter or gauge from /metrics (the sum over its label sets).
     pub fn metric(&self, name: &str) -> f64 {
         self.process.metric(name)

@@ -1,6 +1,7 @@
 //! The real peer tools tests drive (built by `hack/testbin.sh`): the flux CLI, helm.
 
 use std::process::Command;
+use std::time::Duration;
 
 /// Builds a peer (`hack/testbin.sh TARGET`, a no-op once built), one build at a time: the tests
 /// of a binary run in parallel and a cold build of one target must not race itself.
@@ -12,6 +13,45 @@ pub fn ensure_built(target: &str) {
         .status()
         .expect("run hack/testbin.sh");
     assert!(status.success(), "hack/testbin.sh {target} failed");
+}
+
+/// One of Flux's controllers (built from its Go module by `hack/testbin.sh flux-<name>`),
+/// watching one namespace, stopped on drop.
+pub struct FluxController {
+    pub process: super::controller::Process,
+    _dir: tempfile::TempDir,
+}
+
+impl FluxController {
+    pub fn start(
+        platform: &super::Platform,
+        namespace: &str,
+        name: &str,
+        extra: &[String],
+    ) -> Self {
+        ensure_built(&format!("flux-{name}"));
+        let binary = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"])
+            .join("bin")
+            .join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let process = super::controller::Launcher::new(
+            name,
+            binary,
+            platform,
+            namespace,
+            dir.path().join(format!("{name}.log")),
+        )
+        .args(["--enable-leader-election=false", "--log-level=debug"])
+        .args(extra)
+        .env("HOME", dir.path())
+        .within(Duration::from_secs(60))
+        .start();
+        FluxController { process, _dir: dir }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
 }
 
 /// The flux CLI (at the version hack/testbin.sh pins, built from its Go module) against the
