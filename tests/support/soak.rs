@@ -526,9 +526,9 @@ impl Soak {
         let last_app = revision(&self.app.get("app").await.unwrap());
         let last_bucket = revision(&self.buckets.get("bucket").await.unwrap());
         self.publish(v).await;
-        let warnings_before = self.warnings(fault.fails().unwrap_or("app")).await;
+        let injected_at = jiff::Timestamp::now();
         // Wall-clock times, to read beside the controllers' logs when a violation prints them.
-        eprintln!("soak: {} at {}", fault.name(), jiff::Timestamp::now());
+        eprintln!("soak: {} at {injected_at}", fault.name());
         match (fault.proxy(), fault.toxic()) {
             (Some(proxy), Some((kind, attributes))) => {
                 self.toxiproxy
@@ -552,7 +552,7 @@ impl Soak {
                     } else {
                         &last_bucket
                     };
-                    self.expect_failure(fault, name, &stamp, last, warnings_before)
+                    self.expect_failure(fault, name, &stamp, last, injected_at)
                         .await;
                 }
                 tokio::time::sleep(self.hold_for(fault, options)).await;
@@ -564,20 +564,18 @@ impl Soak {
             Some(()) => {
                 let took = cleared_at.elapsed();
                 if took > RECOVERY_BOUND {
-                    self.watch.violation(format!(
+                    self.violation_with_logs(format!(
                         "{}: Ready on v{v} only {took:?} after the fault cleared",
                         fault.name()
                     ));
-                    eprintln!("soak: the controllers' logs then:\n{}", self.logs());
                 }
                 self.report.recoveries.entry(fault).or_default().push(took);
             }
             None => {
-                self.watch.violation(format!(
+                self.violation_with_logs(format!(
                     "{}: not Ready on v{v} within {GIVE_UP:?} after the fault cleared",
                     fault.name()
                 ));
-                eprintln!("soak: the controllers' logs then:\n{}", self.logs());
             }
         }
         self.sample_rss();
@@ -617,7 +615,7 @@ impl Soak {
         name: &str,
         stamp: &str,
         last: &str,
-        warnings_before: usize,
+        injected_at: jiff::Timestamp,
     ) {
         let deadline = Instant::now() + GIVE_UP;
         loop {
@@ -633,12 +631,12 @@ impl Soak {
             };
             if handled.as_deref() == Some(stamp) {
                 if ready != Some(ConditionStatus::False) || message.is_empty() {
-                    self.watch.violation(format!(
+                    self.violation_with_logs(format!(
                         "{}: {name} handled the request with Ready {ready:?} ({message})",
                         fault.name()
                     ));
                 } else if now != last {
-                    self.watch.violation(format!(
+                    self.violation_with_logs(format!(
                         "{}: {name} moved from {last} to {now} during the fault",
                         fault.name()
                     ));
@@ -646,7 +644,7 @@ impl Soak {
                 break;
             }
             if Instant::now() > deadline {
-                self.watch.violation(format!(
+                self.violation_with_logs(format!(
                     "{}: {name} did not handle the reconcile request within {GIVE_UP:?}",
                     fault.name()
                 ));
@@ -656,28 +654,32 @@ impl Soak {
         }
         // The Warning goes out just before the status write; it may be seen a moment later.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.warnings(name).await <= warnings_before {
+        while !self.warned_since(name, injected_at).await {
             if Instant::now() > deadline {
-                self.watch
-                    .violation(format!("{}: no Warning event on {name}", fault.name()));
+                self.violation_with_logs(format!("{}: no Warning event on {name}", fault.name()));
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn warnings(&self, name: &str) -> usize {
-        self.events(name)
-            .await
-            .iter()
-            .filter(|e| e.type_.as_deref() == Some("Warning"))
-            .map(|e| {
-                // Repeats within the recorder's series window count on the series (events.k8s.io),
-                // which the core/v1 view shows as `series.count`, not `count`.
-                let repeats = e.series.as_ref().and_then(|s| s.count).or(e.count);
-                repeats.unwrap_or(1).max(1) as usize
-            })
-            .sum()
+    /// Whether the source object `name` has a Warning event first seen or repeated since
+    /// `since`. Counting Warnings instead is wrong over a long soak: the API server deletes
+    /// events an hour after their last write (`--event-ttl`), so an old one can vanish while a
+    /// new one is written, and a Kustomization of the same name matches the same field selector.
+    async fn warned_since(&self, name: &str, since: jiff::Timestamp) -> bool {
+        // Event times are kept to the microsecond.
+        let since = since - jiff::SignedDuration::from_micros(1);
+        let kind = if name == "app" {
+            "OCIRepository"
+        } else {
+            "Bucket"
+        };
+        self.events(name).await.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.involved_object.kind.as_deref() == Some(kind)
+                && last_observed(e).is_some_and(|t| t >= since)
+        })
     }
 
     async fn events(&self, name: &str) -> Vec<Event> {
@@ -862,6 +864,12 @@ impl Soak {
         let mut report = std::mem::take(&mut self.report);
         report.violations.sort();
         report
+    }
+
+    /// A violation of a fault's checks, with the controllers' logs then.
+    fn violation_with_logs(&self, what: String) {
+        self.watch.violation(what);
+        eprintln!("soak: the controllers' logs then:\n{}", self.logs());
     }
 
     pub fn logs(&self) -> String {
@@ -1160,4 +1168,17 @@ impl SoakReport {
         }
         out
     }
+}
+
+/// When an event was last written: its series' last repeat, else its creation (events.k8s.io
+/// `eventTime`), else core/v1's `lastTimestamp`.
+fn last_observed(e: &Event) -> Option<jiff::Timestamp> {
+    let repeated = e
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref())
+        .map(|t| t.0);
+    let created = e.event_time.as_ref().map(|t| t.0);
+    let recorded = e.last_timestamp.as_ref().map(|t| t.0);
+    [repeated, created, recorded].into_iter().flatten().max()
 }
