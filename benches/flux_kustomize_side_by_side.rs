@@ -10,17 +10,17 @@
 //!
 //! Shapes:
 //! - `benchmark`, fluxcd/flux-benchmark's: N Kustomizations (default 1,000), each applying its
-//!   own directory of a ServiceAccount, a Service, a Deployment scaled to 0 and an Ingress,
-//!   `--concurrent=20` as there;
+//!   own directory of a ServiceAccount, a (headless) Service, a Deployment scaled to 0 and an
+//!   Ingress, `--concurrent=20` as there;
 //! - `overlays`: N Kustomizations (default 100), each a kustomize overlay (`namePrefix`) of one
 //!   base of 10 ConfigMaps, so both controllers run kustomize; `--concurrent=4`.
 //!
 //! `BENCH_CONCURRENT` overrides the concurrency. Per controller: time from the first create
-//! until all N are Ready; its CPU (utime + stime) to that point and its peak RSS; the API
-//! server's write requests per Kustomization to Ready (deltas of `apiserver_request_total`,
-//! dry runs apart); then a steady pass (every Kustomization asked to reconcile with
-//! `reconcile.fluxcd.io/requestedAt`, nothing changed): its time, CPU per reconcile and write
-//! requests per Kustomization.
+//! until all N are Ready; its CPU (its own and its kustomize builds') to that point and its
+//! peak RSS; the API server's write requests per Kustomization to Ready (deltas of
+//! `apiserver_request_total`, dry runs apart); then a steady pass (every Kustomization asked
+//! to reconcile with `reconcile.fluxcd.io/requestedAt`, nothing changed): its time, CPU per
+//! reconcile and write requests per Kustomization.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -101,8 +101,19 @@ async fn main() {
         let ns = support::TestNamespace::new(&platform, &kube, "bench-ours-ks").await;
         let source = serve_source(&platform, &kube, &ns.name, shape, n).await;
         let concurrent = format!("--concurrent={concurrent}");
-        let controller =
-            ApplyController::start(&platform, &ns.name, &["--log-level=info", &concurrent]);
+        // Every namespace, as Flux's default (and drift detection by watching, which needs
+        // it), but only this run's Kustomizations.
+        let selector = format!("--watch-label-selector={RUN_LABEL}={}", ns.name);
+        let controller = ApplyController::start(
+            &platform,
+            &ns.name,
+            &[
+                "--log-level=info",
+                &concurrent,
+                "--watch-all-namespaces=true",
+                &selector,
+            ],
+        );
         let run = measure("driftless".into(), &kube, &ns.name, n, controller.process()).await;
         drop(source);
         run
@@ -147,14 +158,15 @@ async fn serve_source(
 }
 
 /// flux-benchmark's objects: app-<k>/ holds a ServiceAccount, a Service, a Deployment scaled
-/// to 0 and an Ingress, all named app-<k>.
+/// to 0 and an Ingress, all named app-<k>. The Services are headless: the platform's service
+/// range holds a few hundred cluster IPs, not N.
 fn benchmark_files(n: usize) -> Vec<(String, String)> {
     (0..n)
         .map(|k| {
             let name = format!("app-{k}");
             let manifest = format!(
                 "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n---\n\
-                 apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    targetPort: 8080\n---\n\
+                 apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  clusterIP: None\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    targetPort: 8080\n---\n\
                  apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example/app:1.0.0\n        ports:\n        - containerPort: 8080\n---\n\
                  apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\nspec:\n  rules:\n  - host: {name}.example\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {name}\n            port:\n              number: 80\n"
             );
@@ -191,6 +203,9 @@ fn overlay_files(n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Names the run a Kustomization belongs to.
+const RUN_LABEL: &str = "driftless.bench/run";
+
 async fn measure(
     name: String,
     kube: &Client,
@@ -205,7 +220,7 @@ async fn measure(
     let objects = (0..n).map(|k| {
         serde_json::from_value::<Kustomization>(serde_json::json!({
             "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-            "metadata": {"name": format!("app-{k}")},
+            "metadata": {"name": format!("app-{k}"), "labels": {RUN_LABEL: namespace}},
             "spec": {"interval": "60m", "prune": true, "path": format!("./app-{k}"),
                      "targetNamespace": namespace,
                      "sourceRef": {"kind": "OCIRepository", "name": "apps"}},

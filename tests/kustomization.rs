@@ -260,6 +260,98 @@ fn data_key(cm: &ConfigMap) -> String {
         .unwrap_or_default()
 }
 
+/// Drift detection by watching (on when the controller watches every namespace): passes over
+/// objects nobody touched send no dry run, and drift (another manager's edit and added field,
+/// a deletion, a spec change of a kind that keeps a generation) is put back with no reconcile
+/// request and no interval due, as the dry-run pass above puts it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_seen_by_watching_and_put_back_unasked() {
+    let shard = format!(
+        "drift-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // Every namespace, but only this test's Kustomization (other tests' run beside it).
+    let selector = format!("--watch-label-selector=driftless.test/shard={shard}");
+    let e = env_with("ks-watch", &["--watch-all-namespaces=true", &selector]).await;
+    let first = e
+        .publish(
+            "app",
+            &[
+                ("a.yaml", &cm("alpha", "1")),
+                ("b.yaml", &cm("beta", "1")),
+                ("web.yaml", WEB_DEPLOYMENT),
+            ],
+        )
+        .await;
+    let obj: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "app", "namespace": e.ns.name, "labels": {"driftless.test/shard": shard}},
+        "spec": e.spec("app", json!({"interval": "1h"})),
+    }))
+    .unwrap();
+    e.ks.create(&PostParams::default(), &obj).await.unwrap();
+    e.wait_ready_at("app", &first).await;
+
+    // Once the watches are in step, a pass over untouched objects sends no dry run.
+    let counts = || {
+        (
+            e.apply.metric("driftless_apply_dry_runs"),
+            e.apply.metric("driftless_apply_writes"),
+        )
+    };
+    assert!(counts().0 >= 3.0, "the first pass dry-ran its objects");
+    let quiet_pass = async || {
+        let before = counts();
+        e.request_reconcile("app").await;
+        let after = counts();
+        (after.0 == before.0).then_some(after.1 - before.1)
+    };
+    let writes = poll("a requested pass without a dry run", WAIT, quiet_pass).await;
+    assert_eq!(writes, 0.0, "nor a write");
+    let before = counts();
+    e.request_reconcile("app").await;
+    assert_eq!(counts(), before, "the next pass too: no dry run, no write");
+
+    let kubectl = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(e.client.clone(), &e.ns.name);
+    let edit = json!({"data": {"key": "edited", "added": "by hand"}});
+    e.configmaps()
+        .patch("alpha", &kubectl, &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    e.configmaps()
+        .delete("beta", &DeleteParams::default())
+        .await
+        .unwrap();
+    let scale = json!({"spec": {"replicas": 3}});
+    deployments
+        .patch("web", &kubectl, &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    let edited = std::time::Instant::now();
+    poll("the drift put back, unasked", WAIT, async || {
+        let alpha = e.configmap("alpha").await?;
+        e.configmap("beta").await?;
+        let web = deployments.get("web").await.ok()?;
+        let back = data_key(&alpha) == "1"
+            && !alpha.data.unwrap_or_default().contains_key("added")
+            && web.spec.replicas == Some(0);
+        back.then_some(())
+    })
+    .await;
+    eprintln!("drift put back {:?} after the edits", edited.elapsed());
+}
+
+/// A Deployment scaled to 0 (nothing runs it on the platform): a kind that keeps a generation.
+const WEB_DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:1.0.0\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn applies_updates_prunes_and_reverts_drift() {
     let e = env("ks-apply").await;

@@ -70,6 +70,65 @@ pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, BuildErr
     Ok(real)
 }
 
+/// The last build of each Kustomization, reused while its artifact and spec stay the same: a
+/// build reads only the artifact's files and the spec (no network, no plugins), so a pass that
+/// changes neither needs no download, copy, check or kustomize run. Builds that decrypt are
+/// not kept. Bounded by `MAX_MEMO_BYTES` of serialised objects.
+#[derive(Default)]
+pub struct BuildMemo {
+    state: std::sync::Mutex<MemoState>,
+}
+
+#[derive(Default)]
+struct MemoState {
+    /// Kustomization (`namespace/name`) → (what it was built from, the objects, their size).
+    builds: std::collections::HashMap<String, (u64, Arc<Vec<Value>>, usize)>,
+    bytes: usize,
+}
+
+const MAX_MEMO_BYTES: usize = 64 << 20;
+
+impl BuildMemo {
+    pub fn get(&self, who: &str, key: u64) -> Option<Vec<Value>> {
+        let state = self.state.lock().expect("build memo lock");
+        let (built_from, objects, _) = state.builds.get(who)?;
+        (*built_from == key).then(|| objects.as_ref().clone())
+    }
+
+    pub fn put(&self, who: &str, key: u64, objects: &[Value]) {
+        let size = objects
+            .iter()
+            .map(|o| serde_json::to_vec(o).map_or(0, |v| v.len()))
+            .sum::<usize>();
+        let mut state = self.state.lock().expect("build memo lock");
+        if let Some((_, _, old)) = state.builds.remove(who) {
+            state.bytes -= old;
+        }
+        if size > MAX_MEMO_BYTES / 4 {
+            return;
+        }
+        while state.bytes + size > MAX_MEMO_BYTES {
+            let Some(evicted) = state.builds.keys().next().cloned() else {
+                break;
+            };
+            if let Some((_, _, old)) = state.builds.remove(&evicted) {
+                state.bytes -= old;
+            }
+        }
+        state.bytes += size;
+        state
+            .builds
+            .insert(who.to_string(), (key, Arc::new(objects.to_vec()), size));
+    }
+
+    pub fn forget(&self, who: &str) {
+        let mut state = self.state.lock().expect("build memo lock");
+        if let Some((_, _, old)) = state.builds.remove(who) {
+            state.bytes -= old;
+        }
+    }
+}
+
 /// The objects `spec.path` in the artifact at `root` holds, built as the spec says. The
 /// artifact is only read: kustomize builds run on a private copy in `scratch`, since Flux's
 /// spec fields are merged into the kustomization file, and so do builds with SOPS `keys`,
@@ -97,7 +156,7 @@ pub async fn build(
             .map_err(|e| BuildError::Io(e.to_string()))?;
     }
     if !has_kustomization && !wants_transformers {
-        let private = private_copy(root, dir, scratch).await?;
+        let private = private_copy(root, dir, &[], scratch).await?;
         let copy = scratch.join("build");
         return tokio::task::spawn_blocking(move || {
             decrypt(&copy, &private, keys.as_deref())?;
@@ -113,7 +172,8 @@ pub async fn build(
     let Some(kustomize) = kustomize else {
         return Err(BuildError::NoKustomize(what));
     };
-    let private = private_copy(root, dir, scratch).await?;
+    let components = spec.components.clone().unwrap_or_default();
+    let private = private_copy(root, dir, &components, scratch).await?;
     prepare_kustomization(&private, spec)?;
     let (tree, dir) = (scratch.join("build"), private.clone());
     let decrypted = keys.is_some();
@@ -143,24 +203,103 @@ fn withheld_if(decrypted: bool, error: BuildError) -> BuildError {
     }
 }
 
-/// A copy of the artifact at `root` in `scratch/build`, and where `dir` is in it.
-async fn private_copy(root: &Path, dir: &Path, scratch: &Path) -> Result<PathBuf, BuildError> {
+/// A private copy, under `scratch/build`, of what a build of `dir` may read (`reachable_dirs`),
+/// at the same paths relative to the artifact's root; the copy's `dir`.
+async fn private_copy(
+    root: &Path,
+    dir: &Path,
+    components: &[String],
+    scratch: &Path,
+) -> Result<PathBuf, BuildError> {
     let (root, dir, copy) = (root.to_path_buf(), dir.to_path_buf(), scratch.join("build"));
+    let components = components.to_vec();
     tokio::task::spawn_blocking(move || {
-        copy_tree(
-            &root
-                .canonicalize()
-                .map_err(|e| BuildError::Io(e.to_string()))?,
-            &copy,
-        )?;
+        let io = |e: std::io::Error| BuildError::Io(e.to_string());
+        let root = root.canonicalize().map_err(io)?;
+        for rel in reachable_dirs(&root, &dir, &components)? {
+            copy_tree(&root.join(&rel), &copy.join(&rel))?;
+        }
         let rel = dir
-            .strip_prefix(root.canonicalize().unwrap_or_default())
+            .strip_prefix(&root)
             .unwrap_or(Path::new(""))
             .to_path_buf();
+        std::fs::create_dir_all(copy.join(&rel)).map_err(io)?;
         Ok::<_, BuildError>(copy.join(rel))
     })
     .await
     .map_err(|e| BuildError::Io(e.to_string()))?
+}
+
+/// The directories a build of `dir` may read, relative to `root` (canonical), none inside
+/// another: `dir`, the spec's `components`, and every directory a kustomization file under
+/// them names (bases, components, resources), followed to the end. kustomize reads files only
+/// under their own kustomization's root (`LoadRestrictionsRootOnly`) and other directories
+/// only through such references, so these subtrees hold everything a build can read. Copying
+/// them, not the whole artifact, keeps a build's cost that of what it uses: 100 overlays of
+/// one base in one artifact made each build copy and check all 100.
+fn reachable_dirs(
+    root: &Path,
+    dir: &Path,
+    components: &[String],
+) -> Result<Vec<PathBuf>, BuildError> {
+    let mut queue = vec![dir.to_path_buf()];
+    queue.extend(components.iter().map(|c| dir.join(c)));
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(next) = queue.pop() {
+        // Missing, outside the artifact, or a file: kustomize reports it, or reads it from the
+        // subtree of a directory already here.
+        let Ok(real) = next.canonicalize() else {
+            continue;
+        };
+        if !real.starts_with(root) || !real.is_dir() || !seen.insert(real.clone()) {
+            continue;
+        }
+        for file in kustomization_files_under(&real)? {
+            let rel = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let k = read_kustomization(&file, &rel)?;
+            let base = file.parent().unwrap_or(&real);
+            for (_, reference) in referenced_paths(&k) {
+                if !is_remote(&reference) {
+                    queue.push(base.join(reference));
+                }
+            }
+        }
+    }
+    // Sorted, a directory comes before everything under it.
+    let mut outermost: Vec<PathBuf> = Vec::new();
+    for d in seen {
+        if !outermost.iter().any(|o| d.starts_with(o)) {
+            outermost.push(d);
+        }
+    }
+    Ok(outermost
+        .iter()
+        .map(|d| d.strip_prefix(root).unwrap_or(d).to_path_buf())
+        .collect())
+}
+
+/// Every kustomization file in the tree under `dir`.
+fn kustomization_files_under(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let io = |e: std::io::Error| BuildError::Io(e.to_string());
+    let (mut stack, mut found) = (vec![dir.to_path_buf()], Vec::new());
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let file_type = entry.file_type().map_err(io)?;
+            if file_type.is_dir() {
+                stack.push(entry.path());
+            } else if file_type.is_file()
+                && KUSTOMIZATION_FILES.iter().any(|f| entry.file_name() == *f)
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The SOPS files a build of `dir` reads, decrypted in the private copy `tree`.
@@ -539,29 +678,14 @@ fn refuse_remote_references(k: &Map<String, Value>, file: &str) -> Result<(), Bu
 /// path: nested bases and components are read by kustomize too, and a file no base reaches
 /// costs nothing to check.
 fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| BuildError::Io(e.to_string()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| BuildError::Io(e.to_string()))?;
-            let file_type = entry
-                .file_type()
-                .map_err(|e| BuildError::Io(e.to_string()))?;
-            let path = entry.path();
-            if file_type.is_dir() {
-                stack.push(path);
-            } else if file_type.is_file()
-                && KUSTOMIZATION_FILES.iter().any(|f| entry.file_name() == *f)
-            {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                let k = read_kustomization(&path, &rel)?;
-                refuse_remote_references(&k, &rel)?;
-            }
-        }
+    for path in kustomization_files_under(root)? {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let k = read_kustomization(&path, &rel)?;
+        refuse_remote_references(&k, &rel)?;
     }
     Ok(())
 }
@@ -620,6 +744,38 @@ pub async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_is_reused_only_for_the_same_artifact_and_spec() {
+        let memo = BuildMemo::default();
+        let objects = vec![json!({"kind": "ConfigMap", "metadata": {"name": "a"}})];
+        assert_eq!(memo.get("ns/app", 1), None);
+        memo.put("ns/app", 1, &objects);
+        assert_eq!(memo.get("ns/app", 1), Some(objects.clone()));
+        assert_eq!(memo.get("ns/app", 2), None, "another artifact or spec");
+        assert_eq!(memo.get("ns/other", 1), None, "another Kustomization");
+        memo.forget("ns/app");
+        assert_eq!(memo.get("ns/app", 1), None);
+        assert_eq!(memo.state.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn the_build_memo_stays_within_its_bytes() {
+        let memo = BuildMemo::default();
+        let big = vec![json!({"data": "x".repeat(MAX_MEMO_BYTES / 5)})];
+        for k in 0..10 {
+            memo.put(&format!("ns/app-{k}"), 1, &big);
+            assert!(memo.state.lock().unwrap().bytes <= MAX_MEMO_BYTES);
+        }
+        assert_eq!(
+            memo.get("ns/app-9", 1),
+            Some(big.clone()),
+            "the newest is kept"
+        );
+        let huge = vec![json!({"data": "x".repeat(MAX_MEMO_BYTES / 3)})];
+        memo.put("ns/huge", 1, &huge);
+        assert_eq!(memo.get("ns/huge", 1), None, "too big to keep");
+    }
 
     #[test]
     fn paths_stay_inside_the_artifact() {
@@ -763,6 +919,52 @@ mod tests {
             "configMapGenerator": [{"name": "c", "files": ["k=files/a.txt"], "literals": ["u=https://x"]}],
         });
         assert!(refuse_remote_references(local.as_object().unwrap(), "k").is_ok());
+    }
+
+    #[test]
+    fn a_build_copies_what_it_can_reach_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "apps/a/kustomization.yaml",
+            "resources: [../../base, local.yaml]\n",
+        );
+        write("apps/a/local.yaml", "kind: ConfigMap\n");
+        write("apps/b/kustomization.yaml", "resources: [../../base]\n");
+        write(
+            "base/kustomization.yaml",
+            "resources: [cm.yaml, nested]\ncomponents: [../comp]\n",
+        );
+        write(
+            "base/nested/kustomization.yaml",
+            "resources: [https://x/y.yaml, ../../../outside]\n",
+        );
+        write("comp/kustomization.yaml", "kind: Component\n");
+        write("extra/kustomization.yaml", "kind: Component\n");
+        let real = root.path().canonicalize().unwrap();
+        let reach = |dir: &str, components: &[String]| {
+            let dirs = reachable_dirs(&real, &real.join(dir), components).unwrap();
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reach("apps/a", &[]), ["apps/a", "base", "comp"]);
+        assert_eq!(
+            reach("apps/a", &["../../extra".to_string()]),
+            ["apps/a", "base", "comp", "extra"],
+            "the spec's components too"
+        );
+        assert_eq!(reach("base", &[]), ["base", "comp"]);
+        assert_eq!(reach(".", &[]), [""], "the root holds everything");
+        // Files no build of the path reaches are not even read.
+        write("unrelated/kustomization.yaml", "resources: [x\n");
+        assert_eq!(reach("apps/b", &[]), ["apps/b", "base", "comp"]);
+        let err = reachable_dirs(&real, &real.join("unrelated"), &[]).unwrap_err();
+        assert!(matches!(err, BuildError::Decode { .. }), "{err}");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The controller's own cluster (impersonated or not), not a remote one.
+    pub fn is_local(&self) -> bool {
+        self.remote_mapper.is_none()
+    }
+
     pub fn mapper<'a>(&'a self, local: &'a Mapper) -> &'a Mapper {
         self.remote_mapper.as_ref().unwrap_or(local)
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use kube::Client;
 
+use super::build::BuildMemo;
+use super::drift::DriftWatch;
 use super::fetch::{ArtifactCache, Retries};
 use super::interrupt::Interrupts;
 use super::ssa::{ManagerOverrides, Mapper};
@@ -80,6 +82,11 @@ pub struct ApplyContext {
     pub status_writes: StatusWrites,
     /// `CancelHealthCheckOnNewRevision`: the reconciles whose health checks may be cut short.
     pub interrupts: Interrupts,
+    /// Drift detection by watching (`super::drift`): on when the controller watches every
+    /// namespace (its objects may be in any).
+    pub drift: Option<DriftWatch>,
+    /// The last build of each Kustomization.
+    pub builds: BuildMemo,
 }
 
 impl FrameContext for ApplyContext {

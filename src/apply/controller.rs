@@ -17,7 +17,9 @@ use kube::runtime::reflector::{ObjectRef as QueueRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use super::build::BuildMemo;
 use super::context::{ApplyContext, ApplySettings, KubeconfigPolicy};
+use super::drift::DriftWatch;
 use super::fetch::{ArtifactCache, Retries};
 use super::interrupt::Interrupts;
 use super::reconcile::source_resource;
@@ -217,6 +219,14 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Objects applied may be in any namespace: a watch of one namespace would miss them.
+    let (drift, drifted) = match args.common.watch_all_namespaces {
+        true => {
+            let (watch, drifted) = DriftWatch::new(client.clone());
+            (Some(watch), drifted.boxed())
+        }
+        false => (None, futures::stream::pending().boxed()),
+    };
     let ctx = Arc::new(ApplyContext {
         client: client.clone(),
         config,
@@ -287,6 +297,8 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
         },
         status_writes: StatusWrites::default(),
         interrupts: Interrupts::new(gates.enabled(Gate::CancelHealthCheckOnNewRevision)),
+        drift,
+        builds: BuildMemo::default(),
     });
     if !args.sops_vault_configmap.is_empty()
         && !args.default_service_account.is_empty()
@@ -380,6 +392,10 @@ pub async fn run(args: ApplyControllerArgs) -> anyhow::Result<()> {
                 substituting(store.clone(), SubstituteKind::Secret, &queues, &ctx),
             );
     }
+    // An edited or deleted object goes back as applied within seconds, not at the interval.
+    let drift_queues = queues.clone();
+    let controller = controller
+        .reconcile_on(drifted.inspect(move |r| drift_queues.add(CONTROLLER, &queue_key(r))));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(concurrent = args.concurrent, kustomize = ?kustomize, "starting Kustomization controller");
     let run = controller

@@ -5,6 +5,10 @@ use std::collections::BTreeSet;
 
 use crate::api::kustomization::{ResourceInventory, ResourceRef};
 
+/// The labels on every object a Kustomization applies: its name and namespace.
+pub const OWNER_NAME: &str = "kustomize.toolkit.fluxcd.io/name";
+pub const OWNER_NAMESPACE: &str = "kustomize.toolkit.fluxcd.io/namespace";
+
 /// The identity of one applied object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {

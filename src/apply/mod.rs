@@ -7,6 +7,7 @@ mod cloud_cluster;
 mod cluster;
 pub mod context;
 pub mod controller;
+pub mod drift;
 pub mod fetch;
 pub mod health;
 pub mod history;

@@ -25,7 +25,7 @@ use super::interrupt::Registration;
 use super::inventory::{self, ObjectRef};
 use super::sops;
 use super::ssa::{
-    Action as ApplyAction, Applied, Applier, ManagerOverrides, OWNER_NAME, OWNER_NAMESPACE,
+    Action as ApplyAction, Applied, Applier, Drift, ManagerOverrides, OWNER_NAME, OWNER_NAMESPACE,
     runs_of_equal_rank, stages,
 };
 use super::substitute;
@@ -173,38 +173,31 @@ impl Pass<'_, Kustomization> {
             "Fetching manifests for revision {revision} with a timeout of {:?}",
             self.timeout()
         ));
-        let work = tempfile::Builder::new()
-            .prefix("kustomization-")
-            .tempdir()
-            .map_err(|e| {
-                Failure::new(
-                    reason::DIRECTORY_CREATION_FAILED,
-                    format!("failed to create temp dir: {e}"),
-                )
-            })?;
-        let extracted = self.download(&artifact).await?;
-        let content = extracted.path().join("content");
-        self.status.last_attempted_revision = Some(revision.clone());
-        self.progress(&format!(
-            "Building manifests for revision {revision} with a timeout of {:?}",
-            self.timeout()
-        ));
         let ignore = self.drift_ignore()?;
-        let objects = self.build(&content, work.path()).await;
-        // Decrypted SOPS files exist only in the build's private copy: gone with the build.
-        let _ = work.close();
-        let objects = objects?;
+        let objects = self.built(&artifact).await?;
         let objects = self.finalize_objects(objects).await?;
         self.memo = Some(super::history::build_digest(&objects));
         let target = self.target_cluster().await?;
+        let owner = (
+            self.obj.namespace().unwrap_or_default(),
+            self.obj.name_any(),
+        );
         let applier = Applier {
             client: &target.client,
             mapper: target.mapper(&self.ctx.mapper),
             field_manager: FIELD_MANAGER,
             force: self.obj.spec.force,
             writes: &self.ctx.metrics.apply_writes,
+            dry_runs: &self.ctx.metrics.apply_dry_runs,
             ignore: &ignore,
             overrides: &self.ctx.settings.overrides,
+            drift: match (&self.ctx.drift, target.is_local()) {
+                (Some(watch), true) => Some(Drift {
+                    watch,
+                    owner: &owner,
+                }),
+                _ => None,
+            },
         };
         self.progress(&format!(
             "Detecting drift for revision {revision} with a timeout of {:?}",
@@ -502,6 +495,57 @@ impl Pass<'_, Kustomization> {
                 // Flux records this wait in the condition only: no event.
                 .without_warning()
             })
+    }
+
+    /// The artifact's manifests built as the spec says: the last build again when neither
+    /// changed (`BuildMemo`), else fetched and built.
+    async fn built(&mut self, artifact: &Artifact) -> Result<Vec<Value>, Failure> {
+        let revision = artifact.revision.clone();
+        let memo = self.build_memo_key(artifact);
+        if let Some(objects) = memo.and_then(|m| self.ctx.builds.get(&self.key(), m)) {
+            self.status.last_attempted_revision = Some(revision);
+            return Ok(objects);
+        }
+        let work = tempfile::Builder::new()
+            .prefix("kustomization-")
+            .tempdir()
+            .map_err(|e| {
+                Failure::new(
+                    reason::DIRECTORY_CREATION_FAILED,
+                    format!("failed to create temp dir: {e}"),
+                )
+            })?;
+        let extracted = self.download(artifact).await?;
+        let content = extracted.path().join("content");
+        self.status.last_attempted_revision = Some(revision.clone());
+        self.progress(&format!(
+            "Building manifests for revision {revision} with a timeout of {:?}",
+            self.timeout()
+        ));
+        let objects = self.build(&content, work.path()).await;
+        // Decrypted SOPS files exist only in the build's private copy: gone with the build.
+        let _ = work.close();
+        let objects = objects?;
+        if let Some(m) = memo {
+            self.ctx.builds.put(&self.key(), m, &objects);
+        }
+        Ok(objects)
+    }
+
+    /// What a build depends on: the artifact's content, the spec, the kustomize binary. None
+    /// for builds that decrypt, whose output is never kept.
+    fn build_memo_key(&self, artifact: &Artifact) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        if self.obj.spec.decryption.is_some() {
+            return None;
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        artifact.digest.hash(&mut h);
+        serde_json::to_vec(&self.obj.spec)
+            .unwrap_or_default()
+            .hash(&mut h);
+        self.ctx.settings.kustomize.hash(&mut h);
+        Some(h.finish())
     }
 
     async fn build(
@@ -1126,6 +1170,8 @@ fn substituted(
 
 /// Deletion with the spec's `deletionPolicy` (Flux §3.11).
 async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameError> {
+    ctx.builds
+        .forget(&crate::controller::watch::object_key(obj));
     let inventory = obj
         .status
         .as_ref()
@@ -1153,8 +1199,10 @@ async fn cleanup(obj: &Kustomization, ctx: &ApplyContext) -> Result<(), FrameErr
         field_manager: FIELD_MANAGER,
         force: false,
         writes: &ctx.metrics.apply_writes,
+        dry_runs: &ctx.metrics.apply_dry_runs,
         ignore: &DriftIgnore::default(),
         overrides: &ManagerOverrides::default(),
+        drift: None,
     };
     let mut refs = inventory::stale(&inventory, &ResourceInventory::default());
     refs.reverse();

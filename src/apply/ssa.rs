@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::drift::{self, DriftWatch, Owner};
 use super::ignore::{self, DriftIgnore};
 use super::inventory::ObjectRef;
 use crate::controller::objects::kube_message;
@@ -21,8 +23,7 @@ pub const SSA_KEY: &str = "kustomize.toolkit.fluxcd.io/ssa";
 pub const RECONCILE_KEY: &str = "kustomize.toolkit.fluxcd.io/reconcile";
 pub const PRUNE_KEY: &str = "kustomize.toolkit.fluxcd.io/prune";
 pub const FORCE_KEY: &str = "kustomize.toolkit.fluxcd.io/force";
-pub const OWNER_NAME: &str = "kustomize.toolkit.fluxcd.io/name";
-pub const OWNER_NAMESPACE: &str = "kustomize.toolkit.fluxcd.io/namespace";
+pub use super::inventory::{OWNER_NAME, OWNER_NAMESPACE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -102,10 +103,20 @@ pub struct Applier<'a> {
     pub force: bool,
     /// Writes made (apply patches, deletions), for the zero-write promise.
     pub writes: &'a prometheus_client::metrics::counter::Counter,
+    /// Dry runs sent, for the promise that an unchanged pass sends none.
+    pub dry_runs: &'a prometheus_client::metrics::counter::Counter,
     /// `spec.ignore`: fields left out of drift detection and of updates.
     pub ignore: &'a DriftIgnore,
     /// Field managers whose fields this controller takes over (`--override-manager*`).
     pub overrides: &'a ManagerOverrides,
+    /// Drift detection by watching, for the controller's own cluster; `None`: dry runs always.
+    pub drift: Option<Drift<'a>>,
+}
+
+/// The baselines an apply reads and leaves, and the Kustomization it applies for.
+pub struct Drift<'a> {
+    pub watch: &'a DriftWatch,
+    pub owner: &'a Owner,
 }
 
 /// The field managers whose fields the controller makes its own, besides Flux's built-in list
@@ -300,7 +311,38 @@ impl Applier<'_> {
                 }
             }
         }
-        let api = self.api(&resource, &r);
+        let desired = self.drift.as_ref().map(|_| drift::desired_hash(&object));
+        if let (Some(drift), Some(desired)) = (&self.drift, desired)
+            && drift.watch.unchanged(&resource, &r, desired)
+        {
+            return Ok(Applied {
+                object: r,
+                action: Action::Unchanged,
+            });
+        }
+        let result = self.apply_resolved(&resource, r.clone(), object).await;
+        if let Some(drift) = &self.drift {
+            match (&result, desired) {
+                (Ok((applied, Some(meta))), Some(desired)) if applied.action != Action::Skipped => {
+                    drift
+                        .watch
+                        .record(&resource, &r, desired, meta, drift.owner)
+                }
+                _ => drift.watch.forget(&resource, &r),
+            }
+        }
+        result.map(|(applied, _)| applied)
+    }
+
+    /// `apply` past the mapping: the GET, the dry run and the write, with the metadata the API
+    /// server last answered for the object (none when skipped).
+    async fn apply_resolved(
+        &self,
+        resource: &ApiResource,
+        r: ObjectRef,
+        mut object: Value,
+    ) -> Result<(Applied, Option<ObjectMeta>), ApplyError> {
+        let api = self.api(resource, &r);
         let live = api.get_opt(&r.name).await.map_err(|e| ApplyError::DryRun {
             subject: r.subject(),
             message: kube_message(&e),
@@ -309,10 +351,13 @@ impl Applier<'_> {
             .as_ref()
             .map(|l| serde_json::to_value(l).unwrap_or_default());
         if is_skipped(&object, live_value.as_ref()) {
-            return Ok(Applied {
-                object: r,
-                action: Action::Skipped,
-            });
+            return Ok((
+                Applied {
+                    object: r,
+                    action: Action::Skipped,
+                },
+                None,
+            ));
         }
         let mut live_value = live_value;
         let mut patched = self
@@ -350,26 +395,34 @@ impl Applier<'_> {
                 self.overrides.after(self.field_manager),
             )
             .await?;
-        let Some(live) = &live_value else {
+        let Some(live_value) = &live_value else {
             return self.write(&api, &r, &object, Action::Created).await;
         };
         let ignored = self.ignore.paths_for(&dry);
         // Copies without the ignored fields only when there are any: this runs for every object.
         let changed = match ignored.is_empty() {
-            true => drifted(live, &dry),
+            true => drifted(live_value, &dry),
             false => drifted(
-                &ignore::without(live, &ignored),
+                &ignore::without(live_value, &ignored),
                 &ignore::without(&dry, &ignored),
             ),
         };
         if !patched && !changed {
-            return Ok(Applied {
-                object: r,
-                action: Action::Unchanged,
-            });
+            return Ok((
+                Applied {
+                    object: r,
+                    action: Action::Unchanged,
+                },
+                live.map(|l| l.metadata),
+            ));
         }
-        let drifted_ignored = ignore::drifted(live, &dry, &ignored);
-        ignore::shape_payload(&mut object, live, &drifted_ignored, self.field_manager);
+        let drifted_ignored = ignore::drifted(live_value, &dry, &ignored);
+        ignore::shape_payload(
+            &mut object,
+            live_value,
+            &drifted_ignored,
+            self.field_manager,
+        );
         self.write(&api, &r, &object, Action::Configured).await
     }
 
@@ -387,6 +440,7 @@ impl Applier<'_> {
         object: &Value,
     ) -> Result<Value, String> {
         let params = PatchParams::apply(self.field_manager).force().dry_run();
+        self.dry_runs.inc();
         api.patch(&r.name, &params, &Patch::Apply(object))
             .await
             .map(|o| serde_json::to_value(o).unwrap_or_default())
@@ -399,19 +453,23 @@ impl Applier<'_> {
         r: &ObjectRef,
         object: &Value,
         action: Action,
-    ) -> Result<Applied, ApplyError> {
+    ) -> Result<(Applied, Option<ObjectMeta>), ApplyError> {
         let params = PatchParams::apply(self.field_manager).force();
         self.writes.inc();
-        api.patch(&r.name, &params, &Patch::Apply(object))
+        let written = api
+            .patch(&r.name, &params, &Patch::Apply(object))
             .await
             .map_err(|e| ApplyError::Apply {
                 subject: r.subject(),
                 message: kube_message(&e),
             })?;
-        Ok(Applied {
-            object: r.clone(),
-            action,
-        })
+        Ok((
+            Applied {
+                object: r.clone(),
+                action,
+            },
+            Some(written.metadata),
+        ))
     }
 
     /// Makes the fields of the managers `taken` selects ours (see [`takeover`]) on an existing
@@ -486,6 +544,10 @@ impl Applier<'_> {
             // The kind is gone (its CRD was removed): so is the object.
             Err(_) => return Ok(true),
         };
+        if let Some(drift) = &self.drift {
+            // Its deletion is ours: nothing to put back.
+            drift.watch.forget(&resource, r);
+        }
         let api = self.api(&resource, r);
         let Some(live) = api.get_opt(&r.name).await.map_err(|e| ApplyError::Delete {
             subject: r.subject(),

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub bucket_objects_downloaded: Counter,
     pub bucket_bytes_downloaded: Counter,
     pub apply_writes: Counter,
+    pub apply_dry_runs: Counter,
     pub active_workers: Family<ControllerLabels, Gauge>,
     pub queues: super::queue::WorkQueues,
     /// Series of lower layers that name objects (the token cache's), dropped with the object.
@@ -110,6 +111,12 @@ impl Metrics {
             "Writes to cluster objects (server-side applies and deletions) by the apply-controller.",
             apply_writes.clone(),
         );
+        let apply_dry_runs = Counter::default();
+        registry.register(
+            "driftless_apply_dry_runs",
+            "Server-side apply dry runs (drift detection) sent by the apply-controller.",
+            apply_dry_runs.clone(),
+        );
         let active_workers = Family::<ControllerLabels, Gauge>::default();
         registry.register(
             "controller_runtime_active_workers",
@@ -123,6 +130,7 @@ impl Metrics {
             registry: Arc::new(Mutex::new(registry)),
             active_workers,
             apply_writes,
+            apply_dry_runs,
             bucket_objects_downloaded,
             bucket_bytes_downloaded,
             reconcile_duration,

@@ -546,7 +546,9 @@ impl ApplyController {
     }
 }
 
-/// A process's CPU time from `/proc/<pid>/stat` (utime and stime, in clock ticks).
+/// A process's CPU time from `/proc/<pid>/stat`, in clock ticks: its own (utime and stime) and
+/// that of the children it waited for (cutime and cstime: the kustomize builds the
+/// apply-controller runs, which Flux's kustomize-controller runs in its own process).
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces; the fields after it are fixed.
@@ -560,8 +562,8 @@ fn cpu_time(pid: u32) -> Duration {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // Fields 14 and 15 of stat(5), counted from the state field (3) after the name.
-    let total = ticks(11) + ticks(12);
+    // Fields 14 to 17 of stat(5), counted from the state field (3) after the name.
+    let total = ticks(11) + ticks(12) + ticks(13) + ticks(14);
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(total * 1_000_000 / per_second)
 }
