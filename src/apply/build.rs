@@ -255,11 +255,7 @@ fn reachable_dirs(
             continue;
         }
         for file in kustomization_files_under(&real)? {
-            let rel = file
-                .strip_prefix(root)
-                .unwrap_or(&file)
-                .display()
-                .to_string();
+            let rel = shown_relative(&file, root);
             let k = read_kustomization(&file, &rel)?;
             let base = file.parent().unwrap_or(&real);
             for (_, reference) in referenced_paths(&k) {
@@ -344,11 +340,7 @@ pub fn plain_objects(dir: &Path) -> Result<Vec<Value>, BuildError> {
     let mut objects = Vec::new();
     let mut budget = yaml::Budget::default();
     for file in files {
-        let rel = file
-            .strip_prefix(dir)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
+        let rel = shown_relative(&file, dir);
         let text = read_yaml(&file, &rel)?;
         objects.extend(decode_within(&text, &rel, &mut budget)?);
     }
@@ -560,11 +552,7 @@ fn walk_for_resources(
     entries.sort_by_key(|e| e.path());
     for entry in entries {
         let path = entry.path();
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
+        let rel = shown_relative(&path, root);
         if path.is_dir() {
             if kustomization_file(&path).is_some() {
                 out.push(rel);
@@ -679,11 +667,7 @@ fn refuse_remote_references(k: &Map<String, Value>, file: &str) -> Result<(), Bu
 /// costs nothing to check.
 fn refuse_remote_references_in_tree(root: &Path) -> Result<(), BuildError> {
     for path in kustomization_files_under(root)? {
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
+        let rel = shown_relative(&path, root);
         let k = read_kustomization(&path, &rel)?;
         refuse_remote_references(&k, &rel)?;
     }
@@ -739,6 +723,14 @@ pub async fn run_kustomize(kustomize: &Path, dir: &Path) -> Result<Vec<Value>, B
         &String::from_utf8_lossy(&output.stdout),
         "kustomize build output",
     )
+}
+
+/// A path as messages show it: relative to the tree it was found in.
+fn shown_relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]
