@@ -32,7 +32,9 @@ use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use support::bench::{api_writes, bench_n, env_or};
+use support::bench::{
+    SideBySide, api_server_cpu, api_writes, bench_n, env_or, release, wait_watching,
+};
 use support::controller::{ApplyController, Process, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
 use support::peers::FluxController;
@@ -43,6 +45,7 @@ struct Run {
     name: String,
     ready: Duration,
     cpu_to_ready: Duration,
+    api_server_cpu_to_ready: Duration,
     peak_rss_kib: u64,
     writes_to_ready: BTreeMap<String, f64>,
     steady: Duration,
@@ -89,12 +92,10 @@ async fn main() {
                 format!("--concurrent={concurrent}"),
             ],
         );
-        let bin = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin");
-        let version =
-            std::fs::read_to_string(bin.join(".kustomize-controller.version")).unwrap_or_default();
-        let name = format!("Flux kustomize-controller v{}", version.trim());
-        let run = measure(name, &kube, &ns.name, n, &controller.process).await;
-        drop(source);
+        let name = FluxController::title(&platform, "kustomize-controller");
+        let run = measure(name, &platform, &kube, &ns.name, n, &controller.process).await;
+        drop((controller, source));
+        release_run(&kube, &ns.name).await;
         run
     };
     let ours = {
@@ -114,8 +115,17 @@ async fn main() {
                 &selector,
             ],
         );
-        let run = measure("driftless".into(), &kube, &ns.name, n, controller.process()).await;
-        drop(source);
+        let run = measure(
+            "driftless".into(),
+            &platform,
+            &kube,
+            &ns.name,
+            n,
+            controller.process(),
+        )
+        .await;
+        drop((controller, source));
+        release_run(&kube, &ns.name).await;
         run
     };
     report(shape, n, concurrent, &flux, &ours);
@@ -203,11 +213,21 @@ fn overlay_files(n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Once the controllers are stopped: the run's objects lose their finalizers, so that its
+/// namespace is deleted instead of staying Terminating.
+async fn release_run(kube: &Client, namespace: &str) {
+    let selector = format!("{RUN_LABEL}={namespace}");
+    release(&Api::<Kustomization>::all(kube.clone()), &selector).await;
+    let sources: Api<OCIRepository> = Api::namespaced(kube.clone(), namespace);
+    release(&sources, "").await;
+}
+
 /// Names the run a Kustomization belongs to.
 const RUN_LABEL: &str = "driftless.bench/run";
 
 async fn measure(
     name: String,
+    platform: &support::Platform,
     kube: &Client,
     namespace: &str,
     n: usize,
@@ -216,6 +236,7 @@ async fn measure(
     let api: Api<Kustomization> = Api::namespaced(kube.clone(), namespace);
     let writes_before = api_writes(kube).await;
     let cpu_before = controller.cpu_time();
+    let api_server_before = api_server_cpu(platform);
     let started = Instant::now();
     let objects = (0..n).map(|k| {
         serde_json::from_value::<Kustomization>(serde_json::json!({
@@ -228,16 +249,18 @@ async fn measure(
         .unwrap()
     });
     support::create_all(&api, objects).await;
-    support::wait_all(&api, n, Duration::from_secs(1800), ready).await;
+    let selector = format!("{RUN_LABEL}={namespace}");
+    wait_watching(&api, &selector, n, Duration::from_secs(3600), ready).await;
     let ready_after = started.elapsed();
     let cpu_to_ready = controller.cpu_time().saturating_sub(cpu_before);
+    let api_server_cpu_to_ready = api_server_cpu(platform).saturating_sub(api_server_before);
     let writes_ready = api_writes(kube).await;
 
     let stamp = "bench-steady-state";
     let cpu_before = controller.cpu_time();
     let steady_started = Instant::now();
     request_reconcile(&api, n, stamp).await;
-    support::wait_all(&api, n, Duration::from_secs(1800), |o| {
+    wait_watching(&api, &selector, n, Duration::from_secs(3600), |o| {
         ready(o)
             && o.status
                 .as_ref()
@@ -252,6 +275,7 @@ async fn measure(
         name,
         ready: ready_after,
         cpu_to_ready,
+        api_server_cpu_to_ready,
         peak_rss_kib: controller.peak_rss_kib(),
         writes_to_ready: per_object(&writes_before, &writes_ready, n),
         steady,
@@ -309,80 +333,46 @@ fn ready(o: &Kustomization) -> bool {
 }
 
 fn report(shape: Shape, n: usize, concurrent: usize, flux: &Run, ours: &Run) {
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.1}×", a / b)
-        } else {
-            "—".into()
-        }
-    };
     let what = match shape {
         Shape::Benchmark => "flux-benchmark's shape (SA, Service, Deployment, Ingress each)",
         Shape::Overlays => "kustomize overlays of 10 ConfigMaps each",
     };
-    println!("Side by side, N = {n} Kustomizations, {what}, --concurrent={concurrent}:");
-    println!(
-        "  {:<44} {:>14} {:>14} {:>8}",
-        "",
-        flux.name.rsplit(' ').next().unwrap_or(""),
-        ours.name,
-        "ratio"
+    let table = SideBySide::new(
+        &format!("{n} Kustomizations, {what}, --concurrent={concurrent}"),
+        &format!("Flux {}", flux.name.rsplit(' ').next().unwrap_or("")),
+        &ours.name,
     );
-    let row = |what: &str, a: String, b: String, r: String| {
-        println!("  {what:<44} {a:>14} {b:>14} {r:>8}");
-    };
-    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    row(
-        "first create → all Ready",
-        secs(flux.ready),
-        secs(ours.ready),
-        ratio(flux.ready.as_secs_f64(), ours.ready.as_secs_f64()),
-    );
-    row(
+    table.secs("first create → all Ready", flux.ready, ours.ready);
+    table.secs(
         "controller CPU to all Ready",
-        secs(flux.cpu_to_ready),
-        secs(ours.cpu_to_ready),
-        ratio(
-            flux.cpu_to_ready.as_secs_f64(),
-            ours.cpu_to_ready.as_secs_f64(),
-        ),
+        flux.cpu_to_ready,
+        ours.cpu_to_ready,
     );
-    row(
-        "controller peak RSS",
-        format!("{:.1} MiB", flux.peak_rss_kib as f64 / 1024.0),
-        format!("{:.1} MiB", ours.peak_rss_kib as f64 / 1024.0),
-        ratio(flux.peak_rss_kib as f64, ours.peak_rss_kib as f64),
+    table.secs(
+        "API server + etcd CPU to all Ready",
+        flux.api_server_cpu_to_ready,
+        ours.api_server_cpu_to_ready,
     );
-    row(
+    table.mib("controller peak RSS", flux.peak_rss_kib, ours.peak_rss_kib);
+    table.secs(
         "steady pass over all (requestedAt)",
-        secs(flux.steady),
-        secs(ours.steady),
-        ratio(flux.steady.as_secs_f64(), ours.steady.as_secs_f64()),
+        flux.steady,
+        ours.steady,
     );
-    row(
+    table.millis(
         "CPU per unchanged reconcile",
-        format!("{:.2} ms", flux.cpu_per_reconcile.as_secs_f64() * 1e3),
-        format!("{:.2} ms", ours.cpu_per_reconcile.as_secs_f64() * 1e3),
-        ratio(
-            flux.cpu_per_reconcile.as_secs_f64(),
-            ours.cpu_per_reconcile.as_secs_f64(),
-        ),
+        flux.cpu_per_reconcile,
+        ours.cpu_per_reconcile,
     );
     let writes = |title: &str, of: fn(&Run) -> &BTreeMap<String, f64>| {
-        println!("  {title} (resource: Flux / driftless):");
+        let total = |run: &Run| of(run).values().sum::<f64>();
+        table.count(title, total(flux), total(ours));
         let resources: std::collections::BTreeSet<&String> =
             of(flux).keys().chain(of(ours).keys()).collect();
         for resource in resources {
             let get = |run: &Run| of(run).get(resource).copied().unwrap_or(0.0);
-            println!("    {resource:<42} {:>8.2} {:>8.2}", get(flux), get(ours));
+            table.count(&format!("  of which {resource}"), get(flux), get(ours));
         }
-        let total = |run: &Run| of(run).values().sum::<f64>();
-        println!(
-            "    {:<42} {:>8.2} {:>8.2}",
-            "all",
-            total(flux),
-            total(ours)
-        );
     };
     writes("API writes per Kustomization to Ready", |r| {
         &r.writes_to_ready

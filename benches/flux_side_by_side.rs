@@ -1,18 +1,27 @@
-//! Side by side with Flux (a command, not a test): the same N OCIRepositories on one artifact,
-//! reconciled first by Flux's own source-controller (the peer `hack/testbin.sh
-//! flux-source-controller` builds: v1.9.6, the newest the module proxy serves whole) and then by driftless's (release build), each in a fresh
-//! namespace of the same platform with `--concurrent=10`, and the ratios.
+//! Side by side with Flux (a command, not a test): the same N OCIRepositories, reconciled first
+//! by Flux's own source-controller (the peer `hack/testbin.sh flux-source-controller` builds:
+//! v1.9.6, the newest the module proxy serves whole) and then by driftless's (release build),
+//! each in fresh namespaces of the same platform with `--concurrent=10`, and the ratios.
 //!
-//!   make bench-flux                                  # N = 1000, one artifact, then 50
+//!   make bench-flux                                  # every shape below, one table
 //!   BENCH_N=200 BENCH_ARTIFACTS=10 cargo bench --bench flux_side_by_side
+//!   BENCH_N=10000 BENCH_NAMESPACES=100 BENCH_STEADY=0 cargo bench --bench flux_side_by_side
+//!   BENCH_N=10000 BENCH_SHARDS=2 BENCH_STEADY=0 cargo bench --bench flux_side_by_side
 //!
-//! With BENCH_ARTIFACTS=k the objects are spread over k distinct artifacts (repositories
-//! `app-0` … `app-<k-1>`, object i on artifact i mod k).
+//! - `BENCH_ARTIFACTS=k`: the objects are spread over k distinct artifacts (repositories
+//!   `app-0` … `app-<k-1>`, object i on artifact i mod k);
+//! - `BENCH_NAMESPACES=m`: object i is in namespace i mod m, and each controller watches every
+//!   namespace, selecting the run's objects by label (`--watch-label-selector`);
+//! - `BENCH_SHARDS=s` (s > 1): after the run with one controller, the run again with s
+//!   controllers on each side, sharded as Flux shards (`sharding.fluxcd.io/key` on each object,
+//!   one `--watch-label-selector` per controller); their CPU and resident sets are summed, and
+//!   the speed-up over one controller is reported;
+//! - `BENCH_STEADY=0` skips the steady pass.
 //!
-//! Per controller: time from the first create until all N are Ready; its CPU (utime + stime)
-//! to that point and its peak RSS; the API server's write requests per object to Ready (deltas
-//! of `apiserver_request_total` for POST/PUT/PATCH/DELETE, by resource); the registry requests per
-//! object to Ready; then a steady pass (every object asked to reconcile with
+//! Per run: time from the first create until all N are Ready; the controllers' CPU (utime +
+//! stime) to that point and peak RSS; the API server's write requests per object to Ready
+//! (deltas of `apiserver_request_total` for POST/PUT/PATCH/DELETE, by resource); the registry
+//! requests per object to Ready; then a steady pass (every object asked to reconcile with
 //! `reconcile.fluxcd.io/requestedAt`, nothing changed): its time, the CPU per reconcile and the
 //! registry requests per reconcile.
 
@@ -23,45 +32,92 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use driftless::api::OCIRepository;
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use support::bench::{api_writes, bench_n, create_ready_spread, push_bench_artifacts, steady_pass};
-use support::controller::{Launcher, SourceController, free_port};
+use support::bench::{
+    SideBySide, api_server_cpu, api_writes, bench_n, env_or, push_bench_artifacts, ready, release,
+    wait_watching,
+};
+use support::controller::{Process, SourceController};
 use support::oci::registry_requests;
+use support::peers::FluxController;
 
-/// What one controller's run measured.
+/// Names the run an object belongs to.
+const RUN_LABEL: &str = "driftless.bench/run";
+/// Flux's sharding label.
+const SHARD_LABEL: &str = "sharding.fluxcd.io/key";
+
+/// What is measured: N objects on k artifacts in m namespaces.
+#[derive(Clone, Copy)]
+struct Shape {
+    n: usize,
+    artifacts: usize,
+    namespaces: usize,
+    steady: bool,
+}
+
+impl Shape {
+    fn describe(&self, shards: usize) -> String {
+        let mut text = format!("{} OCIRepositories on ", thousands(self.n));
+        text += &match self.artifacts {
+            1 => "one artifact".to_string(),
+            k => format!("{k} artifacts"),
+        };
+        if self.namespaces > 1 {
+            text += &format!(" across {} namespaces", self.namespaces);
+        }
+        if shards > 1 {
+            text += &format!(", {shards} shards a side");
+        }
+        text
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Flux,
+    Ours,
+}
+
+/// What one side's run measured.
 struct Run {
-    name: &'static str,
     ready: Duration,
     cpu_to_ready: Duration,
+    api_server_cpu_to_ready: Duration,
     peak_rss_kib: u64,
     writes_per_object: BTreeMap<String, f64>,
     registry_per_object: f64,
-    steady: Duration,
+    steady: Option<Steady>,
+}
+
+struct Steady {
+    time: Duration,
     cpu_per_reconcile: Duration,
     registry_per_reconcile: f64,
 }
 
-/// A controller under measurement: its CPU time and peak RSS.
-trait Measured {
-    fn cpu(&self) -> Duration;
-    fn peak_rss_kib(&self) -> u64;
+/// The controllers of one side: one, or one per shard.
+enum Controllers {
+    Flux(Vec<FluxController>),
+    Ours(Vec<SourceController>),
 }
 
-impl Measured for SourceController {
-    fn cpu(&self) -> Duration {
-        self.cpu_time()
+impl Controllers {
+    fn processes(&self) -> Vec<&Process> {
+        match self {
+            Controllers::Flux(c) => c.iter().map(|c| &c.process).collect(),
+            Controllers::Ours(c) => c.iter().map(|c| c.process()).collect(),
+        }
     }
-    fn peak_rss_kib(&self) -> u64 {
-        SourceController::peak_rss_kib(self)
-    }
-}
 
-impl Measured for support::controller::Process {
     fn cpu(&self) -> Duration {
-        self.cpu_time()
+        self.processes().iter().map(|p| p.cpu_time()).sum()
     }
+
+    /// The shards' peak resident sets, summed.
     fn peak_rss_kib(&self) -> u64 {
-        support::controller::Process::peak_rss_kib(self)
+        self.processes().iter().map(|p| p.peak_rss_kib()).sum()
     }
 }
 
@@ -72,209 +128,266 @@ async fn main() {
         println!("flux_side_by_side: a benchmark; run it with `make bench-flux`");
         return;
     }
-    let n = bench_n(1000);
-    let artifacts: usize = std::env::var("BENCH_ARTIFACTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|k| *k >= 1)
-        .unwrap_or(1);
+    let shape = Shape {
+        n: bench_n(1000),
+        artifacts: env_or("BENCH_ARTIFACTS", 1usize).max(1),
+        namespaces: env_or("BENCH_NAMESPACES", 1usize).max(1),
+        steady: env_or("BENCH_STEADY", 1u8) != 0,
+    };
+    let shards = env_or("BENCH_SHARDS", 1usize).max(1);
     let platform = support::platform();
     let kube = platform.client().await;
     support::install_crds(&kube).await;
     support::install_flux_source_crds(&kube).await;
-    ensure_flux_source_controller();
+    let flux_name = FluxController::title(&platform, "source-controller");
 
-    let flux = {
-        let ns = support::TestNamespace::new(&platform, &kube, "bench-flux").await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("storage")).unwrap();
-        let port = free_port();
-        let bin = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin");
-        let binary = bin.join("source-controller");
-        let version =
-            std::fs::read_to_string(bin.join(".source-controller.version")).unwrap_or_default();
-        let name: &'static str = format!("Flux source-controller v{}", version.trim()).leak();
-        let process = Launcher::new(
-            "source-controller",
-            binary,
-            &platform,
-            &ns.name,
-            dir.path().join("flux.log"),
-        )
-        .args([
-            "--enable-leader-election=false".to_string(),
-            "--log-level=info".into(),
-            "--concurrent=10".into(),
-            format!("--storage-path={}", dir.path().join("storage").display()),
-            format!("--storage-addr=127.0.0.1:{port}"),
-            format!("--storage-adv-addr=127.0.0.1:{port}"),
-        ])
-        .env("HOME", dir.path())
-        .within(Duration::from_secs(120))
-        .start();
-        measure(name, &platform, &kube, &ns.name, (n, artifacts), &process).await
-    };
-    let ours = {
-        let ns = support::TestNamespace::new(&platform, &kube, "bench-ours").await;
-        let controller = SourceController::start(
-            &platform,
-            &ns.name,
-            &["--concurrent=10", "--log-level=info"],
+    let flux = run(Side::Flux, &platform, &kube, shape, 1).await;
+    let ours = run(Side::Ours, &platform, &kube, shape, 1).await;
+    report(&shape.describe(1), &flux_name, &flux, &ours);
+    if shards > 1 {
+        let flux_sharded = run(Side::Flux, &platform, &kube, shape, shards).await;
+        let ours_sharded = run(Side::Ours, &platform, &kube, shape, shards).await;
+        let table = report(
+            &shape.describe(shards),
+            &flux_name,
+            &flux_sharded,
+            &ours_sharded,
         );
-        measure(
-            "driftless",
-            &platform,
-            &kube,
-            &ns.name,
-            (n, artifacts),
-            &controller,
-        )
-        .await
-    };
-    report((n, artifacts), &flux, &ours);
+        let speed_up = |one: &Run, many: &Run| {
+            format!("{:.2}×", one.ready.as_secs_f64() / many.ready.as_secs_f64())
+        };
+        table.row(
+            &format!("speed-up to Ready over 1 controller ({shards} shards)"),
+            speed_up(&flux, &flux_sharded),
+            speed_up(&ours, &ours_sharded),
+            String::new(),
+        );
+    }
 }
 
-fn ensure_flux_source_controller() {
-    let status = std::process::Command::new(support::repo_root().join("hack/testbin.sh"))
-        .arg("flux-source-controller")
-        .status()
-        .expect("run hack/testbin.sh flux-source-controller");
-    assert!(
-        status.success(),
-        "hack/testbin.sh flux-source-controller failed"
-    );
+/// One side's run: fresh namespaces, its controllers, the measurement; then the controllers
+/// stopped, the objects' finalizers removed and the namespaces deleted.
+async fn run(
+    side: Side,
+    platform: &support::Platform,
+    kube: &Client,
+    shape: Shape,
+    shards: usize,
+) -> Run {
+    let prefix = match side {
+        Side::Flux => "bench-flux",
+        Side::Ours => "bench-ours",
+    };
+    let mut namespaces = Vec::with_capacity(shape.namespaces);
+    for _ in 0..shape.namespaces {
+        namespaces.push(support::TestNamespace::new(platform, kube, prefix).await);
+    }
+    let names: Vec<String> = namespaces.iter().map(|ns| ns.name.clone()).collect();
+    let run_id = names[0].clone();
+    let controllers = start(side, platform, shape, &run_id, shards);
+    let measured = measure(platform, kube, shape, &names, shards, &controllers).await;
+    drop(controllers);
+    release(
+        &Api::<OCIRepository>::all(kube.clone()),
+        &format!("{RUN_LABEL}={run_id}"),
+    )
+    .await;
+    measured
+}
+
+/// The side's controllers: with one namespace they watch only it (as before sharding and
+/// namespaces came into the bench); otherwise every namespace, the run's objects by label.
+fn start(
+    side: Side,
+    platform: &support::Platform,
+    shape: Shape,
+    run_id: &str,
+    shards: usize,
+) -> Controllers {
+    let args = |shard: usize| {
+        let mut args = vec!["--concurrent=10".to_string(), "--log-level=info".into()];
+        let mut selector = Vec::new();
+        if shape.namespaces > 1 {
+            args.push("--watch-all-namespaces=true".into());
+            selector.push(format!("{RUN_LABEL}={run_id}"));
+        }
+        if shards > 1 {
+            selector.push(format!("{SHARD_LABEL}=shard-{shard}"));
+        }
+        if !selector.is_empty() {
+            args.push(format!("--watch-label-selector={}", selector.join(",")));
+        }
+        args
+    };
+    match side {
+        Side::Flux => Controllers::Flux(
+            (0..shards)
+                .map(|s| FluxController::source_controller(platform, run_id, &args(s)))
+                .collect(),
+        ),
+        Side::Ours => Controllers::Ours(
+            (0..shards)
+                .map(|s| {
+                    let args = args(s);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    SourceController::start(platform, run_id, &args)
+                })
+                .collect(),
+        ),
+    }
 }
 
 async fn measure(
-    name: &'static str,
     platform: &support::Platform,
     kube: &Client,
-    namespace: &str,
-    (n, artifacts): (usize, usize),
-    controller: &dyn Measured,
+    shape: Shape,
+    namespaces: &[String],
+    shards: usize,
+    controllers: &Controllers,
 ) -> Run {
+    let n = shape.n;
+    let run_id = &namespaces[0];
+    let selector = format!("{RUN_LABEL}={run_id}");
     let registry = platform.registry().to_string();
-    let urls = push_bench_artifacts(&registry, namespace, artifacts).await;
-    // Every repository of the run is under the namespace; the pushes' requests are not the
-    // controller's.
-    let repo = namespace.to_string();
-    let pushed = registry_requests(
-        &std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]),
-        &repo,
-    )
-    .len();
-    let api: Api<OCIRepository> = Api::namespaced(kube.clone(), namespace);
+    // Every repository of the run is under its id; the pushes' requests are not the
+    // controllers'.
+    let urls = push_bench_artifacts(&registry, run_id, shape.artifacts).await;
     let log = std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]);
+    let pushed = registry_requests(&log, run_id).len();
+    let all: Api<OCIRepository> = Api::all(kube.clone());
     let writes_before = api_writes(kube).await;
-    let cpu_before = controller.cpu();
+    let cpu_before = controllers.cpu();
+    let api_server_before = api_server_cpu(platform);
     let started = Instant::now();
-    create_ready_spread(&api, n, &urls, Duration::from_secs(900)).await;
+    create_objects(kube, shape, namespaces, shards, &urls).await;
+    wait_watching(&all, &selector, n, Duration::from_secs(3600), ready).await;
     let ready_after = started.elapsed();
-    let cpu_to_ready = controller.cpu().saturating_sub(cpu_before);
+    let cpu_to_ready = controllers.cpu().saturating_sub(cpu_before);
+    let api_server_cpu_to_ready = api_server_cpu(platform).saturating_sub(api_server_before);
     let writes_after = api_writes(kube).await;
-    let requests = registry_requests(&log, &repo).len();
-    let to_ready = requests - pushed;
+    let requests = registry_requests(&log, run_id).len();
     let writes_per_object = writes_after
         .iter()
         .map(|(k, after)| {
             let before = writes_before.get(k).copied().unwrap_or(0.0);
-            (k.clone(), (after - before) / n as f64)
+            // The bench's own create of each object is not the controller's write.
+            let own = if k == "ocirepositories" { 1.0 } else { 0.0 };
+            (k.clone(), (after - before) / n as f64 - own)
         })
         .filter(|(k, v)| *v >= 0.005 && !k.starts_with("namespaces"))
         .collect();
-
-    let cpu_before = controller.cpu();
-    let steady_started = Instant::now();
-    steady_pass(&api, n, "bench-steady-state", Duration::from_secs(900)).await;
-    let steady = steady_started.elapsed();
-    let cpu_steady = controller.cpu().saturating_sub(cpu_before);
-    let steady_requests = registry_requests(&log, &repo).len() - requests;
+    let steady = if shape.steady {
+        let cpu_before = controllers.cpu();
+        let steady_started = Instant::now();
+        steady_pass(kube, namespaces, n, &selector).await;
+        let time = steady_started.elapsed();
+        let cpu = controllers.cpu().saturating_sub(cpu_before);
+        Some(Steady {
+            time,
+            cpu_per_reconcile: cpu / n as u32,
+            registry_per_reconcile: (registry_requests(&log, run_id).len() - requests) as f64
+                / n as f64,
+        })
+    } else {
+        None
+    };
     Run {
-        name,
         ready: ready_after,
         cpu_to_ready,
-        peak_rss_kib: controller.peak_rss_kib(),
+        api_server_cpu_to_ready,
+        peak_rss_kib: controllers.peak_rss_kib(),
         writes_per_object,
-        registry_per_object: to_ready as f64 / n as f64,
+        registry_per_object: (requests - pushed) as f64 / n as f64,
         steady,
-        cpu_per_reconcile: cpu_steady / n as u32,
-        registry_per_reconcile: steady_requests as f64 / n as f64,
     }
 }
 
-fn report((n, artifacts): (usize, usize), flux: &Run, ours: &Run) {
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.1}×", a / b)
-        } else {
-            "—".into()
-        }
-    };
-    let on = match artifacts {
-        1 => "one artifact".to_string(),
-        k => format!("{k} artifacts"),
-    };
-    println!("Side by side, N = {n} OCIRepositories on {on}, --concurrent=10:");
-    println!(
-        "  {:<44} {:>14} {:>14} {:>8}",
-        "",
-        flux.name.rsplit(' ').next().unwrap_or(""),
-        ours.name,
-        "ratio"
+/// `app-<i>` in namespace i mod m, on artifact i mod k, in shard i mod s; 32 creates at a time.
+async fn create_objects(
+    kube: &Client,
+    shape: Shape,
+    namespaces: &[String],
+    shards: usize,
+    urls: &[String],
+) {
+    let run_id = &namespaces[0];
+    futures::stream::iter(0..shape.n)
+        .map(|i| async move {
+            let namespace = &namespaces[i % namespaces.len()];
+            let object: OCIRepository = serde_json::from_value(serde_json::json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+                "metadata": {"name": format!("app-{i}"), "labels": {
+                    RUN_LABEL: run_id, SHARD_LABEL: format!("shard-{}", i % shards)}},
+                "spec": {"url": urls[i % urls.len()], "interval": "60m", "insecure": true},
+            }))
+            .unwrap();
+            Api::<OCIRepository>::namespaced(kube.clone(), namespace)
+                .create(&Default::default(), &object)
+                .await
+                .expect("create");
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Asks every object to reconcile (`reconcile.fluxcd.io/requestedAt`) and waits until each has
+/// handled it and is Ready.
+async fn steady_pass(kube: &Client, namespaces: &[String], n: usize, selector: &str) {
+    let stamp = "bench-steady-state";
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let api: Api<OCIRepository> =
+                Api::namespaced(kube.clone(), &namespaces[i % namespaces.len()]);
+            let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+            api.patch(
+                &format!("app-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("annotate");
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let all: Api<OCIRepository> = Api::all(kube.clone());
+    wait_watching(&all, selector, n, Duration::from_secs(3600), |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(stamp)
+            && ready(o)
+    })
+    .await;
+}
+
+fn report(scenario: &str, flux_name: &str, flux: &Run, ours: &Run) -> SideBySide {
+    let version = flux_name.rsplit(' ').next().unwrap_or_default();
+    let table = SideBySide::new(
+        &format!("{scenario}, --concurrent=10"),
+        &format!("Flux {version}"),
+        "driftless",
     );
-    let row = |what: &str, a: String, b: String, r: String| {
-        println!("  {what:<44} {a:>14} {b:>14} {r:>8}");
-    };
-    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    row(
-        "first create → all Ready",
-        secs(flux.ready),
-        secs(ours.ready),
-        ratio(flux.ready.as_secs_f64(), ours.ready.as_secs_f64()),
-    );
-    row(
+    table.secs("first create → all Ready", flux.ready, ours.ready);
+    table.secs(
         "controller CPU to all Ready",
-        secs(flux.cpu_to_ready),
-        secs(ours.cpu_to_ready),
-        ratio(
-            flux.cpu_to_ready.as_secs_f64(),
-            ours.cpu_to_ready.as_secs_f64(),
-        ),
+        flux.cpu_to_ready,
+        ours.cpu_to_ready,
     );
-    row(
-        "controller peak RSS",
-        format!("{:.1} MiB", flux.peak_rss_kib as f64 / 1024.0),
-        format!("{:.1} MiB", ours.peak_rss_kib as f64 / 1024.0),
-        ratio(flux.peak_rss_kib as f64, ours.peak_rss_kib as f64),
+    table.secs(
+        "API server + etcd CPU to all Ready",
+        flux.api_server_cpu_to_ready,
+        ours.api_server_cpu_to_ready,
     );
-    row(
+    table.mib("controller peak RSS", flux.peak_rss_kib, ours.peak_rss_kib);
+    table.count(
         "registry requests per object to Ready",
-        format!("{:.2}", flux.registry_per_object),
-        format!("{:.2}", ours.registry_per_object),
-        ratio(flux.registry_per_object, ours.registry_per_object),
+        flux.registry_per_object,
+        ours.registry_per_object,
     );
-    row(
-        "steady pass over all (requestedAt)",
-        secs(flux.steady),
-        secs(ours.steady),
-        ratio(flux.steady.as_secs_f64(), ours.steady.as_secs_f64()),
-    );
-    row(
-        "CPU per unchanged reconcile",
-        format!("{:.2} ms", flux.cpu_per_reconcile.as_secs_f64() * 1e3),
-        format!("{:.2} ms", ours.cpu_per_reconcile.as_secs_f64() * 1e3),
-        ratio(
-            flux.cpu_per_reconcile.as_secs_f64(),
-            ours.cpu_per_reconcile.as_secs_f64(),
-        ),
-    );
-    row(
-        "registry requests per unchanged reconcile",
-        format!("{:.2}", flux.registry_per_reconcile),
-        format!("{:.2}", ours.registry_per_reconcile),
-        ratio(flux.registry_per_reconcile, ours.registry_per_reconcile),
-    );
-    println!("  API writes per object to Ready (resource: Flux / driftless):");
+    let writes = |run: &Run| run.writes_per_object.values().sum::<f64>();
+    table.count("API writes per object to Ready", writes(flux), writes(ours));
     let resources: std::collections::BTreeSet<&String> = flux
         .writes_per_object
         .keys()
@@ -282,6 +395,33 @@ fn report((n, artifacts): (usize, usize), flux: &Run, ours: &Run) {
         .collect();
     for resource in resources {
         let get = |run: &Run| run.writes_per_object.get(resource).copied().unwrap_or(0.0);
-        println!("    {resource:<42} {:>8.2} {:>8.2}", get(flux), get(ours));
+        table.count(&format!("  of which {resource}"), get(flux), get(ours));
     }
+    if let (Some(f), Some(o)) = (&flux.steady, &ours.steady) {
+        table.secs("steady pass over all (requestedAt)", f.time, o.time);
+        table.millis(
+            "CPU per unchanged reconcile",
+            f.cpu_per_reconcile,
+            o.cpu_per_reconcile,
+        );
+        table.count(
+            "registry requests per unchanged reconcile",
+            f.registry_per_reconcile,
+            o.registry_per_reconcile,
+        );
+    }
+    table
+}
+
+/// 10000 as `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(c);
+    }
+    text
 }

@@ -113,6 +113,18 @@ pub async fn push_bench_artifact(registry: &str, repo: &str) -> String {
     .await
 }
 
+/// The CPU the platform's API server and etcd have used so far: what a controller's time to
+/// Ready shares the cores with, and is bound by once the controller's own share is small.
+pub fn api_server_cpu(platform: &super::Platform) -> Duration {
+    let pids = std::path::Path::new(&platform.env["DRIFTLESS_PLATFORM_DIR"]).join("pids");
+    ["kube-apiserver", "etcd"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(pids.join(format!("{name}.pid"))).ok())
+        .filter_map(|pid| pid.trim().parse().ok())
+        .map(super::controller::cpu_time)
+        .sum()
+}
+
 /// The environment variable `name` parsed, else `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -122,7 +134,8 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The API server's write requests so far (`apiserver_request_total`), by
-/// `resource[/subresource]`, dry runs apart as `resource (dry run)`.
+/// `resource[/subresource]`, dry runs apart as `resource (dry run)`. Leases are left out: on a
+/// platform of controllers without leader election, they are the API server's own renewals.
 pub async fn api_writes(kube: &kube::Client) -> BTreeMap<String, f64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = kube
@@ -151,6 +164,9 @@ pub async fn api_writes(kube: &kube::Client) -> BTreeMap<String, f64> {
         ) {
             continue;
         }
+        if label("resource") == "leases" {
+            continue;
+        }
         let mut resource = match label("subresource").as_str() {
             "" => label("resource"),
             sub => format!("{}/{sub}", label("resource")),
@@ -161,4 +177,160 @@ pub async fn api_writes(kube: &kube::Client) -> BTreeMap<String, f64> {
         *writes.entry(resource).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     writes
+}
+
+/// Waits until `n` objects selected by `selector` (in every namespace `api` covers) are `done`,
+/// `limit` at most. It watches instead of listing: a list of 10,000 objects every 100 ms would
+/// load the API server both controllers share.
+pub async fn wait_watching<K>(
+    api: &Api<K>,
+    selector: &str,
+    n: usize,
+    limit: Duration,
+    done: impl Fn(&K) -> bool,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let key = |o: &K| {
+        let meta = o.meta();
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    };
+    let config = watcher::Config::default().labels(selector);
+    let stream = watcher::watcher(api.clone(), config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut there = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while there.len() < n {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(Some(event)) = next else {
+            panic!(
+                "only {} of {n} objects got there within {limit:?}",
+                there.len()
+            );
+        };
+        match event {
+            Ok(Event::Init) => there.clear(),
+            Ok(Event::Apply(o) | Event::InitApply(o)) if done(&o) => {
+                there.insert(key(&o));
+            }
+            Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) => {
+                there.remove(&key(&o));
+            }
+            Ok(Event::InitDone) => {}
+            Err(e) => eprintln!("watch {selector}: {e} (retrying)"),
+        }
+    }
+}
+
+/// Removes the finalizers of every object `selector` picks, once its controller is stopped, so
+/// that deleting the benchmark's namespaces does not leave them Terminating for ever.
+pub async fn release<K>(api: &Api<K>, selector: &str)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let list = api
+        .list_metadata(&kube::api::ListParams::default().labels(selector))
+        .await
+        .expect("list");
+    futures::stream::iter(list.items)
+        .map(|o| async move {
+            let (Some(ns), Some(name)) = (o.metadata.namespace, o.metadata.name) else {
+                return;
+            };
+            let api: Api<K> = Api::namespaced(api.clone().into_client(), &ns);
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            let _ = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// One side-by-side comparison, printed as it is measured: a heading, then a row per figure
+/// (Flux's, ours, the ratio). With `BENCH_TABLE` set, every row is also appended to that file
+/// (tab-separated, the scenario first), so that `hack/bench-table` prints all of a
+/// `make bench-flux` run as one table.
+pub struct SideBySide {
+    scenario: String,
+}
+
+impl SideBySide {
+    pub fn new(scenario: &str, flux: &str, ours: &str) -> Self {
+        println!("Side by side, {scenario}:");
+        println!("  {:<44} {:>14} {:>14} {:>8}", "", flux, ours, "ratio");
+        SideBySide {
+            scenario: scenario.to_string(),
+        }
+    }
+
+    pub fn row(&self, what: &str, flux: String, ours: String, ratio: String) {
+        println!("  {what:<44} {flux:>14} {ours:>14} {ratio:>8}");
+        let Ok(path) = std::env::var("BENCH_TABLE") else {
+            return;
+        };
+        use std::io::Write;
+        let line = format!("{}\t{what}\t{flux}\t{ours}\t{ratio}\n", self.scenario);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("append to {path}: {e}"));
+    }
+
+    /// A row of seconds, the ratio Flux's over ours.
+    pub fn secs(&self, what: &str, flux: Duration, ours: Duration) {
+        let shown = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        let r = ratio(flux.as_secs_f64(), ours.as_secs_f64());
+        self.row(what, shown(flux), shown(ours), r);
+    }
+
+    /// A row of milliseconds.
+    pub fn millis(&self, what: &str, flux: Duration, ours: Duration) {
+        let shown = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        let r = ratio(flux.as_secs_f64(), ours.as_secs_f64());
+        self.row(what, shown(flux), shown(ours), r);
+    }
+
+    /// A row of resident sets given in KiB, shown in MiB.
+    pub fn mib(&self, what: &str, flux_kib: u64, ours_kib: u64) {
+        let shown = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        let r = ratio(flux_kib as f64, ours_kib as f64);
+        self.row(what, shown(flux_kib), shown(ours_kib), r);
+    }
+
+    /// A row of counts (requests, writes) with two decimals.
+    pub fn count(&self, what: &str, flux: f64, ours: f64) {
+        self.row(
+            what,
+            format!("{flux:.2}"),
+            format!("{ours:.2}"),
+            ratio(flux, ours),
+        );
+    }
+}
+
+/// `a / b` as `3.2×`, or `—` when `b` is 0.
+pub fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}×", a / b)
+    } else {
+        "—".into()
+    }
 }

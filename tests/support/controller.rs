@@ -442,6 +442,10 @@ impl SourceController {
     pub fn metric(&self, name: &str) -> f64 {
         self.process.metric(name)
     }
+
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
 }
 
 /// A real `driftless apply-controller` process for one test: watching only the test's
@@ -549,7 +553,7 @@ impl ApplyController {
 /// A process's CPU time from `/proc/<pid>/stat`, in clock ticks: its own (utime and stime) and
 /// that of the children it waited for (cutime and cstime: the kustomize builds the
 /// apply-controller runs, which Flux's kustomize-controller runs in its own process).
-fn cpu_time(pid: u32) -> Duration {
+pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces; the fields after it are fixed.
     let fields: Vec<&str> = stat

@@ -20,6 +20,7 @@ pub fn ensure_built(target: &str) {
 pub struct FluxController {
     pub process: super::controller::Process,
     _dir: tempfile::TempDir,
+    _storage: Option<tempfile::TempDir>,
 }
 
 impl FluxController {
@@ -46,7 +47,39 @@ impl FluxController {
         .env("HOME", dir.path())
         .within(Duration::from_secs(60))
         .start();
-        FluxController { process, _dir: dir }
+        FluxController {
+            process,
+            _dir: dir,
+            _storage: None,
+        }
+    }
+
+    /// Flux's source-controller, storing artifacts in a directory of its own and serving them
+    /// on a free port.
+    pub fn source_controller(
+        platform: &super::Platform,
+        namespace: &str,
+        extra: &[String],
+    ) -> Self {
+        let storage = tempfile::tempdir().unwrap();
+        let port = super::controller::free_port();
+        let mut args = vec![
+            format!("--storage-path={}", storage.path().display()),
+            format!("--storage-addr=127.0.0.1:{port}"),
+            format!("--storage-adv-addr=127.0.0.1:{port}"),
+        ];
+        args.extend_from_slice(extra);
+        let mut controller = Self::start(platform, namespace, "source-controller", &args);
+        controller._storage = Some(storage);
+        controller
+    }
+
+    /// `Flux <name> v<version>`, as hack/testbin.sh recorded the version it built.
+    pub fn title(platform: &super::Platform, name: &str) -> String {
+        let bin = std::path::Path::new(&platform.env["DRIFTLESS_TESTBIN"]).join("bin");
+        let version =
+            std::fs::read_to_string(bin.join(format!(".{name}.version"))).unwrap_or_default();
+        format!("Flux {name} v{}", version.trim())
     }
 
     pub fn log_text(&self) -> String {
