@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use driftless::api::Bucket;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use support::bench::{SideBySide, bench_n, wait_watching};
+use support::bench::{SideBySide, bench_n, thousands, wait_watching};
 use support::controller::{Process, SourceController};
 use support::objectstore::{CountingProxy, ObjectStore, Provider};
 use support::peers::FluxController;
@@ -193,7 +193,10 @@ fn handled(o: &Bucket, stamp: &str) -> bool {
 fn report(n: usize, flux_name: &str, flux: &Run, ours: &Run) {
     let version = flux_name.rsplit(' ').next().unwrap_or_default();
     let table = SideBySide::new(
-        &format!("a Bucket of {n} objects of {SIZE} bytes (SeaweedFS, S3)"),
+        &format!(
+            "a Bucket of {} objects of {SIZE} bytes (SeaweedFS, S3)",
+            thousands(n)
+        ),
         &format!("Flux {version}"),
         "driftless",
     );

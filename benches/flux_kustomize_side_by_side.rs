@@ -33,7 +33,7 @@ use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use support::bench::{
-    SideBySide, api_server_cpu, api_writes, bench_n, env_or, release, wait_watching,
+    SideBySide, api_server_cpu, api_writes, bench_n, env_or, release, thousands, wait_watching,
 };
 use support::controller::{ApplyController, Process, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
@@ -338,7 +338,10 @@ fn report(shape: Shape, n: usize, concurrent: usize, flux: &Run, ours: &Run) {
         Shape::Overlays => "kustomize overlays of 10 ConfigMaps each",
     };
     let table = SideBySide::new(
-        &format!("{n} Kustomizations, {what}, --concurrent={concurrent}"),
+        &format!(
+            "{} Kustomizations, {what}, --concurrent={concurrent}",
+            thousands(n)
+        ),
         &format!("Flux {}", flux.name.rsplit(' ').next().unwrap_or("")),
         &ours.name,
     );

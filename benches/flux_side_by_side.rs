@@ -1,7 +1,8 @@
 //! Side by side with Flux (a command, not a test): the same N OCIRepositories, reconciled first
 //! by Flux's own source-controller (the peer `hack/testbin.sh flux-source-controller` builds:
 //! v1.9.6, the newest the module proxy serves whole) and then by driftless's (release build),
-//! each in fresh namespaces of the same platform with `--concurrent=10`, and the ratios.
+//! each in fresh namespaces of the same platform with `--concurrent=10` (`BENCH_CONCURRENT`),
+//! and the ratios.
 //!
 //!   make bench-flux                                  # every shape below, one table
 //!   BENCH_N=200 BENCH_ARTIFACTS=10 cargo bench --bench flux_side_by_side
@@ -16,6 +17,12 @@
 //!   controllers on each side, sharded as Flux shards (`sharding.fluxcd.io/key` on each object,
 //!   one `--watch-label-selector` per controller); their CPU and resident sets are summed, and
 //!   the speed-up over one controller is reported;
+//! - `BENCH_CONCURRENT=c`: each controller's `--concurrent` (default 10). With 1 (and
+//!   `BENCH_PRECREATE=1`), a controller reconciles one object at a time, so its own latency
+//!   bounds the run rather than the API server: what sharding divides;
+//! - `BENCH_PRECREATE=1`: the objects are created first and the clock starts with the
+//!   controllers, so that the bench's own creates do not bound the time (they do with
+//!   `--concurrent=1` as much as with 10);
 //! - `BENCH_STEADY=0` skips the steady pass.
 //!
 //! Per run: time from the first create until all N are Ready; the controllers' CPU (utime +
@@ -37,7 +44,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use support::bench::{
     SideBySide, api_server_cpu, api_writes, bench_n, env_or, push_bench_artifacts, ready, release,
-    wait_watching,
+    thousands, wait_watching,
 };
 use support::controller::{Process, SourceController};
 use support::oci::registry_requests;
@@ -54,6 +61,10 @@ struct Shape {
     n: usize,
     artifacts: usize,
     namespaces: usize,
+    concurrent: usize,
+    /// The objects are created before the controllers start: the time is then the
+    /// controllers' own, not bound by how fast the bench creates objects.
+    precreate: bool,
     steady: bool,
 }
 
@@ -69,6 +80,9 @@ impl Shape {
         }
         if shards > 1 {
             text += &format!(", {shards} shards a side");
+        }
+        if self.precreate {
+            text += ", created before the controllers start";
         }
         text
     }
@@ -132,6 +146,8 @@ async fn main() {
         n: bench_n(1000),
         artifacts: env_or("BENCH_ARTIFACTS", 1usize).max(1),
         namespaces: env_or("BENCH_NAMESPACES", 1usize).max(1),
+        concurrent: env_or("BENCH_CONCURRENT", 10usize).max(1),
+        precreate: env_or("BENCH_PRECREATE", 0u8) != 0,
         steady: env_or("BENCH_STEADY", 1u8) != 0,
     };
     let shards = env_or("BENCH_SHARDS", 1usize).max(1);
@@ -143,16 +159,11 @@ async fn main() {
 
     let flux = run(Side::Flux, &platform, &kube, shape, 1).await;
     let ours = run(Side::Ours, &platform, &kube, shape, 1).await;
-    report(&shape.describe(1), &flux_name, &flux, &ours);
+    report(&shape, 1, &flux_name, &flux, &ours);
     if shards > 1 {
         let flux_sharded = run(Side::Flux, &platform, &kube, shape, shards).await;
         let ours_sharded = run(Side::Ours, &platform, &kube, shape, shards).await;
-        let table = report(
-            &shape.describe(shards),
-            &flux_name,
-            &flux_sharded,
-            &ours_sharded,
-        );
+        let table = report(&shape, shards, &flux_name, &flux_sharded, &ours_sharded);
         let speed_up = |one: &Run, many: &Run| {
             format!("{:.2}×", one.ready.as_secs_f64() / many.ready.as_secs_f64())
         };
@@ -184,8 +195,9 @@ async fn run(
     }
     let names: Vec<String> = namespaces.iter().map(|ns| ns.name.clone()).collect();
     let run_id = names[0].clone();
-    let controllers = start(side, platform, shape, &run_id, shards);
-    let measured = measure(platform, kube, shape, &names, shards, &controllers).await;
+    let start_controllers = || start(side, platform, shape, &run_id, shards);
+    let (measured, controllers) =
+        measure(platform, kube, shape, &names, shards, start_controllers).await;
     drop(controllers);
     release(
         &Api::<OCIRepository>::all(kube.clone()),
@@ -205,7 +217,10 @@ fn start(
     shards: usize,
 ) -> Controllers {
     let args = |shard: usize| {
-        let mut args = vec!["--concurrent=10".to_string(), "--log-level=info".into()];
+        let mut args = vec![
+            format!("--concurrent={}", shape.concurrent),
+            "--log-level=info".into(),
+        ];
         let mut selector = Vec::new();
         if shape.namespaces > 1 {
             args.push("--watch-all-namespaces=true".into());
@@ -243,8 +258,8 @@ async fn measure(
     shape: Shape,
     namespaces: &[String],
     shards: usize,
-    controllers: &Controllers,
-) -> Run {
+    start_controllers: impl FnOnce() -> Controllers,
+) -> (Run, Controllers) {
     let n = shape.n;
     let run_id = &namespaces[0];
     let selector = format!("{RUN_LABEL}={run_id}");
@@ -255,11 +270,20 @@ async fn measure(
     let log = std::path::PathBuf::from(&platform.env["DRIFTLESS_REGISTRY_LOG"]);
     let pushed = registry_requests(&log, run_id).len();
     let all: Api<OCIRepository> = Api::all(kube.clone());
-    let writes_before = api_writes(kube).await;
-    let cpu_before = controllers.cpu();
-    let api_server_before = api_server_cpu(platform);
-    let started = Instant::now();
-    create_objects(kube, shape, namespaces, shards, &urls).await;
+    let (controllers, writes_before, cpu_before, api_server_before, started) = if shape.precreate {
+        create_objects(kube, shape, namespaces, shards, &urls).await;
+        let (writes, api_server) = (api_writes(kube).await, api_server_cpu(platform));
+        let started = Instant::now();
+        let controllers = start_controllers();
+        (controllers, writes, Duration::ZERO, api_server, started)
+    } else {
+        let controllers = start_controllers();
+        let (writes, cpu) = (api_writes(kube).await, controllers.cpu());
+        let api_server = api_server_cpu(platform);
+        let started = Instant::now();
+        create_objects(kube, shape, namespaces, shards, &urls).await;
+        (controllers, writes, cpu, api_server, started)
+    };
     wait_watching(&all, &selector, n, Duration::from_secs(3600), ready).await;
     let ready_after = started.elapsed();
     let cpu_to_ready = controllers.cpu().saturating_sub(cpu_before);
@@ -271,7 +295,10 @@ async fn measure(
         .map(|(k, after)| {
             let before = writes_before.get(k).copied().unwrap_or(0.0);
             // The bench's own create of each object is not the controller's write.
-            let own = if k == "ocirepositories" { 1.0 } else { 0.0 };
+            let own = match k.as_str() {
+                "ocirepositories" if !shape.precreate => 1.0,
+                _ => 0.0,
+            };
             (k.clone(), (after - before) / n as f64 - own)
         })
         .filter(|(k, v)| *v >= 0.005 && !k.starts_with("namespaces"))
@@ -291,7 +318,7 @@ async fn measure(
     } else {
         None
     };
-    Run {
+    let run = Run {
         ready: ready_after,
         cpu_to_ready,
         api_server_cpu_to_ready,
@@ -299,7 +326,8 @@ async fn measure(
         writes_per_object,
         registry_per_object: (requests - pushed) as f64 / n as f64,
         steady,
-    }
+    };
+    (run, controllers)
 }
 
 /// `app-<i>` in namespace i mod m, on artifact i mod k, in shard i mod s; 32 creates at a time.
@@ -362,14 +390,22 @@ async fn steady_pass(kube: &Client, namespaces: &[String], n: usize, selector: &
     .await;
 }
 
-fn report(scenario: &str, flux_name: &str, flux: &Run, ours: &Run) -> SideBySide {
+fn report(shape: &Shape, shards: usize, flux_name: &str, flux: &Run, ours: &Run) -> SideBySide {
     let version = flux_name.rsplit(' ').next().unwrap_or_default();
     let table = SideBySide::new(
-        &format!("{scenario}, --concurrent=10"),
+        &format!(
+            "{}, --concurrent={}",
+            shape.describe(shards),
+            shape.concurrent
+        ),
         &format!("Flux {version}"),
         "driftless",
     );
-    table.secs("first create → all Ready", flux.ready, ours.ready);
+    let to_ready = match shape.precreate {
+        true => "controllers started → all Ready",
+        false => "first create → all Ready",
+    };
+    table.secs(to_ready, flux.ready, ours.ready);
     table.secs(
         "controller CPU to all Ready",
         flux.cpu_to_ready,
@@ -411,17 +447,4 @@ fn report(scenario: &str, flux_name: &str, flux: &Run, ours: &Run) -> SideBySide
         );
     }
     table
-}
-
-/// 10000 as `10,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(c);
-    }
-    text
 }

@@ -334,3 +334,16 @@ pub fn ratio(a: f64, b: f64) -> String {
         "—".into()
     }
 }
+
+/// 10000 as `10,000`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(c);
+    }
+    text
+}
