@@ -523,7 +523,8 @@ fn queue_key(r: &QueueRef<Kustomization>) -> String {
     format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name)
 }
 
-/// The Kustomizations whose sourceRef names this source.
+/// Maps a source's events to the Kustomizations to reconcile (`awaiting`), and interrupts the
+/// passes of its users that are applying another revision.
 fn referencing<K: kube::Resource<DynamicType = ()> + 'static>(
     store: Store<Kustomization>,
     kind: SourceKind,
@@ -536,12 +537,12 @@ fn referencing<K: kube::Resource<DynamicType = ()> + 'static>(
     move |source: K| {
         let revision = artifact_revision(&source);
         let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
-        let refs = users(&store, kind, &ns, &name);
+        let users = users(&store, kind, &ns, &name);
         let by = format!("{}/{ns}/{name}", K::kind(&()));
-        for r in &refs {
-            interrupts.source_seen(&queue_key(r), &by, revision.as_deref());
+        for k in &users {
+            interrupts.source_seen(&object_key(k.as_ref()), &by, revision.as_deref());
         }
-        queued(&queues, refs)
+        queued(&queues, awaiting(&users, revision.as_deref()))
     }
 }
 
@@ -560,12 +561,12 @@ fn referencing_dynamic(
             .and_then(serde_json::Value::as_str)
             .map(str::to_string);
         let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
-        let refs = users(&store, kind, &ns, &name);
+        let users = users(&store, kind, &ns, &name);
         let by = format!("{}/{ns}/{name}", source_resource(kind).kind);
-        for r in &refs {
-            interrupts.source_seen(&queue_key(r), &by, revision.as_deref());
+        for k in &users {
+            interrupts.source_seen(&object_key(k.as_ref()), &by, revision.as_deref());
         }
-        queued(&queues, refs)
+        queued(&queues, awaiting(&users, revision.as_deref()))
     }
 }
 
@@ -578,15 +579,16 @@ fn queued(queues: &WorkQueues, refs: Vec<QueueRef<Kustomization>>) -> Vec<QueueR
     refs
 }
 
+/// The Kustomizations whose `sourceRef` names this source.
 fn users(
     store: &Store<Kustomization>,
     kind: SourceKind,
     ns: &str,
     name: &str,
-) -> Vec<QueueRef<Kustomization>> {
+) -> Vec<Arc<Kustomization>> {
     store
         .state()
-        .iter()
+        .into_iter()
         .filter(|k| {
             let r = &k.spec.source_ref;
             r.kind == kind
@@ -596,8 +598,35 @@ fn users(
                     .unwrap_or_else(|| k.namespace().unwrap_or_default())
                     == ns
         })
+        .collect()
+}
+
+/// Of a source's users, those its artifact `revision` asks to reconcile, as Flux's
+/// kustomize-controller enqueues them: none while the source has no artifact, and none that
+/// already attempted this revision and are Ready or Reconciling (one that failed on it is
+/// tried again). Every event of a source (its status writes, a relist of the watch) reaches
+/// here, not only a new revision: without this, each re-ran every Kustomization that uses the
+/// source (an event during 1,000 first applies re-ran the 352 already done).
+fn awaiting(users: &[Arc<Kustomization>], revision: Option<&str>) -> Vec<QueueRef<Kustomization>> {
+    let Some(revision) = revision else {
+        return Vec::new();
+    };
+    users
+        .iter()
+        .filter(|k| !settled_on(k, revision))
         .map(|k| QueueRef::from_obj(k.as_ref()))
         .collect()
+}
+
+/// The Kustomization attempted `revision` and is Ready or still Reconciling it.
+fn settled_on(k: &Kustomization, revision: &str) -> bool {
+    k.status.as_ref().is_some_and(|s| {
+        s.last_attempted_revision.as_deref() == Some(revision)
+            && s.conditions.iter().any(|c| {
+                (c.type_ == "Ready" || c.type_ == "Reconciling")
+                    && c.status == crate::api::ConditionStatus::True
+            })
+    })
 }
 
 /// An object a flag names in the controller's own namespace: (namespace, name).
@@ -644,5 +673,64 @@ mod path_tests {
         assert_eq!(executable_on_path("kustomize", &path), Some(binary));
         let without = std::env::join_paths(dirs[..2].iter().map(|d| d.path())).unwrap();
         assert_eq!(executable_on_path("kustomize", &without), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Kustomization of OCIRepository `repo`; with `attempted`, the revision it last
+    /// attempted and its Ready status.
+    fn kustomization(name: &str, attempted: Option<(&str, &str)>) -> Arc<Kustomization> {
+        let mut k: Kustomization = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"interval": "10m", "prune": true,
+                     "sourceRef": {"kind": "OCIRepository", "name": "repo"}},
+        }))
+        .unwrap();
+        if let Some((revision, ready)) = attempted {
+            let condition = serde_json::json!({"type": "Ready", "status": ready,
+                "reason": "Any", "message": "", "lastTransitionTime": "2026-12-05T00:00:00Z"});
+            k.status = Some(
+                serde_json::from_value(serde_json::json!({
+                    "lastAttemptedRevision": revision, "conditions": [condition],
+                }))
+                .unwrap(),
+            );
+        }
+        Arc::new(k)
+    }
+
+    fn names(refs: Vec<QueueRef<Kustomization>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_source_event_reconciles_only_the_users_not_settled_on_its_revision() {
+        let users = [
+            kustomization("new", None),
+            kustomization("behind", Some(("latest@sha256:aaa", "True"))),
+            kustomization("done", Some(("latest@sha256:bbb", "True"))),
+            kustomization("failed", Some(("latest@sha256:bbb", "False"))),
+        ];
+        assert_eq!(
+            names(awaiting(&users, Some("latest@sha256:bbb"))),
+            ["new", "behind", "failed"]
+        );
+        assert_eq!(
+            names(awaiting(&users, Some("latest@sha256:ccc"))),
+            ["new", "behind", "done", "failed"]
+        );
+    }
+
+    #[test]
+    fn a_source_without_an_artifact_reconciles_none_of_its_users() {
+        let users = [
+            kustomization("new", None),
+            kustomization("behind", Some(("a", "True"))),
+        ];
+        assert!(awaiting(&users, None).is_empty());
     }
 }
