@@ -18,9 +18,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use driftless::api::Bucket;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use support::bench::{SideBySide, bench_n, thousands, wait_watching};
+use support::bench::{SideBySide, bench_n, request_reconcile, thousands, wait_watching};
 use support::controller::{Process, SourceController};
 use support::objectstore::{CountingProxy, ObjectStore, Provider};
 use support::peers::FluxController;
@@ -150,7 +149,7 @@ async fn measure(
     let (started, cpu) = (Instant::now(), controller.cpu_time());
     let content = format!("changed at {:?}\n", std::time::SystemTime::now());
     store.put(bucket, "data/obj-000001.yaml", content.as_bytes());
-    request_reconcile(&api, "bench-change").await;
+    request_reconcile(&api, "bench", "bench-change").await;
     wait_watching(&api, &selector, 1, Duration::from_secs(3600), |o| {
         handled(o, "bench-change") && revision(o) != first_revision
     })
@@ -159,7 +158,7 @@ async fn measure(
 
     proxy.clear();
     let (started, cpu) = (Instant::now(), controller.cpu_time());
-    request_reconcile(&api, "bench-unchanged").await;
+    request_reconcile(&api, "bench", "bench-unchanged").await;
     wait_watching(&api, &selector, 1, Duration::from_secs(3600), |o| {
         handled(o, "bench-unchanged")
     })
@@ -171,13 +170,6 @@ async fn measure(
         unchanged,
         peak_rss_kib: controller.peak_rss_kib(),
     }
-}
-
-async fn request_reconcile(api: &Api<Bucket>, stamp: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-    api.patch("bench", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
 }
 
 /// The Bucket handled the request `stamp` and is Ready.

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use driftless::api::{ConditionStatus, Kustomization, OCIRepository};
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use support::bench::{
-    SideBySide, api_server_cpu, api_writes, bench_n, env_or, release, thousands, wait_watching,
+    SideBySide, ToReady, api_server_cpu, api_writes, bench_n, env_or, release, request_reconcile,
+    thousands, wait_watching,
 };
 use support::controller::{ApplyController, Process, SourceController};
 use support::oci::{FLUX_LAYER, client, flux_layer, push_flux_artifact};
@@ -43,10 +43,7 @@ use support::source::Sources;
 /// What one controller's run measured.
 struct Run {
     name: String,
-    ready: Duration,
-    cpu_to_ready: Duration,
-    api_server_cpu_to_ready: Duration,
-    peak_rss_kib: u64,
+    to_ready: ToReady,
     writes_to_ready: BTreeMap<String, f64>,
     steady: Duration,
     cpu_per_reconcile: Duration,
@@ -259,7 +256,7 @@ async fn measure(
     let stamp = "bench-steady-state";
     let cpu_before = controller.cpu_time();
     let steady_started = Instant::now();
-    request_reconcile(&api, n, stamp).await;
+    request_reconcile_all(&api, n, stamp).await;
     wait_watching(&api, &selector, n, Duration::from_secs(3600), |o| {
         ready(o)
             && o.status
@@ -273,10 +270,12 @@ async fn measure(
     let writes_steady = api_writes(kube).await;
     Run {
         name,
-        ready: ready_after,
-        cpu_to_ready,
-        api_server_cpu_to_ready,
-        peak_rss_kib: controller.peak_rss_kib(),
+        to_ready: ToReady {
+            time: ready_after,
+            cpu: cpu_to_ready,
+            api_server_cpu: api_server_cpu_to_ready,
+            peak_rss_kib: controller.peak_rss_kib(),
+        },
         writes_to_ready: per_object(&writes_before, &writes_ready, n),
         steady,
         cpu_per_reconcile: cpu_steady / n as u32,
@@ -284,21 +283,9 @@ async fn measure(
     }
 }
 
-async fn request_reconcile(api: &Api<Kustomization>, n: usize, stamp: &str) {
+async fn request_reconcile_all(api: &Api<Kustomization>, n: usize, stamp: &str) {
     futures::stream::iter(0..n)
-        .map(|k| {
-            let api = api.clone();
-            async move {
-                let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-                api.patch(
-                    &format!("app-{k}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .expect("annotate");
-            }
-        })
+        .map(|k| async move { request_reconcile(api, &format!("app-{k}"), stamp).await })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
@@ -345,18 +332,7 @@ fn report(shape: Shape, n: usize, concurrent: usize, flux: &Run, ours: &Run) {
         &format!("Flux {}", flux.name.rsplit(' ').next().unwrap_or("")),
         &ours.name,
     );
-    table.secs("first create → all Ready", flux.ready, ours.ready);
-    table.secs(
-        "controller CPU to all Ready",
-        flux.cpu_to_ready,
-        ours.cpu_to_ready,
-    );
-    table.secs(
-        "API server + etcd CPU to all Ready",
-        flux.api_server_cpu_to_ready,
-        ours.api_server_cpu_to_ready,
-    );
-    table.mib("controller peak RSS", flux.peak_rss_kib, ours.peak_rss_kib);
+    table.to_ready("first create → all Ready", &flux.to_ready, &ours.to_ready);
     table.secs(
         "steady pass over all (requestedAt)",
         flux.steady,

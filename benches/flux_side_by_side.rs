@@ -40,11 +40,10 @@ use std::time::{Duration, Instant};
 
 use driftless::api::OCIRepository;
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use support::bench::{
-    SideBySide, api_server_cpu, api_writes, bench_n, env_or, push_bench_artifacts, ready, release,
-    thousands, wait_watching,
+    SideBySide, ToReady, api_server_cpu, api_writes, bench_n, env_or, handled,
+    push_bench_artifacts, ready, release, request_reconcile, thousands, wait_watching,
 };
 use support::controller::{Process, SourceController};
 use support::oci::registry_requests;
@@ -96,10 +95,7 @@ enum Side {
 
 /// What one side's run measured.
 struct Run {
-    ready: Duration,
-    cpu_to_ready: Duration,
-    api_server_cpu_to_ready: Duration,
-    peak_rss_kib: u64,
+    to_ready: ToReady,
     writes_per_object: BTreeMap<String, f64>,
     registry_per_object: f64,
     steady: Option<Steady>,
@@ -165,7 +161,10 @@ async fn main() {
         let ours_sharded = run(Side::Ours, &platform, &kube, shape, shards).await;
         let table = report(&shape, shards, &flux_name, &flux_sharded, &ours_sharded);
         let speed_up = |one: &Run, many: &Run| {
-            format!("{:.2}×", one.ready.as_secs_f64() / many.ready.as_secs_f64())
+            format!(
+                "{:.2}×",
+                one.to_ready.time.as_secs_f64() / many.to_ready.time.as_secs_f64()
+            )
         };
         table.row(
             &format!("speed-up to Ready over 1 controller ({shards} shards)"),
@@ -319,10 +318,12 @@ async fn measure(
         None
     };
     let run = Run {
-        ready: ready_after,
-        cpu_to_ready,
-        api_server_cpu_to_ready,
-        peak_rss_kib: controllers.peak_rss_kib(),
+        to_ready: ToReady {
+            time: ready_after,
+            cpu: cpu_to_ready,
+            api_server_cpu: api_server_cpu_to_ready,
+            peak_rss_kib: controllers.peak_rss_kib(),
+        },
         writes_per_object,
         registry_per_object: (requests - pushed) as f64 / n as f64,
         steady,
@@ -367,25 +368,14 @@ async fn steady_pass(kube: &Client, namespaces: &[String], n: usize, selector: &
         .map(|i| async move {
             let api: Api<OCIRepository> =
                 Api::namespaced(kube.clone(), &namespaces[i % namespaces.len()]);
-            let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-            api.patch(
-                &format!("app-{i}"),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .expect("annotate");
+            request_reconcile(&api, &format!("app-{i}"), stamp).await
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
     let all: Api<OCIRepository> = Api::all(kube.clone());
     wait_watching(&all, selector, n, Duration::from_secs(3600), |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some(stamp)
-            && ready(o)
+        handled(o, stamp)
     })
     .await;
 }
@@ -405,18 +395,7 @@ fn report(shape: &Shape, shards: usize, flux_name: &str, flux: &Run, ours: &Run)
         true => "controllers started → all Ready",
         false => "first create → all Ready",
     };
-    table.secs(to_ready, flux.ready, ours.ready);
-    table.secs(
-        "controller CPU to all Ready",
-        flux.cpu_to_ready,
-        ours.cpu_to_ready,
-    );
-    table.secs(
-        "API server + etcd CPU to all Ready",
-        flux.api_server_cpu_to_ready,
-        ours.api_server_cpu_to_ready,
-    );
-    table.mib("controller peak RSS", flux.peak_rss_kib, ours.peak_rss_kib);
+    table.to_ready(to_ready, &flux.to_ready, &ours.to_ready);
     table.count(
         "registry requests per object to Ready",
         flux.registry_per_object,

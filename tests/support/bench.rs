@@ -49,27 +49,32 @@ pub async fn create_ready_spread(
 /// Asks `app-0` … `app-<n-1>` to reconcile (`reconcile.fluxcd.io/requestedAt`) and waits until
 /// every one has handled it and is Ready.
 pub async fn steady_pass(api: &Api<OCIRepository>, n: usize, stamp: &str, limit: Duration) {
-    futures::stream::iter((0..n).map(|i| format!("app-{i}")))
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .expect("annotate");
-            }
-        })
+    futures::stream::iter(0..n)
+        .map(|i| async move { request_reconcile(api, &format!("app-{i}"), stamp).await })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-    super::wait_all(api, n, limit, |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some(stamp)
-            && ready(o)
-    })
-    .await;
+    super::wait_all(api, n, limit, |o| handled(o, stamp)).await;
+}
+
+/// Asks `name` to reconcile now, as `flux reconcile` does: `reconcile.fluxcd.io/requestedAt`.
+pub async fn request_reconcile<K>(api: &Api<K>, name: &str, stamp: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+/// The object handled the reconcile request `stamp` and is Ready.
+pub fn handled(o: &OCIRepository, stamp: &str) -> bool {
+    o.status
+        .as_ref()
+        .and_then(|s| s.last_handled_reconcile_at.as_deref())
+        == Some(stamp)
+        && ready(o)
 }
 
 pub fn ready(o: &OCIRepository) -> bool {
@@ -323,6 +328,29 @@ impl SideBySide {
             format!("{ours:.2}"),
             ratio(flux, ours),
         );
+    }
+}
+
+/// What a run took to get every object Ready: the time, the controllers' CPU, the API server's
+/// and etcd's CPU, and the controllers' peak resident set (over the whole run).
+pub struct ToReady {
+    pub time: Duration,
+    pub cpu: Duration,
+    pub api_server_cpu: Duration,
+    pub peak_rss_kib: u64,
+}
+
+impl SideBySide {
+    /// The rows of `ToReady`, the first named `what` (when its clock started).
+    pub fn to_ready(&self, what: &str, flux: &ToReady, ours: &ToReady) {
+        self.secs(what, flux.time, ours.time);
+        self.secs("controller CPU to all Ready", flux.cpu, ours.cpu);
+        self.secs(
+            "API server + etcd CPU to all Ready",
+            flux.api_server_cpu,
+            ours.api_server_cpu,
+        );
+        self.mib("controller peak RSS", flux.peak_rss_kib, ours.peak_rss_kib);
     }
 }
 
