@@ -29,6 +29,7 @@ use crate::api::kustomization::{SourceKind, SubstituteKind};
 use crate::api::{Bucket, Kustomization, OCIRepository};
 use crate::artifact::extract::ExtractLimits;
 use crate::controller::args::CommonArgs;
+use crate::controller::conditions::{READY, RECONCILING};
 use crate::controller::events::Events;
 use crate::controller::flags::{go_bool, go_uint};
 use crate::controller::frame::{error_policy, reconcile, requested_at};
@@ -523,8 +524,48 @@ fn queue_key(r: &QueueRef<Kustomization>) -> String {
     format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name)
 }
 
-/// Maps a source's events to the Kustomizations to reconcile (`awaiting`), and interrupts the
-/// passes of its users that are applying another revision.
+/// What an event of one source kind leads to: the passes of its users that apply another
+/// revision are interrupted, and those its revision asks for (`awaiting`) are queued.
+#[derive(Clone)]
+struct SourceEvents {
+    store: Store<Kustomization>,
+    kind: SourceKind,
+    queues: WorkQueues,
+    interrupts: Interrupts,
+}
+
+impl SourceEvents {
+    fn new(
+        store: Store<Kustomization>,
+        kind: SourceKind,
+        queues: &WorkQueues,
+        ctx: &ApplyContext,
+    ) -> Self {
+        SourceEvents {
+            store,
+            kind,
+            queues: queues.clone(),
+            interrupts: ctx.interrupts.clone(),
+        }
+    }
+
+    /// Source `kind_name` `ns/name` was seen with artifact `revision`.
+    fn seen(
+        &self,
+        kind_name: &str,
+        (ns, name): (&str, &str),
+        revision: Option<&str>,
+    ) -> Vec<QueueRef<Kustomization>> {
+        let users = users(&self.store, self.kind, ns, name);
+        let by = format!("{kind_name}/{ns}/{name}");
+        for k in &users {
+            self.interrupts
+                .source_seen(&object_key(k.as_ref()), &by, revision);
+        }
+        queued(&self.queues, awaiting(&users, revision))
+    }
+}
+
 fn referencing<K: kube::Resource<DynamicType = ()> + 'static>(
     store: Store<Kustomization>,
     kind: SourceKind,
@@ -532,17 +573,11 @@ fn referencing<K: kube::Resource<DynamicType = ()> + 'static>(
     ctx: &ApplyContext,
     artifact_revision: fn(&K) -> Option<String>,
 ) -> impl Fn(K) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
-    let queues = queues.clone();
-    let interrupts = ctx.interrupts.clone();
+    let events = SourceEvents::new(store, kind, queues, ctx);
     move |source: K| {
-        let revision = artifact_revision(&source);
         let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
-        let users = users(&store, kind, &ns, &name);
-        let by = format!("{}/{ns}/{name}", K::kind(&()));
-        for k in &users {
-            interrupts.source_seen(&object_key(k.as_ref()), &by, revision.as_deref());
-        }
-        queued(&queues, awaiting(&users, revision.as_deref()))
+        let revision = artifact_revision(&source);
+        events.seen(&K::kind(&()), (&ns, &name), revision.as_deref())
     }
 }
 
@@ -552,29 +587,21 @@ fn referencing_dynamic(
     queues: &WorkQueues,
     ctx: &ApplyContext,
 ) -> impl Fn(DynamicObject) -> Vec<QueueRef<Kustomization>> + Send + Sync + Clone + 'static {
-    let queues = queues.clone();
-    let interrupts = ctx.interrupts.clone();
+    let events = SourceEvents::new(store, kind, queues, ctx);
     move |source: DynamicObject| {
+        let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
         let revision = source
             .data
             .pointer("/status/artifact/revision")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string);
-        let (ns, name) = (source.namespace().unwrap_or_default(), source.name_any());
-        let users = users(&store, kind, &ns, &name);
-        let by = format!("{}/{ns}/{name}", source_resource(kind).kind);
-        for k in &users {
-            interrupts.source_seen(&object_key(k.as_ref()), &by, revision.as_deref());
-        }
-        queued(&queues, awaiting(&users, revision.as_deref()))
+            .and_then(serde_json::Value::as_str);
+        events.seen(&source_resource(kind).kind, (&ns, &name), revision)
     }
 }
 
-/// The Kustomizations a source change triggers, counted into the work queue.
+/// The Kustomizations a change triggers, counted into the work queue.
 fn queued(queues: &WorkQueues, refs: Vec<QueueRef<Kustomization>>) -> Vec<QueueRef<Kustomization>> {
     for r in &refs {
-        let key = format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name);
-        queues.add(CONTROLLER, &key);
+        queues.add(CONTROLLER, &queue_key(r));
     }
     refs
 }
@@ -623,7 +650,7 @@ fn settled_on(k: &Kustomization, revision: &str) -> bool {
     k.status.as_ref().is_some_and(|s| {
         s.last_attempted_revision.as_deref() == Some(revision)
             && s.conditions.iter().any(|c| {
-                (c.type_ == "Ready" || c.type_ == "Reconciling")
+                (c.type_ == READY || c.type_ == RECONCILING)
                     && c.status == crate::api::ConditionStatus::True
             })
     })
